@@ -1,0 +1,124 @@
+"""Typed errors. Each carries the HTTP status and error code the endpoints answer with.
+
+Catch :class:`TaskToolkitError` for all of them; every class also derives from the
+built-in exception a caller would expect (``ValueError``, ``LookupError``, ...).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatabaseUnavailableError",
+    "InvalidFilterError",
+    "InvalidProgressError",
+    "InvalidStateError",
+    "InvalidTTLError",
+    "InvalidTransitionError",
+    "NotFoundError",
+    "OperationNotFoundError",
+    "ResourceTypeConflictError",
+    "TaskNotFoundError",
+    "TaskNotHeldError",
+    "TaskToolkitError",
+    "TransientResourceError",
+]
+
+
+class TaskToolkitError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+    #: HTTP status the endpoints answer with.
+    status: int = 500
+    #: Machine-readable code, ``tasktoolkit.<what>``.
+    code: str = "tasktoolkit.error"
+
+
+class InvalidStateError(TaskToolkitError, ValueError):
+    """A state name that is not one of the known states."""
+
+    status = 400
+    code = "tasktoolkit.invalid_state"
+
+
+class InvalidProgressError(TaskToolkitError, ValueError):
+    """A progress value outside 0..100 (or not an integer)."""
+
+    status = 400
+    code = "tasktoolkit.invalid_progress"
+
+
+class InvalidTTLError(TaskToolkitError, ValueError):
+    """A time-to-live that is negative, absurd or not a duration."""
+
+    status = 400
+    code = "tasktoolkit.invalid_ttl"
+
+
+class InvalidFilterError(TaskToolkitError, ValueError):
+    """A bad query parameter on a list or a bad marker."""
+
+    status = 400
+    code = "tasktoolkit.invalid_filter"
+
+
+class InvalidTransitionError(TaskToolkitError):
+    """A transition the state machine does not allow; nothing was changed.
+
+    :param task_id: the task.
+    :param current: its state when the transition was refused.
+    :param requested: the state that was asked for.
+    """
+
+    status = 409
+    code = "tasktoolkit.invalid_transition"
+
+    def __init__(self, task_id: str, current: str, requested: str) -> None:
+        self.task_id = task_id
+        self.current = current
+        self.requested = requested
+        super().__init__(f"task {task_id} cannot go from {current!r} to {requested!r}")
+
+
+class TaskNotHeldError(TaskToolkitError):
+    """A worker reported on a task it does not hold (another host runs it)."""
+
+    status = 409
+    code = "tasktoolkit.task_not_held"
+
+
+class NotFoundError(TaskToolkitError, LookupError):
+    """A record that does not exist, or that the caller may not see."""
+
+    status = 404
+    code = "tasktoolkit.not_found"
+
+
+class TaskNotFoundError(NotFoundError):
+    """No task with that id (or none the caller may see)."""
+
+    code = "tasktoolkit.task_not_found"
+
+
+class OperationNotFoundError(NotFoundError):
+    """No operation with that id (or none the caller may see)."""
+
+    code = "tasktoolkit.operation_not_found"
+
+
+class TransientResourceError(TaskToolkitError, ValueError):
+    """A task was spawned on a resource that is not in a session (not saved)."""
+
+    status = 400
+    code = "tasktoolkit.transient_resource"
+
+
+class ResourceTypeConflictError(TaskToolkitError, TypeError):
+    """Two models declared the same resource type, or a model declared none."""
+
+    code = "tasktoolkit.resource_type_conflict"
+
+
+class DatabaseUnavailableError(TaskToolkitError):
+    """The database could not be reached; the request may be retried."""
+
+    status = 503
+    code = "tasktoolkit.database_unavailable"

@@ -1,0 +1,96 @@
+"""The ORM part: records, the resource mixin, states and transitions.
+
+Example::
+
+    from tasktoolkit.orm import TaskResource, start_task, succeed_task
+
+    class Port(TaskResource, Base):
+        __tablename__ = "ports"
+        __resource_type__ = "port"
+        id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+    port.spawn_tasks(["l2_wiring", "dhcp_provisioning"])
+"""
+
+from __future__ import annotations
+
+from tasktoolkit.orm import _events as _events
+from tasktoolkit.orm._types import UTCDateTime, utcnow
+from tasktoolkit.orm.engine import create_all, drop_all, host_metadatas, prepare_engine
+from tasktoolkit.orm.expiry import DEFAULT_TTL, ExpiryPolicy, check_ttl
+from tasktoolkit.orm.operations import (
+    OperationFields,
+    count_task_transition,
+    end_request,
+    open_operation,
+)
+from tasktoolkit.orm.records import NAMING_CONVENTION, Operation, RecordBase, Task, metadata
+from tasktoolkit.orm.resource import (
+    ResourceStatus,
+    TaskResource,
+    expiry_policy_for,
+    resource_class,
+    resource_types,
+    spawn_tasks,
+)
+from tasktoolkit.orm.states import (
+    ACTIVE_TASK_STATES,
+    TERMINAL_TASK_STATES,
+    OperationState,
+    TaskState,
+    can_transition,
+    parse_operation_state,
+    parse_task_state,
+)
+from tasktoolkit.orm.transitions import (
+    cancel_task,
+    check_progress,
+    fail_task,
+    mark_cancelled,
+    set_progress,
+    start_task,
+    succeed_task,
+    transition,
+)
+
+__all__ = [
+    "ACTIVE_TASK_STATES",
+    "DEFAULT_TTL",
+    "NAMING_CONVENTION",
+    "TERMINAL_TASK_STATES",
+    "ExpiryPolicy",
+    "Operation",
+    "OperationFields",
+    "OperationState",
+    "RecordBase",
+    "ResourceStatus",
+    "Task",
+    "TaskResource",
+    "TaskState",
+    "UTCDateTime",
+    "can_transition",
+    "cancel_task",
+    "check_progress",
+    "check_ttl",
+    "count_task_transition",
+    "create_all",
+    "drop_all",
+    "end_request",
+    "expiry_policy_for",
+    "fail_task",
+    "host_metadatas",
+    "mark_cancelled",
+    "metadata",
+    "open_operation",
+    "parse_operation_state",
+    "parse_task_state",
+    "prepare_engine",
+    "resource_class",
+    "resource_types",
+    "set_progress",
+    "spawn_tasks",
+    "start_task",
+    "succeed_task",
+    "transition",
+    "utcnow",
+]

@@ -1,0 +1,187 @@
+"""The toolkit's own records: operations and tasks.
+
+Both tables live in the toolkit's :data:`metadata`, separate from the host
+app's. A resource model that mixes in :class:`~tasktoolkit.orm.TaskResource`
+adds one nullable foreign-key column to the tasks table (``port_id`` for
+resource type ``port``), so each task row points at its resource through a
+real ``ON DELETE CASCADE`` constraint; see :mod:`tasktoolkit.orm.resource` for
+why.
+
+Operations are keyed by the request id. Their per-state task counts are plain
+integer columns updated with atomic increments in the same transaction as the
+task transition that changes them, so concurrent workers never lose a count
+and the counts survive the tasks they describe.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import (
+    CheckConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    inspect,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tasktoolkit.orm._types import UTCDateTime, utcnow
+from tasktoolkit.orm.states import OperationState, TaskState
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Operation",
+    "RecordBase",
+    "Task",
+    "metadata",
+    "operations_table",
+    "tasks_table",
+]
+
+#: Constraint names, so that migrations are stable on every database.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_TASK_STATES = ", ".join(f"'{s.value}'" for s in TaskState)
+_OPERATION_STATES = ", ".join(f"'{s.value}'" for s in OperationState)
+
+
+class RecordBase(DeclarativeBase):
+    """The declarative base of the toolkit's own records (not of the host's models)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+#: The toolkit's tables, for ``create_all`` and for Alembic's ``target_metadata``.
+metadata = RecordBase.metadata
+
+
+def _repr(obj: object, *fields: str) -> str:
+    """A ``repr`` from already-loaded attributes only: it never triggers a load."""
+    state = inspect(obj)
+    shown = ", ".join(f"{f}={state.dict[f]!r}" for f in fields if f in state.dict)
+    return f"<{type(obj).__name__} {shown}>"
+
+
+class Operation(RecordBase):
+    """What an API consumer asked for: one per mutating request, keyed by its request id."""
+
+    __tablename__ = "tasktoolkit_operations"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_OPERATION_STATES})", name="state"),
+        Index("ix_tasktoolkit_operations_created", "created_at", "id"),
+        Index("ix_tasktoolkit_operations_project", "project_id", "created_at", "id"),
+        Index("ix_tasktoolkit_operations_expires", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    global_request_id: Mapped[str | None] = mapped_column(String(40))
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(2048))
+    action: Mapped[str | None] = mapped_column(String(64))
+    resource_type: Mapped[str | None] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=OperationState.RUNNING.value)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    #: Seconds a finished operation is kept; ``None`` keeps it. Stored per row so
+    #: that whichever process finishes the operation (often a worker) knows it.
+    ttl_seconds: Mapped[int | None] = mapped_column(Integer)
+    tasks_pending: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    tasks_running: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    tasks_succeeded: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    tasks_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    tasks_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+    @property
+    def task_counts(self) -> dict[str, int]:
+        """The number of this operation's tasks in each state."""
+        return {state.value: getattr(self, f"tasks_{state.value}") or 0 for state in TaskState}
+
+    def __repr__(self) -> str:
+        return _repr(self, "id", "method", "path", "state")
+
+
+class Task(RecordBase):
+    """One activity on one resource, part of an operation or of none."""
+
+    __tablename__ = "tasktoolkit_tasks"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_TASK_STATES})", name="state"),
+        CheckConstraint("progress IS NULL OR (progress >= 0 AND progress <= 100)", name="progress"),
+        Index("ix_tasktoolkit_tasks_resource", "resource_type", "resource_id", "created_at", "id"),
+        Index("ix_tasktoolkit_tasks_state", "state", "created_at", "id"),
+        Index("ix_tasktoolkit_tasks_request", "request_id", "created_at"),
+        Index("ix_tasktoolkit_tasks_project", "project_id", "created_at", "id"),
+        Index("ix_tasktoolkit_tasks_expires", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: The operation's id (the request id), or ``None`` for a task spawned outside
+    #: a request. Not a foreign key: operations and tasks expire independently.
+    request_id: Mapped[str | None] = mapped_column(String(40))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default=TaskState.PENDING.value)
+    progress: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_traceback: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    #: Seconds without a heartbeat after which a running task counts as lost.
+    heartbeat_timeout: Mapped[int] = mapped_column(Integer, default=300, server_default=text("300"))
+    heartbeat_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        """``{"code", "message"}`` of a failed task, or ``None``."""
+        if self.error_code is None and self.error_message is None:
+            return None
+        return {"code": self.error_code or "error", "message": self.error_message or ""}
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the task has reached a final state."""
+        return self.state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Whether the task's time-to-live has run out."""
+        return self.expires_at is not None and self.expires_at <= (now or utcnow())
+
+    def __repr__(self) -> str:
+        return _repr(self, "id", "resource_type", "resource_id", "name", "state")
+
+
+#: The tables behind the records, typed as Core tables for statements.
+operations_table = cast(Table, Operation.__table__)
+tasks_table = cast(Table, Task.__table__)

@@ -1,0 +1,363 @@
+"""The resource mixin: a host model that mixes it in can spawn tasks.
+
+Schema choice (why a column per resource type)
+----------------------------------------------
+A resource's tasks must be deleted with it on *every* delete path:
+``session.delete``, ORM bulk ``delete()``, a Core or raw SQL ``DELETE``, and a
+database-level cascade from a parent row (network -> ports -> tasks), on
+SQLite, PostgreSQL and MariaDB. Only a foreign key with ``ON DELETE CASCADE``
+does that everywhere: a generic ``(resource_type, resource_id)`` pair has no
+constraint to cascade, and triggers are not fired by MariaDB for cascaded
+deletes.
+
+So every resource model adds one nullable column to the single shared tasks
+table, ``<resource_type>_id`` (``port_id``), referencing its primary key with
+``ON DELETE CASCADE``, plus an index on it. All tasks stay in one table, so
+the cross-resource queries (``/tasks?state=running``, an operation's tasks of
+every resource type, a worker claiming across names) are single-table index
+scans; the generic ``resource_type`` / ``resource_id`` columns are kept too,
+for those queries and for display. (The alternative, a tasks table per
+resource type as in SQLAlchemy's ``table_per_related`` example, cascades just
+as well but turns every cross-resource query into a ``UNION``.)
+
+The host's migrations add the column with
+:func:`tasktoolkit.orm.migrations.add_resource_column`.
+
+Example::
+
+    class Port(TaskResource, Base):
+        __tablename__ = "ports"
+        __resource_type__ = "port"
+        id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+    port.spawn_tasks(["l2_wiring", "dhcp_provisioning"])
+    session.commit()
+    port.task_status          # "busy"
+    select(Port).where(Port.task_status == "error")
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import Column, ForeignKey, Index, and_, case, exists, inspect, or_, select
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import Mapped, Session, object_session, relationship
+from sqlalchemy.sql.elements import ColumnElement
+
+from tasktoolkit import context
+from tasktoolkit.errors import ResourceTypeConflictError, TransientResourceError
+from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm.expiry import ExpiryPolicy
+from tasktoolkit.orm.records import Task, tasks_table
+from tasktoolkit.orm.states import TaskState
+
+__all__ = [
+    "ResourceStatus",
+    "TaskResource",
+    "expiry_policy_for",
+    "resource_class",
+    "resource_types",
+    "spawn_tasks",
+]
+
+_RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,47}\Z")
+_TASK_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+_ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
+_DEFAULT_POLICY = ExpiryPolicy()
+
+
+class ResourceStatus:
+    """The values of :attr:`TaskResource.task_status`."""
+
+    BUSY = "busy"
+    ERROR = "error"
+    IDLE = "idle"
+
+
+@dataclass(frozen=True, slots=True)
+class _ResourceInfo:
+    cls: type[TaskResource]
+    resource_type: str
+    column: Column[Any]
+    pk_attr: str
+
+
+# The class registry, like SQLAlchemy's own mapper registry: one entry per
+# resource model, written once at class creation, read-only afterwards.
+_REGISTRY: dict[str, _ResourceInfo] = {}
+
+
+def resource_types() -> dict[str, type[TaskResource]]:
+    """Every declared resource type and its model."""
+    return {name: info.cls for name, info in _REGISTRY.items()}
+
+
+def resource_class(resource_type: str) -> type[TaskResource] | None:
+    """The model that declared ``resource_type``, or ``None``."""
+    info = _REGISTRY.get(resource_type)
+    return None if info is None else info.cls
+
+
+def expiry_policy_for(resource_type: str) -> ExpiryPolicy:
+    """The expiry policy of a resource type's tasks (the default for unknown types)."""
+    info = _REGISTRY.get(resource_type)
+    return _DEFAULT_POLICY if info is None else info.cls.__task_expiry__
+
+
+class TaskResource:
+    """Mixin for a host model whose rows have tasks.
+
+    Declare ``__resource_type__`` (lower-case, ``port``); optionally
+    ``__task_expiry__`` (an :class:`ExpiryPolicy`). The model gets ``tasks``
+    (newest last), ``active_tasks``, :meth:`spawn_task`, :meth:`spawn_tasks` and
+    the hybrid :attr:`task_status`.
+    """
+
+    __resource_type__: ClassVar[str]
+    __task_expiry__: ClassVar[ExpiryPolicy] = _DEFAULT_POLICY
+
+    if TYPE_CHECKING:
+        tasks: Mapped[list[Task]]
+        active_tasks: Mapped[list[Task]]
+        __mapper__: Any
+        __table__: Any
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        # Declarative maps the class in its own __init_subclass__, which runs
+        # before this line whichever order the bases are listed in.
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("__abstract__") or "__mapper__" not in cls.__dict__:
+            return
+        if "__resource_type__" not in cls.__dict__:
+            if any(
+                isinstance(b, type) and issubclass(b, TaskResource) and "__mapper__" in b.__dict__
+                for b in cls.__mro__[1:]
+            ):
+                return  # an inheriting model shares its parent's resource type
+            raise ResourceTypeConflictError(f"{cls.__name__} must declare __resource_type__")
+        _register(cls)
+
+    # -- spawning ---------------------------------------------------------
+
+    def spawn_task(self, name: str, **options: Any) -> Task:
+        """Spawn one ``pending`` task named ``name`` on this resource.
+
+        The task belongs to the current request's operation (none outside a
+        request) and is written with the resource's session, so it commits or
+        rolls back with the host's own changes. ``options`` as for
+        :func:`spawn_tasks`.
+        """
+        return spawn_tasks(_session_of(self), [(self, name)], **options)[0]
+
+    def spawn_tasks(self, names: Iterable[str], **options: Any) -> list[Task]:
+        """Spawn one ``pending`` task per name on this resource, in one statement."""
+        return spawn_tasks(_session_of(self), [(self, name) for name in names], **options)
+
+    # -- derived status ---------------------------------------------------
+
+    @hybrid_property
+    def task_status(self) -> str:
+        """``busy`` while a task is pending or running, ``error`` when the latest
+        run of some task name failed, else ``idle``. Expired tasks do not count.
+
+        Works on an instance (one query) and in SQL:
+        ``select(Port).where(Port.task_status == "busy")``.
+        """
+        session = object_session(self)
+        if session is None:
+            return ResourceStatus.IDLE
+        cls = type(self)
+        info = _REGISTRY[cls.__resource_type__]
+        pk = getattr(cls, info.pk_attr)
+        status = session.execute(
+            select(cls.task_status).where(pk == getattr(self, info.pk_attr))
+        ).scalar()
+        return ResourceStatus.IDLE if status is None else str(status)
+
+    @task_status.inplace.expression
+    @classmethod
+    def _task_status_expression(cls) -> ColumnElement[str]:
+        info = _REGISTRY[cls.__resource_type__]
+        return _status_expression(info, getattr(cls, info.pk_attr))
+
+
+def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
+    now = utcnow()
+    t = tasks_table.alias("tt_status")
+    later = tasks_table.alias("tt_later")
+    fk_t = t.c[info.column.name]
+    fk_later = later.c[info.column.name]
+
+    def live(table: Any) -> ColumnElement[bool]:
+        return or_(table.c.expires_at.is_(None), table.c.expires_at > now)
+
+    busy = exists().where(fk_t == pk, t.c.state.in_(_ACTIVE))
+    newer_run = exists().where(
+        fk_later == fk_t,
+        later.c.name == t.c.name,
+        live(later),
+        (later.c.created_at > t.c.created_at)
+        | and_(later.c.created_at == t.c.created_at, later.c.id > t.c.id),
+    )
+    failed_last = exists().where(
+        fk_t == pk, t.c.state == TaskState.FAILED.value, live(t), ~newer_run
+    )
+    return case(
+        (busy, ResourceStatus.BUSY), (failed_last, ResourceStatus.ERROR), else_=ResourceStatus.IDLE
+    )
+
+
+def _register(cls: type[TaskResource]) -> None:
+    resource_type = cls.__dict__["__resource_type__"]
+    if not isinstance(resource_type, str) or not _RESOURCE_TYPE.match(resource_type):
+        raise ResourceTypeConflictError(
+            f"{cls.__name__}.__resource_type__ must be lower-case letters, digits and '_' "
+            f"(at most 48), got {resource_type!r}"
+        )
+    if resource_type in _REGISTRY:
+        other = _REGISTRY[resource_type].cls
+        raise ResourceTypeConflictError(
+            f"resource type {resource_type!r} is declared twice: by "
+            f"{other.__module__}.{other.__qualname__} and {cls.__module__}.{cls.__qualname__}"
+        )
+    if not isinstance(cls.__task_expiry__, ExpiryPolicy):
+        raise TypeError(f"{cls.__name__}.__task_expiry__ must be an ExpiryPolicy")
+    mapper = cls.__mapper__
+    if len(mapper.primary_key) != 1:
+        raise ResourceTypeConflictError(
+            f"{cls.__name__}: a task resource needs a single-column primary key"
+        )
+    pk = mapper.primary_key[0]
+    column_name = f"{resource_type}_id"
+    tasks = tasks_table
+    if column_name in tasks.c:
+        raise ResourceTypeConflictError(
+            f"resource type {resource_type!r} would add column {column_name!r}, "
+            "which the tasks table already has"
+        )
+    column: Column[Any] = Column(
+        column_name, pk.type, ForeignKey(pk, ondelete="CASCADE"), nullable=True
+    )
+    tasks.append_column(column)
+    Index(f"ix_tasktoolkit_tasks_{column_name}", column)
+    Task.__mapper__.add_property(column_name, column)
+    pk_attr = mapper.get_property_by_column(pk).key
+    _REGISTRY[resource_type] = _ResourceInfo(cls, resource_type, column, pk_attr)
+
+    order = (Task.created_at, Task.id)
+    mapper.add_property(
+        "tasks",
+        relationship(
+            Task,
+            primaryjoin=column == pk,
+            foreign_keys=[column],
+            cascade="all, delete-orphan",
+            passive_deletes=True,
+            order_by=order,
+        ),
+    )
+    mapper.add_property(
+        "active_tasks",
+        relationship(
+            Task,
+            primaryjoin=and_(column == pk, Task.state.in_(_ACTIVE)),
+            foreign_keys=[column],
+            viewonly=True,
+            order_by=order,
+        ),
+    )
+
+
+def _session_of(resource: TaskResource) -> Session:
+    session = object_session(resource)
+    if session is None:
+        raise TransientResourceError(
+            f"{type(resource).__name__} is not in a session: add and save it before spawning tasks"
+        )
+    return session
+
+
+def spawn_tasks(
+    session: Session,
+    items: Sequence[tuple[TaskResource, str]] | Iterable[tuple[TaskResource, str]],
+    *,
+    message: str | None = None,
+    max_attempts: int = 1,
+    heartbeat_timeout: int = 300,
+) -> list[Task]:
+    """Spawn one ``pending`` task per ``(resource, name)`` pair, across resources.
+
+    Used for bulk creates: every task of the request goes in with one flush.
+    Nothing is written when any pair is invalid.
+
+    :param message: an initial message for every task.
+    :param max_attempts: how many times a lost worker's task is re-queued (1: never).
+    :param heartbeat_timeout: seconds without a heartbeat after which a running
+        task counts as lost.
+    """
+    items = list(items)
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+        raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+    if (
+        not isinstance(heartbeat_timeout, int)
+        or isinstance(heartbeat_timeout, bool)
+        or heartbeat_timeout < 1
+    ):
+        raise ValueError(f"heartbeat_timeout must be an integer >= 1, got {heartbeat_timeout!r}")
+    needs_flush = False
+    for resource, name in items:
+        info = _REGISTRY.get(getattr(type(resource), "__resource_type__", ""))
+        if info is None or not isinstance(resource, info.cls):
+            raise TypeError(f"{resource!r} is not a task resource")
+        if not isinstance(name, str) or not _TASK_NAME.match(name):
+            raise ValueError(f"task name must be 1-128 letters, digits or '_.:-', got {name!r}")
+        state = inspect(resource)
+        if state.transient or state.detached or state.deleted or state.was_deleted:
+            raise TransientResourceError(
+                f"cannot spawn {name!r} on a {info.resource_type} that is not saved in a session"
+            )
+        if state.session is not session:
+            raise TransientResourceError(f"{resource!r} belongs to another session")
+        needs_flush = needs_flush or state.pending
+    if needs_flush:
+        session.flush()
+
+    ctx = context.current()
+    request_id = ctx.operation_id if ctx else None
+    now = utcnow()
+    created = []
+    for resource, name in items:
+        info = _REGISTRY[type(resource).__resource_type__]
+        pk_value = getattr(resource, info.pk_attr)
+        project_id = getattr(resource, "project_id", None) or (ctx.project_id if ctx else None)
+        task = Task(
+            id=str(uuid.uuid4()),
+            request_id=request_id,
+            resource_type=info.resource_type,
+            resource_id=str(pk_value),
+            name=name,
+            state=TaskState.PENDING.value,
+            message=message,
+            project_id=project_id,
+            user_id=ctx.user_id if ctx else None,
+            attempts=0,
+            max_attempts=max_attempts,
+            heartbeat_timeout=heartbeat_timeout,
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+        setattr(task, info.column.name, pk_value)
+        created.append(task)
+    session.add_all(created)
+    session.flush()
+    for resource, _ in items:
+        loaded = inspect(resource).dict
+        if "tasks" in loaded or "active_tasks" in loaded:
+            session.expire(resource, ["tasks", "active_tasks"])
+    return created

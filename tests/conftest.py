@@ -1,0 +1,67 @@
+"""Fixtures shared by every test: engines on three real databases, sessions, apps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit import orm
+from tests import models  # noqa: F401  (declares the test resource types)
+from tests.databases import BACKENDS, engine_for, private_database
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], URL]]:
+    """``database_url(backend)``: this run's private database on ``backend``."""
+    tmp = tmp_path_factory.mktemp("db")
+    urls: dict[str, URL] = {}
+    with ExitStack() as stack:
+
+        def get(backend: str) -> URL:
+            if backend not in urls:
+                urls[backend] = stack.enter_context(private_database(backend, tmp))
+            return urls[backend]
+
+        yield get
+
+
+@pytest.fixture(scope="module", params=[pytest.param(b, id=b) for b in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of the database backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def engine(backend: str, database_url: Callable[[str], URL]) -> Iterator[Engine]:
+    """An engine on a fresh schema (toolkit and host tables) for this test module."""
+    eng = engine_for(database_url(backend))
+    orm.drop_all(eng)
+    orm.create_all(eng)
+    yield eng
+    orm.drop_all(eng)
+    eng.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """A session factory on ``engine``; every row is deleted after the test."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    yield factory
+    with engine.begin() as conn:
+        for table in orm.metadata.sorted_tables:
+            conn.execute(delete(table))
+        for host in orm.host_metadatas():
+            for table in reversed(host.sorted_tables):
+                conn.execute(delete(table))
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session on the test module's database."""
+    with session_factory() as s:
+        yield s
