@@ -1,0 +1,87 @@
+"""What every benchmark shares: side-by-side timing, medians, tables, results files.
+
+A benchmark module defines ``NAME`` (its name on the command line) and
+``run(bench: Bench) -> dict[str, float]`` returning its named figures. It
+measures comparisons side by side in one run (A, B, A, B, ...) with
+:func:`interleaved`, and prints a table with :meth:`Bench.table`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Bench:
+    """The run's settings, handed to each benchmark."""
+
+    db_url: str
+    quick: bool
+    figures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite``, ``postgresql`` or ``mariadb``."""
+        name = make_url(self.db_url).get_backend_name()
+        return "mariadb" if name in ("mysql", "mariadb") else name
+
+    def table(self, title: str, rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
+        """Print a plain-text table."""
+        cells = [[str(c) for c in header]] + [[_fmt(c) for c in row] for row in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+        print(f"\n## {title} [{self.backend}]")
+        for n, row in enumerate(cells):
+            print(
+                "  ".join(
+                    c.rjust(w) if i else c.ljust(w)
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+            if n == 0:
+                print("  ".join("-" * w for w in widths))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def interleaved(
+    candidates: dict[str, Callable[[], object]], *, rounds: int, per_round: int = 1
+) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed in turns (A, B, A, B, ...).
+
+    Each round times ``per_round`` calls of every candidate, in a rotating order,
+    so that drift in the machine's speed touches all of them alike.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    names = list(candidates)
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            fn = candidates[name]
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            samples[name].append((time.perf_counter() - start) / per_round)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def save(backend: str, figures: dict[str, float]) -> Path:
+    """Merge ``figures`` into ``benchmarks/results/<backend>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{backend}.json"
+    existing = json.loads(path.read_text()) if path.exists() else {}
+    existing.update({k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()})
+    path.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+    return path
