@@ -24,6 +24,17 @@ from tasktoolkit.orm.operations import (
     end_request,
     open_operation,
 )
+from tasktoolkit.orm.queries import (
+    ALL_PROJECTS,
+    ListParams,
+    Page,
+    Scope,
+    get_operation,
+    get_task,
+    list_operations,
+    list_tasks,
+    operation_tasks,
+)
 from tasktoolkit.orm.records import NAMING_CONVENTION, Operation, RecordBase, Task, metadata
 from tasktoolkit.orm.resource import (
     ResourceStatus,
@@ -55,15 +66,19 @@ from tasktoolkit.orm.transitions import (
 
 __all__ = [
     "ACTIVE_TASK_STATES",
+    "ALL_PROJECTS",
     "DEFAULT_TTL",
     "NAMING_CONVENTION",
     "TERMINAL_TASK_STATES",
     "ExpiryPolicy",
+    "ListParams",
     "Operation",
     "OperationFields",
     "OperationState",
+    "Page",
     "RecordBase",
     "ResourceStatus",
+    "Scope",
     "Task",
     "TaskResource",
     "TaskState",
@@ -78,10 +93,15 @@ __all__ = [
     "end_request",
     "expiry_policy_for",
     "fail_task",
+    "get_operation",
+    "get_task",
     "host_metadatas",
+    "list_operations",
+    "list_tasks",
     "mark_cancelled",
     "metadata",
     "open_operation",
+    "operation_tasks",
     "parse_operation_state",
     "parse_task_state",
     "prepare_engine",

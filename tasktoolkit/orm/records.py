@@ -131,6 +131,9 @@ class Task(RecordBase):
         Index("ix_tasktoolkit_tasks_state", "state", "created_at", "id"),
         Index("ix_tasktoolkit_tasks_request", "request_id", "created_at"),
         Index("ix_tasktoolkit_tasks_project", "project_id", "created_at", "id"),
+        # /tasks?state=running for one project: seek (project, state) and read
+        # the newest first, however many other projects' or states' rows exist.
+        Index("ix_tasktoolkit_tasks_project_state", "project_id", "state", "created_at", "id"),
         Index("ix_tasktoolkit_tasks_expires", "expires_at"),
     )
 
