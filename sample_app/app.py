@@ -1,0 +1,528 @@
+"""The sample's HTTP API: networks and ports, webob controllers on a Routes mapper.
+
+.. warning::
+
+   **The sample does no authentication.** It trusts ``X-Project-Id`` (default
+   ``demo``) and ``X-Roles`` (``admin`` for an admin) as if an authentication
+   middleware such as keystonemiddleware had set them. Anyone who can reach it
+   can claim any project. Put a real authentication middleware in front of
+   anything built from it.
+
+=======================================  =================================================
+``POST /networks``                       201 ``{"network": {...}}``; spawns no task
+``GET /networks``, ``GET /networks/ID``  ``{"networks": [...]}``, ``{"network": {...}}``
+``DELETE /networks/ID``                  204; its ports and their tasks go with it
+``POST /ports``                          202 ``{"port": {...}}`` or bulk ``{"ports": [...]}``
+``GET /ports``, ``GET /ports/ID``        ``status`` derived from the tasks
+``PUT /ports/ID``                        202; spawns ``security_groups``
+``DELETE /ports/ID``                     202; spawns ``unbind``, which deletes the row
+=======================================  =================================================
+
+Example::
+
+    engine = create_engine("sqlite:///sample_app.db")
+    wsgi_app = make_app(engine)          # the middlewares, the API and the task endpoints
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import webob
+import webob.exc
+from routes import Mapper
+from sqlalchemy import delete, exists, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sample_app.models import (
+    PORT_CREATE_TASKS,
+    PORT_DELETE_TASK,
+    PORT_UPDATE_TASK,
+    Network,
+    Port,
+)
+from tasktoolkit import context
+from tasktoolkit.caller import Caller, is_admin_role, keystone_caller
+from tasktoolkit.orm import Task, TaskState, prepare_engine, spawn_tasks
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["DEFAULT_PROJECT", "SampleAPI", "app_factory", "make_app", "sample_caller"]
+
+#: The project of a request without ``X-Project-Id``.
+DEFAULT_PROJECT = "demo"
+#: The most ports one bulk request may create.
+MAX_BULK = 100
+#: The largest request body accepted, in bytes.
+MAX_BODY = 1 << 20
+_NAME_MAX = 255
+_ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
+
+
+def sample_caller(environ: Mapping[str, Any]) -> Caller:
+    """The caller as the sample trusts it: ``X-Project-Id`` (default ``demo``), ``X-Roles``.
+
+    Trusting these headers is only safe behind an authentication middleware
+    that sets them; the sample has none.
+    """
+    caller = keystone_caller(environ)
+    if caller.project_id is None:
+        return Caller(project_id=DEFAULT_PROJECT, user_id=caller.user_id, roles=caller.roles)
+    return caller
+
+
+class APIError(Exception):
+    """An error answered in the contract's format: ``{"errors": [{...}]}``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def _bad_request(detail: str, code: str = "sample_app.invalid_body") -> APIError:
+    return APIError(400, code, detail)
+
+
+def error_response(status: int, code: str, detail: str) -> webob.Response:
+    """A response in the contract's error format, carrying the current request id."""
+    ctx = context.current()
+    title = webob.exc.status_map[status].title if status in webob.exc.status_map else "Error"
+    body = {
+        "errors": [
+            {
+                "request_id": ctx.request_id if ctx else None,
+                "code": code,
+                "status": status,
+                "title": title,
+                "detail": detail,
+            }
+        ]
+    }
+    return _json(body, status)
+
+
+def _json(body: object, status: int = 200) -> webob.Response:
+    response = webob.Response(status=status, content_type="application/json", charset="utf-8")
+    response.text = json.dumps(body, separators=(",", ":"))
+    return response
+
+
+# -- request bodies ----------------------------------------------------------
+
+
+def _read_json(request: webob.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise APIError(413, "sample_app.body_too_large", f"the body is over {MAX_BODY} bytes")
+    raw = request.body_file.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise APIError(413, "sample_app.body_too_large", f"the body is over {MAX_BODY} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad_request(f"the body is not valid JSON: {exc}") from None
+
+
+def _envelope(body: Any, key: str) -> dict[str, Any]:
+    if not isinstance(body, dict) or set(body) != {key}:
+        raise _bad_request(f'the body must be an object with one key, "{key}"')
+    inner = body[key]
+    if not isinstance(inner, dict):
+        raise _bad_request(f"{key}: must be an object")
+    return inner
+
+
+def _check_fields(
+    where: str, fields: dict[str, Any], allowed: Iterable[str], required: Iterable[str] = ()
+) -> None:
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise _bad_request(
+            f"{where}: unknown attribute {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
+        )
+    for name in required:
+        if name not in fields:
+            raise _bad_request(f"{where}: {name!r} is required")
+
+
+def _name(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad_request(f"{where}.name: must be a string, got {type(value).__name__}")
+    if len(value) > _NAME_MAX:
+        raise _bad_request(f"{where}.name: at most {_NAME_MAX} characters, got {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _bad_request(f"{where}.name: control characters are not allowed")
+    return value
+
+
+def _uuid(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad_request(f"{where}: must be a string, got {type(value).__name__}")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise _bad_request(f"{where}: {value[:64]!r} is not a UUID") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _PortRequest:
+    network_id: str
+    name: str
+
+
+def _port_request(where: str, fields: Any) -> _PortRequest:
+    if not isinstance(fields, dict):
+        raise _bad_request(f"{where}: must be an object")
+    _check_fields(where, fields, ("network_id", "name"), required=("network_id",))
+    return _PortRequest(
+        network_id=_uuid(f"{where}.network_id", fields["network_id"]),
+        name=_name(where, fields.get("name", "")),
+    )
+
+
+# -- views -------------------------------------------------------------------
+
+
+def network_view(network: Network, status: str) -> dict[str, Any]:
+    """A network as the API shows it."""
+    return {
+        "id": network.id,
+        "name": network.name,
+        "status": status,
+        "project_id": network.project_id,
+    }
+
+
+def port_view(port: Port, status: str) -> dict[str, Any]:
+    """A port as the API shows it; ``status`` is derived from its tasks."""
+    return {
+        "id": port.id,
+        "network_id": port.network_id,
+        "name": port.name,
+        "status": status,
+        "project_id": port.project_id,
+    }
+
+
+# -- the application -----------------------------------------------------------
+
+_Handler = Callable[[webob.Request, Session, Caller], webob.Response]
+
+
+class SampleAPI:
+    """The networks and ports API as a WSGI application (no middleware).
+
+    :param engine: the database (prepared for the toolkit here).
+    :param caller_getter: turns the environ into a :class:`~tasktoolkit.caller.Caller`.
+    :param admin: whether a caller sees every project.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        caller_getter: Callable[[Mapping[str, Any]], Caller] = sample_caller,
+        admin: Callable[[Caller], bool] = is_admin_role,
+    ) -> None:
+        self.engine = prepare_engine(engine)
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.caller_getter = caller_getter
+        self.admin = admin
+        self.mapper = Mapper()
+        self.mapper.explicit = True
+        self.mapper.minimization = False
+        self._handlers: dict[str, _Handler] = {}
+        self._connect("networks", "/networks", "GET", self.list_networks)
+        self._connect("create_network", "/networks", "POST", self.create_network)
+        self._connect("show_network", "/networks/{id}", "GET", self.show_network)
+        self._connect("delete_network", "/networks/{id}", "DELETE", self.delete_network)
+        self._connect("ports", "/ports", "GET", self.list_ports)
+        self._connect("create_port", "/ports", "POST", self.create_ports)
+        self._connect("show_port", "/ports/{id}", "GET", self.show_port)
+        self._connect("update_port", "/ports/{id}", "PUT", self.update_port)
+        self._connect("delete_port", "/ports/{id}", "DELETE", self.delete_port)
+        self._paths = {"/networks", "/networks/{id}", "/ports", "/ports/{id}"}
+
+    def _connect(self, action: str, path: str, method: str, handler: _Handler) -> None:
+        self.mapper.connect(
+            action, path, controller="sample", action=action, conditions={"method": [method]}
+        )
+        self._handlers[action] = handler
+
+    # -- WSGI ----------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = webob.Request(environ)
+        response = self._dispatch(request)
+        return response(environ, start_response)
+
+    def _dispatch(self, request: webob.Request) -> webob.Response:
+        match = self.mapper.match(environ=request.environ)
+        if match is None:
+            return self._no_route(request)
+        request.environ["wsgiorg.routing_args"] = ((), dict(match))
+        handler = self._handlers[match["action"]]
+        caller = self.caller_getter(request.environ)
+        try:
+            with self.sessions() as session, session.begin():
+                return handler(request, session, caller)
+        except APIError as exc:
+            return error_response(exc.status, exc.code, exc.detail)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                response = error_response(
+                    503, "tasktoolkit.database_unavailable", "the database is unavailable; retry"
+                )
+                response.headers["Retry-After"] = "1"
+                return response
+            raise
+
+    def _no_route(self, request: webob.Request) -> webob.Response:
+        # Answer 405 when the path exists under another method, 404 otherwise.
+        allowed = []
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            probe = dict(request.environ, REQUEST_METHOD=method)
+            if self.mapper.match(environ=probe) is not None:
+                allowed.append(method)
+        if allowed:
+            response = error_response(
+                405, "sample_app.method_not_allowed", f"{request.method} is not allowed here"
+            )
+            response.allow = allowed
+            return response
+        return error_response(404, "sample_app.not_found", f"no resource at {request.path}")
+
+    # -- scoping -------------------------------------------------------------
+
+    def _visible(self, caller: Caller, model: type[Network] | type[Port]) -> Any:
+        if self.admin(caller):
+            return True
+        return model.project_id == caller.project_id
+
+    def _load(
+        self,
+        session: Session,
+        caller: Caller,
+        model: type[Network] | type[Port],
+        ident: str,
+        *,
+        lock: bool = False,
+    ) -> Any:
+        what = model.__resource_type__
+        try:
+            key = str(uuid.UUID(ident))
+        except ValueError:
+            key = None
+        row = None
+        if key is not None:
+            query = select(model).where(model.id == key, self._visible(caller, model))
+            if lock:
+                # Serialises the updates and deletes of one resource across processes.
+                query = query.with_for_update()
+            row = session.execute(query).scalar_one_or_none()
+        if row is None:
+            raise APIError(404, f"sample_app.{what}_not_found", f"no {what} {ident[:64]!r}")
+        return row
+
+    # -- networks ------------------------------------------------------------
+
+    def list_networks(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        _no_query(request)
+        rows = session.execute(
+            select(Network, Network.status_expression())
+            .where(self._visible(caller, Network))
+            .order_by(Network.created_at, Network.id)
+        ).all()
+        return _json({"networks": [network_view(n, s) for n, s in rows]})
+
+    def create_network(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        fields = _envelope(_read_json(request), "network")
+        _check_fields("network", fields, ("name",))
+        network = Network(
+            name=_name("network", fields.get("name", "")),
+            project_id=caller.project_id or DEFAULT_PROJECT,
+        )
+        session.add(network)
+        session.flush()
+        return _json({"network": network_view(network, "ACTIVE")}, 201)
+
+    def show_network(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        _no_query(request)
+        network = self._load(session, caller, Network, _route_id(request))
+        return _json({"network": network_view(network, network.status)})
+
+    def delete_network(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        network = self._load(session, caller, Network, _route_id(request), lock=True)
+        busy = session.execute(
+            select(Port.id, Task.name, Task.state)
+            .join(Task, Task.resource_id == Port.id)
+            .where(
+                Port.network_id == network.id,
+                Task.resource_type == Port.__resource_type__,
+                Task.state.in_(_ACTIVE),
+            )
+            .limit(1)
+        ).first()
+        if busy is not None:
+            # Deleting now would delete tasks a worker is about to run, and their
+            # operation could never finish: refuse until they end.
+            raise APIError(
+                409,
+                "sample_app.network_busy",
+                f"port {busy.id} of network {network.id} has task {busy.name!r} {busy.state}; "
+                "wait for it to end (GET /ports/<id>/tasks) or cancel it",
+            )
+        # A plain SQL DELETE: the database deletes the ports (ON DELETE CASCADE)
+        # and, through the toolkit's foreign keys, their tasks.
+        session.execute(
+            delete(Network).where(Network.id == network.id),
+            execution_options={"synchronize_session": False},
+        )
+        return webob.Response(status=204)
+
+    # -- ports ---------------------------------------------------------------
+
+    def list_ports(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        unknown = sorted(set(request.GET) - {"network_id"})
+        if unknown:
+            raise _bad_request(
+                f"unknown query parameter {unknown[0]!r}; allowed: network_id",
+                code="sample_app.invalid_filter",
+            )
+        query = select(Port, Port.status_expression()).where(self._visible(caller, Port))
+        network_ids = request.GET.getall("network_id")
+        if network_ids:
+            query = query.where(Port.network_id.in_([_uuid("network_id", v) for v in network_ids]))
+        rows = session.execute(query.order_by(Port.created_at, Port.id)).all()
+        return _json({"ports": [port_view(p, s) for p, s in rows]})
+
+    def create_ports(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        body = _read_json(request)
+        if isinstance(body, dict) and set(body) == {"ports"}:
+            items = body["ports"]
+            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BULK:
+                raise _bad_request(f"ports: must be a list of 1 to {MAX_BULK} ports")
+            wanted = [_port_request(f"ports[{i}]", item) for i, item in enumerate(items)]
+            bulk = True
+        else:
+            wanted = [_port_request("port", _envelope(body, "port"))]
+            bulk = False
+        networks = {
+            n.id: n
+            for n in session.execute(
+                select(Network).where(
+                    Network.id.in_({w.network_id for w in wanted}),
+                    self._visible(caller, Network),
+                )
+            ).scalars()
+        }
+        for want in wanted:
+            if want.network_id not in networks:
+                raise APIError(
+                    404, "sample_app.network_not_found", f"no network {want.network_id!r}"
+                )
+        ports = [
+            Port(
+                network_id=w.network_id,
+                name=w.name,
+                project_id=networks[w.network_id].project_id,
+            )
+            for w in wanted
+        ]
+        session.add_all(ports)
+        # Every task of the request in one statement, under the request's operation.
+        spawn_tasks(session, [(p, name) for p in ports for name in PORT_CREATE_TASKS])
+        views = [port_view(p, "BUILD") for p in ports]
+        return _json({"ports": views} if bulk else {"port": views[0]}, 202)
+
+    def show_port(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        _no_query(request)
+        port = self._load(session, caller, Port, _route_id(request))
+        return _json({"port": port_view(port, port.status)})
+
+    def update_port(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        fields = _envelope(_read_json(request), "port")
+        if "network_id" in fields:
+            raise _bad_request("port.network_id: a port cannot move to another network")
+        _check_fields("port", fields, ("name",), required=("name",))
+        name = _name("port", fields["name"])
+        port = self._load(session, caller, Port, _route_id(request), lock=True)
+        _refuse_if_deleting(session, port)
+        port.name = name
+        port.spawn_task(PORT_UPDATE_TASK)
+        return _json({"port": port_view(port, "BUILD")}, 202)
+
+    def delete_port(self, request: webob.Request, session: Session, caller: Caller) -> Any:
+        port = self._load(session, caller, Port, _route_id(request), lock=True)
+        active = session.execute(
+            select(Task.name, Task.state)
+            .where(Task.resource_type == Port.__resource_type__, Task.resource_id == port.id)
+            .where(Task.state.in_(_ACTIVE))
+            .order_by(Task.created_at)
+        ).all()
+        if active:
+            # The unbind task deletes the row, and with it any task still to run,
+            # whose operation would then never finish: refuse until they end.
+            listed = ", ".join(f"{t.name} ({t.state})" for t in active)
+            raise APIError(
+                409,
+                "sample_app.port_busy",
+                f"port {port.id} has tasks in progress: {listed}; wait for them to end "
+                f"(GET /ports/{port.id}/tasks) or cancel them",
+            )
+        port.spawn_task(PORT_DELETE_TASK)
+        return _json({"port": port_view(port, "BUILD")}, 202)
+
+
+def _refuse_if_deleting(session: Session, port: Port) -> None:
+    deleting = session.execute(
+        select(
+            exists().where(
+                Task.resource_type == Port.__resource_type__,
+                Task.resource_id == port.id,
+                Task.name == PORT_DELETE_TASK,
+                Task.state.in_(_ACTIVE),
+            )
+        )
+    ).scalar()
+    if deleting:
+        raise APIError(409, "sample_app.port_deleting", f"port {port.id} is being deleted")
+
+
+def _route_id(request: webob.Request) -> str:
+    return str(request.environ["wsgiorg.routing_args"][1]["id"])
+
+
+def _no_query(request: webob.Request) -> None:
+    if request.GET:
+        name = next(iter(request.GET))
+        raise _bad_request(
+            f"unknown query parameter {name!r}; this resource takes none",
+            code="sample_app.invalid_filter",
+        )
+
+
+def make_app(engine: Engine, **options: Any) -> WSGIApplication:
+    """The whole stack: the toolkit's middlewares around :class:`SampleAPI`."""
+    return SampleAPI(engine, **options)
+
+
+def app_factory(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:
+    """``paste.app_factory``: the API (without middleware; the pipeline adds it).
+
+    ``db_url`` (required) is the SQLAlchemy URL of the database.
+    """
+    from sqlalchemy import create_engine
+
+    url = local_conf.get("db_url")
+    if not url:
+        raise ValueError("sample_app: set db_url in the [app:...] section of the paste file")
+    return SampleAPI(create_engine(url))
