@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "DatabaseUnavailableError",
+    "InvalidDurationError",
     "InvalidFilterError",
     "InvalidProgressError",
     "InvalidStateError",
@@ -16,6 +17,8 @@ __all__ = [
     "NotFoundError",
     "OperationNotFoundError",
     "ResourceTypeConflictError",
+    "TaskCancelRequested",
+    "TaskFailure",
     "TaskNotFoundError",
     "TaskNotHeldError",
     "TaskToolkitError",
@@ -53,6 +56,13 @@ class InvalidTTLError(TaskToolkitError, ValueError):
     code = "tasktoolkit.invalid_ttl"
 
 
+class InvalidDurationError(TaskToolkitError, ValueError):
+    """A duration that cannot be parsed (``--older-than 7x``), is negative or absurd."""
+
+    status = 400
+    code = "tasktoolkit.invalid_duration"
+
+
 class InvalidFilterError(TaskToolkitError, ValueError):
     """A bad query parameter on a list or a bad marker."""
 
@@ -83,6 +93,37 @@ class TaskNotHeldError(TaskToolkitError):
 
     status = 409
     code = "tasktoolkit.task_not_held"
+
+
+class TaskCancelRequested(TaskToolkitError):
+    """Raised in worker code when cancellation of its task was asked.
+
+    :meth:`tasktoolkit.orm.Job.check_cancelled` raises it; the job's ``with``
+    block turns it into the ``cancelled`` state.
+    """
+
+    status = 409
+    code = "tasktoolkit.cancel_requested"
+
+
+class TaskFailure(TaskToolkitError):
+    """Raise from worker code to fail its task with a chosen error code.
+
+    :param error_code: the task's ``error.code`` (``dhcp_timeout``).
+    :param message: the task's ``error.message``, shown to API consumers.
+
+    Example::
+
+        raise TaskFailure("dhcp_timeout", "no lease after 30 s")
+    """
+
+    status = 500
+    code = "tasktoolkit.task_failure"
+
+    def __init__(self, error_code: str, message: str) -> None:
+        self.error_code = error_code
+        self.message = message
+        super().__init__(f"{error_code}: {message}")
 
 
 class NotFoundError(TaskToolkitError, LookupError):
