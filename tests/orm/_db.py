@@ -1,0 +1,57 @@
+"""Reading committed rows in ORM tests, on a connection of their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from tasktoolkit.orm import Task
+from tasktoolkit.orm.records import operations_table, tasks_table
+
+STATES = ("pending", "running", "succeeded", "failed", "cancelled")
+
+
+def count_rows(bind: Session | Connection | Engine, table: Table, *where: Any) -> int:
+    """How many rows of ``table`` match ``where`` (read in a fresh statement)."""
+    stmt = select(func.count()).select_from(table).where(*where)
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+    return int(bind.execute(stmt).scalar_one())
+
+
+def task_count(engine: Engine, *where: Any) -> int:
+    """How many task rows are committed (read on a connection of its own)."""
+    return count_rows(engine, tasks_table, *where)
+
+
+def task_row(engine: Engine, task_id: str) -> dict[str, Any] | None:
+    """The committed row of a task as a dict, or ``None``."""
+    with engine.connect() as conn:
+        row = conn.execute(select(tasks_table).where(tasks_table.c.id == task_id)).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+def operation_row(engine: Engine, operation_id: str) -> dict[str, Any]:
+    """The committed row of an operation as a dict."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(operations_table).where(operations_table.c.id == operation_id)
+        ).one()
+    return dict(row._mapping)
+
+
+def counts_of(engine: Engine, operation_id: str) -> dict[str, int]:
+    """The committed ``task_counts`` of an operation, zero counts left out."""
+    row = operation_row(engine, operation_id)
+    return {state: row[f"tasks_{state}"] for state in STATES if row[f"tasks_{state}"]}
+
+
+def spawn(session: Session, resource: Any, *names: str) -> list[Task]:
+    """Spawn ``names`` on ``resource`` and commit; the tasks."""
+    tasks = resource.spawn_tasks(list(names))
+    session.commit()
+    return list(tasks)
