@@ -11,6 +11,7 @@ __all__ = [
     "InvalidDurationError",
     "InvalidFilterError",
     "InvalidProgressError",
+    "InvalidRevisionError",
     "InvalidStateError",
     "InvalidTTLError",
     "InvalidTransitionError",
@@ -163,3 +164,10 @@ class DatabaseUnavailableError(TaskToolkitError):
 
     status = 503
     code = "tasktoolkit.database_unavailable"
+
+
+class InvalidRevisionError(TaskToolkitError, ValueError):
+    """A migration revision that the toolkit's history does not have."""
+
+    status = 400
+    code = "tasktoolkit.invalid_revision"
