@@ -82,17 +82,31 @@ def end_request(
     operation_id: str,
     http_status: int,
     *,
+    action: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
     now: datetime | None = None,
 ) -> OperationChange | None:
     """Record the response status; finish the operation if no task is active.
 
+    Also safe on an AUTOCOMMIT connection (the middleware uses one): the status
+    update and each task-count update still serialise on the row, and the final
+    move is a compare-and-set on ``state``, so exactly one party finishes it.
+
+    :param action: the route's action, known only once the app has routed.
+    :param resource_type: with ``resource_id``, the one resource the request
+        targeted, when known; ``None`` keeps what was recorded.
     :returns: the finished operation's change, or ``None`` while tasks still run.
     """
     now = now or utcnow()
+    values: dict[str, object] = {"http_status": http_status, "updated_at": now}
+    if action is not None:
+        values["action"] = action[:64]
+    if resource_type is not None and resource_id is not None:
+        values["resource_type"] = resource_type[:64]
+        values["resource_id"] = resource_id[:64]
     connection.execute(
-        update(_T)
-        .where(_T.c.id == operation_id, _T.c.http_status.is_(None))
-        .values(http_status=http_status, updated_at=now)
+        update(_T).where(_T.c.id == operation_id, _T.c.http_status.is_(None)).values(values)
     )
     return _finish_if_done(connection, operation_id, now)
 
