@@ -1,0 +1,511 @@
+"""The worker API: claim a task, heartbeat, report progress, finish it.
+
+A worker is identified by its ``host`` string (by default ``<hostname>:<pid>``,
+unique per process); a task it claims is *held* by it while the task is
+``running`` with that host. Every report after the claim (heartbeat,
+progress, success, failure) is refused with :class:`TaskNotHeldError`, and
+writes nothing, when the task is no longer held: the reaper re-queued or
+failed it, or another worker took it after a re-queue.
+
+Claiming takes the oldest pending task among the given names. On PostgreSQL,
+MariaDB 10.6+ and MySQL 8 it selects with ``FOR UPDATE SKIP LOCKED``, so
+concurrent workers pass over each other's candidates instead of queueing on
+them; elsewhere (SQLite) it tries candidates oldest first with the
+compare-and-set of :func:`~tasktoolkit.orm.transition`. Either way a task is
+started by exactly one worker.
+
+Two layers:
+
+- functions taking a :class:`~sqlalchemy.orm.Session` (:func:`claim_task`,
+  :func:`heartbeat`, :func:`report_progress`, ...), which never commit;
+- :class:`Worker`, which runs each of them in a short transaction of its own,
+  and :class:`Job`, a claimed task whose ``with`` block records the outcome.
+
+Example::
+
+    worker = Worker(engine, ["l2_wiring", "dhcp_provisioning"])
+    while (job := worker.claim()) is not None:
+        with job:                       # success, failure or cancellation recorded on exit
+            for step in range(10):
+                job.check_cancelled()   # raises TaskCancelRequested when asked to stop
+                do_step(job.resource_id, step)
+                job.progress(10 * (step + 1), f"step {step + 1} of 10")
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback as traceback_module
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, cast
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit.errors import (
+    InvalidTransitionError,
+    TaskCancelRequested,
+    TaskFailure,
+    TaskNotFoundError,
+    TaskNotHeldError,
+)
+from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm.engine import prepare_engine
+from tasktoolkit.orm.records import Task
+from tasktoolkit.orm.records import tasks_table as _T
+from tasktoolkit.orm.states import TaskState
+from tasktoolkit.orm.transitions import check_progress, transition
+
+__all__ = [
+    "Job",
+    "Worker",
+    "acknowledge_cancel",
+    "cancel_requested",
+    "claim_task",
+    "default_host",
+    "fail_held_task",
+    "heartbeat",
+    "report_progress",
+    "succeed_held_task",
+    "supports_skip_locked",
+]
+
+#: Candidates read at once by the compare-and-set claim (SQLite).
+_CANDIDATES = 16
+_MAX_ROUNDS = 50
+#: Longest error code, message and traceback kept (the columns' sizes, in characters,
+#: leaving room for 4-byte characters in MariaDB's 64 KiB TEXT).
+_MAX_CODE = 64
+_MAX_MESSAGE = 4000
+_MAX_TRACEBACK = 16000
+#: The error code of a task whose worker code raised an unexpected exception.
+WORKER_ERROR = "worker_error"
+
+
+def default_host() -> str:
+    """``<hostname>:<pid>``: a worker identity unique per process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def supports_skip_locked(session_or_engine: Session | Engine) -> bool:
+    """Whether the database has ``SELECT ... FOR UPDATE SKIP LOCKED``."""
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else None
+    dialect = (bind or cast(Engine, session_or_engine)).dialect
+    if dialect.name == "postgresql":
+        return True
+    if dialect.name in ("mysql", "mariadb"):
+        version = dialect.server_version_info or ()
+        if getattr(dialect, "is_mariadb", False):
+            return version >= (10, 6)
+        return version >= (8, 0, 1)
+    return False
+
+
+def _check_names(names: Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    checked = list(dict.fromkeys(names))
+    if not checked or not all(isinstance(n, str) and n for n in checked):
+        raise ValueError(f"claim needs one or more task names, got {checked!r}")
+    return checked
+
+
+def _check_host(host: object) -> str:
+    if not isinstance(host, str) or not host or len(host) > 255:
+        raise ValueError(f"host must be a non-empty string of at most 255 characters: {host!r}")
+    return host
+
+
+def _execute(session: Session, statement: Any) -> CursorResult[Any]:
+    return cast(
+        CursorResult[Any],
+        session.execute(statement, execution_options={"synchronize_session": False}),
+    )
+
+
+def claim_task(
+    session: Session, names: Iterable[str], *, host: str, now: datetime | None = None
+) -> Task | None:
+    """Start the oldest pending task named one of ``names``, held by ``host``.
+
+    Call it at the start of a transaction and commit soon after: on
+    PostgreSQL and MariaDB the claimed row stays locked until then.
+
+    :returns: the started task, or ``None`` when no pending task is left.
+    """
+    wanted = _check_names(names)
+    host = _check_host(host)
+    query = (
+        select(_T.c.id)
+        .where(_T.c.state == TaskState.PENDING.value, _T.c.name.in_(wanted))
+        .order_by(_T.c.created_at, _T.c.id)
+    )
+    skip_locked = supports_skip_locked(session)
+    for _ in range(_MAX_ROUNDS):
+        if skip_locked:
+            found = session.execute(query.limit(1).with_for_update(skip_locked=True)).scalar()
+            candidates = [] if found is None else [found]
+        else:
+            candidates = list(session.execute(query.limit(_CANDIDATES)).scalars())
+        if not candidates:
+            return None
+        for task_id in candidates:
+            try:
+                return transition(
+                    session,
+                    task_id,
+                    TaskState.RUNNING,
+                    expected=TaskState.PENDING,
+                    host=host,
+                    now=now,
+                )
+            except (InvalidTransitionError, TaskNotFoundError):
+                continue  # another worker took it (or its resource went): try the next
+    return None
+
+
+def _not_held(session: Session, task_id: str, host: str) -> TaskNotHeldError:
+    row = session.execute(select(_T.c.state, _T.c.host).where(_T.c.id == task_id)).one_or_none()
+    if row is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    where = f" on {row.host!r}" if row.host and row.host != host else ""
+    return TaskNotHeldError(f"task {task_id} is not held by {host!r}: it is {row.state}{where}")
+
+
+def _held(task_id: str, host: str) -> list[Any]:
+    return [_T.c.id == task_id, _T.c.state == TaskState.RUNNING.value, _T.c.host == host]
+
+
+def heartbeat(session: Session, task_id: str, *, host: str, now: datetime | None = None) -> bool:
+    """Record that ``host`` still works on the task.
+
+    A heartbeat is not a change API consumers see, so ``updated_at`` stays.
+
+    :returns: whether cancellation of the task was asked.
+    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
+    """
+    host = _check_host(host)
+    result = _execute(
+        session, update(_T).where(*_held(task_id, host)).values(heartbeat_at=now or utcnow())
+    )
+    if result.rowcount != 1:
+        raise _not_held(session, task_id, host)
+    return cancel_requested(session, task_id)
+
+
+def report_progress(
+    session: Session,
+    task_id: str,
+    progress: int | None,
+    *,
+    host: str,
+    message: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record progress (0..100) and an optional message; counts as a heartbeat.
+
+    :raises InvalidProgressError: ``progress`` is not ``None`` or 0..100.
+    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
+    """
+    progress = check_progress(progress)
+    host = _check_host(host)
+    moment = now or utcnow()
+    values: dict[str, Any] = {"heartbeat_at": moment, "updated_at": moment}
+    if progress is not None:
+        values["progress"] = progress
+    if message is not None:
+        values["message"] = str(message)[:_MAX_MESSAGE]
+    result = _execute(session, update(_T).where(*_held(task_id, host)).values(values))
+    if result.rowcount != 1:
+        raise _not_held(session, task_id, host)
+
+
+def cancel_requested(session: Session, task_id: str) -> bool:
+    """Whether cancellation of the task was asked (it is cancelled or asked to stop)."""
+    row = session.execute(
+        select(_T.c.state, _T.c.cancel_requested).where(_T.c.id == task_id)
+    ).one_or_none()
+    if row is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    return bool(row.cancel_requested) or row.state == TaskState.CANCELLED.value
+
+
+def _finish(session: Session, task_id: str, target: TaskState, host: str, **kw: Any) -> Task:
+    host = _check_host(host)
+    try:
+        return transition(session, task_id, target, expected=TaskState.RUNNING, held_by=host, **kw)
+    except InvalidTransitionError:
+        # The task is not running any more (the reaper failed or re-queued it):
+        # for the worker, that is a task it does not hold.
+        raise _not_held(session, task_id, host) from None
+
+
+def succeed_held_task(
+    session: Session,
+    task_id: str,
+    *,
+    host: str,
+    message: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """``running`` -> ``succeeded`` for a task ``host`` holds.
+
+    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
+    """
+    return _finish(session, task_id, TaskState.SUCCEEDED, host, message=message, now=now)
+
+
+def fail_held_task(
+    session: Session,
+    task_id: str,
+    *,
+    host: str,
+    code: str,
+    message: str,
+    traceback: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """``running`` -> ``failed`` with an error code and message, for a task ``host`` holds.
+
+    :param code: a short machine-readable code (at most 64 characters).
+    :param message: shown to API consumers (cut at 4000 characters).
+    :param traceback: kept for admins only (its last 16000 characters).
+    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
+    """
+    if not isinstance(code, str) or not code or len(code) > _MAX_CODE:
+        raise ValueError(f"error code must be 1 to {_MAX_CODE} characters, got {code!r}")
+    return _finish(
+        session,
+        task_id,
+        TaskState.FAILED,
+        host,
+        error_code=code,
+        error_message=str(message)[:_MAX_MESSAGE],
+        error_traceback=None if traceback is None else traceback[-_MAX_TRACEBACK:],
+        now=now,
+    )
+
+
+def acknowledge_cancel(
+    session: Session,
+    task_id: str,
+    *,
+    host: str,
+    message: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """``running`` -> ``cancelled``: the worker stopped because it was asked to.
+
+    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
+    """
+    return _finish(session, task_id, TaskState.CANCELLED, host, message=message, now=now)
+
+
+# -- the transaction-per-call layer ------------------------------------------
+
+
+class Worker:
+    """A worker process's handle on the database: each call is one short transaction.
+
+    :param bind: an engine, or a ``sessionmaker`` of the host app.
+    :param names: the task names this worker does (for :meth:`claim`).
+    :param host: the worker's identity; ``<hostname>:<pid>`` by default. Give
+        each thread of a process its own if several claim tasks.
+    """
+
+    def __init__(
+        self,
+        bind: Engine | sessionmaker[Session],
+        names: Iterable[str] = (),
+        *,
+        host: str | None = None,
+    ) -> None:
+        if isinstance(bind, Engine):
+            prepare_engine(bind)
+            if bind.dialect.name in ("mysql", "mariadb"):
+                # No gap locks: a claim must not hold up inserts of new tasks.
+                bind = bind.execution_options(isolation_level="READ COMMITTED")
+            self._sessions: sessionmaker[Session] = sessionmaker(bind, expire_on_commit=False)
+        elif isinstance(bind, sessionmaker):
+            self._sessions = bind
+        else:
+            raise TypeError(f"Worker needs an Engine or a sessionmaker, got {bind!r}")
+        self.names: tuple[str, ...] = tuple(names) if not isinstance(names, str) else (names,)
+        self.host = _check_host(default_host() if host is None else host)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in a transaction, committed at the end (rolled back on error)."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def claim(self, names: Iterable[str] | None = None) -> Job | None:
+        """Start the oldest pending task among ``names`` (default: the worker's).
+
+        :returns: the claimed :class:`Job`, or ``None`` when nothing is pending.
+        """
+        with self.transaction() as session:
+            task = claim_task(session, self.names if names is None else names, host=self.host)
+            return None if task is None else Job._of(self, task)
+
+    def start(self, task_id: str) -> Job:
+        """Start one given pending task (``pending`` -> ``running``) for this worker.
+
+        :raises InvalidTransitionError: the task is not pending.
+        """
+        with self.transaction() as session:
+            task = transition(
+                session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
+            )
+            return Job._of(self, task)
+
+    def heartbeat(self, task_id: str) -> bool:
+        """See :func:`heartbeat`; returns whether cancellation was asked."""
+        with self.transaction() as session:
+            return heartbeat(session, task_id, host=self.host)
+
+    def progress(self, task_id: str, progress: int | None, message: str | None = None) -> None:
+        """See :func:`report_progress`."""
+        with self.transaction() as session:
+            report_progress(session, task_id, progress, host=self.host, message=message)
+
+    def cancel_requested(self, task_id: str) -> bool:
+        """See :func:`cancel_requested`."""
+        with self.transaction() as session:
+            return cancel_requested(session, task_id)
+
+    def succeed(self, task_id: str, message: str | None = None) -> None:
+        """See :func:`succeed_held_task`."""
+        with self.transaction() as session:
+            succeed_held_task(session, task_id, host=self.host, message=message)
+
+    def fail(self, task_id: str, code: str, message: str, traceback: str | None = None) -> None:
+        """See :func:`fail_held_task`."""
+        with self.transaction() as session:
+            fail_held_task(
+                session, task_id, host=self.host, code=code, message=message, traceback=traceback
+            )
+
+    def acknowledge_cancel(self, task_id: str, message: str | None = None) -> None:
+        """See :func:`acknowledge_cancel`."""
+        with self.transaction() as session:
+            acknowledge_cancel(session, task_id, host=self.host, message=message)
+
+
+@dataclass
+class Job:
+    """A task a :class:`Worker` holds: report on it, and finish it once.
+
+    Used as a context manager, it records the outcome of the ``with`` block:
+
+    - the block ends normally: ``succeeded`` (unless the block finished the
+      job itself);
+    - it raises :class:`TaskCancelRequested` (see :meth:`check_cancelled`):
+      ``cancelled``; the exception is swallowed;
+    - it raises :class:`TaskFailure`: ``failed`` with the failure's code and
+      message; swallowed;
+    - it raises any other ``Exception``: ``failed`` with code ``worker_error``,
+      the exception's message and its traceback (for admins); re-raised;
+    - a ``BaseException`` such as ``KeyboardInterrupt`` records nothing: the
+      task stays running until the reaper re-queues or fails it.
+
+    When the task is no longer held (the reaper took it away), the outcome of
+    a failing block cannot be recorded: the original exception propagates
+    with a note saying so.
+    """
+
+    worker: Worker = field(repr=False)
+    id: str
+    name: str
+    resource_type: str
+    resource_id: str
+    request_id: str | None
+    attempts: int
+    max_attempts: int
+    heartbeat_timeout: int
+    #: Whether the job was finished (through this object).
+    finished: bool = False
+
+    @classmethod
+    def _of(cls, worker: Worker, task: Task) -> Job:
+        return cls(
+            worker,
+            task.id,
+            task.name,
+            task.resource_type,
+            task.resource_id,
+            task.request_id,
+            task.attempts,
+            task.max_attempts,
+            task.heartbeat_timeout,
+        )
+
+    def heartbeat(self) -> bool:
+        """Record a heartbeat; returns whether cancellation was asked."""
+        return self.worker.heartbeat(self.id)
+
+    def progress(self, progress: int | None, message: str | None = None) -> None:
+        """Record progress (0..100) and a message; counts as a heartbeat."""
+        self.worker.progress(self.id, progress, message)
+
+    def cancel_requested(self) -> bool:
+        """Whether cancellation was asked."""
+        return self.worker.cancel_requested(self.id)
+
+    def check_cancelled(self) -> None:
+        """Record a heartbeat; raise :class:`TaskCancelRequested` if asked to stop."""
+        if self.heartbeat():
+            raise TaskCancelRequested(f"cancellation of task {self.id} was asked")
+
+    def succeed(self, message: str | None = None) -> None:
+        """Finish as ``succeeded``."""
+        self.worker.succeed(self.id, message)
+        self.finished = True
+
+    def fail(self, code: str, message: str, traceback: str | None = None) -> None:
+        """Finish as ``failed`` with an error code and message."""
+        self.worker.fail(self.id, code, message, traceback)
+        self.finished = True
+
+    def acknowledge_cancel(self, message: str | None = None) -> None:
+        """Finish as ``cancelled`` (the worker stopped as it was asked to)."""
+        self.worker.acknowledge_cancel(self.id, message)
+        self.finished = True
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self.finished:
+            return False
+        if exc is None:
+            self.succeed()
+            return False
+        if not isinstance(exc, Exception):
+            return False  # shutting down: leave the task to the reaper
+        try:
+            if isinstance(exc, TaskCancelRequested):
+                self.acknowledge_cancel("cancelled as requested")
+                return True
+            if isinstance(exc, TaskFailure):
+                self.fail(exc.error_code, exc.message, _format(exc))
+                return True
+            self.fail(WORKER_ERROR, str(exc) or type(exc).__name__, _format(exc))
+        except TaskNotHeldError as lost:
+            exc.add_note(f"tasktoolkit: outcome not recorded: {lost}")
+        return False
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(traceback_module.format_exception(exc))
