@@ -1,0 +1,40 @@
+"""The HTTP endpoints: a resource's tasks, all tasks, operations; mounted on a Routes mapper.
+
+Example::
+
+    import routes
+    from tasktoolkit.endpoints import Router, mount
+
+    mapper = routes.Mapper()
+    mapper.connect("/ports", controller=ports_app, action="index")   # the host's own
+    mount(mapper, collections={"ports": Port}, session_factory=Session)
+    app = RequestIdMiddleware(OperationMiddleware(Router(mapper), engine=engine))
+
+Then ``GET /ports/<id>/tasks``, ``GET /tasks?state=running``,
+``GET /operations/<request_id>`` and ``POST /ports/<id>/tasks/<task_id>/cancel``
+answer as ``docs/api.md`` describes; :func:`openapi_document` describes them.
+"""
+
+from __future__ import annotations
+
+from tasktoolkit.endpoints._app import (
+    ResourceVisibility,
+    TaskEndpoints,
+    canonical_resource_id,
+    resource_visible,
+)
+from tasktoolkit.endpoints._errors import error_body, error_response
+from tasktoolkit.endpoints._routing import Router, mount
+from tasktoolkit.endpoints.openapi import openapi_document
+
+__all__ = [
+    "ResourceVisibility",
+    "Router",
+    "TaskEndpoints",
+    "canonical_resource_id",
+    "error_body",
+    "error_response",
+    "mount",
+    "openapi_document",
+    "resource_visible",
+]

@@ -1,0 +1,412 @@
+"""The WSGI app behind every mounted route: it reads the route match and answers.
+
+One :class:`TaskEndpoints` serves all the toolkit's routes of a host; the
+route's ``action`` (published by Routes in ``wsgiorg.routing_args``) says
+which endpoint was matched. It reads records only through
+:mod:`tasktoolkit.orm.queries` and keeps nothing per request on itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
+
+from sqlalchemy import BigInteger, Integer, String, Uuid
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+from webob import Request, Response
+
+from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter
+from tasktoolkit.context import is_valid_request_id
+from tasktoolkit.endpoints._errors import error_response, response_for
+from tasktoolkit.endpoints._params import (
+    OPERATION_LIST,
+    RESOURCE_TASK_LIST,
+    TASK_LIST,
+    parse_list_query,
+    refuse_any,
+)
+from tasktoolkit.endpoints._views import operation_view, task_view
+from tasktoolkit.errors import (
+    DatabaseUnavailableError,
+    NotFoundError,
+    TaskNotFoundError,
+    TaskToolkitError,
+)
+from tasktoolkit.orm.queries import (
+    ALL_PROJECTS,
+    Scope,
+    get_operation,
+    get_task,
+    list_operations,
+    list_tasks,
+    operation_tasks,
+)
+from tasktoolkit.orm.resource import TaskResource
+from tasktoolkit.orm.states import OperationState
+from tasktoolkit.orm.transitions import cancel_task
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["ResourceVisibility", "TaskEndpoints", "canonical_resource_id", "resource_visible"]
+
+ROUTING_ARGS = "wsgiorg.routing_args"
+_UUID_LENGTH = 36
+
+
+class ResourceVisibility(Protocol):
+    """Whether a caller may see a resource (and so its tasks).
+
+    :param session: a session to look the resource up with.
+    :param model: the resource's model.
+    :param resource_id: its primary key, as text (already of the key's type).
+    :param caller: who asks.
+    :param admin: whether the admin predicate holds for the caller.
+    """
+
+    def __call__(
+        self,
+        session: Session,
+        model: type[TaskResource],
+        resource_id: str,
+        *,
+        caller: Caller,
+        admin: bool,
+    ) -> bool: ...
+
+
+def canonical_resource_id(model: type[TaskResource], raw: str) -> Any | None:
+    """``raw`` (from a URL) as a value of ``model``'s primary key, or ``None`` if it cannot be one.
+
+    Refusing here keeps malformed ids (letters for an integer key, NUL bytes,
+    over-long text) away from the database, which would answer them with an error.
+    """
+    column = model.__mapper__.primary_key[0]
+    kind = column.type
+    if isinstance(kind, Integer):
+        bits = 63 if isinstance(kind, BigInteger) else 31
+        if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 20:
+            return None
+        number = int(raw)
+        return number if -(2**bits) <= number < 2**bits else None
+    if isinstance(kind, Uuid):
+        try:
+            return uuid.UUID(raw) if len(raw) <= _UUID_LENGTH else None
+        except ValueError:
+            return None
+    if not raw or not raw.isprintable():
+        return None
+    if isinstance(kind, String) and kind.length is not None and len(raw) > kind.length:
+        return None
+    return raw
+
+
+def resource_visible(
+    session: Session,
+    model: type[TaskResource],
+    resource_id: str,
+    *,
+    caller: Caller,
+    admin: bool,
+) -> bool:
+    """The default visibility: the resource exists and is in the caller's project.
+
+    Admins see every resource. A model without a ``project_id`` attribute is
+    visible to admins only (pass your own hook to say otherwise).
+    """
+    key = canonical_resource_id(model, resource_id)
+    if key is None:
+        return False
+    resource = session.get(model, key)
+    if resource is None:
+        return False
+    if admin:
+        return True
+    project_id = getattr(resource, "project_id", None)
+    return caller.project_id is not None and project_id == caller.project_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One request being served (kept on the stack, never on the app)."""
+
+    request: Request
+    match: Mapping[str, Any]
+    caller: Caller
+    admin: bool
+
+    @property
+    def scope(self) -> Scope:
+        return ALL_PROJECTS if self.admin else Scope(project_id=self.caller.project_id)
+
+
+_Handler = Callable[["TaskEndpoints", Session, _Call], Response]
+
+
+class TaskEndpoints:
+    """The toolkit's endpoints as one WSGI app, dispatched on the route's ``action``.
+
+    :param collections: URL collection name -> resource model (``{"ports": Port}``).
+    :param session_factory: makes a session per request (a ``sessionmaker``).
+    :param caller_getter: the caller from the environ.
+    :param is_admin: whether a caller sees every project (and tracebacks, hosts).
+    :param visibility: whether a caller may see a resource; default
+        :func:`resource_visible`.
+    :param retry_after: seconds announced in ``Retry-After`` on a running operation.
+    """
+
+    def __init__(
+        self,
+        *,
+        collections: Mapping[str, type[TaskResource]],
+        session_factory: Callable[[], Session],
+        caller_getter: CallerGetter,
+        is_admin: AdminPredicate,
+        visibility: ResourceVisibility | None = None,
+        retry_after: int = 1,
+    ) -> None:
+        if not callable(session_factory):
+            raise TypeError("session_factory must make sessions (a sessionmaker)")
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+            raise ValueError(f"retry_after must be an integer >= 0, got {retry_after!r}")
+        self.collections = dict(collections)
+        self.session_factory = session_factory
+        self.caller_getter = caller_getter
+        self.is_admin = is_admin
+        self.visibility: ResourceVisibility = visibility or resource_visible
+        self.retry_after = retry_after
+
+    # -- WSGI ---------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        response = self.respond(environ)
+        return response(environ, start_response)  # type: ignore[no-any-return]
+
+    def respond(self, environ: WSGIEnvironment) -> Response:
+        """The response to one request routed here."""
+        routing = environ.get(ROUTING_ARGS)
+        match: Mapping[str, Any] = routing[1] if isinstance(routing, tuple) else {}
+        action = match.get("action")
+        entry = _ACTIONS.get(action) if isinstance(action, str) else None
+        if entry is None:
+            return error_response(environ, 404, "tasktoolkit.not_found", "no such endpoint")
+        methods, handler = entry
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in methods:
+            return error_response(
+                environ,
+                405,
+                "tasktoolkit.method_not_allowed",
+                f"{method} is not allowed here; use {', '.join(methods)}",
+                headers=[("Allow", ", ".join(methods))],
+            )
+        request = Request(environ)
+        try:
+            caller = self.caller_getter(environ)
+            call = _Call(request, match, caller, bool(self.is_admin(caller)))
+            with self.session_factory() as session:
+                return handler(self, session, call)
+        except TaskToolkitError as error:
+            headers = [("Retry-After", "1")] if error.status == 503 else []
+            return error_response(environ, error.status, error.code, str(error), headers=headers)
+        except (OperationalError, InterfaceError) as error:
+            return _unavailable(environ, error)
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                return _unavailable(environ, error)
+            raise
+
+    # -- the resource's own endpoints ----------------------------------------
+
+    def _resource(self, session: Session, call: _Call) -> tuple[str, str]:
+        """``(resource_type, resource_id)`` of the matched resource, if the caller may see it."""
+        collection = call.match.get("collection")
+        model = self.collections.get(collection) if isinstance(collection, str) else None
+        raw = _path_text(call.match.get("resource_id"))
+        key = None if model is None or raw is None else canonical_resource_id(model, raw)
+        if model is None or key is None:
+            raise NotFoundError(f"no {collection} {raw!r}")
+        resource_id = str(key)
+        if not self.visibility(session, model, resource_id, caller=call.caller, admin=call.admin):
+            raise NotFoundError(f"no {collection} {raw!r}")
+        return model.__resource_type__, resource_id
+
+    def resource_tasks(self, session: Session, call: _Call) -> Response:
+        params, pairs = parse_list_query(call.request.query_string, RESOURCE_TASK_LIST)
+        resource_type, resource_id = self._resource(session, call)
+        # The visibility hook has the say on a resource's tasks: it may show a
+        # resource (a shared network) beyond the caller's project.
+        page = list_tasks(
+            session,
+            replace(params, resource_type=resource_type, resource_id=resource_id),
+            scope=ALL_PROJECTS,
+        )
+        return _list(
+            call,
+            "tasks",
+            [task_view(t, admin=call.admin) for t in page.records],
+            page.has_more,
+            pairs,
+        )
+
+    def resource_task(self, session: Session, call: _Call) -> Response:
+        refuse_any(call.request.query_string)
+        resource_type, resource_id = self._resource(session, call)
+        task = get_task(
+            session,
+            _task_id(call),
+            scope=ALL_PROJECTS,
+            resource_type=resource_type,
+            resource_id=resource_id,
+        )
+        return _single(call, {"task": task_view(task, admin=call.admin)})
+
+    def cancel(self, session: Session, call: _Call) -> Response:
+        refuse_any(call.request.query_string)
+        resource_type, resource_id = self._resource(session, call)
+        task_id = _task_id(call)
+        get_task(
+            session,
+            task_id,
+            scope=ALL_PROJECTS,
+            resource_type=resource_type,
+            resource_id=resource_id,
+        )
+        task = cancel_task(session, task_id)
+        session.commit()
+        return _json({"task": task_view(task, admin=call.admin)}, status=202)
+
+    # -- across resources ----------------------------------------------------
+
+    def tasks(self, session: Session, call: _Call) -> Response:
+        params, pairs = parse_list_query(call.request.query_string, TASK_LIST)
+        page = list_tasks(session, params, scope=call.scope)
+        return _list(
+            call,
+            "tasks",
+            [task_view(t, admin=call.admin) for t in page.records],
+            page.has_more,
+            pairs,
+        )
+
+    def task(self, session: Session, call: _Call) -> Response:
+        refuse_any(call.request.query_string)
+        task = get_task(session, _task_id(call), scope=call.scope)
+        return _single(call, {"task": task_view(task, admin=call.admin)})
+
+    def operations(self, session: Session, call: _Call) -> Response:
+        params, pairs = parse_list_query(call.request.query_string, OPERATION_LIST)
+        page = list_operations(session, params, scope=call.scope)
+        views = [operation_view(o, admin=call.admin) for o in page.records]
+        return _list(call, "operations", views, page.has_more, pairs)
+
+    def operation(self, session: Session, call: _Call) -> Response:
+        refuse_any(call.request.query_string)
+        operation_id = _path_text(call.match.get("operation_id"))
+        if operation_id is None or not is_valid_request_id(operation_id):
+            raise NotFoundError(f"no operation {operation_id!r}")
+        operation = get_operation(session, operation_id, scope=call.scope)
+        tasks = operation_tasks(session, operation_id, scope=call.scope)
+        response = _single(
+            call, {"operation": operation_view(operation, admin=call.admin, tasks=tasks)}
+        )
+        if operation.state == OperationState.RUNNING and response.status_int == 200:
+            response.headers["Retry-After"] = str(self.retry_after)
+        return response
+
+
+_GET = ("GET", "HEAD")
+_ACTIONS: dict[str, tuple[tuple[str, ...], _Handler]] = {
+    "resource_tasks": (_GET, TaskEndpoints.resource_tasks),
+    "resource_task": (_GET, TaskEndpoints.resource_task),
+    "cancel": (("POST",), TaskEndpoints.cancel),
+    "tasks": (_GET, TaskEndpoints.tasks),
+    "task": (_GET, TaskEndpoints.task),
+    "operations": (_GET, TaskEndpoints.operations),
+    "operation": (_GET, TaskEndpoints.operation),
+}
+
+
+def _path_text(value: object) -> str | None:
+    """A path variable as text: WSGI gives latin-1 text of UTF-8 bytes."""
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value  # the server already decoded it
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _task_id(call: _Call) -> str:
+    task_id = _path_text(call.match.get("task_id"))
+    if task_id is None or len(task_id) != _UUID_LENGTH:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    try:
+        canonical = str(uuid.UUID(task_id))
+    except ValueError:
+        raise TaskNotFoundError(f"no task {task_id!r}") from None
+    if canonical != task_id:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    return task_id
+
+
+def _json(document: Mapping[str, Any], *, status: int = 200) -> Response:
+    body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return Response(status=status, body=body, content_type="application/json", charset=None)
+
+
+def _list(
+    call: _Call,
+    key: str,
+    views: list[dict[str, Any]],
+    has_more: bool,
+    pairs: list[tuple[str, str]],
+) -> Response:
+    links: list[dict[str, str]] = []
+    if has_more and views:
+        kept = [(name, value) for name, value in pairs if name != "marker"]
+        query = urlencode([*kept, ("marker", views[-1]["id"])])
+        links.append({"rel": "next", "href": f"{call.request.path_url}?{query}"})
+    return _json({key: views, f"{key}_links": links})
+
+
+def _single(call: _Call, document: Mapping[str, Any]) -> Response:
+    """A single record with its ``ETag``; ``304`` when ``If-None-Match`` holds it."""
+    response = _json(document)
+    etag = hashlib.sha256(response.body).hexdigest()[:32]
+    response.headers["ETag"] = f'"{etag}"'
+    if _matches(call.request.headers.get("If-None-Match"), etag):
+        not_modified = Response(status=304, charset=None)
+        not_modified.headers["ETag"] = f'"{etag}"'
+        not_modified.headers.pop("Content-Type", None)
+        return not_modified
+    return response
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate.strip('"') == etag:
+            return True
+    return False
+
+
+def _unavailable(environ: WSGIEnvironment, error: Exception) -> Response:
+    detail = DatabaseUnavailableError("the database is unavailable; retry later")
+    return response_for(environ, detail, headers=[("Retry-After", "1")])

@@ -1,0 +1,145 @@
+"""Mounting the endpoints on a host's Routes mapper, and a small dispatcher.
+
+Each connected route's ``controller`` is a WSGI app (a :class:`TaskEndpoints`),
+as OpenStack's ``Router`` expects: it calls ``match["controller"]`` with the
+environ that ``RoutesMiddleware`` filled with ``wsgiorg.routing_args``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from routes.middleware import RoutesMiddleware
+from sqlalchemy.orm import Session
+
+from tasktoolkit.caller import AdminPredicate, CallerGetter, is_admin_role, keystone_caller
+from tasktoolkit.endpoints._app import ROUTING_ARGS, ResourceVisibility, TaskEndpoints
+from tasktoolkit.endpoints._errors import error_response
+from tasktoolkit.orm.resource import TaskResource, resource_types
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["Router", "mount"]
+
+_COLLECTION = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_PREFIX = re.compile(r"\A(/[A-Za-z0-9_.~-]+)*\Z")
+_RESERVED = frozenset({"tasks", "operations"})
+
+
+def mount(
+    mapper: Any,
+    *,
+    collections: Mapping[str, type[TaskResource]],
+    session_factory: Callable[[], Session],
+    caller_getter: CallerGetter = keystone_caller,
+    is_admin: AdminPredicate = is_admin_role,
+    visibility: ResourceVisibility | None = None,
+    path_prefix: str = "",
+    retry_after: int = 1,
+) -> TaskEndpoints:
+    """Connect the task endpoints on a Routes ``mapper``; returns their WSGI app.
+
+    Connects, under ``path_prefix``, for each collection ``C`` of ``collections``:
+    ``/C/{resource_id}/tasks``, ``/C/{resource_id}/tasks/{task_id}``,
+    ``/C/{resource_id}/tasks/{task_id}/cancel``; and ``/tasks``,
+    ``/tasks/{task_id}``, ``/operations``, ``/operations/{operation_id}``.
+    The host's own routes on the same mapper are untouched.
+
+    :param collections: URL collection name -> resource model.
+    :param session_factory: makes one session per request.
+    :param caller_getter: the caller from the environ (default: keystonemiddleware's headers).
+    :param is_admin: whether a caller sees every project (default: the ``admin`` role).
+    :param visibility: whether a caller may see a resource (default: it exists and is in
+        the caller's project; admins see all).
+    :param path_prefix: where the host's API lives on the mapper (``/v2.0``).
+    :param retry_after: seconds in ``Retry-After`` on a running operation.
+
+    Example::
+
+        mapper = routes.Mapper()
+        mapper.connect("/ports", controller=ports_app, action="index")
+        mount(mapper, collections={"ports": Port}, session_factory=Session, path_prefix="/v2.0")
+        app = Router(mapper)
+    """
+    if not isinstance(path_prefix, str) or not _PREFIX.match(path_prefix):
+        raise ValueError(f"path_prefix must be '' or like '/v2.0' (no trailing /): {path_prefix!r}")
+    known = set(resource_types().values())
+    for name, model in collections.items():
+        if not isinstance(name, str) or not _COLLECTION.match(name) or name in _RESERVED:
+            raise ValueError(f"bad collection name {name!r}")
+        if not isinstance(model, type) or model not in known:
+            raise TypeError(f"collection {name!r}: {model!r} is not a TaskResource model")
+    app = TaskEndpoints(
+        collections=collections,
+        session_factory=session_factory,
+        caller_getter=caller_getter,
+        is_admin=is_admin,
+        visibility=visibility,
+        retry_after=retry_after,
+    )
+    p = path_prefix
+    for name in collections:
+        base = f"{p}/{name}/{{resource_id}}/tasks"
+        mapper.connect(
+            f"tasktoolkit.{name}.tasks",
+            base,
+            controller=app,
+            action="resource_tasks",
+            collection=name,
+        )
+        mapper.connect(
+            f"tasktoolkit.{name}.task",
+            base + "/{task_id}",
+            controller=app,
+            action="resource_task",
+            collection=name,
+        )
+        mapper.connect(
+            f"tasktoolkit.{name}.cancel",
+            base + "/{task_id}/cancel",
+            controller=app,
+            action="cancel",
+            collection=name,
+        )
+    mapper.connect("tasktoolkit.tasks", f"{p}/tasks", controller=app, action="tasks")
+    mapper.connect("tasktoolkit.task", f"{p}/tasks/{{task_id}}", controller=app, action="task")
+    mapper.connect("tasktoolkit.operations", f"{p}/operations", controller=app, action="operations")
+    mapper.connect(
+        "tasktoolkit.operation",
+        f"{p}/operations/{{operation_id}}",
+        controller=app,
+        action="operation",
+    )
+    return app
+
+
+class Router:
+    """A WSGI app that routes with a Routes mapper and calls the matched controller.
+
+    Like OpenStack's ``wsgi.Router``: every route's ``controller`` must be a
+    WSGI app; the match is in ``environ["wsgiorg.routing_args"]``. No match is
+    a 404 in the contract's error format. Nothing is kept on the router per
+    request (``RoutesMiddleware`` runs with ``singleton=False``).
+    """
+
+    def __init__(self, mapper: Any) -> None:
+        self.mapper = mapper
+        self._routes = RoutesMiddleware(
+            self._dispatch, mapper, use_method_override=False, singleton=False
+        )
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self._routes(environ, start_response)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        routing = environ.get(ROUTING_ARGS)
+        match = routing[1] if isinstance(routing, tuple) else None
+        controller: WSGIApplication | None = match.get("controller") if match else None
+        if controller is None or not callable(controller):
+            response = error_response(environ, 404, "tasktoolkit.not_found", "no such resource")
+            return response(environ, start_response)  # type: ignore[no-any-return]
+        return controller(environ, start_response)

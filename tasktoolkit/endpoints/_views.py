@@ -1,0 +1,78 @@
+"""JSON views of tasks and operations, as the contract shows them.
+
+Times are UTC, ISO 8601 with a ``Z``. Tracebacks and worker hosts are shown to
+admins only: for anyone else the keys are absent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tasktoolkit.orm.records import Operation, Task
+
+__all__ = ["isoformat", "operation_view", "task_view"]
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    """``2024-01-31T12:00:00.123456Z``, or ``None``."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
+    """The task as the API shows it to a caller (``admin``: with traceback and host)."""
+    error: dict[str, Any] | None = None
+    if task.error_code is not None or task.error_message is not None:
+        error = {"code": task.error_code or "error", "message": task.error_message or ""}
+        if admin:
+            error["traceback"] = task.error_traceback
+    view: dict[str, Any] = {
+        "id": task.id,
+        "request_id": task.request_id,
+        "resource_type": task.resource_type,
+        "resource_id": task.resource_id,
+        "name": task.name,
+        "state": task.state,
+        "progress": task.progress,
+        "message": task.message,
+        "error": error,
+    }
+    if admin:
+        view["host"] = task.host
+    view.update(
+        created_at=isoformat(task.created_at),
+        started_at=isoformat(task.started_at),
+        updated_at=isoformat(task.updated_at),
+        finished_at=isoformat(task.finished_at),
+        expires_at=isoformat(task.expires_at),
+    )
+    return view
+
+
+def operation_view(
+    operation: Operation, *, admin: bool, tasks: list[Task] | None = None
+) -> dict[str, Any]:
+    """The operation as the API shows it; with ``tasks`` (its own GET) when given."""
+    view: dict[str, Any] = {
+        "id": operation.id,
+        "global_request_id": operation.global_request_id,
+        "method": operation.method,
+        "path": operation.path,
+        "action": operation.action,
+        "resource_type": operation.resource_type,
+        "resource_id": operation.resource_id,
+        "project_id": operation.project_id,
+        "user_id": operation.user_id,
+        "state": operation.state,
+        "http_status": operation.http_status,
+        "task_counts": operation.task_counts,
+        "created_at": isoformat(operation.created_at),
+        "updated_at": isoformat(operation.updated_at),
+        "finished_at": isoformat(operation.finished_at),
+        "expires_at": isoformat(operation.expires_at),
+    }
+    if tasks is not None:
+        view["tasks"] = [task_view(task, admin=admin) for task in tasks]
+    return view
