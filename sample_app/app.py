@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import webob
-import webob.exc
 from routes import Mapper
 from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Engine
@@ -49,6 +48,7 @@ from sample_app.models import (
 )
 from tasktoolkit import context
 from tasktoolkit.caller import Caller, is_admin_role, keystone_caller
+from tasktoolkit.http_errors import error_document
 from tasktoolkit.orm import Task, TaskState, prepare_engine, spawn_tasks
 
 if TYPE_CHECKING:
@@ -95,19 +95,10 @@ def _bad_request(detail: str, code: str = "sample_app.invalid_body") -> APIError
 def error_response(status: int, code: str, detail: str) -> webob.Response:
     """A response in the contract's error format, carrying the current request id."""
     ctx = context.current()
-    title = webob.exc.status_map[status].title if status in webob.exc.status_map else "Error"
-    body = {
-        "errors": [
-            {
-                "request_id": ctx.request_id if ctx else None,
-                "code": code,
-                "status": status,
-                "title": title,
-                "detail": detail,
-            }
-        ]
-    }
-    return _json(body, status)
+    document = error_document(
+        status=status, code=code, detail=detail, request_id=ctx.request_id if ctx else None
+    )
+    return _json(document, status)
 
 
 def _json(body: object, status: int = 200) -> webob.Response:

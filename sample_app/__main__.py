@@ -1,0 +1,163 @@
+"""``python -m sample_app {demo,serve,agents}``.
+
+* ``demo``: a tour on a throw-away SQLite database; ends by itself.
+* ``serve``: the API and its agents in one process, until interrupted.
+* ``agents``: the agents alone, for when the API runs under gunicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["main"]
+
+
+def _non_negative(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= number <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 3600 seconds")
+    return number
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if not 0 <= number <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 64")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return number
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sample_app",
+        description="A small Neutron-like API (networks, ports) that shows tasktoolkit at work. "
+        "It trusts X-Project-Id and X-Roles without authentication: never expose it.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="a tour on a throw-away SQLite database")
+    demo.add_argument("--task-delay", type=_non_negative, default=0.4, metavar="S")
+    demo.add_argument("--agents", type=_count, default=4, metavar="N")
+
+    serve = commands.add_parser("serve", help="serve the API, with its agents, until interrupted")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
+    serve.add_argument("--db-url", default="sqlite:///sample_app.db", metavar="URL")
+    serve.add_argument("--task-delay", type=_non_negative, default=0.5, metavar="S")
+    serve.add_argument("--agents", type=_count, default=2, metavar="N", help="0: none")
+    serve.add_argument("--log-requests", action="store_true")
+
+    agents = commands.add_parser("agents", help="run the agents alone, until interrupted")
+    agents.add_argument("--db-url", default="sqlite:///sample_app.db", metavar="URL")
+    agents.add_argument("--task-delay", type=_non_negative, default=0.5, metavar="S")
+    agents.add_argument("--agents", type=_count, default=2, metavar="N")
+    return parser
+
+
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _engine(url: str) -> Engine | None:
+    """The engine for ``--db-url``, or ``None`` after saying in one line why not."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sample_app.engine import create_sample_engine
+
+    try:
+        return create_sample_engine(url, create=True)
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"sample_app: cannot use --db-url {url!r}: {reason}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sample_app._server import make_threaded_server, server_url
+    from sample_app.agents import Agents
+    from sample_app.app import make_app
+
+    engine = _engine(args.db_url)
+    if engine is None:
+        return 2
+    try:
+        server = make_threaded_server(make_app(engine), args.host, args.port, log=args.log_requests)
+    except OSError as exc:
+        print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        engine.dispose()
+        return 2
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    try:
+        with Agents(engine, count=args.agents, task_delay=args.task_delay):
+            print(f"Serving on {server_url(server)}/ (Ctrl-C to stop)", flush=True)
+            server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        engine.dispose()
+    return 0
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from sample_app.agents import Agents
+
+    engine = _engine(args.db_url)
+    if engine is None:
+        return 2
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    try:
+        with Agents(engine, count=args.agents, task_delay=args.task_delay):
+            print(f"{args.agents} agents running (Ctrl-C to stop)", flush=True)
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from sample_app.demo import run_demo
+
+        return run_demo(task_delay=args.task_delay, agents=args.agents)
+    if args.command == "serve":
+        return _serve(args)
+    return _agents(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
