@@ -23,7 +23,6 @@ from tasktoolkit.endpoints._app import (
     canonical_resource_id,
     resource_visible,
 )
-from tasktoolkit.endpoints._errors import error_body, error_response
 from tasktoolkit.endpoints._routing import Router, mount
 from tasktoolkit.endpoints.openapi import openapi_document
 
@@ -32,8 +31,6 @@ __all__ = [
     "Router",
     "TaskEndpoints",
     "canonical_resource_id",
-    "error_body",
-    "error_response",
     "mount",
     "openapi_document",
     "resource_visible",

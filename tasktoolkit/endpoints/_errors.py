@@ -1,21 +1,19 @@
-"""The contract's JSON error body, and the request id that goes in it.
-
-``{"errors": [{"request_id", "code", "status", "title", "detail"}]}``
+"""Error responses of the endpoints: the contract's body (from :mod:`tasktoolkit.http_errors`)
+with the request's id inside, as a webob response.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from http import HTTPStatus
 from typing import Any
 
 from webob import Response
 
 from tasktoolkit import context
 from tasktoolkit.errors import TaskToolkitError
+from tasktoolkit.http_errors import JSON_CONTENT_TYPE, error_body
 
-__all__ = ["REQUEST_ID_KEY", "error_body", "error_response", "request_id_of", "response_for"]
+__all__ = ["REQUEST_ID_KEY", "error_response", "request_id_of", "response_for"]
 
 #: Where the request-id middleware keeps the request's id.
 REQUEST_ID_KEY = "tasktoolkit.request_id"
@@ -30,21 +28,6 @@ def request_id_of(environ: Mapping[str, Any]) -> str:
     return ctx.request_id if ctx is not None else context.new_request_id()
 
 
-def error_body(request_id: str, status: int, code: str, detail: str) -> dict[str, Any]:
-    """The error document for one error."""
-    return {
-        "errors": [
-            {
-                "request_id": request_id,
-                "code": code,
-                "status": status,
-                "title": HTTPStatus(status).phrase,
-                "detail": detail,
-            }
-        ]
-    }
-
-
 def error_response(
     environ: Mapping[str, Any],
     status: int,
@@ -54,10 +37,8 @@ def error_response(
     headers: Iterable[tuple[str, str]] = (),
 ) -> Response:
     """A webob response carrying the error document."""
-    body = json.dumps(error_body(request_id_of(environ), status, code, detail))
-    response = Response(
-        status=status, body=body.encode("utf-8"), content_type="application/json", charset=None
-    )
+    body = error_body(status=status, code=code, detail=detail, request_id=request_id_of(environ))
+    response = Response(status=status, body=body, content_type=JSON_CONTENT_TYPE, charset=None)
     for name, value in headers:
         response.headers[name] = value
     return response
