@@ -1,0 +1,42 @@
+"""WSGI middleware: request ids for every request, an operation for every mutating one.
+
+Example::
+
+    from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
+
+    app = RequestIdMiddleware(OperationMiddleware(app, engine=engine))
+"""
+
+from __future__ import annotations
+
+from tasktoolkit.middleware.log import RequestIdLogFilter
+from tasktoolkit.middleware.operations import (
+    DEFAULT_METHODS,
+    OPERATION_ID_KEY,
+    OPERATION_TARGET_KEY,
+    OperationMiddleware,
+    set_operation_target,
+)
+from tasktoolkit.middleware.request_id import (
+    GLOBAL_REQUEST_ID_KEY,
+    OPENSTACK_GLOBAL_REQUEST_ID_KEY,
+    OPENSTACK_REQUEST_ID_KEY,
+    REQUEST_ID_KEY,
+    RequestIdMiddleware,
+    fast_request_id,
+)
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "GLOBAL_REQUEST_ID_KEY",
+    "OPENSTACK_GLOBAL_REQUEST_ID_KEY",
+    "OPENSTACK_REQUEST_ID_KEY",
+    "OPERATION_ID_KEY",
+    "OPERATION_TARGET_KEY",
+    "REQUEST_ID_KEY",
+    "OperationMiddleware",
+    "RequestIdLogFilter",
+    "RequestIdMiddleware",
+    "fast_request_id",
+    "set_operation_target",
+]

@@ -1,0 +1,198 @@
+"""Request ids: a fresh ``req-<uuid4>`` per request, in the environ, the context and the response.
+
+A valid inbound id (``X-Request-Id``, or one of the compatibility headers) is
+kept only as the *global* request id, for tracing across services; it is never
+used as this request's id, so a caller cannot make its request look like (or
+attach to) someone else's. Anything that is not a well-formed id is dropped.
+
+Example::
+
+    app = RequestIdMiddleware(app, header="X-OpenStack-Request-ID")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from tasktoolkit.caller import CallerGetter, keystone_caller
+from tasktoolkit.context import RequestContext, bind, is_valid_request_id, reset
+from tasktoolkit.middleware._config import aslist, resolve
+from tasktoolkit.middleware._iter import ClosingIterator
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = [
+    "GLOBAL_REQUEST_ID_KEY",
+    "OPENSTACK_GLOBAL_REQUEST_ID_KEY",
+    "OPENSTACK_REQUEST_ID_KEY",
+    "REQUEST_ID_KEY",
+    "RequestIdMiddleware",
+    "fast_request_id",
+]
+
+#: This request's id, ``req-<uuid4>``.
+REQUEST_ID_KEY = "tasktoolkit.request_id"
+#: The valid inbound id, or ``None``.
+GLOBAL_REQUEST_ID_KEY = "tasktoolkit.global_request_id"
+#: The same ids under the keys oslo.context's ``RequestContext.from_environ`` reads.
+OPENSTACK_REQUEST_ID_KEY = "openstack.request_id"
+OPENSTACK_GLOBAL_REQUEST_ID_KEY = "openstack.global_request_id"
+
+_TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+# The variant nibble of a RFC 4122 uuid is 10xx: 8, 9, a or b.
+_VARIANT = "89ab" * 4
+
+
+def fast_request_id() -> str:
+    """A fresh ``req-<uuid4>``, the same as :func:`tasktoolkit.context.new_request_id`.
+
+    Built from ``os.urandom`` directly: ``uuid.uuid4()`` spends most of its
+    time building a ``UUID`` object that would only be formatted again.
+    """
+    h = os.urandom(16).hex()
+    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+
+
+def _keystone_ids(environ: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    # keystone_caller's project and user, without building a Caller (and its
+    # roles) on every request: this runs on every GET.
+    project = environ.get("HTTP_X_PROJECT_ID")
+    if project is not None:
+        project = (project.strip()[:64] or None) if isinstance(project, str) else None
+    user = environ.get("HTTP_X_USER_ID")
+    if user is not None:
+        user = (user.strip()[:64] or None) if isinstance(user, str) else None
+    return project, user
+
+
+def _environ_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+class RequestIdMiddleware:
+    """Give every request a fresh id; bind a :class:`~tasktoolkit.context.RequestContext`.
+
+    The ids go to the environ (:data:`REQUEST_ID_KEY`, :data:`GLOBAL_REQUEST_ID_KEY`
+    and oslo.context's keys), to the context variable for the ORM and logging
+    (reset once the response body is closed, or when the app raises), and to
+    the response header, unless the app already set that header.
+
+    :param header: the response header, also read for an inbound global id.
+    :param compat_headers: more headers to answer with (and to read an inbound
+        id from), e.g. ``("X-OpenStack-Request-ID",)``.
+    :param caller_getter: reads the project and user for the context from the
+        environ; ``None`` leaves them unset.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        header: str = "X-Request-Id",
+        compat_headers: Iterable[str] = (),
+        caller_getter: CallerGetter | None = keystone_caller,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI application, got {app!r}")
+        if isinstance(compat_headers, str):
+            raise TypeError("compat_headers must be a list of header names, not a string")
+        headers = [header, *compat_headers]
+        for name in headers:
+            if not isinstance(name, str) or not _TOKEN.match(name):
+                raise ValueError(f"not a valid HTTP header name: {name!r}")
+        if caller_getter is not None and not callable(caller_getter):
+            raise TypeError(f"caller_getter must be callable, got {caller_getter!r}")
+        self.app = app
+        self.header = header
+        self.compat_headers = tuple(compat_headers)
+        self.caller_getter = caller_getter
+        unique: dict[str, str] = {}
+        for name in headers:
+            unique.setdefault(name.lower(), name)
+        self._response_headers = tuple((name, lower) for lower, name in unique.items())
+        self._inbound_keys = tuple(_environ_key(name) for name in unique.values())
+
+    @classmethod
+    def factory(
+        cls, global_conf: Mapping[str, str], **local_conf: str
+    ) -> Any:  # Callable[[WSGIApplication], RequestIdMiddleware]
+        """``paste.filter_factory``: options ``header``, ``compat_headers``, ``caller_getter``.
+
+        ``compat_headers`` is a comma or space separated list; ``caller_getter``
+        a ``package.module:function`` name, or ``none``. Only the filter's own
+        options are read, never ``global_conf``.
+        """
+        options: dict[str, Any] = {}
+        for key, value in local_conf.items():
+            if key == "header":
+                options["header"] = value.strip()
+            elif key == "compat_headers":
+                options["compat_headers"] = aslist(value, name=key)
+            elif key == "caller_getter":
+                options["caller_getter"] = (
+                    None if value.strip().lower() == "none" else resolve(value, name=key)
+                )
+            else:
+                raise ValueError(f"request_id filter: unknown option {key!r}")
+
+        def filter_(app: WSGIApplication) -> RequestIdMiddleware:
+            return cls(app, **options)
+
+        return filter_
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request_id = fast_request_id()
+        global_id = None
+        for key in self._inbound_keys:
+            inbound = environ.get(key)
+            if inbound is not None and is_valid_request_id(inbound):
+                global_id = inbound
+                break
+        environ[REQUEST_ID_KEY] = environ[OPENSTACK_REQUEST_ID_KEY] = request_id
+        environ[GLOBAL_REQUEST_ID_KEY] = environ[OPENSTACK_GLOBAL_REQUEST_ID_KEY] = global_id
+        getter = self.caller_getter
+        if getter is keystone_caller:
+            project_id, user_id = _keystone_ids(environ)
+        elif getter is None:
+            project_id = user_id = None
+        else:
+            caller = getter(environ)
+            project_id, user_id = caller.project_id, caller.user_id
+        response_headers = self._response_headers
+
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Any:
+            for name, lower in response_headers:
+                for existing, _ in headers:
+                    if existing.lower() == lower:
+                        break
+                else:
+                    headers = [*headers, (name, request_id)]
+            return start_response(status, headers, exc_info)
+
+        token = bind(RequestContext(request_id, global_id, project_id, user_id))
+        try:
+            result = self.app(environ, start)
+        except BaseException:
+            reset(token)
+            raise
+        if type(result) is list or type(result) is tuple:
+            # Iterating a list runs no application code: the context can go now.
+            reset(token)
+            return result
+        return ClosingIterator(result, lambda: _reset_quietly(token))
+
+
+def _reset_quietly(token: Any) -> None:
+    try:
+        reset(token)
+    except ValueError:
+        # The body was closed in another context (a server that copies contexts
+        # per call): the binding lived, and ends, with the context that made it.
+        pass
