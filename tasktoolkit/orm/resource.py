@@ -42,6 +42,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Column, ForeignKey, Index, and_, case, exists, inspect, or_, select
@@ -69,6 +70,7 @@ _RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,47}\Z")
 _TASK_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 _ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
 _DEFAULT_POLICY = ExpiryPolicy()
+_LAST_SPAWN = "tasktoolkit.last_spawn"
 
 
 class ResourceStatus:
@@ -197,10 +199,11 @@ def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
         return or_(table.c.expires_at.is_(None), table.c.expires_at > now)
 
     busy = exists().where(fk_t == pk, t.c.state.in_(_ACTIVE))
+    # A newer run supersedes a failure even once it has expired itself: a
+    # success kept 24 hours must not bring back a failure kept 7 days.
     newer_run = exists().where(
         fk_later == fk_t,
         later.c.name == t.c.name,
-        live(later),
         (later.c.created_at > t.c.created_at)
         | and_(later.c.created_at == t.c.created_at, later.c.id > t.c.id),
     )
@@ -282,6 +285,20 @@ def _session_of(resource: TaskResource) -> Session:
     return session
 
 
+def _spawn_time(session: Session) -> datetime:
+    """Now, but strictly after the previous spawn in ``session``.
+
+    The clock can repeat a microsecond (or step back); a later spawn in the same
+    session must still sort after an earlier one.
+    """
+    now = utcnow()
+    last = session.info.get(_LAST_SPAWN)
+    if isinstance(last, datetime) and now <= last:
+        now = last + timedelta(microseconds=1)
+    session.info[_LAST_SPAWN] = now
+    return now
+
+
 def spawn_tasks(
     session: Session,
     items: Sequence[tuple[TaskResource, str]] | Iterable[tuple[TaskResource, str]],
@@ -329,14 +346,18 @@ def spawn_tasks(
 
     ctx = context.current()
     request_id = ctx.operation_id if ctx else None
-    now = utcnow()
+    now = _spawn_time(session)
+    # Every list sorts by (created_at, id): tasks spawned together share one
+    # created_at, so their ids are handed out in ascending order to keep them in
+    # spawn order (random uuid4s would shuffle them).
+    ids = sorted(str(uuid.uuid4()) for _ in items)
     created = []
-    for resource, name in items:
+    for task_id, (resource, name) in zip(ids, items, strict=True):
         info = _REGISTRY[type(resource).__resource_type__]
         pk_value = getattr(resource, info.pk_attr)
         project_id = getattr(resource, "project_id", None) or (ctx.project_id if ctx else None)
         task = Task(
-            id=str(uuid.uuid4()),
+            id=task_id,
             request_id=request_id,
             resource_type=info.resource_type,
             resource_id=str(pk_value),
