@@ -1,0 +1,282 @@
+"""The resource mixin: spawning, the tasks relationships, and the derived status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from tasktoolkit.orm import (
+    ResourceStatus,
+    Task,
+    cancel_task,
+    fail_task,
+    resource_class,
+    resource_types,
+    spawn_tasks,
+    start_task,
+    succeed_task,
+    utcnow,
+)
+from tasktoolkit.orm.records import tasks_table
+from tests.models import Cluster, Node
+from tests.orm._db import counts_of, spawn, task_count, task_row
+
+
+def test_registry_knows_the_test_types() -> None:
+    assert resource_types()["node"] is Node
+    assert resource_class("cluster") is Cluster
+    assert resource_class("nope") is None
+
+
+def test_spawn_task_outside_a_request(session: Session, engine: Engine, node: Node) -> None:
+    task = node.spawn_task("boot", message="queued")
+    session.commit()
+    row = task_row(engine, task.id)
+    assert row is not None
+    assert row["request_id"] is None
+    assert (row["resource_type"], row["resource_id"], row["node_id"]) == (
+        "node",
+        str(node.id),
+        node.id,
+    )
+    assert (row["name"], row["state"], row["message"]) == ("boot", "pending", "queued")
+    assert row["project_id"] == "p1"
+    assert row["cluster_id"] is None
+
+
+def test_spawn_task_in_a_request_joins_its_operation(
+    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+) -> None:
+    op = open_op()
+    with in_request(op, user_id="u1", project_id="p9"):
+        task = node.spawn_task("boot")
+    session.commit()
+    row = task_row(engine, task.id)
+    assert row is not None
+    assert row["request_id"] == op
+    assert row["user_id"] == "u1"
+    assert row["project_id"] == "p1"  # the resource's own project wins over the caller's
+    assert counts_of(engine, op) == {"pending": 1}
+
+
+def test_spawn_in_a_request_without_operation(
+    session: Session, engine: Engine, node: Node, in_request: Any
+) -> None:
+    """A GET (no operation) that spawns a task: the task belongs to no operation."""
+    with in_request(None):
+        task = node.spawn_task("probe")
+    session.commit()
+    row = task_row(engine, task.id)
+    assert row is not None and row["request_id"] is None
+
+
+def test_spawn_takes_the_callers_project_when_the_resource_has_none(
+    session: Session, engine: Engine, cluster: Cluster, open_op: Callable[..., str], in_request: Any
+) -> None:
+    cluster.project_id = None
+    session.commit()
+    op = open_op()
+    with in_request(op, project_id="p7"):
+        task = cluster.spawn_task("upgrade")
+    session.commit()
+    row = task_row(engine, task.id)
+    assert row is not None and row["project_id"] == "p7"
+
+
+def test_spawn_tasks_keeps_order(session: Session, node: Node) -> None:
+    names = [f"step{i:02d}" for i in range(25)]
+    spawned = node.spawn_tasks(names)
+    session.commit()
+    assert [t.name for t in spawned] == names
+    session.expire_all()
+    assert [t.name for t in node.tasks] == names
+    ordered = session.scalars(
+        select(Task.name).where(Task.node_id == node.id).order_by(Task.created_at, Task.id)
+    ).all()
+    assert ordered == names
+
+
+def test_spawn_calls_in_one_session_keep_order(session: Session, node: Node) -> None:
+    names = [f"call{i:02d}" for i in range(10)]
+    for name in names:
+        node.spawn_task(name)
+    session.commit()
+    session.expire_all()
+    assert [t.name for t in node.tasks] == names
+
+
+def test_bulk_spawn_across_resources_in_one_flush(
+    session: Session,
+    engine: Engine,
+    cluster: Cluster,
+    make_node: Callable[..., Node],
+    open_op: Callable[..., str],
+    in_request: Any,
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    op = open_op()
+    flushes: list[int] = []
+
+    def count_flush(*_: Any) -> None:
+        flushes.append(1)
+
+    event.listen(session, "after_flush", count_flush)
+    try:
+        with in_request(op):
+            tasks = spawn_tasks(
+                session, [(a, "boot"), (b, "boot"), (a, "wire"), (cluster, "rebalance")]
+            )
+    finally:
+        event.remove(session, "after_flush", count_flush)
+    session.commit()
+    assert len(flushes) == 1
+    assert [(t.resource_type, t.name) for t in tasks] == [
+        ("node", "boot"),
+        ("node", "boot"),
+        ("node", "wire"),
+        ("cluster", "rebalance"),
+    ]
+    assert task_count(engine, tasks_table.c.node_id == a.id) == 2
+    assert task_count(engine, tasks_table.c.node_id == b.id) == 1
+    assert task_count(engine, tasks_table.c.cluster_id == cluster.id) == 1
+    assert counts_of(engine, op) == {"pending": 4}
+
+
+def test_spawn_on_an_unflushed_resource_flushes_it(
+    session: Session, engine: Engine, cluster: Cluster
+) -> None:
+    n = Node(cluster_id=cluster.id)
+    session.add(n)  # pending: no id yet
+    task = n.spawn_task("boot")
+    session.commit()
+    assert n.id is not None
+    row = task_row(engine, task.id)
+    assert row is not None and row["node_id"] == n.id and row["resource_id"] == str(n.id)
+
+
+def test_tasks_and_active_tasks(session: Session, node: Node) -> None:
+    _, b, c, d = spawn(session, node, "a", "b", "c", "d")
+    start_task(session, b.id)
+    start_task(session, c.id)
+    succeed_task(session, c.id)
+    cancel_task(session, d.id)
+    session.commit()
+    session.expire_all()
+    assert [t.name for t in node.tasks] == ["a", "b", "c", "d"]
+    assert [t.name for t in node.active_tasks] == ["a", "b"]
+
+
+def test_spawn_refreshes_loaded_relationships(session: Session, node: Node) -> None:
+    spawn(session, node, "a")
+    assert [t.name for t in node.tasks] == ["a"]
+    assert [t.name for t in node.active_tasks] == ["a"]
+    node.spawn_task("b")
+    assert [t.name for t in node.tasks] == ["a", "b"]
+    assert [t.name for t in node.active_tasks] == ["a", "b"]
+
+
+def _run(session: Session, node: Node, name: str, outcome: str) -> Task:
+    """A task of ``name`` on ``node`` brought to ``outcome``."""
+    task = node.spawn_task(name)
+    if outcome in ("running", "succeeded"):
+        start_task(session, task.id)
+    if outcome == "succeeded":
+        succeed_task(session, task.id)
+    elif outcome == "failed":
+        fail_task(session, task.id, code="boom", message="it broke")
+    elif outcome == "cancelled":
+        cancel_task(session, task.id)
+    session.commit()
+    return task
+
+
+def _expire(session: Session, task: Task) -> None:
+    session.execute(
+        update(Task).where(Task.id == task.id).values(expires_at=utcnow() - timedelta(seconds=1))
+    )
+    session.commit()
+
+
+STATUS_CASES = [
+    pytest.param([], [], ResourceStatus.IDLE, id="no-tasks"),
+    pytest.param([("a", "pending")], [], ResourceStatus.BUSY, id="pending-busy"),
+    pytest.param([("a", "running")], [], ResourceStatus.BUSY, id="running-busy"),
+    pytest.param([("a", "succeeded")], [], ResourceStatus.IDLE, id="succeeded-idle"),
+    pytest.param([("a", "cancelled")], [], ResourceStatus.IDLE, id="cancelled-idle"),
+    pytest.param([("a", "failed")], [], ResourceStatus.ERROR, id="failed-error"),
+    pytest.param(
+        [("a", "failed"), ("a", "succeeded")], [], ResourceStatus.IDLE, id="failure-then-success"
+    ),
+    pytest.param(
+        [("a", "succeeded"), ("a", "failed")], [], ResourceStatus.ERROR, id="success-then-failure"
+    ),
+    pytest.param(
+        [("a", "failed"), ("b", "succeeded")], [], ResourceStatus.ERROR, id="other-name-failed"
+    ),
+    pytest.param([("a", "failed"), ("b", "pending")], [], ResourceStatus.BUSY, id="busy-wins"),
+    pytest.param([("a", "failed")], [0], ResourceStatus.IDLE, id="expired-failure-not-counted"),
+    pytest.param(
+        [("a", "failed"), ("a", "succeeded")],
+        [1],
+        ResourceStatus.IDLE,
+        id="expired-success-still-supersedes-failure",
+    ),
+    pytest.param(
+        [("a", "succeeded"), ("a", "failed")],
+        [0],
+        ResourceStatus.ERROR,
+        id="expired-old-success-live-failure",
+    ),
+]
+
+
+@pytest.mark.parametrize(("runs", "expired", "expected"), STATUS_CASES)
+def test_task_status(
+    session: Session,
+    make_node: Callable[..., Node],
+    runs: list[tuple[str, str]],
+    expired: list[int],
+    expected: str,
+) -> None:
+    node, bystander = make_node("subject"), make_node("bystander")
+    _run(session, bystander, "a", "failed")  # another node's failure must not leak in
+    tasks = [_run(session, node, name, outcome) for name, outcome in runs]
+    for index in expired:
+        _expire(session, tasks[index])
+    session.expire_all()
+    assert node.task_status == expected
+    in_sql = session.scalars(select(Node.id).where(Node.task_status == expected)).all()
+    assert node.id in in_sql
+    assert session.scalar(select(Node.task_status).where(Node.id == node.id)) == expected
+
+
+def test_task_status_of_many_resources_in_one_query(
+    session: Session, make_node: Callable[..., Node]
+) -> None:
+    busy, error, idle = make_node("busy"), make_node("error"), make_node("idle")
+    _run(session, busy, "a", "running")
+    _run(session, error, "a", "failed")
+    _run(session, idle, "a", "failed")
+    _run(session, idle, "a", "succeeded")
+    rows = dict(session.execute(select(Node.name, Node.task_status).order_by(Node.name)).all())
+    assert rows == {"busy": "busy", "error": "error", "idle": "idle"}
+    in_error = session.scalars(select(Node.name).where(Node.task_status == "error")).all()
+    assert in_error == ["error"]
+
+
+def test_task_status_of_a_transient_resource_is_idle(cluster: Cluster) -> None:
+    assert Node(cluster_id=cluster.id).task_status == ResourceStatus.IDLE
+
+
+def test_task_status_on_cluster_ignores_its_nodes(
+    session: Session, cluster: Cluster, node: Node
+) -> None:
+    _run(session, node, "a", "running")
+    assert cluster.task_status == ResourceStatus.IDLE
+    assert node.task_status == ResourceStatus.BUSY
