@@ -240,7 +240,7 @@ def _finish(session: Session, task_id: str, target: TaskState, host: str, **kw: 
     host = _check_host(host)
     try:
         return transition(session, task_id, target, expected=TaskState.RUNNING, held_by=host, **kw)
-    except InvalidTransitionError:
+    except (InvalidTransitionError, TaskNotHeldError):
         # The task is not running any more (the reaper failed or re-queued it):
         # for the worker, that is a task it does not hold.
         raise _not_held(session, task_id, host) from None

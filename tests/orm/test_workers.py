@@ -1,0 +1,420 @@
+"""The worker API: claims, heartbeats, progress, held-only finishes, the Job block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit import orm
+from tasktoolkit.context import RequestContext, new_request_id, request_context
+from tasktoolkit.errors import (
+    InvalidProgressError,
+    InvalidTransitionError,
+    TaskCancelRequested,
+    TaskFailure,
+    TaskNotFoundError,
+    TaskNotHeldError,
+)
+from tasktoolkit.orm import Operation, Task, Worker
+from tasktoolkit.orm.records import tasks_table
+from tests.models import Cluster
+
+Spawn = Callable[..., list[str]]
+
+
+@pytest.fixture
+def spawn(session_factory: sessionmaker[Session]) -> Spawn:
+    """``spawn(names, request_id=None)``: a cluster with one pending task per name; their ids.
+
+    With ``request_id`` the tasks belong to an operation whose request ended with 202.
+    """
+
+    def make(names: list[str], request_id: str | None = None) -> list[str]:
+        with session_factory() as s:
+            cluster = Cluster(name="c")
+            s.add(cluster)
+            s.flush()
+            ctx = None
+            if request_id is not None:
+                orm.open_operation(
+                    s.connection(), orm.OperationFields(request_id, "POST", "/clusters")
+                )
+                ctx = RequestContext(request_id=request_id, operation_id=request_id)
+            with request_context(ctx):
+                tasks = cluster.spawn_tasks(names)
+            if request_id is not None:
+                orm.end_request(s.connection(), request_id, 202)
+            s.commit()
+            return [t.id for t in tasks]
+
+    return make
+
+
+@pytest.fixture
+def worker(engine: Engine) -> Worker:
+    return Worker(engine, ["build", "wire"], host="worker-a")
+
+
+@pytest.fixture
+def other(engine: Engine) -> Worker:
+    return Worker(engine, ["build", "wire"], host="worker-b")
+
+
+def load(session: Session, task_id: str) -> Task:
+    """The task as committed now (a new transaction: MariaDB reads repeatably)."""
+    session.commit()
+    task = session.get(Task, task_id, populate_existing=True)
+    assert task is not None
+    return task
+
+
+def test_claim_takes_the_oldest_pending_task_among_the_names(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    # One spawn per task: tasks spawned together share created_at (ties go by id).
+    [first], [skipped], [second] = spawn(["build"]), spawn(["other"]), spawn(["wire"])
+
+    job = worker.claim()
+
+    assert job is not None and job.id == first
+    task = load(session, first)
+    assert (task.state, task.host, task.attempts) == ("running", "worker-a", 1)
+    assert task.started_at is not None and task.heartbeat_at is not None
+    job2 = worker.claim()
+    assert job2 is not None and job2.id == second
+    assert worker.claim() is None
+    assert load(session, skipped).state == "pending"
+
+
+def test_claim_of_other_names_leaves_the_tasks_alone(worker: Worker, spawn: Spawn) -> None:
+    spawn(["build"])
+    assert worker.claim(["unrelated"]) is None
+
+
+@pytest.mark.parametrize(
+    "names", [pytest.param([], id="none"), pytest.param([""], id="empty-name")]
+)
+def test_claim_needs_names(worker: Worker, names: list[str]) -> None:
+    with pytest.raises(ValueError, match="task names"):
+        worker.claim(names)
+
+
+def test_claim_skips_a_task_another_claim_holds_locked(
+    engine: Engine, spawn: Spawn, session_factory: sessionmaker[Session]
+) -> None:
+    if not orm.workers.supports_skip_locked(engine):
+        pytest.skip("no SKIP LOCKED: SQLite has one writer at a time (see tests/stress)")
+    [first], [second] = spawn(["build"]), spawn(["build"])
+    with session_factory() as holder, holder.begin():
+        held = orm.claim_task(holder, ["build"], host="worker-a")
+        assert held is not None and held.id == first
+        # The first claim's transaction is still open: the second passes it by.
+        with session_factory() as s, s.begin():
+            taken = orm.claim_task(s, ["build"], host="worker-b")
+            assert taken is not None and taken.id == second
+
+
+def test_claimed_task_counts_move_in_its_operation(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    rid = new_request_id()
+    spawn(["build", "wire"], request_id=rid)
+
+    job = worker.claim()
+    assert job is not None and job.request_id == rid
+
+    session.commit()
+    op = session.get(Operation, rid, populate_existing=True)
+    assert op is not None
+    assert (op.tasks_pending, op.tasks_running, op.state) == (1, 1, "running")
+
+
+def test_heartbeat_records_life_but_not_a_change(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    before = load(session, task_id)
+    beat, updated = before.heartbeat_at, before.updated_at
+
+    assert job.heartbeat() is False
+
+    after = load(session, task_id)
+    assert after.heartbeat_at is not None and beat is not None and after.heartbeat_at > beat
+    assert after.updated_at == updated
+
+
+def test_heartbeat_tells_the_worker_cancellation_was_asked(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    orm.cancel_task(session, task_id)
+    session.commit()
+
+    assert job.heartbeat() is True
+    assert job.cancel_requested() is True
+    with pytest.raises(TaskCancelRequested):
+        job.check_cancelled()
+
+
+def test_progress_is_recorded_and_counts_as_a_heartbeat(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    beat = load(session, task_id).heartbeat_at
+
+    job.progress(40, "copying image")
+
+    task = load(session, task_id)
+    assert (task.progress, task.message) == (40, "copying image")
+    assert task.heartbeat_at is not None and beat is not None and task.heartbeat_at > beat
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(-1, id="negative"),
+        pytest.param(101, id="over-100"),
+        pytest.param(True, id="bool"),
+        pytest.param("50", id="string"),
+    ],
+)
+def test_bad_progress_is_refused_and_nothing_written(
+    worker: Worker, spawn: Spawn, session: Session, value: object
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    with pytest.raises(InvalidProgressError):
+        job.progress(value, "never")  # type: ignore[arg-type]
+    task = load(session, task_id)
+    assert (task.progress, task.message) == (None, None)
+
+
+Report = Callable[[Worker, str], object]
+
+REPORTS = [
+    pytest.param(lambda w, t: w.heartbeat(t), id="heartbeat"),
+    pytest.param(lambda w, t: w.progress(t, 10, "x"), id="progress"),
+    pytest.param(lambda w, t: w.succeed(t), id="succeed"),
+    pytest.param(lambda w, t: w.fail(t, "boom", "it broke"), id="fail"),
+    pytest.param(lambda w, t: w.acknowledge_cancel(t), id="acknowledge-cancel"),
+]
+
+
+def _snapshot(session: Session, task_id: str) -> tuple[object, ...]:
+    row = session.execute(select(tasks_table).where(tasks_table.c.id == task_id)).one()
+    return tuple(row)
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_a_task_held_by_another_worker_is_refused_and_nothing_written(
+    worker: Worker, other: Worker, spawn: Spawn, session: Session, report: Report
+) -> None:
+    [task_id] = spawn(["build"])
+    assert worker.claim() is not None
+    before = _snapshot(session, task_id)
+
+    with pytest.raises(TaskNotHeldError, match=r"worker-b.*running on 'worker-a'"):
+        report(other, task_id)
+
+    session.rollback()
+    assert _snapshot(session, task_id) == before
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_a_pending_task_is_not_held(
+    worker: Worker, spawn: Spawn, session: Session, report: Report
+) -> None:
+    [task_id] = spawn(["build"])
+    before = _snapshot(session, task_id)
+    with pytest.raises(TaskNotHeldError, match="it is pending"):
+        report(worker, task_id)
+    session.rollback()
+    assert _snapshot(session, task_id) == before
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_a_finished_task_is_not_held(worker: Worker, spawn: Spawn, report: Report) -> None:
+    spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    job.succeed()
+    with pytest.raises(TaskNotHeldError, match="it is succeeded"):
+        report(worker, job.id)
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_an_unknown_task_is_not_found(worker: Worker, report: Report) -> None:
+    with pytest.raises(TaskNotFoundError):
+        report(worker, "00000000-0000-0000-0000-000000000000")
+
+
+def test_fail_keeps_code_message_and_traceback(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    job.fail("dhcp_timeout", "no lease after 30 s", "Traceback: ...")
+    task = load(session, task_id)
+    assert task.state == "failed"
+    assert task.error == {"code": "dhcp_timeout", "message": "no lease after 30 s"}
+    assert task.error_traceback == "Traceback: ..."
+    assert task.finished_at is not None and task.expires_at is not None
+
+
+@pytest.mark.parametrize(
+    "code", [pytest.param("", id="empty"), pytest.param("x" * 65, id="too-long")]
+)
+def test_fail_refuses_a_bad_code(worker: Worker, spawn: Spawn, session: Session, code: str) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    with pytest.raises(ValueError, match="error code"):
+        job.fail(code, "msg")
+    assert load(session, task_id).state == "running"
+
+
+def test_job_block_that_ends_succeeds_the_task(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    rid = new_request_id()
+    [task_id] = spawn(["build"], request_id=rid)
+    job = worker.claim()
+    assert job is not None
+    with job:
+        job.progress(50)
+    task = load(session, task_id)
+    assert (task.state, task.progress) == ("succeeded", 100)
+    session.commit()
+    op = session.get(Operation, rid, populate_existing=True)
+    assert op is not None and op.state == "succeeded"
+    assert op.task_counts["succeeded"] == 1
+
+
+def test_job_block_that_raises_fails_the_task_and_reraises(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    rid = new_request_id()
+    [task_id] = spawn(["build"], request_id=rid)
+    job = worker.claim()
+    assert job is not None
+    with pytest.raises(ZeroDivisionError), job:
+        1 / 0  # noqa: B018
+    task = load(session, task_id)
+    assert task.state == "failed"
+    assert task.error == {"code": "worker_error", "message": "division by zero"}
+    assert task.error_traceback is not None and "ZeroDivisionError" in task.error_traceback
+    session.commit()
+    op = session.get(Operation, rid, populate_existing=True)
+    assert op is not None and op.state == "failed"
+
+
+def test_job_block_raising_task_failure_fails_with_its_code(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    with job:
+        raise TaskFailure("no_capacity", "the rack is full")
+    assert load(session, task_id).error == {"code": "no_capacity", "message": "the rack is full"}
+
+
+def test_job_block_stopping_on_cancellation_cancels_the_task(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    rid = new_request_id()
+    [task_id] = spawn(["build"], request_id=rid)
+    job = worker.claim()
+    assert job is not None
+    with job:
+        orm.cancel_task(session, task_id)
+        session.commit()
+        job.check_cancelled()
+        pytest.fail("check_cancelled did not raise")  # pragma: no cover
+    assert load(session, task_id).state == "cancelled"
+    session.commit()
+    op = session.get(Operation, rid, populate_existing=True)
+    assert op is not None and op.state == "cancelled"
+
+
+def test_job_block_interrupted_leaves_the_task_to_the_reaper(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    with pytest.raises(KeyboardInterrupt), job:
+        raise KeyboardInterrupt
+    assert load(session, task_id).state == "running"
+
+
+def test_job_block_whose_task_was_taken_away_says_so(
+    worker: Worker, spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    job = worker.claim()
+    assert job is not None
+    session.execute(
+        update(tasks_table)
+        .where(tasks_table.c.id == task_id)
+        .values(heartbeat_at=orm.utcnow() - timedelta(hours=1))
+    )
+    session.commit()
+    assert orm.reap(session.get_bind()).failed == (task_id,)  # type: ignore[arg-type]
+
+    with pytest.raises(RuntimeError) as raised, job:
+        raise RuntimeError("late")
+    assert any("outcome not recorded" in note for note in raised.value.__notes__)
+    with pytest.raises(TaskNotHeldError), job:
+        pass
+    assert load(session, task_id).error == {
+        "code": "worker_lost",
+        "message": "worker worker-a sent no heartbeat for 300 s",
+    }
+
+
+def test_start_takes_one_given_task(worker: Worker, spawn: Spawn, session: Session) -> None:
+    first, second = spawn(["build", "build"])
+    job = worker.start(second)
+    assert job.id == second and load(session, first).state == "pending"
+    with pytest.raises(InvalidTransitionError):
+        worker.start(second)
+
+
+def test_worker_on_a_sessionmaker(
+    session_factory: sessionmaker[Session], spawn: Spawn, session: Session
+) -> None:
+    [task_id] = spawn(["build"])
+    w = Worker(session_factory, "build", host="w")
+    job = w.claim()
+    assert job is not None
+    with job:
+        pass
+    assert load(session, task_id).state == "succeeded"
+
+
+def test_default_host_is_unique_per_process(engine: Engine) -> None:
+    import os
+
+    assert Worker(engine).host.endswith(f":{os.getpid()}")
+
+
+@pytest.mark.parametrize(
+    "host", [pytest.param("", id="empty"), pytest.param("h" * 256, id="too-long")]
+)
+def test_bad_host_is_refused(engine: Engine, host: str) -> None:
+    with pytest.raises(ValueError, match="host"):
+        Worker(engine, host=host)
