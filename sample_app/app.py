@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from sample_app.engine import create_sample_engine
 from sample_app.models import (
     PORT_CREATE_TASKS,
     PORT_DELETE_TASK,
@@ -46,15 +47,23 @@ from sample_app.models import (
     Network,
     Port,
 )
-from tasktoolkit import context
-from tasktoolkit.caller import Caller, is_admin_role, keystone_caller
-from tasktoolkit.http_errors import error_document
+from tasktoolkit import http_errors
+from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter, is_admin_role, keystone_caller
+from tasktoolkit.endpoints import Router, mount
+from tasktoolkit.middleware import REQUEST_ID_KEY, OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import Task, TaskState, prepare_engine, spawn_tasks
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["DEFAULT_PROJECT", "SampleAPI", "app_factory", "make_app", "sample_caller"]
+__all__ = [
+    "DEFAULT_PROJECT",
+    "SampleAPI",
+    "app_factory",
+    "make_app",
+    "make_router",
+    "sample_caller",
+]
 
 #: The project of a request without ``X-Project-Id``.
 DEFAULT_PROJECT = "demo"
@@ -92,13 +101,24 @@ def _bad_request(detail: str, code: str = "sample_app.invalid_body") -> APIError
     return APIError(400, code, detail)
 
 
-def error_response(status: int, code: str, detail: str) -> webob.Response:
-    """A response in the contract's error format, carrying the current request id."""
-    ctx = context.current()
-    document = error_document(
-        status=status, code=code, detail=detail, request_id=ctx.request_id if ctx else None
+def error_response(
+    environ: Mapping[str, Any],
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+) -> webob.Response:
+    """A response in the contract's error format, with the request's id inside."""
+    request_id = environ.get(REQUEST_ID_KEY)
+    status_line, all_headers, body = http_errors.error_response(
+        status=status,
+        code=code,
+        detail=detail,
+        request_id=request_id if isinstance(request_id, str) else None,
+        headers=headers,
     )
-    return _json(document, status)
+    return webob.Response(status=status_line, headerlist=all_headers, body=body)
 
 
 def _json(body: object, status: int = 200) -> webob.Response:
@@ -208,93 +228,105 @@ def port_view(port: Port, status: str) -> dict[str, Any]:
 _Handler = Callable[[webob.Request, Session, Caller], webob.Response]
 
 
+_ROUTES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("networks", "/networks", (("GET", "list_networks"), ("POST", "create_network"))),
+    ("network", "/networks/{id}", (("GET", "show_network"), ("DELETE", "delete_network"))),
+    ("ports", "/ports", (("GET", "list_ports"), ("POST", "create_ports"))),
+    (
+        "port",
+        "/ports/{id}",
+        (("GET", "show_port"), ("PUT", "update_port"), ("DELETE", "delete_port")),
+    ),
+)
+
+
 class SampleAPI:
-    """The networks and ports API as a WSGI application (no middleware).
+    """The networks and ports controllers: one WSGI app routed by a Routes mapper.
+
+    :meth:`connect` puts its routes on a mapper; the toolkit's
+    :class:`~tasktoolkit.endpoints.Router` then calls it with the match in
+    ``wsgiorg.routing_args``. :func:`make_app` does all of that.
 
     :param engine: the database (prepared for the toolkit here).
     :param caller_getter: turns the environ into a :class:`~tasktoolkit.caller.Caller`.
-    :param admin: whether a caller sees every project.
+    :param is_admin: whether a caller sees every project.
     """
 
     def __init__(
         self,
         engine: Engine,
         *,
-        caller_getter: Callable[[Mapping[str, Any]], Caller] = sample_caller,
-        admin: Callable[[Caller], bool] = is_admin_role,
+        caller_getter: CallerGetter = sample_caller,
+        is_admin: AdminPredicate = is_admin_role,
     ) -> None:
         self.engine = prepare_engine(engine)
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.caller_getter = caller_getter
-        self.admin = admin
-        self.mapper = Mapper()
-        self.mapper.explicit = True
-        self.mapper.minimization = False
-        self._handlers: dict[str, _Handler] = {}
-        self._connect("networks", "/networks", "GET", self.list_networks)
-        self._connect("create_network", "/networks", "POST", self.create_network)
-        self._connect("show_network", "/networks/{id}", "GET", self.show_network)
-        self._connect("delete_network", "/networks/{id}", "DELETE", self.delete_network)
-        self._connect("ports", "/ports", "GET", self.list_ports)
-        self._connect("create_port", "/ports", "POST", self.create_ports)
-        self._connect("show_port", "/ports/{id}", "GET", self.show_port)
-        self._connect("update_port", "/ports/{id}", "PUT", self.update_port)
-        self._connect("delete_port", "/ports/{id}", "DELETE", self.delete_port)
-        self._paths = {"/networks", "/networks/{id}", "/ports", "/ports/{id}"}
+        self.is_admin = is_admin
+        self._handlers: dict[str, _Handler] = {
+            action: getattr(self, action) for _, _, methods in _ROUTES for _, action in methods
+        }
 
-    def _connect(self, action: str, path: str, method: str, handler: _Handler) -> None:
-        self.mapper.connect(
-            action, path, controller="sample", action=action, conditions={"method": [method]}
-        )
-        self._handlers[action] = handler
+    def connect(self, mapper: Mapper) -> None:
+        """Connect the sample's routes on ``mapper`` (a method not listed: 405)."""
+        for name, path, methods in _ROUTES:
+            for method, action in methods:
+                mapper.connect(
+                    f"{name}.{action}",
+                    path,
+                    controller=self,
+                    action=action,
+                    conditions={"method": [method]},
+                )
+            # Last, without a method condition: every other method of the path.
+            mapper.connect(
+                f"{name}.not_allowed",
+                path,
+                controller=self,
+                action="method_not_allowed",
+                allowed=",".join(m for m, _ in methods),
+            )
 
     # -- WSGI ----------------------------------------------------------------
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = webob.Request(environ)
         response = self._dispatch(request)
-        return response(environ, start_response)
+        return response(environ, start_response)  # type: ignore[no-any-return]
 
     def _dispatch(self, request: webob.Request) -> webob.Response:
-        match = self.mapper.match(environ=request.environ)
-        if match is None:
-            return self._no_route(request)
-        request.environ["wsgiorg.routing_args"] = ((), dict(match))
+        match = request.environ["wsgiorg.routing_args"][1]
+        if match["action"] == "method_not_allowed":
+            response = error_response(
+                request.environ,
+                405,
+                "sample_app.method_not_allowed",
+                f"{request.method} is not allowed here",
+            )
+            response.allow = match["allowed"].split(",")
+            return response
         handler = self._handlers[match["action"]]
         caller = self.caller_getter(request.environ)
         try:
             with self.sessions() as session, session.begin():
                 return handler(request, session, caller)
         except APIError as exc:
-            return error_response(exc.status, exc.code, exc.detail)
+            return error_response(request.environ, exc.status, exc.code, exc.detail)
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc, OperationalError):
-                response = error_response(
-                    503, "tasktoolkit.database_unavailable", "the database is unavailable; retry"
+                return error_response(
+                    request.environ,
+                    503,
+                    "tasktoolkit.database_unavailable",
+                    "the database is unavailable; retry",
+                    headers=[("Retry-After", "1")],
                 )
-                response.headers["Retry-After"] = "1"
-                return response
             raise
-
-    def _no_route(self, request: webob.Request) -> webob.Response:
-        # Answer 405 when the path exists under another method, 404 otherwise.
-        allowed = []
-        for method in ("GET", "POST", "PUT", "DELETE"):
-            probe = dict(request.environ, REQUEST_METHOD=method)
-            if self.mapper.match(environ=probe) is not None:
-                allowed.append(method)
-        if allowed:
-            response = error_response(
-                405, "sample_app.method_not_allowed", f"{request.method} is not allowed here"
-            )
-            response.allow = allowed
-            return response
-        return error_response(404, "sample_app.not_found", f"no resource at {request.path}")
 
     # -- scoping -------------------------------------------------------------
 
     def _visible(self, caller: Caller, model: type[Network] | type[Port]) -> Any:
-        if self.admin(caller):
+        if self.is_admin(caller):
             return True
         return model.project_id == caller.project_id
 
@@ -501,19 +533,52 @@ def _no_query(request: webob.Request) -> None:
         )
 
 
-def make_app(engine: Engine, **options: Any) -> WSGIApplication:
-    """The whole stack: the toolkit's middlewares around :class:`SampleAPI`."""
-    return SampleAPI(engine, **options)
+def make_router(
+    engine: Engine,
+    *,
+    caller_getter: CallerGetter = sample_caller,
+    is_admin: AdminPredicate = is_admin_role,
+) -> WSGIApplication:
+    """The API without middleware: the sample's routes and the toolkit's endpoints.
+
+    The toolkit's endpoints are mounted for ``networks`` and ``ports``
+    (``/ports/<id>/tasks``, ...) plus ``/tasks`` and ``/operations``.
+    """
+    api = SampleAPI(engine, caller_getter=caller_getter, is_admin=is_admin)
+    mapper = Mapper()
+    api.connect(mapper)
+    mount(
+        mapper,
+        collections={"networks": Network, "ports": Port},
+        session_factory=api.sessions,
+        caller_getter=caller_getter,
+        is_admin=is_admin,
+    )
+    return Router(mapper)
+
+
+def make_app(
+    engine: Engine,
+    *,
+    caller_getter: CallerGetter = sample_caller,
+    is_admin: AdminPredicate = is_admin_role,
+) -> WSGIApplication:
+    """The whole stack: the toolkit's two middlewares around :func:`make_router`.
+
+    The same as ``api-paste.ini``'s pipeline, in code.
+    """
+    router = make_router(engine, caller_getter=caller_getter, is_admin=is_admin)
+    operations = OperationMiddleware(router, engine=engine, caller_getter=caller_getter)
+    return RequestIdMiddleware(operations, caller_getter=caller_getter)
 
 
 def app_factory(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:
-    """``paste.app_factory``: the API (without middleware; the pipeline adds it).
+    """``paste.app_factory``: the API without middleware (the paste pipeline adds it).
 
-    ``db_url`` (required) is the SQLAlchemy URL of the database.
+    :param db_url: (in the ``[app:...]`` section) the SQLAlchemy URL of the database;
+        the tables are created if missing.
     """
-    from sqlalchemy import create_engine
-
     url = local_conf.get("db_url")
     if not url:
         raise ValueError("sample_app: set db_url in the [app:...] section of the paste file")
-    return SampleAPI(create_engine(url))
+    return make_router(create_sample_engine(url, create=True))

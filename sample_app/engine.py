@@ -31,6 +31,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return  # each statement commits on its own: no transaction to open
     # A deferred transaction that reads and then writes fails at once with
     # "database is locked" when another thread wrote in between; taking the
     # write lock up front makes concurrent writers wait their turn instead.
