@@ -1,0 +1,447 @@
+"""Lifespan: durations, the batched purge, and the reaper of lost workers' tasks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit import orm, signals
+from tasktoolkit.context import RequestContext, new_request_id, request_context
+from tasktoolkit.errors import InvalidDurationError, InvalidTransitionError
+from tasktoolkit.orm import Operation, Task, Worker, parse_duration, purge, reap
+from tasktoolkit.orm.records import operations_table, tasks_table
+from tasktoolkit.signals import TaskChange
+from tests.models import Cluster
+
+NOW = orm.utcnow()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("90s", timedelta(seconds=90), id="seconds"),
+        pytest.param("15m", timedelta(minutes=15), id="minutes"),
+        pytest.param("12h", timedelta(hours=12), id="hours"),
+        pytest.param("7d", timedelta(days=7), id="days"),
+        pytest.param("2w", timedelta(weeks=2), id="weeks"),
+        pytest.param("1d12h", timedelta(days=1, hours=12), id="combined"),
+        pytest.param(" 3H ", timedelta(hours=3), id="spaces-and-case"),
+        pytest.param("0s", timedelta(0), id="zero"),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("7", id="no-unit"),
+        pytest.param("7x", id="unknown-unit"),
+        pytest.param("-1d", id="negative"),
+        pytest.param("1.5h", id="fraction"),
+        pytest.param("d", id="no-number"),
+        pytest.param("7d later", id="trailing-words"),
+        pytest.param("9999w", id="absurd"),
+    ],
+)
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(InvalidDurationError, match="duration|longer than"):
+        parse_duration(text)
+
+
+# -- purge ---------------------------------------------------------------------
+
+
+Finished = Callable[..., str]
+
+
+@pytest.fixture
+def finished(session_factory: sessionmaker[Session]) -> Finished:
+    """``finished(expires_at, request_id=None, state="succeeded")``: a finished task's id.
+
+    ``expires_at`` is set after the fact (``None`` keeps it); ``state`` ``pending``
+    leaves the task pending.
+    """
+
+    def make(
+        expires_at: datetime | None, request_id: str | None = None, state: str = "succeeded"
+    ) -> str:
+        with session_factory() as s:
+            cluster = Cluster(name="c")
+            s.add(cluster)
+            s.flush()
+            ctx = (
+                None if request_id is None else RequestContext(request_id, operation_id=request_id)
+            )
+            with request_context(ctx):
+                task = cluster.spawn_task("build")
+            if state != "pending":
+                orm.start_task(s, task.id, host="h")
+                orm.transition(s, task.id, state, error_code="x" if state == "failed" else None)
+                s.execute(
+                    update(tasks_table)
+                    .where(tasks_table.c.id == task.id)
+                    .values(expires_at=expires_at)
+                )
+            s.commit()
+            return task.id
+
+    return make
+
+
+def operation(session: Session, expires_at: datetime | None, state: str = "succeeded") -> str:
+    rid = new_request_id()
+    orm.open_operation(session.connection(), orm.OperationFields(rid, "POST", "/clusters"))
+    session.execute(
+        update(operations_table)
+        .where(operations_table.c.id == rid)
+        .values(state=state, http_status=202, expires_at=expires_at)
+    )
+    session.commit()
+    return rid
+
+
+def task_ids(session: Session) -> set[str]:
+    session.commit()
+    return set(session.execute(select(tasks_table.c.id)).scalars())
+
+
+def operation_ids(session: Session) -> set[str]:
+    session.commit()
+    return set(session.execute(select(operations_table.c.id)).scalars())
+
+
+def test_purge_deletes_expired_records_and_nothing_else(
+    engine: Engine, session: Session, finished: Finished
+) -> None:
+    gone = {finished(NOW - timedelta(hours=2)), finished(NOW - timedelta(seconds=1))}
+    kept = {
+        finished(NOW + timedelta(hours=1)),
+        finished(None),
+        finished(None, state="pending"),
+        finished(NOW + timedelta(seconds=5), state="failed"),
+    }
+    old_op = operation(session, NOW - timedelta(minutes=1))
+    live_ops = {operation(session, NOW + timedelta(minutes=1)), operation(session, None)}
+
+    result = purge(engine, now=NOW)
+
+    assert (result.tasks, result.operations, result.dry_run) == (2, 1, False)
+    assert task_ids(session) == kept
+    assert operation_ids(session) == live_ops
+    assert old_op not in operation_ids(session) and not gone & task_ids(session)
+
+
+def test_purge_older_than_keeps_the_recently_expired(
+    engine: Engine, session: Session, finished: Finished
+) -> None:
+    finished(NOW - timedelta(hours=3))
+    recent = finished(NOW - timedelta(minutes=10))
+
+    result = purge(engine, older_than=timedelta(hours=1), now=NOW)
+
+    assert result.tasks == 1
+    assert task_ids(session) == {recent}
+
+
+def test_dry_run_counts_and_deletes_nothing(
+    engine: Engine, session: Session, finished: Finished
+) -> None:
+    ids = {finished(NOW - timedelta(hours=1)) for _ in range(3)}
+    operation(session, NOW - timedelta(hours=1))
+
+    result = purge(engine, dry_run=True, now=NOW)
+
+    assert (result.tasks, result.operations, result.dry_run) == (3, 1, True)
+    assert task_ids(session) == ids
+    assert orm.count_expired(engine, now=NOW).tasks == 3
+
+
+@pytest.fixture
+def statements(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement sent on ``engine`` while the test runs, with its parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_purge_works_in_batches_of_ids(
+    engine: Engine,
+    session: Session,
+    finished: Finished,
+    statements: list[tuple[str, Any]],
+) -> None:
+    for _ in range(5):
+        finished(NOW - timedelta(hours=1))
+    progress: list[tuple[str, int]] = []
+    statements.clear()
+
+    result = purge(engine, batch_size=2, now=NOW, progress=lambda k, n: progress.append((k, n)))
+
+    assert result.tasks == 5
+    assert progress[:3] == [("tasks", 2), ("tasks", 4), ("tasks", 5)]
+    deletes = [s for s, _ in statements if s.lstrip().upper().startswith("DELETE")]
+    assert len(deletes) == 3
+    # Every DELETE names its rows by id (at most a batch of them), never a range.
+    assert all(" IN (" in s and "expires_at" in s for s in deletes)
+    selects = [s for s, _ in statements if "ORDER BY" in s and "LIMIT" in s.upper()]
+    assert len(selects) >= 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"batch_size": 0}, id="batch-zero"),
+        pytest.param({"batch_size": 100_001}, id="batch-huge"),
+        pytest.param({"batch_size": True}, id="batch-bool"),
+        pytest.param({"older_than": timedelta(seconds=-1)}, id="older-than-negative"),
+        pytest.param({"older_than": timedelta(days=40000)}, id="older-than-absurd"),
+        pytest.param({"older_than": 3600}, id="older-than-int"),
+    ],
+)
+def test_purge_refuses_bad_options_and_deletes_nothing(
+    engine: Engine, session: Session, finished: Finished, options: dict[str, Any]
+) -> None:
+    ids = {finished(NOW - timedelta(hours=1))}
+    with pytest.raises(ValueError):
+        purge(engine, now=NOW, **options)
+    assert task_ids(session) == ids
+
+
+def test_purged_tasks_leave_their_operation_counts(
+    engine: Engine, session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    rid = new_request_id()
+    with session_factory() as s:
+        orm.open_operation(
+            s.connection(), orm.OperationFields(rid, "POST", "/c"), ttl=timedelta(days=2)
+        )
+        cluster = Cluster(name="c")
+        s.add(cluster)
+        s.flush()
+        with request_context(RequestContext(rid, operation_id=rid)):
+            cluster.spawn_tasks(["a", "b"])
+        orm.end_request(s.connection(), rid, 202)
+        s.commit()
+    worker = Worker(engine, ["a", "b"], host="w")
+    for _ in range(2):
+        job = worker.claim()
+        assert job is not None
+        job.succeed()
+    later = orm.utcnow() + timedelta(hours=25)
+
+    assert purge(engine, now=later).tasks == 2
+
+    session.commit()
+    op = session.get(Operation, rid, populate_existing=True)
+    assert op is not None and op.state == "succeeded"
+    assert op.task_counts == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 2,
+        "failed": 0,
+        "cancelled": 0,
+    }
+
+
+def test_two_purges_at_once_delete_each_row_once(
+    engine: Engine, session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    rows = [
+        {
+            "id": f"00000000-0000-4000-8000-{n:012d}",
+            "resource_type": "cluster",
+            "resource_id": "gone",
+            "name": "build",
+            "state": "succeeded",
+            "created_at": NOW,
+            "updated_at": NOW,
+            "finished_at": NOW,
+            "expires_at": NOW - timedelta(seconds=n),
+        }
+        for n in range(600)
+    ]
+    with engine.begin() as conn:
+        conn.execute(tasks_table.insert(), rows)
+    kept = {_live_task(session_factory)}
+    results: list[orm.PurgeResult] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(purge(engine, batch_size=25, now=NOW))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert sum(r.tasks for r in results) == 600
+    assert task_ids(session) == kept
+
+
+def _live_task(session_factory: sessionmaker[Session]) -> str:
+    with session_factory() as s:
+        cluster = Cluster(name="live")
+        s.add(cluster)
+        s.flush()
+        task = cluster.spawn_task("build")
+        s.commit()
+        return task.id
+
+
+# -- reaper --------------------------------------------------------------------
+
+
+@pytest.fixture
+def running(session_factory: sessionmaker[Session], engine: Engine) -> Callable[..., str]:
+    """``running(max_attempts=1, timeout=300, request_id=None)``: a task claimed by ``lost``."""
+
+    def make(max_attempts: int = 1, timeout: int = 300, request_id: str | None = None) -> str:
+        with session_factory() as s:
+            cluster = Cluster(name="c")
+            s.add(cluster)
+            s.flush()
+            if request_id is not None:
+                orm.open_operation(s.connection(), orm.OperationFields(request_id, "POST", "/c"))
+            ctx = (
+                None if request_id is None else RequestContext(request_id, operation_id=request_id)
+            )
+            with request_context(ctx):
+                task = cluster.spawn_task(
+                    "build", max_attempts=max_attempts, heartbeat_timeout=timeout
+                )
+            if request_id is not None:
+                orm.end_request(s.connection(), request_id, 202)
+            s.commit()
+        job = Worker(engine, host="lost").start(task.id)
+        return job.id
+
+    return make
+
+
+def load(session: Session, task_id: str) -> Task:
+    session.commit()
+    task = session.get(Task, task_id, populate_existing=True)
+    assert task is not None
+    return task
+
+
+def test_reaper_leaves_tasks_that_heartbeat(engine: Engine, running: Callable[..., str]) -> None:
+    running()
+    assert reap(engine).total == 0
+    assert reap(engine, now=orm.utcnow() + timedelta(seconds=290)).total == 0
+
+
+def test_reaper_fails_a_lost_task_and_its_operation_follows(
+    engine: Engine, session: Session, running: Callable[..., str]
+) -> None:
+    rid = new_request_id()
+    task_id = running(request_id=rid)
+    later = orm.utcnow() + timedelta(seconds=301)
+
+    result = reap(engine, now=later)
+
+    assert result.failed == (task_id,) and result.total == 1
+    task = load(session, task_id)
+    assert task.state == "failed"
+    assert task.error == {
+        "code": "worker_lost",
+        "message": "worker lost sent no heartbeat for 300 s",
+    }
+    assert task.finished_at == later and task.expires_at == later + timedelta(hours=24)
+    op = session.get(Operation, rid, populate_existing=True)
+    assert op is not None and op.state == "failed"
+    assert (op.tasks_running, op.tasks_failed) == (0, 1)
+
+
+def test_each_task_is_judged_by_its_own_timeout(
+    engine: Engine, running: Callable[..., str]
+) -> None:
+    short = running(timeout=60)
+    running(timeout=300)
+    assert reap(engine, now=orm.utcnow() + timedelta(seconds=120)).failed == (short,)
+
+
+def test_reaper_requeues_while_attempts_remain(
+    engine: Engine, session: Session, running: Callable[..., str]
+) -> None:
+    rid = new_request_id()
+    task_id = running(max_attempts=2, request_id=rid)
+
+    result = reap(engine, now=orm.utcnow() + timedelta(seconds=301))
+
+    assert result.requeued == (task_id,)
+    task = load(session, task_id)
+    assert (task.state, task.host, task.attempts, task.started_at) == ("pending", None, 1, None)
+    op = session.get(Operation, rid, populate_existing=True)
+    assert op is not None and op.state == "running"
+    assert (op.tasks_pending, op.tasks_running) == (1, 0)
+
+    # The second (and last) attempt is lost too: now it fails.
+    second = Worker(engine, ["build"], host="second").claim()
+    assert second is not None and (second.id, second.attempts) == (task_id, 2)
+    assert reap(engine, now=orm.utcnow() + timedelta(seconds=301)).failed == (task_id,)
+    assert load(session, task_id).error_code == "worker_lost"
+
+
+def test_reaper_cancels_a_lost_task_whose_cancellation_was_asked(
+    engine: Engine, session: Session, running: Callable[..., str]
+) -> None:
+    task_id = running(max_attempts=3)
+    orm.cancel_task(session, task_id)
+    session.commit()
+
+    assert reap(engine, now=orm.utcnow() + timedelta(seconds=301)).cancelled == (task_id,)
+    assert load(session, task_id).state == "cancelled"
+
+
+def test_requeue_is_the_reapers_alone(session: Session, running: Callable[..., str]) -> None:
+    task_id = running(max_attempts=3)
+    with pytest.raises(InvalidTransitionError):
+        orm.transition(session, task_id, "pending")
+    assert load(session, task_id).state == "running"
+
+
+def test_reaper_moves_are_signalled_after_commit(
+    engine: Engine, running: Callable[..., str]
+) -> None:
+    task_id = running(max_attempts=2)
+    heard: list[TaskChange] = []
+
+    def receive(sender: str, change: TaskChange) -> None:
+        heard.append(change)
+
+    with signals.task_state_changed.connected_to(receive):
+        reap(engine, now=orm.utcnow() + timedelta(seconds=301))
+    assert [(c.task_id, c.old_state, c.new_state) for c in heard] == [
+        (task_id, "running", "pending")
+    ]
+
+
+def test_reaper_works_in_batches(
+    engine: Engine, session: Session, running: Callable[..., str]
+) -> None:
+    ids = {running() for _ in range(5)}
+    result = reap(engine, now=orm.utcnow() + timedelta(seconds=301), batch_size=2)
+    assert set(result.failed) == ids
+    session.commit()
+    states = session.execute(select(tasks_table.c.state).distinct()).scalars().all()
+    assert states == ["failed"]
