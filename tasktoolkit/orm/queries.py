@@ -69,6 +69,7 @@ SORT_DIRS = ("asc", "desc")
 _NULLABLE_KEYS = frozenset({"finished_at"})
 
 _R = TypeVar("_R", Task, Operation)
+_ACTIVE_TASK = (TaskState.PENDING.value, TaskState.RUNNING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,14 @@ class Page(Generic[_R]):
 
 
 def _live(model: type[Task] | type[Operation], now: datetime) -> ColumnElement[bool]:
-    return or_(model.expires_at.is_(None), model.expires_at > now)
+    # Active records are shown whatever their expires_at says: only finished
+    # records expire, and a stray value must not hide work in progress.
+    active = (
+        Task.state.in_(_ACTIVE_TASK)
+        if model is Task
+        else Operation.state == OperationState.RUNNING.value
+    )
+    return or_(model.expires_at.is_(None), model.expires_at > now, active)
 
 
 def _scoped(model: type[Task] | type[Operation], scope: Scope) -> list[ColumnElement[bool]]:
@@ -239,9 +247,7 @@ def _page(
         )
     order: list[Any] = [column.is_(None)] if nullable else []
     order += [column.desc(), ident.desc()] if descending else [column.asc(), ident.asc()]
-    statement: Select[_R] = (
-        select(model).where(*where).order_by(*order).limit(params.limit + 1)
-    )
+    statement: Select[_R] = select(model).where(*where).order_by(*order).limit(params.limit + 1)
     rows = list(session.execute(statement).scalars())
     return Page(records=rows[: params.limit], has_more=len(rows) > params.limit)
 
