@@ -54,7 +54,7 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
     ],
 )
 def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(InvalidDurationError, match="duration|longer than"):
+    with pytest.raises(InvalidDurationError, match=r"duration|longer than"):
         parse_duration(text)
 
 
