@@ -82,6 +82,8 @@ def check_progress(progress: object) -> int | None:
 def _load(session: Session, task_id: str, *, lock: bool = False) -> Task:
     # A retry reads with a lock: under REPEATABLE READ (MariaDB) a plain read
     # would keep returning the snapshot the failed compare-and-set was based on.
+    # For the same reason a move is never refused on a plain read: the refusal
+    # is confirmed on a locking read, which sees the latest committed row.
     task = session.get(Task, task_id, populate_existing=True, with_for_update=lock or None)
     if task is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
@@ -118,14 +120,20 @@ def transition(
     expected_state = None if expected is None else parse_task_state(expected)
     progress = check_progress(progress)
     for attempt in range(_MAX_RETRIES):
-        task = _load(session, task_id, lock=attempt > 0)
+        locked = attempt > 0
+        task = _load(session, task_id, lock=locked)
         current = parse_task_state(task.state)
-        if expected_state is not None and current != expected_state:
-            raise InvalidTransitionError(task_id, current.value, target.value)
-        if target not in TRANSITIONS[current]:
-            raise InvalidTransitionError(task_id, current.value, target.value)
-        if held_by is not None and task.host != held_by:
-            raise TaskNotHeldError(f"task {task_id} is held by {task.host!r}, not {held_by!r}")
+        refusal: Exception | None = None
+        if (expected_state is not None and current != expected_state) or (
+            target not in TRANSITIONS[current]
+        ):
+            refusal = InvalidTransitionError(task_id, current.value, target.value)
+        elif held_by is not None and task.host != held_by:
+            refusal = TaskNotHeldError(f"task {task_id} is held by {task.host!r}, not {held_by!r}")
+        if refusal is not None:
+            if locked:
+                raise refusal
+            continue  # the read may be a stale snapshot: confirm on the current row
         moment = now or utcnow()
         values: dict[str, Any] = {"state": target.value, "updated_at": moment}
         if target == TaskState.RUNNING:
@@ -249,13 +257,16 @@ def cancel_task(session: Session, task_id: str) -> Task:
     :func:`mark_cancelled`. A terminal task raises :class:`InvalidTransitionError`.
     """
     for attempt in range(_MAX_RETRIES):
-        task = _load(session, task_id, lock=attempt > 0)
+        locked = attempt > 0
+        task = _load(session, task_id, lock=locked)
         if task.state == TaskState.PENDING:
             try:
                 return transition(session, task_id, TaskState.CANCELLED, expected=TaskState.PENDING)
             except InvalidTransitionError:
                 continue  # a worker started it meanwhile: ask it to stop instead
         if task.state != TaskState.RUNNING:
+            if not locked:
+                continue  # confirm on the current row before refusing
             raise InvalidTransitionError(task_id, task.state, TaskState.CANCELLED.value)
         moment = utcnow()
         result = _execute(
@@ -281,24 +292,34 @@ def set_progress(
 ) -> Task:
     """Record progress (0..100) and an optional message on a non-terminal task."""
     progress = check_progress(progress)
-    task = _load(session, task_id)
-    if task.is_terminal:
-        raise InvalidTransitionError(task_id, task.state, task.state)
-    if held_by is not None and task.host != held_by:
-        raise TaskNotHeldError(f"task {task_id} is held by {task.host!r}, not {held_by!r}")
-    moment = utcnow()
-    values: dict[str, Any] = {"updated_at": moment}
-    if progress is not None:
-        values["progress"] = progress
-    if message is not None:
-        values["message"] = message
-    where = [_T.c.id == task_id, _T.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value])]
-    if held_by is not None:
-        where.append(_T.c.host == held_by)
-    result = _execute(session, update(_T).where(*where).values(values))
-    if result.rowcount != 1:
-        current = _load(session, task_id, lock=True)
-        raise InvalidTransitionError(task_id, current.state, current.state)
-    for key, value in values.items():
-        set_committed_value(task, key, value)
-    return task
+    for attempt in range(_MAX_RETRIES):
+        locked = attempt > 0
+        task = _load(session, task_id, lock=locked)
+        refusal: Exception | None = None
+        if task.is_terminal:
+            refusal = InvalidTransitionError(task_id, task.state, task.state)
+        elif held_by is not None and task.host != held_by:
+            refusal = TaskNotHeldError(f"task {task_id} is held by {task.host!r}, not {held_by!r}")
+        if refusal is not None:
+            if locked:
+                raise refusal
+            continue  # the read may be a stale snapshot: confirm on the current row
+        moment = utcnow()
+        values: dict[str, Any] = {"updated_at": moment}
+        if progress is not None:
+            values["progress"] = progress
+        if message is not None:
+            values["message"] = message
+        where = [
+            _T.c.id == task_id,
+            _T.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+        ]
+        if held_by is not None:
+            where.append(_T.c.host == held_by)
+        result = _execute(session, update(_T).where(*where).values(values))
+        if result.rowcount != 1:
+            continue  # moved or taken over meanwhile: read again and re-check
+        for key, value in values.items():
+            set_committed_value(task, key, value)
+        return task
+    raise InvalidTransitionError(task_id, "contended", "progress")
