@@ -1,0 +1,130 @@
+"""Compare-and-set under a real race: two sessions, two connections, two threads.
+
+Both threads read the task and only then try to move it: a barrier holds each
+one just before its UPDATE until the other has also read. One UPDATE then
+waits for the other's row (or, on SQLite, database) lock, and must find the
+task moved when it gets it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Update, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+
+from tasktoolkit.errors import InvalidTransitionError
+from tasktoolkit.orm import Task, fail_task, start_task, succeed_task
+from tasktoolkit.orm.records import tasks_table
+from tests.models import Node
+from tests.orm._db import counts_of, spawn, task_row
+
+Move = Callable[[Session, str], Any]
+
+RACES = [
+    pytest.param(
+        "pending",
+        lambda s, t: start_task(s, t, host="a"),
+        lambda s, t: start_task(s, t, host="b"),
+        id="start-vs-start",
+    ),
+    pytest.param(
+        "running",
+        lambda s, t: succeed_task(s, t),
+        lambda s, t: fail_task(s, t, code="x", message="y"),
+        id="succeed-vs-fail",
+    ),
+]
+
+
+def _hold_before_update(session: Session, barrier: threading.Barrier, reads: list[str]) -> None:
+    """Make ``session``'s first UPDATE of the tasks table wait at ``barrier``."""
+    held = False
+
+    def before(state: ORMExecuteState) -> None:
+        nonlocal held
+        statement = state.statement
+        if held or not isinstance(statement, Update) or statement.table is not tasks_table:
+            return
+        held = True
+        reads.append("read")  # this session has read the task by now
+        barrier.wait(timeout=20)
+
+    event.listen(session, "do_orm_execute", before)
+
+
+def _race(session_factory: sessionmaker[Session], task_id: str, moves: list[Move]) -> list[object]:
+    barrier = threading.Barrier(len(moves))
+    outcomes: list[object] = [None] * len(moves)
+    reads: list[str] = []
+
+    def run(index: int, move: Move) -> None:
+        with session_factory() as s:
+            _hold_before_update(s, barrier, reads)
+            try:
+                outcomes[index] = move(s, task_id).state
+                s.commit()
+            except Exception as exc:  # reported to the test below
+                s.rollback()
+                outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, m)) for i, m in enumerate(moves)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a racer hung"
+    assert len(reads) == len(moves), "not every racer read before the other moved"
+    return outcomes
+
+
+@pytest.mark.parametrize(("start", "first", "second"), RACES)
+def test_two_sessions_race_one_wins(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+    start: str,
+    first: Move,
+    second: Move,
+) -> None:
+    op = open_op()
+    with in_request(op):
+        (task,) = spawn(session, node, "boot")
+    if start == "running":
+        start_task(session, task.id, host="w")
+        session.commit()
+    before = task_row(engine, task.id)
+    assert before is not None
+
+    outcomes = _race(session_factory, task.id, [first, second])
+
+    winners = [o for o in outcomes if isinstance(o, str)]
+    losers = [o for o in outcomes if isinstance(o, InvalidTransitionError)]
+    assert len(winners) == 1 and len(losers) == 1, outcomes
+    after = task_row(engine, task.id)
+    assert after is not None and after["state"] == winners[0]
+    if start == "pending":
+        assert after["attempts"] == 1  # started once, not twice
+        assert counts_of(engine, op) == {"running": 1}
+    else:
+        assert counts_of(engine, op) == {winners[0]: 1}
+
+
+def test_many_starters_one_wins(
+    session: Session, session_factory: sessionmaker[Session], engine: Engine, node: Node
+) -> None:
+    (task,) = spawn(session, node, "boot")
+    starters: list[Move] = [(lambda s, t, h=f"w{i}": start_task(s, t, host=h)) for i in range(4)]
+    outcomes = _race(session_factory, task.id, starters)
+    assert sum(isinstance(o, str) for o in outcomes) == 1, outcomes
+    assert sum(isinstance(o, InvalidTransitionError) for o in outcomes) == 3, outcomes
+    with session_factory() as s:
+        read = s.get(Task, task.id)
+        assert read is not None and read.attempts == 1 and read.state == "running"
