@@ -1,0 +1,376 @@
+"""OperationMiddleware on SQLite, PostgreSQL and MariaDB: one operation per mutating request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import webob
+import webtest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit import context, signals
+from tasktoolkit.context import is_valid_request_id, new_request_id
+from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
+from tasktoolkit.orm import Operation, Task, fail_task, start_task, succeed_task
+from tests.middleware.apps import Streaming, cluster_app
+
+OperationGetter = Callable[[str], Operation | None]
+Stack = Callable[..., webtest.TestApp]
+
+
+def operation_count(session_factory: sessionmaker[Session]) -> int:
+    with session_factory() as s:
+        return int(s.scalar(select(func.count()).select_from(Operation)) or 0)
+
+
+def test_mutating_request_writes_an_operation_before_the_app_runs(
+    make_stack: Stack, session_factory: sessionmaker[Session], operation: OperationGetter
+) -> None:
+    during: list[Operation | None] = []
+
+    def look(environ: dict[str, Any]) -> None:
+        # another connection sees it: it is committed before the app runs
+        during.append(operation(environ[OPERATION_ID_KEY]))
+
+    stack = make_stack(cluster_app(session_factory, on_request=look))
+    response = stack.post(
+        "/clusters",
+        headers={
+            "X-Project-Id": "p1",
+            "X-User-Id": "u1",
+            "X-Request-Id": (gid := new_request_id()),
+        },
+        status=201,
+    )
+    rid = response.headers["X-Request-Id"]
+    assert response.json["operation_id"] == rid
+    assert during[0] is not None and during[0].state == "running"
+    assert during[0].http_status is None
+    op = operation(rid)
+    assert op is not None
+    assert (op.method, op.path, op.project_id, op.user_id) == ("POST", "/clusters", "p1", "u1")
+    assert op.global_request_id == gid
+    assert (op.resource_type, op.resource_id) == ("cluster", response.json["cluster"])
+    assert op.http_status == 201
+
+
+def test_operation_location_header(stack: webtest.TestApp) -> None:
+    response = stack.post("/clusters", status=201)
+    rid = response.headers["X-Request-Id"]
+    assert (
+        response.headers["Operation-Location"] == f"http://localhost:80/operations/{rid}"
+    )  # the Host as sent
+
+
+@pytest.mark.parametrize(
+    ("environ", "options", "expected"),
+    [
+        pytest.param(
+            {"SCRIPT_NAME": "/network/v2.0", "HTTP_HOST": "api.example:9696"},
+            {},
+            "http://api.example:9696/network/v2.0/operations/",
+            id="script-name",
+        ),
+        pytest.param(
+            {"HTTP_HOST": "evil\r\nX-Injected: 1"},
+            {},
+            "/operations/",
+            id="bad-host-relative",
+        ),
+        pytest.param(
+            {"SCRIPT_NAME": "/v2", "wsgi.url_scheme": "https", "HTTP_HOST": "h"},
+            {"operations_path": "/tasking/operations/"},
+            "https://h/v2/tasking/operations/",
+            id="operations-path",
+        ),
+        pytest.param(
+            {"HTTP_HOST": "internal:8080"},
+            {"base_url": "https://public.example/net/"},
+            "https://public.example/net/operations/",
+            id="base-url",
+        ),
+    ],
+)
+def test_operation_location_respects_the_application_url(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    environ: dict[str, str],
+    options: dict[str, Any],
+    expected: str,
+) -> None:
+    operations = OperationMiddleware(cluster_app(session_factory), engine=engine, **options)
+    try:
+        request = webob.Request.blank("/clusters", method="POST", environ=environ)
+        response = request.get_response(RequestIdMiddleware(operations))
+        response.body  # noqa: B018  (reading the body closes it, as a server would)
+    finally:
+        operations.close()
+    assert response.status_int == 201
+    rid = response.headers["X-Request-Id"]
+    assert response.headers["Operation-Location"] == expected + rid
+
+
+def test_read_requests_and_excluded_paths_write_nothing(
+    make_stack: Stack, session_factory: sessionmaker[Session]
+) -> None:
+    stack = make_stack(exclude_paths=["/healthcheck"], methods=["post", "DELETE"])
+    assert stack.get("/clusters").json["operation_id"] is None
+    assert "Operation-Location" not in stack.get("/clusters").headers
+    assert stack.post("/healthcheck").json["operation_id"] is None
+    assert stack.post("/healthcheck/deep").json["operation_id"] is None
+    assert stack.put("/clusters/1").json["operation_id"] is None  # PUT not configured
+    assert operation_count(session_factory) == 0
+    assert stack.post("/healthchecks").json["operation_id"] is not None
+    assert stack.delete("/clusters/1").json["operation_id"] is not None
+    assert operation_count(session_factory) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "state"),
+    [
+        pytest.param("PUT", "/things/1", 200, "succeeded", id="2xx-succeeds"),
+        pytest.param("PATCH", "/fail", 409, "failed", id="4xx-fails"),
+        pytest.param("DELETE", "/stream", 200, "succeeded", id="streamed"),
+    ],
+)
+def test_request_without_tasks_ends_with_its_response(
+    stack: webtest.TestApp,
+    operation: OperationGetter,
+    method: str,
+    path: str,
+    status: int,
+    state: str,
+) -> None:
+    response = stack.request(path, method=method, expect_errors=True)
+    assert response.status_int == status
+    op = operation(response.headers["X-Request-Id"])
+    assert op is not None
+    assert (op.state, op.http_status) == (state, status)
+    assert op.finished_at is not None and op.expires_at is not None
+
+
+def test_app_that_raises_records_500_and_reraises(
+    stack: webtest.TestApp, session_factory: sessionmaker[Session]
+) -> None:
+    with pytest.raises(RuntimeError, match="the app broke"):
+        stack.post("/raise")
+    assert context.current() is None
+    with session_factory() as s:
+        op = s.scalars(select(Operation)).one()
+    assert (op.state, op.http_status, op.path) == ("failed", 500, "/raise")
+
+
+def test_error_while_streaming_records_500(
+    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        raise RuntimeError("mid-body")
+
+    operations = OperationMiddleware(app, engine=engine)
+    try:
+        result: Any = RequestIdMiddleware(operations)(
+            webob.Request.blank("/x", method="POST").environ,
+            lambda status, headers, exc_info=None: None,
+        )
+        with pytest.raises(RuntimeError, match="mid-body"):
+            list(result)
+        rid = context.current().operation_id  # type: ignore[union-attr]
+        result.close()
+    finally:
+        operations.close()
+    op = operation(rid)
+    assert op is not None and (op.state, op.http_status) == ("failed", 500)
+
+
+def test_streaming_body_is_not_buffered_and_closed_before_the_end_is_recorded(
+    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+) -> None:
+    operations = OperationMiddleware(cluster_app(session_factory), engine=engine)
+    environ = webob.Request.blank("/stream", method="POST").environ
+    try:
+        result: Any = RequestIdMiddleware(operations)(
+            environ, lambda status, headers, exc_info=None: None
+        )
+        rid = environ["tasktoolkit.request_id"]
+        streaming: Streaming = environ["tests.streaming"]
+        assert next(iter(result)) == b"one "  # one chunk at a time
+        assert len(streaming.seen_while_iterating) == 1
+        assert list(result) == [b"two ", b"three"]
+        op = operation(rid)
+        assert op is not None and op.state == "running"  # not until closed
+        result.close()
+    finally:
+        operations.close()
+    assert streaming.closed
+    assert all(s["operation_id"] == rid for s in streaming.seen_while_iterating)
+    op = operation(rid)
+    assert op is not None and (op.state, op.http_status) == ("succeeded", 200)
+    assert context.current() is None
+
+
+def test_spawned_tasks_belong_to_the_operation_and_keep_it_running(
+    stack: webtest.TestApp,
+    session_factory: sessionmaker[Session],
+    operation: OperationGetter,
+    tasks_of: Callable[[str], list[Task]],
+) -> None:
+    response = stack.post("/clusters", headers={"X-Project-Id": "p9"}, status=201)
+    rid = response.headers["X-Request-Id"]
+    tasks = tasks_of(rid)
+    assert sorted(t.name for t in tasks) == ["configure", "provision"]
+    assert {t.project_id for t in tasks} == {"p9"}
+    op = operation(rid)
+    assert op is not None
+    assert (op.state, op.http_status, op.task_counts["pending"]) == ("running", 201, 2)
+    with session_factory() as s:
+        for task in tasks:
+            start_task(s, task.id, host="w1")
+        succeed_task(s, tasks[0].id)
+        s.commit()
+    assert operation(rid).state == "running"  # type: ignore[union-attr]
+    with session_factory() as s:
+        fail_task(s, tasks[1].id, code="boom", message="no")
+        s.commit()
+    op = operation(rid)
+    assert op is not None and op.state == "failed" and op.finished_at is not None
+
+
+def test_route_action_is_recorded_from_routing_args(
+    make_stack: Stack, operation: OperationGetter
+) -> None:
+    def routed(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # what routes.middleware.RoutesMiddleware leaves in the environ
+        environ["wsgiorg.routing_args"] = ((), {"controller": "nodes", "action": "reboot"})
+        start_response("202 Accepted", [("Content-Type", "text/plain")])
+        return [b""]
+
+    response = make_stack(routed).post("/nodes/1/reboot", status=202)
+    op = operation(response.headers["X-Request-Id"])
+    assert op is not None and (op.action, op.state) == ("reboot", "succeeded")
+
+
+def test_signals_are_sent_after_commit(stack: webtest.TestApp, operation: OperationGetter) -> None:
+    heard: list[tuple[str, signals.OperationChange, str | None]] = []
+
+    def opened(sender: object, change: signals.OperationChange) -> None:
+        committed = operation(change.operation_id)
+        heard.append(("opened", change, committed.state if committed else None))
+
+    def finished(sender: object, change: signals.OperationChange) -> None:
+        committed = operation(change.operation_id)
+        heard.append(("finished", change, committed.state if committed else None))
+
+    with (
+        signals.operation_opened.connected_to(opened),
+        signals.operation_finished.connected_to(finished),
+    ):
+        response = stack.put("/things/1")
+    rid = response.headers["X-Request-Id"]
+    assert [(k, c.operation_id, c.state, s) for k, c, s in heard] == [
+        ("opened", rid, "running", "running"),
+        ("finished", rid, "succeeded", "succeeded"),
+    ]
+
+
+def test_failing_signal_receiver_does_not_break_the_request(
+    stack: webtest.TestApp, operation: OperationGetter
+) -> None:
+    def broken(sender: object, change: signals.OperationChange) -> None:
+        raise RuntimeError("receiver bug")
+
+    with signals.operation_opened.connected_to(broken):
+        response = stack.put("/things/1")
+    op = operation(response.headers["X-Request-Id"])
+    assert op is not None and op.state == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "inbound",
+    [
+        pytest.param("EXISTING", id="id-of-an-existing-operation"),
+        pytest.param("EXISTING\r\nX-Evil: 1", id="existing-with-crlf"),
+        pytest.param("EXISTING-upper", id="existing-upper-case"),
+        pytest.param("req-\xff\xfe" + "0" * 34, id="non-ascii"),
+        pytest.param("req-" + "f" * 10_240, id="10kb"),
+    ],
+)
+def test_inbound_ids_never_attach_to_an_existing_operation(
+    stack: webtest.TestApp,
+    operation: OperationGetter,
+    tasks_of: Callable[[str], list[Task]],
+    inbound: str,
+) -> None:
+    existing = stack.put("/things/1").headers["X-Request-Id"]
+    before = operation(existing)
+    if inbound.startswith("EXISTING"):
+        inbound = inbound.replace("EXISTING-upper", existing.upper()).replace("EXISTING", existing)
+    response = stack.post("/clusters", extra_environ={"HTTP_X_REQUEST_ID": inbound}, status=201)
+    rid = response.headers["X-Request-Id"]
+    assert is_valid_request_id(rid) and rid not in (inbound, existing)
+    assert response.json["operation_id"] == rid
+    op = operation(rid)
+    assert op is not None
+    assert op.global_request_id == (inbound if inbound == existing else None)
+    assert {t.request_id for t in tasks_of(rid)} == {rid}
+    assert tasks_of(existing) == []
+    after = operation(existing)
+    assert after is not None and before is not None
+    assert (after.state, after.http_status, after.updated_at) == (
+        before.state,
+        before.http_status,
+        before.updated_at,
+    )
+
+
+def test_path_with_nul_and_non_utf8_bytes_is_stored_not_a_500(
+    stack: webtest.TestApp, operation: OperationGetter
+) -> None:
+    # as a server hands it over: %00 and %FF decoded, bytes as latin-1
+    response = stack.put(
+        "/things/x", extra_environ={"PATH_INFO": "/things/a\x00b\xff", "HTTP_X_PROJECT_ID": "p\x00"}
+    )
+    assert response.status_int == 200
+    op = operation(response.headers["X-Request-Id"])
+    assert op is not None and op.path == "/things/a\ufffdb\ufffd"
+    assert op.project_id == "p\ufffd"
+
+
+def test_outside_request_id_middleware_is_a_clear_error(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    operations = OperationMiddleware(cluster_app(session_factory), engine=engine)
+    try:
+        with pytest.raises(RuntimeError, match="wrapped by RequestIdMiddleware"):
+            webob.Request.blank("/clusters", method="POST").get_response(operations)
+        # a read request does not need it
+        response = webob.Request.blank("/x").get_response(operations)
+        assert response.status_int == 200 and response.json["operation_id"] is None
+    finally:
+        operations.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        pytest.param({"engine": "sqlite://"}, TypeError, id="engine-not-an-engine"),
+        pytest.param({"methods": "POST"}, TypeError, id="methods-as-string"),
+        pytest.param({"methods": ["PO ST"]}, ValueError, id="bad-method"),
+        pytest.param({"exclude_paths": ["health"]}, ValueError, id="relative-exclude"),
+        pytest.param({"operations_path": "operations"}, ValueError, id="relative-operations"),
+        pytest.param({"base_url": "api.example"}, ValueError, id="base-url-not-absolute"),
+        pytest.param({"retry_after": -1}, ValueError, id="negative-retry-after"),
+        pytest.param({"ttl": -5}, Exception, id="bad-ttl"),
+    ],
+)
+def test_bad_configuration_fails_at_construction(
+    engine: Engine, options: dict[str, Any], error: type[Exception]
+) -> None:
+    options.setdefault("engine", engine)
+    with pytest.raises(error):
+        OperationMiddleware(cluster_app(sessionmaker(engine)), **options)

@@ -1,0 +1,222 @@
+"""RequestIdMiddleware: fresh ids, the inbound global id, the environ, the context, headers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import webob
+import webtest
+
+from tasktoolkit import context
+from tasktoolkit.caller import Caller
+from tasktoolkit.context import is_valid_request_id, new_request_id
+from tasktoolkit.middleware import (
+    GLOBAL_REQUEST_ID_KEY,
+    OPENSTACK_GLOBAL_REQUEST_ID_KEY,
+    OPENSTACK_REQUEST_ID_KEY,
+    REQUEST_ID_KEY,
+    RequestIdMiddleware,
+    fast_request_id,
+)
+
+
+def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answers with the ids it saw in the environ and the context."""
+    ctx = context.current()
+    assert ctx is not None
+    body = " ".join(
+        str(v)
+        for v in (
+            environ[REQUEST_ID_KEY],
+            environ[GLOBAL_REQUEST_ID_KEY],
+            environ[OPENSTACK_REQUEST_ID_KEY],
+            environ[OPENSTACK_GLOBAL_REQUEST_ID_KEY],
+            ctx.request_id,
+            ctx.global_request_id,
+            ctx.project_id,
+            ctx.user_id,
+        )
+    ).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def test_fast_request_id_is_a_valid_uuid4() -> None:
+    import uuid
+
+    ids = {fast_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in ids:
+        assert is_valid_request_id(value)
+        parsed = uuid.UUID(value[4:])
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_every_request_gets_a_fresh_id_everywhere() -> None:
+    app = webtest.TestApp(RequestIdMiddleware(echo))
+    first, second = app.get("/"), app.get("/")
+    for response in (first, second):
+        rid = response.headers["X-Request-Id"]
+        assert is_valid_request_id(rid)
+        env_id, env_gid, os_id, os_gid, ctx_id, ctx_gid, *_ = response.text.split()
+        assert env_id == os_id == ctx_id == rid
+        assert env_gid == os_gid == ctx_gid == "None"
+    assert first.headers["X-Request-Id"] != second.headers["X-Request-Id"]
+
+
+def test_valid_inbound_id_is_kept_only_as_global() -> None:
+    inbound = new_request_id()
+    response = webtest.TestApp(RequestIdMiddleware(echo)).get(
+        "/", headers={"X-Request-Id": inbound}
+    )
+    rid = response.headers["X-Request-Id"]
+    assert rid != inbound and is_valid_request_id(rid)
+    env_id, env_gid, os_id, os_gid, ctx_id, ctx_gid, *_ = response.text.split()
+    assert env_gid == os_gid == ctx_gid == inbound
+    assert env_id == os_id == ctx_id == rid
+
+
+@pytest.mark.parametrize(
+    "inbound",
+    [
+        pytest.param("req-" + "a" * 8 + "-aaaa-4aaa-8aaa-" + "a" * 12 + "\r\nX-Evil: 1", id="crlf"),
+        pytest.param(
+            "req-\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9-aaaa-4aaa-8aaa-aaaaaaaaaaaa", id="non-ascii"
+        ),
+        pytest.param(new_request_id().upper().replace("REQ-", "req-"), id="upper-case-hex"),
+        pytest.param("req-" + "0" * 10_240, id="10kb"),
+        pytest.param("", id="empty"),
+        pytest.param("not-an-id", id="garbage"),
+        pytest.param(new_request_id() + "\n", id="trailing-newline"),
+        pytest.param(str(__import__("uuid").uuid4()), id="bare-uuid"),
+    ],
+)
+def test_invalid_inbound_ids_are_dropped(inbound: str) -> None:
+    request = webob.Request.blank("/", environ={"HTTP_X_REQUEST_ID": inbound})
+    response = request.get_response(RequestIdMiddleware(echo))
+    assert response.status_int == 200
+    rid = response.headers["X-Request-Id"]
+    assert is_valid_request_id(rid) and rid != inbound
+    env_id, env_gid, *_ = response.text.split()
+    assert env_id == rid and env_gid == "None"
+
+
+def test_compat_headers_answer_and_are_read() -> None:
+    inbound = new_request_id()
+    app = webtest.TestApp(
+        RequestIdMiddleware(echo, compat_headers=["X-OpenStack-Request-ID", "x-request-id"])
+    )
+    response = app.get("/", headers={"X-OpenStack-Request-ID": inbound})
+    rid = response.headers["X-Request-Id"]
+    assert response.headers["X-OpenStack-Request-ID"] == rid
+    # a compat header that repeats the main one (in another case) is sent once
+    assert len(response.headers.getall("X-Request-Id")) == 1
+    assert response.text.split()[1] == inbound
+
+
+def test_header_name_is_configurable() -> None:
+    app = webtest.TestApp(RequestIdMiddleware(echo, header="X-OpenStack-Request-ID"))
+    response = app.get("/")
+    assert is_valid_request_id(response.headers["X-OpenStack-Request-ID"])
+    assert "X-Request-Id" not in response.headers
+
+
+def test_existing_response_header_is_never_overwritten() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("x-request-id", "theirs")])
+        return [b""]
+
+    response = webtest.TestApp(RequestIdMiddleware(app)).get("/")
+    assert response.headers.getall("X-Request-Id") == ["theirs"]
+
+
+def test_caller_getter_fills_the_context() -> None:
+    app = webtest.TestApp(RequestIdMiddleware(echo))
+    response = app.get("/", headers={"X-Project-Id": " p1 ", "X-User-Id": "u" * 100})
+    *_, project, user = response.text.split()
+    assert project == "p1" and user == "u" * 64
+
+    custom = webtest.TestApp(
+        RequestIdMiddleware(echo, caller_getter=lambda environ: Caller("proj", "usr"))
+    )
+    assert custom.get("/").text.split()[-2:] == ["proj", "usr"]
+    nobody = webtest.TestApp(RequestIdMiddleware(echo, caller_getter=None))
+    assert nobody.get("/", headers={"X-Project-Id": "p1"}).text.split()[-2:] == ["None", "None"]
+
+
+def test_context_is_reset_when_the_app_raises() -> None:
+    def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        assert context.current() is not None
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        webob.Request.blank("/").get_response(RequestIdMiddleware(broken))
+    assert context.current() is None
+
+
+def test_streaming_body_keeps_the_context_until_closed_and_is_closed() -> None:
+    events: list[tuple[str, str | None]] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in (b"a", b"b"):
+                ctx = context.current()
+                events.append(("chunk", ctx.request_id if ctx else None))
+                yield chunk
+
+        def close(self) -> None:
+            ctx = context.current()
+            events.append(("close", ctx.request_id if ctx else None))
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    response = webtest.TestApp(RequestIdMiddleware(app)).get("/")
+    rid = response.headers["X-Request-Id"]
+    assert response.body == b"ab"
+    assert events == [("chunk", rid), ("chunk", rid), ("close", rid)]
+    assert context.current() is None
+
+
+def test_unstarted_body_is_still_closed_and_context_reset() -> None:
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"never"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", [])
+        return Body()
+
+    result: Any = RequestIdMiddleware(app)(
+        webob.Request.blank("/").environ, lambda status, headers, exc_info=None: None
+    )
+    assert context.current() is not None  # bound until the server closes the body
+    result.close()
+    result.close()  # a second close is harmless
+    assert closed == [True]
+    assert context.current() is None
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        pytest.param({"header": "X Bad"}, ValueError, id="header-with-space"),
+        pytest.param({"header": "X-Id\r\n"}, ValueError, id="header-with-crlf"),
+        pytest.param({"compat_headers": "X-One"}, TypeError, id="compat-as-string"),
+        pytest.param({"compat_headers": ["ok", ""]}, ValueError, id="empty-compat"),
+        pytest.param({"caller_getter": "keystone"}, TypeError, id="getter-not-callable"),
+    ],
+)
+def test_bad_configuration_fails_at_construction(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        RequestIdMiddleware(echo, **options)
