@@ -1,0 +1,360 @@
+"""The ``tasktoolkit`` command: purge, reap, db upgrade, watch.
+
+Every subcommand takes the database URL as ``--db-url`` (or from the
+``TASKTOOLKIT_DB_URL`` environment variable). Bad input or a database that
+cannot be reached ends the command with exit status 1 and one line on
+standard error saying why; nothing is written.
+
+Exit status: 0 done; 1 an error; 2 bad usage; 3 (``watch``) the operation
+ended ``failed`` or ``cancelled``.
+
+Examples::
+
+    tasktoolkit purge --db-url postgresql+psycopg://app@db/app --older-than 1d
+    tasktoolkit purge --db-url sqlite:///app.db --dry-run
+    tasktoolkit reap --db-url mysql+pymysql://app@db/app --models myapp.models
+    tasktoolkit db upgrade --db-url postgresql+psycopg://app@db/app
+    tasktoolkit watch req-8c5a... --db-url sqlite:///app.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from tasktoolkit.errors import TaskToolkitError
+from tasktoolkit.orm import lifespan
+from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm.engine import prepare_engine
+from tasktoolkit.orm.queries import ALL_PROJECTS, get_operation, operation_tasks
+from tasktoolkit.orm.records import Task, tasks_table
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_OPERATION_FAILED", "EXIT_USAGE", "CommandError", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_OPERATION_FAILED = 3
+DB_URL_ENV = "TASKTOOLKIT_DB_URL"
+PROG = "tasktoolkit"
+
+
+class CommandError(Exception):
+    """A reason to stop the command, printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``tasktoolkit: error: ...``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return lifespan.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= lifespan.MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 1 to {lifespan.MAX_BATCH_SIZE}"
+        )
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _duration(text).total_seconds()
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
+    return value
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog=PROG, description="Maintain tasktoolkit's tasks and operations.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, help: str, run: Callable[[argparse.Namespace], int]) -> _Parser:
+        sub: _Parser = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    def db_url(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--db-url",
+            default=os.environ.get(DB_URL_ENV),
+            help=f"SQLAlchemy database URL (default: ${DB_URL_ENV})",
+        )
+
+    purge = command("purge", "Delete expired tasks and operations, in short batches.", _purge)
+    db_url(purge)
+    purge.add_argument(
+        "--older-than",
+        type=_duration,
+        default=timedelta(0),
+        metavar="DURATION",
+        help="only records that expired at least this long ago (90s, 15m, 12h, 7d, 2w)",
+    )
+    purge.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=lifespan.DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"rows per statement (default {lifespan.DEFAULT_BATCH_SIZE})",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+
+    reap = command(
+        "reap", "Fail (or re-queue) running tasks whose worker stopped heartbeating.", _reap
+    )
+    db_url(reap)
+    reap.add_argument("--batch-size", type=_batch_size, default=500, metavar="N")
+    reap.add_argument(
+        "--models",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first, so its resource models' expiry policies apply",
+    )
+
+    db = command("db", "Database schema.", lambda args: EXIT_USAGE)
+    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    upgrade: _Parser = db_commands.add_parser(
+        "upgrade", help="Run the toolkit's migrations.", description="Run the toolkit's migrations."
+    )
+    upgrade.set_defaults(run=_db_upgrade)
+    db_url(upgrade)
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+
+    watch = command("watch", "Show an operation's tasks live until it ends.", _watch)
+    watch.add_argument("request_id", help="the operation's id (its request id)")
+    db_url(watch)
+    watch.add_argument(
+        "--interval", type=_positive_seconds, default=1.0, metavar="DURATION", help="default 1s"
+    )
+    watch.add_argument(
+        "--timeout", type=_positive_seconds, default=None, metavar="DURATION", help="give up after"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (CommandError, TaskToolkitError, ValueError) as exc:
+        return _fail(str(exc))
+    except DBAPIError as exc:
+        return _fail(f"database error: {_first_line(exc.orig)}")
+    except SQLAlchemyError as exc:
+        return _fail(f"database error: {_first_line(exc)}")
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _connect(url: str | None, *, need_tables: bool = True) -> Engine:
+    # (A new SQLite file is made only by ``db upgrade``, which does not need tables.)
+    """An engine on ``url`` that has connected once (and, optionally, has our tables)."""
+    if not url:
+        raise CommandError(f"no database: pass --db-url or set ${DB_URL_ENV}")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CommandError(f"{url!r} is not a database URL") from None
+    shown = parsed.render_as_string(hide_password=True)
+    if (
+        need_tables
+        and parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+    ):
+        if not Path(parsed.database or "").is_file():
+            raise CommandError(f"cannot connect to {shown}: no such database file")
+    try:
+        engine = prepare_engine(create_engine(parsed))
+    except (NoSuchModuleError, ImportError) as exc:
+        raise CommandError(f"cannot use {shown}: {_first_line(exc)}") from None
+    try:
+        with engine.connect() as conn:
+            has_tables = inspect(conn).has_table(tasks_table.name)
+    except DBAPIError as exc:
+        engine.dispose()
+        raise CommandError(f"cannot connect to {shown}: {_first_line(exc.orig)}") from None
+    if need_tables and not has_tables:
+        engine.dispose()
+        raise CommandError(
+            f"{shown} has no tasktoolkit tables; run: {PROG} db upgrade --db-url URL"
+        )
+    return engine
+
+
+# -- purge ---------------------------------------------------------------------
+
+
+def _purge(args: argparse.Namespace) -> int:
+    engine = _connect(args.db_url)
+    now = utcnow()
+    cutoff = now - args.older_than
+    expired = lifespan.count_expired(engine, now=cutoff)
+    what = f"expired before {_iso(cutoff)}"
+    if args.dry_run:
+        print(f"would purge {_counts(expired.tasks, expired.operations)} ({what})")
+        return EXIT_OK
+    show = _Progress(sys.stderr, {"tasks": expired.tasks, "operations": expired.operations})
+    result = lifespan.purge(
+        engine, older_than=args.older_than, batch_size=args.batch_size, now=now, progress=show
+    )
+    show.done()
+    print(f"purged {_counts(result.tasks, result.operations)} ({what}) in {result.seconds:.1f} s")
+    return EXIT_OK
+
+
+def _counts(tasks: int, operations: int) -> str:
+    return f"{_plural(tasks, 'task')} and {_plural(operations, 'operation')}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'s' * (count != 1)}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Progress:
+    """``purging tasks: 12,000 of 50,000 (24%)`` on one line, redrawn; only on a terminal."""
+
+    def __init__(self, stream: TextIO, totals: dict[str, int]) -> None:
+        self.stream = stream
+        self.totals = totals
+        self.shown = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, kind: str, deleted: int) -> None:
+        now = time.monotonic()
+        if not self.shown or now - self.last < 0.1:
+            return
+        self.last = now
+        total = max(self.totals.get(kind, 0), deleted)
+        share = f" ({100 * deleted // total}%)" if total else ""
+        self.stream.write(f"\rpurging {kind}: {deleted:,} of {total:,}{share}\x1b[K")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.shown and self.last:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# -- reap ------------------------------------------------------------------------
+
+
+def _reap(args: argparse.Namespace) -> int:
+    for module in args.models:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CommandError(f"--models {module}: {_first_line(exc)}") from None
+    engine = _connect(args.db_url)
+    result = lifespan.reap(engine, batch_size=args.batch_size)
+    print(
+        f"reaped {_plural(result.total, 'lost task')}: "
+        f"{len(result.failed):,} failed ({lifespan.WORKER_LOST}), "
+        f"{len(result.requeued):,} re-queued, {len(result.cancelled):,} cancelled"
+    )
+    return EXIT_OK
+
+
+# -- db upgrade --------------------------------------------------------------
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from tasktoolkit.orm import migrations
+
+    engine = _connect(args.db_url, need_tables=False)
+    migrations.upgrade(engine, args.revision)
+    print(f"database is at {args.revision} ({migrations.current(engine) or 'empty'})")
+    return EXIT_OK
+
+
+# -- watch -------------------------------------------------------------------
+
+
+def _watch(args: argparse.Namespace) -> int:
+    engine = _connect(args.db_url)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    screen = _Screen(sys.stdout)
+    while True:
+        with Session(engine) as session:
+            operation = get_operation(session, args.request_id, scope=ALL_PROJECTS)
+            tasks = operation_tasks(session, args.request_id, scope=ALL_PROJECTS)
+            header = f"{operation.id} {operation.method} {operation.path}: {operation.state}" + (
+                "" if operation.http_status is None else f" (HTTP {operation.http_status})"
+            )
+            screen.show([header, *(_task_line(t) for t in tasks)])
+            state = operation.state
+        if state != "running":
+            return EXIT_OK if state == "succeeded" else EXIT_OPERATION_FAILED
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CommandError(f"{args.request_id} is still running after --timeout")
+        # Polling the database is this command's job: it waits for other processes.
+        time.sleep(args.interval)
+
+
+def _task_line(task: Task) -> str:
+    progress = "" if task.progress is None else f"{task.progress:>3}%"
+    detail = task.error_message if task.state == "failed" else task.message
+    where = f"{task.resource_type}/{task.resource_id}"
+    return f"  {task.name:<24} {where:<45} {task.state:<9} {progress:>4}  {detail or ''}".rstrip()
+
+
+class _Screen:
+    """On a terminal, redraws the block in place; elsewhere prints lines that changed."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.lines: list[str] = []
+
+    def show(self, lines: list[str]) -> None:
+        if self.tty:
+            if self.lines:
+                self.stream.write(f"\x1b[{len(self.lines)}F\x1b[J")
+            self.stream.write("".join(line + "\n" for line in lines))
+        else:
+            seen = set(self.lines)
+            self.stream.write("".join(line + "\n" for line in lines if line not in seen))
+        self.stream.flush()
+        self.lines = lines
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
