@@ -1,0 +1,262 @@
+"""Operation roll-up: task counts, the final state, expiry, and counts that outlive tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from tasktoolkit.orm import (
+    Operation,
+    Task,
+    cancel_task,
+    end_request,
+    fail_task,
+    mark_cancelled,
+    start_task,
+    succeed_task,
+)
+from tests.models import Node
+from tests.orm._db import counts_of, operation_row, spawn
+
+
+def _end(engine: Engine, op: str, status: int) -> Any:
+    with engine.begin() as conn:
+        return end_request(conn, op, status)
+
+
+def _finish(session: Session, task: Task, final: str) -> None:
+    if final == "cancelled_pending":
+        cancel_task(session, task.id)
+    elif final == "failed_pending":
+        fail_task(session, task.id, code="boom", message="broke")
+    else:
+        start_task(session, task.id, host="w")
+        if final == "succeeded":
+            succeed_task(session, task.id)
+        elif final == "failed":
+            fail_task(session, task.id, code="boom", message="broke")
+        elif final == "cancelled":
+            cancel_task(session, task.id)
+            mark_cancelled(session, task.id)
+    session.commit()
+
+
+def test_counts_follow_transitions(
+    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+) -> None:
+    op = open_op()
+    with in_request(op):
+        a, b, c = spawn(session, node, "a", "b", "c")
+    assert counts_of(engine, op) == {"pending": 3}
+    start_task(session, a.id)
+    session.commit()
+    assert counts_of(engine, op) == {"pending": 2, "running": 1}
+    succeed_task(session, a.id)
+    cancel_task(session, b.id)
+    session.commit()
+    assert counts_of(engine, op) == {"pending": 1, "succeeded": 1, "cancelled": 1}
+    fail_task(session, c.id, code="x", message="y")
+    session.commit()
+    assert counts_of(engine, op) == {"succeeded": 1, "cancelled": 1, "failed": 1}
+    with Session(engine) as fresh:
+        read = fresh.get(Operation, op)
+        assert read is not None
+        assert read.task_counts == {
+            "pending": 0,
+            "running": 0,
+            "succeeded": 1,
+            "failed": 1,
+            "cancelled": 1,
+        }
+
+
+def test_running_while_tasks_active_after_end_request(
+    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+) -> None:
+    op = open_op()
+    with in_request(op):
+        (task,) = spawn(session, node, "boot")
+    assert _end(engine, op, 202) is None
+    row = operation_row(engine, op)
+    assert (row["state"], row["http_status"], row["finished_at"]) == ("running", 202, None)
+    start_task(session, task.id)
+    session.commit()
+    assert operation_row(engine, op)["state"] == "running"
+    succeed_task(session, task.id)
+    session.commit()
+    row = operation_row(engine, op)
+    assert row["state"] == "succeeded" and row["finished_at"] is not None
+
+
+OUTCOMES = [
+    pytest.param(200, ["succeeded", "succeeded"], "succeeded", id="2xx-all-succeeded"),
+    pytest.param(303, ["succeeded"], "succeeded", id="3xx-succeeded"),
+    pytest.param(204, [], "succeeded", id="2xx-no-tasks"),
+    pytest.param(202, ["succeeded", "failed"], "failed", id="2xx-a-task-failed"),
+    pytest.param(202, ["failed_pending"], "failed", id="2xx-a-pending-task-failed"),
+    pytest.param(202, ["cancelled", "succeeded"], "cancelled", id="2xx-a-task-cancelled"),
+    pytest.param(202, ["cancelled_pending"], "cancelled", id="2xx-pending-task-cancelled"),
+    pytest.param(202, ["cancelled", "failed"], "failed", id="2xx-failed-beats-cancelled"),
+    pytest.param(400, [], "failed", id="4xx-no-tasks"),
+    pytest.param(409, ["succeeded"], "failed", id="4xx-tasks-succeeded"),
+    pytest.param(500, ["succeeded"], "failed", id="5xx-tasks-succeeded"),
+    pytest.param(404, ["cancelled"], "failed", id="4xx-beats-cancelled"),
+]
+
+
+@pytest.mark.parametrize(
+    "end_first", [pytest.param(True, id="end-first"), pytest.param(False, id="tasks-first")]
+)
+@pytest.mark.parametrize(("status", "finals", "expected"), OUTCOMES)
+def test_final_state(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+    status: int,
+    finals: list[str],
+    expected: str,
+    end_first: bool,
+) -> None:
+    op = open_op()
+    with in_request(op):
+        tasks = spawn(session, node, *[f"t{i}" for i in range(len(finals))]) if finals else []
+    if end_first:
+        change = _end(engine, op, status)
+        assert (change is None) == bool(finals)
+    for task, final in zip(tasks, finals, strict=True):
+        assert operation_row(engine, op)["state"] == "running"
+        _finish(session, task, final)
+    if not end_first:
+        assert operation_row(engine, op)["state"] == "running"  # the request has not ended
+        change = _end(engine, op, status)
+        assert change is not None and change.state == expected
+    row = operation_row(engine, op)
+    assert (row["state"], row["http_status"]) == (expected, status)
+    assert row["finished_at"] is not None
+    assert row["expires_at"] == row["finished_at"] + timedelta(hours=24)
+
+
+@pytest.mark.parametrize(
+    "ttl",
+    [
+        pytest.param(timedelta(hours=1), id="one-hour"),
+        pytest.param(timedelta(0), id="zero"),
+        pytest.param(None, id="keep"),
+    ],
+)
+def test_finished_operation_expires_after_its_ttl(
+    engine: Engine, open_op: Callable[..., str], ttl: timedelta | None
+) -> None:
+    op = open_op(ttl=ttl)
+    change = _end(engine, op, 201)
+    assert change is not None and change.state == "succeeded"
+    row = operation_row(engine, op)
+    assert row["expires_at"] == (None if ttl is None else row["finished_at"] + ttl)
+
+
+def test_no_task_operation_ends_with_its_response(
+    engine: Engine, open_op: Callable[..., str]
+) -> None:
+    op = open_op(method="DELETE", path="/nodes/1")
+    change = _end(engine, op, 204)
+    assert change is not None
+    assert (change.operation_id, change.state, change.http_status, change.method) == (
+        op,
+        "succeeded",
+        204,
+        "DELETE",
+    )
+    assert _end(engine, op, 500) is None  # a second end changes nothing
+    row = operation_row(engine, op)
+    assert (row["state"], row["http_status"]) == ("succeeded", 204)
+
+
+def test_finish_is_in_the_transition_transaction(
+    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+) -> None:
+    op = open_op()
+    with in_request(op):
+        (task,) = spawn(session, node, "boot")
+    _end(engine, op, 202)
+    cancel_task(session, task.id)
+    session.rollback()
+    row = operation_row(engine, op)
+    assert row["state"] == "running" and counts_of(engine, op) == {"pending": 1}
+
+
+def test_counts_survive_deleted_tasks(
+    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+) -> None:
+    op = open_op(method="DELETE")
+    with in_request(op):
+        a, b = spawn(session, node, "a", "b")
+    _finish(session, a, "succeeded")
+    _finish(session, b, "failed")
+    _end(engine, op, 202)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM nodes WHERE id = :id"), {"id": node.id})
+    assert session.scalar(text("SELECT count(*) FROM tasktoolkit_tasks")) == 0
+    assert counts_of(engine, op) == {"succeeded": 1, "failed": 1}
+    assert operation_row(engine, op)["state"] == "failed"
+
+
+def test_rolled_back_spawn_is_not_counted(
+    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+) -> None:
+    op = open_op()
+    with in_request(op):
+        node.spawn_tasks(["a", "b"])
+        session.flush()
+        session.rollback()
+        spawn(session, node, "c")
+    assert counts_of(engine, op) == {"pending": 1}
+
+
+def test_savepoint_rolled_back_spawn_is_not_counted(
+    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+) -> None:
+    op = open_op()
+    with in_request(op):
+        node.spawn_task("kept")
+        savepoint = session.begin_nested()
+        node.spawn_tasks(["dropped1", "dropped2"])
+        savepoint.rollback()
+        session.commit()
+    assert counts_of(engine, op) == {"pending": 1}
+    assert session.scalars(text("SELECT name FROM tasktoolkit_tasks")).all() == ["kept"]
+
+
+def test_tasks_of_an_unknown_operation(
+    session: Session, engine: Engine, node: Node, in_request: Any
+) -> None:
+    """A request id with no operation row (already purged): tasks spawn, nothing to count."""
+    with in_request("req-00000000-0000-4000-8000-000000000000"):
+        (task,) = spawn(session, node, "boot")
+    start_task(session, task.id)
+    succeed_task(session, task.id)
+    session.commit()
+    assert task.state == "succeeded"
+
+
+def test_counts_after_many_spawns_in_one_flush(
+    session: Session,
+    engine: Engine,
+    make_node: Callable[..., Node],
+    open_op: Callable[..., str],
+    in_request: Any,
+) -> None:
+    nodes = [make_node(f"n{i}") for i in range(5)]
+    op = open_op()
+    with in_request(op):
+        for n in nodes:
+            n.spawn_tasks(["a", "b"])
+        session.commit()
+    assert counts_of(engine, op) == {"pending": 10}
