@@ -572,13 +572,27 @@ def make_app(
     return RequestIdMiddleware(operations, caller_getter=caller_getter)
 
 
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
 def app_factory(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:
     """``paste.app_factory``: the API without middleware (the paste pipeline adds it).
 
-    :param db_url: (in the ``[app:...]`` section) the SQLAlchemy URL of the database;
-        the tables are created if missing.
+    Options of the ``[app:...]`` section (``global_conf`` is not read):
+
+    :param db_url: the SQLAlchemy URL of the database (required).
+    :param create_tables: ``true`` (default) creates missing tables at start; set
+        ``false`` where migrations create them (and with several gunicorn
+        workers on a fresh database, which would race to create them).
     """
-    url = local_conf.get("db_url")
+    conf = dict(local_conf)
+    url = conf.pop("db_url", "").strip()
     if not url:
         raise ValueError("sample_app: set db_url in the [app:...] section of the paste file")
-    return make_router(create_sample_engine(url, create=True))
+    create = conf.pop("create_tables", "true").strip().lower()
+    if create not in _TRUE | _FALSE:
+        raise ValueError(f"sample_app: create_tables must be true or false, got {create!r}")
+    if conf:
+        raise ValueError(f"sample_app: unknown option {sorted(conf)[0]!r}")
+    return make_router(create_sample_engine(url, create=create in _TRUE))

@@ -31,6 +31,7 @@ __all__ = ["TaskBoard", "run_demo"]
 STEP_TIMEOUT = 30.0
 _BAR = 20
 _ORDER = {name: i for i, name in enumerate(PORT_TASKS)}
+_GONE = "gone: deleted with its port"
 
 
 class DemoError(RuntimeError):
@@ -52,11 +53,21 @@ class TaskBoard:
     tty: bool
     _drawn: int = 0
     _seen: dict[str, str] | None = None
+    _last: dict[str, dict[str, Any]] | None = None
 
     def show(self, tasks: list[dict[str, Any]]) -> None:
-        """Draw the current state of ``tasks``."""
-        tasks = sorted(
-            tasks,
+        """Draw the current state of ``tasks``; a task seen before and now missing is
+        shown as deleted (its resource was deleted, and the task with it)."""
+        last = self._last if self._last is not None else {}
+        listed = {t["id"] for t in tasks}
+        for task in tasks:
+            last[task["id"]] = task
+        for task_id, task in list(last.items()):
+            if task_id not in listed and task["state"] != _GONE:
+                last[task_id] = dict(task, state=_GONE)
+        self._last = last
+        ordered = sorted(
+            last.values(),
             key=lambda t: (
                 list(self.labels).index(t["resource_id"]) if t["resource_id"] in self.labels else 0,
                 _ORDER.get(t["name"], 99),
@@ -66,12 +77,12 @@ class TaskBoard:
         if self.tty:
             if self._drawn:
                 self.out.write(f"\x1b[{self._drawn}A")
-            for task in tasks:
+            for task in ordered:
                 self.out.write("\r\x1b[2K" + self._line(task) + "\n")
-            self._drawn = len(tasks)
+            self._drawn = len(ordered)
         else:
             seen = self._seen if self._seen is not None else {}
-            for task in tasks:
+            for task in ordered:
                 if seen.get(task["id"]) != task["state"]:
                     seen[task["id"]] = task["state"]
                     self.out.write(self._line(task) + "\n")

@@ -1,0 +1,311 @@
+"""End to end: ``python -m sample_app serve`` on each database, driven over HTTP.
+
+Each test makes its own project, so tests share the server without seeing
+each other's resources.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from sample_app.models import PORT_CREATE_TASKS
+from tests.sample_app.conftest import Http, Reply, wait_for
+
+
+@pytest.fixture
+def client(server: Http) -> Http:
+    """A client in a project of its own."""
+    return server.as_project(f"p-{uuid.uuid4().hex[:12]}")
+
+
+def new_network(client: Http, name: str = "net") -> dict[str, Any]:
+    reply = client.post("/networks", {"network": {"name": name}})
+    assert reply.status == 201, reply.body
+    return dict(reply.body["network"])
+
+
+def create_port(client: Http, network_id: str, name: str) -> Reply:
+    reply = client.post("/ports", {"port": {"network_id": network_id, "name": name}})
+    assert reply.status == 202, reply.body
+    return reply
+
+
+def port_status(client: Http, port_id: str, status: str) -> dict[str, Any]:
+    """Poll ``GET /ports/<id>`` until the port has ``status``."""
+    reply = wait_for(
+        lambda: client.get(f"/ports/{port_id}"),
+        lambda r: r.status == 200 and r.body["port"]["status"] == status,
+        f"port {port_id} {status}",
+    )
+    return dict(reply.body["port"])
+
+
+def finished(client: Http, location: str) -> dict[str, Any]:
+    """Poll an operation until it is no longer running."""
+    reply = wait_for(
+        lambda: client.get(location),
+        lambda r: r.status == 200 and r.body["operation"]["state"] != "running",
+        f"operation {location} finished",
+    )
+    return dict(reply.body["operation"])
+
+
+def test_port_moves_from_build_to_active(client: Http) -> None:
+    network = new_network(client)
+    reply = create_port(client, network["id"], "web")
+    port = reply.body["port"]
+    assert port["status"] == "BUILD"
+    assert port["network_id"] == network["id"]
+    request_id = reply.header("X-Request-Id")
+    assert reply.header("Operation-Location").endswith(f"/operations/{request_id}")
+
+    assert port_status(client, port["id"], "ACTIVE")["name"] == "web"
+    tasks = client.get(f"/ports/{port['id']}/tasks").body["tasks"]
+    assert sorted(t["name"] for t in tasks) == sorted(PORT_CREATE_TASKS)
+    assert {t["state"] for t in tasks} == {"succeeded"}
+    assert {t["request_id"] for t in tasks} == {request_id}
+    assert {t["progress"] for t in tasks} == {100}
+    operation = finished(client, reply.header("Operation-Location"))
+    assert operation["state"] == "succeeded"
+    assert operation["task_counts"]["succeeded"] == 4
+
+
+def test_network_create_operation_ends_with_its_response(client: Http) -> None:
+    reply = client.post("/networks", {"network": {"name": "n1"}})
+    assert reply.status == 201
+    assert reply.body["network"]["status"] == "ACTIVE"
+    # It ends once the response is sent, with no task to wait for.
+    operation = finished(client, reply.header("Operation-Location"))
+    assert operation["state"] == "succeeded"
+    assert operation["http_status"] == 201
+    assert sum(operation["task_counts"].values()) == 0
+
+
+@pytest.mark.parametrize(
+    "task",
+    [pytest.param(name, id=name) for name in PORT_CREATE_TASKS],
+)
+def test_failure_injection_puts_the_port_in_error(client: Http, task: str) -> None:
+    network = new_network(client)
+    reply = create_port(client, network["id"], f"fail-{task}-please")
+    port_id = reply.body["port"]["id"]
+
+    port_status(client, port_id, "ERROR")
+    tasks = {t["name"]: t for t in client.get(f"/ports/{port_id}/tasks").body["tasks"]}
+    assert tasks[task]["state"] == "failed"
+    assert tasks[task]["error"]["code"] == "injected_failure"
+    assert f"'fail-{task}'" in tasks[task]["error"]["message"]
+    others = {name: t["state"] for name, t in tasks.items() if name != task}
+    assert set(others.values()) == {"succeeded"}
+    assert finished(client, reply.header("Operation-Location"))["state"] == "failed"
+
+
+def test_bulk_create_is_one_operation(client: Http) -> None:
+    network = new_network(client)
+    names = ["a", "b", "c"]
+    reply = client.post(
+        "/ports", {"ports": [{"network_id": network["id"], "name": n} for n in names]}
+    )
+    assert reply.status == 202, reply.body
+    ports = reply.body["ports"]
+    assert [p["name"] for p in ports] == names
+    location = reply.header("Operation-Location") or ""
+
+    operation = finished(client, location)
+    assert operation["state"] == "succeeded"
+    assert operation["task_counts"]["succeeded"] == 12
+    tasks = client.get(location).body["operation"]["tasks"]
+    assert len(tasks) == 12
+    assert {t["resource_id"] for t in tasks} == {p["id"] for p in ports}
+    for port in ports:
+        assert port_status(client, port["id"], "ACTIVE")
+
+
+def test_update_renames_and_spawns_security_groups(client: Http) -> None:
+    network = new_network(client)
+    port_id = create_port(client, network["id"], "old").body["port"]["id"]
+    port_status(client, port_id, "ACTIVE")
+
+    reply = client.put(f"/ports/{port_id}", {"port": {"name": "new"}})
+    assert reply.status == 202, reply.body
+    assert reply.body["port"]["name"] == "new"
+    operation = finished(client, reply.header("Operation-Location"))
+    assert operation["state"] == "succeeded"
+    assert operation["task_counts"]["succeeded"] == 1
+    assert [t["name"] for t in operation["tasks"]] == ["security_groups"]
+    assert port_status(client, port_id, "ACTIVE")["name"] == "new"
+    assert len(client.get(f"/ports/{port_id}/tasks").body["tasks"]) == 5
+
+
+def test_update_failure_then_recovery(client: Http) -> None:
+    network = new_network(client)
+    port_id = create_port(client, network["id"], "ok").body["port"]["id"]
+    port_status(client, port_id, "ACTIVE")
+
+    reply = client.put(f"/ports/{port_id}", {"port": {"name": "fail-security_groups"}})
+    assert reply.status == 202
+    port_status(client, port_id, "ERROR")
+    # The latest run of security_groups decides: a good rename repairs the port.
+    assert client.put(f"/ports/{port_id}", {"port": {"name": "fine"}}).status == 202
+    port_status(client, port_id, "ACTIVE")
+
+
+def test_delete_port_removes_row_and_tasks_keeps_operations(client: Http) -> None:
+    network = new_network(client)
+    created = create_port(client, network["id"], "doomed")
+    port_id = created.body["port"]["id"]
+    port_status(client, port_id, "ACTIVE")
+
+    reply = client.delete(f"/ports/{port_id}")
+    assert reply.status == 202, reply.body
+    assert reply.body["port"]["status"] == "BUILD"
+    wait_for(lambda: client.get(f"/ports/{port_id}"), lambda r: r.status == 404, "port gone")
+
+    assert client.get(f"/tasks?resource_id={port_id}").body["tasks"] == []
+    assert client.get(f"/ports/{port_id}/tasks").status == 404
+    deleted = finished(client, reply.header("Operation-Location"))
+    assert deleted["state"] == "succeeded"
+    assert deleted["task_counts"]["succeeded"] == 1
+    assert deleted["tasks"] == []
+    create_op = client.get(created.header("Operation-Location")).body["operation"]
+    assert create_op["task_counts"]["succeeded"] == 4
+    assert create_op["tasks"] == []
+
+
+def test_failed_unbind_keeps_the_port(client: Http) -> None:
+    network = new_network(client)
+    port_id = create_port(client, network["id"], "fail-unbind").body["port"]["id"]
+    port_status(client, port_id, "ACTIVE")
+
+    reply = client.delete(f"/ports/{port_id}")
+    assert reply.status == 202
+    assert finished(client, reply.header("Operation-Location"))["state"] == "failed"
+    assert port_status(client, port_id, "ERROR")["name"] == "fail-unbind"
+
+
+def test_network_delete_cascades_to_ports_and_tasks(client: Http) -> None:
+    network = new_network(client)
+    other = new_network(client, "kept")
+    reply = client.post(
+        "/ports",
+        {
+            "ports": [
+                {"network_id": network["id"], "name": "x"},
+                {"network_id": network["id"], "name": "y"},
+                {"network_id": other["id"], "name": "z"},
+            ]
+        },
+    )
+    ports = reply.body["ports"]
+    finished(client, reply.header("Operation-Location"))
+
+    deleted = client.delete(f"/networks/{network['id']}")
+    assert deleted.status == 204
+    assert deleted.body is None
+    assert client.get(f"/networks/{network['id']}").status == 404
+    for port in ports[:2]:
+        assert client.get(f"/ports/{port['id']}").status == 404
+        assert client.get(f"/tasks?resource_id={port['id']}").body["tasks"] == []
+    assert [p["id"] for p in client.get("/ports").body["ports"]] == [ports[2]["id"]]
+    assert len(client.get(f"/ports/{ports[2]['id']}/tasks").body["tasks"]) == 4
+    operation = client.get(reply.header("Operation-Location")).body["operation"]
+    assert operation["task_counts"]["succeeded"] == 12
+
+
+def test_projects_are_isolated(client: Http) -> None:
+    network = new_network(client)
+    created = create_port(client, network["id"], "mine")
+    port_id = created.body["port"]["id"]
+    port_status(client, port_id, "ACTIVE")
+    stranger = client.as_project(f"other-{uuid.uuid4().hex[:8]}")
+
+    assert stranger.get("/networks").body["networks"] == []
+    assert stranger.get("/ports").body["ports"] == []
+    assert stranger.get(f"/tasks?resource_id={port_id}").body["tasks"] == []
+    for path in (
+        f"/networks/{network['id']}",
+        f"/ports/{port_id}",
+        f"/ports/{port_id}/tasks",
+        f"/operations/{created.header('X-Request-Id')}",
+    ):
+        assert stranger.get(path).status == 404, path
+    assert stranger.put(f"/ports/{port_id}", {"port": {"name": "x"}}).status == 404
+    assert stranger.delete(f"/ports/{port_id}").status == 404
+    assert stranger.delete(f"/networks/{network['id']}").status == 404
+    reply = stranger.post("/ports", {"port": {"network_id": network["id"], "name": "sneak"}})
+    assert reply.status == 404
+    assert reply.body["errors"][0]["code"] == "sample_app.network_not_found"
+    # Nothing the stranger tried changed the port.
+    assert client.get(f"/ports/{port_id}").body["port"]["name"] == "mine"
+
+    admin = client.as_project("admins", roles="admin")
+    assert admin.get(f"/ports/{port_id}").status == 200
+    assert len(admin.get(f"/ports/{port_id}/tasks").body["tasks"]) == 4
+    assert port_id in {p["id"] for p in admin.get("/ports").body["ports"]}
+
+
+def test_default_project_is_demo(server: Http) -> None:
+    reply = server.post("/networks", {"network": {"name": "anonymous"}})
+    assert reply.status == 201
+    assert reply.body["network"]["project_id"] == "demo"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "status", "code"),
+    [
+        pytest.param("POST", "/networks", b"{", 400, "sample_app.invalid_body", id="bad-json"),
+        pytest.param("POST", "/networks", b"[]", 400, "sample_app.invalid_body", id="not-object"),
+        pytest.param(
+            "POST",
+            "/networks",
+            b'{"network": {"nom": 1}}',
+            400,
+            "sample_app.invalid_body",
+            id="unknown-attribute",
+        ),
+        pytest.param(
+            "POST",
+            "/ports",
+            b'{"port": {"name": "x"}}',
+            400,
+            "sample_app.invalid_body",
+            id="no-network-id",
+        ),
+        pytest.param(
+            "POST",
+            "/ports",
+            b'{"port": {"network_id": "nope"}}',
+            400,
+            "sample_app.invalid_body",
+            id="network-id-not-uuid",
+        ),
+        pytest.param(
+            "POST", "/ports", b'{"ports": []}', 400, "sample_app.invalid_body", id="empty-bulk"
+        ),
+        pytest.param(
+            "POST",
+            "/ports",
+            b'{"port": {"network_id": "' + str(uuid.uuid4()).encode() + b'"}}',
+            404,
+            "sample_app.network_not_found",
+            id="unknown-network",
+        ),
+        pytest.param("GET", "/ports?bogus=1", None, 400, "sample_app.invalid_filter", id="filter"),
+        pytest.param("GET", "/ports/not-a-uuid", None, 404, "sample_app.port_not_found", id="id"),
+        pytest.param("PATCH", "/ports", None, 405, "sample_app.method_not_allowed", id="405"),
+        pytest.param("GET", "/tasks?limit=0", None, 400, "tasktoolkit.invalid_filter", id="limit"),
+    ],
+)
+def test_bad_requests_answer_in_the_contract_format(
+    client: Http, method: str, path: str, raw: bytes | None, status: int, code: str
+) -> None:
+    reply = client.request(method, path, raw=raw)
+    assert reply.status == status, reply.body
+    (error,) = reply.body["errors"]
+    assert error["code"] == code
+    assert error["status"] == status
+    assert error["request_id"] == reply.header("X-Request-Id")
+    assert error["detail"]
