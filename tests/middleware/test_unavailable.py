@@ -1,0 +1,237 @@
+"""A database that is down, dropped, restarted and back: 503s for writes, the process lives."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import webtest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
+
+from tasktoolkit import orm
+from tasktoolkit.context import is_valid_request_id
+from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
+from tests.databases import SERVER_URLS, engine_for, private_database
+from tests.middleware.apps import seen
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CountingApp:
+    """Answers 200 with what it saw; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.calls += 1
+        body = json.dumps(seen(environ)).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+
+@pytest.fixture
+def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine whose database cannot be reached (``request.param``: the kind)."""
+    kind = request.param
+    if kind == "postgresql":
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/nowhere"
+    elif kind == "mariadb":
+        url = f"mysql+pymysql://root@127.0.0.1:{closed_port()}/nowhere"
+    else:
+        url = f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}"
+    engine = create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def make(app: Any, engine: Engine, **options: Any) -> tuple[webtest.TestApp, OperationMiddleware]:
+    operations = OperationMiddleware(app, engine=engine, **options)
+    return webtest.TestApp(RequestIdMiddleware(operations), lint=True), operations
+
+
+def assert_503(response: webtest.TestResponse, retry_after: str = "5") -> None:
+    assert response.status_int == 503
+    assert response.headers["Retry-After"] == retry_after
+    assert response.content_type == "application/json"
+    assert "Operation-Location" not in response.headers
+    rid = response.headers["X-Request-Id"]
+    assert is_valid_request_id(rid)
+    assert response.json == {
+        "errors": [
+            {
+                "request_id": rid,
+                "code": "tasktoolkit.database_unavailable",
+                "status": 503,
+                "title": "Service Unavailable",
+                "detail": "the database is unavailable; retry later",
+            }
+        ]
+    }
+
+
+UNREACHABLE = [
+    pytest.param("postgresql", id="postgresql-closed-port"),
+    pytest.param("mariadb", id="mariadb-closed-port"),
+    pytest.param("sqlite", id="sqlite-missing-directory"),
+]
+
+
+@pytest.mark.parametrize("unreachable", UNREACHABLE, indirect=True)
+def test_unreachable_database_gives_503_and_reads_still_work(unreachable: Engine) -> None:
+    app = CountingApp()
+    stack, operations = make(app, unreachable, retry_after=7)
+    try:
+        for method in ("POST", "DELETE", "POST"):  # the process keeps serving
+            response = stack.request("/clusters", method=method, expect_errors=True)
+            assert_503(response, "7")
+        assert app.calls == 0
+        response = stack.get("/clusters")
+        assert response.status_int == 200 and app.calls == 1
+    finally:
+        operations.close()
+
+
+@pytest.mark.parametrize("unreachable", UNREACHABLE, indirect=True)
+def test_fail_open_calls_the_app_without_an_operation(unreachable: Engine) -> None:
+    app = CountingApp()
+    stack, operations = make(app, unreachable, fail_open=True)
+    try:
+        response = stack.post("/clusters")
+    finally:
+        operations.close()
+    assert response.status_int == 200 and app.calls == 1
+    assert response.json["operation_id"] is None
+    assert response.json["context_request_id"] == response.headers["X-Request-Id"]
+    assert "Operation-Location" not in response.headers
+
+
+# -- a real database that goes away and comes back ------------------------------
+
+
+def _admin(backend: str) -> Engine:
+    return create_engine(SERVER_URLS[backend], isolation_level="AUTOCOMMIT")
+
+
+def kill_connections(backend: str, url: URL) -> int:
+    """Kill every server connection to ``url``'s database (what a restart does to them)."""
+    admin = _admin(backend)
+    try:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                killed = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": url.database},
+                ).scalar_one()
+                return int(killed)
+            ids = conn.execute(
+                text(
+                    "SELECT id FROM information_schema.processlist "
+                    "WHERE db = :db AND id <> connection_id()"
+                ),
+                {"db": url.database},
+            ).scalars()
+            count = 0
+            for connection_id in ids:
+                conn.execute(text(f"KILL {int(connection_id)}"))
+                count += 1
+            return count
+    finally:
+        admin.dispose()
+
+
+def drop_database(backend: str, url: URL) -> None:
+    if backend == "sqlite":
+        Path(str(url.database)).unlink()
+        return
+    kill_connections(backend, url)
+    admin = _admin(backend)
+    try:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
+            else:
+                conn.execute(text(f"DROP DATABASE `{url.database}`"))
+    finally:
+        admin.dispose()
+
+
+def create_database(backend: str, url: URL) -> None:
+    if backend != "sqlite":
+        admin = _admin(backend)
+        try:
+            with admin.connect() as conn:
+                if backend == "postgresql":
+                    conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+                else:
+                    conn.execute(text(f"CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4"))
+        finally:
+            admin.dispose()
+    engine = engine_for(url)
+    try:
+        orm.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def own_database(backend: str, tmp_path: Path) -> Iterator[URL]:
+    """A database of this test's own, with the schema, that the test may drop."""
+    with private_database(backend, tmp_path) as url:
+        engine = engine_for(url)
+        orm.create_all(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture
+def backend_engine(own_database: URL) -> Iterator[Engine]:
+    engine = engine_for(own_database)
+    yield engine
+    engine.dispose()
+
+
+def test_database_restart_and_drop_then_back(
+    backend: str, own_database: URL, backend_engine: Engine
+) -> None:
+    app = CountingApp()
+    stack, operations = make(app, backend_engine)
+
+    def post() -> webtest.TestResponse:
+        return stack.post("/clusters", expect_errors=True)
+
+    try:
+        assert post().status_int == 200
+        if backend != "sqlite":
+            # a restart: the pooled connections die; the next request still works
+            assert kill_connections(backend, own_database) >= 1
+            assert post().status_int == 200
+        calls = app.calls
+
+        drop_database(backend, own_database)
+        if backend == "sqlite":
+            backend_engine.dispose()
+        assert_503(post())
+        assert_503(post())
+        assert app.calls == calls
+        assert stack.get("/clusters").status_int == 200  # reads never touch the database here
+
+        create_database(backend, own_database)
+        response = post()
+        assert response.status_int == 200, response.text
+        assert response.json["operation_id"] == response.headers["X-Request-Id"]
+    finally:
+        operations.close()
