@@ -24,7 +24,8 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -181,6 +182,16 @@ def _first_line(exc: object) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+@contextmanager
+def _database(url: str | None, *, need_tables: bool = True) -> Iterator[Engine]:
+    """An engine on ``url``, disposed of at the end; see :func:`_connect`."""
+    engine = _connect(url, need_tables=need_tables)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _connect(url: str | None, *, need_tables: bool = True) -> Engine:
     # (A new SQLite file is made only by ``db upgrade``, which does not need tables.)
     """An engine on ``url`` that has connected once (and, optionally, has our tables)."""
@@ -220,7 +231,11 @@ def _connect(url: str | None, *, need_tables: bool = True) -> Engine:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    engine = _connect(args.db_url)
+    with _database(args.db_url) as engine:
+        return _purge_on(engine, args)
+
+
+def _purge_on(engine: Engine, args: argparse.Namespace) -> int:
     now = utcnow()
     cutoff = now - args.older_than
     expired = lifespan.count_expired(engine, now=cutoff)
@@ -283,8 +298,8 @@ def _reap(args: argparse.Namespace) -> int:
             importlib.import_module(module)
         except ImportError as exc:
             raise CommandError(f"--models {module}: {_first_line(exc)}") from None
-    engine = _connect(args.db_url)
-    result = lifespan.reap(engine, batch_size=args.batch_size)
+    with _database(args.db_url) as engine:
+        result = lifespan.reap(engine, batch_size=args.batch_size)
     print(
         f"reaped {_plural(result.total, 'lost task')}: "
         f"{len(result.failed):,} failed ({lifespan.WORKER_LOST}), "
@@ -299,9 +314,9 @@ def _reap(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     from tasktoolkit.orm import migrations
 
-    engine = _connect(args.db_url, need_tables=False)
-    migrations.upgrade(engine, args.revision)
-    print(f"database is at {args.revision} ({migrations.current(engine) or 'empty'})")
+    with _database(args.db_url, need_tables=False) as engine:
+        migrations.upgrade(engine, args.revision)
+        print(f"database is at {args.revision} ({migrations.current(engine) or 'empty'})")
     return EXIT_OK
 
 
@@ -309,7 +324,11 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    engine = _connect(args.db_url)
+    with _database(args.db_url) as engine:
+        return _watch_on(engine, args)
+
+
+def _watch_on(engine: Engine, args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     screen = _Screen(sys.stdout)
     while True:

@@ -1,0 +1,329 @@
+"""The ``tasktoolkit`` command: purge, reap, db upgrade, watch, and its one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, inspect, select, update
+from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit import cli, orm
+from tasktoolkit.context import RequestContext, new_request_id, request_context
+from tasktoolkit.orm import Worker
+from tasktoolkit.orm.records import operations_table, tasks_table
+from tests.models import Cluster
+
+
+@pytest.fixture
+def db_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``main(argv)``: its exit status, standard output and standard error."""
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as exit:  # argparse's usage errors
+        status = int(exit.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def spawn(session_factory: sessionmaker[Session], names: list[str]) -> tuple[str, list[str]]:
+    """An operation whose request ended with 202, with one task per name."""
+    rid = new_request_id()
+    with session_factory() as s:
+        orm.open_operation(s.connection(), orm.OperationFields(rid, "POST", "/clusters"))
+        cluster = Cluster(name="c")
+        s.add(cluster)
+        s.flush()
+        with request_context(RequestContext(rid, operation_id=rid)):
+            tasks = cluster.spawn_tasks(names)
+        orm.end_request(s.connection(), rid, 202)
+        s.commit()
+        return rid, [t.id for t in tasks]
+
+
+def expire_all(engine: Engine, ago: timedelta) -> None:
+    """Make every task and operation finished and expired ``ago``."""
+    moment = orm.utcnow() - ago
+    with engine.begin() as conn:
+        conn.execute(update(tasks_table).values(state="succeeded", expires_at=moment))
+        conn.execute(update(operations_table).values(state="succeeded", expires_at=moment))
+
+
+def count(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        return (
+            conn.execute(select(func.count()).select_from(tasks_table)).scalar_one(),
+            conn.execute(select(func.count()).select_from(operations_table)).scalar_one(),
+        )
+
+
+def test_the_console_script_is_main() -> None:
+    [script] = entry_points(group="console_scripts", name="tasktoolkit")
+    assert script.load() is cli.main
+
+
+def test_purge_dry_run_counts_only(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    spawn(session_factory, ["a", "b", "c"])
+    expire_all(engine, timedelta(hours=1))
+
+    status, out, err = run(capsys, "purge", "--db-url", db_url, "--dry-run")
+
+    assert (status, err) == (0, "")
+    assert out.startswith("would purge 3 tasks and 1 operation (expired before ")
+    assert count(engine) == (3, 1)
+
+
+def test_purge_deletes_and_sums_up(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    spawn(session_factory, ["a", "b", "c"])
+    expire_all(engine, timedelta(hours=1))
+
+    status, out, err = run(capsys, "purge", "--db-url", db_url, "--batch-size", "2")
+
+    assert (status, err) == (0, "")  # not a terminal: no progress display
+    assert out.startswith("purged 3 tasks and 1 operation (expired before ")
+    assert count(engine) == (0, 0)
+
+
+def test_purge_older_than_keeps_the_recently_expired(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    spawn(session_factory, ["a"])
+    expire_all(engine, timedelta(hours=1))
+
+    status, out, _ = run(capsys, "purge", "--db-url", db_url, "--older-than", "2h")
+
+    assert status == 0 and out.startswith("purged 0 tasks and 0 operations")
+    assert count(engine) == (1, 1)
+
+
+def test_purge_shows_progress_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    spawn(session_factory, ["a", "b", "c"])
+    expire_all(engine, timedelta(hours=1))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+
+    status, _, err = run(capsys, "purge", "--db-url", db_url, "--batch-size", "1")
+
+    assert status == 0
+    assert "\rpurging tasks: 1 of 3 (33%)" in err
+
+
+def test_reap_fails_lost_tasks(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    _, [task_id] = spawn(session_factory, ["a"])
+    Worker(engine, host="gone").start(task_id)
+    with engine.begin() as conn:
+        conn.execute(update(tasks_table).values(heartbeat_at=orm.utcnow() - timedelta(seconds=301)))
+
+    status, out, err = run(capsys, "reap", "--db-url", db_url, "--models", "tests.models")
+
+    assert (status, err) == (0, "")
+    assert out == "reaped 1 lost task: 1 failed (worker_lost), 0 re-queued, 0 cancelled\n"
+
+
+def test_watch_shows_a_finished_operation_and_its_outcome(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    rid, _ = spawn(session_factory, ["build", "wire"])
+    worker = Worker(engine, ["build", "wire"], host="w")
+    job = worker.claim()
+    assert job is not None
+    job.fail("no_capacity", "the rack is full")
+    job = worker.claim()
+    assert job is not None
+    job.succeed()
+
+    status, out, err = run(capsys, "watch", rid, "--db-url", db_url)
+
+    assert (status, err) == (cli.EXIT_OPERATION_FAILED, "")
+    header, *lines = out.splitlines()
+    assert header == f"{rid} POST /clusters: failed (HTTP 202)"
+    assert sorted(line.split()[0] for line in lines) == ["build", "wire"]
+    assert any("failed" in line and "the rack is full" in line for line in lines)
+
+
+def test_watch_follows_a_running_operation_until_it_ends(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    worker = Worker(engine, ["build"], host="w")
+    job = worker.claim()
+    assert job is not None
+    job.progress(30, "copying")
+    statuses: list[int] = []
+    watcher = threading.Thread(
+        target=lambda: statuses.append(
+            cli.main(["watch", rid, "--db-url", db_url, "--interval", "1s", "--timeout", "60s"])
+        )
+    )
+    watcher.start()
+    out = ""
+    deadline = time.monotonic() + 60
+    while "running" not in out and time.monotonic() < deadline:
+        out += capsys.readouterr().out
+        watcher.join(timeout=0.05)
+    assert f"{rid} POST /clusters: running (HTTP 202)" in out
+    assert any(line.split()[-3:] == ["running", "30%", "copying"] for line in out.splitlines())
+    job.succeed()
+    watcher.join(timeout=60)
+
+    assert not watcher.is_alive() and statuses == [0]
+    out += capsys.readouterr().out
+    assert f"{rid} POST /clusters: succeeded (HTTP 202)" in out
+    assert out.splitlines()[-1].split()[-3:] == ["succeeded", "100%", "copying"]
+
+
+def test_watch_gives_up_after_its_timeout(
+    capsys: pytest.CaptureFixture[str], db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    status, _, err = run(
+        capsys, "watch", rid, "--db-url", db_url, "--interval", "1s", "--timeout", "1s"
+    )
+    assert status == cli.EXIT_ERROR
+    assert err == f"tasktoolkit: error: {rid} is still running after --timeout\n"
+
+
+def test_watch_of_an_unknown_operation(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
+    status, out, err = run(capsys, "watch", "req-unknown", "--db-url", db_url)
+    assert (status, out) == (cli.EXIT_ERROR, "")
+    assert err == "tasktoolkit: error: no operation 'req-unknown'\n"
+
+
+def test_db_upgrade_creates_the_tables(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    status, out, err = run(capsys, "db", "upgrade", "--db-url", url)
+    assert (status, err) == (0, "")
+    assert out.startswith("database is at head")
+    engine = create_engine(url)
+    assert inspect(engine).has_table("tasktoolkit_tasks")
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "says"),
+    [
+        pytest.param(["purge"], 1, "no database: pass --db-url", id="no-url"),
+        pytest.param(
+            ["purge", "--db-url", "bogus"], 1, "'bogus' is not a database URL", id="bad-url"
+        ),
+        pytest.param(
+            ["purge", "--db-url", "postgresql+psycopg://nobody@127.0.0.1:1/none"],
+            1,
+            "cannot connect to postgresql+psycopg://nobody@127.0.0.1:1/none",
+            id="unreachable",
+        ),
+        pytest.param(
+            ["purge", "--db-url", "sqlite:////nonexistent/x.db"],
+            1,
+            "no such database file",
+            id="missing-sqlite-file",
+        ),
+        pytest.param(
+            ["purge", "--db-url", "nosuchdb://x/y"], 1, "cannot use nosuchdb://x/y", id="no-dialect"
+        ),
+        pytest.param(
+            ["purge", "--db-url", "sqlite://", "--older-than", "7x"],
+            2,
+            "'7x' is not a duration",
+            id="bad-older-than",
+        ),
+        pytest.param(
+            ["purge", "--db-url", "sqlite://", "--older-than=-1d"],
+            2,
+            "'-1d' is not a duration",
+            id="negative-older-than",
+        ),
+        pytest.param(
+            ["purge", "--db-url", "sqlite://", "--older-than", "99999d"],
+            2,
+            "longer than 3650 days",
+            id="absurd-older-than",
+        ),
+        pytest.param(
+            ["purge", "--db-url", "sqlite://", "--batch-size", "0"],
+            2,
+            "'0' is not a whole number from 1 to 10000",
+            id="bad-batch-size",
+        ),
+        pytest.param(
+            ["purge", "--db-url", "sqlite://"], 1, "has no tasktoolkit tables", id="no-tables"
+        ),
+        pytest.param(
+            ["reap", "--db-url", "sqlite://", "--models", "no.such.module"],
+            1,
+            "--models no.such.module: No module named 'no'",
+            id="bad-models",
+        ),
+        pytest.param(["frobnicate"], 2, "invalid choice: 'frobnicate'", id="unknown-command"),
+    ],
+)
+def test_bad_input_is_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], status: int, says: str
+) -> None:
+    got, out, err = run(capsys, *argv)
+    assert got == status
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("tasktoolkit")
+    assert says in err
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tasktoolkit.cli",
+            "purge",
+            "--db-url",
+            "mysql+pymysql://x@127.0.0.1:1/y",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(
+        "tasktoolkit: error: cannot connect to mysql+pymysql://x@127.0.0.1:1/y"
+    )
+    assert len(done.stderr.splitlines()) == 1
