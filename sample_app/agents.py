@@ -31,7 +31,7 @@ from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
 from tasktoolkit.errors import TaskCancelRequested, TaskFailure, TaskToolkitError
 from tasktoolkit.orm import Job, Worker, default_host, succeed_held_task
 
-__all__ = ["INJECTED_FAILURE", "STEPS", "Agents", "run_job"]
+__all__ = ["INJECTED_FAILURE", "STEPS", "AgentStopping", "Agents", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 INJECTED_FAILURE = "injected_failure"
 #: Progress reports per task.
 STEPS = 5
+
+
+class AgentStopping(BaseException):
+    """The agent is shutting down (a ``BaseException``: the job records nothing)."""
 
 
 def _port_name(worker: Worker, port_id: str) -> str | None:
@@ -54,7 +58,7 @@ def _work(job: Job, port_name: str | None, task_delay: float, stop: threading.Ev
         if stop.wait(task_delay / STEPS):
             # The agent is stopping: leave the task running for the reaper, as a
             # crashed worker would, rather than pretend it was done.
-            raise _Stopping
+            raise AgentStopping
         if step == fail_at:
             raise TaskFailure(
                 INJECTED_FAILURE,
@@ -62,10 +66,6 @@ def _work(job: Job, port_name: str | None, task_delay: float, stop: threading.Ev
                 f"starts with 'fail-{job.name}'",
             )
         job.progress(100 * (step + 1) // STEPS, f"step {step + 1} of {STEPS}")
-
-
-class _Stopping(BaseException):
-    """The agent is shutting down (a ``BaseException``: the job records nothing)."""
 
 
 def run_job(
@@ -166,7 +166,7 @@ class Agents:
                     self._stop.wait(self.poll_interval)
                     continue
                 run_job(worker, job, task_delay=self.task_delay, stop=self._stop)
-            except _Stopping:
+            except AgentStopping:
                 return
             except TaskToolkitError as exc:
                 # The task went away (its port was deleted) or the reaper took it.

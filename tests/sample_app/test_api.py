@@ -1,0 +1,233 @@
+"""The sample's API through WebTest (whole stack, no agents), and its agents' job runner.
+
+Tasks only move when a test runs them (``run_job``), so the busy paths can be
+shown without racing a worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+import webtest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from sample_app.agents import INJECTED_FAILURE, AgentStopping, run_job
+from sample_app.app import MAX_BULK
+from sample_app.models import PORT_TASKS, Port
+from tasktoolkit.orm import Operation, Task, Worker
+
+
+@pytest.fixture
+def worker(engine: Engine) -> Worker:
+    return Worker(engine, PORT_TASKS, host="test-agent")
+
+
+def run_all(worker: Worker, *, delay: float = 0.0) -> int:
+    """Run every pending port task to its end, as the agents would; how many ran."""
+    count = 0
+    while (job := worker.claim()) is not None:
+        run_job(worker, job, task_delay=delay)
+        count += 1
+    return count
+
+
+def network(api: webtest.TestApp, project: str = "demo") -> str:
+    reply = api.post_json(
+        "/networks", {"network": {"name": "n"}}, headers={"X-Project-Id": project}
+    )
+    return str(reply.json["network"]["id"])
+
+
+def port(api: webtest.TestApp, network_id: str, name: str = "p") -> dict[str, Any]:
+    reply = api.post_json("/ports", {"port": {"network_id": network_id, "name": name}})
+    assert reply.status_int == 202
+    return dict(reply.json["port"])
+
+
+def status(api: webtest.TestApp, port_id: str) -> str:
+    return str(api.get(f"/ports/{port_id}").json["port"]["status"])
+
+
+def test_status_follows_the_tasks(api: webtest.TestApp, worker: Worker) -> None:
+    port_id = port(api, network(api))["id"]
+    assert status(api, port_id) == "BUILD"
+    job = worker.claim()
+    assert job is not None
+    assert status(api, port_id) == "BUILD"  # one running, three pending
+    run_job(worker, job, task_delay=0)
+    assert run_all(worker) == 3
+    assert status(api, port_id) == "ACTIVE"
+    assert [p["status"] for p in api.get("/ports").json["ports"]] == ["ACTIVE"]
+
+    api.put_json(f"/ports/{port_id}", {"port": {"name": "fail-security_groups"}})
+    assert status(api, port_id) == "BUILD"
+    run_all(worker)
+    assert status(api, port_id) == "ERROR"
+    assert [p["status"] for p in api.get("/ports").json["ports"]] == ["ERROR"]
+
+
+def test_injected_failure_says_why(api: webtest.TestApp, worker: Worker) -> None:
+    port_id = port(api, network(api), "fail-l2_wiring")["id"]
+    run_all(worker)
+    tasks = {t["name"]: t for t in api.get(f"/ports/{port_id}/tasks").json["tasks"]}
+    assert tasks["l2_wiring"]["state"] == "failed"
+    assert tasks["l2_wiring"]["error"] == {
+        "code": INJECTED_FAILURE,
+        "message": "l2_wiring failed on purpose: the port's name 'fail-l2_wiring' "
+        "starts with 'fail-l2_wiring'",
+    }
+    # Progress stopped half way, where the failure was injected.
+    assert tasks["l2_wiring"]["progress"] == 40
+    assert {t["state"] for n, t in tasks.items() if n != "l2_wiring"} == {"succeeded"}
+
+
+def test_delete_of_a_busy_port_is_refused(
+    api: webtest.TestApp, session_factory: sessionmaker[Session]
+) -> None:
+    port_id = port(api, network(api))["id"]
+    reply = api.delete(f"/ports/{port_id}", status=409)
+    (error,) = reply.json["errors"]
+    assert error["code"] == "sample_app.port_busy"
+    assert "l2_wiring (pending)" in error["detail"]
+    with session_factory() as session:
+        names = session.execute(select(Task.name).where(Task.resource_id == port_id)).scalars()
+        assert "unbind" not in set(names)
+
+
+def test_delete_of_a_network_with_busy_ports_is_refused(api: webtest.TestApp) -> None:
+    network_id = network(api)
+    port(api, network_id)
+    reply = api.delete(f"/networks/{network_id}", status=409)
+    assert reply.json["errors"][0]["code"] == "sample_app.network_busy"
+    assert api.get(f"/networks/{network_id}").status_int == 200
+    assert len(api.get("/ports").json["ports"]) == 1
+
+
+def test_update_while_deleting_is_refused(api: webtest.TestApp, worker: Worker) -> None:
+    port_id = port(api, network(api))["id"]
+    run_all(worker)
+    api.delete(f"/ports/{port_id}", status=202)
+    reply = api.put_json(f"/ports/{port_id}", {"port": {"name": "late"}}, status=409)
+    assert reply.json["errors"][0]["code"] == "sample_app.port_deleting"
+    assert api.delete(f"/ports/{port_id}", status=409).json["errors"][0]["code"] == (
+        "sample_app.port_busy"
+    )
+
+
+def test_unbind_deletes_the_port_and_its_tasks_with_its_success(
+    api: webtest.TestApp, worker: Worker, session_factory: sessionmaker[Session]
+) -> None:
+    port_id = port(api, network(api))["id"]
+    run_all(worker)
+    reply = api.delete(f"/ports/{port_id}", status=202)
+    operation_id = reply.headers["X-Request-Id"]
+    assert run_all(worker) == 1
+
+    with session_factory() as session:
+        assert session.get(Port, port_id) is None
+        remaining = session.scalar(
+            select(func.count()).select_from(Task).where(Task.resource_id == port_id)
+        )
+        assert remaining == 0
+        operation = session.get(Operation, operation_id)
+        assert operation is not None
+        assert operation.state == "succeeded"
+        assert operation.task_counts["succeeded"] == 1
+    api.get(f"/ports/{port_id}", status=404)
+
+
+def test_a_stopping_agent_leaves_its_task_running(
+    api: webtest.TestApp, worker: Worker, session_factory: sessionmaker[Session]
+) -> None:
+    port(api, network(api))
+    job = worker.claim()
+    assert job is not None
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(AgentStopping):
+        run_job(worker, job, task_delay=1.0, stop=stop)
+    with session_factory() as session:
+        task = session.get(Task, job.id)
+        assert task is not None
+        assert task.state == "running"  # left for the reaper, as a crashed worker's
+
+
+def test_cancelled_pending_task(api: webtest.TestApp, worker: Worker) -> None:
+    port_id = port(api, network(api))["id"]
+    tasks = api.get(f"/ports/{port_id}/tasks").json["tasks"]
+    target = next(t for t in tasks if t["name"] == "anti_spoofing")
+    reply = api.post(f"/ports/{port_id}/tasks/{target['id']}/cancel", status=202)
+    assert reply.json["task"]["state"] == "cancelled"
+    assert run_all(worker) == 3
+    states = {t["name"]: t["state"] for t in api.get(f"/ports/{port_id}/tasks").json["tasks"]}
+    assert states["anti_spoofing"] == "cancelled"
+
+
+def test_bulk_create_is_all_or_nothing(api: webtest.TestApp) -> None:
+    network_id = network(api)
+    body = {"ports": [{"network_id": network_id, "name": "ok"}, {"network_id": network_id, "x": 1}]}
+    reply = api.post_json("/ports", body, status=400)
+    assert reply.json["errors"][0]["detail"].startswith("ports[1]: unknown attribute 'x'")
+    assert api.get("/ports").json["ports"] == []
+    assert api.get("/tasks").json["tasks"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        pytest.param({"port": {"name": "x" * 256}}, "port.name: at most 255", id="long-name"),
+        pytest.param({"port": {"name": "a\nb"}}, "port.name: control characters", id="newline"),
+        pytest.param({"port": {"name": 7}}, "port.name: must be a string", id="number"),
+        pytest.param({"port": {}}, "port: 'name' is required", id="no-name"),
+        pytest.param({"port": {"network_id": "x"}}, "port.network_id: a port cannot", id="move"),
+        pytest.param({"ports": [{"name": "x"}]}, 'one key, "port"', id="bulk-update"),
+        pytest.param({"port": "x"}, "port: must be an object", id="not-object"),
+    ],
+)
+def test_bad_updates(
+    api: webtest.TestApp, worker: Worker, body: dict[str, Any], detail: str
+) -> None:
+    created = port(api, network(api), "kept")
+    run_all(worker)
+    reply = api.put_json(f"/ports/{created['id']}", body, status=400)
+    assert detail in reply.json["errors"][0]["detail"]
+    assert api.get(f"/ports/{created['id']}").json["port"]["name"] == "kept"
+    assert len(api.get(f"/ports/{created['id']}/tasks").json["tasks"]) == 4
+
+
+def test_bulk_limit(api: webtest.TestApp) -> None:
+    network_id = network(api)
+    ports = [{"network_id": network_id} for _ in range(MAX_BULK + 1)]
+    reply = api.post_json("/ports", {"ports": ports}, status=400)
+    assert f"1 to {MAX_BULK} ports" in reply.json["errors"][0]["detail"]
+
+
+def test_body_too_large(api: webtest.TestApp) -> None:
+    body = b'{"network": {"name": "' + b"x" * (1 << 20) + b'"}}'
+    reply = api.post("/networks", body, content_type="application/json", status=413)
+    assert reply.json["errors"][0]["code"] == "sample_app.body_too_large"
+
+
+def test_405_lists_the_allowed_methods(api: webtest.TestApp) -> None:
+    reply = api.request(f"/ports/{uuid.uuid4()}", method="POST", status=405)
+    assert reply.headers["Allow"] == "GET, PUT, DELETE"
+    assert reply.json["errors"][0]["request_id"] == reply.headers["X-Request-Id"]
+
+
+def test_admin_port_on_another_projects_network_belongs_to_that_project(
+    api: webtest.TestApp,
+) -> None:
+    network_id = network(api, project="tenant-a")
+    reply = api.post_json(
+        "/ports",
+        {"port": {"network_id": network_id}},
+        headers={"X-Project-Id": "ops", "X-Roles": "member,admin"},
+    )
+    assert reply.json["port"]["project_id"] == "tenant-a"
+    listed = api.get("/ports", headers={"X-Project-Id": "tenant-a"}).json["ports"]
+    assert [p["id"] for p in listed] == [reply.json["port"]["id"]]
