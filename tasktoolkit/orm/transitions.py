@@ -170,13 +170,12 @@ def transition(
             continue  # another process moved it first: read again and re-check
         for key, value in values.items():
             set_committed_value(task, key, value)
+        finished = None
         if task.request_id is not None:
-            queue_operation_finished(
-                session,
-                count_task_transition(
-                    session.connection(), task.request_id, current.value, target.value, now=moment
-                ),
+            finished = count_task_transition(
+                session.connection(), task.request_id, current.value, target.value, now=moment
             )
+        # The task's move is announced before the operation it finishes.
         queue_task_change(
             session,
             TaskChange(
@@ -189,6 +188,7 @@ def transition(
                 target.value,
             ),
         )
+        queue_operation_finished(session, finished)
         return task
     raise InvalidTransitionError(task_id, "contended", target.value)
 
