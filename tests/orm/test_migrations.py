@@ -133,7 +133,9 @@ def test_host_alembic_upgrade_head_on_an_empty_database(backend: str, empty_url:
     assert migrations.current(empty_url) == migrations.heads()[0]
 
 
-def test_migrated_resource_columns_cascade(backend: str, empty_url: URL) -> None:
+def test_migrated_resource_columns_cascade_and_downgrade_deletes_their_tasks(
+    backend: str, empty_url: URL
+) -> None:
     host_alembic("upgrade", "head", url=empty_url)
     engine = engine_for(empty_url)
     now = datetime.now(UTC)
@@ -165,6 +167,27 @@ def test_migrated_resource_columns_cascade(backend: str, empty_url: URL) -> None
             left = conn.execute(text("SELECT id FROM tasktoolkit_tasks ORDER BY id")).scalars()
             assert list(left) == ["t2"]
             assert conn.execute(select(func.count()).select_from(text("snapshots"))).scalar() == 1
+        with engine.begin() as conn:
+            conn.execute(
+                insert_task,
+                {
+                    "id": "t3",
+                    "type": "snapshot",
+                    "rid": "2",
+                    "now": now,
+                    "volume": None,
+                    "snapshot": 2,
+                },
+            )
+    finally:
+        engine.dispose()
+    # Dropping the snapshots table deletes its resources' tasks, as deleting them would.
+    host_alembic("downgrade", "host_0001", url=empty_url)
+    engine = engine_for(empty_url)
+    try:
+        with engine.connect() as conn:
+            left = conn.execute(text("SELECT id FROM tasktoolkit_tasks ORDER BY id")).scalars()
+            assert list(left) == ["t2"]
     finally:
         engine.dispose()
 

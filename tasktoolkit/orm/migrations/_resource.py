@@ -130,15 +130,25 @@ def add_resource_column(
 
 
 def drop_resource_column(
-    op: Operations, resource_type: str, referent: str = "ports.id"
+    op: Operations,
+    resource_type: str,
+    referent: str = "ports.id",
+    *,
+    delete_tasks: bool = True,
 ) -> ResourceColumnNames:
-    """Undo :func:`add_resource_column`: the key, the index, then the column.
+    """Undo :func:`add_resource_column`: the resource's tasks, the key, the index, the column.
 
-    Call it before dropping the resource's table. Every task of that resource
-    type keeps its row (their ``resource_type``/``resource_id`` are unchanged);
-    delete them first if they should go.
+    Call it before dropping the resource's table.
+
+    :param delete_tasks: delete the tasks of resources of this type first, as
+        dropping the resources' rows would have; with ``False`` they stay, tied
+        to nothing but their ``resource_type`` and ``resource_id``, and are
+        never deleted with a resource again.
     """
     names = resource_column_names(resource_type, referent)
+    if delete_tasks:
+        tasks = sa.table(TASKS_TABLE, sa.column(names.column))
+        op.execute(tasks.delete().where(tasks.c[names.column].is_not(None)))
     with op.batch_alter_table(TASKS_TABLE) as batch:
         batch.drop_constraint(op.f(names.foreign_key), type_="foreignkey")
         batch.drop_index(op.f(names.index))
