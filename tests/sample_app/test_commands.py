@@ -1,0 +1,186 @@
+"""The sample's commands: the demo (the README's first command), serve, paste and gunicorn."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import webtest
+from paste.deploy import loadapp
+
+from sample_app.app import app_factory
+from sample_app.demo import run_demo
+from tests.sample_app.conftest import DEADLINE, ROOT, start_process
+
+PASTE_INI = ROOT / "sample_app" / "api-paste.ini"
+
+
+def readme_command(marker: str) -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return lines[lines.index(marker) + 2]
+
+
+def test_the_readme_opens_with_the_demo() -> None:
+    assert readme_command("<!-- demo-command -->").endswith("python -m sample_app demo")
+
+
+def test_demo_command_runs_by_itself_in_under_a_minute() -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "sample_app", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert elapsed < 60
+    out = result.stdout
+    # Plain lines (not a terminal): every task reached "succeeded", one line each.
+    succeeded = [line for line in out.splitlines() if line.rstrip().endswith("succeeded")]
+    assert len(succeeded) == 12
+    assert re.search(r"(?m)^  web +unbind .* gone: deleted with its port$", out)
+    assert "\x1b[" not in out
+    assert re.search(r'"succeeded": 12', out)
+    assert re.search(r"GET /ports/[0-9a-f-]{36} -> 404", out)
+    assert re.search(r"GET /tasks\?resource_id=[0-9a-f-]{36} -> 0 tasks", out)
+    assert re.search(r"DELETE /ports/[0-9a-f-]{36} +succeeded \{'succeeded': 1\}", out)
+    assert re.search(r"POST +/ports +succeeded \{'succeeded': 12\}", out)
+    assert result.stderr == ""
+
+
+def test_demo_redraws_in_place_on_a_terminal() -> None:
+    out = io.StringIO()
+    assert run_demo(out, task_delay=0.01, agents=2, tty=True) == 0
+    text = out.getvalue()
+    assert "\x1b[12A" in text  # the twelve lines of the board, redrawn
+    assert "gone: deleted with its port" in text
+
+
+def test_serve_refuses_a_bad_database_url() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sample_app", "serve", "--db-url", "nosuchdb://x", "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("sample_app: cannot use --db-url 'nosuchdb://x'")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--task-delay", "-1"], "between 0 and 3600", id="negative-delay"),
+        pytest.param(["--agents", "many"], "not an integer", id="agents"),
+        pytest.param(["--port", "70000"], "not a port number", id="port"),
+    ],
+)
+def test_serve_refuses_bad_options(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sample_app", "serve", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def paste_ini(tmp_path: Path) -> Path:
+    """A copy of the shipped api-paste.ini on a SQLite file in ``tmp_path``."""
+    text = PASTE_INI.read_text()
+    copy, count = re.subn(
+        r"(?m)^database_url = .*$", f"database_url = sqlite:///{tmp_path / 'paste.db'}", text
+    )
+    assert count == 1
+    path = tmp_path / "api-paste.ini"
+    path.write_text(copy)
+    return path
+
+
+def test_the_entry_point_resolves() -> None:
+    (found,) = entry_points(group="paste.app_factory", name="sample_app")
+    assert found.load() is app_factory
+
+
+def test_the_paste_pipeline_serves_the_api(tmp_path: Path) -> None:
+    app = webtest.TestApp(loadapp(f"config:{paste_ini(tmp_path)}"), lint=True)
+    reply = app.post_json("/networks", {"network": {"name": "n"}}, status=201)
+    request_id = reply.headers["X-Request-Id"]
+    assert reply.headers["Operation-Location"].endswith(f"/operations/{request_id}")
+    operation = app.get(f"/operations/{request_id}").json["operation"]
+    assert operation["action"] == "create_network"
+    assert operation["project_id"] == "demo"
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        pytest.param({}, "set db_url", id="no-url"),
+        pytest.param(
+            {"db_url": "sqlite:///x.db", "create_tables": "maybe"},
+            "true or false",
+            id="create-tables",
+        ),
+        pytest.param(
+            {"db_url": "sqlite:///x.db", "colour": "blue"}, "unknown option 'colour'", id="unknown"
+        ),
+        pytest.param({"db_url": "sqlite://"}, "not an in-memory database", id="memory"),
+    ],
+)
+def test_app_factory_refuses_bad_configuration(conf: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        app_factory({}, **conf)
+
+
+def test_gunicorn_serves_the_paste_pipeline(tmp_path: Path) -> None:
+    log = tmp_path / "gunicorn.log"
+    running = start_process(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--paste",
+            str(paste_ini(tmp_path)),
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--control-socket",
+            str(tmp_path / "gunicorn.ctl"),
+        ],
+        log,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while not (
+            found := re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", running.stderr())
+        ):
+            assert running.process.poll() is None, running.stderr()
+            assert time.monotonic() < deadline, running.stderr()
+            time.sleep(0.05)
+        base = found.group(1)
+        request = urllib.request.Request(
+            f"{base}/networks",
+            data=json.dumps({"network": {"name": "g"}}).encode(),
+            headers={"Content-Type": "application/json", "X-Project-Id": "gp"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=DEADLINE) as response:
+            assert response.status == 201
+            assert json.load(response)["network"]["project_id"] == "gp"
+            assert response.headers["X-Request-Id"].startswith("req-")
+            assert response.headers["Operation-Location"].startswith(f"{base}/operations/req-")
+    finally:
+        assert running.stop() == 0, running.stderr()
