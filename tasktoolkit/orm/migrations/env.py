@@ -5,8 +5,9 @@ the same history directly. It is here for the toolkit's maintainers, who write
 a new revision against a scratch database brought to the current head, with no
 host model imported::
 
-    TASKTOOLKIT_DATABASE_URL=sqlite:///scratch.db \\
-        alembic -c tasktoolkit/orm/migrations/alembic.ini revision --autogenerate -m "..."
+    TASKTOOLKIT_DB_URL=sqlite:///scratch.db \\
+        alembic -c tasktoolkit/orm/migrations/alembic.ini revision --autogenerate \\
+            --rev-id tasktoolkit_0002 -m "..."
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from sqlalchemy import create_engine
 
 from tasktoolkit.orm.migrations._commands import environment_options
 
-url = os.environ.get("TASKTOOLKIT_DATABASE_URL") or context.config.get_main_option("sqlalchemy.url")
+url = os.environ.get("TASKTOOLKIT_DB_URL") or context.config.get_main_option("sqlalchemy.url")
 if not url:
-    raise SystemExit("set TASKTOOLKIT_DATABASE_URL to a scratch database")
+    raise SystemExit("set TASKTOOLKIT_DB_URL to a scratch database")
 
 if context.is_offline_mode():
     context.configure(url=url, literal_binds=True, **environment_options())
