@@ -184,3 +184,31 @@ def test_gunicorn_serves_the_paste_pipeline(tmp_path: Path) -> None:
             assert response.headers["Operation-Location"].startswith(f"{base}/operations/req-")
     finally:
         assert running.stop() == 0, running.stderr()
+
+
+README_EXAMPLE_DRIVER = """
+import webtest
+client = webtest.TestApp(app, extra_environ={"HTTP_X_PROJECT_ID": "demo"})
+reply = client.post("/ports", status=202)
+port_id = reply.json["port"]["id"]
+assert reply.headers["Operation-Location"].endswith(reply.headers["X-Request-Id"])
+assert [t["state"] for t in client.get(f"/ports/{port_id}/tasks").json["tasks"]] == ["pending"] * 2
+while (job := worker.claim()) is not None:
+    with job: pass
+assert [t["state"] for t in client.get(f"/ports/{port_id}/tasks").json["tasks"]] == ["succeeded"] * 2
+assert client.get(reply.headers["Operation-Location"]).json["operation"]["state"] == "succeeded"
+print("example ok")
+"""
+
+
+def test_the_readme_example_runs(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- example -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert found is not None, "README.md has no example after <!-- example -->"
+    script = tmp_path / "example.py"
+    script.write_text(found.group(1) + README_EXAMPLE_DRIVER)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("example ok")
