@@ -192,10 +192,12 @@ client = webtest.TestApp(app, extra_environ={"HTTP_X_PROJECT_ID": "demo"})
 reply = client.post("/ports", status=202)
 port_id = reply.json["port"]["id"]
 assert reply.headers["Operation-Location"].endswith(reply.headers["X-Request-Id"])
-assert [t["state"] for t in client.get(f"/ports/{port_id}/tasks").json["tasks"]] == ["pending"] * 2
+def states():
+    return [t["state"] for t in client.get(f"/ports/{port_id}/tasks").json["tasks"]]
+assert states() == ["pending"] * 2
 while (job := worker.claim()) is not None:
     with job: pass
-assert [t["state"] for t in client.get(f"/ports/{port_id}/tasks").json["tasks"]] == ["succeeded"] * 2
+assert states() == ["succeeded"] * 2
 assert client.get(reply.headers["Operation-Location"]).json["operation"]["state"] == "succeeded"
 print("example ok")
 """
