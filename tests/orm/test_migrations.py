@@ -192,7 +192,7 @@ def test_migrated_resource_columns_cascade_and_downgrade_deletes_their_tasks(
         engine.dispose()
 
 
-def test_upgrade_is_idempotent_and_current_follows(backend: str, empty_url: URL) -> None:
+def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL) -> None:
     assert migrations.current(empty_url) is None
     migrations.upgrade(empty_url)
     migrations.upgrade(empty_url, "tasktoolkit@head")
@@ -204,6 +204,11 @@ def test_upgrade_is_idempotent_and_current_follows(backend: str, empty_url: URL)
             assert list(versions.scalars()) == [migrations.heads()[0]]
     finally:
         engine.dispose()
+    migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) is None
+    assert tables(empty_url) == set()
+    migrations.upgrade(empty_url, "+1")
+    assert migrations.current(empty_url) == "tasktoolkit_0001"
 
 
 def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL) -> None:
@@ -225,12 +230,13 @@ def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL
         pytest.param("nope", id="unknown"),
         pytest.param("", id="empty"),
         pytest.param("base:head", id="range-without-sql"),
+        pytest.param("tasktoolkit@nope", id="unknown-in-branch"),
     ],
 )
 def test_upgrade_refuses_a_bad_revision(empty_url: URL, revision: str) -> None:
     with pytest.raises(InvalidRevisionError):
         migrations.upgrade(empty_url, revision)
-    assert tables(empty_url) <= {migrations.VERSION_TABLE}
+    assert tables(empty_url) == set()
     assert migrations.current(empty_url) is None
 
 

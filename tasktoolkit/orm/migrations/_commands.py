@@ -15,6 +15,7 @@ calls :func:`upgrade` before running its own revisions.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,8 @@ SCRIPT_LOCATION = os.path.dirname(os.path.abspath(__file__))
 VERSION_TABLE = "tasktoolkit_alembic_version"
 #: The branch label of the toolkit's revisions: ``tasktoolkit@head``.
 BRANCH_LABEL = "tasktoolkit"
+
+_RELATIVE = re.compile(r"[+-]\d+\Z")
 
 #: What :func:`upgrade` and friends accept as a database.
 Bind = Engine | Connection | URL | str
@@ -137,6 +140,14 @@ def _run(bind: Bind, revision: str, *, down: bool, sql: bool, output: TextIO | N
         starting_rev, revision = revision.split(":", 1)
     elif sql and down:
         raise InvalidRevisionError("downgrade with sql=True needs '<from>:<to>'")
+    for rev in (starting_rev, revision):
+        # Resolved before connecting, so that a typo writes nothing (not even the
+        # version table); relative steps ("+1", "-1") resolve only against a database.
+        if rev is not None and not _RELATIVE.search(rev):
+            try:
+                script.revision_map.get_revisions(rev)
+            except RevisionError as exc:
+                raise InvalidRevisionError(f"toolkit migrations: {exc}") from exc
 
     def steps(rev: Any, context: MigrationContext) -> Any:
         if down:
