@@ -316,7 +316,7 @@ class TaskEndpoints:
         response = _single(
             call, {"operation": operation_view(operation, admin=call.admin, tasks=tasks)}
         )
-        if operation.state == OperationState.RUNNING and response.status_int == 200:
+        if operation.state == OperationState.RUNNING:  # on a 304 too: pollers use both
             response.headers["Retry-After"] = str(self.retry_after)
         return response
 

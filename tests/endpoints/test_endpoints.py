@@ -214,6 +214,12 @@ def test_operation_with_tasks_counts_and_retry_after(app: TestApp, seeded: Seede
     operation = response.json["operation"]
     assert operation["state"] == "running"
     assert response.headers["Retry-After"] == "1"
+    unchanged = app.get(
+        f"/operations/{seeded.operation_id}",
+        headers={**A, "If-None-Match": response.headers["ETag"]},
+        status=304,
+    )
+    assert unchanged.headers["Retry-After"] == "1"
     assert operation["task_counts"] == {
         "pending": 2,
         "running": 1,
