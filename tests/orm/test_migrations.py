@@ -125,18 +125,14 @@ def test_host_migrations_match_the_models(backend: str, empty_url: URL) -> None:
     assert tables(empty_url) == {"alembic_version"}  # the host's own, as Alembic leaves it
 
 
-def test_host_alembic_upgrade_head_on_an_empty_database(backend: str, empty_url: URL) -> None:
-    # One command does both histories: the host's env.py upgrades the toolkit first.
-    host_alembic("upgrade", "head", url=empty_url)
-    assert compare(empty_url)["diffs"] == []
-    assert "host_0002 (head)" in host_alembic("current", url=empty_url)
-    assert migrations.current(empty_url) == migrations.heads()[0]
-
-
-def test_migrated_resource_columns_cascade_and_downgrade_deletes_their_tasks(
+def test_host_upgrade_on_empty_database_cascades_and_downgrade_deletes_tasks(
     backend: str, empty_url: URL
 ) -> None:
+    # One command on an empty database does both histories: the host's env.py
+    # brings the toolkit's tables up first.
     host_alembic("upgrade", "head", url=empty_url)
+    assert migrations.current(empty_url) == migrations.heads()[0]
+    assert tables(empty_url) == TOOLKIT_TABLES | HOST_TABLES
     engine = engine_for(empty_url)
     now = datetime.now(UTC)
     insert_task = text(
