@@ -48,12 +48,12 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, delete, func, literal, literal_column, select, update
 from sqlalchemy.engine import Connection, CursorResult, Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import InvalidDurationError
 from tasktoolkit.orm._events import queue_operation_finished, queue_task_change
+from tasktoolkit.orm._retry import retrying
 from tasktoolkit.orm._types import UTCDateTime, utcnow
 from tasktoolkit.orm.engine import prepare_engine
 from tasktoolkit.orm.expiry import MAX_TTL
@@ -82,8 +82,6 @@ DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10000
 #: The error code of a task whose worker stopped heartbeating.
 WORKER_LOST = "worker_lost"
-#: Retries of a batch that lost a deadlock or a lock wait to another transaction.
-_RETRIES = 5
 
 _T = tasks_table
 _R = TypeVar("_R")
@@ -169,20 +167,6 @@ class ReapResult:
         )
 
 
-def _is_retryable(exc: DBAPIError) -> bool:
-    """A deadlock, serialization failure, lock wait timeout or a busy SQLite database."""
-    if exc.connection_invalidated:
-        return False
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in ("40P01", "40001", "55P03"):
-        return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in (1205, 1213):
-        return True
-    return "database is locked" in str(orig)
-
-
 @contextmanager
 def _short_transaction(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
@@ -195,14 +179,11 @@ def _short_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def _retrying(engine: Engine, work: Callable[..., _R], *args: Any) -> _R:
-    for attempt in range(_RETRIES):
-        try:
-            with _short_transaction(engine) as conn:
-                return work(conn, *args)
-        except DBAPIError as exc:
-            if attempt == _RETRIES - 1 or not _is_retryable(exc):
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    def transaction() -> _R:
+        with _short_transaction(engine) as conn:
+            return work(conn, *args)
+
+    return retrying(transaction)
 
 
 def count_expired(
@@ -410,15 +391,13 @@ def reap(bind: Engine, *, now: datetime | None = None, batch_size: int = 500) ->
     if engine.dialect.name in ("mysql", "mariadb"):
         engine = engine.execution_options(isolation_level="READ COMMITTED")
     total = ReapResult()
+
+    def batch() -> ReapResult:
+        with Session(engine) as session, session.begin():
+            return reap_lost_tasks(session, now=now, limit=batch_size)
+
     while True:
-        for attempt in range(_RETRIES):
-            try:
-                with Session(engine) as session, session.begin():
-                    batch = reap_lost_tasks(session, now=now, limit=batch_size)
-                break
-            except DBAPIError as exc:
-                if attempt == _RETRIES - 1 or not _is_retryable(exc):
-                    raise
-        total += batch
-        if batch.total < batch_size:
+        moved = retrying(batch)
+        total += moved
+        if moved.total < batch_size:
             return total

@@ -37,12 +37,12 @@ from __future__ import annotations
 import os
 import socket
 import traceback as traceback_module
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult, Engine
@@ -55,6 +55,7 @@ from tasktoolkit.errors import (
     TaskNotFoundError,
     TaskNotHeldError,
 )
+from tasktoolkit.orm._retry import retrying
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm.engine import prepare_engine
 from tasktoolkit.orm.records import Task
@@ -76,6 +77,7 @@ __all__ = [
     "supports_skip_locked",
 ]
 
+_R = TypeVar("_R")
 #: Candidates read at once by the compare-and-set claim (SQLite).
 _CANDIDATES = 16
 _MAX_ROUNDS = 50
@@ -345,57 +347,77 @@ class Worker:
         with self._sessions() as session, session.begin():
             yield session
 
+    def _run(self, work: Callable[[Session], _R]) -> _R:
+        """``work`` in a transaction of its own, run again when it loses a lock race."""
+
+        def transaction() -> _R:
+            with self.transaction() as session:
+                return work(session)
+
+        return retrying(transaction)
+
     def claim(self, names: Iterable[str] | None = None) -> Job | None:
         """Start the oldest pending task among ``names`` (default: the worker's).
 
         :returns: the claimed :class:`Job`, or ``None`` when nothing is pending.
         """
-        with self.transaction() as session:
-            task = claim_task(session, self.names if names is None else names, host=self.host)
+        wanted = self.names if names is None else names
+
+        def claim(session: Session) -> Job | None:
+            task = claim_task(session, wanted, host=self.host)
             return None if task is None else Job._of(self, task)
+
+        return self._run(claim)
 
     def start(self, task_id: str) -> Job:
         """Start one given pending task (``pending`` -> ``running``) for this worker.
 
         :raises InvalidTransitionError: the task is not pending.
         """
-        with self.transaction() as session:
+
+        def start(session: Session) -> Job:
             task = transition(
                 session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
             )
             return Job._of(self, task)
 
+        return self._run(start)
+
     def heartbeat(self, task_id: str) -> bool:
         """See :func:`heartbeat`; returns whether cancellation was asked."""
-        with self.transaction() as session:
-            return heartbeat(session, task_id, host=self.host)
+        return self._run(lambda session: heartbeat(session, task_id, host=self.host))
 
     def progress(self, task_id: str, progress: int | None, message: str | None = None) -> None:
         """See :func:`report_progress`."""
-        with self.transaction() as session:
-            report_progress(session, task_id, progress, host=self.host, message=message)
+        self._run(
+            lambda session: report_progress(
+                session, task_id, progress, host=self.host, message=message
+            )
+        )
 
     def cancel_requested(self, task_id: str) -> bool:
         """See :func:`cancel_requested`."""
-        with self.transaction() as session:
-            return cancel_requested(session, task_id)
+        return self._run(lambda session: cancel_requested(session, task_id))
 
     def succeed(self, task_id: str, message: str | None = None) -> None:
         """See :func:`succeed_held_task`."""
-        with self.transaction() as session:
-            succeed_held_task(session, task_id, host=self.host, message=message)
+        self._run(
+            lambda session: succeed_held_task(session, task_id, host=self.host, message=message)
+        )
 
     def fail(self, task_id: str, code: str, message: str, traceback: str | None = None) -> None:
         """See :func:`fail_held_task`."""
-        with self.transaction() as session:
-            fail_held_task(
+        self._run(
+            lambda session: fail_held_task(
                 session, task_id, host=self.host, code=code, message=message, traceback=traceback
             )
+        )
 
     def acknowledge_cancel(self, task_id: str, message: str | None = None) -> None:
         """See :func:`acknowledge_cancel`."""
-        with self.transaction() as session:
-            acknowledge_cancel(session, task_id, host=self.host, message=message)
+        self._run(
+            lambda session: acknowledge_cancel(session, task_id, host=self.host, message=message)
+        )
 
 
 @dataclass
