@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from types import TracebackType
 
 from sqlalchemy import delete, select
@@ -29,9 +30,15 @@ from sqlalchemy.engine import Engine
 
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
 from tasktoolkit.errors import TaskCancelRequested, TaskFailure, TaskToolkitError
-from tasktoolkit.orm import Job, Worker, default_host, succeed_held_task
+from tasktoolkit.orm import Job, Worker, default_host, reap, succeed_held_task
 
-__all__ = ["INJECTED_FAILURE", "STEPS", "AgentStopping", "Agents", "run_job"]
+__all__ = [
+    "INJECTED_FAILURE",
+    "STEPS",
+    "AgentStopping",
+    "Agents",
+    "run_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 INJECTED_FAILURE = "injected_failure"
 #: Progress reports per task.
 STEPS = 5
+#: Longest an agent goes without a heartbeat while it works, in seconds.
+HEARTBEAT_EVERY = 2.0
 
 
 class AgentStopping(BaseException):
@@ -50,15 +59,25 @@ def _port_name(worker: Worker, port_id: str) -> str | None:
         return session.execute(select(Port.name).where(Port.id == port_id)).scalar()
 
 
+def _pause(job: Job, seconds: float, stop: threading.Event) -> None:
+    """Wait ``seconds``, heartbeating at least every :data:`HEARTBEAT_EVERY` seconds."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if stop.wait(min(left, HEARTBEAT_EVERY)):
+            # The agent is stopping: leave the task running for the reaper, as a
+            # crashed worker would, rather than pretend it was done.
+            raise AgentStopping
+        job.check_cancelled()
+    if stop.is_set():
+        raise AgentStopping
+
+
 def _work(job: Job, port_name: str | None, task_delay: float, stop: threading.Event) -> None:
     """Pretend to do ``job``: ``STEPS`` steps, progress after each, cancellable."""
     fail_at = STEPS // 2 if port_name and port_name.startswith(f"fail-{job.name}") else None
     for step in range(STEPS):
         job.check_cancelled()
-        if stop.wait(task_delay / STEPS):
-            # The agent is stopping: leave the task running for the reaper, as a
-            # crashed worker would, rather than pretend it was done.
-            raise AgentStopping
+        _pause(job, task_delay / STEPS, stop)
         if step == fail_at:
             raise TaskFailure(
                 INJECTED_FAILURE,
@@ -103,9 +122,11 @@ class Agents:
     """``count`` worker threads running the port tasks until stopped.
 
     :param engine: the database (the API's).
-    :param count: how many threads; 0 runs none.
+    :param count: how many worker threads; 0 runs none (the reaper may still run).
     :param task_delay: seconds each task takes.
     :param poll_interval: seconds an idle agent waits before looking again.
+    :param reap_interval: seconds between two runs of the toolkit's reaper, which
+        fails (or re-queues) the tasks of agents that died; 0 runs no reaper.
     """
 
     def __init__(
@@ -115,15 +136,17 @@ class Agents:
         count: int = 2,
         task_delay: float = 0.5,
         poll_interval: float = 0.05,
+        reap_interval: float = 10.0,
     ) -> None:
         if not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be an integer >= 0, got {count!r}")
-        if task_delay < 0 or poll_interval <= 0:
-            raise ValueError("task_delay must be >= 0 and poll_interval > 0")
+        if task_delay < 0 or poll_interval <= 0 or reap_interval < 0:
+            raise ValueError("task_delay and reap_interval must be >= 0, poll_interval > 0")
         self.engine = engine
         self.count = count
         self.task_delay = task_delay
         self.poll_interval = poll_interval
+        self.reap_interval = reap_interval
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -136,6 +159,10 @@ class Agents:
             thread = threading.Thread(
                 target=self._run, args=(worker,), name=f"sample-agent-{i}", daemon=True
             )
+            thread.start()
+            self._threads.append(thread)
+        if self.reap_interval:
+            thread = threading.Thread(target=self._reap, name="sample-reaper", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -174,3 +201,18 @@ class Agents:
             except Exception:
                 log.exception("%s: unexpected error; retrying shortly", worker.host)
                 self._stop.wait(1.0)
+
+    def _reap(self) -> None:
+        while not self._stop.wait(self.reap_interval):
+            try:
+                result = reap(self.engine)
+            except Exception:
+                log.exception("reaper: unexpected error; trying again later")
+                continue
+            if result.total:
+                log.warning(
+                    "reaper: %d lost tasks failed, %d re-queued, %d cancelled",
+                    len(result.failed),
+                    len(result.requeued),
+                    len(result.cancelled),
+                )

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sample_app.engine import create_sample_engine
 from sample_app.models import (
+    HEARTBEAT_TIMEOUT,
     PORT_CREATE_TASKS,
     PORT_DELETE_TASK,
     PORT_UPDATE_TASK,
@@ -462,7 +463,11 @@ class SampleAPI:
         ]
         session.add_all(ports)
         # Every task of the request in one statement, under the request's operation.
-        spawn_tasks(session, [(p, name) for p in ports for name in PORT_CREATE_TASKS])
+        spawn_tasks(
+            session,
+            [(p, name) for p in ports for name in PORT_CREATE_TASKS],
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        )
         views = [port_view(p, "BUILD") for p in ports]
         return _json({"ports": views} if bulk else {"port": views[0]}, 202)
 
@@ -480,7 +485,7 @@ class SampleAPI:
         port = self._load(session, caller, Port, _route_id(request), lock=True)
         _refuse_if_deleting(session, port)
         port.name = name
-        port.spawn_task(PORT_UPDATE_TASK)
+        port.spawn_task(PORT_UPDATE_TASK, heartbeat_timeout=HEARTBEAT_TIMEOUT)
         return _json({"port": port_view(port, "BUILD")}, 202)
 
     def delete_port(self, request: webob.Request, session: Session, caller: Caller) -> Any:
@@ -501,7 +506,7 @@ class SampleAPI:
                 f"port {port.id} has tasks in progress: {listed}; wait for them to end "
                 f"(GET /ports/{port.id}/tasks) or cancel them",
             )
-        port.spawn_task(PORT_DELETE_TASK)
+        port.spawn_task(PORT_DELETE_TASK, heartbeat_timeout=HEARTBEAT_TIMEOUT)
         return _json({"port": port_view(port, "BUILD")}, 202)
 
 

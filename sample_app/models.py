@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from tasktoolkit.orm import NAMING_CONVENTION, ResourceStatus, TaskResource, UTCDateTime, utcnow
 
 __all__ = [
+    "HEARTBEAT_TIMEOUT",
     "PORT_CREATE_TASKS",
     "PORT_DELETE_TASK",
     "PORT_TASKS",
@@ -47,6 +48,9 @@ PORT_UPDATE_TASK = "security_groups"
 PORT_DELETE_TASK = "unbind"
 #: Every task name the agents run.
 PORT_TASKS = (*PORT_CREATE_TASKS, PORT_DELETE_TASK)
+#: Seconds a running task may go without a heartbeat before the reaper takes it
+#: (the agents heartbeat every two seconds at most).
+HEARTBEAT_TIMEOUT = 30
 
 # Neutron's words for the toolkit's derived statuses.
 _STATUS = {

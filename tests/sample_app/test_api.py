@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import webtest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sample_app.agents import INJECTED_FAILURE, AgentStopping, run_job
+from sample_app.agents import INJECTED_FAILURE, Agents, AgentStopping, run_job
 from sample_app.app import MAX_BULK
-from sample_app.models import PORT_TASKS, Port
-from tasktoolkit.orm import Operation, Task, Worker
+from sample_app.models import HEARTBEAT_TIMEOUT, PORT_TASKS, Port
+from tasktoolkit.orm import WORKER_LOST, Operation, Task, Worker, utcnow
+from tests.sample_app.conftest import wait_for
 
 
 @pytest.fixture
@@ -155,6 +157,27 @@ def test_a_stopping_agent_leaves_its_task_running(
         task = session.get(Task, job.id)
         assert task is not None
         assert task.state == "running"  # left for the reaper, as a crashed worker's
+
+
+def test_the_reaper_fails_a_dead_agents_task(
+    api: webtest.TestApp, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    port_id = port(api, network(api))["id"]
+    dead = Worker(engine, ["l2_wiring"], host="dead-agent")
+    job = dead.claim()
+    assert job is not None
+    with session_factory.begin() as session:
+        # Its last heartbeat was longer ago than the sample's timeout.
+        stale = utcnow() - timedelta(seconds=HEARTBEAT_TIMEOUT + 1)
+        session.execute(update(Task).where(Task.id == job.id).values(heartbeat_at=stale))
+    with Agents(engine, count=0, reap_interval=0.01):
+        task = wait_for(
+            lambda: api.get(f"/ports/{port_id}/tasks/{job.id}").json["task"],
+            lambda value: value["state"] != "running",
+            "the reaper moved the lost task",
+        )
+    assert task["state"] == "failed"
+    assert task["error"]["code"] == WORKER_LOST
 
 
 def test_cancelled_pending_task(api: webtest.TestApp, worker: Worker) -> None:
