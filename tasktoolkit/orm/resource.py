@@ -66,7 +66,8 @@ __all__ = [
     "spawn_tasks",
 ]
 
-_RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,47}\Z")
+# 39 keeps "ix_tasktoolkit_tasks_<type>_id" within PostgreSQL's 63-character names.
+_RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,38}\Z")
 _TASK_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 _ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
 _DEFAULT_POLICY = ExpiryPolicy()
@@ -220,7 +221,7 @@ def _register(cls: type[TaskResource]) -> None:
     if not isinstance(resource_type, str) or not _RESOURCE_TYPE.match(resource_type):
         raise ResourceTypeConflictError(
             f"{cls.__name__}.__resource_type__ must be lower-case letters, digits and '_' "
-            f"(at most 48), got {resource_type!r}"
+            f"(at most 39), got {resource_type!r}"
         )
     if resource_type in _REGISTRY:
         other = _REGISTRY[resource_type].cls

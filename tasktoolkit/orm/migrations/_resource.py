@@ -61,7 +61,7 @@ def resource_column_names(resource_type: str, referent: str = "ports.id") -> Res
     """
     if not isinstance(resource_type, str) or not _RESOURCE_TYPE.match(resource_type):
         raise ValueError(
-            "resource_type must be lower-case letters, digits and '_' (at most 48), "
+            "resource_type must be lower-case letters, digits and '_' (at most 39), "
             f"got {resource_type!r}"
         )
     parts = referent.split(".") if isinstance(referent, str) else []
