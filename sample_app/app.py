@@ -439,13 +439,17 @@ class SampleAPI:
         else:
             wanted = [_port_request("port", _envelope(body, "port"))]
             bulk = False
+        # A shared lock: a concurrent DELETE of the network (which locks it for
+        # update) waits for these ports, then sees their tasks and refuses.
         networks = {
             n.id: n
             for n in session.execute(
-                select(Network).where(
-                    Network.id.in_({w.network_id for w in wanted}),
+                select(Network)
+                .where(
+                    Network.id.in_(sorted({w.network_id for w in wanted})),
                     self._visible(caller, Network),
                 )
+                .with_for_update(read=True)
             ).scalars()
         }
         for want in wanted:

@@ -250,4 +250,5 @@ def _tour(client: Client, out: TextIO, tty: bool) -> None:
             f"   {operation['method']:<6} {operation['path']:<44} {operation['state']:<9} {counts}",
         )
 
-    _say(out, "\nTry it yourself: python -m sample_app serve, then see docs/sample_app.md.")
+    _say(out, "\nTry it: python -m sample_app serve (docs/sample_app.md has curl examples).")
+    _say(out, "A port named fail-dhcp_provisioning shows a failed task, its error, an ERROR port.")
