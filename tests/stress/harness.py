@@ -48,7 +48,7 @@ class Plan:
 
     workers: int = 4
     operations: int = 8
-    tasks_per_operation: int = 150
+    tasks_per_operation: int = 125
     #: Finished tasks that expired before the run (purged during it).
     expired_tasks: int = 300
     #: One in how many live tasks the canceller tries to cancel (0: no canceller).
@@ -99,6 +99,11 @@ def seed(engine: Engine, plan: Plan) -> Seeded:
     """Live operations with pending tasks; old finished ones, partly expired."""
     seeded = Seeded()
     now = orm.utcnow()
+    if engine.dialect.name == "sqlite":
+        # Several processes on one SQLite file: WAL lets readers go on while one
+        # writes (docs/workers.md recommends it); it stays set in the file.
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     with Session(engine) as s:
         for n in range(plan.operations):
             rid = new_request_id()
