@@ -51,6 +51,12 @@ def _port(value: str) -> int:
     return number
 
 
+_DB = "sqlite:///sample_app.db"
+_DB_HELP = f"SQLAlchemy URL of the database ({_DB}); PostgreSQL and MariaDB URLs work too"
+_DELAY = "seconds each task takes"
+_AGENTS = "worker threads; 0 runs none"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sample_app",
@@ -60,21 +66,27 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="a tour on a throw-away SQLite database")
-    demo.add_argument("--task-delay", type=_non_negative, default=0.4, metavar="S")
-    demo.add_argument("--agents", type=_count, default=4, metavar="N")
+    demo.add_argument(
+        "--task-delay", type=_non_negative, default=0.4, metavar="S", help=_DELAY + " (0.4)"
+    )
+    demo.add_argument("--agents", type=_count, default=4, metavar="N", help=_AGENTS + " (4)")
 
     serve = commands.add_parser("serve", help="serve the API, with its agents, until interrupted")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
-    serve.add_argument("--db-url", default="sqlite:///sample_app.db", metavar="URL")
-    serve.add_argument("--task-delay", type=_non_negative, default=0.5, metavar="S")
-    serve.add_argument("--agents", type=_count, default=2, metavar="N", help="0: none")
-    serve.add_argument("--log-requests", action="store_true")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8080, help="8080; 0 picks a free port")
+    serve.add_argument("--db-url", default=_DB, metavar="URL", help=_DB_HELP)
+    serve.add_argument(
+        "--task-delay", type=_non_negative, default=0.5, metavar="S", help=_DELAY + " (0.5)"
+    )
+    serve.add_argument("--agents", type=_count, default=2, metavar="N", help=_AGENTS + " (2)")
+    serve.add_argument("--log-requests", action="store_true", help="log each request on stderr")
 
     agents = commands.add_parser("agents", help="run the agents alone, until interrupted")
-    agents.add_argument("--db-url", default="sqlite:///sample_app.db", metavar="URL")
-    agents.add_argument("--task-delay", type=_non_negative, default=0.5, metavar="S")
-    agents.add_argument("--agents", type=_count, default=2, metavar="N")
+    agents.add_argument("--db-url", default=_DB, metavar="URL", help=_DB_HELP)
+    agents.add_argument(
+        "--task-delay", type=_non_negative, default=0.5, metavar="S", help=_DELAY + " (0.5)"
+    )
+    agents.add_argument("--agents", type=_count, default=2, metavar="N", help=_AGENTS + " (2)")
     return parser
 
 

@@ -20,7 +20,7 @@
 
 Example::
 
-    engine = create_engine("sqlite:///sample_app.db")
+    engine = create_sample_engine("sqlite:///sample_app.db", create=True)
     wsgi_app = make_app(engine)          # the middlewares, the API and the task endpoints
 """
 
