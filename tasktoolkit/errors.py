@@ -14,7 +14,10 @@ __all__ = [
     "InvalidRevisionError",
     "InvalidStateError",
     "InvalidTTLError",
+    "InvalidTaskNameError",
+    "InvalidTaskOptionError",
     "InvalidTransitionError",
+    "NotAResourceError",
     "NotFoundError",
     "OperationNotFoundError",
     "ResourceTypeConflictError",
@@ -154,9 +157,30 @@ class TransientResourceError(TaskToolkitError, ValueError):
 
 
 class ResourceTypeConflictError(TaskToolkitError, TypeError):
-    """Two models declared the same resource type, or a model declared none."""
+    """A resource model that cannot be declared: two models with the same resource
+    type, a model with none, a malformed one, or a bad ``__task_expiry__``."""
 
     code = "tasktoolkit.resource_type_conflict"
+
+
+class NotAResourceError(TaskToolkitError, TypeError):
+    """A task was spawned on an object whose model does not mix in ``TaskResource``."""
+
+    code = "tasktoolkit.not_a_resource"
+
+
+class InvalidTaskNameError(TaskToolkitError, ValueError):
+    """A task name that is empty, too long or has characters other than ``A-Za-z0-9_.:-``."""
+
+    status = 400
+    code = "tasktoolkit.invalid_task_name"
+
+
+class InvalidTaskOptionError(TaskToolkitError, ValueError):
+    """A bad option when spawning tasks (``max_attempts``, ``heartbeat_timeout``)."""
+
+    status = 400
+    code = "tasktoolkit.invalid_task_option"
 
 
 class DatabaseUnavailableError(TaskToolkitError):

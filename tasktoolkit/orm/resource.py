@@ -51,7 +51,13 @@ from sqlalchemy.orm import Mapped, Session, object_session, relationship
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit import context
-from tasktoolkit.errors import ResourceTypeConflictError, TransientResourceError
+from tasktoolkit.errors import (
+    InvalidTaskNameError,
+    InvalidTaskOptionError,
+    NotAResourceError,
+    ResourceTypeConflictError,
+    TransientResourceError,
+)
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm.expiry import ExpiryPolicy
 from tasktoolkit.orm.records import Task, tasks_table
@@ -230,7 +236,7 @@ def _register(cls: type[TaskResource]) -> None:
             f"{other.__module__}.{other.__qualname__} and {cls.__module__}.{cls.__qualname__}"
         )
     if not isinstance(cls.__task_expiry__, ExpiryPolicy):
-        raise TypeError(f"{cls.__name__}.__task_expiry__ must be an ExpiryPolicy")
+        raise ResourceTypeConflictError(f"{cls.__name__}.__task_expiry__ must be an ExpiryPolicy")
     mapper = cls.__mapper__
     if len(mapper.primary_key) != 1:
         raise ResourceTypeConflictError(
@@ -320,20 +326,24 @@ def spawn_tasks(
     """
     items = list(items)
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-        raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        raise InvalidTaskOptionError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
     if (
         not isinstance(heartbeat_timeout, int)
         or isinstance(heartbeat_timeout, bool)
         or heartbeat_timeout < 1
     ):
-        raise ValueError(f"heartbeat_timeout must be an integer >= 1, got {heartbeat_timeout!r}")
+        raise InvalidTaskOptionError(
+            f"heartbeat_timeout must be an integer >= 1, got {heartbeat_timeout!r}"
+        )
     needs_flush = False
     for resource, name in items:
         info = _REGISTRY.get(getattr(type(resource), "__resource_type__", ""))
         if info is None or not isinstance(resource, info.cls):
-            raise TypeError(f"{resource!r} is not a task resource")
+            raise NotAResourceError(f"{resource!r} is not a task resource")
         if not isinstance(name, str) or not _TASK_NAME.match(name):
-            raise ValueError(f"task name must be 1-128 letters, digits or '_.:-', got {name!r}")
+            raise InvalidTaskNameError(
+                f"task name must be 1-128 letters, digits or '_.:-' (not first), got {name!r}"
+            )
         state = inspect(resource)
         if state.transient or state.detached or state.deleted or state.was_deleted:
             raise TransientResourceError(
