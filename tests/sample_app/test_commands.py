@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 import subprocess
 import sys
 import time
-import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from paste.deploy import loadapp
 
 from sample_app.app import app_factory
 from sample_app.demo import run_demo
-from tests.sample_app.conftest import DEADLINE, ROOT, start_process
+from tests.sample_app.conftest import DEADLINE, ROOT, Http, start_process, wait_for
 
 PASTE_INI = ROOT / "sample_app" / "api-paste.ini"
 
@@ -146,44 +144,65 @@ def test_app_factory_refuses_bad_configuration(conf: dict[str, str], message: st
         app_factory({}, **conf)
 
 
-def test_gunicorn_serves_the_paste_pipeline(tmp_path: Path) -> None:
-    log = tmp_path / "gunicorn.log"
-    running = start_process(
+def test_gunicorn_and_agents_serve_the_paste_pipeline(tmp_path: Path) -> None:
+    """The production-style run of docs/sample_app.md: agents, then gunicorn workers."""
+    ini = paste_ini(tmp_path)
+    agents = start_process(
         [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--paste",
-            str(paste_ini(tmp_path)),
-            "--bind",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--control-socket",
-            str(tmp_path / "gunicorn.ctl"),
+            sys.executable,
+            "-m",
+            "sample_app",
+            "agents",
+            "--db-url",
+            f"sqlite:///{tmp_path / 'paste.db'}",
+            "--task-delay",
+            "0.01",
         ],
-        log,
+        tmp_path / "agents.log",
     )
+    gunicorn = None
     try:
-        deadline = time.monotonic() + DEADLINE
-        while not (
-            found := re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", running.stderr())
-        ):
-            assert running.process.poll() is None, running.stderr()
-            assert time.monotonic() < deadline, running.stderr()
-            time.sleep(0.05)
-        base = found.group(1)
-        request = urllib.request.Request(
-            f"{base}/networks",
-            data=json.dumps({"network": {"name": "g"}}).encode(),
-            headers={"Content-Type": "application/json", "X-Project-Id": "gp"},
-            method="POST",
+        # The agents create the tables before they say they run.
+        assert agents.first_line("sample_app agents").startswith("2 agents running")
+        gunicorn = start_process(
+            [
+                str(Path(sys.executable).with_name("gunicorn")),
+                "--paste",
+                str(ini),
+                "--bind",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--control-socket",
+                str(tmp_path / "gunicorn.ctl"),
+            ],
+            tmp_path / "gunicorn.log",
         )
-        with urllib.request.urlopen(request, timeout=DEADLINE) as response:
-            assert response.status == 201
-            assert json.load(response)["network"]["project_id"] == "gp"
-            assert response.headers["X-Request-Id"].startswith("req-")
-            assert response.headers["Operation-Location"].startswith(f"{base}/operations/req-")
+        listening = wait_for(
+            lambda: re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", gunicorn.stderr()),
+            lambda found: found is not None or gunicorn.process.poll() is not None,
+            "gunicorn listening",
+        )
+        assert listening is not None, gunicorn.stderr()
+        client = Http(listening.group(1), project="gp")
+        reply = client.post("/networks", {"network": {"name": "g"}})
+        assert reply.status == 201
+        assert reply.body["network"]["project_id"] == "gp"
+        assert reply.header("Operation-Location") == (
+            f"{client.base_url}/operations/{reply.header('X-Request-Id')}"
+        )
+        reply = client.post("/ports", {"port": {"network_id": reply.body["network"]["id"]}})
+        assert reply.status == 202
+        port_id = reply.body["port"]["id"]
+        wait_for(
+            lambda: client.get(f"/ports/{port_id}").body["port"]["status"],
+            lambda status: status == "ACTIVE",
+            "the agents ran the port's tasks",
+        )
     finally:
-        assert running.stop() == 0, running.stderr()
+        if gunicorn is not None:
+            assert gunicorn.stop() == 0, gunicorn.stderr()
+        assert agents.stop() == 0, agents.stderr()
 
 
 README_EXAMPLE_DRIVER = """
