@@ -28,13 +28,20 @@ _QUEUE = "tasktoolkit.signals"
 
 
 class _Queued:
-    """A signal waiting for the commit of the transaction (or savepoint) ``scope``."""
+    """A signal waiting for the commit of the transaction (or savepoint) ``scope``.
 
-    __slots__ = ("scope", "send")
+    ``rank`` orders what one commit sends: task signals (0) before the
+    operation signals (1) their moves caused, whatever order the code queued them in.
+    """
 
-    def __init__(self, scope: SessionTransaction | None, send: Callable[[], Any]) -> None:
+    __slots__ = ("rank", "scope", "send")
+
+    def __init__(
+        self, scope: SessionTransaction | None, send: Callable[[], Any], rank: int
+    ) -> None:
         self.scope = scope
         self.send = send
+        self.rank = rank
 
 
 def _boundary(transaction: SessionTransaction) -> SessionTransaction:
@@ -52,24 +59,24 @@ def _within(scope: SessionTransaction | None, boundary: SessionTransaction) -> b
     return False
 
 
-def _queue(session: Session, send: Callable[[], Any]) -> None:
+def _queue(session: Session, send: Callable[[], Any], rank: int) -> None:
     # A change belongs to the innermost savepoint open when it is made: rolling
     # that savepoint back must drop its signal and no other.
     scope = session.get_nested_transaction() or session.get_transaction()
     queue: list[_Queued] = session.info.setdefault(_QUEUE, [])
-    queue.append(_Queued(scope, send))
+    queue.append(_Queued(scope, send, rank))
 
 
 def queue_task_change(session: Session, change: TaskChange) -> None:
     """Send ``change`` (created or state changed) once ``session`` commits."""
     signal = signals.task_created if change.old_state is None else signals.task_state_changed
-    _queue(session, lambda: signal.send(change.resource_type, change=change))
+    _queue(session, lambda: signal.send(change.resource_type, change=change), 0)
 
 
 def queue_operation_finished(session: Session, change: OperationChange | None) -> None:
     """Send ``operation_finished`` for ``change`` once ``session`` commits."""
     if change is not None:
-        _queue(session, lambda: signals.operation_finished.send(None, change=change))
+        _queue(session, lambda: signals.operation_finished.send(None, change=change), 1)
 
 
 @event.listens_for(Session, "after_flush")
@@ -114,8 +121,8 @@ def _send_queued(session: Session) -> None:
             if queued.scope is released:
                 queued.scope = enclosing
         return
-    queue = session.info.pop(_QUEUE, None)
-    for queued in queue or ():
+    queue: list[_Queued] = session.info.pop(_QUEUE, None) or []
+    for queued in sorted(queue, key=lambda q: q.rank):  # stable: queue order within a rank
         queued.send()
 
 

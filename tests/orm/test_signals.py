@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,9 @@ from tasktoolkit.orm import (
     fail_task,
     start_task,
     succeed_task,
+    utcnow,
 )
+from tasktoolkit.orm.lifespan import reap
 from tests.models import Node
 from tests.orm._db import spawn
 
@@ -190,3 +193,27 @@ def test_failed_flush_sends_nothing(session: Session, node: Node, heard: Heard) 
     session.rollback()
     session.commit()
     assert heard == []
+
+
+def test_task_signals_come_before_the_operation_they_finish(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+    heard: Heard,
+) -> None:
+    """Whatever order the code queues them in (here the reaper's), one commit
+    announces the task's move before the operation it finished."""
+    op = open_op()
+    with in_request(op):
+        (task,) = spawn(session, node, "boot")
+    start_task(session, task.id, host="gone")
+    session.commit()
+    with engine.begin() as conn:
+        end_request(conn, op, 202)
+    heard.clear()
+    reaped = reap(engine, now=utcnow() + timedelta(days=1))
+    assert reaped.failed == (task.id,)
+    assert names(heard) == ["task-state-changed", "operation-finished"]
+    assert heard[1][2].state == "failed"
