@@ -33,6 +33,7 @@ from tasktoolkit.orm.operations import (
     count_task_transition,
     end_request,
     open_operation,
+    settle_orphaned_operations,
 )
 from tasktoolkit.orm.queries import (
     ALL_PROJECTS,
@@ -147,6 +148,7 @@ __all__ = [
     "resource_class",
     "resource_types",
     "set_progress",
+    "settle_orphaned_operations",
     "spawn_tasks",
     "start_task",
     "succeed_held_task",

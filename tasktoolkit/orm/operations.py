@@ -7,24 +7,43 @@ in the same transaction, under the row lock its own count update took, so two
 processes can never both finish it or miss finishing it.
 
 These functions take a Core :class:`~sqlalchemy.engine.Connection` (a
-session's ``session.connection()`` works too) and never commit.
+session's ``session.connection()`` works too) and never commit, except
+:func:`settle_orphaned_operations`, a sweep that runs its own transactions.
+
+Tasks deleted while active
+--------------------------
+A resource's tasks go with it on every delete path, including database
+cascades nobody can observe (MariaDB fires no trigger for them). A task
+deleted while ``pending`` or ``running`` would leave its operation counting
+it as active, and so ``running`` for ever. :func:`settle_orphaned_operations`
+(run it beside the reaper) finds such operations, counts the vanished tasks as
+``cancelled`` and finishes the operation when nothing is left active.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection, CursorResult, Engine
 
+from tasktoolkit import signals
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm.expiry import DEFAULT_TTL, check_ttl
 from tasktoolkit.orm.records import operations_table as _T
+from tasktoolkit.orm.records import tasks_table as _TASKS
 from tasktoolkit.orm.states import OperationState, TaskState
 from tasktoolkit.signals import OperationChange
 
-__all__ = ["OperationFields", "count_task_transition", "end_request", "open_operation"]
+__all__ = [
+    "OperationFields",
+    "count_task_transition",
+    "end_request",
+    "open_operation",
+    "settle_orphaned_operations",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +193,93 @@ def _finish_if_done(
     if result.rowcount != 1:
         return None
     return OperationChange(operation_id, state.value, row.http_status, row.method, row.path)
+
+
+_ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
+
+
+def settle_orphaned_operations(
+    bind: Engine, *, limit: int = 500, now: datetime | None = None
+) -> list[OperationChange]:
+    """Count the active tasks that vanished with their resource as cancelled.
+
+    Each operation is settled in a short transaction of its own: its row is
+    locked first (the lock every task transition and spawn takes to change its
+    counts), then its active tasks are read, and the counts are rewritten only
+    if they are still the ones read (a compare-and-set), so a concurrent spawn
+    or transition is never mistaken for a vanished task. ``operation_finished``
+    is sent, after commit, for each operation this finishes.
+
+    :param limit: at most this many operations are looked at per call.
+    :returns: the changes of the operations this finished.
+    """
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+    if bind.dialect.name in ("mysql", "mariadb"):
+        # Each read must see the latest commits, not a REPEATABLE READ snapshot.
+        bind = bind.execution_options(isolation_level="READ COMMITTED")
+    active = (
+        select(func.count())
+        .select_from(_TASKS)
+        .where(_TASKS.c.request_id == _T.c.id, _TASKS.c.state.in_(_ACTIVE))
+        .scalar_subquery()
+    )
+    candidates = (
+        select(_T.c.id)
+        # Running operations never expire: the expiry index finds them.
+        .where(_T.c.expires_at.is_(None), _T.c.state == OperationState.RUNNING.value)
+        .where(_T.c.tasks_pending + _T.c.tasks_running > active)
+        .limit(limit)
+    )
+    with bind.connect() as conn:
+        found = list(conn.execute(candidates).scalars())
+    finished = []
+    for operation_id in found:
+        with bind.begin() as conn:
+            change = _settle(conn, operation_id, now or utcnow())
+        if change is not None:
+            signals.operation_finished.send(None, change=change)
+            finished.append(change)
+    return finished
+
+
+def _settle(connection: Connection, operation_id: str, now: datetime) -> OperationChange | None:
+    row = connection.execute(
+        select(_T.c.tasks_pending, _T.c.tasks_running)
+        .where(_T.c.id == operation_id, _T.c.state == OperationState.RUNNING.value)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:
+        return None
+    states = list(
+        connection.execute(
+            select(_TASKS.c.state).where(
+                _TASKS.c.request_id == operation_id, _TASKS.c.state.in_(_ACTIVE)
+            )
+        ).scalars()
+    )
+    gone_pending = max(0, row.tasks_pending - states.count(TaskState.PENDING.value))
+    gone_running = max(0, row.tasks_running - states.count(TaskState.RUNNING.value))
+    if gone_pending + gone_running == 0:
+        return None
+    result = cast(
+        CursorResult[Any],
+        connection.execute(
+            update(_T)
+            .where(
+                _T.c.id == operation_id,
+                _T.c.state == OperationState.RUNNING.value,
+                _T.c.tasks_pending == row.tasks_pending,
+                _T.c.tasks_running == row.tasks_running,
+            )
+            .values(
+                tasks_pending=_T.c.tasks_pending - gone_pending,
+                tasks_running=_T.c.tasks_running - gone_running,
+                tasks_cancelled=_T.c.tasks_cancelled + gone_pending + gone_running,
+                updated_at=now,
+            )
+        ),
+    )
+    if result.rowcount != 1:
+        return None  # its counts moved meanwhile: the next sweep looks again
+    return _finish_if_done(connection, operation_id, now)

@@ -18,6 +18,7 @@ from tasktoolkit.orm import (
     end_request,
     fail_task,
     mark_cancelled,
+    settle_orphaned_operations,
     start_task,
     succeed_task,
 )
@@ -260,3 +261,101 @@ def test_counts_after_many_spawns_in_one_flush(
             n.spawn_tasks(["a", "b"])
         session.commit()
     assert counts_of(engine, op) == {"pending": 10}
+
+
+# -- tasks deleted while active ----------------------------------------------------
+
+
+def _delete_node(engine: Engine, node: Node) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM nodes WHERE id = :id"), {"id": node.id})
+
+
+@pytest.mark.parametrize(
+    ("others", "expected_state", "expected_counts"),
+    [
+        pytest.param([], "cancelled", {"cancelled": 2}, id="all-vanished"),
+        pytest.param(
+            ["succeeded"], "cancelled", {"succeeded": 1, "cancelled": 2}, id="with-success"
+        ),
+        pytest.param(["failed"], "failed", {"failed": 1, "cancelled": 2}, id="with-failure"),
+        pytest.param(["running"], "running", {"running": 1, "cancelled": 2}, id="one-still-active"),
+    ],
+)
+def test_vanished_active_tasks_settle_the_operation(
+    session: Session,
+    engine: Engine,
+    make_node: Callable[..., Node],
+    open_op: Callable[..., str],
+    in_request: Any,
+    others: list[str],
+    expected_state: str,
+    expected_counts: dict[str, int],
+) -> None:
+    doomed, survivor = make_node("doomed"), make_node("survivor")
+    op = open_op()
+    with in_request(op):
+        _, running = spawn(session, doomed, "a", "b")
+        kept = spawn(session, survivor, *[f"k{i}" for i in range(len(others))])
+    start_task(session, running.id, host="w")
+    session.commit()
+    for task, final in zip(kept, others, strict=True):
+        if final == "running":
+            start_task(session, task.id)
+            session.commit()
+        else:
+            _finish(session, task, final)
+    _end(engine, op, 202)
+    _delete_node(engine, doomed)
+    assert operation_row(engine, op)["state"] == "running"  # stuck, until settled
+
+    finished = settle_orphaned_operations(engine)
+
+    assert counts_of(engine, op) == expected_counts
+    row = operation_row(engine, op)
+    assert row["state"] == expected_state
+    assert [c.operation_id for c in finished] == ([] if expected_state == "running" else [op])
+    if expected_state != "running":
+        assert row["expires_at"] == row["finished_at"] + timedelta(hours=24)
+    assert settle_orphaned_operations(engine) == []  # nothing more to settle
+
+
+def test_settle_leaves_consistent_operations_alone(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+) -> None:
+    op = open_op()
+    with in_request(op):
+        (task,) = spawn(session, node, "boot")
+    _end(engine, op, 202)
+    before = operation_row(engine, op)
+    assert settle_orphaned_operations(engine) == []
+    assert operation_row(engine, op) == before
+    _finish(session, task, "succeeded")
+    assert operation_row(engine, op)["state"] == "succeeded"
+
+
+def test_settle_before_the_request_ends_only_fixes_counts(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+) -> None:
+    op = open_op()
+    with in_request(op):
+        spawn(session, node, "boot")
+    _delete_node(engine, node)
+    assert settle_orphaned_operations(engine) == []
+    assert counts_of(engine, op) == {"cancelled": 1}
+    change = _end(engine, op, 204)
+    assert change is not None and change.state == "cancelled"
+
+
+@pytest.mark.parametrize("limit", [pytest.param(0, id="zero"), pytest.param(True, id="bool")])
+def test_settle_bad_limit(engine: Engine, limit: Any) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        settle_orphaned_operations(engine, limit=limit)
