@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from types import TracebackType
 
 from sqlalchemy import delete, select
@@ -35,6 +36,7 @@ from tasktoolkit.orm import Job, Worker, default_host, reap, succeed_held_task
 __all__ = [
     "INJECTED_FAILURE",
     "STEPS",
+    "UNEXPECTED_ERROR",
     "AgentStopping",
     "Agents",
     "run_job",
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: The error code of a task failed on purpose (``fail-<task name>`` ports).
 INJECTED_FAILURE = "injected_failure"
+#: The error code of a task whose work raised an unexpected exception.
+UNEXPECTED_ERROR = "worker_error"
 #: Progress reports per task.
 STEPS = 5
 #: Longest an agent goes without a heartbeat while it works, in seconds.
@@ -108,6 +112,10 @@ def run_job(
     except TaskFailure as failure:
         job.fail(failure.error_code, failure.message)
         return
+    except Exception as exc:
+        # Recorded as the toolkit's Job records an unexpected error, then re-raised.
+        job.fail(UNEXPECTED_ERROR, str(exc) or type(exc).__name__, traceback.format_exc())
+        raise
     # Success and the delete in one transaction: either the port is gone with
     # its tasks and the operation counts the success, or nothing happened.
     with worker.transaction() as session:

@@ -17,7 +17,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sample_app.agents import INJECTED_FAILURE, Agents, AgentStopping, run_job
+from sample_app import agents
+from sample_app.agents import (
+    INJECTED_FAILURE,
+    UNEXPECTED_ERROR,
+    Agents,
+    AgentStopping,
+    run_job,
+)
 from sample_app.app import MAX_BULK
 from sample_app.models import HEARTBEAT_TIMEOUT, PORT_TASKS, Port
 from tasktoolkit.orm import WORKER_LOST, Operation, Task, Worker, utcnow
@@ -157,6 +164,31 @@ def test_a_stopping_agent_leaves_its_task_running(
         task = session.get(Task, job.id)
         assert task is not None
         assert task.state == "running"  # left for the reaper, as a crashed worker's
+
+
+@pytest.mark.parametrize(
+    "task", [pytest.param("l2_wiring", id="create"), pytest.param("unbind", id="unbind")]
+)
+def test_an_unexpected_error_fails_the_task_and_keeps_the_port(
+    api: webtest.TestApp, worker: Worker, monkeypatch: pytest.MonkeyPatch, task: str
+) -> None:
+    port_id = port(api, network(api))["id"]
+    if task == "unbind":
+        run_all(worker)
+        api.delete(f"/ports/{port_id}", status=202)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("the wire was cut")
+
+    monkeypatch.setattr(agents, "_work", broken)
+    job = worker.claim([task])
+    assert job is not None
+    with pytest.raises(RuntimeError, match="the wire was cut"):
+        run_job(worker, job, task_delay=0)
+    failed = api.get(f"/ports/{port_id}/tasks/{job.id}").json["task"]
+    assert failed["state"] == "failed"
+    assert failed["error"] == {"code": UNEXPECTED_ERROR, "message": "the wire was cut"}
+    assert status(api, port_id) == ("ERROR" if task == "unbind" else "BUILD")
 
 
 def test_the_reaper_fails_a_dead_agents_task(
