@@ -175,3 +175,21 @@ def test_cascade_leaves_no_stale_task_in_session(
     session.execute(delete(Node).where(Node.id == doomed.id))
     session.commit()
     assert session.get(Task, doomed_tasks[0], populate_existing=True) is None
+
+
+def test_cascade_after_a_connection_is_invalidated(
+    session: Session, engine: Engine, backend: str, make_node: Callable[..., Node]
+) -> None:
+    """A pooled connection replaced after an error (invalidated) cascades too."""
+    doomed, _, doomed_tasks, kept_tasks = _two_nodes(session, make_node)
+    prepared = orm.prepare_engine(create_engine(engine.url, pool_size=1))
+    try:
+        with prepared.connect() as conn:
+            conn.invalidate()  # the DBAPI connection is closed; the pool entry reconnects
+        with prepared.begin() as conn:
+            if backend == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            conn.execute(text("DELETE FROM nodes WHERE id = :id"), {"id": doomed.id})
+    finally:
+        prepared.dispose()
+    _assert_cascaded(engine, doomed_tasks, kept_tasks)
