@@ -51,7 +51,12 @@ from sample_app.models import (
 from tasktoolkit import http_errors
 from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter, is_admin_role, keystone_caller
 from tasktoolkit.endpoints import Router, mount
-from tasktoolkit.middleware import REQUEST_ID_KEY, OperationMiddleware, RequestIdMiddleware
+from tasktoolkit.middleware import (
+    REQUEST_ID_KEY,
+    OperationMiddleware,
+    RequestIdMiddleware,
+    set_operation_target,
+)
 from tasktoolkit.orm import Task, TaskState, prepare_engine, spawn_tasks
 
 if TYPE_CHECKING:
@@ -376,6 +381,7 @@ class SampleAPI:
         )
         session.add(network)
         session.flush()
+        set_operation_target(request.environ, Network.__resource_type__, network.id)
         return _json({"network": network_view(network, "ACTIVE")}, 201)
 
     def show_network(self, request: webob.Request, session: Session, caller: Caller) -> Any:
@@ -404,6 +410,7 @@ class SampleAPI:
                 f"port {busy.id} of network {network.id} has task {busy.name!r} {busy.state}; "
                 "wait for it to end (GET /ports/<id>/tasks) or cancel it",
             )
+        set_operation_target(request.environ, Network.__resource_type__, network.id)
         # A plain SQL DELETE: the database deletes the ports (ON DELETE CASCADE)
         # and, through the toolkit's foreign keys, their tasks.
         session.execute(
@@ -473,6 +480,8 @@ class SampleAPI:
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         views = [port_view(p, "BUILD") for p in ports]
+        if not bulk:
+            set_operation_target(request.environ, Port.__resource_type__, ports[0].id)
         return _json({"ports": views} if bulk else {"port": views[0]}, 202)
 
     def show_port(self, request: webob.Request, session: Session, caller: Caller) -> Any:
@@ -490,6 +499,7 @@ class SampleAPI:
         _refuse_if_deleting(session, port)
         port.name = name
         port.spawn_task(PORT_UPDATE_TASK, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+        set_operation_target(request.environ, Port.__resource_type__, port.id)
         return _json({"port": port_view(port, "BUILD")}, 202)
 
     def delete_port(self, request: webob.Request, session: Session, caller: Caller) -> Any:
@@ -511,6 +521,7 @@ class SampleAPI:
                 f"(GET /ports/{port.id}/tasks) or cancel them",
             )
         port.spawn_task(PORT_DELETE_TASK, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+        set_operation_target(request.environ, Port.__resource_type__, port.id)
         return _json({"port": port_view(port, "BUILD")}, 202)
 
 

@@ -71,6 +71,8 @@ def test_port_moves_from_build_to_active(client: Http) -> None:
     operation = finished(client, reply.header("Operation-Location"))
     assert operation["state"] == "succeeded"
     assert operation["task_counts"]["succeeded"] == 4
+    assert operation["action"] == "create_ports"
+    assert (operation["resource_type"], operation["resource_id"]) == ("port", port["id"])
 
 
 def test_network_create_operation_ends_with_its_response(client: Http) -> None:
@@ -117,6 +119,7 @@ def test_bulk_create_is_one_operation(client: Http) -> None:
     operation = finished(client, location)
     assert operation["state"] == "succeeded"
     assert operation["task_counts"]["succeeded"] == 12
+    assert operation["resource_id"] is None  # many resources: no single target
     tasks = client.get(location).body["operation"]["tasks"]
     assert len(tasks) == 12
     assert {t["resource_id"] for t in tasks} == {p["id"] for p in ports}
