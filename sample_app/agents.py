@@ -31,7 +31,14 @@ from sqlalchemy.engine import Engine
 
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
 from tasktoolkit.errors import TaskCancelRequested, TaskFailure, TaskToolkitError
-from tasktoolkit.orm import Job, Worker, default_host, reap, succeed_held_task
+from tasktoolkit.orm import (
+    Job,
+    Worker,
+    default_host,
+    reap,
+    settle_orphaned_operations,
+    succeed_held_task,
+)
 
 __all__ = [
     "INJECTED_FAILURE",
@@ -134,7 +141,8 @@ class Agents:
     :param task_delay: seconds each task takes.
     :param poll_interval: seconds an idle agent waits before looking again.
     :param reap_interval: seconds between two runs of the toolkit's reaper, which
-        fails (or re-queues) the tasks of agents that died; 0 runs no reaper.
+        fails (or re-queues) the tasks of agents that died and settles operations
+        whose tasks vanished while active; 0 runs no reaper.
     """
 
     def __init__(
@@ -214,6 +222,9 @@ class Agents:
         while not self._stop.wait(self.reap_interval):
             try:
                 result = reap(self.engine)
+                # Operations whose active tasks vanished with their resource (a
+                # delete outside the API) would otherwise stay running for ever.
+                settled = settle_orphaned_operations(self.engine)
             except Exception:
                 log.exception("reaper: unexpected error; trying again later")
                 continue
@@ -224,3 +235,5 @@ class Agents:
                     len(result.requeued),
                     len(result.cancelled),
                 )
+            if settled:
+                log.warning("reaper: %d orphaned operations finished", len(settled))

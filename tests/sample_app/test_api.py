@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import webtest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -210,6 +210,24 @@ def test_the_reaper_fails_a_dead_agents_task(
         )
     assert task["state"] == "failed"
     assert task["error"]["code"] == WORKER_LOST
+
+
+def test_the_reaper_settles_an_operation_whose_tasks_vanished(
+    api: webtest.TestApp, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    reply = api.post_json("/ports", {"port": {"network_id": network(api), "name": "p"}}, status=202)
+    operation_id = reply.headers["X-Request-Id"]
+    with session_factory.begin() as session:
+        # An operator deletes the row behind the API's back: the tasks go with it.
+        session.execute(delete(Port).where(Port.id == reply.json["port"]["id"]))
+    with Agents(engine, count=0, reap_interval=0.01):
+        operation = wait_for(
+            lambda: api.get(f"/operations/{operation_id}").json["operation"],
+            lambda value: value["state"] != "running",
+            "the orphaned operation settled",
+        )
+    assert operation["state"] == "cancelled"
+    assert operation["task_counts"]["cancelled"] == 4
 
 
 def test_cancelled_pending_task(api: webtest.TestApp, worker: Worker) -> None:
