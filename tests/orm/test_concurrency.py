@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tasktoolkit.errors import InvalidTransitionError
-from tasktoolkit.orm import Task, fail_task, start_task, succeed_task
+from tasktoolkit.orm import Task, cancel_task, fail_task, start_task, succeed_task
 from tasktoolkit.orm.records import tasks_table
 from tests.models import Node
 from tests.orm._db import counts_of, spawn, task_row
@@ -128,3 +128,35 @@ def test_many_starters_one_wins(
     with session_factory() as s:
         read = s.get(Task, task.id)
         assert read is not None and read.attempts == 1 and read.state == "running"
+
+
+def test_cancel_racing_a_start_is_never_lost(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+) -> None:
+    """A cancel and a start of the same pending task: either the cancel wins (the
+    start is refused) or the start wins and the cancel becomes a stop request."""
+    op = open_op()
+    with in_request(op):
+        (task,) = spawn(session, node, "boot")
+    outcomes = _race(
+        session_factory,
+        task.id,
+        [lambda s, t: cancel_task(s, t), lambda s, t: start_task(s, t, host="w")],
+    )
+    cancelled, started = outcomes
+    assert isinstance(cancelled, str), outcomes  # a cancel is never refused here
+    row = task_row(engine, task.id)
+    assert row is not None
+    if row["state"] == "cancelled":
+        assert isinstance(started, InvalidTransitionError)
+        assert row["attempts"] == 0
+        assert counts_of(engine, op) == {"cancelled": 1}
+    else:
+        assert started == "running"
+        assert (row["state"], row["cancel_requested"]) == ("running", True)
+        assert counts_of(engine, op) == {"running": 1}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import create_engine, event, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
@@ -288,3 +288,41 @@ def test_repr_never_loads(session: Session, node: Node) -> None:
     session.expire(task)
     assert repr(task) == "<Task >"
     assert "state" not in inspect(task).dict
+
+
+SESSION_TIME_ZONE = {
+    "postgresql": "SET TIME ZONE 'Asia/Kolkata'",
+    "mariadb": "SET time_zone = '+05:30'",
+}
+
+
+def test_times_survive_a_non_utc_database_session(
+    session: Session, engine: Engine, backend: str, node: Node
+) -> None:
+    """A connection whose database session is not in UTC reads and writes the same instants."""
+    (task,) = spawn(session, node, "boot")
+    local = create_engine(engine.url)
+
+    @event.listens_for(local, "connect")
+    def set_zone(dbapi_connection: Any, _: Any) -> None:
+        if backend in SESSION_TIME_ZONE:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(SESSION_TIME_ZONE[backend])
+            cursor.close()
+
+    moment = datetime(2026, 6, 1, 23, 30, 0, 5, tzinfo=UTC)
+    try:
+        with Session(local) as other:
+            if backend in SESSION_TIME_ZONE:  # the zone really is in force
+                zone = "SHOW TIME ZONE" if backend == "postgresql" else "SELECT @@time_zone"
+                assert other.execute(text(zone)).scalar() in ("Asia/Kolkata", "+05:30")
+            read = other.get(Task, task.id)
+            assert read is not None
+            assert read.created_at == task.created_at
+            assert read.created_at.utcoffset() == timedelta(0)
+            read.expires_at = moment
+            other.commit()
+    finally:
+        local.dispose()
+    session.expire_all()
+    assert task.expires_at == moment and task.expires_at.tzinfo == UTC
