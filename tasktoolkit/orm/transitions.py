@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import inspect, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -40,7 +40,7 @@ from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm.operations import count_task_transition
 from tasktoolkit.orm.records import Task
 from tasktoolkit.orm.records import tasks_table as _T
-from tasktoolkit.orm.resource import expiry_policy_for
+from tasktoolkit.orm.resource import _REGISTRY, expiry_policy_for
 from tasktoolkit.orm.states import (
     TERMINAL_TASK_STATES,
     TRANSITIONS,
@@ -88,6 +88,21 @@ def _load(session: Session, task_id: str, *, lock: bool = False) -> Task:
     if task is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
     return task
+
+
+def _refresh_active_tasks(session: Session, task: Task) -> None:
+    """Expire the loaded ``active_tasks`` of the task's resource, if it is in ``session``.
+
+    The move is a Core UPDATE, which the ORM does not know to reflect in the
+    resource's view-only ``active_tasks`` collection.
+    """
+    info = _REGISTRY.get(task.resource_type)
+    if info is None:
+        return
+    key = session.identity_key(info.cls, getattr(task, info.column.name))
+    resource = session.identity_map.get(key)
+    if resource is not None and "active_tasks" in inspect(resource).dict:
+        session.expire(resource, ["active_tasks"])
 
 
 def transition(
@@ -170,6 +185,7 @@ def transition(
             continue  # another process moved it first: read again and re-check
         for key, value in values.items():
             set_committed_value(task, key, value)
+        _refresh_active_tasks(session, task)
         finished = None
         if task.request_id is not None:
             finished = count_task_transition(

@@ -280,3 +280,13 @@ def test_task_status_on_cluster_ignores_its_nodes(
     _run(session, node, "a", "running")
     assert cluster.task_status == ResourceStatus.IDLE
     assert node.task_status == ResourceStatus.BUSY
+
+
+def test_active_tasks_follow_moves_in_the_same_session(session: Session, node: Node) -> None:
+    a, b = spawn(session, node, "a", "b")
+    assert [t.name for t in node.active_tasks] == ["a", "b"]
+    start_task(session, a.id)
+    succeed_task(session, a.id)
+    assert [t.name for t in node.active_tasks] == ["b"]  # no commit or refresh needed
+    cancel_task(session, b.id)
+    assert node.active_tasks == []
