@@ -374,3 +374,28 @@ def test_bad_configuration_fails_at_construction(
     options.setdefault("engine", engine)
     with pytest.raises(error):
         OperationMiddleware(cluster_app(sessionmaker(engine)), **options)
+
+
+@pytest.mark.parametrize(
+    ("durable", "expected"),
+    [pytest.param(False, "off", id="default-not-durable"), pytest.param(True, "on", id="durable")],
+)
+def test_durable_decides_postgresql_synchronous_commit(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    operation: OperationGetter,
+    durable: bool,
+    expected: str,
+) -> None:
+    operations = OperationMiddleware(cluster_app(session_factory), engine=engine, durable=durable)
+    try:
+        response = webtest.TestApp(RequestIdMiddleware(operations)).post("/clusters", status=201)
+        if engine.dialect.name == "postgresql":
+            with operations._writer.connect() as conn:
+                setting = conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+            assert setting == expected
+            with engine.connect() as conn:  # the app's own connections are never touched
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    finally:
+        operations.close()
+    assert operation(response.headers["X-Request-Id"]) is not None
