@@ -45,7 +45,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Column, ForeignKey, Index, and_, case, exists, inspect, or_, select
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    and_,
+    case,
+    exists,
+    insert,
+    inspect,
+    or_,
+    select,
+)
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, Session, object_session, relationship
 from sqlalchemy.sql.elements import ColumnElement
@@ -58,10 +69,13 @@ from tasktoolkit.errors import (
     ResourceTypeConflictError,
     TransientResourceError,
 )
+from tasktoolkit.orm._events import queue_operation_finished, queue_task_change
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm.expiry import ExpiryPolicy
+from tasktoolkit.orm.operations import count_task_transition
 from tasktoolkit.orm.records import Task, tasks_table
 from tasktoolkit.orm.states import TaskState
+from tasktoolkit.signals import TaskChange
 
 __all__ = [
     "ResourceStatus",
@@ -362,32 +376,72 @@ def spawn_tasks(
     # created_at, so their ids are handed out in ascending order to keep them in
     # spawn order (random uuid4s would shuffle them).
     ids = sorted(str(uuid.uuid4()) for _ in items)
-    created = []
+    rows = []
     for task_id, (resource, name) in zip(ids, items, strict=True):
         info = _REGISTRY[type(resource).__resource_type__]
         pk_value = getattr(resource, info.pk_attr)
         project_id = getattr(resource, "project_id", None) or (ctx.project_id if ctx else None)
-        task = Task(
-            id=task_id,
-            request_id=request_id,
-            resource_type=info.resource_type,
-            resource_id=str(pk_value),
-            name=name,
-            state=TaskState.PENDING.value,
-            message=message,
-            project_id=project_id,
-            user_id=ctx.user_id if ctx else None,
-            attempts=0,
-            max_attempts=max_attempts,
-            heartbeat_timeout=heartbeat_timeout,
-            cancel_requested=False,
-            created_at=now,
-            updated_at=now,
+        rows.append(
+            {
+                "id": task_id,
+                "request_id": request_id,
+                "resource_type": info.resource_type,
+                "resource_id": str(pk_value),
+                "name": name,
+                "state": TaskState.PENDING.value,
+                "message": message,
+                "project_id": project_id,
+                "user_id": ctx.user_id if ctx else None,
+                "attempts": 0,
+                "max_attempts": max_attempts,
+                "heartbeat_timeout": heartbeat_timeout,
+                "cancel_requested": False,
+                "created_at": now,
+                "updated_at": now,
+                info.column.name: pk_value,
+            }
         )
-        setattr(task, info.column.name, pk_value)
-        created.append(task)
-    session.add_all(created)
-    session.flush()
+    if not rows:
+        return []
+    # The same keys in every row (the other types' resource columns None), so
+    # that a bulk spawn across resource types stays one statement.
+    resource_columns = {
+        _REGISTRY[type(resource).__resource_type__].column.name for resource, _ in items
+    }
+    for row in rows:
+        for column_name in resource_columns:
+            row.setdefault(column_name, None)
+    # An ORM bulk INSERT ... RETURNING: one batched statement whose rows come back
+    # as persistent Task objects through the loader, several times cheaper than
+    # constructing each object and flushing it through the unit of work. Flush
+    # events do not see these rows, so the operation's counts and the signals
+    # are done here, as the after_flush hook does for tasks added one by one.
+    # render_nulls: None values stay in the statement (the ORM would otherwise
+    # split rows whose None-valued columns differ into separate statements).
+    returned = session.scalars(
+        insert(Task).returning(Task), rows, execution_options={"render_nulls": True}
+    )
+    by_id = {task.id: task for task in returned}
+    created = [by_id[task_id] for task_id in ids]
+    if request_id is not None:
+        finished = count_task_transition(
+            session.connection(), request_id, None, TaskState.PENDING.value, count=len(rows)
+        )
+    for task in created:
+        queue_task_change(
+            session,
+            TaskChange(
+                task.id,
+                task.request_id,
+                task.resource_type,
+                task.resource_id,
+                task.name,
+                None,
+                task.state,
+            ),
+        )
+    if request_id is not None:
+        queue_operation_finished(session, finished)
     for resource, _ in items:
         loaded = inspect(resource).dict
         if "tasks" in loaded or "active_tasks" in loaded:

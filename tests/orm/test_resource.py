@@ -111,7 +111,7 @@ def test_spawn_calls_in_one_session_keep_order(session: Session, node: Node) -> 
     assert [t.name for t in node.tasks] == names
 
 
-def test_bulk_spawn_across_resources_in_one_flush(
+def test_bulk_spawn_across_resources_in_one_statement(
     session: Session,
     engine: Engine,
     cluster: Cluster,
@@ -121,21 +121,22 @@ def test_bulk_spawn_across_resources_in_one_flush(
 ) -> None:
     a, b = make_node("a"), make_node("b")
     op = open_op()
-    flushes: list[int] = []
+    inserts: list[str] = []
 
-    def count_flush(*_: Any) -> None:
-        flushes.append(1)
+    def count_insert(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO TASKTOOLKIT_TASKS"):
+            inserts.append(statement)
 
-    event.listen(session, "after_flush", count_flush)
+    event.listen(engine, "before_cursor_execute", count_insert)
     try:
         with in_request(op):
             tasks = spawn_tasks(
                 session, [(a, "boot"), (b, "boot"), (a, "wire"), (cluster, "rebalance")]
             )
     finally:
-        event.remove(session, "after_flush", count_flush)
+        event.remove(engine, "before_cursor_execute", count_insert)
     session.commit()
-    assert len(flushes) == 1
+    assert len(inserts) == 1
     assert [(t.resource_type, t.name) for t in tasks] == [
         ("node", "boot"),
         ("node", "boot"),
