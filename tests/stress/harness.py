@@ -84,7 +84,8 @@ class Outcome:
     purged_tasks: int
     purged_operations: int
     reaped: int
-    worker_seconds: float
+    #: From the workers' first claim to their last finish.
+    work_seconds: float
     problems: list[str]
 
 
@@ -192,6 +193,7 @@ def worker_process(url: str, host: str, plan: Plan, out: str, deadline: float) -
     worker = orm.Worker(engine, NAMES, host=host)
     moves: list[tuple[str, str, str]] = []
     problems: list[str] = []
+    first = last = None
     try:
         while time.time() < deadline:
             job = worker.claim()
@@ -203,6 +205,7 @@ def worker_process(url: str, host: str, plan: Plan, out: str, deadline: float) -
                 if pending is None:
                     break
                 continue  # all pending rows were locked by other claims a moment ago
+            first = first or time.time()
             outcome = "succeeded"
             with job:
                 if plan.chatty:
@@ -214,12 +217,13 @@ def worker_process(url: str, host: str, plan: Plan, out: str, deadline: float) -
                     outcome = "failed"
                     raise TaskFailure("stress", "failed on purpose")
             moves.append((job.id, host, outcome))
+            last = time.time()
         else:
             problems.append(f"{host}: deadline passed")
     except Exception as exc:
         problems.append(f"{host}: {type(exc).__name__}: {exc}")
     finally:
-        _dump(out, {"moves": moves, "problems": problems})
+        _dump(out, {"moves": moves, "problems": problems, "first": first, "last": last})
         engine.dispose()
 
 
@@ -292,7 +296,6 @@ def run(engine: Engine, plan: Plan, workdir: Path) -> Outcome:
         return process
 
     purger = start("purger", purger_process, stop) if plan.purge else None
-    started = time.perf_counter()
     busy = [start(f"worker-{n}", worker_process, f"worker-{n}", plan) for n in range(plan.workers)]
     if plan.cancel_one_in:
         targets = sorted(seeded.live_tasks)[:: plan.cancel_one_in]
@@ -300,7 +303,6 @@ def run(engine: Engine, plan: Plan, workdir: Path) -> Outcome:
     problems: list[str] = []
     for process in busy:
         process.join(timeout=max(0.0, deadline - time.time()) + 10)
-    worker_seconds = time.perf_counter() - started
     stop.set()
     if purger is not None:
         purger.join(timeout=max(0.0, deadline - time.time()) + 30)
@@ -314,6 +316,8 @@ def run(engine: Engine, plan: Plan, workdir: Path) -> Outcome:
     reports = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
     problems += [p for r in reports.values() for p in r.get("problems", [])]
     purged = reports.get("purger", {})
+    workers = [r for name, r in reports.items() if name.startswith("worker") and r["first"]]
+    span = max(r["last"] for r in workers) - min(r["first"] for r in workers) if workers else 0.0
     return Outcome(
         seeded=seeded,
         moves=[
@@ -326,17 +330,33 @@ def run(engine: Engine, plan: Plan, workdir: Path) -> Outcome:
         purged_tasks=purged.get("tasks", 0),
         purged_operations=purged.get("operations", 0),
         reaped=purged.get("reaped", 0),
-        worker_seconds=worker_seconds,
+        work_seconds=span,
         problems=problems,
     )
+
+
+def double_moves(outcome: Outcome) -> list[str]:
+    """Tasks that more than one worker (or one worker twice) started and finished."""
+    started = Counter(task_id for task_id, _, _ in outcome.moves)
+    return [t for t, n in started.items() if n > 1]
+
+
+def lost_updates(engine: Engine, outcome: Outcome) -> list[str]:
+    """Tasks whose state is not the one their mover recorded."""
+    recorded = {task_id: state for task_id, _, state in outcome.moves}
+    recorded.update({task_id: "cancelled" for task_id in outcome.cancelled_pending})
+    with engine.connect() as conn:
+        states = {
+            r.id: r.state for r in conn.execute(select(tasks_table.c.id, tasks_table.c.state))
+        }
+    return [t for t, s in recorded.items() if states.get(t) != s]
 
 
 def check(engine: Engine, plan: Plan, outcome: Outcome) -> list[str]:
     """Everything that went wrong (an empty list when the run was sound)."""
     wrong = list(outcome.problems)
     seeded = outcome.seeded
-    started = Counter(task_id for task_id, _, _ in outcome.moves)
-    twice = [t for t, n in started.items() if n > 1]
+    twice = double_moves(outcome)
     if twice:
         wrong.append(f"{len(twice)} tasks moved by more than one worker, e.g. {twice[0]}")
     recorded = {task_id: state for task_id, _, state in outcome.moves}

@@ -1,0 +1,79 @@
+"""Task transitions per second with 4 worker processes, and proof that none was lost.
+
+Runs the stress harness of ``tests/stress`` bigger: 4 worker processes
+(``multiprocessing`` 'spawn') claim and finish 5,000 pending tasks (1,000 with
+``--quick``) spread over 20 operations; each task makes two transitions
+(``pending -> running`` by the claim, ``running -> succeeded`` or ``failed``).
+A canceller and a purge-and-reap process run alongside, as in production.
+
+Figures:
+
+- ``transitions_per_s_4_workers``: transitions / seconds from the first claim
+  to the last finish (process start-up not counted);
+- ``lost_updates``: tasks whose state is not what their mover recorded (bar: 0);
+- ``double_moves``: tasks started by more than one worker (bar: 0).
+
+Warning: drops and re-creates the toolkit's and the test models' tables at ``--db-url``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from benchmarks._harness import Bench
+from tasktoolkit import orm
+from tests.stress.harness import Plan, check, double_moves, lost_updates
+from tests.stress.harness import run as run_stress
+
+NAME = "workers"
+
+
+def run(bench: Bench) -> dict[str, float]:
+    engine = orm.prepare_engine(create_engine(bench.db_url))
+    orm.drop_all(engine)
+    orm.create_all(engine)
+    plan = Plan(
+        workers=4,
+        operations=20,
+        tasks_per_operation=50 if bench.quick else 250,
+        expired_tasks=200 if bench.quick else 2000,
+        cancel_one_in=50,
+        chatty=False,
+        deadline_s=900,
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome = run_stress(engine, plan, Path(tmp))
+        problems = check(engine, plan, outcome)
+        lost = len(lost_updates(engine, outcome))
+        double = len(double_moves(outcome))
+    finally:
+        orm.drop_all(engine)
+        engine.dispose()
+    moved = len(outcome.moves)
+    transitions = 2 * moved
+    rate = transitions / outcome.work_seconds if outcome.work_seconds else 0.0
+    bench.table(
+        "4 worker processes claiming and finishing tasks",
+        [
+            ("tasks finished by workers", moved),
+            ("cancelled while pending", len(outcome.cancelled_pending)),
+            ("expired tasks purged meanwhile", outcome.purged_tasks),
+            ("seconds, first claim to last finish", outcome.work_seconds),
+            ("transitions per second", rate),
+            ("lost updates", lost),
+            ("double moves", double),
+            ("other problems", len(problems)),
+        ],
+        ["what", "value"],
+    )
+    for problem in problems[:5]:
+        print(f"  problem: {problem}")
+    return {
+        "transitions_per_s_4_workers": rate,
+        "lost_updates": float(lost),
+        "double_moves": float(double),
+    }
