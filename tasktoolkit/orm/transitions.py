@@ -175,6 +175,10 @@ def transition(
         if extra:
             values.update(extra)
         where = [_T.c.id == task_id, _T.c.state == current.value]
+        if target == TaskState.RUNNING:
+            # Started, lost and re-queued since our read (pending again, an
+            # attempt later): the count we add to must be the one we read.
+            where.append(_T.c.attempts == task.attempts)
         if held_by is not None:
             where.append(_T.c.host == held_by)
         result = _execute(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Update, event
+from sqlalchemy import Update, event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
@@ -160,3 +160,32 @@ def test_cancel_racing_a_start_is_never_lost(
         assert started == "running"
         assert (row["state"], row["cancel_requested"]) == ("running", True)
         assert counts_of(engine, op) == {"running": 1}
+
+
+def test_start_after_a_lost_and_requeued_run_counts_the_attempt(
+    session: Session, other_session: Session, engine: Engine, node: Node
+) -> None:
+    """Between a starter's read and its compare-and-set, another worker starts the
+    task, loses it and the reaper re-queues it (pending again, one attempt used):
+    the start must count a second attempt, not overwrite the first."""
+    (task,) = spawn(session, node, "boot")
+    interleaved = False
+
+    def requeue_behind_its_back(state: ORMExecuteState) -> None:
+        nonlocal interleaved
+        if interleaved or not isinstance(state.statement, Update):
+            return
+        interleaved = True
+        with engine.begin() as conn:
+            conn.execute(
+                update(tasks_table)
+                .where(tasks_table.c.id == task.id)
+                .values(state="pending", attempts=tasks_table.c.attempts + 1)
+            )
+
+    event.listen(other_session, "do_orm_execute", requeue_behind_its_back)
+    start_task(other_session, task.id, host="late")
+    other_session.commit()
+    assert interleaved
+    row = task_row(engine, task.id)
+    assert row is not None and (row["state"], row["attempts"]) == ("running", 2)
