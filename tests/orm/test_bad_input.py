@@ -7,8 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, String
+from sqlalchemy import MetaData, String, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from tasktoolkit import errors
@@ -328,3 +329,15 @@ def test_declared_twice_names_both_models(fresh_base: type[DeclarativeBase]) -> 
     with pytest.raises(errors.ResourceTypeConflictError) as info:
         _declare(fresh_base, {"__resource_type__": "node"})
     assert "tests.models.Node" in str(info.value)
+
+
+def test_spawn_on_a_resource_deleted_behind_the_sessions_back(
+    session: Session, engine: Engine, node: Node
+) -> None:
+    """Another transaction deleted the row: the foreign key refuses the task."""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM nodes WHERE id = :id"), {"id": node.id})
+    with pytest.raises(IntegrityError):
+        node.spawn_task("boot")
+    session.rollback()
+    assert task_count(engine) == 0
