@@ -124,9 +124,14 @@ def end_request(
     if resource_type is not None and resource_id is not None:
         values["resource_type"] = resource_type[:64]
         values["resource_id"] = resource_id[:64]
-    connection.execute(
-        update(_T).where(_T.c.id == operation_id, _T.c.http_status.is_(None)).values(values)
-    )
+    statement = update(_T).where(_T.c.id == operation_id, _T.c.http_status.is_(None)).values(values)
+    if connection.dialect.update_returning:
+        # One round trip instead of two: the row as this update left it.
+        row = connection.execute(statement.returning(*_FINISH_COLUMNS)).one_or_none()
+        if row is not None:
+            return _finish_row(connection, operation_id, row, now)
+    else:
+        connection.execute(statement)
     return _finish_if_done(connection, operation_id, now)
 
 
@@ -154,22 +159,30 @@ def count_task_transition(
     return _finish_if_done(connection, operation_id, now)
 
 
+_FINISH_COLUMNS = (
+    _T.c.state,
+    _T.c.http_status,
+    _T.c.method,
+    _T.c.path,
+    _T.c.ttl_seconds,
+    _T.c.tasks_pending,
+    _T.c.tasks_running,
+    _T.c.tasks_failed,
+    _T.c.tasks_cancelled,
+)
+
+
 def _finish_if_done(
     connection: Connection, operation_id: str, now: datetime
 ) -> OperationChange | None:
-    row = connection.execute(
-        select(
-            _T.c.state,
-            _T.c.http_status,
-            _T.c.method,
-            _T.c.path,
-            _T.c.ttl_seconds,
-            _T.c.tasks_pending,
-            _T.c.tasks_running,
-            _T.c.tasks_failed,
-            _T.c.tasks_cancelled,
-        ).where(_T.c.id == operation_id)
-    ).one_or_none()
+    row = connection.execute(select(*_FINISH_COLUMNS).where(_T.c.id == operation_id)).one_or_none()
+    return _finish_row(connection, operation_id, row, now)
+
+
+def _finish_row(
+    connection: Connection, operation_id: str, row: Any, now: datetime
+) -> OperationChange | None:
+    """Finish the operation whose current row is ``row``, if nothing keeps it running."""
     if (
         row is None
         or row.state != OperationState.RUNNING
