@@ -50,6 +50,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     and_,
+    bindparam,
     case,
     exists,
     insert,
@@ -70,7 +71,7 @@ from tasktoolkit.errors import (
     TransientResourceError,
 )
 from tasktoolkit.orm._events import queue_operation_finished, queue_task_change
-from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm._types import UTCDateTime, utcnow
 from tasktoolkit.orm.expiry import ExpiryPolicy
 from tasktoolkit.orm.operations import count_task_transition
 from tasktoolkit.orm.records import Task, tasks_table
@@ -210,7 +211,9 @@ class TaskResource:
 
 
 def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
-    now = utcnow()
+    # The clock is read when the statement runs, not when it is built: a host may
+    # build ``select(Port).where(Port.task_status == "error")`` once and reuse it.
+    now = bindparam("tt_now", type_=UTCDateTime(), callable_=utcnow, unique=True)
     t = tasks_table.alias("tt_status")
     later = tasks_table.alias("tt_later")
     fk_t = t.c[info.column.name]

@@ -281,6 +281,12 @@ def test_task_status_on_cluster_ignores_its_nodes(
     _run(session, node, "a", "running")
     assert cluster.task_status == ResourceStatus.IDLE
     assert node.task_status == ResourceStatus.BUSY
+    both = (
+        select(Cluster.task_status, Node.task_status)
+        .select_from(Cluster)
+        .join(Node, Node.cluster_id == Cluster.id)
+    )
+    assert session.execute(both).one() == (ResourceStatus.IDLE, ResourceStatus.BUSY)
 
 
 def test_active_tasks_follow_moves_in_the_same_session(session: Session, node: Node) -> None:
@@ -291,3 +297,18 @@ def test_active_tasks_follow_moves_in_the_same_session(session: Session, node: N
     assert [t.name for t in node.active_tasks] == ["b"]  # no commit or refresh needed
     cancel_task(session, b.id)
     assert node.active_tasks == []
+
+
+def test_task_status_query_built_once_reads_the_clock_when_run(
+    session: Session, node: Node
+) -> None:
+    in_error = select(Node.id).where(Node.task_status == ResourceStatus.ERROR)  # built once
+    failed = _run(session, node, "a", "failed")
+    assert session.scalars(in_error).all() == [node.id]
+    soon = utcnow() + timedelta(milliseconds=5)
+    session.execute(update(Task).where(Task.id == failed.id).values(expires_at=soon))
+    session.commit()
+    deadline = soon + timedelta(seconds=5)
+    while utcnow() <= soon:  # poll the clock past the expiry (no fixed sleep)
+        assert utcnow() < deadline
+    assert session.scalars(in_error).all() == []
