@@ -17,6 +17,7 @@ from sqlalchemy import Update, event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
+from tasktoolkit import signals
 from tasktoolkit.errors import InvalidTransitionError
 from tasktoolkit.orm import Task, cancel_task, fail_task, start_task, succeed_task
 from tasktoolkit.orm.records import tasks_table
@@ -102,14 +103,23 @@ def test_two_sessions_race_one_wins(
         session.commit()
     before = task_row(engine, task.id)
     assert before is not None
+    moves: list[str] = []
 
-    outcomes = _race(session_factory, task.id, [first, second])
+    def heard(sender: Any, *, change: Any, **_: Any) -> None:
+        moves.append(change.new_state)
+
+    signals.task_state_changed.connect(heard)
+    try:
+        outcomes = _race(session_factory, task.id, [first, second])
+    finally:
+        signals.task_state_changed.disconnect(heard)
 
     winners = [o for o in outcomes if isinstance(o, str)]
     losers = [o for o in outcomes if isinstance(o, InvalidTransitionError)]
     assert len(winners) == 1 and len(losers) == 1, outcomes
     after = task_row(engine, task.id)
     assert after is not None and after["state"] == winners[0]
+    assert moves == [winners[0]]  # the loser announced nothing
     if start == "pending":
         assert after["attempts"] == 1  # started once, not twice
         assert counts_of(engine, op) == {"running": 1}
