@@ -19,7 +19,14 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tasktoolkit import signals
 from tasktoolkit.errors import InvalidTransitionError
-from tasktoolkit.orm import Task, cancel_task, fail_task, start_task, succeed_task
+from tasktoolkit.orm import (
+    Task,
+    cancel_task,
+    end_request,
+    fail_task,
+    start_task,
+    succeed_task,
+)
 from tasktoolkit.orm.records import tasks_table
 from tests.models import Node
 from tests.orm._db import counts_of, spawn, task_row
@@ -199,3 +206,41 @@ def test_start_after_a_lost_and_requeued_run_counts_the_attempt(
     assert interleaved
     row = task_row(engine, task.id)
     assert row is not None and (row["state"], row["attempts"]) == ("running", 2)
+
+
+def test_last_two_tasks_finishing_at_once_finish_the_operation_once(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+) -> None:
+    op = open_op()
+    with in_request(op):
+        a, b = spawn(session, node, "a", "b")
+    for task in (a, b):
+        start_task(session, task.id, host="w")
+    session.commit()
+    with engine.begin() as conn:
+        end_request(conn, op, 202)
+    finished: list[Any] = []
+
+    def heard(sender: Any, *, change: Any, **_: Any) -> None:
+        finished.append(change)
+
+    signals.operation_finished.connect(heard)
+    try:
+        outcomes = _race(
+            session_factory,
+            "",
+            [
+                lambda s, _: succeed_task(s, a.id),
+                lambda s, _: fail_task(s, b.id, code="x", message="y"),
+            ],
+        )
+    finally:
+        signals.operation_finished.disconnect(heard)
+    assert outcomes == ["succeeded", "failed"]
+    assert [(c.operation_id, c.state) for c in finished] == [(op, "failed")]
+    assert counts_of(engine, op) == {"succeeded": 1, "failed": 1}
