@@ -399,3 +399,30 @@ def test_durable_decides_postgresql_synchronous_commit(
     finally:
         operations.close()
     assert operation(response.headers["X-Request-Id"]) is not None
+
+
+def test_tasks_done_before_the_request_ends_finish_the_operation_at_its_end(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    make_stack: Stack,
+    operation: OperationGetter,
+    tasks_of: Callable[[str], list[Task]],
+) -> None:
+    app = cluster_app(session_factory)
+
+    def finishing(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        # the tasks end while the body streams, before the request's end is recorded
+        yield from app(environ, start_response)
+        rid = environ[OPERATION_ID_KEY]
+        with session_factory() as s:
+            for task in tasks_of(rid):
+                start_task(s, task.id, host="w1")
+                succeed_task(s, task.id)
+            s.commit()
+        op = operation(rid)
+        assert op is not None and (op.state, op.http_status) == ("running", None)
+
+    response = make_stack(finishing).post("/clusters", status=201)
+    op = operation(response.headers["X-Request-Id"])
+    assert op is not None
+    assert (op.state, op.http_status, op.task_counts["succeeded"]) == ("succeeded", 201, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +236,28 @@ def test_database_restart_and_drop_then_back(
         assert response.json["operation_id"] == response.headers["X-Request-Id"]
     finally:
         operations.close()
+
+
+def test_database_lost_after_the_response_is_logged_not_raised(
+    backend: str,
+    own_database: URL,
+    backend_engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"sent"
+        drop_database(backend, own_database)  # between the app's answer and its end
+        if backend == "sqlite":
+            backend_engine.dispose()
+        yield b"."
+
+    stack, operations = make(app, backend_engine)
+    try:
+        with caplog.at_level(logging.ERROR, logger="tasktoolkit.middleware"):
+            response = stack.post("/clusters")
+    finally:
+        operations.close()
+    assert (response.status_int, response.body) == (200, b"sent.")
+    assert "could not record the end of its request" in caplog.text
+    assert response.headers["X-Request-Id"] in caplog.text
