@@ -109,7 +109,16 @@ def _autocommit_engine(engine: Engine, *, durable: bool) -> tuple[Engine, bool]:
     """
     if engine.dialect.name == "sqlite":
         return engine.execution_options(isolation_level="AUTOCOMMIT"), False
-    own = create_engine(engine.url, pool=engine.pool.recreate(), isolation_level="AUTOCOMMIT")
+    pool = engine.pool.recreate()
+    try:
+        # An AUTOCOMMIT connection has nothing to roll back when it goes back
+        # to the pool, but PyMySQL would send a ROLLBACK anyway: one more round
+        # trip per request. (The option is new in SQLAlchemy 2.0.43.)
+        own = create_engine(
+            engine.url, pool=pool, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True
+        )
+    except TypeError:
+        own = create_engine(engine.url, pool=pool, isolation_level="AUTOCOMMIT")
     if not durable and own.dialect.name == "postgresql":
         event.listen(own, "connect", _asynchronous_commit)
     return _prepare_engine(own), True

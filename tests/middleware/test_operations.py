@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import webob
 import webtest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -426,3 +426,37 @@ def test_tasks_done_before_the_request_ends_finish_the_operation_at_its_end(
     op = operation(response.headers["X-Request-Id"])
     assert op is not None
     assert (op.state, op.http_status, op.task_counts["succeeded"]) == ("succeeded", 201, 2)
+
+
+def test_one_statement_before_the_app_and_no_rollback_round_trips(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    executed: list[str] = []
+    at_app: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        executed.append(statement)
+
+    app = cluster_app(session_factory, on_request=lambda environ: at_app.append(len(executed)))
+    operations = OperationMiddleware(app, engine=engine)
+    stack = webtest.TestApp(RequestIdMiddleware(operations))
+
+    def rollbacks() -> int:
+        # MariaDB counts them per connection; the pool holds one after a request
+        with operations._writer.connect() as conn:
+            return int(conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_rollback'").one()[1])
+
+    try:
+        stack.put("/things/0")  # the pools have their connections now
+        before = rollbacks() if engine.dialect.name == "mysql" else 0
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            stack.put("/things/1")
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
+        after = rollbacks() if engine.dialect.name == "mysql" else 0
+    finally:
+        operations.close()
+    assert at_app[-1] == 1
+    assert executed[0].startswith("INSERT INTO tasktoolkit_operations")
+    assert after == before  # an AUTOCOMMIT connection is not rolled back on return
