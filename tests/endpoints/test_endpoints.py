@@ -8,11 +8,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from webtest import TestApp
 
 from tasktoolkit import orm
 from tasktoolkit.errors import InvalidFilterError
+from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import ListParams, Scope, Task
 from tests.endpoints.conftest import Seeded, build_app, caller, random_task_id, seed_project
 
@@ -399,14 +401,33 @@ def test_links_under_a_prefix_and_script_name(
     prefixed.get(f"/clusters/{seeded.cluster_id}/tasks", headers=A, status=404)
 
 
-def test_works_behind_the_request_id_middleware(
-    session_factory: sessionmaker[Session], seeded: Seeded
+def test_whole_stack_with_the_middleware(
+    engine: Engine, session_factory: sessionmaker[Session], seeded: Seeded
 ) -> None:
-    middleware = pytest.importorskip("tasktoolkit.middleware.request_id")
-    inner = build_app(session_factory).app
-    app = TestApp(middleware.RequestIdMiddleware(inner))
-    response = app.get("/tasks?state=bogus", headers=A, status=400)
-    assert response.json["errors"][0]["request_id"] == response.headers["X-Request-Id"]
+    operations = OperationMiddleware(build_app(session_factory).app, engine=engine)
+    try:
+        _drive_whole_stack(TestApp(RequestIdMiddleware(operations)), seeded)
+    finally:
+        operations.close()  # its writer pool is its own
+
+
+def _drive_whole_stack(app: TestApp, seeded: Seeded) -> None:
+    bad = app.get("/tasks?state=bogus", headers=A, status=400)
+    assert bad.json["errors"][0]["request_id"] == bad.headers["X-Request-Id"]
+    url = f"/clusters/{seeded.cluster_id}/tasks/{seeded.pending_id}/cancel"
+    cancelled = app.post(url, headers=A, status=202)
+    location = cancelled.headers["Operation-Location"]
+    assert location.endswith(f"/operations/{cancelled.headers['X-Request-Id']}")
+    operation = app.get(urlsplit(location).path, headers=A).json["operation"]
+    assert (operation["method"], operation["path"], operation["state"]) == (
+        "POST",
+        url,
+        "succeeded",
+    )
+    assert operation["http_status"] == 202 and operation["project_id"] == "project-a"
+    listed = app.get("/operations?state=succeeded", headers=A).json["operations"]
+    assert [o["id"] for o in listed] == [operation["id"]]
+    app.get(urlsplit(location).path, headers=caller("project-b"), status=404)
 
 
 def test_queries_refuse_bad_params_directly(session: Session, seeded: Seeded) -> None:
