@@ -4,7 +4,9 @@ Times two requests through the whole WSGI stack (Router + Routes + the
 mounted endpoints + the queries), as a member of one project:
 
 - ``GET /ports/<id>/tasks?state=active``: one port's active tasks;
-- ``GET /tasks?state=running&limit=50``: the project's running tasks.
+- ``GET /tasks?state=running&limit=50``: the project's running tasks;
+- ``GET /tasks?limit=50&marker=<id>``: a page half way down the project's whole
+  history (keyset pagination; an extra figure, ``marker_page_ratio_1m_vs_10k``).
 
 The table is filled the way a real one grows: the work in progress (a fixed
 set of pending and running tasks, bounded by the workers) stays the same
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import routes
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import create_engine, event, func, insert, or_, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 from webob import Request
@@ -195,6 +197,27 @@ class _Fill:
                 conn.execute(text("ANALYZE"))
 
 
+def _middle_of_history(engine: Engine) -> str:
+    """The id of a task half way down the project's default-ordered list (a deep marker)."""
+    now = datetime.now(UTC)
+    with sessionmaker(engine)() as session:
+        page = orm.list_tasks(session, orm.ListParams(limit=1), scope=orm.Scope(project_id=ME))
+        total = session.scalar(
+            select(func.count()).select_from(tasks_table).where(tasks_table.c.project_id == ME)
+        )
+        ids = session.scalars(
+            select(tasks_table.c.id)
+            .where(
+                tasks_table.c.project_id == ME,
+                or_(tasks_table.c.expires_at.is_(None), tasks_table.c.expires_at > now),
+            )
+            .order_by(tasks_table.c.created_at.desc(), tasks_table.c.id.desc())
+            .offset(int(total or 0) // 2)
+            .limit(1)
+        ).all()
+    return ids[0] if ids else page.records[0].id
+
+
 def _getter(app: Router, path: str) -> Callable[[], bytes]:
     """A GET of ``path`` through ``app``, as a member of :data:`ME`."""
 
@@ -298,10 +321,13 @@ def run(bench: Bench) -> dict[str, float]:
             app = _stack(engine)
             calls[f"child@{size}"] = _getter(app, f"/ports/{fill.target}/tasks?state=active")
             calls[f"running@{size}"] = _getter(app, "/tasks?state=running&limit=50")
+            marker = _middle_of_history(engine)
+            calls[f"page@{size}"] = _getter(app, f"/tasks?limit=50&marker={marker}")
         for name, call in calls.items():  # warm the caches and check the answers
             for _ in range(5):
                 body = json.loads(call())
             assert len(body["tasks"]) == (4 if name.startswith("child") else 50), name
+            assert body["tasks_links"] or name.startswith("child"), name
         # Both sizes side by side (A, B, A, B, ...): drift touches them alike.
         medians = interleaved(calls, rounds=rounds)
 
@@ -309,6 +335,7 @@ def run(bench: Bench) -> dict[str, float]:
             with _statements(engine) as seen:
                 calls[f"child@{size}"]()
                 calls[f"running@{size}"]()
+                calls[f"page@{size}"]()
             print(f"\n## query plans at {size:,} rows [{bench.backend}]")
             for statement, parameters in seen:
                 if statement.lstrip().upper().startswith("SELECT") and "ORDER BY" in statement:
@@ -321,6 +348,7 @@ def run(bench: Bench) -> dict[str, float]:
     figures = {
         "child_list_ratio_1m_vs_10k": medians[f"child@{big}"] / medians[f"child@{small}"],
         "running_list_ratio_1m_vs_10k": medians[f"running@{big}"] / medians[f"running@{small}"],
+        "marker_page_ratio_1m_vs_10k": medians[f"page@{big}"] / medians[f"page@{small}"],
     }
     bench.table(
         f"list scaling: 10k vs {big_label} task rows, side by side, through the WSGI stack",
@@ -336,6 +364,12 @@ def run(bench: Bench) -> dict[str, float]:
                 medians[f"running@{small}"] * 1e3,
                 medians[f"running@{big}"] * 1e3,
                 figures["running_list_ratio_1m_vs_10k"],
+            ],
+            [
+                "GET /tasks?limit=50&marker=<mid-history>",
+                medians[f"page@{small}"] * 1e3,
+                medians[f"page@{big}"] * 1e3,
+                figures["marker_page_ratio_1m_vs_10k"],
             ],
             ["fill (s)", fill_seconds[small], fill_seconds[big], ""],
         ],
