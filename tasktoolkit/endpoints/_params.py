@@ -160,11 +160,15 @@ def _states(values: list[str], kind: ListKind) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+_UNENCODED_PLUS = re.compile(r"(T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)\Z")
+
+
 def _time(name: str, value: str) -> datetime:
     try:
         if len(value) > 40:
             raise ValueError(value)
-        moment = datetime.fromisoformat(value)
+        # An offset's "+" sent unencoded arrives as a space: take it as meant.
+        moment = datetime.fromisoformat(_UNENCODED_PLUS.sub(r"\1+\2", value))
     except ValueError:
         raise InvalidFilterError(
             f"{name}: {_shown(value)} is not an ISO 8601 time (2024-01-31T12:00:00Z)"

@@ -42,6 +42,11 @@ from tests.models import Base, Cluster, Node
             id="offset-to-utc",
         ),
         pytest.param(
+            "changes-since=2026-01-31T13:00:00+01:00",
+            ListParams(changes_since=datetime(2026, 1, 31, 12, tzinfo=UTC)),
+            id="unencoded-plus",
+        ),
+        pytest.param(
             "changes-before=2026-01-31",
             ListParams(changes_before=datetime(2026, 1, 31, tzinfo=UTC)),
             id="naive-date-is-utc",
