@@ -83,6 +83,9 @@ MAX_BATCH_SIZE = 10000
 #: The error code of a task whose worker stopped heartbeating.
 WORKER_LOST = "worker_lost"
 
+#: How long one purge batch (select, delete, commit) should take at most.
+_BATCH_TARGET_S = 0.1
+_MIN_BATCH = 10
 _T = tasks_table
 _R = TypeVar("_R")
 _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)", re.IGNORECASE)
@@ -201,26 +204,38 @@ def count_expired(
 
 
 def _purge_batch(
-    conn: Connection, table: Table, cutoff: datetime, batch_size: int
-) -> tuple[int, int]:
+    conn: Connection, table: Table, cutoff: datetime, batch_size: int, floor: datetime | None
+) -> tuple[int, int, datetime | None]:
+    """Delete up to ``batch_size`` expired rows from ``floor`` on.
+
+    :returns: rows selected, rows deleted, and the floor of the next batch.
+    """
+    where = [expired(table, cutoff)]
+    if floor is not None:
+        # Start where the previous batch ended: the index entries before it are
+        # rows just deleted, which PostgreSQL (dead tuples) and InnoDB
+        # (delete-marked records) would otherwise walk over on every batch.
+        where.append(table.c.expires_at >= literal(floor, UTCDateTime()))
     query = (
-        select(table.c.id)
-        .where(expired(table, cutoff))
+        select(table.c.id, table.c.expires_at)
+        .where(*where)
         .order_by(table.c.expires_at)
         .limit(batch_size)
     )
     if supports_skip_locked(conn.engine):
         query = query.with_for_update(skip_locked=True)
-    ids = list(conn.execute(query).scalars())
-    if not ids:
-        return 0, 0
+    rows = conn.execute(query).all()
+    if not rows:
+        return 0, 0, floor
     # Re-checked: never delete a record that is not expired, whatever happened
     # to it since it was selected (SQLite selects without a lock).
     result = cast(
         CursorResult[Any],
-        conn.execute(delete(table).where(table.c.id.in_(ids), expired(table, cutoff))),
+        conn.execute(
+            delete(table).where(table.c.id.in_([r.id for r in rows]), expired(table, cutoff))
+        ),
     )
-    return len(ids), result.rowcount
+    return len(rows), result.rowcount, rows[-1].expires_at
 
 
 def purge(
@@ -236,8 +251,10 @@ def purge(
 
     :param older_than: only records that expired at least this long ago
         (``expires_at <= now - older_than``).
-    :param batch_size: rows per batch (1..10000): one select and one delete,
-        each in its own transaction.
+    :param batch_size: the most rows per batch (1..10000): one select and one
+        delete, in a transaction of their own. A batch that takes longer than
+        0.1 s halves the size of the next ones (down to 10); quick ones grow it
+        back, so statements stay short on a slow or busy database.
     :param dry_run: count only (see :func:`count_expired`); nothing is deleted.
     :param now: the purge's notion of now (default: the current time).
     :param progress: called after every batch with ``("tasks" or "operations",
@@ -253,15 +270,25 @@ def purge(
     totals: dict[str, int] = {}
     for kind, table in (("tasks", tasks_table), ("operations", operations_table)):
         total = 0
+        size = batch_size
+        floor: datetime | None = None
         while True:
-            selected, deleted = _retrying(engine, _purge_batch, table, cutoff, batch_size)
+            began = time.perf_counter()
+            selected, deleted, floor = _retrying(engine, _purge_batch, table, cutoff, size, floor)
+            took = time.perf_counter() - began
             total += deleted
             if progress is not None:
                 progress(kind, total)
             # Fewer than a batch: the rest is gone, or locked by another purge
             # (SKIP LOCKED), which deletes it.
-            if selected < batch_size:
+            if selected < size:
                 break
+            # Keep every batch short whatever the database's speed: halve the
+            # batch when one took too long, grow it back when they are quick.
+            if took > _BATCH_TARGET_S:
+                size = max(_MIN_BATCH, size // 2)
+            elif took < _BATCH_TARGET_S / 4:
+                size = min(batch_size, size * 2)
         totals[kind] = total
     return PurgeResult(totals["tasks"], totals["operations"], False, time.perf_counter() - started)
 

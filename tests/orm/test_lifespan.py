@@ -193,9 +193,12 @@ def test_purge_works_in_batches_of_ids(
     result = purge(engine, batch_size=2, now=NOW, progress=lambda k, n: progress.append((k, n)))
 
     assert result.tasks == 5
-    assert progress[:3] == [("tasks", 2), ("tasks", 4), ("tasks", 5)]
+    done = [n for kind, n in progress if kind == "tasks"]
+    # At most 2 a batch (fewer if a batch was slow: the size adapts), up to all 5.
+    assert done[-1] == 5 and len(done) >= 3
+    assert all(0 <= b - a <= 2 for a, b in zip([0, *done], done, strict=False))
     deletes = [s for s, _ in statements if s.lstrip().upper().startswith("DELETE")]
-    assert len(deletes) == 3
+    assert len(deletes) == len(done) - (done[-1] == done[-2])
     # Every DELETE names its rows by id (at most a batch of them), never a range.
     assert all(" IN (" in s and "expires_at" in s for s in deletes)
     selects = [s for s, _ in statements if "ORDER BY" in s and "LIMIT" in s.upper()]
