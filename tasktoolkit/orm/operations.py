@@ -22,12 +22,15 @@ it as active, and so ``running`` for ever. :func:`settle_orphaned_operations`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, CursorResult, Engine
+from sqlalchemy.sql.dml import Update
 
 from tasktoolkit import signals
 from tasktoolkit.orm._types import utcnow
@@ -75,21 +78,22 @@ def open_operation(
     ttl = check_ttl(ttl, what="operation ttl")
     now = now or utcnow()
     connection.execute(
-        insert(_T).values(
-            id=fields.id,
-            global_request_id=fields.global_request_id,
-            method=fields.method[:16],
-            path=fields.path[:2048],
-            action=fields.action,
-            resource_type=fields.resource_type,
-            resource_id=fields.resource_id,
-            project_id=fields.project_id,
-            user_id=fields.user_id,
-            state=OperationState.RUNNING.value,
-            ttl_seconds=None if ttl is None else int(ttl.total_seconds()),
-            created_at=now,
-            updated_at=now,
-        )
+        _INSERT,
+        {
+            "id": fields.id,
+            "global_request_id": fields.global_request_id,
+            "method": fields.method[:16],
+            "path": fields.path[:2048],
+            "action": fields.action,
+            "resource_type": fields.resource_type,
+            "resource_id": fields.resource_id,
+            "project_id": fields.project_id,
+            "user_id": fields.user_id,
+            "state": OperationState.RUNNING.value,
+            "ttl_seconds": None if ttl is None else int(ttl.total_seconds()),
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     return OperationChange(
         fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
@@ -118,20 +122,23 @@ def end_request(
     :returns: the finished operation's change, or ``None`` while tasks still run.
     """
     now = now or utcnow()
-    values: dict[str, object] = {"http_status": http_status, "updated_at": now}
-    if action is not None:
-        values["action"] = action[:64]
-    if resource_type is not None and resource_id is not None:
-        values["resource_type"] = resource_type[:64]
-        values["resource_id"] = resource_id[:64]
-    statement = update(_T).where(_T.c.id == operation_id, _T.c.http_status.is_(None)).values(values)
+    if resource_type is None or resource_id is None:
+        resource_type = resource_id = None
+    params = {
+        "op_id": operation_id,
+        "op_status": http_status,
+        "op_now": now,
+        "op_action": None if action is None else action[:64],
+        "op_resource_type": None if resource_type is None else resource_type[:64],
+        "op_resource_id": None if resource_id is None else resource_id[:64],
+    }
     if connection.dialect.update_returning:
         # One round trip instead of two: the row as this update left it.
-        row = connection.execute(statement.returning(*_FINISH_COLUMNS)).one_or_none()
+        row = connection.execute(_END_RETURNING, params).one_or_none()
         if row is not None:
             return _finish_row(connection, operation_id, row, now)
     else:
-        connection.execute(statement)
+        connection.execute(_END, params)
     return _finish_if_done(connection, operation_id, now)
 
 
@@ -149,11 +156,10 @@ def count_task_transition(
     :returns: the operation's change when this finished it, else ``None``.
     """
     now = now or utcnow()
-    values: dict[str, object] = {"updated_at": now}
-    if old_state is not None:
-        values[f"tasks_{old_state}"] = _T.c[f"tasks_{old_state}"] - count
-    values[f"tasks_{new_state}"] = _T.c[f"tasks_{new_state}"] + count
-    result = connection.execute(update(_T).where(_T.c.id == operation_id).values(values))
+    statement = _COUNT[old_state, new_state]
+    result = connection.execute(
+        statement, {"op_id": operation_id, "op_now": now, "op_count": count}
+    )
     if result.rowcount == 0 or new_state in (TaskState.PENDING, TaskState.RUNNING):
         return None
     return _finish_if_done(connection, operation_id, now)
@@ -171,11 +177,63 @@ _FINISH_COLUMNS = (
     _T.c.tasks_cancelled,
 )
 
+# The statements of every mutating request and task transition, built once:
+# building and coercing a statement costs more than its round trip to SQLite.
+# Bind names are prefixed, as an UPDATE may not reuse a column's name.
+_ID = bindparam("op_id", type_=_T.c.id.type)
+_NOW = bindparam("op_now", type_=_T.c.updated_at.type)
+_INSERT = insert(_T)
+_END = (
+    update(_T)
+    .where(_T.c.id == _ID, _T.c.http_status.is_(None))
+    .values(
+        http_status=bindparam("op_status", type_=_T.c.http_status.type),
+        updated_at=_NOW,
+        # None keeps what was recorded.
+        action=func.coalesce(bindparam("op_action", type_=String), _T.c.action),
+        resource_type=func.coalesce(
+            bindparam("op_resource_type", type_=String), _T.c.resource_type
+        ),
+        resource_id=func.coalesce(bindparam("op_resource_id", type_=String), _T.c.resource_id),
+    )
+)
+_END_RETURNING = _END.returning(*_FINISH_COLUMNS)
+_READ_FINISH = select(*_FINISH_COLUMNS).where(_T.c.id == _ID)
+_FINISH = (
+    update(_T)
+    .where(_T.c.id == _ID, _T.c.state == OperationState.RUNNING.value)
+    .values(
+        state=bindparam("op_state", type_=_T.c.state.type),
+        finished_at=_NOW,
+        updated_at=_NOW,
+        expires_at=bindparam("op_expires", type_=_T.c.expires_at.type),
+    )
+)
+
+
+def _count_statement(old_state: str | None, new_state: str) -> Update:
+    count = bindparam("op_count", type_=_T.c.tasks_pending.type)
+    values: dict[str, object] = {"updated_at": _NOW}
+    if old_state is not None:
+        values[f"tasks_{old_state}"] = _T.c[f"tasks_{old_state}"] - count
+    values[f"tasks_{new_state}"] = _T.c[f"tasks_{new_state}"] + count
+    return update(_T).where(_T.c.id == _ID).values(values)
+
+
+_COUNT: Mapping[tuple[str | None, str], Update] = MappingProxyType(
+    {
+        (old, new.value): _count_statement(old, new.value)
+        for old in (None, *(s.value for s in TaskState))
+        for new in TaskState
+        if old != new.value
+    }
+)
+
 
 def _finish_if_done(
     connection: Connection, operation_id: str, now: datetime
 ) -> OperationChange | None:
-    row = connection.execute(select(*_FINISH_COLUMNS).where(_T.c.id == operation_id)).one_or_none()
+    row = connection.execute(_READ_FINISH, {"op_id": operation_id}).one_or_none()
     return _finish_row(connection, operation_id, row, now)
 
 
@@ -199,9 +257,8 @@ def _finish_row(
         state = OperationState.SUCCEEDED
     expires_at = None if row.ttl_seconds is None else now + timedelta(seconds=row.ttl_seconds)
     result = connection.execute(
-        update(_T)
-        .where(_T.c.id == operation_id, _T.c.state == OperationState.RUNNING.value)
-        .values(state=state.value, finished_at=now, updated_at=now, expires_at=expires_at)
+        _FINISH,
+        {"op_id": operation_id, "op_state": state.value, "op_now": now, "op_expires": expires_at},
     )
     if result.rowcount != 1:
         return None
