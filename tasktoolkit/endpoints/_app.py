@@ -231,10 +231,10 @@ class TaskEndpoints:
         raw = _path_text(call.match.get("resource_id"))
         key = None if model is None or raw is None else canonical_resource_id(model, raw)
         if model is None or key is None:
-            raise NotFoundError(f"no {collection} {raw!r}")
+            raise NotFoundError(f"no {_singular(model, collection)} {raw!r}")
         resource_id = str(key)
         if not self.visibility(session, model, resource_id, caller=call.caller, admin=call.admin):
-            raise NotFoundError(f"no {collection} {raw!r}")
+            raise NotFoundError(f"no {model.__resource_type__} {raw!r}")
         return model.__resource_type__, resource_id
 
     def resource_tasks(self, session: Session, call: _Call) -> Response:
@@ -410,3 +410,8 @@ def _matches(header: str | None, etag: str) -> bool:
 def _unavailable(environ: WSGIEnvironment, error: Exception) -> Response:
     detail = DatabaseUnavailableError("the database is unavailable; retry later")
     return response_for(environ, detail, headers=[("Retry-After", "1")])
+
+
+def _singular(model: type[Any] | None, collection: object) -> str:
+    """``port`` for ``ports``: the resource type where the collection is known."""
+    return model.__resource_type__ if model is not None else str(collection)

@@ -445,3 +445,16 @@ def test_queries_refuse_bad_params_directly(session: Session, seeded: Seeded) ->
     with pytest.raises(InvalidFilterError):
         orm.list_operations(session, ListParams(names=("x",)), scope=scope)
     assert orm.list_tasks(session, ListParams(), scope=Scope()).records == []
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        pytest.param("/clusters/{random}/tasks", "no cluster '{random}'", id="unknown-cluster"),
+        pytest.param("/nodes/999999/tasks", "no node '999999'", id="unknown-node"),
+    ],
+)
+def test_an_unknown_resource_is_named_by_its_type(app: TestApp, path: str, detail: str) -> None:
+    random = random_task_id()
+    body = app.get(path.format(random=random), headers=ADMIN, status=404).json
+    assert body["errors"][0]["detail"] == detail.format(random=random)
