@@ -169,19 +169,22 @@ def _time(name: str, value: str) -> datetime:
             raise ValueError(value)
         # An offset's "+" sent unencoded arrives as a space: take it as meant.
         moment = datetime.fromisoformat(_UNENCODED_PLUS.sub(r"\1+\2", value))
+        # A time without a zone is taken as UTC, as the records are kept.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise InvalidFilterError(
             f"{name}: {_shown(value)} is not an ISO 8601 time (2024-01-31T12:00:00Z)"
         ) from None
-    # A time without a zone is taken as UTC, as the records are kept.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # an offset that moves it past year 1 or 9999
+        raise InvalidFilterError(f"{name}: {_shown(value)} is out of range in UTC") from None
 
 
 def _limit(value: str) -> int:
     if not _DIGITS.match(value):
         raise InvalidFilterError(f"limit: {_shown(value)} is not a positive integer")
     # Very long digit strings are beyond any limit: clamp them without int().
-    number = int(value) if len(value) <= 18 else MAX_LIMIT + 1
+    digits = value.lstrip("0")
+    number = int(digits or "0") if len(digits) <= 18 else MAX_LIMIT + 1
     if number < 1:
         raise InvalidFilterError("limit: must be at least 1")
     return min(number, MAX_LIMIT)

@@ -43,6 +43,8 @@ LIST_CASES = [
     pytest.param("changes-since=yesterday", id="bad-date"),
     pytest.param("changes-since=2024-13-01", id="month-13"),
     pytest.param("changes-since=2024-01-01T00:00:00%2B25:00", id="bad-offset"),
+    pytest.param("changes-since=0001-01-01T00:00:00%2B05:00", id="offset-before-year-1"),
+    pytest.param("changes-before=9999-12-31T23:59:59-05:00", id="offset-past-year-9999"),
     pytest.param("changes-before=2024-01-01T00:00:00Z%27--", id="sql-in-date"),
     pytest.param(
         "changes-since=2024-02-01T00:00:00Z&changes-before=2024-01-01T00:00:00Z",
@@ -52,6 +54,7 @@ LIST_CASES = [
     pytest.param("limit=0", id="limit-0"),
     pytest.param("limit=-1", id="limit-negative"),
     pytest.param("limit=10**12", id="limit-10**12-literal"),
+    pytest.param("limit=" + "0" * 19, id="limit-nineteen-zeros"),
     pytest.param("limit=abc", id="limit-not-a-number"),
     pytest.param("limit=1.5", id="limit-float"),
     pytest.param("limit=", id="limit-empty"),

@@ -35,6 +35,7 @@ from tests.models import Base, Cluster, Node
         ),
         pytest.param("limit=7", ListParams(limit=7), id="limit"),
         pytest.param("limit=1001", ListParams(limit=1000), id="limit-clamped"),
+        pytest.param("limit=" + "0" * 20 + "7", ListParams(limit=7), id="limit-leading-zeros"),
         pytest.param("limit=" + "9" * 5000, ListParams(limit=1000), id="limit-huge-clamped"),
         pytest.param(
             "changes-since=2026-01-31T13:00:00%2B01:00",
