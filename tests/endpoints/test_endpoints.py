@@ -401,23 +401,30 @@ def test_links_under_a_prefix_and_script_name(
     prefixed.get(f"/clusters/{seeded.cluster_id}/tasks", headers=A, status=404)
 
 
+@pytest.mark.parametrize("prefix", [pytest.param("", id="root"), pytest.param("/v2.0", id="v2.0")])
 def test_whole_stack_with_the_middleware(
-    engine: Engine, session_factory: sessionmaker[Session], seeded: Seeded
+    engine: Engine, session_factory: sessionmaker[Session], seeded: Seeded, prefix: str
 ) -> None:
-    operations = OperationMiddleware(build_app(session_factory).app, engine=engine)
+    # Under a prefix the middleware is told where the operations are: it sits
+    # outside the router and cannot know.
+    operations = OperationMiddleware(
+        build_app(session_factory, path_prefix=prefix).app,
+        engine=engine,
+        operations_path=f"{prefix}/operations",
+    )
     try:
-        _drive_whole_stack(TestApp(RequestIdMiddleware(operations)), seeded)
+        _drive_whole_stack(TestApp(RequestIdMiddleware(operations)), seeded, prefix)
     finally:
         operations.close()  # its writer pool is its own
 
 
-def _drive_whole_stack(app: TestApp, seeded: Seeded) -> None:
-    bad = app.get("/tasks?state=bogus", headers=A, status=400)
+def _drive_whole_stack(app: TestApp, seeded: Seeded, prefix: str) -> None:
+    bad = app.get(f"{prefix}/tasks?state=bogus", headers=A, status=400)
     assert bad.json["errors"][0]["request_id"] == bad.headers["X-Request-Id"]
-    url = f"/clusters/{seeded.cluster_id}/tasks/{seeded.pending_id}/cancel"
+    url = f"{prefix}/clusters/{seeded.cluster_id}/tasks/{seeded.pending_id}/cancel"
     cancelled = app.post(url, headers=A, status=202)
     location = cancelled.headers["Operation-Location"]
-    assert location.endswith(f"/operations/{cancelled.headers['X-Request-Id']}")
+    assert location.endswith(f"{prefix}/operations/{cancelled.headers['X-Request-Id']}")
     operation = app.get(urlsplit(location).path, headers=A).json["operation"]
     assert (operation["method"], operation["path"], operation["state"]) == (
         "POST",
@@ -425,7 +432,7 @@ def _drive_whole_stack(app: TestApp, seeded: Seeded) -> None:
         "succeeded",
     )
     assert operation["http_status"] == 202 and operation["project_id"] == "project-a"
-    listed = app.get("/operations?state=succeeded", headers=A).json["operations"]
+    listed = app.get(f"{prefix}/operations?state=succeeded", headers=A).json["operations"]
     assert [o["id"] for o in listed] == [operation["id"]]
     app.get(urlsplit(location).path, headers=caller("project-b"), status=404)
 
