@@ -31,7 +31,7 @@ __all__ = ["TaskBoard", "run_demo"]
 STEP_TIMEOUT = 30.0
 _BAR = 20
 _ORDER = {name: i for i, name in enumerate(PORT_TASKS)}
-_GONE = "gone: deleted with its port"
+_GONE = "gone: deleted with its port (step 8 shows how it ended)"
 
 
 class DemoError(RuntimeError):
@@ -247,7 +247,8 @@ def _tour(client: Client, out: TextIO, tty: bool) -> None:
         counts = {k: v for k, v in operation["task_counts"].items() if v}
         _say(
             out,
-            f"   {operation['method']:<6} {operation['path']:<44} {operation['state']:<9} {counts}",
+            f"   {operation['method']:<6} {operation['path']:<44} {operation['state']:<9} "
+            f"{json.dumps(counts)}",
         )
 
     _say(out, "\nTry it: python -m sample_app serve (docs/sample_app.md has curl examples).")

@@ -46,13 +46,13 @@ def test_demo_command_runs_by_itself_in_under_a_minute() -> None:
     # Plain lines (not a terminal): every task reached "succeeded", one line each.
     succeeded = [line for line in out.splitlines() if line.rstrip().endswith("succeeded")]
     assert len(succeeded) == 12
-    assert re.search(r"(?m)^  web +unbind .* gone: deleted with its port$", out)
+    assert re.search(r"(?m)^  web +unbind .* gone: deleted with its port \(step 8 .*\)$", out)
     assert "\x1b[" not in out
     assert re.search(r'"succeeded": 12', out)
     assert re.search(r"GET /ports/[0-9a-f-]{36} -> 404", out)
     assert re.search(r"GET /tasks\?resource_id=[0-9a-f-]{36} -> 0 tasks", out)
-    assert re.search(r"DELETE /ports/[0-9a-f-]{36} +succeeded \{'succeeded': 1\}", out)
-    assert re.search(r"POST +/ports +succeeded \{'succeeded': 12\}", out)
+    assert re.search(r'DELETE /ports/[0-9a-f-]{36} +succeeded \{"succeeded": 1\}', out)
+    assert re.search(r'POST +/ports +succeeded \{"succeeded": 12\}', out)
     assert result.stderr == ""
 
 
