@@ -216,18 +216,21 @@ class TaskResource:
         return _status_expression(info, getattr(cls, info.pk_attr))
 
 
-def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
-    # The clock is read when the statement runs, not when it is built: a host may
-    # build ``select(Port).where(Port.task_status == "error")`` once and reuse it.
+def _live(table: Any) -> ColumnElement[bool]:
+    """Not expired, by the clock when the statement runs (not when it is built).
+
+    A host may build ``select(Port).where(Port.task_status == "error")`` once
+    and reuse it; a relationship's loader is built once too.
+    """
     now = bindparam("tt_now", type_=UTCDateTime(), callable_=utcnow, unique=True)
+    return or_(table.c.expires_at.is_(None), table.c.expires_at > now)
+
+
+def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
     t = tasks_table.alias("tt_status")
     later = tasks_table.alias("tt_later")
     fk_t = t.c[info.column.name]
     fk_later = later.c[info.column.name]
-
-    def live(table: Any) -> ColumnElement[bool]:
-        return or_(table.c.expires_at.is_(None), table.c.expires_at > now)
-
     busy = exists().where(fk_t == pk, t.c.state.in_(_ACTIVE))
     # A newer run supersedes a failure even once it has expired itself: a
     # success kept 24 hours must not bring back a failure kept 7 days.
@@ -238,7 +241,7 @@ def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
         | and_(later.c.created_at == t.c.created_at, later.c.id > t.c.id),
     )
     failed_last = exists().where(
-        fk_t == pk, t.c.state == TaskState.FAILED.value, live(t), ~newer_run
+        fk_t == pk, t.c.state == TaskState.FAILED.value, _live(t), ~newer_run
     )
     return case(
         (busy, ResourceStatus.BUSY), (failed_last, ResourceStatus.ERROR), else_=ResourceStatus.IDLE
@@ -287,7 +290,9 @@ def _register(cls: type[TaskResource]) -> None:
         "tasks",
         relationship(
             Task,
-            primaryjoin=column == pk,
+            # Expired tasks are gone from every read at once, this one too; the
+            # rows themselves still cascade with the resource (the foreign key).
+            primaryjoin=and_(column == pk, _live(tasks_table)),
             foreign_keys=[column],
             cascade="all, delete-orphan",
             passive_deletes=True,

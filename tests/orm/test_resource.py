@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from tasktoolkit.orm import (
     ResourceStatus,
@@ -312,3 +312,26 @@ def test_task_status_query_built_once_reads_the_clock_when_run(
     while utcnow() <= soon:  # poll the clock past the expiry (no fixed sleep)
         assert utcnow() < deadline
     assert session.scalars(in_error).all() == []
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        pytest.param(lambda s, n: n.tasks, id="lazy"),
+        pytest.param(
+            lambda s, n: s.scalars(select(Node).options(selectinload(Node.tasks))).one().tasks,
+            id="selectin",
+        ),
+    ],
+)
+def test_expired_tasks_are_not_in_the_tasks_relationship_and_still_cascade(
+    session: Session, engine: Engine, node: Node, load: Callable[[Session, Node], list[Task]]
+) -> None:
+    kept, gone = _run(session, node, "kept", "succeeded"), _run(session, node, "gone", "failed")
+    ids = [kept.id, gone.id]
+    _expire(session, gone)
+    session.expire_all()
+    assert [t.name for t in load(session, node)] == ["kept"]
+    session.delete(node)
+    session.commit()
+    assert [task_row(engine, task_id) for task_id in ids] == [None, None]
