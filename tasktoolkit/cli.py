@@ -201,6 +201,8 @@ def _connect(url: str | None, *, need_tables: bool = True) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise CommandError(f"{url!r} is not a database URL") from None
+    except ValueError as exc:  # a port that is not a number, ...
+        raise CommandError(f"{url!r} is not a database URL: {_first_line(exc)}") from None
     shown = parsed.render_as_string(hide_password=True)
     if (
         need_tables

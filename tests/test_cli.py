@@ -247,6 +247,12 @@ def test_db_upgrade_creates_the_tables(capsys: pytest.CaptureFixture[str], tmp_p
             ["purge", "--db-url", "bogus"], 1, "'bogus' is not a database URL", id="bad-url"
         ),
         pytest.param(
+            ["purge", "--db-url", "mysql+pymysql://root@127.0.0.1:abc/x"],
+            1,
+            "'mysql+pymysql://root@127.0.0.1:abc/x' is not a database URL",
+            id="port-not-a-number",
+        ),
+        pytest.param(
             ["purge", "--db-url", "postgresql+psycopg://nobody@127.0.0.1:1/none"],
             1,
             "cannot connect to postgresql+psycopg://nobody@127.0.0.1:1/none",

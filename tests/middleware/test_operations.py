@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import context, signals
 from tasktoolkit.context import is_valid_request_id, new_request_id
+from tasktoolkit.errors import InvalidTTLError
 from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import Operation, Task, fail_task, start_task, succeed_task
 from tests.middleware.apps import Streaming, cluster_app
@@ -365,7 +367,9 @@ def test_outside_request_id_middleware_is_a_clear_error(
         pytest.param({"operations_path": "operations"}, ValueError, id="relative-operations"),
         pytest.param({"base_url": "api.example"}, ValueError, id="base-url-not-absolute"),
         pytest.param({"retry_after": -1}, ValueError, id="negative-retry-after"),
-        pytest.param({"ttl": -5}, Exception, id="bad-ttl"),
+        pytest.param({"ttl": -5}, InvalidTTLError, id="ttl-not-a-timedelta"),
+        pytest.param({"ttl": timedelta(seconds=-5)}, InvalidTTLError, id="negative-ttl"),
+        pytest.param({"ttl": timedelta(days=100_000)}, InvalidTTLError, id="absurd-ttl"),
     ],
 )
 def test_bad_configuration_fails_at_construction(
