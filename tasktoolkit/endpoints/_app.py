@@ -231,7 +231,8 @@ class TaskEndpoints:
         raw = _path_text(call.match.get("resource_id"))
         key = None if model is None or raw is None else canonical_resource_id(model, raw)
         if model is None or key is None:
-            raise NotFoundError(f"no {_singular(model, collection)} {raw!r}")
+            what = collection if model is None else model.__resource_type__
+            raise NotFoundError(f"no {what} {raw!r}")
         resource_id = str(key)
         if not self.visibility(session, model, resource_id, caller=call.caller, admin=call.admin):
             raise NotFoundError(f"no {model.__resource_type__} {raw!r}")
@@ -410,8 +411,3 @@ def _matches(header: str | None, etag: str) -> bool:
 def _unavailable(environ: WSGIEnvironment, error: Exception) -> Response:
     detail = DatabaseUnavailableError("the database is unavailable; retry later")
     return response_for(environ, detail, headers=[("Retry-After", "1")])
-
-
-def _singular(model: type[Any] | None, collection: object) -> str:
-    """``port`` for ``ports``: the resource type where the collection is known."""
-    return model.__resource_type__ if model is not None else str(collection)
