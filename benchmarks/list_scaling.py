@@ -48,7 +48,7 @@ from benchmarks._harness import Bench, interleaved
 from sample_app.models import Network, Port
 from tasktoolkit import orm
 from tasktoolkit.endpoints import Router, mount
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm._records import tasks_table
 
 NAME = "list_scaling"
 

@@ -29,7 +29,8 @@ from sqlalchemy.engine import Engine
 
 from benchmarks._harness import Bench
 from tasktoolkit import orm
-from tasktoolkit.orm.records import operations_table, tasks_table
+from tasktoolkit.orm._records import operations_table, tasks_table
+from tasktoolkit.orm._types import utcnow
 from tests import models  # noqa: F401  (the test resource types, as in the other benchmarks)
 
 NAME = "purge"
@@ -69,7 +70,7 @@ def run(bench: Bench) -> dict[str, float]:
     expired = 50_000 if bench.quick else 1_000_000
     kept = 2_000 if bench.quick else 20_000
     operations = 5_000 if bench.quick else 50_000
-    now = orm.utcnow()
+    now = utcnow()
 
     def task(n: int, expires: Any) -> dict[str, Any]:
         finished = now - timedelta(days=31) + timedelta(seconds=n % 2_000_000)
@@ -118,7 +119,7 @@ def run(bench: Bench) -> dict[str, float]:
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     try:
-        result = orm.purge(engine, batch_size=1000, now=orm.utcnow())
+        result = orm.purge(engine, batch_size=1000, now=utcnow())
     finally:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)

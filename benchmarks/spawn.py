@@ -24,7 +24,9 @@ from sqlalchemy.orm import Session
 from benchmarks._harness import Bench, interleaved
 from tasktoolkit import orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm._operations import OperationFields, open_operation
+from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster
 
 NAME = "spawn"
@@ -59,13 +61,13 @@ def run(bench: Bench) -> dict[str, float]:
 
     def api_in_request() -> None:
         rid = new_request_id()
-        orm.open_operation(session.connection(), orm.OperationFields(rid, "POST", "/clusters"))
+        open_operation(session.connection(), OperationFields(rid, "POST", "/clusters"))
         with request_context(RequestContext(rid, operation_id=rid)):
             orm.spawn_tasks(session, items)
         session.commit()
 
     def core() -> None:
-        now = orm.utcnow()
+        now = utcnow()
         rows = [
             {
                 "id": str(uuid.uuid4()),

@@ -31,14 +31,7 @@ from sqlalchemy.engine import Engine
 
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
 from tasktoolkit.errors import TaskCancelRequested, TaskFailure, TaskToolkitError
-from tasktoolkit.orm import (
-    Job,
-    Worker,
-    default_host,
-    reap,
-    settle_orphaned_operations,
-    succeed_held_task,
-)
+from tasktoolkit.orm import Job, Worker, reap
 
 __all__ = [
     "INJECTED_FAILURE",
@@ -126,7 +119,7 @@ def run_job(
     # Success and the delete in one transaction: either the port is gone with
     # its tasks and the operation counts the success, or nothing happened.
     with worker.transaction() as session:
-        succeed_held_task(session, job.id, host=worker.host, message="unbound; port deleted")
+        job.succeed("unbound; port deleted", session=session)
         session.execute(
             delete(Port).where(Port.id == job.resource_id),
             execution_options={"synchronize_session": False},
@@ -168,7 +161,7 @@ class Agents:
 
     def start(self) -> None:
         """Start the threads."""
-        base = default_host()
+        base = Worker.default_host()
         for i in range(self.count):
             # Each thread claims on its own, so each gets its own worker identity.
             worker = Worker(self.engine, PORT_TASKS, host=f"{base}:agent-{i}")
@@ -221,10 +214,9 @@ class Agents:
     def _reap(self) -> None:
         while not self._stop.wait(self.reap_interval):
             try:
+                # Also settles operations whose active tasks vanished with their
+                # resource (a delete outside the API), else running for ever.
                 result = reap(self.engine)
-                # Operations whose active tasks vanished with their resource (a
-                # delete outside the API) would otherwise stay running for ever.
-                settled = settle_orphaned_operations(self.engine)
             except Exception:
                 log.exception("reaper: unexpected error; trying again later")
                 continue
@@ -235,5 +227,5 @@ class Agents:
                     len(result.requeued),
                     len(result.cancelled),
                 )
-            if settled:
-                log.warning("reaper: %d orphaned operations finished", len(settled))
+            if result.operations:
+                log.warning("reaper: %d orphaned operations finished", len(result.operations))

@@ -36,7 +36,7 @@ import webob
 from routes import Mapper
 from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sample_app.engine import create_sample_engine
@@ -48,16 +48,16 @@ from sample_app.models import (
     Network,
     Port,
 )
-from tasktoolkit import http_errors
 from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter, is_admin_role, keystone_caller
 from tasktoolkit.endpoints import Router, mount
+from tasktoolkit.errors import DatabaseUnavailableError, database_unavailable
+from tasktoolkit.http_errors import error_response, response_for
 from tasktoolkit.middleware import (
-    REQUEST_ID_KEY,
     OperationMiddleware,
     RequestIdMiddleware,
     set_operation_target,
 )
-from tasktoolkit.orm import Task, TaskState, prepare_engine, spawn_tasks
+from tasktoolkit.orm import ACTIVE_TASK_STATES, Task, prepare_engine, spawn_tasks
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -78,7 +78,6 @@ MAX_BULK = 100
 #: The largest request body accepted, in bytes.
 MAX_BODY = 1 << 20
 _NAME_MAX = 255
-_ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
 
 
 def sample_caller(environ: Mapping[str, Any]) -> Caller:
@@ -105,26 +104,6 @@ class APIError(Exception):
 
 def _bad_request(detail: str, code: str = "sample_app.invalid_body") -> APIError:
     return APIError(400, code, detail)
-
-
-def error_response(
-    environ: Mapping[str, Any],
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    headers: Iterable[tuple[str, str]] = (),
-) -> webob.Response:
-    """A response in the contract's error format, with the request's id inside."""
-    request_id = environ.get(REQUEST_ID_KEY)
-    status_line, all_headers, body = http_errors.error_response(
-        status=status,
-        code=code,
-        detail=detail,
-        request_id=request_id if isinstance(request_id, str) else None,
-        headers=headers,
-    )
-    return webob.Response(status=status_line, headerlist=all_headers, body=body)
 
 
 def _json(body: object, status: int = 200) -> webob.Response:
@@ -318,16 +297,10 @@ class SampleAPI:
                 return handler(request, session, caller)
         except APIError as exc:
             return error_response(request.environ, exc.status, exc.code, exc.detail)
-        except DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(exc, OperationalError):
-                return error_response(
-                    request.environ,
-                    503,
-                    "tasktoolkit.database_unavailable",
-                    "the database is unavailable; retry",
-                    headers=[("Retry-After", "1")],
-                )
-            raise
+        except SQLAlchemyError as exc:
+            if not database_unavailable(exc):
+                raise
+            return response_for(request.environ, DatabaseUnavailableError())
 
     # -- scoping -------------------------------------------------------------
 
@@ -397,7 +370,7 @@ class SampleAPI:
             .where(
                 Port.network_id == network.id,
                 Task.resource_type == Port.__resource_type__,
-                Task.state.in_(_ACTIVE),
+                Task.state.in_(ACTIVE_TASK_STATES),
             )
             .limit(1)
         ).first()
@@ -507,7 +480,7 @@ class SampleAPI:
         active = session.execute(
             select(Task.name, Task.state)
             .where(Task.resource_type == Port.__resource_type__, Task.resource_id == port.id)
-            .where(Task.state.in_(_ACTIVE))
+            .where(Task.state.in_(ACTIVE_TASK_STATES))
             .order_by(Task.created_at)
         ).all()
         if active:
@@ -532,7 +505,7 @@ def _refuse_if_deleting(session: Session, port: Port) -> None:
                 Task.resource_type == Port.__resource_type__,
                 Task.resource_id == port.id,
                 Task.name == PORT_DELETE_TASK,
-                Task.state.in_(_ACTIVE),
+                Task.state.in_(ACTIVE_TASK_STATES),
             )
         )
     ).scalar()

@@ -20,13 +20,13 @@ Example::
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import ForeignKey, MetaData, String, case
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import ColumnElement
 
-from tasktoolkit.orm import NAMING_CONVENTION, ResourceStatus, TaskResource, UTCDateTime, utcnow
+from tasktoolkit.orm import NAMING_CONVENTION, ResourceStatus, TaskResource, UTCDateTime
 
 __all__ = [
     "HEARTBEAT_TIMEOUT",
@@ -39,6 +39,11 @@ __all__ = [
     "Port",
     "status_of",
 ]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
 
 #: The tasks that wire a new port, in the order a newcomer would expect them.
 PORT_CREATE_TASKS = ("l2_wiring", "dhcp_provisioning", "anti_spoofing", "security_groups")
@@ -99,7 +104,7 @@ class Network(_SampleResource, Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_new_id)
     name: Mapped[str] = mapped_column(String(255), default="")
     project_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     ports: Mapped[list[Port]] = relationship(
         back_populates="network", cascade="all, delete-orphan", passive_deletes=True
@@ -118,6 +123,6 @@ class Port(_SampleResource, Base):
     )
     name: Mapped[str] = mapped_column(String(255), default="")
     project_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     network: Mapped[Network] = relationship(back_populates="ports")

@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -35,14 +36,21 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from tasktoolkit.errors import TaskToolkitError
-from tasktoolkit.orm import lifespan
-from tasktoolkit.orm._types import utcnow
-from tasktoolkit.orm.engine import prepare_engine
-from tasktoolkit.orm.queries import ALL_PROJECTS, get_operation, operation_tasks
-from tasktoolkit.orm.records import Task, tasks_table
+from tasktoolkit.errors import InvalidDurationError, TaskToolkitError
+from tasktoolkit.orm import Scope, Task, get_operation, operation_tasks, prepare_engine, purge, reap
+from tasktoolkit.orm._expiry import MAX_TTL
+from tasktoolkit.orm._lifespan import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, check_batch_size
+from tasktoolkit.orm._reaper import WORKER_LOST
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_OPERATION_FAILED", "EXIT_USAGE", "CommandError", "main"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_OPERATION_FAILED",
+    "EXIT_USAGE",
+    "CommandError",
+    "main",
+    "parse_duration",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -50,6 +58,9 @@ EXIT_USAGE = 2
 EXIT_OPERATION_FAILED = 3
 DB_URL_ENV = "TASKTOOLKIT_DB_URL"
 PROG = "tasktoolkit"
+_EVERYONE = Scope(all_projects=True)
+_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)", re.IGNORECASE)
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 class CommandError(Exception):
@@ -63,23 +74,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def parse_duration(text: str) -> timedelta:
+    """A duration such as ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` or ``1d12h``.
+
+    :raises InvalidDurationError: not of that form, or longer than ten years.
+
+    Example::
+
+        >>> parse_duration("1d12h")
+        datetime.timedelta(days=1, seconds=43200)
+    """
+    value = text.strip() if isinstance(text, str) else ""
+    parts = _DURATION.findall(value)
+    if not value or _DURATION.sub("", value).strip():
+        raise InvalidDurationError(
+            f"{text!r} is not a duration (write it like 90s, 15m, 12h, 7d, 2w or 1d12h)"
+        )
+    seconds = sum(int(n) * _UNITS[unit.lower()] for n, unit in parts)
+    if seconds > MAX_TTL.total_seconds():
+        raise InvalidDurationError(f"{text!r} is longer than {MAX_TTL.days} days")
+    return timedelta(seconds=seconds)
+
+
 def _duration(text: str) -> timedelta:
     try:
-        return lifespan.parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _batch_size(text: str) -> int:
     try:
-        value = int(text)
+        return check_batch_size(int(text))
     except ValueError:
-        value = 0
-    if not 1 <= value <= lifespan.MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a whole number from 1 to {lifespan.MAX_BATCH_SIZE}"
-        )
-    return value
+            f"{text!r} is not a whole number from 1 to {MAX_BATCH_SIZE}"
+        ) from None
 
 
 def _positive_seconds(text: str) -> float:
@@ -96,17 +126,10 @@ def _build_parser() -> _Parser:
     def command(name: str, help: str, run: Callable[[argparse.Namespace], int]) -> _Parser:
         sub: _Parser = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(run=run)
+        _db_url(sub)
         return sub
 
-    def db_url(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--db-url",
-            default=os.environ.get(DB_URL_ENV),
-            help=f"SQLAlchemy database URL (default: ${DB_URL_ENV})",
-        )
-
     purge = command("purge", "Delete expired tasks and operations, in short batches.", _purge)
-    db_url(purge)
     purge.add_argument(
         "--older-than",
         type=_duration,
@@ -117,16 +140,12 @@ def _build_parser() -> _Parser:
     purge.add_argument(
         "--batch-size",
         type=_batch_size,
-        default=lifespan.DEFAULT_BATCH_SIZE,
+        default=DEFAULT_BATCH_SIZE,
         metavar="N",
-        help=f"rows per statement (default {lifespan.DEFAULT_BATCH_SIZE})",
+        help=f"rows per statement (default {DEFAULT_BATCH_SIZE})",
     )
     purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
-
-    reap = command(
-        "reap", "Fail (or re-queue) running tasks whose worker stopped heartbeating.", _reap
-    )
-    db_url(reap)
+    reap = command("reap", "Move what workers and requests left behind.", _reap)
     reap.add_argument("--batch-size", type=_batch_size, default=500, metavar="N")
     reap.add_argument(
         "--models",
@@ -135,26 +154,34 @@ def _build_parser() -> _Parser:
         metavar="MODULE",
         help="import this module first, so its resource models' expiry policies apply",
     )
-
-    db = command("db", "Database schema.", lambda args: EXIT_USAGE)
+    db = commands.add_parser("db", help="Database schema.", description="Database schema.")
     db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     upgrade: _Parser = db_commands.add_parser(
         "upgrade", help="Run the toolkit's migrations.", description="Run the toolkit's migrations."
     )
     upgrade.set_defaults(run=_db_upgrade)
-    db_url(upgrade)
+    _db_url(upgrade)
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    _watch_arguments(command("watch", "Show an operation's tasks live until it ends.", _watch))
+    return parser
 
-    watch = command("watch", "Show an operation's tasks live until it ends.", _watch)
+
+def _db_url(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--db-url",
+        default=os.environ.get(DB_URL_ENV),
+        help=f"SQLAlchemy database URL (default: ${DB_URL_ENV})",
+    )
+
+
+def _watch_arguments(watch: _Parser) -> None:
     watch.add_argument("request_id", help="the operation's id (its request id)")
-    db_url(watch)
     watch.add_argument(
         "--interval", type=_positive_seconds, default=1.0, metavar="DURATION", help="default 1s"
     )
     watch.add_argument(
         "--timeout", type=_positive_seconds, default=None, metavar="DURATION", help="give up after"
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +244,7 @@ def _connect(url: str | None, *, need_tables: bool = True) -> Engine:
         raise CommandError(f"cannot use {shown}: {_first_line(exc)}") from None
     try:
         with engine.connect() as conn:
-            has_tables = inspect(conn).has_table(tasks_table.name)
+            has_tables = inspect(conn).has_table(Task.__tablename__)
     except DBAPIError as exc:
         engine.dispose()
         raise CommandError(f"cannot connect to {shown}: {_first_line(exc.orig)}") from None
@@ -238,15 +265,15 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _purge_on(engine: Engine, args: argparse.Namespace) -> int:
-    now = utcnow()
+    now = datetime.now(UTC)
     cutoff = now - args.older_than
-    expired = lifespan.count_expired(engine, now=cutoff)
+    expired = purge(engine, older_than=args.older_than, now=now, dry_run=True)
     what = f"expired before {_iso(cutoff)}"
     if args.dry_run:
         print(f"would purge {_counts(expired.tasks, expired.operations)} ({what})")
         return EXIT_OK
     show = _Progress(sys.stderr, {"tasks": expired.tasks, "operations": expired.operations})
-    result = lifespan.purge(
+    result = purge(
         engine, older_than=args.older_than, batch_size=args.batch_size, now=now, progress=show
     )
     show.done()
@@ -301,11 +328,12 @@ def _reap(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise CommandError(f"--models {module}: {_first_line(exc)}") from None
     with _database(args.db_url) as engine:
-        result = lifespan.reap(engine, batch_size=args.batch_size)
+        result = reap(engine, batch_size=args.batch_size)
     print(
         f"reaped {_plural(result.total, 'lost task')}: "
-        f"{len(result.failed):,} failed ({lifespan.WORKER_LOST}), "
+        f"{len(result.failed):,} failed ({WORKER_LOST}), "
         f"{len(result.requeued):,} re-queued, {len(result.cancelled):,} cancelled"
+        + (f"; settled {_plural(len(result.operations), 'operation')}" if result.operations else "")
     )
     return EXIT_OK
 
@@ -335,8 +363,8 @@ def _watch_on(engine: Engine, args: argparse.Namespace) -> int:
     screen = _Screen(sys.stdout)
     while True:
         with Session(engine) as session:
-            operation = get_operation(session, args.request_id, scope=ALL_PROJECTS)
-            tasks = operation_tasks(session, args.request_id, scope=ALL_PROJECTS)
+            operation = get_operation(session, args.request_id, scope=_EVERYONE)
+            tasks = operation_tasks(session, args.request_id, scope=_EVERYONE)
             header = f"{operation.id} {operation.method} {operation.path}: {operation.state}" + (
                 "" if operation.http_status is None else f" (HTTP {operation.http_status})"
             )

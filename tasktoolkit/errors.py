@@ -6,9 +6,12 @@ built-in exception a caller would expect (``ValueError``, ``LookupError``, ...).
 
 from __future__ import annotations
 
+from sqlalchemy import exc as sqlalchemy_exc
+
 __all__ = [
     "DatabaseUnavailableError",
     "InvalidDurationError",
+    "InvalidErrorCodeError",
     "InvalidFilterError",
     "InvalidProgressError",
     "InvalidRevisionError",
@@ -27,6 +30,7 @@ __all__ = [
     "TaskNotHeldError",
     "TaskToolkitError",
     "TransientResourceError",
+    "database_unavailable",
 ]
 
 
@@ -176,6 +180,13 @@ class InvalidTaskNameError(TaskToolkitError, ValueError):
     code = "tasktoolkit.invalid_task_name"
 
 
+class InvalidErrorCodeError(TaskToolkitError, ValueError):
+    """A task's error code that is empty, not a string, or longer than 64 characters."""
+
+    status = 400
+    code = "tasktoolkit.invalid_error_code"
+
+
 class InvalidTaskOptionError(TaskToolkitError, ValueError):
     """A bad option when spawning tasks (``max_attempts``, ``heartbeat_timeout``)."""
 
@@ -184,10 +195,36 @@ class InvalidTaskOptionError(TaskToolkitError, ValueError):
 
 
 class DatabaseUnavailableError(TaskToolkitError):
-    """The database could not be reached; the request may be retried."""
+    """The database could not be reached; the request may be retried.
+
+    :param retry_after: seconds a client should wait before retrying (``Retry-After``).
+    """
 
     status = 503
     code = "tasktoolkit.database_unavailable"
+
+    def __init__(
+        self, detail: str = "the database is unavailable; retry later", *, retry_after: int = 1
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by SQLAlchemy, means the database cannot serve us now.
+
+    The one rule every layer answers ``503`` by: a connection that could not be
+    made or was lost (``OperationalError``, ``InterfaceError``, an invalidated
+    connection), and a pool with no connection to give within its timeout.
+    Anything else (a constraint, bad SQL) is a bug, not an outage.
+    """
+    if isinstance(exc, sqlalchemy_exc.TimeoutError):
+        return True
+    if not isinstance(exc, sqlalchemy_exc.DBAPIError):
+        return False
+    return exc.connection_invalidated or isinstance(
+        exc, (sqlalchemy_exc.OperationalError, sqlalchemy_exc.InterfaceError)
+    )
 
 
 class InvalidRevisionError(TaskToolkitError, ValueError):

@@ -1,125 +1,96 @@
-"""The contract's JSON error body, shared by the middleware and the endpoints.
+"""The contract's error responses, made in one place for the endpoints, the middleware
+and host apps.
 
 Every error response is::
 
     {"errors": [{"request_id": "req-...", "code": "tasktoolkit.invalid_filter",
                  "status": 400, "title": "Bad Request", "detail": "..."}]}
 
-Example (a bare WSGI app answering with a typed error)::
+with the request's id inside (the request-id middleware's, from the environ).
+A ``503`` carries ``Retry-After``.
 
-    status, headers, body = error_for(InvalidFilterError("limit: must be >= 1"), request_id)
-    start_response(status, headers)
-    return [body]
+Example (a WSGI app answering with a typed error)::
+
+    response = response_for(environ, InvalidFilterError("limit: must be >= 1"))
+    return response(environ, start_response)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
+from typing import Any
 
-from tasktoolkit.errors import TaskToolkitError
+from webob import Response
 
-__all__ = [
-    "JSON_CONTENT_TYPE",
-    "ErrorDocument",
-    "error_body",
-    "error_document",
-    "error_for",
-    "error_response",
-    "status_line",
-]
+from tasktoolkit import context
+from tasktoolkit._environ import REQUEST_ID_KEY
+from tasktoolkit.errors import DatabaseUnavailableError, TaskToolkitError
+
+__all__ = ["JSON_CONTENT_TYPE", "error_body", "error_response", "request_id_of", "response_for"]
 
 JSON_CONTENT_TYPE = "application/json"
 
-#: ``{"errors": [{...}]}``.
-ErrorDocument = dict[str, list[dict[str, object]]]
+
+def request_id_of(environ: Mapping[str, Any]) -> str:
+    """The request's id: the middleware's, else the bound context's, else a fresh one."""
+    value = environ.get(REQUEST_ID_KEY)
+    if context.is_valid_request_id(value):
+        return str(value)
+    ctx = context.current()
+    return ctx.request_id if ctx is not None else context.new_request_id()
 
 
-def status_line(status: int) -> str:
-    """The WSGI status line of ``status``: ``status_line(503) == "503 Service Unavailable"``."""
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
+def error_body(*, status: int, code: str, detail: str, request_id: str | None) -> bytes:
+    """The contract's error document, as UTF-8 JSON.
 
-
-def error_document(
-    *,
-    status: int,
-    code: str,
-    detail: str,
-    request_id: str | None,
-    title: str | None = None,
-) -> ErrorDocument:
-    """The error body as a dict.
-
-    :param code: machine-readable, ``tasktoolkit.<what>``.
+    :param code: machine-readable, ``tasktoolkit.<what>`` (a host's own prefix for its errors).
     :param detail: what was wrong, for a human; never a traceback.
-    :param title: defaults to the status phrase (``Bad Request``).
     """
-    if title is None:
-        title = status_line(status).partition(" ")[2]
-    return {
-        "errors": [
-            {
-                "request_id": request_id,
-                "code": code,
-                "status": status,
-                "title": title,
-                "detail": detail,
-            }
-        ]
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Unknown"
+    error = {
+        "request_id": request_id,
+        "code": code,
+        "status": status,
+        "title": title,
+        "detail": detail,
     }
-
-
-def error_body(
-    *,
-    status: int,
-    code: str,
-    detail: str,
-    request_id: str | None,
-    title: str | None = None,
-) -> bytes:
-    """:func:`error_document` serialised as UTF-8 JSON."""
-    document = error_document(
-        status=status, code=code, detail=detail, request_id=request_id, title=title
-    )
-    return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps({"errors": [error]}, separators=(",", ":")).encode()
 
 
 def error_response(
-    *,
+    environ: Mapping[str, Any],
     status: int,
     code: str,
     detail: str,
-    request_id: str | None,
-    headers: Iterable[tuple[str, str]] = (),
-) -> tuple[str, list[tuple[str, str]], bytes]:
-    """``(status line, headers, body)`` ready for ``start_response``.
-
-    :param headers: extra headers (``Retry-After``, ``Allow``, ...).
-    """
-    body = error_body(status=status, code=code, detail=detail, request_id=request_id)
-    all_headers = [
-        ("Content-Type", JSON_CONTENT_TYPE),
-        ("Content-Length", str(len(body))),
-        *headers,
-    ]
-    return status_line(status), all_headers, body
-
-
-def error_for(
-    error: TaskToolkitError,
-    request_id: str | None,
     *,
     headers: Iterable[tuple[str, str]] = (),
-) -> tuple[str, list[tuple[str, str]], bytes]:
-    """:func:`error_response` for a typed error: its status, its code, its message."""
-    return error_response(
-        status=error.status,
-        code=error.code,
-        detail=str(error),
-        request_id=request_id,
-        headers=headers,
-    )
+) -> Response:
+    """A webob response carrying the error document of this request.
+
+    :param headers: extra headers (``Allow``, ...).
+    """
+    body = error_body(status=status, code=code, detail=detail, request_id=request_id_of(environ))
+    response = Response(status=status, body=body, content_type=JSON_CONTENT_TYPE, charset=None)
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def response_for(
+    environ: Mapping[str, Any],
+    error: TaskToolkitError,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+) -> Response:
+    """:func:`error_response` for a typed error: its status, code and message.
+
+    A :class:`~tasktoolkit.errors.DatabaseUnavailableError` gets its ``Retry-After``.
+    """
+    if isinstance(error, DatabaseUnavailableError):
+        headers = [("Retry-After", str(error.retry_after)), *headers]
+    return error_response(environ, error.status, error.code, str(error), headers=headers)

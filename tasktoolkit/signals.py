@@ -5,6 +5,11 @@ never for a change that was rolled back. Receivers get plain, immutable
 snapshots (:class:`TaskChange`, :class:`OperationChange`), not ORM objects, so a
 receiver cannot trigger lazy loads on a finished session.
 
+A receiver's failure is the receiver's: the toolkit sends every signal through
+:func:`send`, which logs a receiver that raises (with the signal's name and
+the change) and goes on with the other receivers and the other signals. It
+never turns a committed change into an error.
+
 Example::
 
     from tasktoolkit import signals
@@ -16,20 +21,23 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from blinker import Namespace
+from blinker import NamedSignal, Namespace
 
 __all__ = [
     "OperationChange",
     "TaskChange",
     "operation_finished",
     "operation_opened",
+    "send",
     "task_created",
     "task_state_changed",
 ]
 
 _signals = Namespace()
+_log = logging.getLogger("tasktoolkit.signals")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +90,20 @@ operation_finished = _signals.signal(
     doc="""An operation reached its final state. Sender: ``None``.
     Keyword argument: ``change``, an :class:`OperationChange`.""",
 )
+
+
+def send(
+    signal: NamedSignal, change: TaskChange | OperationChange, sender: str | None = None
+) -> None:
+    """Send ``change`` to every receiver of ``signal``; one that raises is logged, not raised.
+
+    Every receiver is called, whichever of them fails: a committed change is
+    announced to all who listen.
+    """
+    if not signal.receivers or getattr(signal, "is_muted", False):
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, change=change)
+        except Exception:
+            _log.exception("a receiver of %s failed on %r", signal.name, change)

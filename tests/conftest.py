@@ -11,6 +11,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import orm
+from tasktoolkit.orm._engine import host_metadatas
 from tests import models  # noqa: F401  (declares the test resource types)
 from tests.databases import BACKENDS, engine_for, private_database
 
@@ -55,7 +56,7 @@ def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
     with engine.begin() as conn:
         for table in orm.metadata.sorted_tables:
             conn.execute(delete(table))
-        for host in orm.host_metadatas():
+        for host in host_metadatas():
             for table in reversed(host.sorted_tables):
                 conn.execute(delete(table))
 

@@ -15,10 +15,14 @@ from sqlalchemy import func, inspect, select, update
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import cli, orm
+from tasktoolkit import cli
+from tasktoolkit.cli import parse_duration
 from tasktoolkit.context import RequestContext, new_request_id, request_context
+from tasktoolkit.errors import InvalidDurationError
 from tasktoolkit.orm import Worker
-from tasktoolkit.orm.records import operations_table, tasks_table
+from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._records import operations_table, tasks_table
+from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster
 
 
@@ -41,20 +45,20 @@ def spawn(session_factory: sessionmaker[Session], names: list[str]) -> tuple[str
     """An operation whose request ended with 202, with one task per name."""
     rid = new_request_id()
     with session_factory() as s:
-        orm.open_operation(s.connection(), orm.OperationFields(rid, "POST", "/clusters"))
+        open_operation(s.connection(), OperationFields(rid, "POST", "/clusters"))
         cluster = Cluster(name="c")
         s.add(cluster)
         s.flush()
         with request_context(RequestContext(rid, operation_id=rid)):
             tasks = cluster.spawn_tasks(names)
-        orm.end_request(s.connection(), rid, 202)
+        end_request(s.connection(), rid, 202)
         s.commit()
         return rid, [t.id for t in tasks]
 
 
 def expire_all(engine: Engine, ago: timedelta) -> None:
     """Make every task and operation finished and expired ``ago``."""
-    moment = orm.utcnow() - ago
+    moment = utcnow() - ago
     with engine.begin() as conn:
         conn.execute(update(tasks_table).values(state="succeeded", expires_at=moment))
         conn.execute(update(operations_table).values(state="succeeded", expires_at=moment))
@@ -146,7 +150,7 @@ def test_reap_fails_lost_tasks(
     _, [task_id] = spawn(session_factory, ["a"])
     Worker(engine, host="gone").start(task_id)
     with engine.begin() as conn:
-        conn.execute(update(tasks_table).values(heartbeat_at=orm.utcnow() - timedelta(seconds=301)))
+        conn.execute(update(tasks_table).values(heartbeat_at=utcnow() - timedelta(seconds=301)))
 
     status, out, err = run(capsys, "reap", "--db-url", db_url, "--models", "tests.models")
 
@@ -333,3 +337,41 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
         "tasktoolkit: error: cannot connect to mysql+pymysql://x@127.0.0.1:1/y"
     )
     assert len(done.stderr.splitlines()) == 1
+
+
+# -- durations -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("90s", timedelta(seconds=90), id="seconds"),
+        pytest.param("15m", timedelta(minutes=15), id="minutes"),
+        pytest.param("12h", timedelta(hours=12), id="hours"),
+        pytest.param("7d", timedelta(days=7), id="days"),
+        pytest.param("2w", timedelta(weeks=2), id="weeks"),
+        pytest.param("1d12h", timedelta(days=1, hours=12), id="combined"),
+        pytest.param(" 3H ", timedelta(hours=3), id="spaces-and-case"),
+        pytest.param("0s", timedelta(0), id="zero"),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("7", id="no-unit"),
+        pytest.param("7x", id="unknown-unit"),
+        pytest.param("-1d", id="negative"),
+        pytest.param("1.5h", id="fraction"),
+        pytest.param("d", id="no-number"),
+        pytest.param("7d later", id="trailing-words"),
+        pytest.param("9999w", id="absurd"),
+    ],
+)
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(InvalidDurationError, match=r"duration|longer than"):
+        parse_duration(text)

@@ -23,8 +23,8 @@ from tasktoolkit.endpoints._app import (
     canonical_resource_id,
     resource_visible,
 )
+from tasktoolkit.endpoints._openapi import openapi_document
 from tasktoolkit.endpoints._routing import Router, mount
-from tasktoolkit.endpoints.openapi import openapi_document
 
 __all__ = [
     "ResourceVisibility",

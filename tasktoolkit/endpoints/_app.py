@@ -3,7 +3,7 @@
 One :class:`TaskEndpoints` serves all the toolkit's routes of a host; the
 route's ``action`` (published by Routes in ``wsgiorg.routing_args``) says
 which endpoint was matched. It reads records only through
-:mod:`tasktoolkit.orm.queries` and keeps nothing per request on itself.
+:mod:`tasktoolkit.orm._queries` and keeps nothing per request on itself.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from sqlalchemy import BigInteger, Integer, String, Uuid
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from webob import Request, Response
 
+from tasktoolkit._checks import whole_number
+from tasktoolkit._environ import ROUTING_ARGS_KEY
 from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter
 from tasktoolkit.context import is_valid_request_id
-from tasktoolkit.endpoints._errors import error_response, response_for
 from tasktoolkit.endpoints._params import (
     OPERATION_LIST,
     RESOURCE_TASK_LIST,
@@ -37,27 +38,29 @@ from tasktoolkit.errors import (
     NotFoundError,
     TaskNotFoundError,
     TaskToolkitError,
+    database_unavailable,
 )
-from tasktoolkit.orm.queries import (
-    ALL_PROJECTS,
+from tasktoolkit.http_errors import error_response, response_for
+from tasktoolkit.orm import (
+    OperationState,
     Scope,
+    TaskResource,
+    cancel_task,
     get_operation,
     get_task,
     list_operations,
     list_tasks,
     operation_tasks,
 )
-from tasktoolkit.orm.resource import TaskResource
-from tasktoolkit.orm.states import OperationState
-from tasktoolkit.orm.transitions import cancel_task
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = ["ResourceVisibility", "TaskEndpoints", "canonical_resource_id", "resource_visible"]
 
-ROUTING_ARGS = "wsgiorg.routing_args"
 _UUID_LENGTH = 36
+#: Every project's records.
+_EVERYONE = Scope(all_projects=True)
 
 
 class ResourceVisibility(Protocol):
@@ -143,7 +146,7 @@ class _Call:
 
     @property
     def scope(self) -> Scope:
-        return ALL_PROJECTS if self.admin else Scope(project_id=self.caller.project_id)
+        return _EVERYONE if self.admin else Scope(project_id=self.caller.project_id)
 
 
 _Handler = Callable[["TaskEndpoints", Session, _Call], Response]
@@ -173,8 +176,7 @@ class TaskEndpoints:
     ) -> None:
         if not callable(session_factory):
             raise TypeError("session_factory must make sessions (a sessionmaker)")
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-            raise ValueError(f"retry_after must be an integer >= 0, got {retry_after!r}")
+        whole_number(retry_after, "retry_after", minimum=0)
         self.collections = dict(collections)
         self.session_factory = session_factory
         self.caller_getter = caller_getter
@@ -190,7 +192,7 @@ class TaskEndpoints:
 
     def respond(self, environ: WSGIEnvironment) -> Response:
         """The response to one request routed here."""
-        routing = environ.get(ROUTING_ARGS)
+        routing = environ.get(ROUTING_ARGS_KEY)
         match: Mapping[str, Any] = routing[1] if isinstance(routing, tuple) else {}
         action = match.get("action")
         entry = _ACTIONS.get(action) if isinstance(action, str) else None
@@ -213,14 +215,11 @@ class TaskEndpoints:
             with self.session_factory() as session:
                 return handler(self, session, call)
         except TaskToolkitError as error:
-            headers = [("Retry-After", "1")] if error.status == 503 else []
-            return error_response(environ, error.status, error.code, str(error), headers=headers)
-        except (OperationalError, InterfaceError) as error:
-            return _unavailable(environ, error)
-        except DBAPIError as error:
-            if error.connection_invalidated:
-                return _unavailable(environ, error)
-            raise
+            return response_for(environ, error)
+        except SQLAlchemyError as error:
+            if not database_unavailable(error):
+                raise
+            return response_for(environ, DatabaseUnavailableError())
 
     # -- the resource's own endpoints ----------------------------------------
 
@@ -246,7 +245,7 @@ class TaskEndpoints:
         page = list_tasks(
             session,
             replace(params, resource_type=resource_type, resource_id=resource_id),
-            scope=ALL_PROJECTS,
+            scope=_EVERYONE,
         )
         return _list(
             call,
@@ -262,7 +261,7 @@ class TaskEndpoints:
         task = get_task(
             session,
             _task_id(call),
-            scope=ALL_PROJECTS,
+            scope=_EVERYONE,
             resource_type=resource_type,
             resource_id=resource_id,
         )
@@ -275,7 +274,7 @@ class TaskEndpoints:
         get_task(
             session,
             task_id,
-            scope=ALL_PROJECTS,
+            scope=_EVERYONE,
             resource_type=resource_type,
             resource_id=resource_id,
         )
@@ -406,8 +405,3 @@ def _matches(header: str | None, etag: str) -> bool:
         if candidate.strip('"') == etag:
             return True
     return False
-
-
-def _unavailable(environ: WSGIEnvironment, error: Exception) -> Response:
-    detail = DatabaseUnavailableError("the database is unavailable; retry later")
-    return response_for(environ, detail, headers=[("Retry-After", "1")])

@@ -22,18 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME
 from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.errors import InvalidFilterError
-from tasktoolkit.orm.queries import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    OPERATION_SORT_KEYS,
-    SORT_DIRS,
-    TASK_SORT_KEYS,
-    ListParams,
-)
-from tasktoolkit.orm.resource import resource_types
-from tasktoolkit.orm.states import OperationState, TaskState
+from tasktoolkit.orm import ACTIVE_TASK_STATES, ListParams, OperationState, TaskState
+from tasktoolkit.orm._resource import resource_types
 
 __all__ = [
     "OPERATION_LIST",
@@ -46,8 +39,6 @@ __all__ = [
 ]
 
 _UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-_TASK_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
-_RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,63}\Z")
 _RESOURCE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _DIGITS = re.compile(r"\A[0-9]+\Z")
 _MAX_FIELDS = 64
@@ -89,8 +80,8 @@ def _is_uuid(value: str) -> bool:
 RESOURCE_TASK_LIST = ListKind(
     allowed=_COMMON | {"name"},
     states=_TASK_STATES,
-    active=(TaskState.PENDING.value, TaskState.RUNNING.value),
-    sort_keys=TASK_SORT_KEYS,
+    active=ACTIVE_TASK_STATES,
+    sort_keys=ListParams.TASK_SORT_KEYS,
     is_record_id=_is_uuid,
     check_resource_type=True,
 )
@@ -98,8 +89,8 @@ RESOURCE_TASK_LIST = ListKind(
 TASK_LIST = ListKind(
     allowed=_COMMON | {"name", "resource_type", "resource_id"},
     states=_TASK_STATES,
-    active=(TaskState.PENDING.value, TaskState.RUNNING.value),
-    sort_keys=TASK_SORT_KEYS,
+    active=ACTIVE_TASK_STATES,
+    sort_keys=ListParams.TASK_SORT_KEYS,
     is_record_id=_is_uuid,
     check_resource_type=True,
 )
@@ -108,7 +99,7 @@ OPERATION_LIST = ListKind(
     allowed=_COMMON | {"resource_type", "resource_id"},
     states=tuple(s.value for s in OperationState),
     active=(OperationState.RUNNING.value,),
-    sort_keys=OPERATION_SORT_KEYS,
+    sort_keys=ListParams.OPERATION_SORT_KEYS,
     is_record_id=is_valid_request_id,
     check_resource_type=False,
 )
@@ -184,10 +175,10 @@ def _limit(value: str) -> int:
         raise InvalidFilterError(f"limit: {_shown(value)} is not a positive integer")
     # Very long digit strings are beyond any limit: clamp them without int().
     digits = value.lstrip("0")
-    number = int(digits or "0") if len(digits) <= 18 else MAX_LIMIT + 1
+    number = int(digits or "0") if len(digits) <= 18 else ListParams.MAX_LIMIT + 1
     if number < 1:
         raise InvalidFilterError("limit: must be at least 1")
-    return min(number, MAX_LIMIT)
+    return min(number, ListParams.MAX_LIMIT)
 
 
 def _single(pairs: list[tuple[str, str]], kind: ListKind) -> dict[str, list[str]]:
@@ -216,11 +207,11 @@ def parse_list_query(query_string: str, kind: ListKind) -> tuple[ListParams, lis
     pairs = parse_pairs(query_string)
     values = _single(pairs, kind)
     get = {name: found[0] for name, found in values.items()}
-    options: dict[str, Any] = {"limit": DEFAULT_LIMIT}
+    options: dict[str, Any] = {"limit": ListParams.DEFAULT_LIMIT}
     if "state" in values:
         options["states"] = _states(values["state"], kind)
     if "name" in get:
-        options["names"] = (_match("name", get["name"], _TASK_NAME, "a task name"),)
+        options["names"] = (_match("name", get["name"], TASK_NAME, "a task name"),)
     if "request_id" in get:
         if not is_valid_request_id(get["request_id"]):
             raise InvalidFilterError(
@@ -228,7 +219,7 @@ def parse_list_query(query_string: str, kind: ListKind) -> tuple[ListParams, lis
             )
         options["request_id"] = get["request_id"]
     if "resource_type" in get:
-        value = _match("resource_type", get["resource_type"], _RESOURCE_TYPE, "a resource type")
+        value = _match("resource_type", get["resource_type"], RESOURCE_TYPE, "a resource type")
         known = sorted(resource_types())
         if kind.check_resource_type and value not in known:
             raise InvalidFilterError(
@@ -258,9 +249,8 @@ def parse_list_query(query_string: str, kind: ListKind) -> tuple[ListParams, lis
             )
         options["sort_key"] = get["sort_key"]
     if "sort_dir" in get:
-        if get["sort_dir"] not in SORT_DIRS:
-            raise InvalidFilterError(
-                f"sort_dir: {_shown(get['sort_dir'])} is not one of {', '.join(SORT_DIRS)}"
-            )
+        if get["sort_dir"] not in ListParams.SORT_DIRS:
+            dirs = ", ".join(ListParams.SORT_DIRS)
+            raise InvalidFilterError(f"sort_dir: {_shown(get['sort_dir'])} is not one of {dirs}")
         options["sort_dir"] = get["sort_dir"]
     return ListParams(**options), pairs

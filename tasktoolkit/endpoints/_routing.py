@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 from routes.middleware import RoutesMiddleware
 from sqlalchemy.orm import Session
 
+from tasktoolkit._environ import ROUTING_ARGS_KEY
 from tasktoolkit.caller import AdminPredicate, CallerGetter, is_admin_role, keystone_caller
-from tasktoolkit.endpoints._app import ROUTING_ARGS, ResourceVisibility, TaskEndpoints
-from tasktoolkit.endpoints._errors import error_response
-from tasktoolkit.orm.resource import TaskResource, resource_types
+from tasktoolkit.endpoints._app import ResourceVisibility, TaskEndpoints
+from tasktoolkit.http_errors import error_response
+from tasktoolkit.orm import TaskResource
+from tasktoolkit.orm._resource import resource_types
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -136,7 +138,7 @@ class Router:
 
     @staticmethod
     def _dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        routing = environ.get(ROUTING_ARGS)
+        routing = environ.get(ROUTING_ARGS_KEY)
         match = routing[1] if isinstance(routing, tuple) else None
         controller: WSGIApplication | None = match.get("controller") if match else None
         if controller is None or not callable(controller):

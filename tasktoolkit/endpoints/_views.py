@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tasktoolkit.orm.records import Operation, Task
+from tasktoolkit.orm._records import Operation, Task
 
 __all__ = ["isoformat", "operation_view", "task_view"]
 

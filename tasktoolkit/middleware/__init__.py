@@ -9,22 +9,21 @@ Example::
 
 from __future__ import annotations
 
-from tasktoolkit.middleware.log import RequestIdLogFilter
-from tasktoolkit.middleware.operations import (
-    DEFAULT_METHODS,
-    OPERATION_ID_KEY,
-    OPERATION_TARGET_KEY,
-    OperationMiddleware,
-    set_operation_target,
-)
-from tasktoolkit.middleware.request_id import (
+from tasktoolkit._environ import (
     GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_REQUEST_ID_KEY,
+    OPERATION_ID_KEY,
+    OPERATION_TARGET_KEY,
     REQUEST_ID_KEY,
-    RequestIdMiddleware,
-    fast_request_id,
 )
+from tasktoolkit.middleware._log import RequestIdLogFilter
+from tasktoolkit.middleware._operations import (
+    DEFAULT_METHODS,
+    OperationMiddleware,
+    set_operation_target,
+)
+from tasktoolkit.middleware._request_id import RequestIdMiddleware, fast_request_id
 
 __all__ = [
     "DEFAULT_METHODS",

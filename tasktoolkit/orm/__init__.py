@@ -1,42 +1,27 @@
-"""The ORM part: records, the resource mixin, states and transitions.
+"""The ORM part: records, the resource mixin, states, workers, lifespan and queries.
+
+What a host app and a worker use, and nothing else; the modules behind it are
+private. The ORM knows nothing of HTTP.
 
 Example::
 
-    from tasktoolkit.orm import TaskResource, start_task, succeed_task
+    from tasktoolkit.orm import TaskResource, Worker
 
     class Port(TaskResource, Base):
         __tablename__ = "ports"
         __resource_type__ = "port"
         id: Mapped[str] = mapped_column(String(36), primary_key=True)
 
-    port.spawn_tasks(["l2_wiring", "dhcp_provisioning"])
+    port.spawn_tasks(["l2_wiring", "dhcp_provisioning"])      # in the API
+    job = Worker(engine, ["l2_wiring"]).claim()                # in a worker
 """
 
 from __future__ import annotations
 
-from tasktoolkit.orm import _events as _events
-from tasktoolkit.orm._types import UTCDateTime, utcnow
-from tasktoolkit.orm.engine import create_all, drop_all, host_metadatas, prepare_engine
-from tasktoolkit.orm.expiry import DEFAULT_TTL, ExpiryPolicy, check_ttl
-from tasktoolkit.orm.lifespan import (
-    WORKER_LOST,
-    PurgeResult,
-    ReapResult,
-    count_expired,
-    parse_duration,
-    purge,
-    reap,
-    reap_lost_tasks,
-)
-from tasktoolkit.orm.operations import (
-    OperationFields,
-    count_task_transition,
-    end_request,
-    open_operation,
-    settle_orphaned_operations,
-)
-from tasktoolkit.orm.queries import (
-    ALL_PROJECTS,
+from tasktoolkit.orm._engine import create_all, drop_all, prepare_engine
+from tasktoolkit.orm._expiry import ExpiryPolicy
+from tasktoolkit.orm._lifespan import PurgeResult, purge
+from tasktoolkit.orm._queries import (
     ListParams,
     Page,
     Scope,
@@ -46,64 +31,25 @@ from tasktoolkit.orm.queries import (
     list_tasks,
     operation_tasks,
 )
-from tasktoolkit.orm.records import NAMING_CONVENTION, Operation, RecordBase, Task, metadata
-from tasktoolkit.orm.resource import (
-    ResourceStatus,
-    TaskResource,
-    expiry_policy_for,
-    resource_class,
-    resource_types,
-    spawn_tasks,
-)
-from tasktoolkit.orm.states import (
-    ACTIVE_TASK_STATES,
-    TERMINAL_TASK_STATES,
-    OperationState,
-    TaskState,
-    can_transition,
-    parse_operation_state,
-    parse_task_state,
-)
-from tasktoolkit.orm.transitions import (
-    cancel_task,
-    check_progress,
-    fail_task,
-    mark_cancelled,
-    set_progress,
-    start_task,
-    succeed_task,
-    transition,
-)
-from tasktoolkit.orm.workers import (
-    Job,
-    Worker,
-    acknowledge_cancel,
-    cancel_requested,
-    claim_task,
-    default_host,
-    fail_held_task,
-    heartbeat,
-    report_progress,
-    succeed_held_task,
-)
+from tasktoolkit.orm._reaper import ReapResult, reap
+from tasktoolkit.orm._records import NAMING_CONVENTION, Operation, Task, metadata
+from tasktoolkit.orm._resource import ResourceStatus, TaskResource, spawn_tasks
+from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
+from tasktoolkit.orm._transitions import cancel_task
+from tasktoolkit.orm._types import UTCDateTime
+from tasktoolkit.orm._workers import Job, Worker
 
 __all__ = [
     "ACTIVE_TASK_STATES",
-    "ALL_PROJECTS",
-    "DEFAULT_TTL",
     "NAMING_CONVENTION",
-    "TERMINAL_TASK_STATES",
-    "WORKER_LOST",
     "ExpiryPolicy",
     "Job",
     "ListParams",
     "Operation",
-    "OperationFields",
     "OperationState",
     "Page",
     "PurgeResult",
     "ReapResult",
-    "RecordBase",
     "ResourceStatus",
     "Scope",
     "Task",
@@ -111,48 +57,17 @@ __all__ = [
     "TaskState",
     "UTCDateTime",
     "Worker",
-    "acknowledge_cancel",
-    "can_transition",
-    "cancel_requested",
     "cancel_task",
-    "check_progress",
-    "check_ttl",
-    "claim_task",
-    "count_expired",
-    "count_task_transition",
     "create_all",
-    "default_host",
     "drop_all",
-    "end_request",
-    "expiry_policy_for",
-    "fail_held_task",
-    "fail_task",
     "get_operation",
     "get_task",
-    "heartbeat",
-    "host_metadatas",
     "list_operations",
     "list_tasks",
-    "mark_cancelled",
     "metadata",
-    "open_operation",
     "operation_tasks",
-    "parse_duration",
-    "parse_operation_state",
-    "parse_task_state",
     "prepare_engine",
     "purge",
     "reap",
-    "reap_lost_tasks",
-    "report_progress",
-    "resource_class",
-    "resource_types",
-    "set_progress",
-    "settle_orphaned_operations",
     "spawn_tasks",
-    "start_task",
-    "succeed_held_task",
-    "succeed_task",
-    "transition",
-    "utcnow",
 ]

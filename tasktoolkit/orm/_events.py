@@ -1,30 +1,42 @@
-"""Session hooks: roll new tasks into their operation's counts, send signals after commit.
+"""A task moved: its operation's counts, and signals sent after commit.
 
-Changes a session makes are queued in ``session.info`` as they are flushed,
-each tagged with the savepoint (or transaction) it was made in. The signals go
-out from the root transaction's ``after_commit`` only: a released savepoint
-hands its signals to the enclosing one, a rolled-back savepoint drops its own
-(and only its own), and a transaction that ends without a commit drops them
-all, so no receiver ever hears of a change that was not committed.
+Every way a task is created or changes state (spawning, a transition, the
+reaper, a ``Task`` added to a session) ends in :func:`record_moves`, which moves
+the counts of the tasks' operations in the same transaction and queues the
+signals.
+
+Signals are queued in ``session.info``, each tagged with the savepoint (or
+transaction) it was made in, and only when the signal has receivers. The
+session gets the listeners that send them the first time something is queued
+in it; no other session of the host's is touched. The signals go out from the
+root transaction's ``after_commit`` only: a released savepoint hands its
+signals to the enclosing one, a rolled-back savepoint drops its own (and only
+its own), and a transaction that ends without a commit drops them all, so no
+receiver ever hears of a change that was not committed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from blinker import NamedSignal
 from sqlalchemy import event
-from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
-from tasktoolkit.orm.operations import count_task_transition
-from tasktoolkit.orm.records import Task
+from tasktoolkit.orm._operations import count_task_transition
+from tasktoolkit.orm._records import Task
+from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange, TaskChange
 
-__all__ = ["queue_operation_finished", "queue_task_change"]
+__all__ = ["change_of", "queue_operation_finished", "record_moves"]
 
 _QUEUE = "tasktoolkit.signals"
+_LISTENING = "tasktoolkit.listening"
 
 
 class _Queued:
@@ -34,14 +46,92 @@ class _Queued:
     operation signals (1) their moves caused, whatever order the code queued them in.
     """
 
-    __slots__ = ("rank", "scope", "send")
+    __slots__ = ("change", "rank", "scope", "signal")
 
     def __init__(
-        self, scope: SessionTransaction | None, send: Callable[[], Any], rank: int
+        self,
+        scope: SessionTransaction | None,
+        signal: NamedSignal,
+        change: TaskChange | OperationChange,
+        rank: int,
     ) -> None:
         self.scope = scope
-        self.send = send
+        self.signal = signal
+        self.change = change
         self.rank = rank
+
+    def send(self) -> None:
+        sender = self.change.resource_type if isinstance(self.change, TaskChange) else None
+        signals.send(self.signal, self.change, sender)
+
+
+def change_of(task: Task, old_state: str | None) -> TaskChange:
+    """The :class:`TaskChange` of ``task`` (as it is now) moving from ``old_state``."""
+    return TaskChange(
+        task.id,
+        task.request_id,
+        task.resource_type,
+        task.resource_id,
+        task.name,
+        old_state,
+        task.state,
+    )
+
+
+def record_moves(
+    session: Session,
+    changes: Sequence[TaskChange],
+    *,
+    now: datetime | None = None,
+    connection: Connection | None = None,
+) -> None:
+    """Roll ``changes`` into their operations' counts and queue their signals.
+
+    One count statement per operation and kind of move; an operation whose
+    last active task this ends is finished here too. No commit.
+
+    :param connection: the connection to count on (default: the session's).
+    """
+    moment = now or utcnow()
+    per_operation = Counter(
+        (c.request_id, c.old_state, c.new_state) for c in changes if c.request_id is not None
+    )
+    if per_operation:
+        conn = connection if connection is not None else session.connection()
+        finished = [
+            count_task_transition(conn, operation_id, old, new, now=moment, count=count)
+            for (operation_id, old, new), count in per_operation.items()
+        ]
+    else:
+        finished = []
+    for change in changes:
+        signal = signals.task_created if change.old_state is None else signals.task_state_changed
+        _queue(session, signal, change, 0)
+    for operation in finished:
+        queue_operation_finished(session, operation)
+
+
+def queue_operation_finished(session: Session, change: OperationChange | None) -> None:
+    """Send ``operation_finished`` for ``change`` once ``session`` commits."""
+    if change is not None:
+        _queue(session, signals.operation_finished, change, 1)
+
+
+def _queue(
+    session: Session, signal: NamedSignal, change: TaskChange | OperationChange, rank: int
+) -> None:
+    if not signal.receivers:
+        return  # nobody listens: nothing to keep until the commit
+    if not session.info.get(_LISTENING):
+        event.listen(session, "after_commit", _send_queued)
+        event.listen(session, "after_soft_rollback", _drop_rolled_back)
+        event.listen(session, "after_transaction_end", _drop_uncommitted)
+        session.info[_LISTENING] = True
+    # A change belongs to the innermost savepoint open when it is made: rolling
+    # that savepoint back must drop its signal and no other.
+    scope = session.get_nested_transaction() or session.get_transaction()
+    queue: list[_Queued] = session.info.setdefault(_QUEUE, [])
+    queue.append(_Queued(scope, signal, change, rank))
 
 
 def _boundary(transaction: SessionTransaction) -> SessionTransaction:
@@ -59,57 +149,6 @@ def _within(scope: SessionTransaction | None, boundary: SessionTransaction) -> b
     return False
 
 
-def _queue(session: Session, send: Callable[[], Any], rank: int) -> None:
-    # A change belongs to the innermost savepoint open when it is made: rolling
-    # that savepoint back must drop its signal and no other.
-    scope = session.get_nested_transaction() or session.get_transaction()
-    queue: list[_Queued] = session.info.setdefault(_QUEUE, [])
-    queue.append(_Queued(scope, send, rank))
-
-
-def queue_task_change(session: Session, change: TaskChange) -> None:
-    """Send ``change`` (created or state changed) once ``session`` commits."""
-    signal = signals.task_created if change.old_state is None else signals.task_state_changed
-    _queue(session, lambda: signal.send(change.resource_type, change=change), 0)
-
-
-def queue_operation_finished(session: Session, change: OperationChange | None) -> None:
-    """Send ``operation_finished`` for ``change`` once ``session`` commits."""
-    if change is not None:
-        _queue(session, lambda: signals.operation_finished.send(None, change=change), 1)
-
-
-@event.listens_for(Session, "after_flush")
-def _count_new_tasks(session: Session, flush_context: UOWTransaction) -> None:
-    new_tasks = [obj for obj in session.new if isinstance(obj, Task)]
-    if not new_tasks:
-        return
-    per_operation = Counter((t.request_id, t.state) for t in new_tasks if t.request_id is not None)
-    connection = session.connection()
-    finished = [
-        count_task_transition(connection, operation_id, None, state, count=count)
-        for (operation_id, state), count in per_operation.items()
-    ]
-    for task in new_tasks:
-        queue_task_change(
-            session,
-            TaskChange(
-                task.id,
-                task.request_id,
-                task.resource_type,
-                task.resource_id,
-                task.name,
-                None,
-                task.state,
-            ),
-        )
-
-    # An operation finishes because of its tasks: announce the tasks first.
-    for change in finished:
-        queue_operation_finished(session, change)
-
-
-@event.listens_for(Session, "after_commit")
 def _send_queued(session: Session) -> None:
     released = session.get_nested_transaction()
     if released is not None:
@@ -126,7 +165,6 @@ def _send_queued(session: Session) -> None:
         queued.send()
 
 
-@event.listens_for(Session, "after_soft_rollback")
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
     boundary = _boundary(previous_transaction)
     if boundary.parent is None:
@@ -137,9 +175,16 @@ def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction
         queue[:] = [q for q in queue if not _within(q.scope, boundary)]
 
 
-@event.listens_for(Session, "after_transaction_end")
 def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
     # The root transaction ended: whatever is still queued was never committed
     # (``session.close()`` without a commit ends it with no rollback event).
     if transaction.parent is None:
         session.info.pop(_QUEUE, None)
+
+
+@event.listens_for(Task, "after_insert")
+def _task_added(mapper: Mapper[Any], connection: Connection, task: Task) -> None:
+    """A ``Task`` added to a session and flushed (not spawned): count it and announce it."""
+    session = object_session(task)
+    if session is not None:
+        record_moves(session, [change_of(task, None)], now=task.created_at, connection=connection)

@@ -1,4 +1,14 @@
-"""Which database errors are worth running the whole transaction again for."""
+"""Short transactions of the toolkit's own, run again when they lose a race.
+
+Which database errors are worth running a whole transaction again for is
+decided here, once (:func:`is_retryable`); whether one means the database is
+unavailable is :func:`tasktoolkit.errors.database_unavailable`.
+
+Example::
+
+    sessions = short_sessions(engine)
+    moved = in_transaction(sessions, lambda session: reap_batch(session))
+"""
 
 from __future__ import annotations
 
@@ -7,9 +17,13 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["RETRIES", "is_retryable", "retrying"]
+from tasktoolkit.orm._engine import prepare_engine, read_committed
+
+__all__ = ["RETRIES", "in_transaction", "is_retryable", "retrying", "short_sessions"]
 
 #: Attempts of a transaction that lost to another one.
 RETRIES = 5
@@ -45,3 +59,18 @@ def retrying(transaction: Callable[[], _R]) -> _R:
             # A short, jittered pause, so the winners of the race finish first.
             time.sleep(random.uniform(0, 0.02 * 2**attempt))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def short_sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for the toolkit's own short transactions on ``engine`` (READ COMMITTED)."""
+    return sessionmaker(read_committed(prepare_engine(engine)), expire_on_commit=False)
+
+
+def in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], _R]) -> _R:
+    """``work`` in a transaction of its own, committed; run again when it loses a lock race."""
+
+    def transaction() -> _R:
+        with sessions() as session, session.begin():
+            return work(session)
+
+    return retrying(transaction)

@@ -16,7 +16,10 @@ from webtest import TestApp
 
 from tasktoolkit import context, orm
 from tasktoolkit.endpoints import Router, mount
-from tasktoolkit.orm import OperationFields, Task
+from tasktoolkit.orm import Task
+from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
+from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster, Node
 
 COLLECTIONS = {"clusters": Cluster, "nodes": Node}
@@ -79,7 +82,7 @@ def seed_project(session: Session, project: str) -> Seeded:
     """A cluster with a node, an operation whose request spawned tasks in every state,
     plus one expired task and one expired operation. Commits."""
     rid = context.new_request_id()
-    orm.open_operation(
+    open_operation(
         session.connection(),
         OperationFields(
             id=rid,
@@ -103,32 +106,32 @@ def seed_project(session: Session, project: str) -> Seeded:
         tasks += node.spawn_tasks(["boot", "old"])
     session.commit()
     running, failed, succeeded, pending, _boot, expired = tasks
-    orm.start_task(session, running.id, host="worker-1")
-    orm.start_task(session, succeeded.id, host="worker-2")
-    orm.succeed_task(session, succeeded.id)
+    start_task(session, running.id, host="worker-1")
+    start_task(session, succeeded.id, host="worker-2")
+    succeed_task(session, succeeded.id)
     try:
         raise RuntimeError("dhcp agent unreachable")
     except RuntimeError:
         tb = traceback.format_exc()
-    orm.fail_task(session, failed.id, code="dhcp_down", message="no dhcp agent", traceback=tb)
-    orm.start_task(session, expired.id)
-    orm.succeed_task(session, expired.id)
+    fail_task(session, failed.id, code="dhcp_down", message="no dhcp agent", traceback=tb)
+    start_task(session, expired.id)
+    succeed_task(session, expired.id)
     session.execute(
         update(Task)
         .where(Task.id == expired.id)
-        .values(expires_at=orm.utcnow() - timedelta(seconds=1)),
+        .values(expires_at=utcnow() - timedelta(seconds=1)),
         execution_options={"synchronize_session": False},
     )
     old = context.new_request_id()
-    orm.open_operation(
+    open_operation(
         session.connection(),
         OperationFields(id=old, method="DELETE", path="/clusters/x", project_id=project),
     )
-    orm.end_request(session.connection(), old, 204)
+    end_request(session.connection(), old, 204)
     session.execute(
         update(orm.Operation)
         .where(orm.Operation.id == old)
-        .values(expires_at=orm.utcnow() - timedelta(seconds=1)),
+        .values(expires_at=utcnow() - timedelta(seconds=1)),
         execution_options={"synchronize_session": False},
     )
     session.commit()

@@ -16,6 +16,10 @@ from tasktoolkit import orm
 from tasktoolkit.errors import InvalidFilterError
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import ListParams, Scope, Task
+from tasktoolkit.orm._operations import end_request
+from tasktoolkit.orm._resource import resource_class
+from tasktoolkit.orm._transitions import succeed_task
+from tasktoolkit.orm._types import utcnow
 from tests.endpoints.conftest import Seeded, build_app, caller, random_task_id, seed_project
 
 ISO_Z = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
@@ -173,7 +177,7 @@ def test_next_link_keeps_every_filter(app: TestApp, seeded: Seeded) -> None:
 
 
 def test_limit_is_clamped_to_1000(app: TestApp, seeded: Seeded, session: Session) -> None:
-    cluster = session.get(orm.resource_class("cluster"), seeded.cluster_id)  # type: ignore[arg-type]
+    cluster = session.get(resource_class("cluster"), seeded.cluster_id)  # type: ignore[arg-type]
     assert cluster is not None
     cluster.spawn_tasks([f"bulk_{n}" for n in range(1005)])
     session.commit()
@@ -243,10 +247,10 @@ def test_finished_operation_has_no_retry_after(
 ) -> None:
     with session_factory() as session:
         for task_id in (seeded.running_id,):
-            orm.succeed_task(session, task_id)
+            succeed_task(session, task_id)
         for task_id in (seeded.pending_id, seeded.task_ids[4]):
             orm.cancel_task(session, task_id)
-        orm.end_request(session.connection(), seeded.operation_id, 202)
+        end_request(session.connection(), seeded.operation_id, 202)
         session.commit()
     response = app.get(f"/operations/{seeded.operation_id}", headers=A)
     assert response.json["operation"]["state"] == "failed"
@@ -275,7 +279,7 @@ def test_running_and_pending_tasks_never_expire(
         session.execute(
             update(Task)
             .where(Task.id.in_([seeded.running_id, seeded.pending_id]))
-            .values(expires_at=orm.utcnow() - timedelta(days=1))
+            .values(expires_at=utcnow() - timedelta(days=1))
         )
         session.commit()
     ids = {t["id"] for t in app.get("/tasks?state=active", headers=A).json["tasks"]}

@@ -23,7 +23,7 @@ from webtest import TestApp
 
 from tasktoolkit import orm
 from tasktoolkit.endpoints import openapi_document
-from tasktoolkit.endpoints.openapi import load_document
+from tasktoolkit.endpoints._openapi import load_document
 from tests.databases import engine_for
 from tests.endpoints.conftest import Seeded, build_app, caller, seed_project
 

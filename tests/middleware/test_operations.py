@@ -17,7 +17,8 @@ from tasktoolkit import context, signals
 from tasktoolkit.context import is_valid_request_id, new_request_id
 from tasktoolkit.errors import InvalidTTLError
 from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import Operation, Task, fail_task, start_task, succeed_task
+from tasktoolkit.orm import Operation, Task
+from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tests.middleware.apps import Streaming, cluster_app
 
 OperationGetter = Callable[[str], Operation | None]

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from tasktoolkit.orm import Task
-from tasktoolkit.orm.records import operations_table, tasks_table
+from tasktoolkit.orm._records import operations_table, tasks_table
 
 STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 

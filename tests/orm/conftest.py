@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import context
 from tasktoolkit.context import RequestContext, new_request_id
-from tasktoolkit.orm import DEFAULT_TTL, OperationFields, open_operation
+from tasktoolkit.orm._expiry import DEFAULT_TTL
+from tasktoolkit.orm._operations import OperationFields, open_operation
 from tests.models import Cluster, Node
 
 

@@ -13,19 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from tasktoolkit import errors
-from tasktoolkit.orm import (
-    ExpiryPolicy,
-    Task,
-    TaskResource,
-    can_transition,
-    parse_operation_state,
-    parse_task_state,
-    resource_types,
-    set_progress,
-    spawn_tasks,
-    transition,
-)
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm import ExpiryPolicy, Task, TaskResource, spawn_tasks
+from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._resource import resource_types
+from tasktoolkit.orm._states import can_transition, parse_operation_state, parse_task_state
+from tasktoolkit.orm._transitions import report_progress, transition
 from tests.models import Cluster, Node
 from tests.orm._db import spawn, task_count, task_row
 
@@ -119,8 +111,10 @@ BAD_PROGRESS = [
 @pytest.mark.parametrize(
     "call",
     [
-        pytest.param(lambda s, t, v: set_progress(s, t, v), id="set_progress"),
-        pytest.param(lambda s, t, v: transition(s, t, "running", progress=v), id="transition"),
+        pytest.param(lambda s, t, v: report_progress(s, t, v), id="report_progress"),
+        pytest.param(
+            lambda s, t, v: report_progress(s, t, v, host="h"), id="report_progress-by-worker"
+        ),
     ],
 )
 def test_bad_progress_changes_nothing(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from tasktoolkit import orm
 from tasktoolkit.orm import Task
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm._records import tasks_table
 from tests.models import Cluster, Node
 from tests.orm._db import spawn, task_count
 

@@ -19,15 +19,10 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tasktoolkit import signals
 from tasktoolkit.errors import InvalidTransitionError
-from tasktoolkit.orm import (
-    Task,
-    cancel_task,
-    end_request,
-    fail_task,
-    start_task,
-    succeed_task,
-)
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm import Task, cancel_task
+from tasktoolkit.orm._operations import end_request
+from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tests.models import Node
 from tests.orm._db import counts_of, spawn, task_row
 

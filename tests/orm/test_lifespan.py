@@ -14,48 +14,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import orm, signals
 from tasktoolkit.context import RequestContext, new_request_id, request_context
-from tasktoolkit.errors import InvalidDurationError, InvalidTransitionError
-from tasktoolkit.orm import Operation, Task, Worker, parse_duration, purge, reap
-from tasktoolkit.orm.records import operations_table, tasks_table
+from tasktoolkit.errors import InvalidTransitionError
+from tasktoolkit.orm import Operation, Task, Worker, purge, reap
+from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._records import operations_table, tasks_table
+from tasktoolkit.orm._transitions import start_task, transition
+from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import TaskChange
 from tests.models import Cluster
 
-NOW = orm.utcnow()
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("90s", timedelta(seconds=90), id="seconds"),
-        pytest.param("15m", timedelta(minutes=15), id="minutes"),
-        pytest.param("12h", timedelta(hours=12), id="hours"),
-        pytest.param("7d", timedelta(days=7), id="days"),
-        pytest.param("2w", timedelta(weeks=2), id="weeks"),
-        pytest.param("1d12h", timedelta(days=1, hours=12), id="combined"),
-        pytest.param(" 3H ", timedelta(hours=3), id="spaces-and-case"),
-        pytest.param("0s", timedelta(0), id="zero"),
-    ],
-)
-def test_parse_duration(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        pytest.param("", id="empty"),
-        pytest.param("7", id="no-unit"),
-        pytest.param("7x", id="unknown-unit"),
-        pytest.param("-1d", id="negative"),
-        pytest.param("1.5h", id="fraction"),
-        pytest.param("d", id="no-number"),
-        pytest.param("7d later", id="trailing-words"),
-        pytest.param("9999w", id="absurd"),
-    ],
-)
-def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(InvalidDurationError, match=r"duration|longer than"):
-        parse_duration(text)
+NOW = utcnow()
 
 
 # -- purge ---------------------------------------------------------------------
@@ -85,8 +53,9 @@ def finished(session_factory: sessionmaker[Session]) -> Finished:
             with request_context(ctx):
                 task = cluster.spawn_task("build")
             if state != "pending":
-                orm.start_task(s, task.id, host="h")
-                orm.transition(s, task.id, state, error_code="x" if state == "failed" else None)
+                start_task(s, task.id, host="h")
+                failure = {"error_code": "x", "error_message": "y"}
+                transition(s, task.id, state, values=failure if state == "failed" else None)
                 s.execute(
                     update(tasks_table)
                     .where(tasks_table.c.id == task.id)
@@ -100,7 +69,7 @@ def finished(session_factory: sessionmaker[Session]) -> Finished:
 
 def operation(session: Session, expires_at: datetime | None, state: str = "succeeded") -> str:
     rid = new_request_id()
-    orm.open_operation(session.connection(), orm.OperationFields(rid, "POST", "/clusters"))
+    open_operation(session.connection(), OperationFields(rid, "POST", "/clusters"))
     session.execute(
         update(operations_table)
         .where(operations_table.c.id == rid)
@@ -163,7 +132,7 @@ def test_dry_run_counts_and_deletes_nothing(
 
     assert (result.tasks, result.operations, result.dry_run) == (3, 1, True)
     assert task_ids(session) == ids
-    assert orm.count_expired(engine, now=NOW).tasks == 3
+    assert purge(engine, now=NOW, dry_run=True).tasks == 3
 
 
 @pytest.fixture
@@ -230,22 +199,20 @@ def test_purged_tasks_leave_their_operation_counts(
 ) -> None:
     rid = new_request_id()
     with session_factory() as s:
-        orm.open_operation(
-            s.connection(), orm.OperationFields(rid, "POST", "/c"), ttl=timedelta(days=2)
-        )
+        open_operation(s.connection(), OperationFields(rid, "POST", "/c"), ttl=timedelta(days=2))
         cluster = Cluster(name="c")
         s.add(cluster)
         s.flush()
         with request_context(RequestContext(rid, operation_id=rid)):
             cluster.spawn_tasks(["a", "b"])
-        orm.end_request(s.connection(), rid, 202)
+        end_request(s.connection(), rid, 202)
         s.commit()
     worker = Worker(engine, ["a", "b"], host="w")
     for _ in range(2):
         job = worker.claim()
         assert job is not None
         job.succeed()
-    later = orm.utcnow() + timedelta(hours=25)
+    later = utcnow() + timedelta(hours=25)
 
     assert purge(engine, now=later).tasks == 2
 
@@ -323,7 +290,7 @@ def running(session_factory: sessionmaker[Session], engine: Engine) -> Callable[
             s.add(cluster)
             s.flush()
             if request_id is not None:
-                orm.open_operation(s.connection(), orm.OperationFields(request_id, "POST", "/c"))
+                open_operation(s.connection(), OperationFields(request_id, "POST", "/c"))
             ctx = (
                 None if request_id is None else RequestContext(request_id, operation_id=request_id)
             )
@@ -332,7 +299,7 @@ def running(session_factory: sessionmaker[Session], engine: Engine) -> Callable[
                     "build", max_attempts=max_attempts, heartbeat_timeout=timeout
                 )
             if request_id is not None:
-                orm.end_request(s.connection(), request_id, 202)
+                end_request(s.connection(), request_id, 202)
             s.commit()
         job = Worker(engine, host="lost").start(task.id)
         return job.id
@@ -350,7 +317,7 @@ def load(session: Session, task_id: str) -> Task:
 def test_reaper_leaves_tasks_that_heartbeat(engine: Engine, running: Callable[..., str]) -> None:
     running()
     assert reap(engine).total == 0
-    assert reap(engine, now=orm.utcnow() + timedelta(seconds=290)).total == 0
+    assert reap(engine, now=utcnow() + timedelta(seconds=290)).total == 0
 
 
 def test_reaper_fails_a_lost_task_and_its_operation_follows(
@@ -358,7 +325,7 @@ def test_reaper_fails_a_lost_task_and_its_operation_follows(
 ) -> None:
     rid = new_request_id()
     task_id = running(request_id=rid)
-    later = orm.utcnow() + timedelta(seconds=301)
+    later = utcnow() + timedelta(seconds=301)
 
     result = reap(engine, now=later)
 
@@ -380,7 +347,7 @@ def test_each_task_is_judged_by_its_own_timeout(
 ) -> None:
     short = running(timeout=60)
     running(timeout=300)
-    assert reap(engine, now=orm.utcnow() + timedelta(seconds=120)).failed == (short,)
+    assert reap(engine, now=utcnow() + timedelta(seconds=120)).failed == (short,)
 
 
 def test_reaper_requeues_while_attempts_remain(
@@ -389,7 +356,7 @@ def test_reaper_requeues_while_attempts_remain(
     rid = new_request_id()
     task_id = running(max_attempts=2, request_id=rid)
 
-    result = reap(engine, now=orm.utcnow() + timedelta(seconds=301))
+    result = reap(engine, now=utcnow() + timedelta(seconds=301))
 
     assert result.requeued == (task_id,)
     task = load(session, task_id)
@@ -401,7 +368,7 @@ def test_reaper_requeues_while_attempts_remain(
     # The second (and last) attempt is lost too: now it fails.
     second = Worker(engine, ["build"], host="second").claim()
     assert second is not None and (second.id, second.attempts) == (task_id, 2)
-    assert reap(engine, now=orm.utcnow() + timedelta(seconds=301)).failed == (task_id,)
+    assert reap(engine, now=utcnow() + timedelta(seconds=301)).failed == (task_id,)
     assert load(session, task_id).error_code == "worker_lost"
 
 
@@ -412,14 +379,14 @@ def test_reaper_cancels_a_lost_task_whose_cancellation_was_asked(
     orm.cancel_task(session, task_id)
     session.commit()
 
-    assert reap(engine, now=orm.utcnow() + timedelta(seconds=301)).cancelled == (task_id,)
+    assert reap(engine, now=utcnow() + timedelta(seconds=301)).cancelled == (task_id,)
     assert load(session, task_id).state == "cancelled"
 
 
 def test_requeue_is_the_reapers_alone(session: Session, running: Callable[..., str]) -> None:
     task_id = running(max_attempts=3)
     with pytest.raises(InvalidTransitionError):
-        orm.transition(session, task_id, "pending")
+        transition(session, task_id, "pending")
     assert load(session, task_id).state == "running"
 
 
@@ -433,7 +400,7 @@ def test_reaper_moves_are_signalled_after_commit(
         heard.append(change)
 
     with signals.task_state_changed.connected_to(receive):
-        reap(engine, now=orm.utcnow() + timedelta(seconds=301))
+        reap(engine, now=utcnow() + timedelta(seconds=301))
     assert [(c.task_id, c.old_state, c.new_state) for c in heard] == [
         (task_id, "running", "pending")
     ]
@@ -443,7 +410,7 @@ def test_reaper_works_in_batches(
     engine: Engine, session: Session, running: Callable[..., str]
 ) -> None:
     ids = {running() for _ in range(5)}
-    result = reap(engine, now=orm.utcnow() + timedelta(seconds=301), batch_size=2)
+    result = reap(engine, now=utcnow() + timedelta(seconds=301), batch_size=2)
     assert set(result.failed) == ids
     session.commit()
     states = session.execute(select(tasks_table.c.state).distinct()).scalars().all()

@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL
 
 from tasktoolkit.errors import InvalidRevisionError
 from tasktoolkit.orm import UTCDateTime, migrations
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm._records import tasks_table
 from tests.databases import engine_for, private_database
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,17 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from tasktoolkit.orm import (
-    Operation,
-    Task,
-    cancel_task,
-    end_request,
-    fail_task,
-    mark_cancelled,
-    settle_orphaned_operations,
-    start_task,
-    succeed_task,
-)
+from tasktoolkit.orm import Operation, Task, cancel_task, reap
+from tasktoolkit.orm._operations import end_request
+from tasktoolkit.orm._transitions import acknowledge_cancel, fail_task, start_task, succeed_task
 from tests.models import Node
 from tests.orm._db import counts_of, operation_row, spawn
 
@@ -44,7 +36,7 @@ def _finish(session: Session, task: Task, final: str) -> None:
             fail_task(session, task.id, code="boom", message="broke")
         elif final == "cancelled":
             cancel_task(session, task.id)
-            mark_cancelled(session, task.id)
+            acknowledge_cancel(session, task.id)
     session.commit()
 
 
@@ -309,15 +301,15 @@ def test_vanished_active_tasks_settle_the_operation(
     _delete_node(engine, doomed)
     assert operation_row(engine, op)["state"] == "running"  # stuck, until settled
 
-    finished = settle_orphaned_operations(engine)
+    finished = reap(engine).operations
 
     assert counts_of(engine, op) == expected_counts
     row = operation_row(engine, op)
     assert row["state"] == expected_state
-    assert [c.operation_id for c in finished] == ([] if expected_state == "running" else [op])
+    assert finished == (() if expected_state == "running" else (op,))
     if expected_state != "running":
         assert row["expires_at"] == row["finished_at"] + timedelta(hours=24)
-    assert settle_orphaned_operations(engine) == []  # nothing more to settle
+    assert reap(engine).operations == ()  # nothing more to settle
 
 
 def test_settle_leaves_consistent_operations_alone(
@@ -332,7 +324,7 @@ def test_settle_leaves_consistent_operations_alone(
         (task,) = spawn(session, node, "boot")
     _end(engine, op, 202)
     before = operation_row(engine, op)
-    assert settle_orphaned_operations(engine) == []
+    assert reap(engine).operations == ()
     assert operation_row(engine, op) == before
     _finish(session, task, "succeeded")
     assert operation_row(engine, op)["state"] == "succeeded"
@@ -349,7 +341,7 @@ def test_settle_before_the_request_ends_only_fixes_counts(
     with in_request(op):
         spawn(session, node, "boot")
     _delete_node(engine, node)
-    assert settle_orphaned_operations(engine) == []
+    assert reap(engine).operations == ()
     assert counts_of(engine, op) == {"cancelled": 1}
     change = _end(engine, op, 204)
     assert change is not None and change.state == "cancelled"
@@ -357,5 +349,5 @@ def test_settle_before_the_request_ends_only_fixes_counts(
 
 @pytest.mark.parametrize("limit", [pytest.param(0, id="zero"), pytest.param(True, id="bool")])
 def test_settle_bad_limit(engine: Engine, limit: Any) -> None:
-    with pytest.raises(ValueError, match="limit"):
-        settle_orphaned_operations(engine, limit=limit)
+    with pytest.raises(ValueError, match="batch size"):
+        reap(engine, batch_size=limit)

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
-from tasktoolkit.orm import Task, utcnow
+from tasktoolkit.orm import Task
+from tasktoolkit.orm._types import utcnow
 from tests.models import Node
 from tests.orm._db import spawn
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from tasktoolkit.orm import Operation, Task
-from tasktoolkit.orm.records import operations_table, tasks_table
+from tasktoolkit.orm._records import operations_table, tasks_table
 from tests.models import Node
 from tests.orm._db import count_rows, spawn, task_count
 

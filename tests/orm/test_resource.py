@@ -11,19 +11,11 @@ from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from tasktoolkit.orm import (
-    ResourceStatus,
-    Task,
-    cancel_task,
-    fail_task,
-    resource_class,
-    resource_types,
-    spawn_tasks,
-    start_task,
-    succeed_task,
-    utcnow,
-)
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm import ResourceStatus, Task, cancel_task, spawn_tasks
+from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._resource import resource_class, resource_types
+from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
+from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster, Node
 from tests.orm._db import counts_of, spawn, task_count, task_row
 

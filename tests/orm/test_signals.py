@@ -14,16 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tasktoolkit import signals
-from tasktoolkit.orm import (
-    Task,
-    cancel_task,
-    end_request,
-    fail_task,
-    start_task,
-    succeed_task,
-    utcnow,
-)
-from tasktoolkit.orm.lifespan import reap
+from tasktoolkit.orm import Task, cancel_task, reap
+from tasktoolkit.orm._operations import end_request
+from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
+from tasktoolkit.orm._types import utcnow
 from tests.models import Node
 from tests.orm._db import spawn
 

@@ -16,12 +16,11 @@ from tasktoolkit.errors import (
     TaskNotHeldError,
     TaskToolkitError,
 )
-from tasktoolkit.orm import (
-    Task,
-    cancel_task,
+from tasktoolkit.orm import Task, cancel_task
+from tasktoolkit.orm._transitions import (
+    acknowledge_cancel,
     fail_task,
-    mark_cancelled,
-    set_progress,
+    report_progress,
     start_task,
     succeed_task,
     transition,
@@ -137,7 +136,7 @@ def test_start_records_the_worker(session: Session, engine: Engine, node: Node) 
 
 def test_succeed_sets_progress_100(session: Session, engine: Engine, node: Node) -> None:
     task = bring_to(session, node, "running")
-    set_progress(session, task.id, 40)
+    report_progress(session, task.id, 40)
     succeed_task(session, task.id, message="done")
     session.commit()
     row = task_row(engine, task.id)
@@ -161,16 +160,16 @@ def test_move_of_a_task_held_by_another_worker(
     task = bring_to(session, node, "running")
     before = task_row(engine, task.id)
     for move in (
-        lambda: succeed_task(session, task.id, held_by="w2"),
-        lambda: fail_task(session, task.id, code="x", message="y", held_by="w2"),
-        lambda: mark_cancelled(session, task.id, held_by="w2"),
-        lambda: set_progress(session, task.id, 5, held_by="w2"),
+        lambda: succeed_task(session, task.id, host="w2"),
+        lambda: fail_task(session, task.id, code="x", message="y", host="w2"),
+        lambda: acknowledge_cancel(session, task.id, host="w2"),
+        lambda: report_progress(session, task.id, 5, host="w2"),
     ):
         with pytest.raises(TaskNotHeldError):
             move()
     session.commit()
     assert task_row(engine, task.id) == before
-    succeed_task(session, task.id, held_by="w1")
+    succeed_task(session, task.id, host="w1")
     session.commit()
     assert task.state == "succeeded"
 
@@ -179,7 +178,7 @@ def test_unknown_task(session: Session) -> None:
     for move in (
         lambda: start_task(session, "no-such-task"),
         lambda: cancel_task(session, "no-such-task"),
-        lambda: set_progress(session, "no-such-task", 1),
+        lambda: report_progress(session, "no-such-task", 1),
     ):
         with pytest.raises(TaskNotFoundError) as info:
             move()
@@ -215,7 +214,7 @@ def test_cancel_running_asks_the_worker(session: Session, engine: Engine, node: 
     assert row is not None
     assert (row["state"], row["cancel_requested"], row["finished_at"]) == ("running", True, None)
     assert returned.cancel_requested is True
-    mark_cancelled(session, task.id, message="stopped")
+    acknowledge_cancel(session, task.id, message="stopped")
     session.commit()
     row = task_row(engine, task.id)
     assert row is not None and (row["state"], row["message"]) == ("cancelled", "stopped")
@@ -245,16 +244,16 @@ def test_set_progress(session: Session, engine: Engine, node: Node, state: str) 
     task = bring_to(session, node, state)
     before = task_row(engine, task.id)
     assert before is not None
-    set_progress(session, task.id, 30, message="copying")
+    report_progress(session, task.id, 30, message="copying")
     session.commit()
-    set_progress(session, task.id, None, message="still copying")
+    report_progress(session, task.id, None, message="still copying")
     session.commit()
     row = task_row(engine, task.id)
     assert row is not None
     assert (row["state"], row["progress"], row["message"]) == (state, 30, "still copying")
     assert row["updated_at"] > before["updated_at"]
-    set_progress(session, task.id, 0)
-    set_progress(session, task.id, 100)
+    report_progress(session, task.id, 0)
+    report_progress(session, task.id, 100)
     session.commit()
     row = task_row(engine, task.id)
     assert row is not None and row["progress"] == 100
@@ -269,7 +268,7 @@ def test_set_progress_on_terminal_is_refused(
     task = bring_to(session, node, final)
     before = task_row(engine, task.id)
     with pytest.raises(InvalidTransitionError):
-        set_progress(session, task.id, 50)
+        report_progress(session, task.id, 50)
     session.commit()
     assert task_row(engine, task.id) == before
 
@@ -279,7 +278,7 @@ def test_set_progress_on_terminal_is_refused(
 STALE = [
     pytest.param(lambda s, t: succeed_task(s, t), "succeeded", id="succeed-after-other-started"),
     pytest.param(
-        lambda s, t: set_progress(s, t, 10, held_by="w9"),
+        lambda s, t: report_progress(s, t, 10, host="w9"),
         "running",
         id="progress-held-after-other-started",
     ),

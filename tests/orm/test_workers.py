@@ -21,7 +21,11 @@ from tasktoolkit.errors import (
     TaskNotHeldError,
 )
 from tasktoolkit.orm import Operation, Task, Worker
-from tasktoolkit.orm.records import tasks_table
+from tasktoolkit.orm._engine import supports_skip_locked
+from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm._workers import claim_task
 from tests.models import Cluster
 
 Spawn = Callable[..., list[str]]
@@ -41,14 +45,12 @@ def spawn(session_factory: sessionmaker[Session]) -> Spawn:
             s.flush()
             ctx = None
             if request_id is not None:
-                orm.open_operation(
-                    s.connection(), orm.OperationFields(request_id, "POST", "/clusters")
-                )
+                open_operation(s.connection(), OperationFields(request_id, "POST", "/clusters"))
                 ctx = RequestContext(request_id=request_id, operation_id=request_id)
             with request_context(ctx):
                 tasks = cluster.spawn_tasks(names)
             if request_id is not None:
-                orm.end_request(s.connection(), request_id, 202)
+                end_request(s.connection(), request_id, 202)
             s.commit()
             return [t.id for t in tasks]
 
@@ -107,15 +109,15 @@ def test_claim_needs_names(worker: Worker, names: list[str]) -> None:
 def test_claim_skips_a_task_another_claim_holds_locked(
     engine: Engine, spawn: Spawn, session_factory: sessionmaker[Session]
 ) -> None:
-    if not orm.workers.supports_skip_locked(engine):
+    if not supports_skip_locked(engine):
         pytest.skip("no SKIP LOCKED: SQLite has one writer at a time (see tests/stress)")
     [first], [second] = spawn(["build"]), spawn(["build"])
     with session_factory() as holder, holder.begin():
-        held = orm.claim_task(holder, ["build"], host="worker-a")
+        held = claim_task(holder, ["build"], host="worker-a")
         assert held is not None and held.id == first
         # The first claim's transaction is still open: the second passes it by.
         with session_factory() as s, s.begin():
-            taken = orm.claim_task(s, ["build"], host="worker-b")
+            taken = claim_task(s, ["build"], host="worker-b")
             assert taken is not None and taken.id == second
 
 
@@ -370,7 +372,7 @@ def test_job_block_whose_task_was_taken_away_says_so(
     session.execute(
         update(tasks_table)
         .where(tasks_table.c.id == task_id)
-        .values(heartbeat_at=orm.utcnow() - timedelta(hours=1))
+        .values(heartbeat_at=utcnow() - timedelta(hours=1))
     )
     session.commit()
     assert orm.reap(session.get_bind()).failed == (task_id,)  # type: ignore[arg-type]

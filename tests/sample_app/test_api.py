@@ -27,7 +27,9 @@ from sample_app.agents import (
 )
 from sample_app.app import MAX_BULK
 from sample_app.models import HEARTBEAT_TIMEOUT, PORT_TASKS, Port
-from tasktoolkit.orm import WORKER_LOST, Operation, Task, Worker, utcnow
+from tasktoolkit.orm import Operation, Task, Worker
+from tasktoolkit.orm._reaper import WORKER_LOST
+from tasktoolkit.orm._types import utcnow
 from tests.sample_app.conftest import wait_for
 
 

@@ -36,7 +36,9 @@ from sqlalchemy.orm import Session
 from tasktoolkit import orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import InvalidTransitionError, TaskCancelRequested, TaskFailure
-from tasktoolkit.orm.records import operations_table, tasks_table
+from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._records import operations_table, tasks_table
+from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster  # also registers the test resource types in each process
 
 NAMES = ("build", "wire")
@@ -99,7 +101,7 @@ def _cluster(session: Session) -> Cluster:
 def seed(engine: Engine, plan: Plan) -> Seeded:
     """Live operations with pending tasks; old finished ones, partly expired."""
     seeded = Seeded()
-    now = orm.utcnow()
+    now = utcnow()
     if engine.dialect.name == "sqlite":
         # Several processes on one SQLite file: WAL lets readers go on while one
         # writes (docs/workers.md recommends it); it stays set in the file.
@@ -108,13 +110,13 @@ def seed(engine: Engine, plan: Plan) -> Seeded:
     with Session(engine) as s:
         for n in range(plan.operations):
             rid = new_request_id()
-            orm.open_operation(s.connection(), orm.OperationFields(rid, "POST", "/clusters"))
+            open_operation(s.connection(), OperationFields(rid, "POST", "/clusters"))
             cluster = _cluster(s)
             with request_context(RequestContext(rid, operation_id=rid)):
                 tasks = cluster.spawn_tasks(
                     NAMES[(n + i) % len(NAMES)] for i in range(plan.tasks_per_operation)
                 )
-            orm.end_request(s.connection(), rid, 202)
+            end_request(s.connection(), rid, 202)
             seeded.live_operations.add(rid)
             seeded.live_tasks.update(t.id for t in tasks)
             s.commit()
@@ -158,7 +160,7 @@ def seed(engine: Engine, plan: Plan) -> Seeded:
 
 
 def _finished_row(cluster_id: str, request_id: str | None, expires: Any) -> dict[str, Any]:
-    now = orm.utcnow()
+    now = utcnow()
     return {
         "id": str(uuid.uuid4()),
         "request_id": request_id,

@@ -81,7 +81,7 @@ def alembic_config(*, output: TextIO | None = None) -> Config:
 
 def environment_options() -> dict[str, Any]:
     """``configure()`` options of the toolkit's history (for its ``env.py`` and :func:`upgrade`)."""
-    from tasktoolkit.orm.records import metadata
+    from tasktoolkit.orm._records import metadata
 
     return {
         "target_metadata": metadata,

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from tasktoolkit.orm.records import NAMING_CONVENTION, tasks_table
-from tasktoolkit.orm.resource import _RESOURCE_TYPE
+from tasktoolkit._checks import RESOURCE_TYPE
+from tasktoolkit.orm._records import NAMING_CONVENTION, tasks_table
 
 if TYPE_CHECKING:
     from alembic.operations import Operations
@@ -59,7 +59,7 @@ def resource_column_names(resource_type: str, referent: str = "ports.id") -> Res
         >>> resource_column_names("port", "ports.id").foreign_key
         'fk_tasktoolkit_tasks_port_id_ports'
     """
-    if not isinstance(resource_type, str) or not _RESOURCE_TYPE.match(resource_type):
+    if not isinstance(resource_type, str) or not RESOURCE_TYPE.match(resource_type):
         raise ValueError(
             "resource_type must be lower-case letters, digits and '_' (at most 39), "
             f"got {resource_type!r}"

@@ -38,7 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit import context
+from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME, whole_number
 from tasktoolkit.errors import (
     InvalidTaskNameError,
     InvalidTaskOptionError,
@@ -76,13 +76,11 @@ from tasktoolkit.errors import (
     ResourceTypeConflictError,
     TransientResourceError,
 )
-from tasktoolkit.orm._events import queue_operation_finished, queue_task_change
+from tasktoolkit.orm._events import change_of, record_moves
+from tasktoolkit.orm._expiry import ExpiryPolicy
+from tasktoolkit.orm._records import Task, tasks_table
+from tasktoolkit.orm._states import ACTIVE_TASK_STATES, TaskState
 from tasktoolkit.orm._types import UTCDateTime, utcnow
-from tasktoolkit.orm.expiry import ExpiryPolicy
-from tasktoolkit.orm.operations import count_task_transition
-from tasktoolkit.orm.records import Task, tasks_table
-from tasktoolkit.orm.states import TaskState
-from tasktoolkit.signals import TaskChange
 
 __all__ = [
     "ResourceStatus",
@@ -93,10 +91,6 @@ __all__ = [
     "spawn_tasks",
 ]
 
-# 39 keeps "ix_tasktoolkit_tasks_<type>_id" within PostgreSQL's 63-character names.
-_RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,38}\Z")
-_TASK_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
-_ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
 _DEFAULT_POLICY = ExpiryPolicy()
 _LAST_SPAWN = "tasktoolkit.last_spawn"
 
@@ -231,7 +225,7 @@ def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
     later = tasks_table.alias("tt_later")
     fk_t = t.c[info.column.name]
     fk_later = later.c[info.column.name]
-    busy = exists().where(fk_t == pk, t.c.state.in_(_ACTIVE))
+    busy = exists().where(fk_t == pk, t.c.state.in_(ACTIVE_TASK_STATES))
     # A newer run supersedes a failure even once it has expired itself: a
     # success kept 24 hours must not bring back a failure kept 7 days.
     newer_run = exists().where(
@@ -250,7 +244,7 @@ def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
 
 def _register(cls: type[TaskResource]) -> None:
     resource_type = cls.__dict__["__resource_type__"]
-    if not isinstance(resource_type, str) or not _RESOURCE_TYPE.match(resource_type):
+    if not isinstance(resource_type, str) or not RESOURCE_TYPE.match(resource_type):
         raise ResourceTypeConflictError(
             f"{cls.__name__}.__resource_type__ must be lower-case letters, digits and '_' "
             f"(at most 39), got {resource_type!r}"
@@ -303,7 +297,7 @@ def _register(cls: type[TaskResource]) -> None:
         "active_tasks",
         relationship(
             Task,
-            primaryjoin=and_(column == pk, Task.state.in_(_ACTIVE)),
+            primaryjoin=and_(column == pk, Task.state.in_(ACTIVE_TASK_STATES)),
             foreign_keys=[column],
             viewonly=True,
             order_by=order,
@@ -361,8 +355,8 @@ def spawn_tasks(
 ) -> list[Task]:
     """Spawn one ``pending`` task per ``(resource, name)`` pair, across resources.
 
-    Used for bulk creates: every task of the request goes in with one flush.
-    Nothing is written when any pair is invalid.
+    Used for bulk creates: every task of the request goes in with one
+    statement. Nothing is written when any pair is invalid.
 
     :param message: an initial message for every task.
     :param max_attempts: how many times a lost worker's task is re-queued (1: never).
@@ -370,22 +364,47 @@ def spawn_tasks(
         task counts as lost.
     """
     items = list(items)
-    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-        raise InvalidTaskOptionError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
-    if (
-        not isinstance(heartbeat_timeout, int)
-        or isinstance(heartbeat_timeout, bool)
-        or heartbeat_timeout < 1
-    ):
-        raise InvalidTaskOptionError(
-            f"heartbeat_timeout must be an integer >= 1, got {heartbeat_timeout!r}"
-        )
+    whole_number(max_attempts, "max_attempts", error=InvalidTaskOptionError)
+    whole_number(heartbeat_timeout, "heartbeat_timeout", error=InvalidTaskOptionError)
+    _check_items(session, items)
+    if not items:
+        return []
+    ctx = context.current()
+    now = _spawn_time(session)
+    options = {
+        "message": message,
+        "max_attempts": max_attempts,
+        "heartbeat_timeout": heartbeat_timeout,
+        "request_id": ctx.operation_id if ctx else None,
+        "user_id": ctx.user_id if ctx else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    rows = _rows(items, options, ctx.project_id if ctx else None)
+    # One Core INSERT of every row (executemany, batched into multi-row VALUES by
+    # the dialect), then the Task objects made straight from the same values:
+    # building each object through its instrumented __init__ and flushing it
+    # through the unit of work costs more than the INSERT itself, and
+    # INSERT ... RETURNING doubles the statement's time on PostgreSQL.
+    session.connection().execute(insert(tasks_table), rows)
+    created = [_persistent_task(row) for row in rows]
+    session.add_all(created)  # detached -> persistent: no SQL
+    record_moves(session, [change_of(task, None) for task in created], now=now)
+    for resource, _ in items:
+        loaded = inspect(resource).dict
+        if "tasks" in loaded or "active_tasks" in loaded:
+            session.expire(resource, ["tasks", "active_tasks"])
+    return created
+
+
+def _check_items(session: Session, items: list[tuple[TaskResource, str]]) -> None:
+    """Refuse any pair that cannot be spawned; flush resources not yet written."""
     needs_flush = False
     for resource, name in items:
         info = _REGISTRY.get(getattr(type(resource), "__resource_type__", ""))
         if info is None or not isinstance(resource, info.cls):
             raise NotAResourceError(f"{resource!r} is not a task resource")
-        if not isinstance(name, str) or not _TASK_NAME.match(name):
+        if not isinstance(name, str) or not TASK_NAME.match(name):
             raise InvalidTaskNameError(
                 f"task name must be 1-128 letters, digits or '_.:-' (not first), got {name!r}"
             )
@@ -400,79 +419,34 @@ def spawn_tasks(
     if needs_flush:
         session.flush()
 
-    ctx = context.current()
-    request_id = ctx.operation_id if ctx else None
-    now = _spawn_time(session)
+
+def _rows(
+    items: list[tuple[TaskResource, str]], options: dict[str, Any], project_id: str | None
+) -> list[dict[str, Any]]:
+    """The rows of the tasks to insert, every row with the same keys."""
     # Every list sorts by (created_at, id): tasks spawned together share one
     # created_at, so their ids are handed out in ascending order to keep them in
     # spawn order (random uuid4s would shuffle them).
     ids = sorted(str(uuid.uuid4()) for _ in items)
+    infos = [_REGISTRY[type(resource).__resource_type__] for resource, _ in items]
+    # The other types' resource columns are None, so that a bulk spawn across
+    # resource types stays one statement.
+    no_resource = dict.fromkeys({info.column.name for info in infos})
     rows = []
-    for task_id, (resource, name) in zip(ids, items, strict=True):
-        info = _REGISTRY[type(resource).__resource_type__]
+    for task_id, info, (resource, name) in zip(ids, infos, items, strict=True):
         pk_value = getattr(resource, info.pk_attr)
-        project_id = getattr(resource, "project_id", None) or (ctx.project_id if ctx else None)
-        rows.append(
-            {
-                "id": task_id,
-                "request_id": request_id,
-                "resource_type": info.resource_type,
-                "resource_id": str(pk_value),
-                "name": name,
-                "state": TaskState.PENDING.value,
-                "message": message,
-                "project_id": project_id,
-                "user_id": ctx.user_id if ctx else None,
-                "attempts": 0,
-                "max_attempts": max_attempts,
-                "heartbeat_timeout": heartbeat_timeout,
-                "cancel_requested": False,
-                "created_at": now,
-                "updated_at": now,
-                info.column.name: pk_value,
-            }
-        )
-    if not rows:
-        return []
-    # The same keys in every row (the other types' resource columns None), so
-    # that a bulk spawn across resource types stays one statement.
-    resource_columns = {
-        _REGISTRY[type(resource).__resource_type__].column.name for resource, _ in items
-    }
-    for row in rows:
-        for column_name in resource_columns:
-            row.setdefault(column_name, None)
-    # One Core INSERT of every row (executemany, batched into multi-row VALUES by
-    # the dialect), then the Task objects made straight from the same values:
-    # building each object through its instrumented __init__ and flushing it
-    # through the unit of work costs more than the INSERT itself, and
-    # INSERT ... RETURNING doubles the statement's time on PostgreSQL. Flush
-    # events do not see these rows, so the operation's counts and the signals
-    # are done here, as the after_flush hook does for tasks added one by one.
-    session.connection().execute(insert(tasks_table), rows)
-    created = [_persistent_task(row) for row in rows]
-    session.add_all(created)  # detached -> persistent: no SQL
-    if request_id is not None:
-        finished = count_task_transition(
-            session.connection(), request_id, None, TaskState.PENDING.value, count=len(rows)
-        )
-    for task in created:
-        queue_task_change(
-            session,
-            TaskChange(
-                task.id,
-                task.request_id,
-                task.resource_type,
-                task.resource_id,
-                task.name,
-                None,
-                task.state,
-            ),
-        )
-    if request_id is not None:
-        queue_operation_finished(session, finished)
-    for resource, _ in items:
-        loaded = inspect(resource).dict
-        if "tasks" in loaded or "active_tasks" in loaded:
-            session.expire(resource, ["tasks", "active_tasks"])
-    return created
+        row = {
+            **options,
+            **no_resource,
+            "id": task_id,
+            "resource_type": info.resource_type,
+            "resource_id": str(pk_value),
+            "name": name,
+            "state": TaskState.PENDING.value,
+            "project_id": getattr(resource, "project_id", None) or project_id,
+            "attempts": 0,
+            "cancel_requested": False,
+            info.column.name: pk_value,
+        }
+        rows.append(row)
+    return rows

@@ -10,7 +10,7 @@ rules of the contract live in one place:
   id desc``) and paginated by *marker*, the id of the last record seen. A page
   after a marker is a keyset condition, ``(sort_key, id) < (marker's)``, never
   an ``OFFSET``, so page N costs what page 1 costs, on the indexes of
-  :mod:`tasktoolkit.orm.records`. A marker that is not a record of the same
+  :mod:`tasktoolkit.orm._records`. A marker that is not a record of the same
   list (same filters, same scope) is refused with :class:`InvalidFilterError`.
 
 Example::
@@ -28,24 +28,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Select, and_, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import InvalidFilterError, OperationNotFoundError, TaskNotFoundError
+from tasktoolkit.orm._records import Operation, Task
+from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._types import utcnow
-from tasktoolkit.orm.records import Operation, Task
-from tasktoolkit.orm.states import OperationState, TaskState
 
 __all__ = [
     "ALL_PROJECTS",
-    "DEFAULT_LIMIT",
-    "MAX_LIMIT",
-    "OPERATION_SORT_KEYS",
-    "SORT_DIRS",
-    "TASK_SORT_KEYS",
     "ListParams",
     "Page",
     "Scope",
@@ -56,20 +51,10 @@ __all__ = [
     "operation_tasks",
 ]
 
-#: The page size when none is asked for.
-DEFAULT_LIMIT = 100
-#: The largest page; larger limits are clamped to it by the endpoints.
-MAX_LIMIT = 1000
-#: The keys a task list may be sorted by (then by ``id``, in the same direction).
-TASK_SORT_KEYS = ("created_at", "updated_at", "finished_at", "name", "state")
-#: The keys an operation list may be sorted by (operations have no ``name``).
-OPERATION_SORT_KEYS = ("created_at", "updated_at", "finished_at", "state")
-SORT_DIRS = ("asc", "desc")
 #: Sort keys whose column may be NULL; NULLs sort last in both directions.
 _NULLABLE_KEYS = frozenset({"finished_at"})
 
 _R = TypeVar("_R", Task, Operation)
-_ACTIVE_TASK = (TaskState.PENDING.value, TaskState.RUNNING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +83,30 @@ class ListParams:
     :param request_id: keep the tasks of this operation / this operation.
     :param changes_since: keep records updated at or after this time.
     :param changes_before: keep records updated at or before this time.
-    :param limit: the page size, 1..:data:`MAX_LIMIT`.
+    :param limit: the page size, 1..:attr:`MAX_LIMIT`.
     :param marker: the id of the last record of the previous page.
     """
+
+    #: The page size when none is asked for.
+    DEFAULT_LIMIT: ClassVar[int] = 100
+    #: The largest page; larger limits are clamped to it by the endpoints.
+    MAX_LIMIT: ClassVar[int] = 1000
+    #: The keys a task list may be sorted by (then by ``id``, in the same direction).
+    TASK_SORT_KEYS: ClassVar[tuple[str, ...]] = (
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "name",
+        "state",
+    )
+    #: The keys an operation list may be sorted by (operations have no ``name``).
+    OPERATION_SORT_KEYS: ClassVar[tuple[str, ...]] = (
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "state",
+    )
+    SORT_DIRS: ClassVar[tuple[str, ...]] = ("asc", "desc")
 
     states: Sequence[str] = ()
     names: Sequence[str] = ()
@@ -109,7 +115,7 @@ class ListParams:
     resource_id: str | None = None
     changes_since: datetime | None = None
     changes_before: datetime | None = None
-    limit: int = DEFAULT_LIMIT
+    limit: int = 100
     marker: str | None = None
     sort_key: str = "created_at"
     sort_dir: str = "desc"
@@ -127,7 +133,7 @@ def _live(model: type[Task] | type[Operation], now: datetime) -> ColumnElement[b
     # Active records are shown whatever their expires_at says: only finished
     # records expire, and a stray value must not hide work in progress.
     active = (
-        Task.state.in_(_ACTIVE_TASK)
+        Task.state.in_(ACTIVE_TASK_STATES)
         if model is Task
         else Operation.state == OperationState.RUNNING.value
     )
@@ -213,13 +219,15 @@ def _page(
 ) -> Page[_R]:
     if isinstance(params.limit, bool) or not isinstance(params.limit, int):
         raise InvalidFilterError(f"limit: expected an integer, got {params.limit!r}")
-    if not 1 <= params.limit <= MAX_LIMIT:
-        raise InvalidFilterError(f"limit: must be from 1 to {MAX_LIMIT}, got {params.limit}")
+    if not 1 <= params.limit <= ListParams.MAX_LIMIT:
+        raise InvalidFilterError(
+            f"limit: must be from 1 to {ListParams.MAX_LIMIT}, got {params.limit}"
+        )
     if params.sort_key not in sort_keys:
         raise InvalidFilterError(
             f"sort_key: {params.sort_key!r} is not one of {', '.join(sort_keys)}"
         )
-    if params.sort_dir not in SORT_DIRS:
+    if params.sort_dir not in ListParams.SORT_DIRS:
         raise InvalidFilterError(f"sort_dir: {params.sort_dir!r} is not one of asc, desc")
     now = now or utcnow()
     where = _filters(model, params, scope, now)
@@ -262,7 +270,7 @@ def list_tasks(
     for state in params.states:
         if state not in TaskState._value2member_map_:
             raise InvalidFilterError(f"state: {state!r} is not a task state")
-    return _page(session, Task, params, scope, now, TASK_SORT_KEYS)
+    return _page(session, Task, params, scope, now, ListParams.TASK_SORT_KEYS)
 
 
 def list_operations(
@@ -275,7 +283,7 @@ def list_operations(
     for state in params.states:
         if state not in OperationState._value2member_map_:
             raise InvalidFilterError(f"state: {state!r} is not an operation state")
-    return _page(session, Operation, params, scope, now, OPERATION_SORT_KEYS)
+    return _page(session, Operation, params, scope, now, ListParams.OPERATION_SORT_KEYS)
 
 
 def get_task(

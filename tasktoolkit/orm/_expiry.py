@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from tasktoolkit.errors import InvalidTTLError
-from tasktoolkit.orm.states import TERMINAL_TASK_STATES, parse_task_state
+from tasktoolkit.orm._states import TERMINAL_TASK_STATES, parse_task_state
 
 __all__ = ["DEFAULT_TTL", "MAX_TTL", "ExpiryPolicy", "check_ttl"]
 

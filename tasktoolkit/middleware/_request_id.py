@@ -13,10 +13,16 @@ Example::
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from tasktoolkit._checks import HTTP_TOKEN
+from tasktoolkit._environ import (
+    GLOBAL_REQUEST_ID_KEY,
+    OPENSTACK_GLOBAL_REQUEST_ID_KEY,
+    OPENSTACK_REQUEST_ID_KEY,
+    REQUEST_ID_KEY,
+)
 from tasktoolkit.caller import CallerGetter, keystone_caller
 from tasktoolkit.context import RequestContext, bind, is_valid_request_id, reset
 from tasktoolkit.middleware._config import aslist, resolve
@@ -26,24 +32,8 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = [
-    "GLOBAL_REQUEST_ID_KEY",
-    "OPENSTACK_GLOBAL_REQUEST_ID_KEY",
-    "OPENSTACK_REQUEST_ID_KEY",
-    "REQUEST_ID_KEY",
-    "RequestIdMiddleware",
-    "fast_request_id",
-]
+__all__ = ["RequestIdMiddleware", "fast_request_id"]
 
-#: This request's id, ``req-<uuid4>``.
-REQUEST_ID_KEY = "tasktoolkit.request_id"
-#: The valid inbound id, or ``None``.
-GLOBAL_REQUEST_ID_KEY = "tasktoolkit.global_request_id"
-#: The same ids under the keys oslo.context's ``RequestContext.from_environ`` reads.
-OPENSTACK_REQUEST_ID_KEY = "openstack.request_id"
-OPENSTACK_GLOBAL_REQUEST_ID_KEY = "openstack.global_request_id"
-
-_TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 # The variant nibble of a RFC 4122 uuid is 10xx: 8, 9, a or b.
 _VARIANT = "89ab" * 4
 
@@ -103,7 +93,7 @@ class RequestIdMiddleware:
             raise TypeError("compat_headers must be a list of header names, not a string")
         headers = [header, *compat_headers]
         for name in headers:
-            if not isinstance(name, str) or not _TOKEN.match(name):
+            if not isinstance(name, str) or not HTTP_TOKEN.match(name):
                 raise ValueError(f"not a valid HTTP header name: {name!r}")
         if caller_getter is not None and not callable(caller_getter):
             raise TypeError(f"caller_getter must be callable, got {caller_getter!r}")

@@ -17,7 +17,8 @@ started by exactly one worker.
 Two layers:
 
 - functions taking a :class:`~sqlalchemy.orm.Session` (:func:`claim_task`,
-  :func:`heartbeat`, :func:`report_progress`, ...), which never commit;
+  :func:`heartbeat`, and the moves of :mod:`tasktoolkit.orm._transitions`
+  given a ``host``), which never commit;
 - :class:`Worker`, which runs each of them in a short transaction of its own,
   and :class:`Job`, a claimed task whose ``with`` block records the outcome.
 
@@ -55,58 +56,30 @@ from tasktoolkit.errors import (
     TaskNotFoundError,
     TaskNotHeldError,
 )
-from tasktoolkit.orm._retry import retrying
+from tasktoolkit.orm._engine import supports_skip_locked
+from tasktoolkit.orm._records import Task
+from tasktoolkit.orm._records import tasks_table as _T
+from tasktoolkit.orm._retry import in_transaction, short_sessions
+from tasktoolkit.orm._states import TaskState
+from tasktoolkit.orm._transitions import (
+    acknowledge_cancel,
+    check_host,
+    fail_task,
+    not_held,
+    report_progress,
+    succeed_task,
+    transition,
+)
 from tasktoolkit.orm._types import utcnow
-from tasktoolkit.orm.engine import prepare_engine
-from tasktoolkit.orm.records import Task
-from tasktoolkit.orm.records import tasks_table as _T
-from tasktoolkit.orm.states import TaskState
-from tasktoolkit.orm.transitions import check_progress, transition
 
-__all__ = [
-    "Job",
-    "Worker",
-    "acknowledge_cancel",
-    "cancel_requested",
-    "claim_task",
-    "default_host",
-    "fail_held_task",
-    "heartbeat",
-    "report_progress",
-    "succeed_held_task",
-    "supports_skip_locked",
-]
+__all__ = ["WORKER_ERROR", "Job", "Worker", "cancel_requested", "claim_task", "heartbeat"]
 
 _R = TypeVar("_R")
 #: Candidates read at once by the compare-and-set claim (SQLite).
 _CANDIDATES = 16
 _MAX_ROUNDS = 50
-#: Longest error code, message and traceback kept (the columns' sizes, in characters,
-#: leaving room for 4-byte characters in MariaDB's 64 KiB TEXT).
-_MAX_CODE = 64
-_MAX_MESSAGE = 4000
-_MAX_TRACEBACK = 16000
 #: The error code of a task whose worker code raised an unexpected exception.
 WORKER_ERROR = "worker_error"
-
-
-def default_host() -> str:
-    """``<hostname>:<pid>``: a worker identity unique per process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def supports_skip_locked(session_or_engine: Session | Engine) -> bool:
-    """Whether the database has ``SELECT ... FOR UPDATE SKIP LOCKED``."""
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else None
-    dialect = (bind or cast(Engine, session_or_engine)).dialect
-    if dialect.name == "postgresql":
-        return True
-    if dialect.name in ("mysql", "mariadb"):
-        version = dialect.server_version_info or ()
-        if getattr(dialect, "is_mariadb", False):
-            return version >= (10, 6)
-        return version >= (8, 0, 1)
-    return False
 
 
 def _check_names(names: Iterable[str]) -> list[str]:
@@ -116,19 +89,6 @@ def _check_names(names: Iterable[str]) -> list[str]:
     if not checked or not all(isinstance(n, str) and n for n in checked):
         raise ValueError(f"claim needs one or more task names, got {checked!r}")
     return checked
-
-
-def _check_host(host: object) -> str:
-    if not isinstance(host, str) or not host or len(host) > 255:
-        raise ValueError(f"host must be a non-empty string of at most 255 characters: {host!r}")
-    return host
-
-
-def _execute(session: Session, statement: Any) -> CursorResult[Any]:
-    return cast(
-        CursorResult[Any],
-        session.execute(statement, execution_options={"synchronize_session": False}),
-    )
 
 
 def claim_task(
@@ -142,7 +102,7 @@ def claim_task(
     :returns: the started task, or ``None`` when no pending task is left.
     """
     wanted = _check_names(names)
-    host = _check_host(host)
+    host = check_host(host)
     query = (
         select(_T.c.id)
         .where(_T.c.state == TaskState.PENDING.value, _T.c.name.in_(wanted))
@@ -172,18 +132,6 @@ def claim_task(
     return None
 
 
-def _not_held(session: Session, task_id: str, host: str) -> TaskNotHeldError:
-    row = session.execute(select(_T.c.state, _T.c.host).where(_T.c.id == task_id)).one_or_none()
-    if row is None:
-        raise TaskNotFoundError(f"no task {task_id!r}")
-    where = f" on {row.host!r}" if row.host and row.host != host else ""
-    return TaskNotHeldError(f"task {task_id} is not held by {host!r}: it is {row.state}{where}")
-
-
-def _held(task_id: str, host: str) -> list[Any]:
-    return [_T.c.id == task_id, _T.c.state == TaskState.RUNNING.value, _T.c.host == host]
-
-
 def heartbeat(session: Session, task_id: str, *, host: str, now: datetime | None = None) -> bool:
     """Record that ``host`` still works on the task.
 
@@ -192,40 +140,18 @@ def heartbeat(session: Session, task_id: str, *, host: str, now: datetime | None
     :returns: whether cancellation of the task was asked.
     :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
     """
-    host = _check_host(host)
-    result = _execute(
-        session, update(_T).where(*_held(task_id, host)).values(heartbeat_at=now or utcnow())
+    host = check_host(host)
+    held = [_T.c.id == task_id, _T.c.state == TaskState.RUNNING.value, _T.c.host == host]
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(_T).where(*held).values(heartbeat_at=now or utcnow()),
+            execution_options={"synchronize_session": False},
+        ),
     )
     if result.rowcount != 1:
-        raise _not_held(session, task_id, host)
+        raise not_held(session, task_id, host)
     return cancel_requested(session, task_id)
-
-
-def report_progress(
-    session: Session,
-    task_id: str,
-    progress: int | None,
-    *,
-    host: str,
-    message: str | None = None,
-    now: datetime | None = None,
-) -> None:
-    """Record progress (0..100) and an optional message; counts as a heartbeat.
-
-    :raises InvalidProgressError: ``progress`` is not ``None`` or 0..100.
-    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
-    """
-    progress = check_progress(progress)
-    host = _check_host(host)
-    moment = now or utcnow()
-    values: dict[str, Any] = {"heartbeat_at": moment, "updated_at": moment}
-    if progress is not None:
-        values["progress"] = progress
-    if message is not None:
-        values["message"] = str(message)[:_MAX_MESSAGE]
-    result = _execute(session, update(_T).where(*_held(task_id, host)).values(values))
-    if result.rowcount != 1:
-        raise _not_held(session, task_id, host)
 
 
 def cancel_requested(session: Session, task_id: str) -> bool:
@@ -236,77 +162,6 @@ def cancel_requested(session: Session, task_id: str) -> bool:
     if row is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
     return bool(row.cancel_requested) or row.state == TaskState.CANCELLED.value
-
-
-def _finish(session: Session, task_id: str, target: TaskState, host: str, **kw: Any) -> Task:
-    host = _check_host(host)
-    try:
-        return transition(session, task_id, target, expected=TaskState.RUNNING, held_by=host, **kw)
-    except (InvalidTransitionError, TaskNotHeldError):
-        # The task is not running any more (the reaper failed or re-queued it):
-        # for the worker, that is a task it does not hold.
-        raise _not_held(session, task_id, host) from None
-
-
-def succeed_held_task(
-    session: Session,
-    task_id: str,
-    *,
-    host: str,
-    message: str | None = None,
-    now: datetime | None = None,
-) -> Task:
-    """``running`` -> ``succeeded`` for a task ``host`` holds.
-
-    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
-    """
-    return _finish(session, task_id, TaskState.SUCCEEDED, host, message=message, now=now)
-
-
-def fail_held_task(
-    session: Session,
-    task_id: str,
-    *,
-    host: str,
-    code: str,
-    message: str,
-    traceback: str | None = None,
-    now: datetime | None = None,
-) -> Task:
-    """``running`` -> ``failed`` with an error code and message, for a task ``host`` holds.
-
-    :param code: a short machine-readable code (at most 64 characters).
-    :param message: shown to API consumers (cut at 4000 characters).
-    :param traceback: kept for admins only (its last 16000 characters).
-    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
-    """
-    if not isinstance(code, str) or not code or len(code) > _MAX_CODE:
-        raise ValueError(f"error code must be 1 to {_MAX_CODE} characters, got {code!r}")
-    return _finish(
-        session,
-        task_id,
-        TaskState.FAILED,
-        host,
-        error_code=code,
-        error_message=str(message)[:_MAX_MESSAGE],
-        error_traceback=None if traceback is None else traceback[-_MAX_TRACEBACK:],
-        now=now,
-    )
-
-
-def acknowledge_cancel(
-    session: Session,
-    task_id: str,
-    *,
-    host: str,
-    message: str | None = None,
-    now: datetime | None = None,
-) -> Task:
-    """``running`` -> ``cancelled``: the worker stopped because it was asked to.
-
-    :raises TaskNotHeldError: the task is not running on ``host`` (nothing written).
-    """
-    return _finish(session, task_id, TaskState.CANCELLED, host, message=message, now=now)
 
 
 # -- the transaction-per-call layer ------------------------------------------
@@ -329,17 +184,18 @@ class Worker:
         host: str | None = None,
     ) -> None:
         if isinstance(bind, Engine):
-            prepare_engine(bind)
-            if bind.dialect.name in ("mysql", "mariadb"):
-                # No gap locks: a claim must not hold up inserts of new tasks.
-                bind = bind.execution_options(isolation_level="READ COMMITTED")
-            self._sessions: sessionmaker[Session] = sessionmaker(bind, expire_on_commit=False)
+            self._sessions: sessionmaker[Session] = short_sessions(bind)
         elif isinstance(bind, sessionmaker):
             self._sessions = bind
         else:
             raise TypeError(f"Worker needs an Engine or a sessionmaker, got {bind!r}")
         self.names: tuple[str, ...] = tuple(names) if not isinstance(names, str) else (names,)
-        self.host = _check_host(default_host() if host is None else host)
+        self.host = check_host(self.default_host() if host is None else host)
+
+    @staticmethod
+    def default_host() -> str:
+        """``<hostname>:<pid>``: a worker identity unique per process."""
+        return f"{socket.gethostname()}:{os.getpid()}"
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -347,14 +203,12 @@ class Worker:
         with self._sessions() as session, session.begin():
             yield session
 
-    def _run(self, work: Callable[[Session], _R]) -> _R:
-        """``work`` in a transaction of its own, run again when it loses a lock race."""
-
-        def transaction() -> _R:
-            with self.transaction() as session:
-                return work(session)
-
-        return retrying(transaction)
+    def _run(self, work: Callable[[Session], _R], session: Session | None = None) -> _R:
+        """``work`` in ``session`` (the caller's transaction), or in a transaction of its
+        own, run again when it loses a lock race."""
+        if session is not None:
+            return work(session)
+        return in_transaction(self._sessions, work)
 
     def claim(self, names: Iterable[str] | None = None) -> Job | None:
         """Start the oldest pending task among ``names`` (default: the worker's).
@@ -399,24 +253,40 @@ class Worker:
         """See :func:`cancel_requested`."""
         return self._run(lambda session: cancel_requested(session, task_id))
 
-    def succeed(self, task_id: str, message: str | None = None) -> None:
-        """See :func:`succeed_held_task`."""
+    def succeed(
+        self, task_id: str, message: str | None = None, *, session: Session | None = None
+    ) -> None:
+        """``running`` -> ``succeeded``.
+
+        :param session: do it in this session's transaction, with the host's own
+            changes (it then commits or rolls back with them), not in one of its own.
+        """
+        self._run(lambda s: succeed_task(s, task_id, host=self.host, message=message), session)
+
+    def fail(
+        self,
+        task_id: str,
+        code: str,
+        message: str,
+        traceback: str | None = None,
+        *,
+        session: Session | None = None,
+    ) -> None:
+        """``running`` -> ``failed``; refused before any write unless ``code`` has 1 to 64
+        characters. ``session`` as for :meth:`succeed`."""
         self._run(
-            lambda session: succeed_held_task(session, task_id, host=self.host, message=message)
+            lambda s: fail_task(
+                s, task_id, host=self.host, code=code, message=message, traceback=traceback
+            ),
+            session,
         )
 
-    def fail(self, task_id: str, code: str, message: str, traceback: str | None = None) -> None:
-        """See :func:`fail_held_task`."""
+    def acknowledge_cancel(
+        self, task_id: str, message: str | None = None, *, session: Session | None = None
+    ) -> None:
+        """``running`` -> ``cancelled``: stopped as asked. ``session`` as for :meth:`succeed`."""
         self._run(
-            lambda session: fail_held_task(
-                session, task_id, host=self.host, code=code, message=message, traceback=traceback
-            )
-        )
-
-    def acknowledge_cancel(self, task_id: str, message: str | None = None) -> None:
-        """See :func:`acknowledge_cancel`."""
-        self._run(
-            lambda session: acknowledge_cancel(session, task_id, host=self.host, message=message)
+            lambda s: acknowledge_cancel(s, task_id, host=self.host, message=message), session
         )
 
 
@@ -485,19 +355,36 @@ class Job:
         if self.heartbeat():
             raise TaskCancelRequested(f"cancellation of task {self.id} was asked")
 
-    def succeed(self, message: str | None = None) -> None:
-        """Finish as ``succeeded``."""
-        self.worker.succeed(self.id, message)
+    def succeed(self, message: str | None = None, *, session: Session | None = None) -> None:
+        """Finish as ``succeeded``; in ``session``'s transaction when given.
+
+        Example (the success and the host's own change commit together)::
+
+            with worker.transaction() as session:
+                job.succeed("unbound", session=session)
+                session.execute(delete(Port).where(Port.id == job.resource_id))
+        """
+        self.worker.succeed(self.id, message, session=session)
         self.finished = True
 
-    def fail(self, code: str, message: str, traceback: str | None = None) -> None:
-        """Finish as ``failed`` with an error code and message."""
-        self.worker.fail(self.id, code, message, traceback)
+    def fail(
+        self,
+        code: str,
+        message: str,
+        traceback: str | None = None,
+        *,
+        session: Session | None = None,
+    ) -> None:
+        """Finish as ``failed`` with an error code and message; ``session`` as for
+        :meth:`succeed`."""
+        self.worker.fail(self.id, code, message, traceback, session=session)
         self.finished = True
 
-    def acknowledge_cancel(self, message: str | None = None) -> None:
-        """Finish as ``cancelled`` (the worker stopped as it was asked to)."""
-        self.worker.acknowledge_cancel(self.id, message)
+    def acknowledge_cancel(
+        self, message: str | None = None, *, session: Session | None = None
+    ) -> None:
+        """Finish as ``cancelled`` (stopped as asked); ``session`` as for :meth:`succeed`."""
+        self.worker.acknowledge_cancel(self.id, message, session=session)
         self.finished = True
 
     def __enter__(self) -> Job:

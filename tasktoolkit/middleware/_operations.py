@@ -28,47 +28,39 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy import create_engine, engine_from_config, event
+from sqlalchemy import engine_from_config
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tasktoolkit import signals
+from tasktoolkit._checks import HTTP_TOKEN, whole_number
+from tasktoolkit._environ import (
+    OPERATION_ID_KEY,
+    OPERATION_TARGET_KEY,
+    REQUEST_ID_KEY,
+    ROUTING_ARGS_KEY,
+)
 from tasktoolkit.caller import CallerGetter, keystone_caller
 from tasktoolkit.context import bind, current, reset
-from tasktoolkit.errors import DatabaseUnavailableError
-from tasktoolkit.http_errors import error_for
+from tasktoolkit.errors import DatabaseUnavailableError, database_unavailable
+from tasktoolkit.http_errors import response_for
 from tasktoolkit.middleware._config import asbool, asint, aslist, asttl, resolve
 from tasktoolkit.middleware._iter import ClosingIterator
-from tasktoolkit.middleware.request_id import REQUEST_ID_KEY
-from tasktoolkit.orm import DEFAULT_TTL, OperationFields, check_ttl, end_request, open_operation
-from tasktoolkit.orm import prepare_engine as _prepare_engine
+from tasktoolkit.orm._engine import autocommit_engine, prepare_engine
+from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
+from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.signals import OperationChange
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = [
-    "DEFAULT_METHODS",
-    "OPERATION_ID_KEY",
-    "OPERATION_TARGET_KEY",
-    "OperationMiddleware",
-    "set_operation_target",
-]
+__all__ = ["DEFAULT_METHODS", "OperationMiddleware", "set_operation_target"]
 
-#: The id of the operation opened for this request (absent when none was).
-OPERATION_ID_KEY = "tasktoolkit.operation_id"
-#: ``(resource_type, resource_id)`` of the one resource a request targets, set by the app.
-OPERATION_TARGET_KEY = "tasktoolkit.operation_target"
 DEFAULT_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 _log = logging.getLogger("tasktoolkit.middleware")
 _HOST = re.compile(r"\A[A-Za-z0-9._\-\[\]:]+\Z")
-_TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-# Errors meaning "the database cannot take the write now": driver errors
-# (connection refused, lost, database gone, ...) and an exhausted pool.
-_UNAVAILABLE = (DBAPIError, PoolTimeoutError)
 
 
 def set_operation_target(environ: WSGIEnvironment, resource_type: str, resource_id: object) -> None:
@@ -93,48 +85,6 @@ def _decoded(value: str) -> str:
         return value.encode("latin-1").decode("utf-8", "replace")
     except UnicodeEncodeError:
         return value
-
-
-def _autocommit_engine(engine: Engine, *, durable: bool) -> tuple[Engine, bool]:
-    """An AUTOCOMMIT engine on ``engine``'s database; whether it has a pool of its own.
-
-    On PostgreSQL and MariaDB it gets its own pool (same connect arguments,
-    from ``Pool.recreate``) whose connections stay in AUTOCOMMIT: switching a
-    pooled MariaDB connection in and out of it costs round trips each time.
-    SQLite switches locally, so it shares the engine's pool (and a ``:memory:``
-    database).
-
-    :param durable: on PostgreSQL, when false, the own connections commit
-        with ``synchronous_commit = off``.
-    """
-    if engine.dialect.name == "sqlite":
-        return engine.execution_options(isolation_level="AUTOCOMMIT"), False
-    pool = engine.pool.recreate()
-    try:
-        # An AUTOCOMMIT connection has nothing to roll back when it goes back
-        # to the pool, but PyMySQL would send a ROLLBACK anyway: one more round
-        # trip per request. (The option is new in SQLAlchemy 2.0.43.)
-        own = create_engine(
-            engine.url, pool=pool, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True
-        )
-    except TypeError:
-        own = create_engine(engine.url, pool=pool, isolation_level="AUTOCOMMIT")
-    if not durable and own.dialect.name == "postgresql":
-        event.listen(own, "connect", _asynchronous_commit)
-    return _prepare_engine(own), True
-
-
-def _asynchronous_commit(dbapi_connection: Any, record: Any) -> None:
-    # Once per connection, not per request. Safe for the operation: PostgreSQL
-    # flushes its WAL in order, so the app's own (synchronous) commit, which
-    # comes after the INSERT, makes the INSERT durable too; only a server
-    # crash in the ~0.6 s before any later flush can lose an operation write.
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("SET synchronous_commit TO off")
-    finally:
-        cursor.close()
-    dbapi_connection.commit()
 
 
 class OperationMiddleware:
@@ -184,7 +134,7 @@ class OperationMiddleware:
             raise TypeError("methods and exclude_paths must be lists, not a string")
         methods = tuple(m.upper() for m in methods)
         for method in methods:
-            if not _TOKEN.match(method):
+            if not HTTP_TOKEN.match(method):
                 raise ValueError(f"not an HTTP method: {method!r}")
         exclude = tuple(exclude_paths)
         for prefix in exclude:
@@ -196,10 +146,9 @@ class OperationMiddleware:
             raise ValueError(f"operations_path must start with '/', got {operations_path!r}")
         if base_url is not None and not re.match(r"\Ahttps?://[!-~]+\Z", base_url):
             raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-            raise ValueError(f"retry_after must be a number of seconds >= 0, got {retry_after!r}")
+        whole_number(retry_after, "retry_after", minimum=0)
         self.app = app
-        self.engine = _prepare_engine(engine)
+        self.engine = prepare_engine(engine)
         self.methods = frozenset(methods)
         self.exclude_paths = tuple(p.rstrip("/") or "/" for p in exclude)
         self.caller_getter = caller_getter
@@ -209,7 +158,7 @@ class OperationMiddleware:
         self.fail_open = bool(fail_open)
         self.retry_after = retry_after
         self.durable = bool(durable)
-        self._writer, self._owns_writer = _autocommit_engine(self.engine, durable=self.durable)
+        self._writer, self._owns_writer = autocommit_engine(self.engine, durable=self.durable)
 
     @classmethod
     def factory(
@@ -298,14 +247,11 @@ class OperationMiddleware:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _unavailable(self, start_response: StartResponse, request_id: str) -> Iterable[bytes]:
-        status, headers, body = error_for(
-            DatabaseUnavailableError("the database is unavailable; retry later"),
-            request_id,
-            headers=[("Retry-After", str(self.retry_after))],
-        )
-        start_response(status, headers)
-        return [body]
+    def _unavailable(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        response = response_for(environ, DatabaseUnavailableError(retry_after=self.retry_after))
+        return response(environ, start_response)  # type: ignore[no-any-return]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
@@ -330,7 +276,9 @@ class OperationMiddleware:
         )
         try:
             opened = self._open(fields)
-        except _UNAVAILABLE:
+        except SQLAlchemyError as exc:
+            if not database_unavailable(exc):
+                raise
             _log.warning(
                 "operation %s not written: database unavailable (%s)",
                 request_id,
@@ -339,9 +287,9 @@ class OperationMiddleware:
             )
             if self.fail_open:
                 return self.app(environ, start_response)
-            return self._unavailable(start_response, request_id)
+            return self._unavailable(environ, start_response)
         environ[OPERATION_ID_KEY] = request_id
-        _send(signals.operation_opened, opened)
+        signals.send(signals.operation_opened, opened)
         return self._run(environ, start_response, request_id, ctx, project_id, user_id)
 
     def _run(
@@ -390,7 +338,7 @@ class OperationMiddleware:
 
     def _finish(self, environ: WSGIEnvironment, request_id: str, http_status: int) -> None:
         action = None
-        routing = environ.get("wsgiorg.routing_args")
+        routing = environ.get(ROUTING_ARGS_KEY)
         if isinstance(routing, tuple) and len(routing) == 2 and isinstance(routing[1], dict):
             found = routing[1].get("action")
             action = _clean(found, 64)
@@ -408,7 +356,9 @@ class OperationMiddleware:
                     resource_type=resource_type,
                     resource_id=resource_id,
                 )
-        except _UNAVAILABLE:
+        except SQLAlchemyError as exc:
+            if not database_unavailable(exc):
+                raise
             # The response is gone already; the operation stays running (and
             # shows the request never ended) rather than failing the server.
             _log.error(
@@ -416,12 +366,4 @@ class OperationMiddleware:
             )
             return
         if finished is not None:
-            _send(signals.operation_finished, finished)
-
-
-def _send(signal: Any, change: OperationChange) -> None:
-    # A failing receiver must not leave a written operation without its end.
-    try:
-        signal.send(None, change=change)
-    except Exception:
-        _log.exception("a receiver of %s failed", signal.name)
+            signals.send(signals.operation_finished, finished)

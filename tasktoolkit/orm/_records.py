@@ -4,8 +4,8 @@ Both tables live in the toolkit's :data:`metadata`, separate from the host
 app's. A resource model that mixes in :class:`~tasktoolkit.orm.TaskResource`
 adds one nullable foreign-key column to the tasks table (``port_id`` for
 resource type ``port``), so each task row points at its resource through a
-real ``ON DELETE CASCADE`` constraint; see :mod:`tasktoolkit.orm.resource` for
-why.
+real ``ON DELETE CASCADE`` constraint; see
+``tasktoolkit/orm/_resource.py`` for why.
 
 Operations are keyed by the request id. Their per-state task counts are plain
 integer columns updated with atomic increments in the same transaction as the
@@ -32,8 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tasktoolkit.orm._states import TERMINAL_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._types import UTCDateTime, utcnow
-from tasktoolkit.orm.states import OperationState, TaskState
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -175,7 +175,7 @@ class Task(RecordBase):
     @property
     def is_terminal(self) -> bool:
         """Whether the task has reached a final state."""
-        return self.state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+        return self.state in TERMINAL_TASK_STATES
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """Whether the task's time-to-live has run out."""

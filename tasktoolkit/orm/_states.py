@@ -48,9 +48,14 @@ class OperationState(StrEnum):
     CANCELLED = "cancelled"
 
 
-ACTIVE_TASK_STATES: frozenset[TaskState] = frozenset({TaskState.PENDING, TaskState.RUNNING})
-TERMINAL_TASK_STATES: frozenset[TaskState] = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
+#: A task still in progress. Plain values, so that they bind in SQL as they are;
+#: ``TaskState.RUNNING in ACTIVE_TASK_STATES`` holds too (a ``StrEnum`` equals its value).
+ACTIVE_TASK_STATES: tuple[str, ...] = (TaskState.PENDING.value, TaskState.RUNNING.value)
+#: A task whose state is final.
+TERMINAL_TASK_STATES: tuple[str, ...] = (
+    TaskState.SUCCEEDED.value,
+    TaskState.FAILED.value,
+    TaskState.CANCELLED.value,
 )
 
 #: For each state, the states a task may move to from it. Terminal states are final.

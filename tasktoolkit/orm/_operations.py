@@ -7,17 +7,16 @@ in the same transaction, under the row lock its own count update took, so two
 processes can never both finish it or miss finishing it.
 
 These functions take a Core :class:`~sqlalchemy.engine.Connection` (a
-session's ``session.connection()`` works too) and never commit, except
-:func:`settle_orphaned_operations`, a sweep that runs its own transactions.
+session's ``session.connection()`` works too) and never commit.
 
 Tasks deleted while active
 --------------------------
 A resource's tasks go with it on every delete path, including database
 cascades nobody can observe (MariaDB fires no trigger for them). A task
 deleted while ``pending`` or ``running`` would leave its operation counting
-it as active, and so ``running`` for ever. :func:`settle_orphaned_operations`
-(run it beside the reaper) finds such operations, counts the vanished tasks as
-``cancelled`` and finishes the operation when nothing is left active.
+it as active, and so ``running`` for ever. The reaper finds such operations
+(:func:`orphaned_operations`), counts the vanished tasks as ``cancelled`` and
+finishes the operation when nothing is left active (:func:`settle_operation`).
 """
 
 from __future__ import annotations
@@ -29,15 +28,14 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from sqlalchemy import String, bindparam, func, insert, select, update
-from sqlalchemy.engine import Connection, CursorResult, Engine
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.sql.dml import Update
 
-from tasktoolkit import signals
+from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
+from tasktoolkit.orm._records import operations_table as _T
+from tasktoolkit.orm._records import tasks_table as _TASKS
+from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._types import utcnow
-from tasktoolkit.orm.expiry import DEFAULT_TTL, check_ttl
-from tasktoolkit.orm.records import operations_table as _T
-from tasktoolkit.orm.records import tasks_table as _TASKS
-from tasktoolkit.orm.states import OperationState, TaskState
 from tasktoolkit.signals import OperationChange
 
 __all__ = [
@@ -45,7 +43,8 @@ __all__ = [
     "count_task_transition",
     "end_request",
     "open_operation",
-    "settle_orphaned_operations",
+    "orphaned_operations",
+    "settle_operation",
 ]
 
 
@@ -160,7 +159,7 @@ def count_task_transition(
     result = connection.execute(
         statement, {"op_id": operation_id, "op_now": now, "op_count": count}
     )
-    if result.rowcount == 0 or new_state in (TaskState.PENDING, TaskState.RUNNING):
+    if result.rowcount == 0 or new_state in ACTIVE_TASK_STATES:
         return None
     return _finish_if_done(connection, operation_id, now)
 
@@ -265,33 +264,12 @@ def _finish_row(
     return OperationChange(operation_id, state.value, row.http_status, row.method, row.path)
 
 
-_ACTIVE = (TaskState.PENDING.value, TaskState.RUNNING.value)
-
-
-def settle_orphaned_operations(
-    bind: Engine, *, limit: int = 500, now: datetime | None = None
-) -> list[OperationChange]:
-    """Count the active tasks that vanished with their resource as cancelled.
-
-    Each operation is settled in a short transaction of its own: its row is
-    locked first (the lock every task transition and spawn takes to change its
-    counts), then its active tasks are read, and the counts are rewritten only
-    if they are still the ones read (a compare-and-set), so a concurrent spawn
-    or transition is never mistaken for a vanished task. ``operation_finished``
-    is sent, after commit, for each operation this finishes.
-
-    :param limit: at most this many operations are looked at per call.
-    :returns: the changes of the operations this finished.
-    """
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
-    if bind.dialect.name in ("mysql", "mariadb"):
-        # Each read must see the latest commits, not a REPEATABLE READ snapshot.
-        bind = bind.execution_options(isolation_level="READ COMMITTED")
+def orphaned_operations(connection: Connection, *, limit: int) -> list[str]:
+    """Up to ``limit`` running operations that count more active tasks than they have."""
     active = (
         select(func.count())
         .select_from(_TASKS)
-        .where(_TASKS.c.request_id == _T.c.id, _TASKS.c.state.in_(_ACTIVE))
+        .where(_TASKS.c.request_id == _T.c.id, _TASKS.c.state.in_(ACTIVE_TASK_STATES))
         .scalar_subquery()
     )
     candidates = (
@@ -301,19 +279,22 @@ def settle_orphaned_operations(
         .where(_T.c.tasks_pending + _T.c.tasks_running > active)
         .limit(limit)
     )
-    with bind.connect() as conn:
-        found = list(conn.execute(candidates).scalars())
-    finished = []
-    for operation_id in found:
-        with bind.begin() as conn:
-            change = _settle(conn, operation_id, now or utcnow())
-        if change is not None:
-            signals.operation_finished.send(None, change=change)
-            finished.append(change)
-    return finished
+    return list(connection.execute(candidates).scalars())
 
 
-def _settle(connection: Connection, operation_id: str, now: datetime) -> OperationChange | None:
+def settle_operation(
+    connection: Connection, operation_id: str, now: datetime
+) -> OperationChange | None:
+    """Count the active tasks of an operation that vanished with their resource as cancelled.
+
+    The operation's row is locked first (the lock every task transition and
+    spawn takes to change its counts), then its active tasks are read, and the
+    counts are rewritten only if they are still the ones read (a
+    compare-and-set), so a concurrent spawn or transition is never mistaken
+    for a vanished task. Run it in a short transaction of its own.
+
+    :returns: the operation's change when this finished it.
+    """
     row = connection.execute(
         select(_T.c.tasks_pending, _T.c.tasks_running)
         .where(_T.c.id == operation_id, _T.c.state == OperationState.RUNNING.value)
@@ -324,7 +305,7 @@ def _settle(connection: Connection, operation_id: str, now: datetime) -> Operati
     states = list(
         connection.execute(
             select(_TASKS.c.state).where(
-                _TASKS.c.request_id == operation_id, _TASKS.c.state.in_(_ACTIVE)
+                _TASKS.c.request_id == operation_id, _TASKS.c.state.in_(ACTIVE_TASK_STATES)
             )
         ).scalars()
     )

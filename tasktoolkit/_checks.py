@@ -1,0 +1,49 @@
+"""Checks shared by every layer: one rule per kind of value, written once.
+
+Example::
+
+    >>> whole_number(5, "batch size", maximum=10)
+    5
+    >>> whole_number(True, "batch size")
+    Traceback (most recent call last):
+    ...
+    ValueError: batch size must be an integer from 1, got True
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["HTTP_TOKEN", "RESOURCE_TYPE", "TASK_NAME", "whole_number"]
+
+#: An HTTP token (RFC 9110): a method or a header name.
+HTTP_TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+#: A task name: 1 to 128 letters, digits or ``_.:-``, starting with a letter or digit.
+TASK_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+#: A resource type: lower-case letters, digits and ``_``, at most 39 characters, which
+#: keeps ``ix_tasktoolkit_tasks_<type>_id`` within PostgreSQL's 63-character names.
+RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,38}\Z")
+
+
+def whole_number(
+    value: object,
+    what: str,
+    *,
+    minimum: int = 1,
+    maximum: int | None = None,
+    error: type[ValueError] = ValueError,
+) -> int:
+    """``value`` if it is an ``int`` (not a ``bool``) within ``minimum..maximum``.
+
+    :param what: names the value in the message.
+    :param error: the exception raised otherwise (a ``ValueError`` subclass).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = f"from {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise error(f"{what} must be an integer {bounds}, got {value!r}")
+    return value

@@ -1,0 +1,170 @@
+"""Engines: preparing the host's, the toolkit's own, and what each database can do.
+
+SQLite enforces foreign keys (and so the task cascades) only on connections
+that turn them on; :func:`prepare_engine` makes every connection of an engine
+do so, including those already in its pool. Everything in the toolkit that is
+given an engine calls it.
+
+The database-specific switches the toolkit's own statements rely on live
+here too, each once: READ COMMITTED on MariaDB/MySQL (:func:`read_committed`),
+``SKIP LOCKED`` where the server has it (:func:`supports_skip_locked`), and
+the operation middleware's AUTOCOMMIT engine (:func:`autocommit_engine`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from tasktoolkit.orm._records import metadata
+
+__all__ = [
+    "autocommit_engine",
+    "create_all",
+    "drop_all",
+    "host_metadatas",
+    "is_mysql",
+    "prepare_engine",
+    "read_committed",
+    "supports_skip_locked",
+]
+
+_B = TypeVar("_B", Engine, Connection)
+
+_FK_ON = "tasktoolkit_foreign_keys"
+
+
+def _sqlite_foreign_keys(dbapi_connection: Any, record: ConnectionPoolEntry, *_: Any) -> None:
+    if record.info.get(_FK_ON):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+    record.info[_FK_ON] = True
+
+
+def prepare_engine(engine: Engine) -> Engine:
+    """Make ``engine`` fit for the toolkit; idempotent, returns ``engine``.
+
+    On SQLite: ``PRAGMA foreign_keys=ON`` on every connection, so that deleting a
+    resource deletes its tasks. Other backends need nothing.
+    """
+    if engine.dialect.name == "sqlite" and not event.contains(
+        engine.pool, "checkout", _sqlite_foreign_keys
+    ):
+        # "checkout" (not "connect") also reaches connections pooled before this
+        # call; the pool entry remembers that its connection is done.
+        event.listen(engine.pool, "checkout", _sqlite_foreign_keys)
+    return engine
+
+
+def host_metadatas() -> list[MetaData]:
+    """The host metadatas the toolkit's tables refer to (through resource columns)."""
+    found: list[MetaData] = []
+    for table in metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            other = fk.column.table.metadata
+            if other is not metadata and other not in found:
+                found.append(other)
+    return found
+
+
+def create_all(bind: Engine | Connection, *, include_host: bool = True) -> None:
+    """Create the toolkit's tables (after the host tables they refer to).
+
+    :param include_host: also create every host table the resource columns refer
+        to (``Base.metadata.create_all``), first.
+    """
+    if isinstance(bind, Engine):
+        prepare_engine(bind)
+    if include_host:
+        for host in host_metadatas():
+            host.create_all(bind)
+    metadata.create_all(bind)
+
+
+def drop_all(bind: Engine | Connection, *, include_host: bool = True) -> None:
+    """Drop the toolkit's tables (and then the host tables they refer to)."""
+    metadata.drop_all(bind)
+    if include_host:
+        for host in reversed(host_metadatas()):
+            host.drop_all(bind)
+
+
+def is_mysql(bind: Engine | Connection) -> bool:
+    """Whether ``bind`` talks to MariaDB or MySQL."""
+    return bind.dialect.name in ("mysql", "mariadb")
+
+
+def read_committed(bind: _B) -> _B:
+    """``bind`` with READ COMMITTED on MariaDB/MySQL (their default is REPEATABLE READ).
+
+    The toolkit's short transactions need it there: a re-read after losing a
+    compare-and-set must see the latest commit, not the transaction's snapshot,
+    and claims, purges and reaps must take no gap locks that would hold up
+    inserts of new tasks. Other databases default to it already.
+    """
+    if is_mysql(bind):
+        return bind.execution_options(isolation_level="READ COMMITTED")
+    return bind
+
+
+def supports_skip_locked(bind: Session | Engine | Connection) -> bool:
+    """Whether the database has ``SELECT ... FOR UPDATE SKIP LOCKED``."""
+    dialect = (bind.get_bind() if isinstance(bind, Session) else bind).dialect
+    if dialect.name == "postgresql":
+        return True
+    if dialect.name in ("mysql", "mariadb"):
+        version = dialect.server_version_info or ()
+        if getattr(dialect, "is_mariadb", False):
+            return version >= (10, 6)
+        return version >= (8, 0, 1)
+    return False
+
+
+def autocommit_engine(engine: Engine, *, durable: bool) -> tuple[Engine, bool]:
+    """An AUTOCOMMIT engine on ``engine``'s database; whether it has a pool of its own.
+
+    On PostgreSQL and MariaDB it gets its own pool (same connect arguments,
+    from ``Pool.recreate``) whose connections stay in AUTOCOMMIT: switching a
+    pooled MariaDB connection in and out of it costs round trips each time.
+    SQLite switches locally, so it shares the engine's pool (and a ``:memory:``
+    database).
+
+    :param durable: on PostgreSQL, when false, the own connections commit
+        with ``synchronous_commit = off``.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(isolation_level="AUTOCOMMIT"), False
+    pool = engine.pool.recreate()
+    try:
+        # An AUTOCOMMIT connection has nothing to roll back when it goes back
+        # to the pool, but PyMySQL would send a ROLLBACK anyway: one more round
+        # trip per request. (The option is new in SQLAlchemy 2.0.43.)
+        own = create_engine(
+            engine.url, pool=pool, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True
+        )
+    except TypeError:
+        own = create_engine(engine.url, pool=pool, isolation_level="AUTOCOMMIT")
+    if not durable and own.dialect.name == "postgresql":
+        event.listen(own, "connect", _asynchronous_commit)
+    return prepare_engine(own), True
+
+
+def _asynchronous_commit(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    # Once per connection, not per request. Safe for the operation: PostgreSQL
+    # flushes its WAL in order, so the app's own (synchronous) commit, which
+    # comes after the INSERT, makes the INSERT durable too; only a server
+    # crash in the ~0.6 s before any later flush can lose an operation write.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET synchronous_commit TO off")
+    finally:
+        cursor.close()
+    dbapi_connection.commit()

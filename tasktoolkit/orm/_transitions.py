@@ -1,0 +1,428 @@
+"""Moving tasks through their state machine, safely from many processes at once.
+
+Every change of a task goes through one loop, :func:`_apply`: read the row,
+decide, then ``UPDATE ... WHERE id = :id AND state = :read_state`` (a
+compare-and-set). When another process changed the task first, the update
+matches no row, the row is read again (with a lock) and the change decided
+anew, so two processes can never both move the same task and no update is
+lost. A change the state machine does not allow raises
+:class:`InvalidTransitionError` and writes nothing. A move is recorded with
+:func:`~tasktoolkit.orm._events.record_moves` (the operation's counts, in the
+same transaction; the signals, after commit).
+
+Each move has one function, used by API code (in its own session) and by
+workers alike. Given ``host``, the move is a worker's report on a task it
+*holds* (``running`` on that host), refused with :class:`TaskNotHeldError`
+otherwise. Values are checked the same way for both.
+
+None of these functions commits: the caller's transaction decides.
+
+Example::
+
+    start_task(session, task_id, host="worker-1")
+    report_progress(session, task_id, 50, message="half way", host="worker-1")
+    succeed_task(session, task_id, host="worker-1")
+    session.commit()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import inspect, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import ColumnElement
+
+from tasktoolkit.errors import (
+    InvalidErrorCodeError,
+    InvalidProgressError,
+    InvalidTransitionError,
+    TaskNotFoundError,
+    TaskNotHeldError,
+)
+from tasktoolkit.orm._events import change_of, record_moves
+from tasktoolkit.orm._records import Task
+from tasktoolkit.orm._records import tasks_table as _T
+from tasktoolkit.orm._resource import _REGISTRY, expiry_policy_for
+from tasktoolkit.orm._states import (
+    ACTIVE_TASK_STATES,
+    TERMINAL_TASK_STATES,
+    TRANSITIONS,
+    TaskState,
+    parse_task_state,
+)
+from tasktoolkit.orm._types import utcnow
+
+__all__ = [
+    "MAX_ERROR_CODE",
+    "acknowledge_cancel",
+    "cancel_task",
+    "check_host",
+    "check_progress",
+    "fail_task",
+    "not_held",
+    "report_progress",
+    "start_task",
+    "succeed_task",
+    "transition",
+]
+
+#: The longest error code (the column's size).
+MAX_ERROR_CODE = 64
+#: Longest message and traceback kept, in characters: longer ones are cut (a
+#: message at its end, a traceback at its start), leaving room for 4-byte
+#: characters in MariaDB's 64 KiB TEXT.
+_MAX_MESSAGE = 4000
+_MAX_TRACEBACK = 16000
+_MAX_RETRIES = 5
+
+
+def check_progress(progress: object) -> int | None:
+    """``progress`` if it is ``None`` or an integer 0..100; else :class:`InvalidProgressError`."""
+    if progress is None:
+        return None
+    if isinstance(progress, bool) or not isinstance(progress, int) or not 0 <= progress <= 100:
+        raise InvalidProgressError(f"progress must be an integer from 0 to 100, got {progress!r}")
+    return progress
+
+
+def check_host(host: object) -> str:
+    """``host`` if it is a worker identity: 1 to 255 characters."""
+    if not isinstance(host, str) or not host or len(host) > 255:
+        raise ValueError(f"host must be a non-empty string of at most 255 characters: {host!r}")
+    return host
+
+
+def _message(message: object) -> str | None:
+    return None if message is None else str(message)[:_MAX_MESSAGE]
+
+
+def _error(code: object, message: object, traceback: str | None) -> dict[str, Any]:
+    """The error columns of a failure, checked before any of it reaches the database."""
+    if not isinstance(code, str) or not code or len(code) > MAX_ERROR_CODE:
+        raise InvalidErrorCodeError(
+            f"error code must be 1 to {MAX_ERROR_CODE} characters, got {code!r}"
+        )
+    return {
+        "error_code": code,
+        "error_message": _message(message) or "",
+        "error_traceback": None if traceback is None else traceback[-_MAX_TRACEBACK:],
+    }
+
+
+def _execute(session: Session, statement: Any) -> CursorResult[Any]:
+    """Run a Core statement through the session (its transaction), without syncing objects."""
+    return cast(
+        CursorResult[Any],
+        session.execute(statement, execution_options={"synchronize_session": False}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """What to write to a task: ``values``, if the row still is as read (``where``).
+
+    :param target: the state this moves the task to; ``None`` for no move.
+    """
+
+    values: dict[str, Any]
+    where: list[ColumnElement[bool]] = field(default_factory=list)
+    target: TaskState | None = None
+
+
+#: Decides, from the task as read, the change to write, or the error to refuse with.
+_Decide = Callable[[Task], "_Change | Exception"]
+
+
+def _load(session: Session, task_id: str, *, lock: bool) -> Task:
+    # A retry reads with a lock: under REPEATABLE READ (MariaDB) a plain read
+    # would keep returning the snapshot the failed compare-and-set was based on.
+    # For the same reason a change is never refused on a plain read: the refusal
+    # is confirmed on a locking read, which sees the latest committed row.
+    task = session.get(Task, task_id, populate_existing=True, with_for_update=lock or None)
+    if task is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    return task
+
+
+def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: datetime) -> Task:
+    """The read / decide / compare-and-set / retry loop of every change of a task."""
+    for attempt in range(_MAX_RETRIES):
+        locked = attempt > 0
+        task = _load(session, task_id, lock=locked)
+        change = decide(task)
+        if isinstance(change, Exception):
+            if locked:
+                raise change
+            continue  # the read may be a stale snapshot: confirm on the current row
+        where = [_T.c.id == task_id, _T.c.state == task.state, *change.where]
+        result = _execute(session, update(_T).where(*where).values(change.values))
+        if result.rowcount != 1:
+            continue  # another process changed it first: read again and decide again
+        old_state = task.state
+        for key, value in change.values.items():
+            set_committed_value(task, key, value)
+        if change.target is not None:
+            _refresh_active_tasks(session, task)
+            record_moves(session, [change_of(task, old_state)], now=now)
+        return task
+    raise InvalidTransitionError(task_id, "contended", what)
+
+
+def _refresh_active_tasks(session: Session, task: Task) -> None:
+    """Expire the loaded ``active_tasks`` of the task's resource, if it is in ``session``.
+
+    The move is a Core UPDATE, which the ORM does not know to reflect in the
+    resource's view-only ``active_tasks`` collection.
+    """
+    info = _REGISTRY.get(task.resource_type)
+    if info is None:
+        return
+    key = session.identity_key(info.cls, getattr(task, info.column.name))
+    resource = session.identity_map.get(key)
+    if resource is not None and "active_tasks" in inspect(resource).dict:
+        session.expire(resource, ["active_tasks"])
+
+
+def _move(
+    task: Task,
+    target: TaskState,
+    *,
+    expected: TaskState | None,
+    host: str | None,
+    held: bool,
+    now: datetime,
+    values: dict[str, Any],
+) -> _Change | Exception:
+    """The change moving ``task`` (as read) to ``target``, or why it may not move."""
+    current = parse_task_state(task.state)
+    if (expected is not None and current != expected) or target not in TRANSITIONS[current]:
+        return InvalidTransitionError(task.id, current.value, target.value)
+    if held and task.host != host:
+        return TaskNotHeldError(f"task {task.id} is held by {task.host!r}, not {host!r}")
+    written: dict[str, Any] = {"state": target.value, "updated_at": now}
+    where = []
+    if target == TaskState.RUNNING:
+        written.update(started_at=now, heartbeat_at=now, attempts=task.attempts + 1)
+        if host is not None:
+            written["host"] = host
+        # Started, lost and re-queued since our read (pending again, an
+        # attempt later): the count we add to must be the one we read.
+        where.append(_T.c.attempts == task.attempts)
+    if target in TERMINAL_TASK_STATES:
+        policy = expiry_policy_for(task.resource_type)
+        written.update(finished_at=now, expires_at=policy.expires_at(now, task.name, target.value))
+        if target == TaskState.SUCCEEDED:
+            written["progress"] = 100
+    if held:
+        where.append(_T.c.host == host)
+    written.update(values)
+    return _Change(written, where, target)
+
+
+def transition(
+    session: Session,
+    task_id: str,
+    to_state: TaskState | str,
+    *,
+    expected: TaskState | str | None = None,
+    host: str | None = None,
+    held: bool = False,
+    values: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """Move a task to ``to_state``; the general form of the moves below.
+
+    :param expected: the state the caller believes the task is in; when given,
+        the move is refused (:class:`InvalidTransitionError`) if it is in another.
+    :param host: the worker taking the task (recorded on ``running``), or
+        holding it (with ``held``).
+    :param held: refuse the move (:class:`TaskNotHeldError`) unless the task
+        is ``running`` on ``host``.
+    :param values: more columns to set with the move, already checked.
+    :returns: the task, with the values just written.
+    """
+    target = parse_task_state(to_state)
+    expected_state = None if expected is None else parse_task_state(expected)
+    if held:
+        host, expected_state = check_host(host), TaskState.RUNNING
+    moment = now or utcnow()
+    extra = values or {}
+
+    def decide(task: Task) -> _Change | Exception:
+        return _move(
+            task, target, expected=expected_state, host=host, held=held, now=moment, values=extra
+        )
+
+    if not held:
+        return _apply(session, task_id, decide, target.value, moment)
+    try:
+        return _apply(session, task_id, decide, target.value, moment)
+    except (InvalidTransitionError, TaskNotHeldError):
+        # The task is not running any more (the reaper failed or re-queued it):
+        # for the worker, that is a task it does not hold.
+        raise not_held(session, task_id, cast(str, host)) from None
+
+
+def not_held(session: Session, task_id: str, host: str) -> TaskNotHeldError:
+    """The error for a report by ``host`` on a task it does not hold, saying who does."""
+    row = session.execute(select(_T.c.state, _T.c.host).where(_T.c.id == task_id)).one_or_none()
+    if row is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    where = f" on {row.host!r}" if row.host and row.host != host else ""
+    return TaskNotHeldError(f"task {task_id} is not held by {host!r}: it is {row.state}{where}")
+
+
+def start_task(
+    session: Session, task_id: str, *, host: str | None = None, now: datetime | None = None
+) -> Task:
+    """``pending`` -> ``running``, recording the worker ``host``."""
+    return transition(
+        session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=host, now=now
+    )
+
+
+def succeed_task(
+    session: Session,
+    task_id: str,
+    *,
+    message: str | None = None,
+    host: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """``running`` -> ``succeeded`` (progress 100).
+
+    :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
+    """
+    return transition(
+        session,
+        task_id,
+        TaskState.SUCCEEDED,
+        expected=TaskState.RUNNING,
+        host=host,
+        held=host is not None,
+        values={} if message is None else {"message": _message(message)},
+        now=now,
+    )
+
+
+def fail_task(
+    session: Session,
+    task_id: str,
+    *,
+    code: str,
+    message: str,
+    traceback: str | None = None,
+    host: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """``pending`` or ``running`` -> ``failed`` with an error code and message.
+
+    :param code: a short machine-readable code, 1 to 64 characters
+        (:class:`InvalidErrorCodeError` otherwise, before anything is written).
+    :param message: shown to API consumers (cut at 4000 characters).
+    :param traceback: kept for admins only (its last 16000 characters).
+    :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
+    """
+    return transition(
+        session,
+        task_id,
+        TaskState.FAILED,
+        host=host,
+        held=host is not None,
+        values=_error(code, message, traceback),
+        now=now,
+    )
+
+
+def acknowledge_cancel(
+    session: Session,
+    task_id: str,
+    *,
+    message: str | None = None,
+    host: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """``running`` -> ``cancelled``: the worker stopped because it was asked to.
+
+    :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
+    """
+    return transition(
+        session,
+        task_id,
+        TaskState.CANCELLED,
+        expected=TaskState.RUNNING,
+        host=host,
+        held=host is not None,
+        values={} if message is None else {"message": _message(message)},
+        now=now,
+    )
+
+
+def cancel_task(session: Session, task_id: str, *, now: datetime | None = None) -> Task:
+    """Cancel a task: a ``pending`` one at once, a ``running`` one is asked to stop.
+
+    A running task gets ``cancel_requested``; its worker sees it and calls
+    :func:`acknowledge_cancel`. A terminal task raises :class:`InvalidTransitionError`.
+    """
+    moment = now or utcnow()
+
+    def decide(task: Task) -> _Change | Exception:
+        if task.state == TaskState.RUNNING:
+            return _Change({"cancel_requested": True, "updated_at": moment})
+        return _move(
+            task,
+            TaskState.CANCELLED,
+            expected=TaskState.PENDING,
+            host=None,
+            held=False,
+            now=moment,
+            values={},
+        )
+
+    return _apply(session, task_id, decide, TaskState.CANCELLED.value, moment)
+
+
+def report_progress(
+    session: Session,
+    task_id: str,
+    progress: int | None,
+    *,
+    message: str | None = None,
+    host: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record progress (0..100) and an optional message on a task still in progress.
+
+    One statement, a compare-and-set on the task being active (and, with
+    ``host``, held by it: the report then counts as a heartbeat too).
+
+    :raises InvalidProgressError: ``progress`` is not ``None`` or 0..100.
+    :raises TaskNotHeldError: with ``host``, the task is not running on it.
+    :raises InvalidTransitionError: without ``host``, the task is terminal.
+    """
+    progress = check_progress(progress)
+    moment = now or utcnow()
+    values: dict[str, Any] = {"updated_at": moment}
+    where = [_T.c.id == task_id, _T.c.state.in_(ACTIVE_TASK_STATES)]
+    if host is not None:
+        host = check_host(host)
+        values["heartbeat_at"] = moment
+        where += [_T.c.state == TaskState.RUNNING.value, _T.c.host == host]
+    if progress is not None:
+        values["progress"] = progress
+    if message is not None:
+        values["message"] = _message(message)
+    if _execute(session, update(_T).where(*where).values(values)).rowcount == 1:
+        return
+    if host is not None:
+        raise not_held(session, task_id, host)
+    state = session.execute(select(_T.c.state).where(_T.c.id == task_id)).scalar()
+    if state is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    raise InvalidTransitionError(task_id, state, "progress")
