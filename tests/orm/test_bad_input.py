@@ -7,17 +7,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, String, text
+from sqlalchemy import MetaData, String, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from tasktoolkit import errors
-from tasktoolkit.orm import ExpiryPolicy, Task, TaskResource, spawn_tasks
+from tasktoolkit.orm import ExpiryPolicy, Task, TaskResource, Worker, spawn_tasks
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._resource import resource_types
 from tasktoolkit.orm._states import can_transition, parse_operation_state, parse_task_state
-from tasktoolkit.orm._transitions import report_progress, transition
+from tasktoolkit.orm._transitions import fail_task, report_progress, transition
 from tests.models import Cluster, Node
 from tests.orm._db import spawn, task_count, task_row
 
@@ -130,6 +130,54 @@ def test_bad_progress_changes_nothing(
         call(session, task.id, value)
     session.commit()
     assert info.value.status == 400
+    assert task_row(engine, task.id) == before
+
+
+# -- error codes ----------------------------------------------------------------
+
+BAD_CODES = [
+    pytest.param("x" * 65, id="65-characters"),
+    pytest.param("", id="empty"),
+    pytest.param(None, id="none"),
+    pytest.param(7, id="int"),
+]
+FAIL_FORMS = [
+    pytest.param(lambda s, w, t, c: fail_task(s, t, code=c, message="m"), id="fail_task"),
+    pytest.param(
+        lambda s, w, t, c: fail_task(s, t, code=c, message="m", host=w.host), id="fail_task-held"
+    ),
+    pytest.param(lambda s, w, t, c: w.fail(t, c, "m"), id="Worker.fail"),
+    pytest.param(lambda s, w, t, c: w.fail(t, c, "m", session=s), id="Worker.fail-in-session"),
+]
+
+
+@pytest.mark.parametrize("code", BAD_CODES)
+@pytest.mark.parametrize("form", FAIL_FORMS)
+def test_a_bad_error_code_is_refused_before_the_database_sees_it(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    code: Any,
+    form: Callable[[Session, Worker, str, Any], Any],
+) -> None:
+    (task,) = spawn(session, node, "boot")
+    worker = Worker(engine, ["boot"], host="w1")
+    assert worker.claim() is not None
+    before = task_row(engine, task.id)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with pytest.raises(errors.InvalidErrorCodeError) as info:
+            form(session, worker, task.id, code)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    session.commit()
+    assert info.value.status == 400 and "1 to 64 characters" in str(info.value)
+    assert [s for s in statements if "tasktoolkit_tasks" in s] == []
     assert task_row(engine, task.id) == before
 
 

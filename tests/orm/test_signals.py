@@ -8,18 +8,20 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tasktoolkit import signals
 from tasktoolkit.orm import Task, cancel_task, reap
+from tasktoolkit.orm._events import _send_queued
 from tasktoolkit.orm._operations import end_request
+from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
 from tests.models import Node
-from tests.orm._db import spawn
+from tests.orm._db import count_rows, counts_of, spawn
 
 Heard = list[tuple[str, Any, Any]]
 
@@ -211,3 +213,146 @@ def test_task_signals_come_before_the_operation_they_finish(
     assert reaped.failed == (task.id,)
     assert names(heard) == ["task-state-changed", "operation-finished"]
     assert heard[1][2].state == "failed"
+
+
+# -- a receiver's failure is the receiver's ----------------------------------
+
+
+@pytest.fixture
+def broken() -> Iterator[list[str]]:
+    """A receiver on every task and operation signal that raises; the names it was sent."""
+    called: list[str] = []
+    connected = []
+    for signal in (signals.task_created, signals.task_state_changed, signals.operation_finished):
+
+        def receive(sender: Any, *, change: Any, _name: str = signal.name, **_: Any) -> None:
+            called.append(_name)
+            raise RuntimeError(f"broken receiver of {_name}")
+
+        signal.connect(receive)
+        connected.append((signal, receive))
+    yield called
+    for signal, receive in connected:
+        signal.disconnect(receive)
+
+
+def _by_spawn(session: Session, engine: Engine, node: Node, op: str) -> list[str]:
+    node.spawn_tasks(["a", "b"])
+    session.commit()
+    return ["task-created", "task-created"]
+
+
+def _by_transition(session: Session, engine: Engine, node: Node, op: str) -> list[str]:
+    a, b = spawn(session, node, "a", "b")
+    with engine.begin() as conn:
+        end_request(conn, op, 202)
+    cancel_task(session, a.id)
+    fail_task(session, b.id, code="x", message="y")
+    session.commit()
+    return ["task-state-changed", "task-state-changed", "operation-finished"]
+
+
+def _by_reaper(session: Session, engine: Engine, node: Node, op: str) -> list[str]:
+    a, b = spawn(session, node, "a", "b")
+    start_task(session, a.id, host="gone")
+    start_task(session, b.id, host="gone")
+    session.commit()
+    with engine.begin() as conn:
+        end_request(conn, op, 202)
+    reap(engine, now=utcnow() + timedelta(days=1))
+    return ["task-state-changed", "task-state-changed", "operation-finished"]
+
+
+def _by_adding(session: Session, engine: Engine, node: Node, op: str) -> list[str]:
+    for name in ("a", "b"):
+        session.add(_added_task(node, name, op))
+    session.commit()
+    return ["task-created", "task-created"]
+
+
+def _added_task(node: Node, name: str, op: str | None) -> Task:
+    """A task made as a host might, added to the session rather than spawned."""
+    return Task(
+        id=str(uuid.uuid4()),
+        request_id=op,
+        resource_type="node",
+        resource_id=str(node.id),
+        node_id=node.id,
+        name=name,
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(_by_spawn, id="spawn"),
+        pytest.param(_by_transition, id="transition"),
+        pytest.param(_by_reaper, id="reaper"),
+        pytest.param(_by_adding, id="session-add"),
+    ],
+)
+def test_a_raising_receiver_breaks_no_commit_and_drops_no_signal(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Any,
+    heard: Heard,
+    broken: list[str],
+    caplog: pytest.LogCaptureFixture,
+    source: Callable[[Session, Engine, Node, str], list[str]],
+) -> None:
+    op = open_op()
+    with in_request(op):
+        expected = source(session, engine, node, op)  # commits without raising
+    sent = [name for name in names(heard) if name in expected]
+    assert sent[-len(expected) :] == expected  # every signal reached the other receiver
+    assert broken[-len(expected) :] == expected  # and the broken one, every time
+    failures = [r for r in caplog.records if r.name == "tasktoolkit.signals"]
+    assert len(failures) >= len(expected)
+    assert all(r.exc_info and "broken receiver" in str(r.exc_info[1]) for r in failures)
+    assert any(expected[-1] in r.getMessage() and op in r.getMessage() for r in failures)
+    assert count_rows(engine, tasks_table, tasks_table.c.request_id == op) == 2
+
+
+def test_a_task_added_to_the_session_counts_in_its_operation(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    open_op: Callable[..., str],
+    heard: Heard,
+) -> None:
+    op = open_op()
+    task = _added_task(node, "added", op)
+    session.add(task)
+    session.flush()
+    assert heard == []
+    session.rollback()
+    assert counts_of(engine, op) == {}
+    session.add(_added_task(node, "added", op))
+    session.add(_added_task(node, "no-operation", None))
+    session.commit()
+    assert counts_of(engine, op) == {"pending": 1}
+    assert [c.name for _, _, c in heard] == ["added", "no-operation"]
+    assert names(heard) == ["task-created", "task-created"]
+
+
+def test_nothing_is_queued_nor_listened_for_without_receivers(
+    session: Session, session_factory: Any, node: Node
+) -> None:
+    node.spawn_tasks(["a"])
+    assert "tasktoolkit.signals" not in session.info
+    assert not event.contains(session, "after_commit", _send_queued)
+    session.commit()
+
+
+def test_only_the_sessions_that_queue_signals_get_listeners(
+    session: Session, other_session: Session, node: Node, heard: Heard
+) -> None:
+    other_session.execute(text("SELECT 1"))
+    node.spawn_tasks(["a"])
+    session.commit()
+    assert event.contains(session, "after_commit", _send_queued)
+    assert not event.contains(other_session, "after_commit", _send_queued)
+    assert not event.contains(Session, "after_commit", _send_queued)
+    assert names(heard) == ["task-created"]
