@@ -202,9 +202,14 @@ class DatabaseUnavailableError(TaskToolkitError):
 
     status = 503
     code = "tasktoolkit.database_unavailable"
+    #: The ``Retry-After`` of every 503 the toolkit answers, unless configured otherwise.
+    RETRY_AFTER = 5
 
     def __init__(
-        self, detail: str = "the database is unavailable; retry later", *, retry_after: int = 1
+        self,
+        detail: str = "the database is unavailable; retry later",
+        *,
+        retry_after: int = RETRY_AFTER,
     ) -> None:
         self.retry_after = retry_after
         super().__init__(detail)

@@ -123,7 +123,7 @@ class OperationMiddleware:
         operations_path: str = "/operations",
         base_url: str | None = None,
         fail_open: bool = False,
-        retry_after: int = 5,
+        retry_after: int = DatabaseUnavailableError.RETRY_AFTER,
         durable: bool = False,
     ) -> None:
         if not callable(app):
