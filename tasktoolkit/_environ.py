@@ -5,16 +5,6 @@ The public names are re-exported by :mod:`tasktoolkit.middleware`.
 
 from __future__ import annotations
 
-__all__ = [
-    "GLOBAL_REQUEST_ID_KEY",
-    "OPENSTACK_GLOBAL_REQUEST_ID_KEY",
-    "OPENSTACK_REQUEST_ID_KEY",
-    "OPERATION_ID_KEY",
-    "OPERATION_TARGET_KEY",
-    "REQUEST_ID_KEY",
-    "ROUTING_ARGS_KEY",
-]
-
 #: This request's id, ``req-<uuid4>``.
 REQUEST_ID_KEY = "tasktoolkit.request_id"
 #: The valid inbound id, or ``None``.

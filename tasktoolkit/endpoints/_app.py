@@ -42,8 +42,11 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.http_errors import error_response, response_for
 from tasktoolkit.orm import (
+    Operation,
     OperationState,
+    Page,
     Scope,
+    Task,
     TaskResource,
     cancel_task,
     get_operation,
@@ -247,38 +250,26 @@ class TaskEndpoints:
             replace(params, resource_type=resource_type, resource_id=resource_id),
             scope=_EVERYONE,
         )
-        return _list(
-            call,
-            "tasks",
-            [task_view(t, admin=call.admin) for t in page.records],
-            page.has_more,
-            pairs,
-        )
+        return _list(call, "tasks", page, pairs)
 
-    def resource_task(self, session: Session, call: _Call) -> Response:
+    def _resource_task(self, session: Session, call: _Call) -> Task:
+        """The matched task of the matched resource, if the caller may see the resource."""
         refuse_any(call.request.query_string)
         resource_type, resource_id = self._resource(session, call)
-        task = get_task(
+        return get_task(
             session,
             _task_id(call),
             scope=_EVERYONE,
             resource_type=resource_type,
             resource_id=resource_id,
         )
+
+    def resource_task(self, session: Session, call: _Call) -> Response:
+        task = self._resource_task(session, call)
         return _single(call, {"task": task_view(task, admin=call.admin)})
 
     def cancel(self, session: Session, call: _Call) -> Response:
-        refuse_any(call.request.query_string)
-        resource_type, resource_id = self._resource(session, call)
-        task_id = _task_id(call)
-        get_task(
-            session,
-            task_id,
-            scope=_EVERYONE,
-            resource_type=resource_type,
-            resource_id=resource_id,
-        )
-        task = cancel_task(session, task_id)
+        task = cancel_task(session, self._resource_task(session, call).id)
         session.commit()
         return _json({"task": task_view(task, admin=call.admin)}, status=202)
 
@@ -286,14 +277,7 @@ class TaskEndpoints:
 
     def tasks(self, session: Session, call: _Call) -> Response:
         params, pairs = parse_list_query(call.request.query_string, TASK_LIST)
-        page = list_tasks(session, params, scope=call.scope)
-        return _list(
-            call,
-            "tasks",
-            [task_view(t, admin=call.admin) for t in page.records],
-            page.has_more,
-            pairs,
-        )
+        return _list(call, "tasks", list_tasks(session, params, scope=call.scope), pairs)
 
     def task(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
@@ -302,9 +286,7 @@ class TaskEndpoints:
 
     def operations(self, session: Session, call: _Call) -> Response:
         params, pairs = parse_list_query(call.request.query_string, OPERATION_LIST)
-        page = list_operations(session, params, scope=call.scope)
-        views = [operation_view(o, admin=call.admin) for o in page.records]
-        return _list(call, "operations", views, page.has_more, pairs)
+        return _list(call, "operations", list_operations(session, params, scope=call.scope), pairs)
 
     def operation(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
@@ -366,14 +348,17 @@ def _json(document: Mapping[str, Any], *, status: int = 200) -> Response:
 
 
 def _list(
-    call: _Call,
-    key: str,
-    views: list[dict[str, Any]],
-    has_more: bool,
-    pairs: list[tuple[str, str]],
+    call: _Call, key: str, page: Page[Task] | Page[Operation], pairs: list[tuple[str, str]]
 ) -> Response:
+    """A page of tasks or operations as ``{key: [...], key_links: [...]}``."""
+    views = [
+        task_view(r, admin=call.admin)
+        if isinstance(r, Task)
+        else operation_view(r, admin=call.admin)
+        for r in page.records
+    ]
     links: list[dict[str, str]] = []
-    if has_more and views:
+    if page.has_more and views:
         kept = [(name, value) for name, value in pairs if name != "marker"]
         query = urlencode([*kept, ("marker", views[-1]["id"])])
         links.append({"rel": "next", "href": f"{call.request.path_url}?{query}"})

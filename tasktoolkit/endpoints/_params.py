@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -69,6 +69,7 @@ _COMMON = frozenset(
         "sort_dir",
     }
 )
+_RESOURCE_FILTERS = frozenset({"resource_type", "resource_id"})
 _TASK_STATES = tuple(s.value for s in TaskState)
 
 
@@ -85,18 +86,11 @@ RESOURCE_TASK_LIST = ListKind(
     is_record_id=_is_uuid,
     check_resource_type=True,
 )
-#: ``GET /tasks``.
-TASK_LIST = ListKind(
-    allowed=_COMMON | {"name", "resource_type", "resource_id"},
-    states=_TASK_STATES,
-    active=ACTIVE_TASK_STATES,
-    sort_keys=ListParams.TASK_SORT_KEYS,
-    is_record_id=_is_uuid,
-    check_resource_type=True,
-)
+#: ``GET /tasks``: across resources, so they may be filtered by.
+TASK_LIST = replace(RESOURCE_TASK_LIST, allowed=RESOURCE_TASK_LIST.allowed | _RESOURCE_FILTERS)
 #: ``GET /operations`` (operations have no name; ``active`` means ``running``).
 OPERATION_LIST = ListKind(
-    allowed=_COMMON | {"resource_type", "resource_id"},
+    allowed=_COMMON | _RESOURCE_FILTERS,
     states=tuple(s.value for s in OperationState),
     active=(OperationState.RUNNING.value,),
     sort_keys=ListParams.OPERATION_SORT_KEYS,

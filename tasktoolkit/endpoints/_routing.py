@@ -82,40 +82,33 @@ def mount(
         visibility=visibility,
         retry_after=retry_after,
     )
-    p = path_prefix
-    for name in collections:
-        base = f"{p}/{name}/{{resource_id}}/tasks"
-        mapper.connect(
-            f"tasktoolkit.{name}.tasks",
-            base,
-            controller=app,
-            action="resource_tasks",
-            collection=name,
-        )
-        mapper.connect(
-            f"tasktoolkit.{name}.task",
-            base + "/{task_id}",
-            controller=app,
-            action="resource_task",
-            collection=name,
-        )
-        mapper.connect(
-            f"tasktoolkit.{name}.cancel",
-            base + "/{task_id}/cancel",
-            controller=app,
-            action="cancel",
-            collection=name,
-        )
-    mapper.connect("tasktoolkit.tasks", f"{p}/tasks", controller=app, action="tasks")
-    mapper.connect("tasktoolkit.task", f"{p}/tasks/{{task_id}}", controller=app, action="task")
-    mapper.connect("tasktoolkit.operations", f"{p}/operations", controller=app, action="operations")
-    mapper.connect(
-        "tasktoolkit.operation",
-        f"{p}/operations/{{operation_id}}",
-        controller=app,
-        action="operation",
-    )
+    _connect(mapper, app, list(collections), path_prefix)
     return app
+
+
+def _connect(mapper: Any, app: TaskEndpoints, collections: list[str], prefix: str) -> None:
+    """Connect the toolkit's routes, each named ``tasktoolkit.<...>``, to ``app``."""
+    for name in collections:
+        base = f"{prefix}/{name}/{{resource_id}}/tasks"
+        for suffix, action, route in (
+            ("", "resource_tasks", "tasks"),
+            ("/{task_id}", "resource_task", "task"),
+            ("/{task_id}/cancel", "cancel", "cancel"),
+        ):
+            mapper.connect(
+                f"tasktoolkit.{name}.{route}",
+                base + suffix,
+                controller=app,
+                action=action,
+                collection=name,
+            )
+    for path, action in (
+        ("/tasks", "tasks"),
+        ("/tasks/{task_id}", "task"),
+        ("/operations", "operations"),
+        ("/operations/{operation_id}", "operation"),
+    ):
+        mapper.connect(f"tasktoolkit.{action}", prefix + path, controller=app, action=action)
 
 
 class Router:

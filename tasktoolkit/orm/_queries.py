@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Select, and_, false, or_, select
@@ -265,11 +266,9 @@ def list_tasks(
 ) -> Page[Task]:
     """One page of the tasks ``scope`` may see that match ``params``.
 
-    :raises InvalidFilterError: a bad limit, sort, time range or marker.
+    :raises InvalidFilterError: a bad state, limit, sort, time range or marker.
     """
-    for state in params.states:
-        if state not in TaskState._value2member_map_:
-            raise InvalidFilterError(f"state: {state!r} is not a task state")
+    _check_states(params, TaskState, "a task state")
     return _page(session, Task, params, scope, now, ListParams.TASK_SORT_KEYS)
 
 
@@ -278,12 +277,16 @@ def list_operations(
 ) -> Page[Operation]:
     """One page of the operations ``scope`` may see that match ``params``.
 
-    :raises InvalidFilterError: a bad limit, sort, time range or marker.
+    :raises InvalidFilterError: a bad state, limit, sort, time range or marker.
     """
-    for state in params.states:
-        if state not in OperationState._value2member_map_:
-            raise InvalidFilterError(f"state: {state!r} is not an operation state")
+    _check_states(params, OperationState, "an operation state")
     return _page(session, Operation, params, scope, now, ListParams.OPERATION_SORT_KEYS)
+
+
+def _check_states(params: ListParams, states: type[StrEnum], what: str) -> None:
+    for state in params.states:
+        if state not in states._value2member_map_:
+            raise InvalidFilterError(f"state: {state!r} is not {what}")
 
 
 def get_task(

@@ -279,6 +279,11 @@ def _register(cls: type[TaskResource]) -> None:
     pk_attr = mapper.get_property_by_column(pk).key
     _REGISTRY[resource_type] = _ResourceInfo(cls, resource_type, column, pk_attr)
 
+    _add_relationships(mapper, column, pk)
+
+
+def _add_relationships(mapper: Any, column: Column[Any], pk: Column[Any]) -> None:
+    """``tasks`` (owned: cascaded, expired ones left out) and the view-only ``active_tasks``."""
     order = (Task.created_at, Task.id)
     mapper.add_property(
         "tasks",

@@ -299,10 +299,22 @@ def succeed_task(
 
     :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
     """
+    return _end_run(session, task_id, TaskState.SUCCEEDED, message, host, now)
+
+
+def _end_run(
+    session: Session,
+    task_id: str,
+    target: TaskState,
+    message: str | None,
+    host: str | None,
+    now: datetime | None,
+) -> Task:
+    """``running`` -> ``target`` with an optional message; held by ``host`` when given."""
     return transition(
         session,
         task_id,
-        TaskState.SUCCEEDED,
+        target,
         expected=TaskState.RUNNING,
         host=host,
         held=host is not None,
@@ -352,16 +364,7 @@ def acknowledge_cancel(
 
     :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
     """
-    return transition(
-        session,
-        task_id,
-        TaskState.CANCELLED,
-        expected=TaskState.RUNNING,
-        host=host,
-        held=host is not None,
-        values={} if message is None else {"message": _message(message)},
-        now=now,
-    )
+    return _end_run(session, task_id, TaskState.CANCELLED, message, host, now)
 
 
 def cancel_task(session: Session, task_id: str, *, now: datetime | None = None) -> Task:

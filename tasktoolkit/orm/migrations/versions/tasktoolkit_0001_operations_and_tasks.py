@@ -31,7 +31,33 @@ def utc_datetime() -> sa.DateTime:
     return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
+#: Each table's indexes: ``ix_<table>_<name>`` on these columns.
+INDEXES = {
+    "tasktoolkit_operations": {
+        "created": ["created_at", "id"],
+        "project": ["project_id", "created_at", "id"],
+        "expires": ["expires_at"],
+    },
+    "tasktoolkit_tasks": {
+        "resource": ["resource_type", "resource_id", "created_at", "id"],
+        "state": ["state", "created_at", "id"],
+        "request": ["request_id", "created_at"],
+        "project": ["project_id", "created_at", "id"],
+        "project_state": ["project_id", "state", "created_at", "id"],
+        "expires": ["expires_at"],
+    },
+}
+
+
 def upgrade() -> None:
+    _create_operations()
+    _create_tasks()
+    for table, indexes in INDEXES.items():
+        for name, columns in indexes.items():
+            op.create_index(op.f(f"ix_{table}_{name}"), table, columns)
+
+
+def _create_operations() -> None:
     op.create_table(
         "tasktoolkit_operations",
         sa.Column("id", sa.String(40), nullable=False),
@@ -60,20 +86,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasktoolkit_operations")),
     )
-    op.create_index(
-        op.f("ix_tasktoolkit_operations_created"),
-        "tasktoolkit_operations",
-        ["created_at", "id"],
-    )
-    op.create_index(
-        op.f("ix_tasktoolkit_operations_project"),
-        "tasktoolkit_operations",
-        ["project_id", "created_at", "id"],
-    )
-    op.create_index(
-        op.f("ix_tasktoolkit_operations_expires"), "tasktoolkit_operations", ["expires_at"]
-    )
 
+
+def _create_tasks() -> None:
     op.create_table(
         "tasktoolkit_tasks",
         sa.Column("id", sa.String(36), nullable=False),
@@ -107,28 +122,6 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasktoolkit_tasks")),
     )
-    op.create_index(
-        op.f("ix_tasktoolkit_tasks_resource"),
-        "tasktoolkit_tasks",
-        ["resource_type", "resource_id", "created_at", "id"],
-    )
-    op.create_index(
-        op.f("ix_tasktoolkit_tasks_state"), "tasktoolkit_tasks", ["state", "created_at", "id"]
-    )
-    op.create_index(
-        op.f("ix_tasktoolkit_tasks_request"), "tasktoolkit_tasks", ["request_id", "created_at"]
-    )
-    op.create_index(
-        op.f("ix_tasktoolkit_tasks_project"),
-        "tasktoolkit_tasks",
-        ["project_id", "created_at", "id"],
-    )
-    op.create_index(
-        op.f("ix_tasktoolkit_tasks_project_state"),
-        "tasktoolkit_tasks",
-        ["project_id", "state", "created_at", "id"],
-    )
-    op.create_index(op.f("ix_tasktoolkit_tasks_expires"), "tasktoolkit_tasks", ["expires_at"])
 
 
 def downgrade() -> None:
