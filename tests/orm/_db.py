@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Table, func, select
@@ -12,6 +14,12 @@ from tasktoolkit.orm import Task
 from tasktoolkit.orm._records import operations_table, tasks_table
 
 STATES = ("pending", "running", "succeeded", "failed", "cancelled")
+
+InOperation = Callable[..., AbstractContextManager[str]]
+"""The ``in_operation`` fixture: ``with in_operation() as op:``."""
+
+SpawnInOp = Callable[..., tuple[str, list[Task]]]
+"""The ``spawn_in_op`` fixture: ``op, tasks = spawn_in_op(*names)``."""
 
 
 def count_rows(bind: Session | Connection | Engine, table: Table, *where: Any) -> int:

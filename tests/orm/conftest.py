@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import context
 from tasktoolkit.context import RequestContext, new_request_id
+from tasktoolkit.orm import Task
 from tasktoolkit.orm._expiry import DEFAULT_TTL
 from tasktoolkit.orm._operations import OperationFields, open_operation
 from tests.models import Cluster, Node
+from tests.orm._db import InOperation, SpawnInOp, spawn
 
 
 @pytest.fixture
@@ -79,6 +81,36 @@ def in_request() -> Callable[..., AbstractContextManager[RequestContext | None]]
         return context.request_context(ctx)
 
     return bind
+
+
+@pytest.fixture
+def in_operation(
+    open_op: Callable[..., str],
+    in_request: Callable[..., AbstractContextManager[RequestContext | None]],
+) -> InOperation:
+    """``with in_operation(**context_fields) as op:`` commits a running operation and binds
+    a request context tied to it (``open_op`` then ``in_request``, the usual pair)."""
+
+    @contextmanager
+    def bind(**fields: Any) -> Iterator[str]:
+        op_id = open_op()
+        with in_request(op_id, **fields):
+            yield op_id
+
+    return bind
+
+
+@pytest.fixture
+def spawn_in_op(session: Session, node: Node, in_operation: InOperation) -> SpawnInOp:
+    """``op, tasks = spawn_in_op(*names)``: spawn ``names`` on ``node`` in a new operation's
+    request and commit; the operation's id and the tasks."""
+
+    def make(*names: str) -> tuple[str, list[Task]]:
+        with in_operation() as op:
+            tasks = spawn(session, node, *names)
+        return op, tasks
+
+    return make
 
 
 @pytest.fixture

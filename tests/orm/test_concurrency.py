@@ -24,7 +24,7 @@ from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tests.models import Node
-from tests.orm._db import counts_of, spawn, task_row
+from tests.orm._db import SpawnInOp, counts_of, spawn, task_row
 
 Move = Callable[[Session, str], Any]
 
@@ -90,16 +90,12 @@ def test_two_sessions_race_one_wins(
     session: Session,
     session_factory: sessionmaker[Session],
     engine: Engine,
-    node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
+    spawn_in_op: SpawnInOp,
     start: str,
     first: Move,
     second: Move,
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        (task,) = spawn(session, node, "boot")
+    op, (task,) = spawn_in_op("boot")
     if start == "running":
         start_task(session, task.id, host="w")
         session.commit()
@@ -143,18 +139,11 @@ def test_many_starters_one_wins(
 
 
 def test_cancel_racing_a_start_is_never_lost(
-    session: Session,
-    session_factory: sessionmaker[Session],
-    engine: Engine,
-    node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
+    session_factory: sessionmaker[Session], engine: Engine, spawn_in_op: SpawnInOp
 ) -> None:
     """A cancel and a start of the same pending task: either the cancel wins (the
     start is refused) or the start wins and the cancel becomes a stop request."""
-    op = open_op()
-    with in_request(op):
-        (task,) = spawn(session, node, "boot")
+    op, (task,) = spawn_in_op("boot")
     outcomes = _race(
         session_factory,
         task.id,
@@ -204,16 +193,9 @@ def test_start_after_a_lost_and_requeued_run_counts_the_attempt(
 
 
 def test_last_two_tasks_finishing_at_once_finish_the_operation_once(
-    session: Session,
-    session_factory: sessionmaker[Session],
-    engine: Engine,
-    node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
+    session: Session, session_factory: sessionmaker[Session], engine: Engine, spawn_in_op: SpawnInOp
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        a, b = spawn(session, node, "a", "b")
+    op, (a, b) = spawn_in_op("a", "b")
     for task in (a, b):
         start_task(session, task.id, host="w")
     session.commit()

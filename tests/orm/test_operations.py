@@ -15,7 +15,7 @@ from tasktoolkit.orm import Operation, Task, cancel_task, reap
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._transitions import acknowledge_cancel, fail_task, start_task, succeed_task
 from tests.models import Node
-from tests.orm._db import counts_of, operation_row, spawn
+from tests.orm._db import InOperation, SpawnInOp, counts_of, operation_row, spawn
 
 
 def _end(engine: Engine, op: str, status: int) -> Any:
@@ -41,11 +41,9 @@ def _finish(session: Session, task: Task, final: str) -> None:
 
 
 def test_counts_follow_transitions(
-    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+    session: Session, engine: Engine, spawn_in_op: SpawnInOp
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        a, b, c = spawn(session, node, "a", "b", "c")
+    op, (a, b, c) = spawn_in_op("a", "b", "c")
     assert counts_of(engine, op) == {"pending": 3}
     start_task(session, a.id)
     session.commit()
@@ -70,11 +68,9 @@ def test_counts_follow_transitions(
 
 
 def test_running_while_tasks_active_after_end_request(
-    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+    session: Session, engine: Engine, spawn_in_op: SpawnInOp
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        (task,) = spawn(session, node, "boot")
+    op, (task,) = spawn_in_op("boot")
     assert _end(engine, op, 202) is None
     row = operation_row(engine, op)
     assert (row["state"], row["http_status"], row["finished_at"]) == ("running", 202, None)
@@ -111,15 +107,13 @@ def test_final_state(
     session: Session,
     engine: Engine,
     node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
+    in_operation: InOperation,
     status: int,
     finals: list[str],
     expected: str,
     end_first: bool,
 ) -> None:
-    op = open_op()
-    with in_request(op):
+    with in_operation() as op:
         tasks = spawn(session, node, *[f"t{i}" for i in range(len(finals))]) if finals else []
     if end_first:
         change = _end(engine, op, status)
@@ -173,11 +167,9 @@ def test_no_task_operation_ends_with_its_response(
 
 
 def test_finish_is_in_the_transition_transaction(
-    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+    session: Session, engine: Engine, spawn_in_op: SpawnInOp
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        (task,) = spawn(session, node, "boot")
+    op, (task,) = spawn_in_op("boot")
     _end(engine, op, 202)
     cancel_task(session, task.id)
     session.rollback()
@@ -202,10 +194,9 @@ def test_counts_survive_deleted_tasks(
 
 
 def test_rolled_back_spawn_is_not_counted(
-    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+    session: Session, engine: Engine, node: Node, in_operation: InOperation
 ) -> None:
-    op = open_op()
-    with in_request(op):
+    with in_operation() as op:
         node.spawn_tasks(["a", "b"])
         session.flush()
         session.rollback()
@@ -214,10 +205,9 @@ def test_rolled_back_spawn_is_not_counted(
 
 
 def test_savepoint_rolled_back_spawn_is_not_counted(
-    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+    session: Session, engine: Engine, node: Node, in_operation: InOperation
 ) -> None:
-    op = open_op()
-    with in_request(op):
+    with in_operation() as op:
         node.spawn_task("kept")
         savepoint = session.begin_nested()
         node.spawn_tasks(["dropped1", "dropped2"])
@@ -240,15 +230,10 @@ def test_tasks_of_an_unknown_operation(
 
 
 def test_counts_after_many_spawns_in_one_flush(
-    session: Session,
-    engine: Engine,
-    make_node: Callable[..., Node],
-    open_op: Callable[..., str],
-    in_request: Any,
+    session: Session, engine: Engine, make_node: Callable[..., Node], in_operation: InOperation
 ) -> None:
     nodes = [make_node(f"n{i}") for i in range(5)]
-    op = open_op()
-    with in_request(op):
+    with in_operation() as op:
         for n in nodes:
             n.spawn_tasks(["a", "b"])
         session.commit()
@@ -278,15 +263,13 @@ def test_vanished_active_tasks_settle_the_operation(
     session: Session,
     engine: Engine,
     make_node: Callable[..., Node],
-    open_op: Callable[..., str],
-    in_request: Any,
+    in_operation: InOperation,
     others: list[str],
     expected_state: str,
     expected_counts: dict[str, int],
 ) -> None:
     doomed, survivor = make_node("doomed"), make_node("survivor")
-    op = open_op()
-    with in_request(op):
+    with in_operation() as op:
         _, running = spawn(session, doomed, "a", "b")
         kept = spawn(session, survivor, *[f"k{i}" for i in range(len(others))])
     start_task(session, running.id, host="w")
@@ -313,15 +296,9 @@ def test_vanished_active_tasks_settle_the_operation(
 
 
 def test_settle_leaves_consistent_operations_alone(
-    session: Session,
-    engine: Engine,
-    node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
+    session: Session, engine: Engine, spawn_in_op: SpawnInOp
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        (task,) = spawn(session, node, "boot")
+    op, (task,) = spawn_in_op("boot")
     _end(engine, op, 202)
     before = operation_row(engine, op)
     assert reap(engine).operations == ()
@@ -331,15 +308,9 @@ def test_settle_leaves_consistent_operations_alone(
 
 
 def test_settle_before_the_request_ends_only_fixes_counts(
-    session: Session,
-    engine: Engine,
-    node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
+    engine: Engine, node: Node, spawn_in_op: SpawnInOp
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        spawn(session, node, "boot")
+    op, _ = spawn_in_op("boot")
     _delete_node(engine, node)
     assert reap(engine).operations == ()
     assert counts_of(engine, op) == {"cancelled": 1}

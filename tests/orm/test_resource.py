@@ -17,7 +17,7 @@ from tasktoolkit.orm._resource import resource_class, resource_types
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster, Node
-from tests.orm._db import counts_of, spawn, task_count, task_row
+from tests.orm._db import InOperation, counts_of, spawn, task_count, task_row
 
 
 def test_registry_knows_the_test_types() -> None:
@@ -43,10 +43,9 @@ def test_spawn_task_outside_a_request(session: Session, engine: Engine, node: No
 
 
 def test_spawn_task_in_a_request_joins_its_operation(
-    session: Session, engine: Engine, node: Node, open_op: Callable[..., str], in_request: Any
+    session: Session, engine: Engine, node: Node, in_operation: InOperation
 ) -> None:
-    op = open_op()
-    with in_request(op, user_id="u1", project_id="p9"):
+    with in_operation(user_id="u1", project_id="p9") as op:
         task = node.spawn_task("boot")
     session.commit()
     row = task_row(engine, task.id)
@@ -69,12 +68,11 @@ def test_spawn_in_a_request_without_operation(
 
 
 def test_spawn_takes_the_callers_project_when_the_resource_has_none(
-    session: Session, engine: Engine, cluster: Cluster, open_op: Callable[..., str], in_request: Any
+    session: Session, engine: Engine, cluster: Cluster, in_operation: InOperation
 ) -> None:
     cluster.project_id = None
     session.commit()
-    op = open_op()
-    with in_request(op, project_id="p7"):
+    with in_operation(project_id="p7"):
         task = cluster.spawn_task("upgrade")
     session.commit()
     row = task_row(engine, task.id)

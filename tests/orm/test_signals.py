@@ -21,7 +21,7 @@ from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
 from tests.models import Node
-from tests.orm._db import count_rows, counts_of, spawn
+from tests.orm._db import InOperation, SpawnInOp, count_rows, counts_of, spawn
 
 Heard = list[tuple[str, Any, Any]]
 
@@ -52,10 +52,9 @@ def names(heard: Heard) -> list[str]:
 
 
 def test_task_created_after_commit_only(
-    session: Session, node: Node, open_op: Callable[..., str], in_request: Any, heard: Heard
+    session: Session, node: Node, in_operation: InOperation, heard: Heard
 ) -> None:
-    op = open_op()
-    with in_request(op):
+    with in_operation() as op:
         tasks = node.spawn_tasks(["a", "b"])
     session.flush()
     assert heard == []
@@ -99,16 +98,9 @@ def test_task_state_changed_after_commit_only(session: Session, node: Node, hear
 
 
 def test_operation_finished_after_commit_only(
-    session: Session,
-    engine: Engine,
-    node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
-    heard: Heard,
+    session: Session, engine: Engine, spawn_in_op: SpawnInOp, heard: Heard
 ) -> None:
-    op = open_op()
-    with in_request(op):
-        a, b = spawn(session, node, "a", "b")
+    op, (a, b) = spawn_in_op("a", "b")
     with engine.begin() as conn:
         end_request(conn, op, 202)
     heard.clear()
@@ -192,18 +184,11 @@ def test_failed_flush_sends_nothing(session: Session, node: Node, heard: Heard) 
 
 
 def test_task_signals_come_before_the_operation_they_finish(
-    session: Session,
-    engine: Engine,
-    node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
-    heard: Heard,
+    session: Session, engine: Engine, spawn_in_op: SpawnInOp, heard: Heard
 ) -> None:
     """Whatever order the code queues them in (here the reaper's), one commit
     announces the task's move before the operation it finished."""
-    op = open_op()
-    with in_request(op):
-        (task,) = spawn(session, node, "boot")
+    op, (task,) = spawn_in_op("boot")
     start_task(session, task.id, host="gone")
     session.commit()
     with engine.begin() as conn:
@@ -295,15 +280,13 @@ def test_a_raising_receiver_breaks_no_commit_and_drops_no_signal(
     session: Session,
     engine: Engine,
     node: Node,
-    open_op: Callable[..., str],
-    in_request: Any,
+    in_operation: InOperation,
     heard: Heard,
     broken: list[str],
     caplog: pytest.LogCaptureFixture,
     source: Callable[[Session, Engine, Node, str], list[str]],
 ) -> None:
-    op = open_op()
-    with in_request(op):
+    with in_operation() as op:
         expected = source(session, engine, node, op)  # commits without raising
     sent = [name for name in names(heard) if name in expected]
     assert sent[-len(expected) :] == expected  # every signal reached the other receiver
