@@ -10,10 +10,20 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from tasktoolkit.orm import Task
+from tasktoolkit.orm import Task, cancel_task
 from tasktoolkit.orm._records import operations_table, tasks_table
+from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 
 STATES = ("pending", "running", "succeeded", "failed", "cancelled")
+
+PATH_FROM_PENDING = {
+    "pending": (),
+    "running": ("running",),
+    "succeeded": ("running", "succeeded"),
+    "failed": ("failed",),
+    "cancelled": ("cancelled",),
+}
+"""The allowed moves that take a pending task to each state (through running only where needed)."""
 
 InOperation = Callable[..., AbstractContextManager[str]]
 """The ``in_operation`` fixture: ``with in_operation() as op:``."""
@@ -63,3 +73,18 @@ def spawn(session: Session, resource: Any, *names: str) -> list[Task]:
     tasks = resource.spawn_tasks(list(names))
     session.commit()
     return list(tasks)
+
+
+def move_through(session: Session, task_id: str, *states: str) -> None:
+    """Move a task through ``states`` in order, one allowed move each (worker ``w1``); no commit."""
+    for state in states:
+        if state == "running":
+            start_task(session, task_id, host="w1")
+        elif state == "succeeded":
+            succeed_task(session, task_id)
+        elif state == "failed":
+            fail_task(session, task_id, code="boom", message="it broke")
+        elif state == "cancelled":
+            cancel_task(session, task_id)
+        else:
+            raise ValueError(f"no move to {state!r}")

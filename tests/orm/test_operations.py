@@ -15,7 +15,7 @@ from tasktoolkit.orm import Operation, Task, cancel_task, reap
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._transitions import acknowledge_cancel, fail_task, start_task, succeed_task
 from tests.models import Node
-from tests.orm._db import InOperation, SpawnInOp, counts_of, operation_row, spawn
+from tests.orm._db import InOperation, SpawnInOp, counts_of, move_through, operation_row, spawn
 
 
 def _end(engine: Engine, op: str, status: int) -> Any:
@@ -24,19 +24,13 @@ def _end(engine: Engine, op: str, status: int) -> Any:
 
 
 def _finish(session: Session, task: Task, final: str) -> None:
-    if final == "cancelled_pending":
-        cancel_task(session, task.id)
-    elif final == "failed_pending":
-        fail_task(session, task.id, code="boom", message="broke")
+    """``final`` from running (a cancel acknowledged), or ``<state>_pending`` from pending."""
+    if final.endswith("_pending"):
+        move_through(session, task.id, final.removesuffix("_pending"))
     else:
-        start_task(session, task.id, host="w")
-        if final == "succeeded":
-            succeed_task(session, task.id)
-        elif final == "failed":
-            fail_task(session, task.id, code="boom", message="broke")
-        elif final == "cancelled":
-            cancel_task(session, task.id)
-            acknowledge_cancel(session, task.id)
+        move_through(session, task.id, "running", final)
+    if final == "cancelled":
+        acknowledge_cancel(session, task.id)
     session.commit()
 
 

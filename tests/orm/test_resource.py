@@ -14,10 +14,18 @@ from sqlalchemy.orm import Session, selectinload
 from tasktoolkit.orm import ResourceStatus, Task, cancel_task, spawn_tasks
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._resource import resource_class, resource_types
-from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
+from tasktoolkit.orm._transitions import start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster, Node
-from tests.orm._db import InOperation, counts_of, spawn, task_count, task_row
+from tests.orm._db import (
+    PATH_FROM_PENDING,
+    InOperation,
+    counts_of,
+    move_through,
+    spawn,
+    task_count,
+    task_row,
+)
 
 
 def test_registry_knows_the_test_types() -> None:
@@ -175,14 +183,7 @@ def test_spawn_refreshes_loaded_relationships(session: Session, node: Node) -> N
 def _run(session: Session, node: Node, name: str, outcome: str) -> Task:
     """A task of ``name`` on ``node`` brought to ``outcome``."""
     task = node.spawn_task(name)
-    if outcome in ("running", "succeeded"):
-        start_task(session, task.id)
-    if outcome == "succeeded":
-        succeed_task(session, task.id)
-    elif outcome == "failed":
-        fail_task(session, task.id, code="boom", message="it broke")
-    elif outcome == "cancelled":
-        cancel_task(session, task.id)
+    move_through(session, task.id, *PATH_FROM_PENDING[outcome])
     session.commit()
     return task
 

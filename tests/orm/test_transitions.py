@@ -26,7 +26,7 @@ from tasktoolkit.orm._transitions import (
     transition,
 )
 from tests.models import Cluster, Node
-from tests.orm._db import STATES, spawn, task_row
+from tests.orm._db import PATH_FROM_PENDING, STATES, move_through, spawn, task_row
 
 # Written out from DESIGN.md's States, not derived from the code under test.
 ALLOWED = {
@@ -47,14 +47,7 @@ PAIRS = [
 def bring_to(session: Session, resource: Any, state: str, name: str = "boot") -> Task:
     """A committed task on ``resource`` in ``state``, reached by allowed moves."""
     (task,) = spawn(session, resource, name)
-    if state in ("running", "succeeded"):
-        start_task(session, task.id, host="w1")
-    if state == "succeeded":
-        succeed_task(session, task.id)
-    elif state == "failed":
-        fail_task(session, task.id, code="boom", message="it broke")
-    elif state == "cancelled":
-        cancel_task(session, task.id)
+    move_through(session, task.id, *PATH_FROM_PENDING[state])
     session.commit()
     assert task.state == state
     return task
