@@ -11,44 +11,38 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 __all__ = ["main"]
 
-
-def _non_negative(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 <= number <= 3600:
-        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 3600 seconds")
-    return number
+T = TypeVar("T", int, float)
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if not 0 <= number <= 64:
-        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 64")
-    return number
+def _bounded(
+    kind: Callable[[str], T], low: T, high: T, what: str, out_of_range: str
+) -> Callable[[str], T]:
+    """An argparse ``type``: a ``kind`` number from ``low`` to ``high``, else a one-line error."""
+
+    def parse(value: str) -> T:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value!r} {out_of_range}")
+        return number
+
+    return parse
 
 
-def _port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
-    return number
+_non_negative = _bounded(float, 0.0, 3600.0, "a number", "must be between 0 and 3600 seconds")
+_count = _bounded(int, 0, 64, "an integer", "must be between 0 and 64")
+_port = _bounded(int, 0, 65535, "a port number", "is not a port number (0-65535)")
 
 
 _DB = "sqlite:///sample_app.db"
@@ -112,9 +106,28 @@ def _engine(url: str) -> Engine | None:
         return None
 
 
+def _until_stopped(
+    args: argparse.Namespace, engine: Engine, what: str, wait: Callable[[threading.Event], object]
+) -> int:
+    """Run the agents while ``wait(stop)`` blocks, until SIGTERM (which sets ``stop``) or
+    Ctrl-C; then dispose ``engine``."""
+    from sample_app.agents import Agents
+
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    try:
+        with Agents(engine, count=args.agents, task_delay=args.task_delay):
+            print(f"{what} (Ctrl-C to stop)", flush=True)
+            wait(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from sample_app._server import make_threaded_server, server_url
-    from sample_app.agents import Agents
     from sample_app.app import make_app
 
     engine = _engine(args.db_url)
@@ -126,37 +139,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         engine.dispose()
         return 2
-    stop = threading.Event()
-    _stop_on_sigterm(stop)
     try:
-        with Agents(engine, count=args.agents, task_delay=args.task_delay):
-            print(f"Serving on {server_url(server)}/ (Ctrl-C to stop)", flush=True)
-            server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        url = server_url(server)
+        return _until_stopped(args, engine, f"Serving on {url}/", lambda _: server.serve_forever())
     finally:
         server.server_close()
-        engine.dispose()
-    return 0
 
 
 def _agents(args: argparse.Namespace) -> int:
-    from sample_app.agents import Agents
-
     engine = _engine(args.db_url)
     if engine is None:
         return 2
-    stop = threading.Event()
-    _stop_on_sigterm(stop)
-    try:
-        with Agents(engine, count=args.agents, task_delay=args.task_delay):
-            print(f"{args.agents} agents running (Ctrl-C to stop)", flush=True)
-            stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.dispose()
-    return 0
+    return _until_stopped(args, engine, f"{args.agents} agents running", lambda stop: stop.wait())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

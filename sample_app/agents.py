@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 import traceback
-from types import TracebackType
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
@@ -186,12 +185,7 @@ class Agents:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def _run(self, worker: Worker) -> None:
