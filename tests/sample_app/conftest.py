@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sample_app import models  # noqa: F401  (declares the resource types network, port)
+from sample_app._client import Client, Reply
 from sample_app.app import make_app
 from tasktoolkit import orm
 from tests.databases import engine_for
@@ -40,38 +41,28 @@ TASK_DELAY = "0.01"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One HTTP response: status, headers (lower-case names), decoded JSON body."""
+class Http(Client):
+    """The sample's own client, sending through plain ``http.client`` (so a test can send
+    raw bytes) and strict about JSON: a body that is not JSON fails the test."""
 
-    status: int
-    headers: dict[str, str]
-    body: Any = field(repr=False)
-
-    def header(self, name: str) -> str:
-        """The header's value ("" when absent)."""
-        return self.headers.get(name.lower(), "")
-
-
-@dataclass
-class Http:
-    """A plain ``http.client`` JSON client for one server, with the caller's headers."""
-
-    base_url: str
-    project: str | None = None
-    roles: str | None = None
+    def __init__(self, base_url: str, project: str | None = None, roles: str | None = None):
+        super().__init__(base_url, project=project, roles=roles)
+        self.project, self.roles = project, roles
 
     def as_project(self, project: str, roles: str | None = None) -> Http:
         return Http(self.base_url, project, roles)
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = DEADLINE,
+        raw: bytes | None = None,
+    ) -> Reply:
         parts = urlsplit(path if path.startswith("http") else self.base_url + path)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=DEADLINE)
-        headers = {"Accept": "application/json"}
-        if self.project is not None:
-            headers["X-Project-Id"] = self.project
-        if self.roles is not None:
-            headers["X-Roles"] = self.roles
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        headers = dict(self.headers)
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -87,18 +78,6 @@ class Http:
             )
         finally:
             connection.close()
-
-    def get(self, path: str) -> Reply:
-        return self.request("GET", path)
-
-    def post(self, path: str, body: Any) -> Reply:
-        return self.request("POST", path, body)
-
-    def put(self, path: str, body: Any) -> Reply:
-        return self.request("PUT", path, body)
-
-    def delete(self, path: str) -> Reply:
-        return self.request("DELETE", path)
 
 
 def wait_for(probe: Callable[[], T], until: Callable[[T], bool], what: str) -> T:

@@ -193,6 +193,17 @@ def test_an_unexpected_error_fails_the_task_and_keeps_the_port(
     assert status(api, port_id) == ("ERROR" if task == "unbind" else "BUILD")
 
 
+def _after_reaping(api: webtest.TestApp, engine: Engine, path: str, key: str) -> Any:
+    """``GET path``'s ``key`` once the sample's reaper (agents with no workers) has moved it
+    out of ``running``."""
+    with Agents(engine, count=0, reap_interval=0.01):
+        return wait_for(
+            lambda: api.get(path).json[key],
+            lambda value: value["state"] != "running",
+            f"the reaper moved {path} out of running",
+        )
+
+
 def test_the_reaper_fails_a_dead_agents_task(
     api: webtest.TestApp, engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
@@ -204,12 +215,7 @@ def test_the_reaper_fails_a_dead_agents_task(
         # Its last heartbeat was longer ago than the sample's timeout.
         stale = utcnow() - timedelta(seconds=HEARTBEAT_TIMEOUT + 1)
         session.execute(update(Task).where(Task.id == job.id).values(heartbeat_at=stale))
-    with Agents(engine, count=0, reap_interval=0.01):
-        task = wait_for(
-            lambda: api.get(f"/ports/{port_id}/tasks/{job.id}").json["task"],
-            lambda value: value["state"] != "running",
-            "the reaper moved the lost task",
-        )
+    task = _after_reaping(api, engine, f"/ports/{port_id}/tasks/{job.id}", "task")
     assert task["state"] == "failed"
     assert task["error"]["code"] == WORKER_LOST
 
@@ -222,12 +228,7 @@ def test_the_reaper_settles_an_operation_whose_tasks_vanished(
     with session_factory.begin() as session:
         # An operator deletes the row behind the API's back: the tasks go with it.
         session.execute(delete(Port).where(Port.id == reply.json["port"]["id"]))
-    with Agents(engine, count=0, reap_interval=0.01):
-        operation = wait_for(
-            lambda: api.get(f"/operations/{operation_id}").json["operation"],
-            lambda value: value["state"] != "running",
-            "the orphaned operation settled",
-        )
+    operation = _after_reaping(api, engine, f"/operations/{operation_id}", "operation")
     assert operation["state"] == "cancelled"
     assert operation["task_counts"]["cancelled"] == 4
 

@@ -43,6 +43,14 @@ def port_status(client: Http, port_id: str, status: str) -> dict[str, Any]:
     return dict(reply.body["port"])
 
 
+def active_port(client: Http, name: str) -> tuple[str, Reply]:
+    """A port ``name`` on a new network, polled until ACTIVE: its id and the create reply."""
+    created = create_port(client, new_network(client)["id"], name)
+    port_id = created.body["port"]["id"]
+    port_status(client, port_id, "ACTIVE")
+    return port_id, created
+
+
 def finished(client: Http, location: str) -> dict[str, Any]:
     """Poll an operation until it is no longer running."""
     reply = wait_for(
@@ -128,9 +136,7 @@ def test_bulk_create_is_one_operation(client: Http) -> None:
 
 
 def test_update_renames_and_spawns_security_groups(client: Http) -> None:
-    network = new_network(client)
-    port_id = create_port(client, network["id"], "old").body["port"]["id"]
-    port_status(client, port_id, "ACTIVE")
+    port_id, _ = active_port(client, "old")
 
     reply = client.put(f"/ports/{port_id}", {"port": {"name": "new"}})
     assert reply.status == 202, reply.body
@@ -144,9 +150,7 @@ def test_update_renames_and_spawns_security_groups(client: Http) -> None:
 
 
 def test_update_failure_then_recovery(client: Http) -> None:
-    network = new_network(client)
-    port_id = create_port(client, network["id"], "ok").body["port"]["id"]
-    port_status(client, port_id, "ACTIVE")
+    port_id, _ = active_port(client, "ok")
 
     reply = client.put(f"/ports/{port_id}", {"port": {"name": "fail-security_groups"}})
     assert reply.status == 202
@@ -157,10 +161,7 @@ def test_update_failure_then_recovery(client: Http) -> None:
 
 
 def test_delete_port_removes_row_and_tasks_keeps_operations(client: Http) -> None:
-    network = new_network(client)
-    created = create_port(client, network["id"], "doomed")
-    port_id = created.body["port"]["id"]
-    port_status(client, port_id, "ACTIVE")
+    port_id, created = active_port(client, "doomed")
 
     reply = client.delete(f"/ports/{port_id}")
     assert reply.status == 202, reply.body
@@ -179,9 +180,7 @@ def test_delete_port_removes_row_and_tasks_keeps_operations(client: Http) -> Non
 
 
 def test_failed_unbind_keeps_the_port(client: Http) -> None:
-    network = new_network(client)
-    port_id = create_port(client, network["id"], "fail-unbind").body["port"]["id"]
-    port_status(client, port_id, "ACTIVE")
+    port_id, _ = active_port(client, "fail-unbind")
 
     reply = client.delete(f"/ports/{port_id}")
     assert reply.status == 202
@@ -219,17 +218,15 @@ def test_network_delete_cascades_to_ports_and_tasks(client: Http) -> None:
 
 
 def test_projects_are_isolated(client: Http) -> None:
-    network = new_network(client)
-    created = create_port(client, network["id"], "mine")
-    port_id = created.body["port"]["id"]
-    port_status(client, port_id, "ACTIVE")
+    port_id, created = active_port(client, "mine")
+    network_id = created.body["port"]["network_id"]
     stranger = client.as_project(f"other-{uuid.uuid4().hex[:8]}")
 
     assert stranger.get("/networks").body["networks"] == []
     assert stranger.get("/ports").body["ports"] == []
     assert stranger.get(f"/tasks?resource_id={port_id}").body["tasks"] == []
     for path in (
-        f"/networks/{network['id']}",
+        f"/networks/{network_id}",
         f"/ports/{port_id}",
         f"/ports/{port_id}/tasks",
         f"/operations/{created.header('X-Request-Id')}",
@@ -237,8 +234,8 @@ def test_projects_are_isolated(client: Http) -> None:
         assert stranger.get(path).status == 404, path
     assert stranger.put(f"/ports/{port_id}", {"port": {"name": "x"}}).status == 404
     assert stranger.delete(f"/ports/{port_id}").status == 404
-    assert stranger.delete(f"/networks/{network['id']}").status == 404
-    reply = stranger.post("/ports", {"port": {"network_id": network["id"], "name": "sneak"}})
+    assert stranger.delete(f"/networks/{network_id}").status == 404
+    reply = stranger.post("/ports", {"port": {"network_id": network_id, "name": "sneak"}})
     assert reply.status == 404
     assert reply.body["errors"][0]["code"] == "sample_app.network_not_found"
     # Nothing the stranger tried changed the port.
