@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine, make_url
+
+from tasktoolkit import orm
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,6 +51,24 @@ class Bench:
             )
             if n == 0:
                 print("  ".join("-" * w for w in widths))
+
+
+def fresh_engine(bench: Bench) -> Engine:
+    """An engine on ``bench.db_url`` (through ``orm.prepare_engine``) on empty tables: the
+    toolkit's tables and the imported host models' tables dropped and created again."""
+    engine = orm.prepare_engine(create_engine(bench.db_url))
+    orm.drop_all(engine)
+    orm.create_all(engine)
+    return engine
+
+
+def drain(result: Iterable[bytes]) -> None:
+    """Finish a WSGI response as a server does: iterate the body, then close it."""
+    for _ in result:
+        pass
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
 
 
 def _fmt(value: object) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from benchmarks._harness import Bench, interleaved
+from benchmarks._harness import Bench, drain, interleaved
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 
 NAME = "get_overhead"
@@ -66,12 +66,7 @@ def request(app: App) -> Callable[[], None]:
     """One GET as a server does it: a fresh environ, iterate the body, close it."""
 
     def call() -> None:
-        result = app(dict(ENVIRON), _start_response)
-        for _ in result:
-            pass
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        drain(app(dict(ENVIRON), _start_response))
 
     return call
 

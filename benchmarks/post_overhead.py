@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from benchmarks._harness import Bench, interleaved
+from benchmarks._harness import Bench, drain, fresh_engine, interleaved
 from sample_app.models import PORT_CREATE_TASKS, Network, Port
 from tasktoolkit import orm
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
@@ -82,12 +82,7 @@ def request(app: App, on_start: Callable[[], None] | None = None) -> Callable[[]
             on_start()
 
     def call() -> None:
-        result = app(_environ(), start_response)
-        for _ in result:
-            pass
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        drain(app(_environ(), start_response))
 
     return call
 
@@ -152,9 +147,7 @@ def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, i
 
 
 def run(bench: Bench) -> dict[str, float]:
-    engine = orm.prepare_engine(create_engine(bench.db_url))
-    orm.drop_all(engine)
-    orm.create_all(engine)
+    engine = fresh_engine(bench)
     try:
         times, statements = _measure(engine, bench.quick)
         # The same on connections whose commits do not wait for the disk, where

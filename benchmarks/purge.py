@@ -24,10 +24,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import Engine
 
-from benchmarks._harness import Bench
+from benchmarks._harness import Bench, fresh_engine
 from tasktoolkit import orm
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._types import utcnow
@@ -64,9 +64,7 @@ def _server_memory(conn: Any) -> list[tuple[str, str]]:
 
 
 def run(bench: Bench) -> dict[str, float]:
-    engine = orm.prepare_engine(create_engine(bench.db_url))
-    orm.drop_all(engine)
-    orm.create_all(engine)
+    engine = fresh_engine(bench)
     expired = 50_000 if bench.quick else 1_000_000
     kept = 2_000 if bench.quick else 20_000
     operations = 5_000 if bench.quick else 50_000

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import create_engine, insert
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from benchmarks._harness import Bench, interleaved
+from benchmarks._harness import Bench, fresh_engine, interleaved
 from tasktoolkit import orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.orm._operations import OperationFields, open_operation
@@ -42,9 +42,7 @@ def _clusters(engine: Engine, count: int) -> list[Cluster]:
 
 
 def run(bench: Bench) -> dict[str, float]:
-    engine = orm.prepare_engine(create_engine(bench.db_url))
-    orm.drop_all(engine)
-    orm.create_all(engine)
+    engine = fresh_engine(bench)
     n = 200 if bench.quick else 1000
     rounds = 5 if bench.quick else 15
     clusters = _clusters(engine, n // len(_NAMES))

@@ -21,9 +21,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import create_engine
-
-from benchmarks._harness import Bench
+from benchmarks._harness import Bench, fresh_engine
 from tasktoolkit import orm
 from tests.stress.harness import Plan, check, double_moves, lost_updates
 from tests.stress.harness import run as run_stress
@@ -32,9 +30,7 @@ NAME = "workers"
 
 
 def run(bench: Bench) -> dict[str, float]:
-    engine = orm.prepare_engine(create_engine(bench.db_url))
-    orm.drop_all(engine)
-    orm.create_all(engine)
+    engine = fresh_engine(bench)
     plan = Plan(
         workers=4,
         operations=20,
