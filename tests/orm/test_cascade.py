@@ -1,7 +1,7 @@
 """A resource's tasks are deleted with it on every delete path, on every database.
 
-Each delete path has its own test function, so that its id names the path and
-the backend (``test_cascade_raw_sql_delete[mariadb]``). Every test also checks
+Each delete path has its own test id, naming the path and the backend
+(``test_cascade_node_delete[mariadb-raw-sql-delete]``). Every test also checks
 that another resource's tasks survive, so a test cannot pass by deleting all.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -35,51 +36,52 @@ def _assert_cascaded(engine: Engine, doomed: list[str], kept: list[str]) -> None
     assert task_count(engine, tasks_table.c.id.in_(kept)) == len(kept)
 
 
-def test_cascade_session_delete(
-    session: Session, engine: Engine, make_node: Callable[..., Node]
-) -> None:
-    doomed, _, doomed_tasks, kept_tasks = _two_nodes(session, make_node)
+def _session_delete(session: Session, engine: Engine, doomed: Node) -> None:
     session.expire(doomed, ["tasks"])  # tasks not loaded: the database must cascade
     session.delete(doomed)
     session.commit()
-    _assert_cascaded(engine, doomed_tasks, kept_tasks)
 
 
-def test_cascade_session_delete_with_tasks_loaded(
-    session: Session, engine: Engine, make_node: Callable[..., Node]
-) -> None:
-    doomed, _, doomed_tasks, kept_tasks = _two_nodes(session, make_node)
+def _session_delete_with_tasks_loaded(session: Session, engine: Engine, doomed: Node) -> None:
     assert len(doomed.tasks) == 3  # loaded: the ORM deletes them itself
     session.delete(doomed)
     session.commit()
-    _assert_cascaded(engine, doomed_tasks, kept_tasks)
 
 
-def test_cascade_orm_bulk_delete(
-    session: Session, engine: Engine, make_node: Callable[..., Node]
-) -> None:
-    doomed, _, doomed_tasks, kept_tasks = _two_nodes(session, make_node)
+def _orm_bulk_delete(session: Session, engine: Engine, doomed: Node) -> None:
     session.execute(delete(Node).where(Node.id == doomed.id))
     session.commit()
-    _assert_cascaded(engine, doomed_tasks, kept_tasks)
 
 
-def test_cascade_core_delete(
-    session: Session, engine: Engine, make_node: Callable[..., Node]
-) -> None:
-    doomed, _, doomed_tasks, kept_tasks = _two_nodes(session, make_node)
+def _core_delete(session: Session, engine: Engine, doomed: Node) -> None:
     nodes = Node.__table__
     with engine.begin() as conn:
         conn.execute(delete(nodes).where(nodes.c.id == doomed.id))
-    _assert_cascaded(engine, doomed_tasks, kept_tasks)
 
 
-def test_cascade_raw_sql_delete(
-    session: Session, engine: Engine, make_node: Callable[..., Node]
-) -> None:
-    doomed, _, doomed_tasks, kept_tasks = _two_nodes(session, make_node)
+def _raw_sql_delete(session: Session, engine: Engine, doomed: Node) -> None:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM nodes WHERE id = :id"), {"id": doomed.id})
+
+
+@pytest.mark.parametrize(
+    "delete_node",
+    [
+        pytest.param(_session_delete, id="session-delete"),
+        pytest.param(_session_delete_with_tasks_loaded, id="session-delete-with-tasks-loaded"),
+        pytest.param(_orm_bulk_delete, id="orm-bulk-delete"),
+        pytest.param(_core_delete, id="core-delete"),
+        pytest.param(_raw_sql_delete, id="raw-sql-delete"),
+    ],
+)
+def test_cascade_node_delete(
+    session: Session,
+    engine: Engine,
+    make_node: Callable[..., Node],
+    delete_node: Callable[[Session, Engine, Node], None],
+) -> None:
+    doomed, _, doomed_tasks, kept_tasks = _two_nodes(session, make_node)
+    delete_node(session, engine, doomed)
     _assert_cascaded(engine, doomed_tasks, kept_tasks)
 
 
