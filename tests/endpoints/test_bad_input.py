@@ -91,9 +91,18 @@ def _check(response_json: dict[str, object]) -> None:
     assert error["detail"]
 
 
-def _fill(query: str, a: Seeded, b: Seeded) -> str:
-    return query.format(
-        random=random_task_id(), other=b.pending_id, expired=a.expired_id, failed=a.failed_id
+def _fill(template: str, a: Seeded, b: Seeded) -> str:
+    """``template`` with project ``a``'s records (and ``b``'s as the other project's)."""
+    return template.format(
+        random=random_task_id(),
+        other=b.pending_id,
+        expired=a.expired_id,
+        failed=a.failed_id,
+        cluster=a.cluster_id,
+        task=a.pending_id,
+        operation=a.operation_id,
+        other_operation=b.operation_id,
+        expired_operation=a.expired_operation_id,
     )
 
 
@@ -129,57 +138,43 @@ def test_bad_task_list_queries_are_400(
     assert len(app.get("/tasks", headers=A).json["tasks"]) == len(a.task_ids)
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        pytest.param("name=dhcp", id="operations-have-no-name"),
-        pytest.param("state=pending", id="task-state"),
-        pytest.param("state=bogus", id="bogus-state"),
-        pytest.param("sort_key=name", id="sort-by-name"),
-        pytest.param("marker={failed}", id="task-id-as-marker"),
-        pytest.param("marker=req-{random}", id="marker-unknown"),
-        pytest.param("marker={other_operation}", id="marker-other-project"),
-        pytest.param("marker={expired_operation}", id="marker-expired"),
-        pytest.param("limit=0", id="limit-0"),
-        pytest.param("limit=-1", id="limit-negative"),
-        pytest.param("limit=10**12", id="limit-10**12-literal"),
-        pytest.param("request_id=x'%20OR%201=1", id="sql-request-id"),
-        pytest.param("resource_id=x'%20OR%201=1", id="sql-resource-id"),
-        pytest.param("changes-since=2024-02-01&changes-before=2024-01-01", id="before-since"),
-        pytest.param("sort_dir=asc&sort_dir=asc", id="repeated"),
-        pytest.param("nope=1", id="unknown"),
-        pytest.param("state=%FF", id="non-utf8"),
-    ],
-)
-def test_bad_operation_list_queries_are_400(
-    app: TestApp, projects: tuple[Seeded, Seeded], query: str
-) -> None:
-    a, b = projects
-    filled = query.format(
-        failed=a.failed_id,
-        random=random_task_id(),
-        other_operation=b.operation_id,
-        expired_operation=a.expired_operation_id,
-    )
-    _check(app.get(f"/operations?{filled}", headers=A, status=400).json)
+OPERATION_LIST_CASES = [
+    pytest.param("name=dhcp", id="operations-have-no-name"),
+    pytest.param("state=pending", id="task-state"),
+    pytest.param("state=bogus", id="bogus-state"),
+    pytest.param("sort_key=name", id="sort-by-name"),
+    pytest.param("marker={failed}", id="task-id-as-marker"),
+    pytest.param("marker=req-{random}", id="marker-unknown"),
+    pytest.param("marker={other_operation}", id="marker-other-project"),
+    pytest.param("marker={expired_operation}", id="marker-expired"),
+    pytest.param("limit=0", id="limit-0"),
+    pytest.param("limit=-1", id="limit-negative"),
+    pytest.param("limit=10**12", id="limit-10**12-literal"),
+    pytest.param("request_id=x'%20OR%201=1", id="sql-request-id"),
+    pytest.param("resource_id=x'%20OR%201=1", id="sql-resource-id"),
+    pytest.param("changes-since=2024-02-01&changes-before=2024-01-01", id="before-since"),
+    pytest.param("sort_dir=asc&sort_dir=asc", id="repeated"),
+    pytest.param("nope=1", id="unknown"),
+    pytest.param("state=%FF", id="non-utf8"),
+]
+SINGLE_RECORD_CASES = [
+    pytest.param("/clusters/{cluster}/tasks?resource_type=cluster", id="resource-filter"),
+    pytest.param("/clusters/{cluster}/tasks/{task}?foo=1", id="resource-task"),
+    pytest.param("/tasks/{task}?fields=id", id="task"),
+    pytest.param("/operations/{operation}?foo=", id="operation"),
+    pytest.param("/tasks/{task}?%FF=1", id="task-non-utf8-name"),
+]
+GET_CASES = [
+    pytest.param(f"/operations?{case.values[0]}", id=f"operation-list-{case.id}")
+    for case in OPERATION_LIST_CASES
+] + [pytest.param(case.values[0], id=f"single-record-{case.id}") for case in SINGLE_RECORD_CASES]
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param("/clusters/{cluster}/tasks?resource_type=cluster", id="resource-filter"),
-        pytest.param("/clusters/{cluster}/tasks/{task}?foo=1", id="resource-task"),
-        pytest.param("/tasks/{task}?fields=id", id="task"),
-        pytest.param("/operations/{operation}?foo=", id="operation"),
-        pytest.param("/tasks/{task}?%FF=1", id="task-non-utf8-name"),
-    ],
-)
-def test_parameters_on_single_records_are_400(
-    app: TestApp, projects: tuple[Seeded, Seeded], path: str
+@pytest.mark.parametrize("url", GET_CASES)
+def test_bad_operation_list_and_single_record_queries_are_400(
+    app: TestApp, projects: tuple[Seeded, Seeded], url: str
 ) -> None:
-    a, _ = projects
-    url = path.format(cluster=a.cluster_id, task=a.pending_id, operation=a.operation_id)
-    _check(app.get(url, headers=A, status=400).json)
+    _check(app.get(_fill(url, *projects), headers=A, status=400).json)
 
 
 def test_cancel_with_parameters_is_400_and_cancels_nothing(
