@@ -48,16 +48,30 @@ from sample_app.models import (
     Network,
     Port,
 )
-from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter, is_admin_role, keystone_caller
+from tasktoolkit.caller import (
+    AdminPredicate,
+    Caller,
+    CallerGetter,
+    check_caller,
+    is_admin_role,
+    keystone_caller,
+)
 from tasktoolkit.endpoints import Router, mount
-from tasktoolkit.errors import DatabaseUnavailableError, database_unavailable
+from tasktoolkit.errors import DatabaseUnavailableError, InvalidCallerError, database_unavailable
 from tasktoolkit.http_errors import error_response, response_for
 from tasktoolkit.middleware import (
     OperationMiddleware,
     RequestIdMiddleware,
     set_operation_target,
 )
-from tasktoolkit.orm import ACTIVE_TASK_STATES, Task, prepare_engine, spawn_tasks
+from tasktoolkit.orm import (
+    ACTIVE_TASK_STATES,
+    DEFAULT_DEADLINE,
+    Task,
+    deadline,
+    prepare_engine,
+    spawn_tasks,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -125,6 +139,8 @@ def _read_json(request: webob.Request) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_request(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad_request("the body is nested too deeply") from None
 
 
 def _envelope(body: Any, key: str) -> dict[str, Any]:
@@ -156,6 +172,9 @@ def _name(where: str, value: Any) -> str:
         raise _bad_request(f"{where}.name: at most {_NAME_MAX} characters, got {len(value)}")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise _bad_request(f"{where}.name: control characters are not allowed")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        # "\ud800" in JSON decodes to a lone surrogate, which has no UTF-8.
+        raise _bad_request(f"{where}.name: lone surrogates (\\ud800-\\udfff) are not text")
     return value
 
 
@@ -291,9 +310,14 @@ class SampleAPI:
             response.allow = match["allowed"].split(",")
             return response
         handler = self._handlers[match["action"]]
-        caller = self.caller_getter(request.environ)
         try:
-            with self.sessions() as session, session.begin():
+            caller = check_caller(self.caller_getter(request.environ))
+        except InvalidCallerError as exc:
+            return response_for(request.environ, exc)
+        try:
+            # The host's own statements opt in to the toolkit's deadline: a
+            # database that does not answer costs a 503, not a hung thread.
+            with deadline(DEFAULT_DEADLINE), self.sessions() as session, session.begin():
                 return handler(request, session, caller)
         except APIError as exc:
             return error_response(request.environ, exc.status, exc.code, exc.detail)
@@ -322,6 +346,11 @@ class SampleAPI:
         try:
             key = str(uuid.UUID(ident))
         except ValueError:
+            key = None
+        if key != ident:
+            # One form, as the task endpoints take it (and as ids are stored): the
+            # lower-case, hyphenated uuid. No '{...}', 'urn:uuid:' or upper case,
+            # which MariaDB's default collation would match and PostgreSQL not.
             key = None
         row = None
         if key is not None:
@@ -546,6 +575,7 @@ def make_router(
         session_factory=api.sessions,
         caller_getter=caller_getter,
         is_admin=is_admin,
+        serve_openapi=True,
     )
     return Router(mapper)
 

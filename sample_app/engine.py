@@ -59,6 +59,8 @@ def create_sample_engine(url: str | URL, *, create: bool = False, **options: Any
         event.listen(engine, "begin", _sqlite_begin)
     else:
         options.setdefault("pool_pre_ping", True)
+        # Waiting for a pooled connection counts against the request's deadline too.
+        options.setdefault("pool_timeout", orm.DEFAULT_DEADLINE)
         engine = create_engine(url, **options)
     orm.prepare_engine(engine)
     if create:

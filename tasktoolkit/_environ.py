@@ -14,6 +14,9 @@ OPENSTACK_REQUEST_ID_KEY = "openstack.request_id"
 OPENSTACK_GLOBAL_REQUEST_ID_KEY = "openstack.global_request_id"
 #: The id of the operation opened for this request (absent when none was).
 OPERATION_ID_KEY = "tasktoolkit.operation_id"
+#: The ``Operation-Location`` of the operation opened for this request, set by the
+#: operation middleware; the request-id middleware's JSON 500 carries it.
+OPERATION_LOCATION_KEY = "tasktoolkit.operation_location"
 #: ``(resource_type, resource_id)`` of the one resource a request targets, set by the app.
 OPERATION_TARGET_KEY = "tasktoolkit.operation_target"
 #: Where Routes (and any wsgiorg router) publishes the route match.

@@ -16,11 +16,28 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AdminPredicate", "Caller", "CallerGetter", "is_admin_role", "keystone_caller"]
+from tasktoolkit.errors import InvalidCallerError
+
+__all__ = [
+    "CALLER_ID_LENGTH",
+    "AdminPredicate",
+    "Caller",
+    "CallerGetter",
+    "check_caller",
+    "is_admin_role",
+    "keystone_caller",
+]
+
+#: The longest project or user id the records keep (their columns' size, in characters).
+CALLER_ID_LENGTH = 64
+# Characters no column can keep on every database: NUL (PostgreSQL refuses it),
+# lone surrogates (no UTF-8 encoding), and the other C0 controls and DEL.
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +59,7 @@ def _header(environ: Mapping[str, Any], name: str) -> str | None:
     value = environ.get(name)
     if not isinstance(value, str):
         return None
-    value = value.strip()
-    return value[:64] or None
+    return value.strip() or None
 
 
 def keystone_caller(environ: Mapping[str, Any]) -> Caller:
@@ -56,6 +72,26 @@ def keystone_caller(environ: Mapping[str, Any]) -> Caller:
         if isinstance(roles, str)
         else frozenset(),
     )
+
+
+def check_caller(caller: Caller) -> Caller:
+    """``caller``, if its project and user ids fit the records; never cut.
+
+    :raises InvalidCallerError: an id that is not text, is longer than
+        :data:`CALLER_ID_LENGTH` characters or has a control character.
+    """
+    for what, value in (("project", caller.project_id), ("user", caller.user_id)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidCallerError(f"the {what} id must be text, got {type(value).__name__}")
+        if len(value) > CALLER_ID_LENGTH:
+            raise InvalidCallerError(
+                f"the {what} id is {len(value)} characters long; at most {CALLER_ID_LENGTH}"
+            )
+        if _UNSTORABLE.search(value):
+            raise InvalidCallerError(f"the {what} id has a control character")
+    return caller
 
 
 def is_admin_role(caller: Caller) -> bool:

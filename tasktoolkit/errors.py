@@ -9,7 +9,9 @@ from __future__ import annotations
 from sqlalchemy import exc as sqlalchemy_exc
 
 __all__ = [
+    "ApplicationError",
     "DatabaseUnavailableError",
+    "InvalidCallerError",
     "InvalidDurationError",
     "InvalidErrorCodeError",
     "InvalidFilterError",
@@ -230,6 +232,20 @@ def database_unavailable(exc: BaseException) -> bool:
     return exc.connection_invalidated or isinstance(
         exc, (sqlalchemy_exc.OperationalError, sqlalchemy_exc.InterfaceError)
     )
+
+
+class ApplicationError(TaskToolkitError):
+    """The application raised before its response started; the request-id middleware answers."""
+
+    status = 500
+    code = "tasktoolkit.internal_error"
+
+
+class InvalidCallerError(TaskToolkitError, ValueError):
+    """A project or user id that does not fit its column (too long, NUL, not text)."""
+
+    status = 400
+    code = "tasktoolkit.invalid_caller"
 
 
 class InvalidRevisionError(TaskToolkitError, ValueError):

@@ -43,8 +43,14 @@ def unavailable(backend: str, reason: str) -> None:
 
 
 @contextmanager
-def private_database(backend: str, tmp_dir: Path) -> Iterator[URL]:
-    """Create a database of its own for this run; drop it afterwards."""
+def private_database(
+    backend: str, tmp_dir: Path, *, mariadb_collation: str = "utf8mb4_bin"
+) -> Iterator[URL]:
+    """Create a database of its own for this run; drop it afterwards.
+
+    :param mariadb_collation: the MariaDB database's default collation (the
+        server's own default ignores case: ``utf8mb4_general_ci``).
+    """
     name = f"tasktoolkit_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     if backend == "sqlite":
         yield make_url(f"sqlite:///{tmp_dir / (name + '.db')}")
@@ -57,7 +63,10 @@ def private_database(backend: str, tmp_dir: Path) -> Iterator[URL]:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
             else:
                 conn.execute(
-                    text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                    text(
+                        f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 "
+                        f"COLLATE {mariadb_collation}"
+                    )
                 )
     except Exception as exc:
         admin.dispose()

@@ -16,14 +16,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
-from sqlalchemy import BigInteger, Integer, String, Uuid
+from sqlalchemy import BigInteger, Integer, String, Uuid, inspect
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from webob import Request, Response
 
 from tasktoolkit._checks import whole_number
 from tasktoolkit._environ import ROUTING_ARGS_KEY
-from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter
+from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter, check_caller
 from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.endpoints._params import (
     OPERATION_LIST,
@@ -54,7 +55,9 @@ from tasktoolkit.orm import (
     list_operations,
     list_tasks,
     operation_tasks,
+    prepare_engine,
 )
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -130,7 +133,8 @@ def resource_visible(
     if key is None:
         return False
     resource = session.get(model, key)
-    if resource is None:
+    # MariaDB's default collation finds 'abc' for 'ABC': ids compare exactly here.
+    if resource is None or inspect(resource).identity != (key,):
         return False
     if admin:
         return True
@@ -165,6 +169,10 @@ class TaskEndpoints:
     :param visibility: whether a caller may see a resource; default
         :func:`resource_visible`.
     :param retry_after: seconds announced in ``Retry-After`` on a running operation.
+    :param deadline: seconds a request's database work may take before it is
+        answered ``503`` (a database that does not answer); ``None``: no limit.
+        See :func:`tasktoolkit.orm.deadline`.
+    :param openapi: the OpenAPI document to answer the ``openapi`` action with.
     """
 
     def __init__(
@@ -176,9 +184,14 @@ class TaskEndpoints:
         is_admin: AdminPredicate,
         visibility: ResourceVisibility | None = None,
         retry_after: int = 1,
+        deadline: float | None = DEFAULT_DEADLINE,
+        openapi: Mapping[str, Any] | None = None,
     ) -> None:
         if not callable(session_factory):
             raise TypeError("session_factory must make sessions (a sessionmaker)")
+        bind = getattr(session_factory, "kw", {}).get("bind")
+        if isinstance(bind, Engine):
+            prepare_engine(bind)  # lets the deadline reach its connections
         whole_number(retry_after, "retry_after", minimum=0)
         self.collections = dict(collections)
         self.session_factory = session_factory
@@ -186,6 +199,9 @@ class TaskEndpoints:
         self.is_admin = is_admin
         self.visibility: ResourceVisibility = visibility or resource_visible
         self.retry_after = retry_after
+        self.deadline = check_deadline(deadline)
+        # Built once: the document of what is mounted does not change.
+        self._openapi = None if openapi is None else json.dumps(openapi).encode()
 
     # -- WSGI ---------------------------------------------------------------
 
@@ -213,9 +229,9 @@ class TaskEndpoints:
             )
         request = Request(environ)
         try:
-            caller = self.caller_getter(environ)
+            caller = check_caller(self.caller_getter(environ))
             call = _Call(request, match, caller, bool(self.is_admin(caller)))
-            with self.session_factory() as session:
+            with deadline(self.deadline), self.session_factory() as session:
                 return handler(self, session, call)
         except TaskToolkitError as error:
             return response_for(environ, error)
@@ -288,6 +304,14 @@ class TaskEndpoints:
         params, pairs = parse_list_query(call.request.query_string, OPERATION_LIST)
         return _list(call, "operations", list_operations(session, params, scope=call.scope), pairs)
 
+    def openapi(self, session: Session, call: _Call) -> Response:
+        refuse_any(call.request.query_string)
+        if self._openapi is None:
+            raise NotFoundError("no such endpoint")
+        return Response(
+            status=200, body=self._openapi, content_type="application/json", charset=None
+        )
+
     def operation(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
         operation_id = _path_text(call.match.get("operation_id"))
@@ -312,6 +336,7 @@ _ACTIONS: dict[str, tuple[tuple[str, ...], _Handler]] = {
     "task": (_GET, TaskEndpoints.task),
     "operations": (_GET, TaskEndpoints.operations),
     "operation": (_GET, TaskEndpoints.operation),
+    "openapi": (_GET, TaskEndpoints.openapi),
 }
 
 

@@ -32,15 +32,23 @@ def load_document() -> dict[str, Any]:
 
 
 def openapi_document(
-    *, collections: Iterable[str] | None = None, path_prefix: str = ""
+    *,
+    collections: Iterable[str] | None = None,
+    path_prefix: str = "",
+    resource_types: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """The document for a host: one set of resource paths per collection, under ``path_prefix``.
 
     :param collections: the mounted collection names; ``None`` keeps the generic
         ``/{collection}/...`` paths.
     :param path_prefix: the prefix given to :func:`~tasktoolkit.endpoints.mount`.
+    :param resource_types: the resource types the host declares: ``/tasks`` takes
+        no other ``resource_type``. ``None`` leaves it at the pattern.
     """
     document = load_document()
+    if resource_types is not None:
+        schema = document["components"]["parameters"]["resource_type"]["schema"]
+        schema["enum"] = sorted(resource_types)
     paths: dict[str, Any] = {}
     for path, item in document["paths"].items():
         if collections is not None and path.startswith(_GENERIC):

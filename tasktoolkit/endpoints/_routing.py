@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 from tasktoolkit._environ import ROUTING_ARGS_KEY
 from tasktoolkit.caller import AdminPredicate, CallerGetter, is_admin_role, keystone_caller
 from tasktoolkit.endpoints._app import ResourceVisibility, TaskEndpoints
+from tasktoolkit.endpoints._openapi import openapi_document
 from tasktoolkit.http_errors import error_response
-from tasktoolkit.orm import TaskResource
+from tasktoolkit.orm import DEFAULT_DEADLINE, TaskResource
 from tasktoolkit.orm._resource import resource_types
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ def mount(
     visibility: ResourceVisibility | None = None,
     path_prefix: str = "",
     retry_after: int = 1,
+    deadline: float | None = DEFAULT_DEADLINE,
+    serve_openapi: bool = False,
+    openapi_path: str = "/openapi.json",
 ) -> TaskEndpoints:
     """Connect the task endpoints on a Routes ``mapper``; returns their WSGI app.
 
@@ -58,6 +62,11 @@ def mount(
         the caller's project; admins see all).
     :param path_prefix: where the host's API lives on the mapper (``/v2.0``).
     :param retry_after: seconds in ``Retry-After`` on a running operation.
+    :param deadline: seconds a request's database work may take before it is
+        answered ``503`` with ``Retry-After``; ``None``: no limit.
+    :param serve_openapi: also answer ``GET <path_prefix><openapi_path>`` with the
+        OpenAPI document of what is mounted (:func:`openapi_document`).
+    :param openapi_path: where the document is served.
 
     Example::
 
@@ -68,6 +77,8 @@ def mount(
     """
     if not isinstance(path_prefix, str) or not _PREFIX.match(path_prefix):
         raise ValueError(f"path_prefix must be '' or like '/v2.0' (no trailing /): {path_prefix!r}")
+    if not isinstance(openapi_path, str) or not openapi_path or not _PREFIX.match(openapi_path):
+        raise ValueError(f"openapi_path must be like '/openapi.json': {openapi_path!r}")
     known = set(resource_types().values())
     for name, model in collections.items():
         if not isinstance(name, str) or not _COLLECTION.match(name) or name in _RESERVED:
@@ -81,8 +92,20 @@ def mount(
         is_admin=is_admin,
         visibility=visibility,
         retry_after=retry_after,
+        deadline=deadline,
+        openapi=openapi_document(
+            collections=list(collections),
+            path_prefix=path_prefix,
+            resource_types=resource_types(),
+        )
+        if serve_openapi
+        else None,
     )
     _connect(mapper, app, list(collections), path_prefix)
+    if serve_openapi:
+        mapper.connect(
+            "tasktoolkit.openapi", f"{path_prefix}{openapi_path}", controller=app, action="openapi"
+        )
     return app
 
 

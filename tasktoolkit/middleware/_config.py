@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Iterable
 from datetime import timedelta
 
-__all__ = ["asbool", "asint", "aslist", "asttl", "resolve"]
+__all__ = ["asbool", "asdeadline", "asint", "aslist", "asttl", "resolve"]
 
 _TRUE = frozenset({"true", "yes", "on", "y", "t", "1"})
 _FALSE = frozenset({"false", "no", "off", "n", "f", "0", ""})
@@ -53,6 +53,19 @@ def asttl(value: object, *, name: str = "ttl") -> timedelta | None:
     if isinstance(value, str) and value.strip().lower() in ("none", "never"):
         return None
     return timedelta(seconds=asint(value, name=name))
+
+
+def asdeadline(value: object, *, name: str = "deadline") -> float | None:
+    """A deadline in seconds (``2.5``); ``none`` for no deadline. Checked by the middleware."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word == "none":
+            return None
+        try:
+            return float(word)
+        except ValueError:
+            pass
+    raise ValueError(f"{name}: expected a number of seconds or none, got {value!r}")
 
 
 def resolve(value: str, *, name: str = "option") -> object:

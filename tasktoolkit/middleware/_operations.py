@@ -36,16 +36,23 @@ from tasktoolkit import signals
 from tasktoolkit._checks import HTTP_TOKEN, whole_number
 from tasktoolkit._environ import (
     OPERATION_ID_KEY,
+    OPERATION_LOCATION_KEY,
     OPERATION_TARGET_KEY,
     REQUEST_ID_KEY,
     ROUTING_ARGS_KEY,
 )
-from tasktoolkit.caller import CallerGetter, keystone_caller
+from tasktoolkit.caller import CallerGetter, check_caller, keystone_caller
 from tasktoolkit.context import bind, current, reset
-from tasktoolkit.errors import DatabaseUnavailableError, database_unavailable
+from tasktoolkit.errors import (
+    DatabaseUnavailableError,
+    InvalidCallerError,
+    TaskToolkitError,
+    database_unavailable,
+)
 from tasktoolkit.http_errors import response_for
-from tasktoolkit.middleware._config import asbool, asint, aslist, asttl, resolve
+from tasktoolkit.middleware._config import asbool, asdeadline, asint, aslist, asttl, resolve
 from tasktoolkit.middleware._iter import ClosingIterator
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline
 from tasktoolkit.orm._engine import autocommit_engine, prepare_engine
 from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
@@ -72,11 +79,19 @@ def set_operation_target(environ: WSGIEnvironment, resource_type: str, resource_
     environ[OPERATION_TARGET_KEY] = (str(resource_type), str(resource_id))
 
 
+# No database keeps NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 for it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _clean(value: object, limit: int) -> str | None:
-    """A string fit for a column: no NUL (PostgreSQL refuses it), at most ``limit`` chars."""
+    """Text fit for a column: NUL and lone surrogates replaced, at most ``limit`` chars.
+
+    For what the request only describes (its path, the route's action); ids
+    that select records are refused instead (:func:`~tasktoolkit.caller.check_caller`).
+    """
     if not isinstance(value, str) or not value:
         return None
-    return value.replace("\x00", "\ufffd")[:limit]
+    return _UNSTORABLE.sub("\ufffd", value)[:limit]
 
 
 def _decoded(value: str) -> str:
@@ -103,6 +118,12 @@ class OperationMiddleware:
     :param fail_open: when the database is down, call the app without an
         operation instead of answering ``503``.
     :param retry_after: seconds in the ``503``'s ``Retry-After``.
+    :param deadline: seconds the middleware's own database work (writing the
+        operation before the app, its end after) may take before it gives up
+        (a ``503`` before the app; a logged error after); ``None``: no limit.
+        Its own connections also get it as the server's statement and lock
+        timeout, and its own pool as its checkout timeout. See
+        :func:`tasktoolkit.orm.deadline`.
     :param durable: wait for each of the middleware's own writes to reach the
         disk. Off by default on PostgreSQL (``synchronous_commit = off`` on the
         middleware's own connections only): a commit there costs a disk flush,
@@ -125,6 +146,7 @@ class OperationMiddleware:
         fail_open: bool = False,
         retry_after: int = DatabaseUnavailableError.RETRY_AFTER,
         durable: bool = False,
+        deadline: float | None = DEFAULT_DEADLINE,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI application, got {app!r}")
@@ -158,7 +180,10 @@ class OperationMiddleware:
         self.fail_open = bool(fail_open)
         self.retry_after = retry_after
         self.durable = bool(durable)
-        self._writer, self._owns_writer = autocommit_engine(self.engine, durable=self.durable)
+        self.deadline = check_deadline(deadline)
+        self._writer, self._owns_writer = autocommit_engine(
+            self.engine, durable=self.durable, deadline=self.deadline
+        )
 
     @classmethod
     def factory(
@@ -169,7 +194,8 @@ class OperationMiddleware:
         Other options: ``methods`` and ``exclude_paths`` (comma or space
         separated), ``caller_getter`` (``package.module:function``), ``ttl``
         (seconds, or ``none``), ``operations_path``, ``base_url``, ``fail_open``
-        and ``durable`` (true/false), ``retry_after`` (seconds), and any ``sqlalchemy.*`` engine
+        and ``durable`` (true/false), ``retry_after`` (seconds), ``deadline`` (seconds,
+        or ``none``), and any ``sqlalchemy.*`` engine
         option (``sqlalchemy.pool_size = 10``). ``global_conf`` is not read.
         """
         conf = dict(local_conf)
@@ -193,6 +219,8 @@ class OperationMiddleware:
                 options[key] = asbool(value, name=key)
             elif key == "retry_after":
                 options[key] = asint(value, name=key)
+            elif key == "deadline":
+                options[key] = asdeadline(value, name=key)
             else:
                 raise ValueError(f"operations filter: unknown option {key!r}")
         engine = engine_from_config(engine_conf, prefix="sqlalchemy.")
@@ -236,6 +264,10 @@ class OperationMiddleware:
         return f"{base}{self.operations_path}/{request_id}"
 
     def _open(self, fields: OperationFields) -> OperationChange:
+        with deadline(self.deadline):
+            return self._open_once_or_twice(fields)
+
+    def _open_once_or_twice(self, fields: OperationFields) -> OperationChange:
         for attempt in range(2):
             try:
                 with self._writer.connect() as connection:
@@ -247,10 +279,12 @@ class OperationMiddleware:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _unavailable(
-        self, environ: WSGIEnvironment, start_response: StartResponse
+    @staticmethod
+    def _refuse(
+        environ: WSGIEnvironment, start_response: StartResponse, error: TaskToolkitError
     ) -> Iterable[bytes]:
-        response = response_for(environ, DatabaseUnavailableError(retry_after=self.retry_after))
+        """Answer ``error`` without calling the app (and without an operation)."""
+        response = response_for(environ, error)
         return response(environ, start_response)  # type: ignore[no-any-return]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -264,8 +298,11 @@ class OperationMiddleware:
         request_id = environ.get(REQUEST_ID_KEY)
         if ctx is None or request_id is None or ctx.request_id != request_id:
             raise RuntimeError("OperationMiddleware must be wrapped by RequestIdMiddleware")
-        caller = self.caller_getter(environ)
-        project_id, user_id = _clean(caller.project_id, 64), _clean(caller.user_id, 64)
+        try:
+            caller = check_caller(self.caller_getter(environ))
+        except InvalidCallerError as error:
+            return self._refuse(environ, start_response, error)
+        project_id, user_id = caller.project_id, caller.user_id
         fields = OperationFields(
             id=request_id,
             method=method,
@@ -287,7 +324,9 @@ class OperationMiddleware:
             )
             if self.fail_open:
                 return self.app(environ, start_response)
-            return self._unavailable(environ, start_response)
+            return self._refuse(
+                environ, start_response, DatabaseUnavailableError(retry_after=self.retry_after)
+            )
         environ[OPERATION_ID_KEY] = request_id
         signals.send(signals.operation_opened, opened)
         return self._run(environ, start_response, request_id, ctx, project_id, user_id)
@@ -301,7 +340,7 @@ class OperationMiddleware:
         project_id: str | None,
         user_id: str | None,
     ) -> Iterable[bytes]:
-        location = self._location(environ, request_id)
+        location = environ[OPERATION_LOCATION_KEY] = self._location(environ, request_id)
         # Per-request state lives in this frame and its closures, never on self.
         status: list[int] = [500]
 
@@ -347,7 +386,7 @@ class OperationMiddleware:
         if isinstance(target, tuple) and len(target) == 2:
             resource_type, resource_id = _clean(target[0], 64), _clean(target[1], 64)
         try:
-            with self._writer.connect() as connection:
+            with deadline(self.deadline), self._writer.connect() as connection:
                 finished = end_request(
                     connection,
                     request_id,

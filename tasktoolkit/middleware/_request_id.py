@@ -12,8 +12,10 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tasktoolkit._checks import HTTP_TOKEN
@@ -21,18 +23,22 @@ from tasktoolkit._environ import (
     GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_REQUEST_ID_KEY,
+    OPERATION_LOCATION_KEY,
     REQUEST_ID_KEY,
 )
-from tasktoolkit.caller import CallerGetter, keystone_caller
+from tasktoolkit.caller import Caller, CallerGetter, check_caller, keystone_caller
 from tasktoolkit.context import RequestContext, bind, is_valid_request_id, reset
+from tasktoolkit.errors import ApplicationError, InvalidCallerError
+from tasktoolkit.http_errors import response_for
 from tasktoolkit.middleware._config import aslist, resolve
-from tasktoolkit.middleware._iter import ClosingIterator
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["RequestIdMiddleware", "fast_request_id"]
+
+_log = logging.getLogger("tasktoolkit.middleware")
 
 # The variant nibble of a RFC 4122 uuid is 10xx: 8, 9, a or b.
 _VARIANT = "89ab" * 4
@@ -53,10 +59,10 @@ def _keystone_ids(environ: Mapping[str, Any]) -> tuple[str | None, str | None]:
     # roles) on every request: this runs on every GET.
     project = environ.get("HTTP_X_PROJECT_ID")
     if project is not None:
-        project = (project.strip()[:64] or None) if isinstance(project, str) else None
+        project = (project.strip() or None) if isinstance(project, str) else None
     user = environ.get("HTTP_X_USER_ID")
     if user is not None:
-        user = (user.strip()[:64] or None) if isinstance(user, str) else None
+        user = (user.strip() or None) if isinstance(user, str) else None
     return project, user
 
 
@@ -153,11 +159,20 @@ class RequestIdMiddleware:
         else:
             caller = getter(environ)
             project_id, user_id = caller.project_id, caller.user_id
+        if project_id is not None or user_id is not None:
+            try:
+                check_caller(Caller(project_id, user_id))
+            except InvalidCallerError:
+                # Never cut to fit: the operation middleware and the endpoints
+                # answer such a caller with a 400; nothing is written for it.
+                project_id = user_id = None
         response_headers = self._response_headers
+        started: list[bool] = []
 
         def start(
             status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
         ) -> Any:
+            started.append(True)
             for name, lower in response_headers:
                 for existing, _ in headers:
                     if existing.lower() == lower:
@@ -169,6 +184,13 @@ class RequestIdMiddleware:
         token = bind(RequestContext(request_id, global_id, project_id, user_id))
         try:
             result = self.app(environ, start)
+        except Exception:
+            try:
+                return self._answer_error(
+                    environ, start_response, request_id, sys.exc_info(), bool(started)
+                )
+            finally:
+                reset(token)
         except BaseException:
             reset(token)
             raise
@@ -176,7 +198,111 @@ class RequestIdMiddleware:
             # Iterating a list runs no application code: the context can go now.
             reset(token)
             return result
-        return ClosingIterator(result, lambda: _reset_quietly(token))
+
+        def answer(exc_info: OptExcInfo) -> list[bytes]:
+            return self._answer_error(environ, start_response, request_id, exc_info, bool(started))
+
+        return _GuardedBody(result, lambda: _reset_quietly(token), answer, request_id)
+
+    def _answer_error(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        request_id: str,
+        exc_info: OptExcInfo,
+        started: bool,
+    ) -> list[bytes]:
+        """The contract's JSON 500 for an app that raised before its response started.
+
+        :param started: whether the app called ``start_response``; then the
+            error goes with the new status, as WSGI asks, and the server
+            re-raises it if it has sent the headers already (the app used
+            ``write()``) and aborts.
+        """
+        _log.error("request %s: the application raised", request_id, exc_info=exc_info)
+        error = ApplicationError("the server failed to answer; the error is logged with this id")
+        response = response_for(environ, error)
+        headers = list(response.headerlist)
+        headers.extend((name, request_id) for name, _ in self._response_headers)
+        location = environ.get(OPERATION_LOCATION_KEY)
+        if isinstance(location, str):
+            headers.append(("Operation-Location", location))
+        start_response(response.status, headers, exc_info if started else None)
+        return [response.body]
+
+
+class _GuardedBody:
+    """The app's body, passed through untouched; an error before its first byte becomes a 500.
+
+    Once a byte may have been sent, WSGI allows nothing but aborting: the
+    error is logged with the request id and re-raised for the server.
+    """
+
+    __slots__ = (
+        "_answer",
+        "_closed",
+        "_error_body",
+        "_iterable",
+        "_next",
+        "_on_close",
+        "_request_id",
+        "_sent",
+    )
+
+    def __init__(
+        self,
+        iterable: Iterable[bytes],
+        on_close: Callable[[], object],
+        answer: Callable[[OptExcInfo], list[bytes]],
+        request_id: str,
+    ) -> None:
+        self._iterable = iterable
+        self._next: Callable[[], bytes] | None = None
+        self._on_close = on_close
+        self._answer = answer
+        self._request_id = request_id
+        self._error_body: list[bytes] | None = None
+        self._sent = False
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._error_body is not None:
+            if not self._error_body:
+                raise StopIteration
+            return self._error_body.pop()
+        if self._next is None:
+            self._next = iter(self._iterable).__next__
+        try:
+            chunk = self._next()
+        except StopIteration:
+            raise
+        except Exception:
+            if self._sent:
+                _log.error(
+                    "request %s: the application raised while its body was sent",
+                    self._request_id,
+                    exc_info=True,
+                )
+                raise
+            self._error_body = self._answer(sys.exc_info())
+            return self._error_body.pop()
+        if chunk:
+            self._sent = True
+        return chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._iterable, "close", None)
+        try:
+            if close is not None:
+                close()
+        finally:
+            self._on_close()
 
 
 def _reset_quietly(token: Any) -> None:

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, deadline
 from tasktoolkit.orm._engine import create_all, drop_all, prepare_engine
 from tasktoolkit.orm._expiry import ExpiryPolicy
 from tasktoolkit.orm._lifespan import PurgeResult, purge
@@ -41,6 +42,7 @@ from tasktoolkit.orm._workers import Job, Worker
 
 __all__ = [
     "ACTIVE_TASK_STATES",
+    "DEFAULT_DEADLINE",
     "NAMING_CONVENTION",
     "ExpiryPolicy",
     "Job",
@@ -59,6 +61,7 @@ __all__ = [
     "Worker",
     "cancel_task",
     "create_all",
+    "deadline",
     "drop_all",
     "get_operation",
     "get_task",

@@ -2,8 +2,10 @@
 
 SQLite enforces foreign keys (and so the task cascades) only on connections
 that turn them on; :func:`prepare_engine` makes every connection of an engine
-do so, including those already in its pool. Everything in the toolkit that is
-given an engine calls it.
+do so, including those already in its pool. On PostgreSQL (psycopg) and
+MariaDB (PyMySQL) it lets the toolkit's deadlines
+(:func:`~tasktoolkit.orm.deadline`) bound the waits of new connections.
+Everything in the toolkit that is given an engine calls it.
 
 The database-specific switches the toolkit's own statements rely on live
 here too, each once: READ COMMITTED on MariaDB/MySQL (:func:`read_committed`),
@@ -20,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from tasktoolkit.orm._deadline import install as install_deadline
 from tasktoolkit.orm._records import metadata
 
 __all__ = [
@@ -53,8 +56,11 @@ def prepare_engine(engine: Engine) -> Engine:
     """Make ``engine`` fit for the toolkit; idempotent, returns ``engine``.
 
     On SQLite: ``PRAGMA foreign_keys=ON`` on every connection, so that deleting a
-    resource deletes its tasks. Other backends need nothing.
+    resource deletes its tasks. With psycopg and PyMySQL: new connections are
+    of a subclass of the driver's whose waits end at the current
+    :func:`~tasktoolkit.orm.deadline`; outside one they behave as configured.
     """
+    install_deadline(engine)
     if engine.dialect.name == "sqlite" and not event.contains(
         engine.pool, "checkout", _sqlite_foreign_keys
     ):
@@ -128,7 +134,9 @@ def supports_skip_locked(bind: Session | Engine | Connection) -> bool:
     return False
 
 
-def autocommit_engine(engine: Engine, *, durable: bool) -> tuple[Engine, bool]:
+def autocommit_engine(
+    engine: Engine, *, durable: bool, deadline: float | None = None
+) -> tuple[Engine, bool]:
     """An AUTOCOMMIT engine on ``engine``'s database; whether it has a pool of its own.
 
     On PostgreSQL and MariaDB it gets its own pool (same connect arguments,
@@ -139,10 +147,16 @@ def autocommit_engine(engine: Engine, *, durable: bool) -> tuple[Engine, bool]:
 
     :param durable: on PostgreSQL, when false, the own connections commit
         with ``synchronous_commit = off``.
+    :param deadline: the own pool's checkout timeout, and the server's own
+        statement and lock timeouts on the own connections, in seconds.
     """
     if engine.dialect.name == "sqlite":
         return engine.execution_options(isolation_level="AUTOCOMMIT"), False
     pool = engine.pool.recreate()
+    if deadline is not None and hasattr(pool, "_timeout"):
+        # QueuePool takes its checkout timeout only as a constructor argument,
+        # which recreate() copies from the host's pool.
+        pool._timeout = deadline
     try:
         # An AUTOCOMMIT connection has nothing to roll back when it goes back
         # to the pool, but PyMySQL would send a ROLLBACK anyway: one more round
@@ -152,19 +166,36 @@ def autocommit_engine(engine: Engine, *, durable: bool) -> tuple[Engine, bool]:
         )
     except TypeError:
         own = create_engine(engine.url, pool=pool, isolation_level="AUTOCOMMIT")
+    settings = []
     if not durable and own.dialect.name == "postgresql":
-        event.listen(own, "connect", _asynchronous_commit)
+        # Safe for the operation: PostgreSQL flushes its WAL in order, so the
+        # app's own (synchronous) commit, which comes after the INSERT, makes
+        # the INSERT durable too; only a server crash in the ~0.6 s before any
+        # later flush can lose an operation write.
+        settings.append("SET synchronous_commit TO off")
+    if deadline is not None:
+        # A server that is slow (not frozen) cancels the statement itself and
+        # the connection survives; a frozen one is the client's deadline's.
+        if own.dialect.name == "postgresql":
+            milliseconds = max(1, int(deadline * 1000))
+            settings.append(f"SET statement_timeout = {milliseconds}")
+            settings.append(f"SET lock_timeout = {milliseconds}")
+        elif getattr(own.dialect, "is_mariadb", False):
+            settings.append(
+                f"SET SESSION max_statement_time = {deadline:.3f}, "
+                f"innodb_lock_wait_timeout = {max(1, int(deadline))}"
+            )
+    if settings:
+        event.listen(own, "connect", lambda dbapi, record: _run_settings(dbapi, settings))
     return prepare_engine(own), True
 
 
-def _asynchronous_commit(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-    # Once per connection, not per request. Safe for the operation: PostgreSQL
-    # flushes its WAL in order, so the app's own (synchronous) commit, which
-    # comes after the INSERT, makes the INSERT durable too; only a server
-    # crash in the ~0.6 s before any later flush can lose an operation write.
+def _run_settings(dbapi_connection: Any, settings: list[str]) -> None:
+    # Once per connection, not per request.
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("SET synchronous_commit TO off")
+        for statement in settings:
+            cursor.execute(statement)
     finally:
         cursor.close()
     dbapi_connection.commit()

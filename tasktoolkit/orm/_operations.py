@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, cast
 
-from sqlalchemy import String, bindparam, func, insert, select, update
+from sqlalchemy import String, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.sql.dml import Update
 
@@ -265,7 +265,8 @@ def _finish_row(
 
 
 def orphaned_operations(connection: Connection, *, limit: int) -> list[str]:
-    """Up to ``limit`` running operations that count more active tasks than they have."""
+    """Up to ``limit`` running operations that count more active tasks than they have,
+    or whose request's end was recorded with nothing active, but not their finish."""
     active = (
         select(func.count())
         .select_from(_TASKS)
@@ -276,7 +277,18 @@ def orphaned_operations(connection: Connection, *, limit: int) -> list[str]:
         select(_T.c.id)
         # Running operations never expire: the expiry index finds them.
         .where(_T.c.expires_at.is_(None), _T.c.state == OperationState.RUNNING.value)
-        .where(_T.c.tasks_pending + _T.c.tasks_running > active)
+        .where(
+            or_(
+                _T.c.tasks_pending + _T.c.tasks_running > active,
+                # The request's end was written but not the finish that follows
+                # it (the middleware writes them in two autocommitted
+                # statements, and the database went away in between).
+                and_(
+                    _T.c.http_status.is_not(None),
+                    _T.c.tasks_pending + _T.c.tasks_running == 0,
+                ),
+            )
+        )
         .limit(limit)
     )
     return list(connection.execute(candidates).scalars())
@@ -312,7 +324,7 @@ def settle_operation(
     gone_pending = max(0, row.tasks_pending - states.count(TaskState.PENDING.value))
     gone_running = max(0, row.tasks_running - states.count(TaskState.RUNNING.value))
     if gone_pending + gone_running == 0:
-        return None
+        return _finish_if_done(connection, operation_id, now)
     result = cast(
         CursorResult[Any],
         connection.execute(

@@ -35,6 +35,8 @@ from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
+from tasktoolkit.orm._deadline import deadline as within
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._events import queue_operation_finished, record_moves
 from tasktoolkit.orm._lifespan import check_batch_size
@@ -172,25 +174,39 @@ def _settle(session: Session, *, operation_id: str, now: datetime) -> ReapResult
     return ReapResult(operations=() if change is None else (operation_id,))
 
 
-def reap(bind: Engine, *, now: datetime | None = None, batch_size: int = 500) -> ReapResult:
+def reap(
+    bind: Engine,
+    *,
+    now: datetime | None = None,
+    batch_size: int = 500,
+    deadline: float | None = DEFAULT_DEADLINE,
+) -> ReapResult:
     """Move every lost task and settle orphaned operations (see the module docs).
 
     :param batch_size: the most tasks (or operations) looked at per transaction.
+    :param deadline: seconds each transaction may take; one whose database does
+        not answer in time is given up and run once more on a fresh connection,
+        then raises SQLAlchemy's ``OperationalError``. ``None``: no limit.
     :returns: the ids moved, by what was done with them.
     """
     batch_size = check_batch_size(batch_size)
+    seconds = check_deadline(deadline)
     sessions = short_sessions(bind)
     total = ReapResult()
     while True:
         moment = now or utcnow()
-        moved = in_transaction(sessions, partial(_reap_lost, now=moment, limit=batch_size))
+        moved = in_transaction(
+            sessions, partial(_reap_lost, now=moment, limit=batch_size), seconds=seconds
+        )
         total += moved
         if moved.total < batch_size:
             break
-    with sessions() as session:
+    with within(seconds), sessions() as session:
         orphans = orphaned_operations(session.connection(), limit=batch_size)
     for operation_id in orphans:
         total += in_transaction(
-            sessions, partial(_settle, operation_id=operation_id, now=now or utcnow())
+            sessions,
+            partial(_settle, operation_id=operation_id, now=now or utcnow()),
+            seconds=seconds,
         )
     return total

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tasktoolkit.orm._states import TERMINAL_TASK_STATES, OperationState, TaskState
-from tasktoolkit.orm._types import UTCDateTime, utcnow
+from tasktoolkit.orm._types import UTCDateTime, exact_string, utcnow
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -87,15 +87,15 @@ class Operation(RecordBase):
         Index("ix_tasktoolkit_operations_expires", "expires_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    global_request_id: Mapped[str | None] = mapped_column(String(40))
+    id: Mapped[str] = mapped_column(exact_string(40), primary_key=True)
+    global_request_id: Mapped[str | None] = mapped_column(exact_string(40))
     method: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(2048))
-    action: Mapped[str | None] = mapped_column(String(64))
-    resource_type: Mapped[str | None] = mapped_column(String(64))
-    resource_id: Mapped[str | None] = mapped_column(String(64))
-    project_id: Mapped[str | None] = mapped_column(String(64))
-    user_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str | None] = mapped_column(exact_string(64))
+    resource_type: Mapped[str | None] = mapped_column(exact_string(64))
+    resource_id: Mapped[str | None] = mapped_column(exact_string(64))
+    project_id: Mapped[str | None] = mapped_column(exact_string(64))
+    user_id: Mapped[str | None] = mapped_column(exact_string(64))
     state: Mapped[str] = mapped_column(String(16), default=OperationState.RUNNING.value)
     http_status: Mapped[int | None] = mapped_column(Integer)
     #: Seconds a finished operation is kept; ``None`` keeps it. Stored per row so
@@ -137,22 +137,22 @@ class Task(RecordBase):
         Index("ix_tasktoolkit_tasks_expires", "expires_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[str] = mapped_column(exact_string(36), primary_key=True)
     #: The operation's id (the request id), or ``None`` for a task spawned outside
     #: a request. Not a foreign key: operations and tasks expire independently.
-    request_id: Mapped[str | None] = mapped_column(String(40))
-    resource_type: Mapped[str] = mapped_column(String(64))
-    resource_id: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(exact_string(40))
+    resource_type: Mapped[str] = mapped_column(exact_string(64))
+    resource_id: Mapped[str] = mapped_column(exact_string(64))
+    name: Mapped[str] = mapped_column(exact_string(128))
     state: Mapped[str] = mapped_column(String(16), default=TaskState.PENDING.value)
     progress: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)
-    host: Mapped[str | None] = mapped_column(String(255))
-    project_id: Mapped[str | None] = mapped_column(String(64))
-    user_id: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(exact_string(255))
+    project_id: Mapped[str | None] = mapped_column(exact_string(64))
+    user_id: Mapped[str | None] = mapped_column(exact_string(64))
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tasktoolkit.orm._deadline import deadline
 from tasktoolkit.orm._engine import prepare_engine, read_committed
 
 __all__ = ["RETRIES", "in_transaction", "is_retryable", "retrying", "short_sessions"]
@@ -48,12 +49,22 @@ def is_retryable(exc: DBAPIError) -> bool:
     return "database is locked" in str(orig)
 
 
-def retrying(transaction: Callable[[], _R]) -> _R:
-    """Run ``transaction`` (which must roll back on error), again when it loses to another."""
+def retrying(transaction: Callable[[], _R], *, seconds: float | None = None) -> _R:
+    """Run ``transaction`` (which must roll back on error), again when it loses to another.
+
+    :param seconds: a deadline for each attempt (:func:`~tasktoolkit.orm.deadline`).
+        An attempt whose connection was lost (the server restarted, or did not
+        answer in time) is run once more, on a fresh connection.
+    """
+    lost_once = False
     for attempt in range(RETRIES):
         try:
-            return transaction()
+            with deadline(seconds):
+                return transaction()
         except DBAPIError as exc:
+            if seconds is not None and exc.connection_invalidated and not lost_once:
+                lost_once = True
+                continue
             if attempt == RETRIES - 1 or not is_retryable(exc):
                 raise
             # A short, jittered pause, so the winners of the race finish first.
@@ -66,11 +77,19 @@ def short_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(read_committed(prepare_engine(engine)), expire_on_commit=False)
 
 
-def in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], _R]) -> _R:
-    """``work`` in a transaction of its own, committed; run again when it loses a lock race."""
+def in_transaction(
+    sessions: sessionmaker[Session],
+    work: Callable[[Session], _R],
+    *,
+    seconds: float | None = None,
+) -> _R:
+    """``work`` in a transaction of its own, committed; run again when it loses a lock race.
+
+    :param seconds: the deadline of each attempt (see :func:`retrying`).
+    """
 
     def transaction() -> _R:
         with sessions() as session, session.begin():
             return work(session)
 
-    return retrying(transaction)
+    return retrying(transaction, seconds=seconds)

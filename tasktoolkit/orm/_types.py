@@ -5,12 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["UTCDateTime", "utcnow"]
+__all__ = ["UTCDateTime", "exact_string", "utcnow"]
+
+
+def exact_string(length: int) -> TypeEngine[str]:
+    """``VARCHAR(length)`` compared exactly, case included, on every database.
+
+    MariaDB and MySQL compare text by the column's collation, which by default
+    ignores case (``'ABC' = 'abc'``): ids and names get ``utf8mb4_bin`` there,
+    as PostgreSQL and SQLite compare them already.
+    """
+    return String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
 
 
 def utcnow() -> datetime:

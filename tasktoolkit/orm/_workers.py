@@ -56,6 +56,7 @@ from tasktoolkit.errors import (
     TaskNotFoundError,
     TaskNotHeldError,
 )
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import tasks_table as _T
@@ -174,6 +175,10 @@ class Worker:
     :param names: the task names this worker does (for :meth:`claim`).
     :param host: the worker's identity; ``<hostname>:<pid>`` by default. Give
         each thread of a process its own if several claim tasks.
+    :param deadline: seconds each of its own transactions may take; one whose
+        database does not answer in time is given up and run once more on a
+        fresh connection, then raises SQLAlchemy's ``OperationalError``.
+        ``None``: no limit.
     """
 
     def __init__(
@@ -182,6 +187,7 @@ class Worker:
         names: Iterable[str] = (),
         *,
         host: str | None = None,
+        deadline: float | None = DEFAULT_DEADLINE,
     ) -> None:
         if isinstance(bind, Engine):
             self._sessions: sessionmaker[Session] = short_sessions(bind)
@@ -191,6 +197,7 @@ class Worker:
             raise TypeError(f"Worker needs an Engine or a sessionmaker, got {bind!r}")
         self.names: tuple[str, ...] = tuple(names) if not isinstance(names, str) else (names,)
         self.host = check_host(self.default_host() if host is None else host)
+        self.deadline = check_deadline(deadline)
 
     @staticmethod
     def default_host() -> str:
@@ -208,7 +215,7 @@ class Worker:
         own, run again when it loses a lock race."""
         if session is not None:
             return work(session)
-        return in_transaction(self._sessions, work)
+        return in_transaction(self._sessions, work, seconds=self.deadline)
 
     def claim(self, names: Iterable[str] | None = None) -> Job | None:
         """Start the oldest pending task among ``names`` (default: the worker's).

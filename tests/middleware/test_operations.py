@@ -156,11 +156,13 @@ def test_request_without_tasks_ends_with_its_response(
     assert op.finished_at is not None and op.expires_at is not None
 
 
-def test_app_that_raises_records_500_and_reraises(
+def test_app_that_raises_records_500_and_answers_it(
     stack: webtest.TestApp, session_factory: sessionmaker[Session]
 ) -> None:
-    with pytest.raises(RuntimeError, match="the app broke"):
-        stack.post("/raise")
+    response = stack.post("/raise", status=500)
+    rid = response.headers["X-Request-Id"]
+    assert response.headers["Operation-Location"].endswith(f"/operations/{rid}")
+    assert response.json["errors"][0]["code"] == "tasktoolkit.internal_error"
     assert context.current() is None
     with session_factory() as s:
         op = s.scalars(select(Operation)).one()
@@ -331,17 +333,47 @@ def test_inbound_ids_never_attach_to_an_existing_operation(
     )
 
 
-def test_path_with_nul_and_non_utf8_bytes_is_stored_not_a_500(
-    stack: webtest.TestApp, operation: OperationGetter
+@pytest.mark.parametrize(
+    ("path_info", "stored"),
+    [
+        # as a server hands it over: %00 and %FF decoded, bytes as latin-1
+        pytest.param("/things/a\x00b\xff", "/things/a\ufffdb\ufffd", id="nul-and-non-utf8"),
+        # a server that decoded the path itself, keeping bad bytes as surrogates
+        pytest.param("/things/\u20ac\udcff", "/things/\u20ac\ufffd", id="lone-surrogate"),
+    ],
+)
+def test_path_the_database_cannot_store_is_stored_replaced_not_a_500(
+    stack: webtest.TestApp, operation: OperationGetter, path_info: str, stored: str
 ) -> None:
-    # as a server hands it over: %00 and %FF decoded, bytes as latin-1
-    response = stack.put(
-        "/things/x", extra_environ={"PATH_INFO": "/things/a\x00b\xff", "HTTP_X_PROJECT_ID": "p\x00"}
-    )
+    response = stack.put("/things/x", extra_environ={"PATH_INFO": path_info})
     assert response.status_int == 200
     op = operation(response.headers["X-Request-Id"])
-    assert op is not None and op.path == "/things/a\ufffdb\ufffd"
-    assert op.project_id == "p\ufffd"
+    assert op is not None and op.path == stored
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"HTTP_X_PROJECT_ID": "p" * 65}, id="project-65-chars"),
+        pytest.param({"HTTP_X_USER_ID": "u" * 65}, id="user-65-chars"),
+        pytest.param({"HTTP_X_PROJECT_ID": "p\x00"}, id="project-nul"),
+        pytest.param({"HTTP_X_USER_ID": "u\x1b[0m"}, id="user-control-character"),
+    ],
+)
+def test_a_caller_id_that_does_not_fit_is_a_400_never_cut(
+    stack: webtest.TestApp,
+    session_factory: sessionmaker[Session],
+    headers: dict[str, str],
+) -> None:
+    response = stack.post("/clusters", extra_environ=headers, status=400)
+    assert response.json["errors"][0]["code"] == "tasktoolkit.invalid_caller"
+    assert response.json["errors"][0]["request_id"] == response.headers["X-Request-Id"]
+    assert "Operation-Location" not in response.headers
+    with session_factory() as s:
+        assert s.scalars(select(Operation)).all() == []
+    # 64 characters fit exactly
+    fits = {key: value[:64] if len(value) > 64 else "ok" for key, value in headers.items()}
+    assert stack.post("/clusters", extra_environ=fits).status_int == 201
 
 
 def test_outside_request_id_middleware_is_a_clear_error(

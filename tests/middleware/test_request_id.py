@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import webob
 import webtest
+from sqlalchemy.engine import Engine
 
 from tasktoolkit import context
 from tasktoolkit.caller import Caller
@@ -17,6 +19,7 @@ from tasktoolkit.middleware import (
     OPENSTACK_GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_REQUEST_ID_KEY,
     REQUEST_ID_KEY,
+    OperationMiddleware,
     RequestIdMiddleware,
     fast_request_id,
 )
@@ -134,9 +137,13 @@ def test_existing_response_header_is_never_overwritten() -> None:
 
 def test_caller_getter_fills_the_context() -> None:
     app = webtest.TestApp(RequestIdMiddleware(echo))
-    response = app.get("/", headers={"X-Project-Id": " p1 ", "X-User-Id": "u" * 100})
+    response = app.get("/", headers={"X-Project-Id": " p1 ", "X-User-Id": "u" * 64})
     *_, project, user = response.text.split()
     assert project == "p1" and user == "u" * 64
+    # An id that does not fit is never cut: the context gets no caller at all
+    # (the operation middleware and the endpoints answer such a request 400).
+    response = app.get("/", headers={"X-Project-Id": "p1", "X-User-Id": "u" * 65})
+    assert response.text.split()[-2:] == ["None", "None"]
 
     custom = webtest.TestApp(
         RequestIdMiddleware(echo, caller_getter=lambda environ: Caller("proj", "usr"))
@@ -151,9 +158,110 @@ def test_context_is_reset_when_the_app_raises() -> None:
         assert context.current() is not None
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
-        webob.Request.blank("/").get_response(RequestIdMiddleware(broken))
+    response = webob.Request.blank("/").get_response(RequestIdMiddleware(broken))
+    assert response.status_int == 500
     assert context.current() is None
+
+
+def _raises_at_once(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    raise RecursionError("maximum recursion depth exceeded")
+
+
+def _raises_after_start_response(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    raise ValueError("after start_response")
+
+
+def _raises_before_the_first_byte(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b""  # an empty chunk sends nothing: the status can still change
+    raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        pytest.param(_raises_at_once, id="raises-at-once"),
+        pytest.param(_raises_after_start_response, id="raises-after-start_response"),
+        pytest.param(_raises_before_the_first_byte, id="raises-before-the-first-byte"),
+    ],
+)
+def test_an_app_that_raises_before_its_response_gets_the_contracts_500(
+    app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = webtest.TestApp(
+        RequestIdMiddleware(app, compat_headers=["X-OpenStack-Request-ID"]), lint=True
+    )
+    with caplog.at_level(logging.ERROR, logger="tasktoolkit.middleware"):
+        response = stack.get("/", status=500)
+    rid = response.headers["X-Request-Id"]
+    assert is_valid_request_id(rid)
+    assert response.headers["X-OpenStack-Request-ID"] == rid
+    assert response.content_type == "application/json"
+    assert response.json == {
+        "errors": [
+            {
+                "request_id": rid,
+                "code": "tasktoolkit.internal_error",
+                "status": 500,
+                "title": "Internal Server Error",
+                "detail": "the server failed to answer; the error is logged with this id",
+            }
+        ]
+    }
+    assert "Operation-Location" not in response.headers
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and rid in errors[0].getMessage()
+    assert errors[0].exc_info is not None  # the traceback is logged
+    assert context.current() is None
+
+
+def test_an_error_after_the_first_byte_is_logged_and_left_to_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"partial"
+            raise RuntimeError("mid-body")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    sent: list[str] = []
+    result: Any = RequestIdMiddleware(app)(
+        webob.Request.blank("/").environ, lambda status, headers, exc_info=None: sent.append(status)
+    )
+    chunks = iter(result)
+    assert next(chunks) == b"partial"
+    with caplog.at_level(logging.ERROR, logger="tasktoolkit.middleware"):
+        with pytest.raises(RuntimeError, match="mid-body"):
+            next(chunks)
+    result.close()
+    assert sent == ["200 OK"] and closed == [True]
+    assert "while its body was sent" in caplog.text
+    assert context.current() is None
+
+
+def test_an_app_that_raises_keeps_the_operations_location(engine: Engine) -> None:
+    def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    operations = OperationMiddleware(broken, engine=engine)
+    try:
+        response = webtest.TestApp(RequestIdMiddleware(operations), lint=True).post(
+            "/clusters", status=500
+        )
+    finally:
+        operations.close()
+    rid = response.headers["X-Request-Id"]
+    assert response.json["errors"][0]["request_id"] == rid
+    assert response.headers["Operation-Location"] == f"http://localhost:80/operations/{rid}"
 
 
 def test_streaming_body_keeps_the_context_until_closed_and_is_closed() -> None:

@@ -201,10 +201,14 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0001"
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) is None
     assert tables(empty_url) == set()
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
+    migrations.upgrade(empty_url, "+1")
+    assert migrations.current(empty_url) == "tasktoolkit_0002"
 
 
 def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL) -> None:

@@ -307,3 +307,41 @@ def test_admin_port_on_another_projects_network_belongs_to_that_project(
     assert reply.json["port"]["project_id"] == "tenant-a"
     listed = api.get("/ports", headers={"X-Project-Id": "tenant-a"}).json["ports"]
     assert [p["id"] for p in listed] == [reply.json["port"]["id"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        pytest.param(b"[" * 100_000, "nested too deeply", id="nested-100000-deep"),
+        pytest.param(
+            b'{"network": {"name": "\\ud800"}}',
+            "network.name: lone surrogates",
+            id="lone-surrogate",
+        ),
+        pytest.param(b'{"network": {"name": "a\\u0000b"}}', "control characters", id="nul"),
+    ],
+)
+def test_hostile_bodies_are_400_with_the_request_id(
+    api: webtest.TestApp, body: bytes, detail: str
+) -> None:
+    reply = api.post("/networks", body, content_type="application/json", status=400)
+    error = reply.json["errors"][0]
+    assert detail in error["detail"]
+    assert error["request_id"] == reply.headers["X-Request-Id"]
+    assert reply.headers["Operation-Location"].endswith(reply.headers["X-Request-Id"])
+    assert api.get("/networks").json["networks"] == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param("/networks", id="sample-api"), pytest.param("/tasks", id="task-endpoints")],
+)
+def test_a_project_id_over_64_characters_is_a_400_not_cut(api: webtest.TestApp, path: str) -> None:
+    # Two 70-character project ids sharing their first 64: cut, they would be one project.
+    mine, theirs = "p" * 64 + "mine..", "p" * 64 + "theirs"
+    for project in (mine, theirs):
+        reply = api.get(path, headers={"X-Project-Id": project}, status=400)
+        assert reply.json["errors"][0]["code"] == "tasktoolkit.invalid_caller"
+    reply = api.post_json("/networks", {"network": {}}, headers={"X-Project-Id": mine}, status=400)
+    assert reply.json["errors"][0]["code"] == "tasktoolkit.invalid_caller"
+    assert api.get(path, headers={"X-Project-Id": "p" * 64}).status_int == 200
