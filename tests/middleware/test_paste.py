@@ -103,6 +103,7 @@ def test_api_paste_ini_pipeline_loads_and_serves(
         pytest.param({"db_url": "sqlite://", "fail_open": "maybe"}, "fail_open", id="bad-bool"),
         pytest.param({"db_url": "sqlite://", "retry_after": "soon"}, "retry_after", id="bad-int"),
         pytest.param({"db_url": "sqlite://", "ttl": "a day"}, "ttl", id="bad-ttl"),
+        pytest.param({"db_url": "sqlite://", "deadline": "soon"}, "deadline", id="bad-deadline"),
         pytest.param({"db_url": "sqlite://", "colour": "red"}, "unknown option", id="unknown"),
         pytest.param(
             {"db_url": "sqlite://", "caller_getter": "no.such.module:f"},
@@ -121,14 +122,22 @@ def test_operations_factory_rejects_bad_options(options: dict[str, str], message
         OperationMiddleware.factory({}, **options)
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "1e9"])
+def test_operations_filter_refuses_a_deadline_out_of_range(value: str) -> None:
+    make = OperationMiddleware.factory({}, db_url="sqlite://", deadline=value)
+    with pytest.raises(ValueError, match="deadline must be more than 0"):
+        make(lambda environ, start_response: [])
+
+
 def test_operations_factory_accepts_sqlalchemy_url_and_none_ttl() -> None:
     make = OperationMiddleware.factory(
         {"db_url": "ignored: global_conf is never read"},
-        **{"sqlalchemy.url": "sqlite://", "ttl": "none", "fail_open": "TRUE"},
+        **{"sqlalchemy.url": "sqlite://", "ttl": "none", "fail_open": "TRUE", "deadline": "2.5"},
     )
     middleware = make(lambda environ, start_response: [])
     try:
         assert middleware.ttl is None and middleware.fail_open is True
+        assert middleware.deadline == 2.5
         assert middleware.engine.dialect.name == "sqlite"
     finally:
         middleware.close()
