@@ -45,8 +45,11 @@ class RequestContext:
     :param global_request_id: a valid inbound id, kept for tracing only.
     :param project_id: the caller's project, used to scope records.
     :param user_id: the caller.
-    :param operation_id: the id of the operation opened for this request, if any
-        (the request id itself, once the operation middleware has written it).
+    :param operation_id: the id of the operation of this request, if it has
+        one (the request id itself, under the operation middleware).
+    :param operation: the operation middleware's record of that operation until
+        it is written, which the ORM writes with the request's first spawn
+        (opaque here).
     """
 
     request_id: str
@@ -54,6 +57,7 @@ class RequestContext:
     project_id: str | None = None
     user_id: str | None = None
     operation_id: str | None = None
+    operation: object | None = None
 
     def with_operation(self, operation_id: str | None) -> RequestContext:
         """A copy of this context with ``operation_id`` set."""

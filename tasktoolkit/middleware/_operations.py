@@ -1,17 +1,23 @@
-"""One operation per mutating request, written before the app runs.
+"""One operation per mutating request, written with what the request did.
 
-For a ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` (configurable) the middleware
-writes a ``running`` operation keyed by the request id, in one database round
-trip on an AUTOCOMMIT connection, so it is visible (``GET /operations/<id>``)
-while the request runs. It binds the operation to the request context, so the
-tasks the app spawns belong to it, and answers with ``Operation-Location``.
-Once the response body has been closed (or the app raised) it records the
-HTTP status, the route's action and the target resource; the operation ends
-then, or when the last of its tasks does.
+For a ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` (configurable) the request
+gets an operation keyed by its request id, and the response an
+``Operation-Location``. The middleware sends no statement before the app's
+response starts (DESIGN.md, "Where an operation is written"):
 
-When the database cannot be reached, a mutating request gets a ``503`` with
-``Retry-After`` and the app is not called (``fail_open=True`` calls it
-without an operation instead); other requests never touch the database here.
+- the app's first spawn writes the operation in the app's own transaction,
+  so the operation and what the request created commit together or not at
+  all; once the response body is closed, one statement records the status,
+  the route's action and the target, and finishes the operation if no task
+  is active (non-durable on PostgreSQL, ``durable=False``);
+- a request that spawned nothing, or whose spawns all rolled back, gets its
+  operation, already finished, in one statement when its response starts,
+  so it is readable by the time the client has the response; unless the app
+  answered 503 (it could do nothing now), which gets none.
+
+An operation whose request never recorded its end (the process died) is
+closed by the reaper. When the database cannot take that one statement, the
+response goes out as the app made it, without ``Operation-Location``.
 
 It must sit inside :class:`~tasktoolkit.middleware.RequestIdMiddleware`::
 
@@ -25,15 +31,15 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import engine_from_config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tasktoolkit import signals
-from tasktoolkit._checks import HTTP_TOKEN, whole_number
+from tasktoolkit._checks import HTTP_TOKEN
 from tasktoolkit._environ import (
     OPERATION_ID_KEY,
     OPERATION_LOCATION_KEY,
@@ -42,20 +48,21 @@ from tasktoolkit._environ import (
     ROUTING_ARGS_KEY,
 )
 from tasktoolkit.caller import CallerGetter, check_caller, keystone_caller
-from tasktoolkit.context import bind, current, reset
-from tasktoolkit.errors import (
-    DatabaseUnavailableError,
-    InvalidCallerError,
-    TaskToolkitError,
-    database_unavailable,
-)
+from tasktoolkit.context import RequestContext, bind, current, reset
+from tasktoolkit.errors import InvalidCallerError, database_unavailable
 from tasktoolkit.http_errors import response_for
-from tasktoolkit.middleware._config import asbool, asdeadline, asint, aslist, asttl, resolve
+from tasktoolkit.middleware._config import asbool, asdeadline, aslist, asttl, resolve
 from tasktoolkit.middleware._iter import ClosingIterator
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline
 from tasktoolkit.orm._engine import autocommit_engine, prepare_engine
 from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
-from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._operations import (
+    OperationFields,
+    PendingOperation,
+    end_request,
+    write_finished,
+)
+from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
 
 if TYPE_CHECKING:
@@ -67,6 +74,11 @@ __all__ = ["DEFAULT_METHODS", "OperationMiddleware", "set_operation_target"]
 DEFAULT_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 _log = logging.getLogger("tasktoolkit.middleware")
+#: An app that answers 503 did nothing it could record (its database is away,
+#: most likely): its request gets no operation, rather than another wait on the
+#: database before the client has the answer.
+_UNAVAILABLE = 503
+_R = TypeVar("_R")
 _HOST = re.compile(r"\A[A-Za-z0-9._\-\[\]:]+\Z")
 
 
@@ -115,21 +127,18 @@ class OperationMiddleware:
         to the application URL (``SCRIPT_NAME`` included).
     :param base_url: the application URL for ``Operation-Location`` when the
         environ does not know it (behind a proxy); default: from the environ.
-    :param fail_open: when the database is down, call the app without an
-        operation instead of answering ``503``.
-    :param retry_after: seconds in the ``503``'s ``Retry-After``.
-    :param deadline: seconds the middleware's own database work (writing the
-        operation before the app, its end after) may take before it gives up
-        (a ``503`` before the app; a logged error after); ``None``: no limit.
-        Its own connections also get it as the server's statement and lock
-        timeout, and its own pool as its checkout timeout. See
-        :func:`tasktoolkit.orm.deadline`.
     :param durable: wait for each of the middleware's own writes to reach the
         disk. Off by default on PostgreSQL (``synchronous_commit = off`` on the
-        middleware's own connections only): a commit there costs a disk flush,
-        which would triple the database cost of a typical request, and the app's
-        own commit flushes the operation with it. No effect on SQLite and
-        MariaDB, whose commit durability is not a per-connection choice.
+        middleware's own connections only): until the end of a request is on
+        disk the operation reads ``running``, and a crash before that leaves
+        it to the reaper. No effect on SQLite and MariaDB, whose commit
+        durability is not a per-connection choice.
+    :param deadline: seconds each of the middleware's own statements may take
+        before it gives up (a logged warning; the response goes out without
+        ``Operation-Location`` or, after it, the operation is left to the
+        reaper); ``None``: no limit. Its own connections also get it as the
+        server's statement and lock timeout, and its own pool as its checkout
+        timeout. See :func:`tasktoolkit.orm.deadline`.
     """
 
     def __init__(
@@ -143,8 +152,6 @@ class OperationMiddleware:
         ttl: timedelta | None = DEFAULT_TTL,
         operations_path: str = "/operations",
         base_url: str | None = None,
-        fail_open: bool = False,
-        retry_after: int = DatabaseUnavailableError.RETRY_AFTER,
         durable: bool = False,
         deadline: float | None = DEFAULT_DEADLINE,
     ) -> None:
@@ -168,17 +175,15 @@ class OperationMiddleware:
             raise ValueError(f"operations_path must start with '/', got {operations_path!r}")
         if base_url is not None and not re.match(r"\Ahttps?://[!-~]+\Z", base_url):
             raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
-        whole_number(retry_after, "retry_after", minimum=0)
         self.app = app
         self.engine = prepare_engine(engine)
         self.methods = frozenset(methods)
         self.exclude_paths = tuple(p.rstrip("/") or "/" for p in exclude)
         self.caller_getter = caller_getter
         self.ttl = check_ttl(ttl, what="operation ttl")
+        self._ttl_seconds = None if self.ttl is None else int(self.ttl.total_seconds())
         self.operations_path = operations_path.rstrip("/")
         self.base_url = None if base_url is None else base_url.rstrip("/")
-        self.fail_open = bool(fail_open)
-        self.retry_after = retry_after
         self.durable = bool(durable)
         self.deadline = check_deadline(deadline)
         self._writer, self._owns_writer = autocommit_engine(
@@ -193,10 +198,10 @@ class OperationMiddleware:
 
         Other options: ``methods`` and ``exclude_paths`` (comma or space
         separated), ``caller_getter`` (``package.module:function``), ``ttl``
-        (seconds, or ``none``), ``operations_path``, ``base_url``, ``fail_open``
-        and ``durable`` (true/false), ``retry_after`` (seconds), ``deadline`` (seconds,
-        or ``none``), and any ``sqlalchemy.*`` engine
-        option (``sqlalchemy.pool_size = 10``). ``global_conf`` is not read.
+        (seconds, or ``none``), ``operations_path``, ``base_url``, ``durable``
+        (true/false), ``deadline`` (seconds, or ``none``), and any
+        ``sqlalchemy.*`` engine option (``sqlalchemy.pool_size = 10``).
+        ``global_conf`` is not read.
         """
         conf = dict(local_conf)
         db_url = conf.pop("db_url", None)
@@ -215,10 +220,8 @@ class OperationMiddleware:
                 options[key] = asttl(value, name=key)
             elif key in ("operations_path", "base_url"):
                 options[key] = value.strip()
-            elif key in ("fail_open", "durable"):
+            elif key == "durable":
                 options[key] = asbool(value, name=key)
-            elif key == "retry_after":
-                options[key] = asint(value, name=key)
             elif key == "deadline":
                 options[key] = asdeadline(value, name=key)
             else:
@@ -263,29 +266,18 @@ class OperationMiddleware:
                 base = f"{scheme}://{host}{base}"
         return f"{base}{self.operations_path}/{request_id}"
 
-    def _open(self, fields: OperationFields) -> OperationChange:
-        with deadline(self.deadline):
-            return self._open_once_or_twice(fields)
-
-    def _open_once_or_twice(self, fields: OperationFields) -> OperationChange:
+    def _write(self, work: Callable[[Connection], _R]) -> _R:
+        """``work`` on one of the middleware's own (AUTOCOMMIT) connections, within the deadline."""
         for attempt in range(2):
             try:
-                with self._writer.connect() as connection:
-                    return open_operation(connection, fields, ttl=self.ttl)
+                with deadline(self.deadline), self._writer.connect() as connection:
+                    return work(connection)
             except DBAPIError as exc:
                 # A pooled connection the server dropped (a restart) is
                 # invalidated with its pool: one retry gets a fresh one.
                 if attempt or not exc.connection_invalidated:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _refuse(
-        environ: WSGIEnvironment, start_response: StartResponse, error: TaskToolkitError
-    ) -> Iterable[bytes]:
-        """Answer ``error`` without calling the app (and without an operation)."""
-        response = response_for(environ, error)
-        return response(environ, start_response)  # type: ignore[no-any-return]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
@@ -301,108 +293,182 @@ class OperationMiddleware:
         try:
             caller = check_caller(self.caller_getter(environ))
         except InvalidCallerError as error:
-            return self._refuse(environ, start_response, error)
-        project_id, user_id = caller.project_id, caller.user_id
+            # Refused before the app runs, with no operation: ids are never cut.
+            return response_for(environ, error)(environ, start_response)  # type: ignore[no-any-return]
         fields = OperationFields(
             id=request_id,
             method=method,
             path=_clean(_decoded(environ.get("SCRIPT_NAME", "") + path_info), 2048) or "/",
             global_request_id=ctx.global_request_id,
-            project_id=project_id,
-            user_id=user_id,
+            project_id=caller.project_id,
+            user_id=caller.user_id,
+            created_at=utcnow(),
         )
-        try:
-            opened = self._open(fields)
-        except SQLAlchemyError as exc:
-            if not database_unavailable(exc):
-                raise
-            _log.warning(
-                "operation %s not written: database unavailable (%s)",
-                request_id,
-                "calling the app without it" if self.fail_open else "answering 503",
-                exc_info=True,
-            )
-            if self.fail_open:
-                return self.app(environ, start_response)
-            return self._refuse(
-                environ, start_response, DatabaseUnavailableError(retry_after=self.retry_after)
-            )
         environ[OPERATION_ID_KEY] = request_id
-        signals.send(signals.operation_opened, opened)
-        return self._run(environ, start_response, request_id, ctx, project_id, user_id)
+        pending = PendingOperation(fields, self._ttl_seconds)
+        return _Request(self, environ, pending).run(ctx, start_response)
 
-    def _run(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        request_id: str,
-        ctx: Any,
-        project_id: str | None,
-        user_id: str | None,
-    ) -> Iterable[bytes]:
-        location = environ[OPERATION_LOCATION_KEY] = self._location(environ, request_id)
-        # Per-request state lives in this frame and its closures, never on self.
-        status: list[int] = [500]
-
-        def start(
-            status_line: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
-        ) -> Any:
-            try:
-                status[0] = int(status_line[:3])
-            except ValueError:
-                status[0] = 500
-            if not any(name.lower() == "operation-location" for name, _ in headers):
-                headers = [*headers, ("Operation-Location", location)]
-            return start_response(status_line, headers, exc_info)
-
-        def failed(exc: BaseException) -> None:
-            status[0] = 500
-
-        def finish() -> None:
-            try:
-                self._finish(environ, request_id, status[0])
-            finally:
-                reset(token)
-
-        token = bind(replace(ctx, operation_id=request_id, project_id=project_id, user_id=user_id))
-        try:
-            result = self.app(environ, start)
-        except BaseException:
-            status[0] = 500
-            finish()
-            raise
-        # Wrapped even when it is a list: the status is written after the
-        # server has sent the body, so the client does not wait for it.
-        return ClosingIterator(result, finish, failed)
-
-    def _finish(self, environ: WSGIEnvironment, request_id: str, http_status: int) -> None:
+    def _target(self, environ: WSGIEnvironment) -> _Target:
+        """The route's action and the one resource the request targeted, as far as known."""
         action = None
         routing = environ.get(ROUTING_ARGS_KEY)
         if isinstance(routing, tuple) and len(routing) == 2 and isinstance(routing[1], dict):
-            found = routing[1].get("action")
-            action = _clean(found, 64)
+            action = _clean(routing[1].get("action"), 64)
         resource_type = resource_id = None
         target = environ.get(OPERATION_TARGET_KEY)
         if isinstance(target, tuple) and len(target) == 2:
             resource_type, resource_id = _clean(target[0], 64), _clean(target[1], 64)
+        return _Target(action, resource_type, resource_id)
+
+    def _write_finished(
+        self, environ: WSGIEnvironment, pending: PendingOperation, http_status: int
+    ) -> bool:
+        """Write the operation of a request that spawned nothing; whether it was written."""
+        to = self._target(environ)
         try:
-            with deadline(self.deadline), self._writer.connect() as connection:
-                finished = end_request(
-                    connection,
-                    request_id,
+            finished = self._write(
+                lambda c: write_finished(
+                    c,
+                    pending,
                     http_status,
-                    action=action,
-                    resource_type=resource_type,
-                    resource_id=resource_id,
+                    action=to.action,
+                    resource_type=to.resource_type,
+                    resource_id=to.resource_id,
                 )
+            )
+        except SQLAlchemyError as exc:
+            if not database_unavailable(exc):
+                raise
+            _log.warning(
+                "operation %s not written: the database is unavailable (%s)",
+                pending.fields.id,
+                _first_line(exc),
+                exc_info=_log.isEnabledFor(logging.DEBUG),
+            )
+            return False
+        fields = pending.fields
+        opened = OperationChange(fields.id, "running", None, fields.method, fields.path)
+        signals.send(signals.operation_opened, opened)
+        if finished is not None:
+            signals.send(signals.operation_finished, finished)
+        return True
+
+    def _end(self, environ: WSGIEnvironment, pending: PendingOperation, http_status: int) -> None:
+        """Record the end of a request whose spawn wrote its operation; one statement."""
+        to = self._target(environ)
+        try:
+            finished = self._write(
+                lambda c: end_request(
+                    c,
+                    pending.fields.id,
+                    http_status,
+                    action=to.action,
+                    resource_type=to.resource_type,
+                    resource_id=to.resource_id,
+                    ttl_seconds=pending.ttl_seconds,
+                    read_back=bool(signals.operation_finished.receivers),
+                )
+            )
         except SQLAlchemyError as exc:
             if not database_unavailable(exc):
                 raise
             # The response is gone already; the operation stays running (and
-            # shows the request never ended) rather than failing the server.
+            # shows the request never ended) until the reaper closes it.
             _log.error(
-                "operation %s: could not record the end of its request", request_id, exc_info=True
+                "operation %s: could not record the end of its request: %s",
+                pending.fields.id,
+                _first_line(exc),
+                exc_info=_log.isEnabledFor(logging.DEBUG),
             )
             return
         if finished is not None:
             signals.send(signals.operation_finished, finished)
+
+
+class _Target(NamedTuple):
+    action: str | None
+    resource_type: str | None
+    resource_id: str | None
+
+
+class _Request:
+    """One request under the middleware: its status, and whether its end is recorded.
+
+    Per-request state lives here, on the stack of the request, never on the middleware.
+    """
+
+    __slots__ = ("ended", "environ", "location", "middleware", "pending", "status")
+
+    def __init__(
+        self, middleware: OperationMiddleware, environ: WSGIEnvironment, pending: PendingOperation
+    ) -> None:
+        self.middleware = middleware
+        self.environ = environ
+        self.pending = pending
+        self.location = middleware._location(environ, pending.fields.id)
+        self.status = 500
+        #: The end of the request is recorded (its operation written finished).
+        self.ended = False
+
+    def run(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        fields = self.pending.fields
+        token = bind(
+            replace(
+                ctx,
+                operation_id=fields.id,
+                project_id=fields.project_id,
+                user_id=fields.user_id,
+                operation=self.pending,
+            )
+        )
+
+        def start(
+            status_line: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Any:
+            self.started(status_line)
+            written = self.pending.written or self.ended
+            if written and not any(name.lower() == "operation-location" for name, _ in headers):
+                headers = [*headers, ("Operation-Location", self.location)]
+            return start_response(status_line, headers, exc_info)
+
+        def finish() -> None:
+            try:
+                self.finish()
+            finally:
+                reset(token)
+
+        try:
+            result = self.middleware.app(self.environ, start)
+        except BaseException:
+            self.started("500 Internal Server Error")
+            finish()
+            raise
+        # Wrapped even when it is a list: the end is written after the server
+        # has sent the body, so the client does not wait for it.
+        return ClosingIterator(result, finish, self.failed)
+
+    def started(self, status_line: str) -> None:
+        """The response starts: a request that spawned nothing gets its operation now."""
+        try:
+            self.status = int(status_line[:3])
+        except ValueError:
+            self.status = 500
+        if not self.pending.written and not self.ended and self.status != _UNAVAILABLE:
+            self.ended = self.middleware._write_finished(self.environ, self.pending, self.status)
+        if self.pending.written or self.ended:
+            # For the request-id middleware's 500, should the app raise now.
+            self.environ[OPERATION_LOCATION_KEY] = self.location
+
+    def failed(self, exc: BaseException) -> None:
+        self.status = 500
+
+    def finish(self) -> None:
+        """The body is closed: record the end, unless the response start did."""
+        if self.pending.written and not self.ended:
+            self.ended = True
+            self.middleware._end(self.environ, self.pending, self.status)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

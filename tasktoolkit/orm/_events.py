@@ -18,8 +18,9 @@ receiver ever hears of a change that was not committed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from blinker import NamedSignal
@@ -28,8 +29,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
-from tasktoolkit.orm._operations import count_task_transition
+from tasktoolkit.orm._operations import PendingOperation, count_task_transition, open_or_count
 from tasktoolkit.orm._records import Task
+from tasktoolkit.orm._states import OperationState
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange, TaskChange
 
@@ -40,29 +42,21 @@ _LISTENING = "tasktoolkit.listening"
 
 
 class _Queued:
-    """A signal waiting for the commit of the transaction (or savepoint) ``scope``.
+    """Work waiting for the commit of the transaction (or savepoint) ``scope``.
 
-    ``rank`` orders what one commit sends: task signals (0) before the
-    operation signals (1) their moves caused, whatever order the code queued them in.
+    ``rank`` orders what one commit runs: the request's operation written (-1),
+    task signals (0), then the operation signals (1) their moves caused,
+    whatever order the code queued them in.
     """
 
-    __slots__ = ("change", "rank", "scope", "signal")
+    __slots__ = ("rank", "run", "scope")
 
     def __init__(
-        self,
-        scope: SessionTransaction | None,
-        signal: NamedSignal,
-        change: TaskChange | OperationChange,
-        rank: int,
+        self, scope: SessionTransaction | None, run: Callable[[], None], rank: int
     ) -> None:
         self.scope = scope
-        self.signal = signal
-        self.change = change
+        self.run = run
         self.rank = rank
-
-    def send(self) -> None:
-        sender = self.change.resource_type if isinstance(self.change, TaskChange) else None
-        signals.send(self.signal, self.change, sender)
 
 
 def change_of(task: Task, old_state: str | None) -> TaskChange:
@@ -84,6 +78,7 @@ def record_moves(
     *,
     now: datetime | None = None,
     connection: Connection | None = None,
+    opening: PendingOperation | None = None,
 ) -> None:
     """Roll ``changes`` into their operations' counts and queue their signals.
 
@@ -91,37 +86,59 @@ def record_moves(
     last active task this ends is finished here too. No commit.
 
     :param connection: the connection to count on (default: the session's).
+    :param opening: the operation of the request being served, not yet known
+        to be written: new tasks of it write it (or add to its count), and it
+        is known written once this transaction commits.
     """
     moment = now or utcnow()
     per_operation = Counter(
         (c.request_id, c.old_state, c.new_state) for c in changes if c.request_id is not None
     )
-    if per_operation:
+    finished = []
+    for (operation_id, old, new), count in per_operation.items():
         conn = connection if connection is not None else session.connection()
-        finished = [
-            count_task_transition(conn, operation_id, old, new, now=moment, count=count)
-            for (operation_id, old, new), count in per_operation.items()
-        ]
-    else:
-        finished = []
+        if opening is not None and old is None and operation_id == opening.fields.id:
+            open_or_count(conn, opening, count, now=moment)
+            _queue(session, partial(_written, opening), -1)
+        else:
+            finished.append(
+                count_task_transition(conn, operation_id, old, new, now=moment, count=count)
+            )
     for change in changes:
         signal = signals.task_created if change.old_state is None else signals.task_state_changed
-        _queue(session, signal, change, 0)
+        _queue_signal(session, signal, change, 0)
     for operation in finished:
         queue_operation_finished(session, operation)
+
+
+def _written(pending: PendingOperation) -> None:
+    """A transaction that wrote the request's operation committed: it exists now."""
+    if pending.written:
+        return
+    pending.written = True
+    fields = pending.fields
+    opened = OperationChange(
+        fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
+    )
+    signals.send(signals.operation_opened, opened)
 
 
 def queue_operation_finished(session: Session, change: OperationChange | None) -> None:
     """Send ``operation_finished`` for ``change`` once ``session`` commits."""
     if change is not None:
-        _queue(session, signals.operation_finished, change, 1)
+        _queue_signal(session, signals.operation_finished, change, 1)
 
 
-def _queue(
+def _queue_signal(
     session: Session, signal: NamedSignal, change: TaskChange | OperationChange, rank: int
 ) -> None:
-    if not signal.receivers:
-        return  # nobody listens: nothing to keep until the commit
+    if signal.receivers:  # else nothing to keep until the commit
+        sender = change.resource_type if isinstance(change, TaskChange) else None
+        _queue(session, partial(signals.send, signal, change, sender), rank)
+
+
+def _queue(session: Session, run: Callable[[], None], rank: int) -> None:
+    """Run ``run`` once the change made now in ``session`` is committed."""
     if not session.info.get(_LISTENING):
         event.listen(session, "after_commit", _send_queued)
         event.listen(session, "after_soft_rollback", _drop_rolled_back)
@@ -131,7 +148,7 @@ def _queue(
     # that savepoint back must drop its signal and no other.
     scope = session.get_nested_transaction() or session.get_transaction()
     queue: list[_Queued] = session.info.setdefault(_QUEUE, [])
-    queue.append(_Queued(scope, signal, change, rank))
+    queue.append(_Queued(scope, run, rank))
 
 
 def _boundary(transaction: SessionTransaction) -> SessionTransaction:
@@ -162,7 +179,7 @@ def _send_queued(session: Session) -> None:
         return
     queue: list[_Queued] = session.info.pop(_QUEUE, None) or []
     for queued in sorted(queue, key=lambda q: q.rank):  # stable: queue order within a rank
-        queued.send()
+        queued.run()
 
 
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:

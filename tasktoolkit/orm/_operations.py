@@ -22,14 +22,17 @@ finishes the operation when nothing is left active (:func:`settle_operation`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, cast
 
-from sqlalchemy import String, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult
-from sqlalchemy.sql.dml import Update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
 from tasktoolkit.orm._records import operations_table as _T
@@ -40,11 +43,14 @@ from tasktoolkit.signals import OperationChange
 
 __all__ = [
     "OperationFields",
+    "PendingOperation",
     "count_task_transition",
     "end_request",
     "open_operation",
+    "open_or_count",
     "orphaned_operations",
     "settle_operation",
+    "write_finished",
 ]
 
 
@@ -61,6 +67,57 @@ class OperationFields:
     resource_id: str | None = None
     project_id: str | None = None
     user_id: str | None = None
+    #: When the request started (default: when the row is written).
+    created_at: datetime | None = None
+
+
+class _FromRow:
+    """The operation's own ttl, read from its row."""
+
+
+_FROM_ROW = _FromRow()
+
+
+@dataclass(slots=True)
+class PendingOperation:
+    """The operation of a request being served, not yet written.
+
+    The request's first spawn writes it in the app's own transaction
+    (:func:`open_or_count`), so the operation commits with what the request
+    created or not at all; ``written`` turns true when such a transaction
+    commits. A request that never got that far has it written, already
+    finished, when its response starts (:func:`write_finished`).
+
+    :param ttl_seconds: how long it is kept once finished; ``None`` keeps it.
+    """
+
+    fields: OperationFields
+    ttl_seconds: int | None
+    written: bool = False
+
+
+def _row(fields: OperationFields, ttl_seconds: int | None, now: datetime) -> dict[str, Any]:
+    """The columns of a new ``running`` operation."""
+    return {
+        "id": fields.id,
+        "global_request_id": fields.global_request_id,
+        "method": fields.method[:16],
+        "path": fields.path[:2048],
+        "action": fields.action,
+        "resource_type": fields.resource_type,
+        "resource_id": fields.resource_id,
+        "project_id": fields.project_id,
+        "user_id": fields.user_id,
+        "state": OperationState.RUNNING.value,
+        "ttl_seconds": ttl_seconds,
+        "created_at": fields.created_at or now,
+        "updated_at": now,
+    }
+
+
+def _ttl_seconds(ttl: timedelta | None) -> int | None:
+    checked = check_ttl(ttl, what="operation ttl")
+    return None if checked is None else int(checked.total_seconds())
 
 
 def open_operation(
@@ -74,29 +131,73 @@ def open_operation(
 
     :param ttl: how long the operation is kept once finished; ``None`` keeps it.
     """
-    ttl = check_ttl(ttl, what="operation ttl")
-    now = now or utcnow()
-    connection.execute(
-        _INSERT,
-        {
-            "id": fields.id,
-            "global_request_id": fields.global_request_id,
-            "method": fields.method[:16],
-            "path": fields.path[:2048],
-            "action": fields.action,
-            "resource_type": fields.resource_type,
-            "resource_id": fields.resource_id,
-            "project_id": fields.project_id,
-            "user_id": fields.user_id,
-            "state": OperationState.RUNNING.value,
-            "ttl_seconds": None if ttl is None else int(ttl.total_seconds()),
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    connection.execute(_INSERT, _row(fields, _ttl_seconds(ttl), now or utcnow()))
     return OperationChange(
         fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
     )
+
+
+def open_or_count(
+    connection: Connection, pending: PendingOperation, count: int, *, now: datetime
+) -> None:
+    """Write the request's operation with ``count`` more pending tasks; one statement.
+
+    Inserts the operation (``running``) or, when a transaction of the same
+    request wrote it already, adds to its pending count. A row the request
+    wrote finished when its response started, before a later spawn of it
+    committed, is running again: it ends once the tasks do.
+    """
+    row = _row(pending.fields, pending.ttl_seconds, now)
+    row["tasks_pending"] = count
+    connection.execute(_open_or_count(connection.dialect.name), row)
+
+
+def write_finished(
+    connection: Connection,
+    pending: PendingOperation,
+    http_status: int,
+    *,
+    action: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    now: datetime | None = None,
+) -> OperationChange | None:
+    """Write the operation of a request that spawned nothing, already finished; one statement.
+
+    When a transaction of the request wrote it after all (the app committed
+    a spawn while this ran), its end is recorded instead (:func:`end_request`).
+
+    :returns: the finished operation's change.
+    """
+    now = now or utcnow()
+    fields = replace(
+        pending.fields, action=action, resource_type=resource_type, resource_id=resource_id
+    )
+    if resource_type is None or resource_id is None:
+        fields = replace(fields, resource_type=None, resource_id=None)
+    row = _row(fields, pending.ttl_seconds, now)
+    del row["state"]  # the statement's: from the status
+    row.update(
+        op_status=http_status,
+        finished_at=now,
+        expires_at=None
+        if pending.ttl_seconds is None
+        else now + timedelta(seconds=pending.ttl_seconds),
+    )
+    try:
+        state = connection.execute(_INSERT_FINISHED, row).scalar_one()
+    except IntegrityError:
+        return end_request(
+            connection,
+            fields.id,
+            http_status,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            ttl_seconds=pending.ttl_seconds,
+            now=now,
+        )
+    return OperationChange(fields.id, state, http_status, fields.method, fields.path)
 
 
 def end_request(
@@ -107,38 +208,56 @@ def end_request(
     action: str | None = None,
     resource_type: str | None = None,
     resource_id: str | None = None,
+    ttl_seconds: int | _FromRow | None = _FROM_ROW,
+    read_back: bool = True,
     now: datetime | None = None,
 ) -> OperationChange | None:
-    """Record the response status; finish the operation if no task is active.
+    """Record the response status, and finish the operation if no task is active; one statement.
 
-    Also safe on an AUTOCOMMIT connection (the middleware uses one): the status
-    update and each task-count update still serialise on the row, and the final
-    move is a compare-and-set on ``state``, so exactly one party finishes it.
+    Safe on an AUTOCOMMIT connection (the middleware uses one) and against
+    workers finishing tasks at the same moment: the update serialises with
+    their count updates on the row and reads the counts they left, and a
+    worker finishes the operation only once the status is there, so exactly
+    one party finishes it.
 
     :param action: the route's action, known only once the app has routed.
     :param resource_type: with ``resource_id``, the one resource the request
         targeted, when known; ``None`` keeps what was recorded.
+    :param ttl_seconds: how long the operation is kept once finished, as it
+        was opened with (``None`` keeps it); read from its row (one statement
+        more) when not given.
+    :param read_back: where ``UPDATE ... RETURNING`` is missing (MariaDB), read
+        the row back (one statement more) to tell whether this finished it;
+        without it, the answer is ``None``.
     :returns: the finished operation's change, or ``None`` while tasks still run.
     """
     now = now or utcnow()
     if resource_type is None or resource_id is None:
         resource_type = resource_id = None
+    if isinstance(ttl_seconds, _FromRow):
+        ttl_seconds = connection.execute(
+            select(_T.c.ttl_seconds).where(_T.c.id == _ID), {"op_id": operation_id}
+        ).scalar()
     params = {
         "op_id": operation_id,
         "op_status": http_status,
         "op_now": now,
+        "op_expires": None if ttl_seconds is None else now + timedelta(seconds=ttl_seconds),
         "op_action": None if action is None else action[:64],
         "op_resource_type": None if resource_type is None else resource_type[:64],
         "op_resource_id": None if resource_id is None else resource_id[:64],
     }
     if connection.dialect.update_returning:
-        # One round trip instead of two: the row as this update left it.
-        row = connection.execute(_END_RETURNING, params).one_or_none()
-        if row is not None:
-            return _finish_row(connection, operation_id, row, now)
+        row = connection.execute(_END.returning(*_ENDED), params).one_or_none()
+    elif connection.execute(_END, params).rowcount == 1 and read_back:
+        # No RETURNING (MariaDB): the row as it is now; this update finished
+        # it if it carries this update's own finishing time.
+        row = connection.execute(select(*_ENDED).where(_T.c.id == _ID), params).one_or_none()
     else:
-        connection.execute(_END, params)
-    return _finish_if_done(connection, operation_id, now)
+        row = None
+    if row is None or row.finished_at != now or row.state == OperationState.RUNNING:
+        return None
+    return OperationChange(operation_id, row.state, http_status, row.method, row.path)
 
 
 def count_task_transition(
@@ -164,29 +283,45 @@ def count_task_transition(
     return _finish_if_done(connection, operation_id, now)
 
 
-_FINISH_COLUMNS = (
-    _T.c.state,
-    _T.c.http_status,
-    _T.c.method,
-    _T.c.path,
-    _T.c.ttl_seconds,
-    _T.c.tasks_pending,
-    _T.c.tasks_running,
-    _T.c.tasks_failed,
-    _T.c.tasks_cancelled,
-)
-
 # The statements of every mutating request and task transition, built once:
 # building and coercing a statement costs more than its round trip to SQLite.
 # Bind names are prefixed, as an UPDATE may not reuse a column's name.
 _ID = bindparam("op_id", type_=_T.c.id.type)
 _NOW = bindparam("op_now", type_=_T.c.updated_at.type)
+_STATUS = bindparam("op_status", type_=_T.c.http_status.type)
+_EXPIRES = bindparam("op_expires", type_=_T.c.expires_at.type)
+#: No task of the operation is active.
+_IDLE = (_T.c.tasks_pending == 0) & (_T.c.tasks_running == 0)
+
+
+def _final_state(
+    status: ColumnElement[Any], failed: ColumnElement[Any], cancelled: ColumnElement[Any]
+) -> ColumnElement[str]:
+    """The state an operation ends in, once its request has ended and no task is active.
+
+    The one rule: ``failed`` when the response was 4xx/5xx or a task failed,
+    ``cancelled`` when tasks were cancelled and none failed, else ``succeeded``.
+    """
+    return case(
+        ((status >= 400) | (failed > 0), OperationState.FAILED.value),
+        (cancelled > 0, OperationState.CANCELLED.value),
+        else_=OperationState.SUCCEEDED.value,
+    )
+
+
 _INSERT = insert(_T)
+#: A request that spawned nothing: its operation, finished (no task, so only its status counts).
+_INSERT_FINISHED = (
+    insert(_T)
+    .values(state=_final_state(_STATUS, literal(0), literal(0)), http_status=_STATUS)
+    .returning(_T.c.state)
+)
+_ENDED = (_T.c.state, _T.c.method, _T.c.path, _T.c.finished_at)
 _END = (
     update(_T)
-    .where(_T.c.id == _ID, _T.c.http_status.is_(None))
+    .where(_T.c.id == _ID, _T.c.http_status.is_(None), _T.c.state == OperationState.RUNNING.value)
     .values(
-        http_status=bindparam("op_status", type_=_T.c.http_status.type),
+        http_status=_STATUS,
         updated_at=_NOW,
         # None keeps what was recorded.
         action=func.coalesce(bindparam("op_action", type_=String), _T.c.action),
@@ -194,20 +329,63 @@ _END = (
             bindparam("op_resource_type", type_=String), _T.c.resource_type
         ),
         resource_id=func.coalesce(bindparam("op_resource_id", type_=String), _T.c.resource_id),
+        # Finished here when no task is active. The status is the parameter,
+        # not the column: MariaDB would read the column as this update set it.
+        state=case(
+            (_IDLE, _final_state(_STATUS, _T.c.tasks_failed, _T.c.tasks_cancelled)),
+            else_=_T.c.state,
+        ),
+        finished_at=case((_IDLE, _NOW), else_=None),
+        expires_at=case((_IDLE, _EXPIRES), else_=None),
     )
 )
-_END_RETURNING = _END.returning(*_FINISH_COLUMNS)
-_READ_FINISH = select(*_FINISH_COLUMNS).where(_T.c.id == _ID)
+_READ_FINISH = select(
+    _T.c.state, _T.c.http_status, _T.c.method, _T.c.path, _T.c.ttl_seconds, _IDLE.label("idle")
+).where(_T.c.id == _ID)
 _FINISH = (
     update(_T)
     .where(_T.c.id == _ID, _T.c.state == OperationState.RUNNING.value)
     .values(
-        state=bindparam("op_state", type_=_T.c.state.type),
+        state=_final_state(_T.c.http_status, _T.c.tasks_failed, _T.c.tasks_cancelled),
         finished_at=_NOW,
         updated_at=_NOW,
-        expires_at=bindparam("op_expires", type_=_T.c.expires_at.type),
+        expires_at=_EXPIRES,
     )
 )
+
+
+def _open_or_count(dialect: str) -> Insert:
+    """The spawn's statement: insert the operation, or add to its pending count."""
+    if dialect in _OPEN_OR_COUNT:
+        return _OPEN_OR_COUNT[dialect]
+    reopen = {
+        "state": OperationState.RUNNING.value,
+        "finished_at": None,
+        "expires_at": None,
+    }
+    statement: Insert
+    if dialect in ("mysql", "mariadb"):
+        mysql_insert = mysql.insert(_T)
+        statement = mysql_insert.on_duplicate_key_update(
+            tasks_pending=_T.c.tasks_pending + mysql_insert.inserted.tasks_pending,
+            updated_at=mysql_insert.inserted.updated_at,
+            **reopen,
+        )
+    else:
+        upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
+        statement = upsert.on_conflict_do_update(
+            index_elements=[_T.c.id],
+            set_={
+                "tasks_pending": _T.c.tasks_pending + upsert.excluded.tasks_pending,
+                "updated_at": upsert.excluded.updated_at,
+                **reopen,
+            },
+        )
+    _OPEN_OR_COUNT[dialect] = statement
+    return statement
+
+
+_OPEN_OR_COUNT: dict[str, Insert] = {}
 
 
 def _count_statement(old_state: str | None, new_state: str) -> Update:
@@ -232,36 +410,29 @@ _COUNT: Mapping[tuple[str | None, str], Update] = MappingProxyType(
 def _finish_if_done(
     connection: Connection, operation_id: str, now: datetime
 ) -> OperationChange | None:
+    """Finish the operation if its request has ended and no task is active."""
     row = connection.execute(_READ_FINISH, {"op_id": operation_id}).one_or_none()
-    return _finish_row(connection, operation_id, row, now)
-
-
-def _finish_row(
-    connection: Connection, operation_id: str, row: Any, now: datetime
-) -> OperationChange | None:
-    """Finish the operation whose current row is ``row``, if nothing keeps it running."""
     if (
         row is None
         or row.state != OperationState.RUNNING
         or row.http_status is None
-        or row.tasks_pending > 0
-        or row.tasks_running > 0
+        or not row.idle
     ):
         return None
-    if row.http_status >= 400 or row.tasks_failed > 0:
-        state = OperationState.FAILED
-    elif row.tasks_cancelled > 0:
-        state = OperationState.CANCELLED
+    params = {
+        "op_id": operation_id,
+        "op_now": now,
+        "op_expires": None if row.ttl_seconds is None else now + timedelta(seconds=row.ttl_seconds),
+    }
+    if connection.dialect.update_returning:
+        state = connection.execute(_FINISH.returning(_T.c.state), params).scalar()
+    elif connection.execute(_FINISH, params).rowcount == 1:
+        state = connection.execute(select(_T.c.state).where(_T.c.id == _ID), params).scalar()
     else:
-        state = OperationState.SUCCEEDED
-    expires_at = None if row.ttl_seconds is None else now + timedelta(seconds=row.ttl_seconds)
-    result = connection.execute(
-        _FINISH,
-        {"op_id": operation_id, "op_state": state.value, "op_now": now, "op_expires": expires_at},
-    )
-    if result.rowcount != 1:
+        state = None
+    if state is None:
         return None
-    return OperationChange(operation_id, state.value, row.http_status, row.method, row.path)
+    return OperationChange(operation_id, state, row.http_status, row.method, row.path)
 
 
 def orphaned_operations(connection: Connection, *, limit: int) -> list[str]:

@@ -78,6 +78,7 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.orm._events import change_of, record_moves
 from tasktoolkit.orm._expiry import ExpiryPolicy
+from tasktoolkit.orm._operations import PendingOperation
 from tasktoolkit.orm._records import Task, tasks_table
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, TaskState
 from tasktoolkit.orm._types import UTCDateTime, utcnow
@@ -394,7 +395,13 @@ def spawn_tasks(
     session.connection().execute(insert(tasks_table), rows)
     created = [_persistent_task(row) for row in rows]
     session.add_all(created)  # detached -> persistent: no SQL
-    record_moves(session, [change_of(task, None) for task in created], now=now)
+    opening = ctx.operation if ctx is not None else None
+    record_moves(
+        session,
+        [change_of(task, None) for task in created],
+        now=now,
+        opening=opening if isinstance(opening, PendingOperation) else None,
+    )
     for resource, _ in items:
         loaded = inspect(resource).dict
         if "tasks" in loaded or "active_tasks" in loaded:

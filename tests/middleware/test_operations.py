@@ -30,13 +30,13 @@ def operation_count(session_factory: sessionmaker[Session]) -> int:
         return int(s.scalar(select(func.count()).select_from(Operation)) or 0)
 
 
-def test_mutating_request_writes_an_operation_before_the_app_runs(
+def test_the_operation_commits_with_the_apps_first_spawn(
     make_stack: Stack, session_factory: sessionmaker[Session], operation: OperationGetter
 ) -> None:
     during: list[Operation | None] = []
 
     def look(environ: dict[str, Any]) -> None:
-        # another connection sees it: it is committed before the app runs
+        # nothing is written before the app runs: its spawn writes the operation
         during.append(operation(environ[OPERATION_ID_KEY]))
 
     stack = make_stack(cluster_app(session_factory, on_request=look))
@@ -51,8 +51,7 @@ def test_mutating_request_writes_an_operation_before_the_app_runs(
     )
     rid = response.headers["X-Request-Id"]
     assert response.json["operation_id"] == rid
-    assert during[0] is not None and during[0].state == "running"
-    assert during[0].http_status is None
+    assert during == [None]
     op = operation(rid)
     assert op is not None
     assert (op.method, op.path, op.project_id, op.user_id) == ("POST", "/clusters", "p1", "u1")
@@ -169,28 +168,45 @@ def test_app_that_raises_records_500_and_answers_it(
     assert (op.state, op.http_status, op.path) == ("failed", 500, "/raise")
 
 
-def test_error_while_streaming_records_500(
-    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+@pytest.mark.parametrize(
+    ("spawns", "expected"),
+    [
+        # Written, finished, when its response started: the status it started with.
+        pytest.param(False, ("succeeded", 200), id="spawned-nothing"),
+        # Its end is recorded after the body: the error is there, and the
+        # operation fails once its tasks end.
+        pytest.param(True, ("running", 500), id="spawned"),
+    ],
+)
+def test_error_while_streaming(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    operation: OperationGetter,
+    spawns: bool,
+    expected: tuple[str, int],
 ) -> None:
+    spawning = cluster_app(session_factory)
+
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        if spawns:
+            spawning(environ, lambda status, headers, exc_info=None: None)
         start_response("200 OK", [("Content-Type", "text/plain")])
         yield b"partial"
         raise RuntimeError("mid-body")
 
     operations = OperationMiddleware(app, engine=engine)
+    environ = webob.Request.blank("/clusters", method="POST").environ
     try:
         result: Any = RequestIdMiddleware(operations)(
-            webob.Request.blank("/x", method="POST").environ,
-            lambda status, headers, exc_info=None: None,
+            environ, lambda status, headers, exc_info=None: None
         )
         with pytest.raises(RuntimeError, match="mid-body"):
             list(result)
-        rid = context.current().operation_id  # type: ignore[union-attr]
         result.close()
     finally:
         operations.close()
-    op = operation(rid)
-    assert op is not None and (op.state, op.http_status) == ("failed", 500)
+    op = operation(environ[OPERATION_ID_KEY])
+    assert op is not None and (op.state, op.http_status) == expected
 
 
 def test_streaming_body_is_not_buffered_and_closed_before_the_end_is_recorded(
@@ -207,8 +223,6 @@ def test_streaming_body_is_not_buffered_and_closed_before_the_end_is_recorded(
         assert next(iter(result)) == b"one "  # one chunk at a time
         assert len(streaming.seen_while_iterating) == 1
         assert list(result) == [b"two ", b"three"]
-        op = operation(rid)
-        assert op is not None and op.state == "running"  # not until closed
         result.close()
     finally:
         operations.close()
@@ -260,7 +274,25 @@ def test_route_action_is_recorded_from_routing_args(
     assert op is not None and (op.action, op.state) == ("reboot", "succeeded")
 
 
-def test_signals_are_sent_after_commit(stack: webtest.TestApp, operation: OperationGetter) -> None:
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        # Written finished when its response starts: opened, then finished at once.
+        pytest.param(
+            "/things/1",
+            [("opened", "running", "succeeded"), ("finished", "succeeded", "succeeded")],
+            id="spawned-nothing",
+        ),
+        # Written by the app's commit; its tasks keep it running past the response.
+        pytest.param("/clusters", [("opened", "running", "running")], id="spawned"),
+    ],
+)
+def test_signals_are_sent_after_commit(
+    stack: webtest.TestApp,
+    operation: OperationGetter,
+    path: str,
+    expected: list[tuple[str, str, str]],
+) -> None:
     heard: list[tuple[str, signals.OperationChange, str | None]] = []
 
     def opened(sender: object, change: signals.OperationChange) -> None:
@@ -275,12 +307,10 @@ def test_signals_are_sent_after_commit(stack: webtest.TestApp, operation: Operat
         signals.operation_opened.connected_to(opened),
         signals.operation_finished.connected_to(finished),
     ):
-        response = stack.put("/things/1")
+        response = stack.post(path)
     rid = response.headers["X-Request-Id"]
-    assert [(k, c.operation_id, c.state, s) for k, c, s in heard] == [
-        ("opened", rid, "running", "running"),
-        ("finished", rid, "succeeded", "succeeded"),
-    ]
+    assert {c.operation_id for _, c, _ in heard} == {rid}
+    assert [(k, c.state, s) for k, c, s in heard] == expected
 
 
 def test_failing_signal_receiver_does_not_break_the_request(
@@ -399,7 +429,6 @@ def test_outside_request_id_middleware_is_a_clear_error(
         pytest.param({"exclude_paths": ["health"]}, ValueError, id="relative-exclude"),
         pytest.param({"operations_path": "operations"}, ValueError, id="relative-operations"),
         pytest.param({"base_url": "api.example"}, ValueError, id="base-url-not-absolute"),
-        pytest.param({"retry_after": -1}, ValueError, id="negative-retry-after"),
         pytest.param({"ttl": -5}, InvalidTTLError, id="ttl-not-a-timedelta"),
         pytest.param({"ttl": timedelta(seconds=-5)}, InvalidTTLError, id="negative-ttl"),
         pytest.param({"ttl": timedelta(days=100_000)}, InvalidTTLError, id="absurd-ttl"),
@@ -465,18 +494,45 @@ def test_tasks_done_before_the_request_ends_finish_the_operation_at_its_end(
     assert (op.state, op.http_status, op.task_counts["succeeded"]) == ("succeeded", 201, 2)
 
 
-def test_one_statement_before_the_app_and_no_rollback_round_trips(
-    engine: Engine, session_factory: sessionmaker[Session]
+@pytest.mark.parametrize(
+    ("path", "in_app", "at_start", "after"),
+    [
+        # The app's spawn writes the operation in the app's transaction (it replaces
+        # the count update a spawn sends anyway); the end is one statement after it.
+        pytest.param("/clusters", ["INSERT"], [], ["UPDATE"], id="spawning"),
+        # Nothing spawned: the operation, finished, in one statement as the response starts.
+        pytest.param("/things/1", [], ["INSERT"], [], id="spawning-nothing"),
+    ],
+)
+def test_no_statement_before_the_response_and_one_for_the_operation(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    path: str,
+    in_app: list[str],
+    at_start: list[str],
+    after: list[str],
 ) -> None:
-    executed: list[str] = []
-    at_app: list[int] = []
+    executed: dict[str, list[str]] = {"before": [], "app": [], "start": [], "after": []}
+    phase = ["before"]
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        executed.append(statement)
+        if "tasktoolkit_operations" in statement:
+            executed[phase[0]].append(statement.split()[0])
 
-    app = cluster_app(session_factory, on_request=lambda environ: at_app.append(len(executed)))
+    def enter_app(environ: dict[str, Any]) -> None:
+        phase[0] = "app"
+
+    inner = cluster_app(session_factory, on_request=enter_app)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(*args: Any) -> Any:
+            phase[0] = "start"  # the app starts its response
+            return start_response(*args)
+
+        return inner(environ, start)
+
     operations = OperationMiddleware(app, engine=engine)
-    stack = webtest.TestApp(RequestIdMiddleware(operations))
+    stack = RequestIdMiddleware(operations)
 
     def rollbacks() -> int:
         # MariaDB counts them per connection; the pool holds one after a request
@@ -484,16 +540,19 @@ def test_one_statement_before_the_app_and_no_rollback_round_trips(
             return int(conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_rollback'").one()[1])
 
     try:
-        stack.put("/things/0")  # the pools have their connections now
+        webtest.TestApp(stack).post("/things/0")  # the pools have their connections now
         before = rollbacks() if engine.dialect.name == "mysql" else 0
         event.listen(Engine, "before_cursor_execute", count)
         try:
-            stack.put("/things/1")
+            environ = webob.Request.blank(path, method="POST").environ
+            result: Any = stack(environ, lambda status, headers, exc_info=None: None)
+            phase[0] = "after"
+            list(result)
+            result.close()
         finally:
             event.remove(Engine, "before_cursor_execute", count)
-        after = rollbacks() if engine.dialect.name == "mysql" else 0
+        after_rollbacks = rollbacks() if engine.dialect.name == "mysql" else 0
     finally:
         operations.close()
-    assert at_app[-1] == 1
-    assert executed[0].startswith("INSERT INTO tasktoolkit_operations")
-    assert after == before  # an AUTOCOMMIT connection is not rolled back on return
+    assert executed == {"before": [], "app": in_app, "start": at_start, "after": after}
+    assert after_rollbacks == before  # an AUTOCOMMIT connection is not rolled back on return

@@ -48,8 +48,7 @@ db_url = {db_url}
 methods = POST, put DELETE
 exclude_paths = /healthcheck
 ttl = 3600
-fail_open = no
-retry_after = 9
+durable = yes
 sqlalchemy.pool_size = 3
 
 [app:cluster]
@@ -76,8 +75,7 @@ def test_api_paste_ini_pipeline_loads_and_serves(
         assert operations.methods == {"POST", "PUT", "DELETE"}
         assert operations.exclude_paths == ("/healthcheck",)
         assert operations.ttl == timedelta(hours=1)
-        assert operations.fail_open is False
-        assert operations.retry_after == 9
+        assert operations.durable is True
         assert operations.engine.pool.size() == 3  # type: ignore[attr-defined]
 
         app = webtest.TestApp(pipeline, lint=True)
@@ -100,10 +98,9 @@ def test_api_paste_ini_pipeline_loads_and_serves(
     ("options", "message"),
     [
         pytest.param({}, "set db_url", id="no-database"),
-        pytest.param({"db_url": "sqlite://", "fail_open": "maybe"}, "fail_open", id="bad-bool"),
-        pytest.param({"db_url": "sqlite://", "retry_after": "soon"}, "retry_after", id="bad-int"),
-        pytest.param({"db_url": "sqlite://", "ttl": "a day"}, "ttl", id="bad-ttl"),
+        pytest.param({"db_url": "sqlite://", "durable": "maybe"}, "durable", id="bad-bool"),
         pytest.param({"db_url": "sqlite://", "deadline": "soon"}, "deadline", id="bad-deadline"),
+        pytest.param({"db_url": "sqlite://", "ttl": "a day"}, "ttl", id="bad-ttl"),
         pytest.param({"db_url": "sqlite://", "colour": "red"}, "unknown option", id="unknown"),
         pytest.param(
             {"db_url": "sqlite://", "caller_getter": "no.such.module:f"},
@@ -132,11 +129,11 @@ def test_operations_filter_refuses_a_deadline_out_of_range(value: str) -> None:
 def test_operations_factory_accepts_sqlalchemy_url_and_none_ttl() -> None:
     make = OperationMiddleware.factory(
         {"db_url": "ignored: global_conf is never read"},
-        **{"sqlalchemy.url": "sqlite://", "ttl": "none", "fail_open": "TRUE", "deadline": "2.5"},
+        **{"sqlalchemy.url": "sqlite://", "ttl": "none", "durable": "TRUE", "deadline": "2.5"},
     )
     middleware = make(lambda environ, start_response: [])
     try:
-        assert middleware.ttl is None and middleware.fail_open is True
+        assert middleware.ttl is None and middleware.durable is True
         assert middleware.deadline == 2.5
         assert middleware.engine.dialect.name == "sqlite"
     finally:
