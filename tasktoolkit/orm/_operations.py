@@ -235,9 +235,7 @@ def end_request(
     if resource_type is None or resource_id is None:
         resource_type = resource_id = None
     if isinstance(ttl_seconds, _FromRow):
-        ttl_seconds = connection.execute(
-            select(_T.c.ttl_seconds).where(_T.c.id == _ID), {"op_id": operation_id}
-        ).scalar()
+        ttl_seconds = connection.execute(_READ_TTL, {"op_id": operation_id}).scalar()
     params = {
         "op_id": operation_id,
         "op_status": http_status,
@@ -248,11 +246,11 @@ def end_request(
         "op_resource_id": None if resource_id is None else resource_id[:64],
     }
     if connection.dialect.update_returning:
-        row = connection.execute(_END.returning(*_ENDED), params).one_or_none()
+        row = connection.execute(_END_RETURNING, params).one_or_none()
     elif connection.execute(_END, params).rowcount == 1 and read_back:
         # No RETURNING (MariaDB): the row as it is now; this update finished
         # it if it carries this update's own finishing time.
-        row = connection.execute(select(*_ENDED).where(_T.c.id == _ID), params).one_or_none()
+        row = connection.execute(_READ_ENDED, params).one_or_none()
     else:
         row = None
     if row is None or row.finished_at != now or row.state == OperationState.RUNNING:
@@ -339,6 +337,8 @@ _END = (
         expires_at=case((_IDLE, _EXPIRES), else_=None),
     )
 )
+_END_RETURNING = _END.returning(*_ENDED)
+_READ_ENDED = select(*_ENDED).where(_T.c.id == _ID)
 _READ_FINISH = select(
     _T.c.state, _T.c.http_status, _T.c.method, _T.c.path, _T.c.ttl_seconds, _IDLE.label("idle")
 ).where(_T.c.id == _ID)
@@ -352,6 +352,10 @@ _FINISH = (
         expires_at=_EXPIRES,
     )
 )
+
+_FINISH_RETURNING = _FINISH.returning(_T.c.state)
+_READ_STATE = select(_T.c.state).where(_T.c.id == _ID)
+_READ_TTL = select(_T.c.ttl_seconds).where(_T.c.id == _ID)
 
 
 def _open_or_count(dialect: str) -> Insert:
@@ -425,9 +429,9 @@ def _finish_if_done(
         "op_expires": None if row.ttl_seconds is None else now + timedelta(seconds=row.ttl_seconds),
     }
     if connection.dialect.update_returning:
-        state = connection.execute(_FINISH.returning(_T.c.state), params).scalar()
+        state = connection.execute(_FINISH_RETURNING, params).scalar()
     elif connection.execute(_FINISH, params).rowcount == 1:
-        state = connection.execute(select(_T.c.state).where(_T.c.id == _ID), params).scalar()
+        state = connection.execute(_READ_STATE, params).scalar()
     else:
         state = None
     if state is None:
