@@ -259,8 +259,13 @@ def run(bench: Bench) -> dict[str, float]:
     if sqlite:
         default, _ = _run_on(bench, wal=False)
         rows += [
-            (f"{name}, default journal", default[name] * 1e3, default[name] / default["bare app"])
-            + ("", "")
+            (
+                f"{name}, default journal",
+                default[name] * 1e3,
+                default[name] / default["bare app"],
+                "",
+                "",
+            )
             for name in default
         ]
         figures["post_ratio_vs_bare_default_journal"] = (
