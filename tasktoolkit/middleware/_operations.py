@@ -268,9 +268,13 @@ class OperationMiddleware:
 
     def _write(self, work: Callable[[Connection], _R]) -> _R:
         """``work`` on one of the middleware's own (AUTOCOMMIT) connections, within the deadline."""
+        with deadline(self.deadline):  # one deadline for both tries
+            return self._write_once_or_twice(work)
+
+    def _write_once_or_twice(self, work: Callable[[Connection], _R]) -> _R:
         for attempt in range(2):
             try:
-                with deadline(self.deadline), self._writer.connect() as connection:
+                with self._writer.connect() as connection:
                     return work(connection)
             except DBAPIError as exc:
                 # A pooled connection the server dropped (a restart) is
