@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from tasktoolkit import __version__
 from tasktoolkit.errors import InvalidDurationError, TaskToolkitError
 from tasktoolkit.orm import Scope, Task, get_operation, operation_tasks, prepare_engine, purge, reap
 from tasktoolkit.orm._expiry import MAX_TTL
@@ -121,6 +122,7 @@ def _positive_seconds(text: str) -> float:
 
 def _build_parser() -> _Parser:
     parser = _Parser(prog=PROG, description="Maintain tasktoolkit's tasks and operations.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, help: str, run: Callable[[argparse.Namespace], int]) -> _Parser:
