@@ -35,6 +35,7 @@ from tasktoolkit.orm._queries import (
 from tasktoolkit.orm._reaper import ReapResult, reap
 from tasktoolkit.orm._records import NAMING_CONVENTION, Operation, Task, metadata
 from tasktoolkit.orm._resource import ResourceStatus, TaskResource, spawn_tasks
+from tasktoolkit.orm._retry import RetryPredicate, is_retryable
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._transitions import cancel_task
 from tasktoolkit.orm._types import UTCDateTime
@@ -53,6 +54,7 @@ __all__ = [
     "PurgeResult",
     "ReapResult",
     "ResourceStatus",
+    "RetryPredicate",
     "Scope",
     "Task",
     "TaskResource",
@@ -65,6 +67,7 @@ __all__ = [
     "drop_all",
     "get_operation",
     "get_task",
+    "is_retryable",
     "list_operations",
     "list_tasks",
     "metadata",

@@ -37,7 +37,7 @@ from tasktoolkit.errors import InvalidDurationError
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._records import operations_table, tasks_table
-from tasktoolkit.orm._retry import in_transaction, short_sessions
+from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._types import UTCDateTime, utcnow
 
 __all__ = [
@@ -139,6 +139,7 @@ def purge(
     dry_run: bool = False,
     now: datetime | None = None,
     progress: Callable[[str, int], None] | None = None,
+    retryable: RetryPredicate | None = None,
 ) -> PurgeResult:
     """Delete expired tasks, then expired operations, in short batches.
 
@@ -152,6 +153,8 @@ def purge(
     :param now: the purge's notion of now (default: the current time).
     :param progress: called after every batch with ``("tasks" or "operations",
         rows deleted so far from that table)``.
+    :param retryable: more errors on which a batch is run again (see
+        :func:`~tasktoolkit.orm.is_retryable`).
     """
     batch_size = check_batch_size(batch_size)
     cutoff = _cutoff(older_than, now)
@@ -168,7 +171,7 @@ def purge(
         while True:
             began = time.perf_counter()
             batch = partial(_purge_batch, table=table, cutoff=cutoff, size=size, floor=floor)
-            selected, deleted, floor = in_transaction(sessions, batch)
+            selected, deleted, floor = in_transaction(sessions, batch, predicate=retryable)
             took = time.perf_counter() - began
             total += deleted
             if progress is not None:

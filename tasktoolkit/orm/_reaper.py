@@ -43,7 +43,7 @@ from tasktoolkit.orm._lifespan import check_batch_size
 from tasktoolkit.orm._operations import orphaned_operations, settle_operation
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._resource import expiry_policy_for
-from tasktoolkit.orm._retry import in_transaction, short_sessions
+from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._types import UTCDateTime, utcnow
 from tasktoolkit.signals import TaskChange
@@ -180,6 +180,7 @@ def reap(
     now: datetime | None = None,
     batch_size: int = 500,
     deadline: float | None = DEFAULT_DEADLINE,
+    retryable: RetryPredicate | None = None,
 ) -> ReapResult:
     """Move every lost task and settle orphaned operations (see the module docs).
 
@@ -187,6 +188,8 @@ def reap(
     :param deadline: seconds each transaction may take; one whose database does
         not answer in time is given up and run once more on a fresh connection,
         then raises SQLAlchemy's ``OperationalError``. ``None``: no limit.
+    :param retryable: more errors on which a batch is run again (see
+        :func:`~tasktoolkit.orm.is_retryable`).
     :returns: the ids moved, by what was done with them.
     """
     batch_size = check_batch_size(batch_size)
@@ -196,7 +199,10 @@ def reap(
     while True:
         moment = now or utcnow()
         moved = in_transaction(
-            sessions, partial(_reap_lost, now=moment, limit=batch_size), seconds=seconds
+            sessions,
+            partial(_reap_lost, now=moment, limit=batch_size),
+            seconds=seconds,
+            predicate=retryable,
         )
         total += moved
         if moved.total < batch_size:
@@ -208,5 +214,6 @@ def reap(
             sessions,
             partial(_settle, operation_id=operation_id, now=now or utcnow()),
             seconds=seconds,
+            predicate=retryable,
         )
     return total

@@ -24,48 +24,85 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasktoolkit.orm._deadline import deadline
 from tasktoolkit.orm._engine import prepare_engine, read_committed
 
-__all__ = ["RETRIES", "in_transaction", "is_retryable", "retrying", "short_sessions"]
+__all__ = [
+    "RETRIES",
+    "RetryPredicate",
+    "in_transaction",
+    "is_retryable",
+    "retrying",
+    "short_sessions",
+]
 
 #: Attempts of a transaction that lost to another one.
 RETRIES = 5
+#: A host's own answer to "did this transaction lose a race, so that running it again is safe?".
+RetryPredicate = Callable[[BaseException], bool]
 _R = TypeVar("_R")
+# oslo.db's exception filters raise these instead of SQLAlchemy's DBAPIError; they
+# are recognised by name, so that oslo.db is not a dependency.
+_OSLO_DB = "oslo_db.exception"
 
 
-def is_retryable(exc: DBAPIError) -> bool:
+def _is_oslo_db(exc: BaseException, name: str) -> bool:
+    return any(c.__name__ == name and c.__module__ == _OSLO_DB for c in type(exc).__mro__)
+
+
+def is_retryable(exc: BaseException, predicate: RetryPredicate | None = None) -> bool:
     """A deadlock, serialization failure, lock wait timeout or a busy SQLite database.
 
     Each means another transaction won and this one was rolled back, whole:
-    running it again is safe.
+    running it again is safe. Recognised as SQLAlchemy raises them, and as
+    oslo.db's engines do (``DBDeadlock``, or a ``DBError`` wrapping one of the
+    above), without importing oslo.db.
+
+    :param predicate: the host's own rule, asked when none of the above says yes
+        (an error of its driver or its exception filters).
     """
-    if exc.connection_invalidated:
-        return False
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in ("40P01", "40001", "55P03"):
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return False
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if sqlstate in ("40P01", "40001", "55P03"):
+            return True
+        args = getattr(orig, "args", ())
+        if args and args[0] in (1205, 1213):
+            return True
+        if "database is locked" in str(orig):
+            return True
+    elif _is_oslo_db(exc, "DBDeadlock"):
         return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in (1205, 1213):
-        return True
-    return "database is locked" in str(orig)
+    elif _is_oslo_db(exc, "DBError") and not _is_oslo_db(exc, "DBConnectionError"):
+        inner = getattr(exc, "inner_exception", None)
+        if isinstance(inner, DBAPIError) and is_retryable(inner):
+            return True
+    return predicate is not None and bool(predicate(exc))
 
 
-def retrying(transaction: Callable[[], _R], *, seconds: float | None = None) -> _R:
+def retrying(
+    transaction: Callable[[], _R],
+    *,
+    seconds: float | None = None,
+    predicate: RetryPredicate | None = None,
+) -> _R:
     """Run ``transaction`` (which must roll back on error), again when it loses to another.
 
     :param seconds: a deadline for each attempt (:func:`~tasktoolkit.orm.deadline`).
         An attempt whose connection was lost (the server restarted, or did not
         answer in time) is run once more, on a fresh connection.
+    :param predicate: more errors to retry (see :func:`is_retryable`).
     """
     lost_once = False
     for attempt in range(RETRIES):
         try:
             with deadline(seconds):
                 return transaction()
-        except DBAPIError as exc:
-            if seconds is not None and exc.connection_invalidated and not lost_once:
+        except Exception as exc:
+            lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+            if seconds is not None and lost and not lost_once:
                 lost_once = True
                 continue
-            if attempt == RETRIES - 1 or not is_retryable(exc):
+            if attempt == RETRIES - 1 or not is_retryable(exc, predicate):
                 raise
             # A short, jittered pause, so the winners of the race finish first.
             time.sleep(random.uniform(0, 0.02 * 2**attempt))
@@ -82,14 +119,16 @@ def in_transaction(
     work: Callable[[Session], _R],
     *,
     seconds: float | None = None,
+    predicate: RetryPredicate | None = None,
 ) -> _R:
     """``work`` in a transaction of its own, committed; run again when it loses a lock race.
 
     :param seconds: the deadline of each attempt (see :func:`retrying`).
+    :param predicate: more errors to retry (see :func:`is_retryable`).
     """
 
     def transaction() -> _R:
         with sessions() as session, session.begin():
             return work(session)
 
-    return retrying(transaction, seconds=seconds)
+    return retrying(transaction, seconds=seconds, predicate=predicate)

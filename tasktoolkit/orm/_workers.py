@@ -60,7 +60,7 @@ from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import tasks_table as _T
-from tasktoolkit.orm._retry import in_transaction, short_sessions
+from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
     acknowledge_cancel,
@@ -179,6 +179,9 @@ class Worker:
         database does not answer in time is given up and run once more on a
         fresh connection, then raises SQLAlchemy's ``OperationalError``.
         ``None``: no limit.
+    :param retryable: more errors on which a call's transaction is run again
+        (see :func:`~tasktoolkit.orm.is_retryable`), for an engine whose errors
+        the toolkit does not know.
     """
 
     def __init__(
@@ -188,6 +191,7 @@ class Worker:
         *,
         host: str | None = None,
         deadline: float | None = DEFAULT_DEADLINE,
+        retryable: RetryPredicate | None = None,
     ) -> None:
         if isinstance(bind, Engine):
             self._sessions: sessionmaker[Session] = short_sessions(bind)
@@ -198,6 +202,9 @@ class Worker:
         self.names: tuple[str, ...] = tuple(names) if not isinstance(names, str) else (names,)
         self.host = check_host(self.default_host() if host is None else host)
         self.deadline = check_deadline(deadline)
+        if retryable is not None and not callable(retryable):
+            raise TypeError(f"retryable must be callable, got {retryable!r}")
+        self.retryable = retryable
 
     @staticmethod
     def default_host() -> str:
@@ -215,7 +222,7 @@ class Worker:
         own, run again when it loses a lock race."""
         if session is not None:
             return work(session)
-        return in_transaction(self._sessions, work, seconds=self.deadline)
+        return in_transaction(self._sessions, work, seconds=self.deadline, predicate=self.retryable)
 
     def claim(self, names: Iterable[str] | None = None) -> Job | None:
         """Start the oldest pending task among ``names`` (default: the worker's).
