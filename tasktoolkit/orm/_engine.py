@@ -4,8 +4,10 @@ SQLite enforces foreign keys (and so the task cascades) only on connections
 that turn them on; :func:`prepare_engine` makes every connection of an engine
 do so, including those already in its pool. On PostgreSQL (psycopg) and
 MariaDB (PyMySQL) it lets the toolkit's deadlines
-(:func:`~tasktoolkit.orm.deadline`) bound the waits of new connections.
-Everything in the toolkit that is given an engine calls it.
+(:func:`~tasktoolkit.orm.deadline`) bound the waits of new connections. A
+pooled connection must not be shared by two processes; :func:`prepare_engine`
+makes the engine forget its pool in a forked child. Everything in the toolkit
+that is given an engine calls it.
 
 The database-specific switches the toolkit's own statements rely on live
 here too, each once: READ COMMITTED on MariaDB/MySQL (:func:`read_committed`),
@@ -15,12 +17,17 @@ the operation middleware's AUTOCOMMIT engine (:func:`autocommit_engine`).
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+import weakref
 from typing import Any, TypeVar
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from tasktoolkit.orm._deadline import install as install_deadline
 from tasktoolkit.orm._records import metadata
@@ -39,6 +46,8 @@ __all__ = [
 _B = TypeVar("_B", Engine, Connection)
 
 _FK_ON = "tasktoolkit_foreign_keys"
+_PID = "tasktoolkit_pid"
+_FORK_SAFE = "_tasktoolkit_fork_safe"
 
 
 def _sqlite_foreign_keys(dbapi_connection: Any, record: ConnectionPoolEntry, *_: Any) -> None:
@@ -52,14 +61,75 @@ def _sqlite_foreign_keys(dbapi_connection: Any, record: ConnectionPoolEntry, *_:
     record.info[_FK_ON] = True
 
 
+def _remember_pid(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_PID] = os.getpid()
+
+
+def _refuse_other_process(
+    dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
+    # SQLAlchemy's "pool events" recipe for os.fork(): a connection made by
+    # another process is dropped from this process's pool, never closed (its
+    # socket is the parent's), and the pool connects anew.
+    pid = os.getpid()
+    owner = record.info.setdefault(_PID, pid)
+    if owner != pid:
+        record.dbapi_connection = proxy.dbapi_connection = None  # type: ignore[misc]
+        raise DisconnectionError(f"connection of process {owner} checked out in process {pid}")
+
+
+def _forget_pool(ref: weakref.ref[Engine]) -> None:
+    engine = ref()
+    if engine is not None:
+        # close=False: the parent's connections stay open, for the parent.
+        engine.dispose(close=False)
+
+
+def _fork_safe(engine: Engine) -> None:
+    """Give a forked child a pool of its own, whatever the server that forks.
+
+    ``os.register_at_fork`` covers ``os.fork()`` (gunicorn ``--preload``,
+    multiprocessing); uWSGI forks without running those hooks unless
+    ``py-call-osafterfork`` is set, so its own ``uwsgi.post_fork_hook`` is
+    chained too. Both run before the child serves anything, so no connection
+    is used, pinged or closed by two processes. The pid check at checkout is
+    the last guard, for a fork that runs neither.
+    """
+    if getattr(engine, _FORK_SAFE, False):
+        return
+    setattr(engine, _FORK_SAFE, True)
+    if not event.contains(engine.pool, "checkout", _refuse_other_process):
+        event.listen(engine.pool, "connect", _remember_pid)
+        event.listen(engine.pool, "checkout", _refuse_other_process, insert=True)
+    # A weak reference: the hooks live as long as the process, the engine need not.
+    forget = functools.partial(_forget_pool, weakref.ref(engine))
+    os.register_at_fork(after_in_child=forget)
+    uwsgi = sys.modules.get("uwsgi")  # only inside uWSGI, which made it
+    if uwsgi is not None:
+        previous = getattr(uwsgi, "post_fork_hook", None)
+
+        def post_fork_hook() -> None:
+            forget()
+            if previous is not None:
+                previous()
+
+        setattr(uwsgi, "post_fork_hook", post_fork_hook)  # noqa: B010  (a module of C)
+
+
 def prepare_engine(engine: Engine) -> Engine:
     """Make ``engine`` fit for the toolkit; idempotent, returns ``engine``.
 
-    On SQLite: ``PRAGMA foreign_keys=ON`` on every connection, so that deleting a
-    resource deletes its tasks. With psycopg and PyMySQL: new connections are
-    of a subclass of the driver's whose waits end at the current
-    :func:`~tasktoolkit.orm.deadline`; outside one they behave as configured.
+    - Safe across ``fork()``: a child process (a gunicorn worker of a
+      ``--preload`` app, a uWSGI worker without ``lazy-apps``, a
+      ``multiprocessing`` child) starts with an empty pool of its own; the
+      parent's connections are left open for the parent. Call it before the fork.
+    - On SQLite: ``PRAGMA foreign_keys=ON`` on every connection, so that deleting
+      a resource deletes its tasks.
+    - With psycopg and PyMySQL: new connections are of a subclass of the
+      driver's whose waits end at the current :func:`~tasktoolkit.orm.deadline`;
+      outside one they behave as configured.
     """
+    _fork_safe(engine)
     install_deadline(engine)
     if engine.dialect.name == "sqlite" and not event.contains(
         engine.pool, "checkout", _sqlite_foreign_keys
