@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -49,11 +50,12 @@ from sample_app.models import (
     Port,
 )
 from tasktoolkit.caller import (
-    AdminPredicate,
+    TASKS_LIST,
+    Authorize,
     Caller,
     CallerGetter,
     check_caller,
-    is_admin_role,
+    default_authorize,
     keystone_caller,
 )
 from tasktoolkit.endpoints import Router, mount
@@ -102,7 +104,7 @@ def sample_caller(environ: Mapping[str, Any]) -> Caller:
     """
     caller = keystone_caller(environ)
     if caller.project_id is None:
-        return Caller(project_id=DEFAULT_PROJECT, user_id=caller.user_id, roles=caller.roles)
+        return dataclasses.replace(caller, project_id=DEFAULT_PROJECT)
     return caller
 
 
@@ -253,7 +255,8 @@ class SampleAPI:
 
     :param engine: the database (prepared for the toolkit here).
     :param caller_getter: turns the environ into a :class:`~tasktoolkit.caller.Caller`.
-    :param is_admin: whether a caller sees every project.
+    :param authorize: the toolkit's authorization hook; the sample shows every
+        project's networks and ports to those who may list every project's tasks.
     """
 
     def __init__(
@@ -261,12 +264,12 @@ class SampleAPI:
         engine: Engine,
         *,
         caller_getter: CallerGetter = sample_caller,
-        is_admin: AdminPredicate = is_admin_role,
+        authorize: Authorize = default_authorize,
     ) -> None:
         self.engine = prepare_engine(engine)
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.caller_getter = caller_getter
-        self.is_admin = is_admin
+        self.authorize = authorize
         self._handlers: dict[str, _Handler] = {
             action: getattr(self, action) for _, _, methods in _ROUTES for _, action in methods
         }
@@ -329,7 +332,7 @@ class SampleAPI:
     # -- scoping -------------------------------------------------------------
 
     def _visible(self, caller: Caller, model: type[Network] | type[Port]) -> Any:
-        if self.is_admin(caller):
+        if self.authorize(caller, TASKS_LIST, {"project_id": None}):  # every project
             return True
         return model.project_id == caller.project_id
 
@@ -559,14 +562,14 @@ def make_router(
     engine: Engine,
     *,
     caller_getter: CallerGetter = sample_caller,
-    is_admin: AdminPredicate = is_admin_role,
+    authorize: Authorize = default_authorize,
 ) -> WSGIApplication:
     """The API without middleware: the sample's routes and the toolkit's endpoints.
 
     The toolkit's endpoints are mounted for ``networks`` and ``ports``
     (``/ports/<id>/tasks``, ...) plus ``/tasks`` and ``/operations``.
     """
-    api = SampleAPI(engine, caller_getter=caller_getter, is_admin=is_admin)
+    api = SampleAPI(engine, caller_getter=caller_getter, authorize=authorize)
     mapper = Mapper()
     api.connect(mapper)
     mount(
@@ -574,7 +577,7 @@ def make_router(
         collections={"networks": Network, "ports": Port},
         session_factory=api.sessions,
         caller_getter=caller_getter,
-        is_admin=is_admin,
+        authorize=authorize,
         serve_openapi=True,
     )
     return Router(mapper)
@@ -584,13 +587,13 @@ def make_app(
     engine: Engine,
     *,
     caller_getter: CallerGetter = sample_caller,
-    is_admin: AdminPredicate = is_admin_role,
+    authorize: Authorize = default_authorize,
 ) -> WSGIApplication:
     """The whole stack: the toolkit's two middlewares around :func:`make_router`.
 
     The same as ``api-paste.ini``'s pipeline, in code.
     """
-    router = make_router(engine, caller_getter=caller_getter, is_admin=is_admin)
+    router = make_router(engine, caller_getter=caller_getter, authorize=authorize)
     operations = OperationMiddleware(router, engine=engine, caller_getter=caller_getter)
     return RequestIdMiddleware(operations, caller_getter=caller_getter)
 

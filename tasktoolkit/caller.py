@@ -1,9 +1,15 @@
-"""Who is calling: project, user and roles, read from the WSGI environ.
+"""Who is calling (project, user, roles, system scope), and what they may do.
 
 The toolkit does no authentication. An authentication middleware in front of
 it (keystonemiddleware, for instance) sets headers; a *caller getter* turns the
 environ into a :class:`Caller`. The default reads keystonemiddleware's
-``X-Project-Id``, ``X-User-Id`` and ``X-Roles``.
+``X-Project-Id``, ``X-User-Id``, ``X-Roles`` and ``X-System-Scope``.
+
+What a caller may do is asked of one *authorization hook*,
+``authorize(caller, rule, target) -> bool``, with a rule name of :data:`RULES`
+and a target whose ``project_id`` is the record's project (``None``: every
+project, asked before a list). :func:`default_authorize` is the default;
+:mod:`tasktoolkit.oslo` has an oslo.policy one.
 
 Example::
 
@@ -25,13 +31,49 @@ from tasktoolkit.errors import InvalidCallerError
 
 __all__ = [
     "CALLER_ID_LENGTH",
-    "AdminPredicate",
+    "OPERATIONS_CANCEL",
+    "OPERATIONS_LIST",
+    "OPERATIONS_SHOW",
+    "READ_RULES",
+    "RULES",
+    "TASKS_CANCEL",
+    "TASKS_LIST",
+    "TASKS_SHOW",
+    "TASKS_SHOW_HOST",
+    "Authorize",
     "Caller",
     "CallerGetter",
     "check_caller",
-    "is_admin_role",
+    "default_authorize",
     "keystone_caller",
 ]
+
+#: List tasks (``GET /tasks``, ``GET /<collection>/<id>/tasks``).
+TASKS_LIST = "tasktoolkit:tasks:list"
+#: Show one task.
+TASKS_SHOW = "tasktoolkit:tasks:show"
+#: See the hosts that ran a task and the tracebacks of its failures.
+TASKS_SHOW_HOST = "tasktoolkit:tasks:show_host"
+#: Cancel a task.
+TASKS_CANCEL = "tasktoolkit:tasks:cancel"
+#: List operations.
+OPERATIONS_LIST = "tasktoolkit:operations:list"
+#: Show one operation (with its tasks).
+OPERATIONS_SHOW = "tasktoolkit:operations:show"
+#: Cancel every active task of an operation.
+OPERATIONS_CANCEL = "tasktoolkit:operations:cancel"
+#: Every rule the toolkit asks about.
+RULES = (
+    TASKS_LIST,
+    TASKS_SHOW,
+    TASKS_SHOW_HOST,
+    TASKS_CANCEL,
+    OPERATIONS_LIST,
+    OPERATIONS_SHOW,
+    OPERATIONS_CANCEL,
+)
+#: The rules that only read, which a system-scoped reader passes.
+READ_RULES = frozenset({TASKS_LIST, TASKS_SHOW, OPERATIONS_LIST, OPERATIONS_SHOW})
 
 #: The longest project or user id the records keep (their columns' size, in characters).
 CALLER_ID_LENGTH = 64
@@ -42,17 +84,23 @@ _UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The caller of one request."""
+    """The caller of one request.
+
+    :param system_scope: keystone's system scope of the token (``"all"``), or
+        ``None`` for a project-scoped (or unscoped) caller.
+    """
 
     project_id: str | None = None
     user_id: str | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
+    system_scope: str | None = None
 
 
 #: Turns a WSGI environ into a :class:`Caller`.
 CallerGetter = Callable[[Mapping[str, Any]], Caller]
-#: Whether a caller may see every project's records (and tracebacks, hosts).
-AdminPredicate = Callable[[Caller], bool]
+#: ``authorize(caller, rule, target)``: whether ``caller`` may do what ``rule``
+#: names on ``target`` (a mapping with at least ``project_id``).
+Authorize = Callable[[Caller, str, Mapping[str, Any]], bool]
 
 
 def _header(environ: Mapping[str, Any], name: str) -> str | None:
@@ -63,7 +111,8 @@ def _header(environ: Mapping[str, Any], name: str) -> str | None:
 
 
 def keystone_caller(environ: Mapping[str, Any]) -> Caller:
-    """The caller as keystonemiddleware sets it: ``X-Project-Id``, ``X-User-Id``, ``X-Roles``."""
+    """The caller as keystonemiddleware sets it: ``X-Project-Id``, ``X-User-Id``, ``X-Roles``,
+    ``X-System-Scope``."""
     roles = environ.get("HTTP_X_ROLES")
     return Caller(
         project_id=_header(environ, "HTTP_X_PROJECT_ID"),
@@ -71,6 +120,7 @@ def keystone_caller(environ: Mapping[str, Any]) -> Caller:
         roles=frozenset(r.strip().lower() for r in roles.split(",") if r.strip())
         if isinstance(roles, str)
         else frozenset(),
+        system_scope=_header(environ, "HTTP_X_SYSTEM_SCOPE"),
     )
 
 
@@ -94,6 +144,22 @@ def check_caller(caller: Caller) -> Caller:
     return caller
 
 
-def is_admin_role(caller: Caller) -> bool:
-    """The default admin predicate: the caller has the ``admin`` role."""
-    return "admin" in caller.roles
+def default_authorize(caller: Caller, rule: str, target: Mapping[str, Any]) -> bool:
+    """The default rules, for every rule of :data:`RULES`.
+
+    - a caller with the ``admin`` role may do everything, in every project;
+    - a system-scoped caller (``system_scope == "all"``) with the ``reader`` or
+      ``member`` role may read every project's records (:data:`READ_RULES`);
+    - a caller in a project may list, show and cancel that project's records;
+    - hosts and tracebacks (:data:`TASKS_SHOW_HOST`) are for admins only.
+    """
+    if rule not in RULES:
+        return False
+    if "admin" in caller.roles:
+        return True
+    if rule == TASKS_SHOW_HOST:
+        return False
+    if rule in READ_RULES and caller.system_scope == "all" and caller.roles & {"reader", "member"}:
+        return True
+    project_id = target.get("project_id")
+    return caller.project_id is not None and project_id == caller.project_id

@@ -11,6 +11,7 @@ from sqlalchemy import exc as sqlalchemy_exc
 __all__ = [
     "ApplicationError",
     "DatabaseUnavailableError",
+    "ForbiddenError",
     "InvalidCallerError",
     "InvalidDurationError",
     "InvalidErrorCodeError",
@@ -134,6 +135,13 @@ class TaskFailure(TaskToolkitError):
         self.error_code = error_code
         self.message = message
         super().__init__(f"{error_code}: {message}")
+
+
+class ForbiddenError(TaskToolkitError, PermissionError):
+    """The caller may see the record but not do this to it (the authorization hook said no)."""
+
+    status = 403
+    code = "tasktoolkit.forbidden"
 
 
 class NotFoundError(TaskToolkitError, LookupError):

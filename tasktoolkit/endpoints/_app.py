@@ -24,7 +24,18 @@ from webob import Request, Response
 
 from tasktoolkit._checks import whole_number
 from tasktoolkit._environ import ROUTING_ARGS_KEY
-from tasktoolkit.caller import AdminPredicate, Caller, CallerGetter, check_caller
+from tasktoolkit.caller import (
+    OPERATIONS_LIST,
+    OPERATIONS_SHOW,
+    TASKS_CANCEL,
+    TASKS_LIST,
+    TASKS_SHOW,
+    TASKS_SHOW_HOST,
+    Authorize,
+    Caller,
+    CallerGetter,
+    check_caller,
+)
 from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.endpoints._params import (
     OPERATION_LIST,
@@ -36,7 +47,9 @@ from tasktoolkit.endpoints._params import (
 from tasktoolkit.endpoints._views import operation_view, task_view
 from tasktoolkit.errors import (
     DatabaseUnavailableError,
+    ForbiddenError,
     NotFoundError,
+    OperationNotFoundError,
     TaskNotFoundError,
     TaskToolkitError,
     database_unavailable,
@@ -76,7 +89,8 @@ class ResourceVisibility(Protocol):
     :param model: the resource's model.
     :param resource_id: its primary key, as text (already of the key's type).
     :param caller: who asks.
-    :param admin: whether the admin predicate holds for the caller.
+    :param admin: whether the caller may see every project's records under the
+        rule of the request (``tasktoolkit:tasks:list`` or ``...:show``).
     """
 
     def __call__(
@@ -126,8 +140,9 @@ def resource_visible(
 ) -> bool:
     """The default visibility: the resource exists and is in the caller's project.
 
-    Admins see every resource. A model without a ``project_id`` attribute is
-    visible to admins only (pass your own hook to say otherwise).
+    Callers who may see every project's records (``admin``) see every resource.
+    A model without a ``project_id`` attribute is visible to them only (pass your
+    own hook to say otherwise).
     """
     key = canonical_resource_id(model, resource_id)
     if key is None:
@@ -142,6 +157,16 @@ def resource_visible(
     return caller.project_id is not None and project_id == caller.project_id
 
 
+def _target(record: Task | Operation) -> dict[str, Any]:
+    """What the authorization hook is told of a record."""
+    return {
+        "project_id": record.project_id,
+        "user_id": record.user_id,
+        "resource_type": record.resource_type,
+        "resource_id": record.resource_id,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One request being served (kept on the stack, never on the app)."""
@@ -149,11 +174,28 @@ class _Call:
     request: Request
     match: Mapping[str, Any]
     caller: Caller
-    admin: bool
+    authorize: Authorize
 
-    @property
-    def scope(self) -> Scope:
-        return _EVERYONE if self.admin else Scope(project_id=self.caller.project_id)
+    def allowed(self, rule: str, target: Mapping[str, Any]) -> bool:
+        return bool(self.authorize(self.caller, rule, target))
+
+    def all_projects(self, rule: str) -> bool:
+        """Whether ``rule`` holds on every project (a target whose ``project_id`` is ``None``)."""
+        return self.allowed(rule, {"project_id": None})
+
+    def scope(self, rule: str) -> Scope:
+        """Whose records a list under ``rule`` shows: every project's, the caller's, or none."""
+        if self.all_projects(rule):
+            return _EVERYONE
+        own = self.caller.project_id
+        if own is not None and self.allowed(rule, {"project_id": own}):
+            return Scope(project_id=own)
+        return Scope(project_id=None)
+
+    def hosts(self, scope: Scope) -> bool:
+        """Whether the records of a list in ``scope`` show hosts and tracebacks."""
+        project_id = None if scope.all_projects else scope.project_id
+        return self.allowed(TASKS_SHOW_HOST, {"project_id": project_id})
 
 
 _Handler = Callable[["TaskEndpoints", Session, _Call], Response]
@@ -165,7 +207,8 @@ class TaskEndpoints:
     :param collections: URL collection name -> resource model (``{"ports": Port}``).
     :param session_factory: makes a session per request (a ``sessionmaker``).
     :param caller_getter: the caller from the environ.
-    :param is_admin: whether a caller sees every project (and tracebacks, hosts).
+    :param authorize: ``authorize(caller, rule, target)``, asked with the rules
+        of :data:`tasktoolkit.caller.RULES`.
     :param visibility: whether a caller may see a resource; default
         :func:`resource_visible`.
     :param retry_after: seconds announced in ``Retry-After`` on a running operation.
@@ -181,7 +224,7 @@ class TaskEndpoints:
         collections: Mapping[str, type[TaskResource]],
         session_factory: Callable[[], Session],
         caller_getter: CallerGetter,
-        is_admin: AdminPredicate,
+        authorize: Authorize,
         visibility: ResourceVisibility | None = None,
         retry_after: int = 1,
         deadline: float | None = DEFAULT_DEADLINE,
@@ -196,7 +239,9 @@ class TaskEndpoints:
         self.collections = dict(collections)
         self.session_factory = session_factory
         self.caller_getter = caller_getter
-        self.is_admin = is_admin
+        if not callable(authorize):
+            raise TypeError(f"authorize must be callable, got {authorize!r}")
+        self.authorize = authorize
         self.visibility: ResourceVisibility = visibility or resource_visible
         self.retry_after = retry_after
         self.deadline = check_deadline(deadline)
@@ -230,7 +275,7 @@ class TaskEndpoints:
         request = Request(environ)
         try:
             caller = check_caller(self.caller_getter(environ))
-            call = _Call(request, match, caller, bool(self.is_admin(caller)))
+            call = _Call(request, match, caller, self.authorize)
             with deadline(self.deadline), self.session_factory() as session:
                 return handler(self, session, call)
         except TaskToolkitError as error:
@@ -242,7 +287,7 @@ class TaskEndpoints:
 
     # -- the resource's own endpoints ----------------------------------------
 
-    def _resource(self, session: Session, call: _Call) -> tuple[str, str]:
+    def _resource(self, session: Session, call: _Call, rule: str) -> tuple[str, str]:
         """``(resource_type, resource_id)`` of the matched resource, if the caller may see it."""
         collection = call.match.get("collection")
         model = self.collections.get(collection) if isinstance(collection, str) else None
@@ -252,13 +297,14 @@ class TaskEndpoints:
             what = collection if model is None else model.__resource_type__
             raise NotFoundError(f"no {what} {raw!r}")
         resource_id = str(key)
-        if not self.visibility(session, model, resource_id, caller=call.caller, admin=call.admin):
+        admin = call.all_projects(rule)
+        if not self.visibility(session, model, resource_id, caller=call.caller, admin=admin):
             raise NotFoundError(f"no {model.__resource_type__} {raw!r}")
         return model.__resource_type__, resource_id
 
     def resource_tasks(self, session: Session, call: _Call) -> Response:
         params, pairs = parse_list_query(call.request.query_string, RESOURCE_TASK_LIST)
-        resource_type, resource_id = self._resource(session, call)
+        resource_type, resource_id = self._resource(session, call, TASKS_LIST)
         # The visibility hook has the say on a resource's tasks: it may show a
         # resource (a shared network) beyond the caller's project.
         page = list_tasks(
@@ -266,12 +312,12 @@ class TaskEndpoints:
             replace(params, resource_type=resource_type, resource_id=resource_id),
             scope=_EVERYONE,
         )
-        return _list(call, "tasks", page, pairs)
+        return _list(call, "tasks", page, pairs, hosts=call.hosts(call.scope(TASKS_LIST)))
 
     def _resource_task(self, session: Session, call: _Call) -> Task:
         """The matched task of the matched resource, if the caller may see the resource."""
         refuse_any(call.request.query_string)
-        resource_type, resource_id = self._resource(session, call)
+        resource_type, resource_id = self._resource(session, call, TASKS_SHOW)
         return get_task(
             session,
             _task_id(call),
@@ -282,27 +328,42 @@ class TaskEndpoints:
 
     def resource_task(self, session: Session, call: _Call) -> Response:
         task = self._resource_task(session, call)
-        return _single(call, {"task": task_view(task, admin=call.admin)})
+        hosts = call.allowed(TASKS_SHOW_HOST, _target(task))
+        return _single(call, {"task": task_view(task, admin=hosts)})
 
     def cancel(self, session: Session, call: _Call) -> Response:
-        task = cancel_task(session, self._resource_task(session, call).id)
+        found = self._resource_task(session, call)
+        target = _target(found)
+        if not call.allowed(TASKS_CANCEL, target):
+            raise ForbiddenError(f"not allowed to cancel task {found.id}")
+        task = cancel_task(session, found.id)
         session.commit()
-        return _json({"task": task_view(task, admin=call.admin)}, status=202)
+        hosts = call.allowed(TASKS_SHOW_HOST, target)
+        return _json({"task": task_view(task, admin=hosts)}, status=202)
 
     # -- across resources ----------------------------------------------------
 
     def tasks(self, session: Session, call: _Call) -> Response:
         params, pairs = parse_list_query(call.request.query_string, TASK_LIST)
-        return _list(call, "tasks", list_tasks(session, params, scope=call.scope), pairs)
+        scope = call.scope(TASKS_LIST)
+        page = list_tasks(session, params, scope=scope)
+        return _list(call, "tasks", page, pairs, hosts=call.hosts(scope))
 
     def task(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
-        task = get_task(session, _task_id(call), scope=call.scope)
-        return _single(call, {"task": task_view(task, admin=call.admin)})
+        task_id = _task_id(call)
+        task = get_task(session, task_id, scope=_EVERYONE)
+        target = _target(task)
+        if not call.allowed(TASKS_SHOW, target):
+            raise TaskNotFoundError(f"no task {task_id!r}")
+        hosts = call.allowed(TASKS_SHOW_HOST, target)
+        return _single(call, {"task": task_view(task, admin=hosts)})
 
     def operations(self, session: Session, call: _Call) -> Response:
         params, pairs = parse_list_query(call.request.query_string, OPERATION_LIST)
-        return _list(call, "operations", list_operations(session, params, scope=call.scope), pairs)
+        scope = call.scope(OPERATIONS_LIST)
+        page = list_operations(session, params, scope=scope)
+        return _list(call, "operations", page, pairs, hosts=call.hosts(scope))
 
     def openapi(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
@@ -317,11 +378,13 @@ class TaskEndpoints:
         operation_id = _path_text(call.match.get("operation_id"))
         if operation_id is None or not is_valid_request_id(operation_id):
             raise NotFoundError(f"no operation {operation_id!r}")
-        operation = get_operation(session, operation_id, scope=call.scope)
-        tasks = operation_tasks(session, operation_id, scope=call.scope)
-        response = _single(
-            call, {"operation": operation_view(operation, admin=call.admin, tasks=tasks)}
-        )
+        operation = get_operation(session, operation_id, scope=_EVERYONE)
+        target = _target(operation)
+        if not call.allowed(OPERATIONS_SHOW, target):
+            raise OperationNotFoundError(f"no operation {operation_id!r}")
+        tasks = operation_tasks(session, operation_id, scope=call.scope(TASKS_SHOW))
+        hosts = call.allowed(TASKS_SHOW_HOST, target)
+        response = _single(call, {"operation": operation_view(operation, admin=hosts, tasks=tasks)})
         if operation.state == OperationState.RUNNING:  # on a 304 too: pollers use both
             response.headers["Retry-After"] = str(self.retry_after)
         return response
@@ -373,13 +436,19 @@ def _json(document: Mapping[str, Any], *, status: int = 200) -> Response:
 
 
 def _list(
-    call: _Call, key: str, page: Page[Task] | Page[Operation], pairs: list[tuple[str, str]]
+    call: _Call,
+    key: str,
+    page: Page[Task] | Page[Operation],
+    pairs: list[tuple[str, str]],
+    *,
+    hosts: bool,
 ) -> Response:
-    """A page of tasks or operations as ``{key: [...], key_links: [...]}``."""
+    """A page of tasks or operations as ``{key: [...], key_links: [...]}``.
+
+    :param hosts: whether the views show hosts and tracebacks.
+    """
     views = [
-        task_view(r, admin=call.admin)
-        if isinstance(r, Task)
-        else operation_view(r, admin=call.admin)
+        task_view(r, admin=hosts) if isinstance(r, Task) else operation_view(r, admin=hosts)
         for r in page.records
     ]
     links: list[dict[str, str]] = []

@@ -15,7 +15,7 @@ from routes.middleware import RoutesMiddleware
 from sqlalchemy.orm import Session
 
 from tasktoolkit._environ import ROUTING_ARGS_KEY
-from tasktoolkit.caller import AdminPredicate, CallerGetter, is_admin_role, keystone_caller
+from tasktoolkit.caller import Authorize, CallerGetter, default_authorize, keystone_caller
 from tasktoolkit.endpoints._app import ResourceVisibility, TaskEndpoints
 from tasktoolkit.endpoints._openapi import openapi_document
 from tasktoolkit.http_errors import error_response
@@ -38,7 +38,7 @@ def mount(
     collections: Mapping[str, type[TaskResource]],
     session_factory: Callable[[], Session],
     caller_getter: CallerGetter = keystone_caller,
-    is_admin: AdminPredicate = is_admin_role,
+    authorize: Authorize = default_authorize,
     visibility: ResourceVisibility | None = None,
     path_prefix: str = "",
     retry_after: int = 1,
@@ -57,9 +57,12 @@ def mount(
     :param collections: URL collection name -> resource model.
     :param session_factory: makes one session per request.
     :param caller_getter: the caller from the environ (default: keystonemiddleware's headers).
-    :param is_admin: whether a caller sees every project (default: the ``admin`` role).
+    :param authorize: ``authorize(caller, rule, target)``: whether the caller may do what
+        the rule names (``tasktoolkit:tasks:list``, ...) on the target (default:
+        :func:`~tasktoolkit.caller.default_authorize`; oslo.policy:
+        :class:`tasktoolkit.oslo.PolicyAuthorizer`).
     :param visibility: whether a caller may see a resource (default: it exists and is in
-        the caller's project; admins see all).
+        the caller's project; those who may list every project's tasks see all).
     :param path_prefix: where the host's API lives on the mapper (``/v2.0``).
     :param retry_after: seconds in ``Retry-After`` on a running operation.
     :param deadline: seconds a request's database work may take before it is
@@ -89,7 +92,7 @@ def mount(
         collections=collections,
         session_factory=session_factory,
         caller_getter=caller_getter,
-        is_admin=is_admin,
+        authorize=authorize,
         visibility=visibility,
         retry_after=retry_after,
         deadline=deadline,

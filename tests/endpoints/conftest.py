@@ -150,5 +150,11 @@ def seed_project(session: Session, project: str) -> Seeded:
     )
 
 
+@pytest.fixture
+def projects(session: Session) -> tuple[Seeded, Seeded]:
+    """Two projects' records: ``project-a``'s and ``project-b``'s."""
+    return seed_project(session, "project-a"), seed_project(session, "project-b")
+
+
 def random_task_id() -> str:
     return str(uuid.uuid4())

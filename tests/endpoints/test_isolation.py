@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy.orm import Session
 from webtest import TestApp
 
 from tasktoolkit.context import new_request_id
-from tests.endpoints.conftest import Seeded, caller, random_task_id, seed_project
+from tests.endpoints.conftest import Seeded, caller, random_task_id
 
 B = caller("project-b")
 _REQUEST_ID = re.compile(r'"request_id":"req-[0-9a-f-]{36}"')
@@ -63,11 +62,6 @@ PROBES = [
     pytest.param("GET", "/operations?state=running", id="operations-running"),
     pytest.param("GET", "/operations?resource_type=cluster", id="operations-by-type"),
 ]
-
-
-@pytest.fixture
-def projects(session: Session) -> tuple[Seeded, Seeded]:
-    return seed_project(session, "project-a"), seed_project(session, "project-b")
 
 
 def _names(a: Seeded, b: Seeded) -> dict[str, str]:

@@ -1,0 +1,190 @@
+"""Authorization by rule: the hook is asked ``(caller, rule, target)``; keystone's system scope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from webtest import TestApp
+
+from tasktoolkit.caller import (
+    OPERATIONS_CANCEL,
+    OPERATIONS_LIST,
+    OPERATIONS_SHOW,
+    RULES,
+    TASKS_CANCEL,
+    TASKS_LIST,
+    TASKS_SHOW,
+    TASKS_SHOW_HOST,
+    Caller,
+    default_authorize,
+    keystone_caller,
+)
+from tests.endpoints.conftest import Seeded, build_app, caller
+
+SYSTEM_READER = {"X-System-Scope": "all", "X-Roles": "reader", "X-User-Id": "auditor"}
+A, B = "project-a", "project-b"
+
+
+def _caller(project: str | None = None, roles: str = "", system: str | None = None) -> Caller:
+    return Caller(project_id=project, roles=frozenset(roles.split(",")) - {""}, system_scope=system)
+
+
+@pytest.mark.parametrize(
+    ("who", "rule", "project", "allowed"),
+    [
+        pytest.param(_caller(A), TASKS_LIST, A, True, id="member-lists-own"),
+        pytest.param(_caller(A), TASKS_LIST, B, False, id="member-not-other"),
+        pytest.param(_caller(A), TASKS_LIST, None, False, id="member-not-all"),
+        pytest.param(_caller(A), TASKS_CANCEL, A, True, id="member-cancels-own"),
+        pytest.param(_caller(A), OPERATIONS_CANCEL, A, True, id="member-cancels-own-operation"),
+        pytest.param(_caller(A), TASKS_SHOW_HOST, A, False, id="member-no-hosts"),
+        pytest.param(_caller(), TASKS_LIST, None, False, id="no-project-nothing"),
+        pytest.param(_caller(A, "admin"), TASKS_LIST, None, True, id="admin-all"),
+        pytest.param(_caller(A, "admin"), TASKS_SHOW_HOST, B, True, id="admin-hosts"),
+        pytest.param(
+            _caller(None, "reader", "all"), OPERATIONS_LIST, None, True, id="system-reader-all"
+        ),
+        pytest.param(_caller(None, "reader", "all"), TASKS_SHOW, B, True, id="system-reader-show"),
+        pytest.param(
+            _caller(None, "reader", "all"), TASKS_CANCEL, B, False, id="system-reader-read-only"
+        ),
+        pytest.param(
+            _caller(None, "reader", "all"), TASKS_SHOW_HOST, B, False, id="system-reader-no-hosts"
+        ),
+        pytest.param(
+            _caller(None, "", "all"), TASKS_LIST, None, False, id="system-scope-without-role"
+        ),
+        pytest.param(_caller(A, "admin"), "tasktoolkit:unknown", A, False, id="unknown-rule"),
+    ],
+)
+def test_default_rules(who: Caller, rule: str, project: str | None, allowed: bool) -> None:
+    assert default_authorize(who, rule, {"project_id": project}) is allowed
+
+
+def test_keystone_caller_reads_the_system_scope() -> None:
+    found = keystone_caller({"HTTP_X_SYSTEM_SCOPE": "all", "HTTP_X_ROLES": "Reader"})
+    assert found == Caller(roles=frozenset({"reader"}), system_scope="all")
+
+
+def test_a_system_reader_sees_every_project_read_only(
+    app: TestApp, projects: tuple[Seeded, Seeded]
+) -> None:
+    a, b = projects
+    tasks = app.get("/tasks", headers=SYSTEM_READER).json["tasks"]
+    assert {t["id"] for t in tasks} == set(a.task_ids) | set(b.task_ids)
+    assert all("host" not in t for t in tasks)
+    operations = app.get("/operations", headers=SYSTEM_READER).json["operations"]
+    assert {o["id"] for o in operations} == {a.operation_id, b.operation_id}
+    failed = app.get(f"/tasks/{a.failed_id}", headers=SYSTEM_READER).json["task"]
+    assert "traceback" not in failed["error"]
+    app.get(f"/operations/{b.operation_id}", headers=SYSTEM_READER, status=200)
+    app.get(f"/clusters/{a.cluster_id}/tasks/{a.pending_id}", headers=SYSTEM_READER, status=200)
+    refused = app.post(
+        f"/clusters/{a.cluster_id}/tasks/{a.pending_id}/cancel", headers=SYSTEM_READER, status=403
+    )
+    assert refused.json["errors"][0]["code"] == "tasktoolkit.forbidden"
+    assert (
+        app.get(f"/tasks/{a.pending_id}", headers=SYSTEM_READER).json["task"]["state"] == "pending"
+    )
+
+
+class Recorder:
+    """An authorization hook that says what it is told to, and remembers what it was asked."""
+
+    def __init__(self, *, allow: frozenset[str] = frozenset(RULES)) -> None:
+        self.allow = allow
+        self.asked: list[tuple[str, Any]] = []
+
+    def __call__(self, who: Caller, rule: str, target: Mapping[str, Any]) -> bool:
+        self.asked.append((rule, target.get("project_id")))
+        return rule in self.allow and (target.get("project_id") in (who.project_id, None))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "rules"),
+    [
+        pytest.param("GET", "/tasks", [TASKS_LIST, TASKS_SHOW_HOST], id="tasks"),
+        pytest.param("GET", "/tasks/{pending}", [TASKS_SHOW, TASKS_SHOW_HOST], id="task"),
+        pytest.param("GET", "/operations", [OPERATIONS_LIST, TASKS_SHOW_HOST], id="operations"),
+        pytest.param(
+            "GET",
+            "/operations/{operation}",
+            [OPERATIONS_SHOW, TASKS_SHOW, TASKS_SHOW_HOST],
+            id="operation",
+        ),
+        pytest.param(
+            "GET",
+            "/clusters/{cluster}/tasks",
+            [TASKS_LIST, TASKS_LIST, TASKS_SHOW_HOST],
+            id="resource-tasks",
+        ),
+        pytest.param(
+            "POST",
+            "/clusters/{cluster}/tasks/{pending}/cancel",
+            [TASKS_SHOW, TASKS_CANCEL, TASKS_SHOW_HOST],
+            id="cancel",
+        ),
+    ],
+)
+def test_each_endpoint_asks_its_rules(
+    session_factory: sessionmaker[Session],
+    projects: tuple[Seeded, Seeded],
+    method: str,
+    path: str,
+    rules: list[str],
+) -> None:
+    a, _ = projects
+    hook = Recorder()
+    app = build_app(session_factory, authorize=hook)
+    url = path.format(pending=a.pending_id, operation=a.operation_id, cluster=a.cluster_id)
+    app.request(url, method=method, headers=caller(A), status="2*")
+    assert [rule for rule, _ in hook.asked] == rules
+    # A list is asked for every project (None) first; a record, with its own project.
+    assert {project for _, project in hook.asked} <= {None, A}
+
+
+@pytest.mark.parametrize(
+    ("allow", "url", "status"),
+    [
+        pytest.param(RULES, "/tasks/{pending}", 200, id="all-rules"),
+        pytest.param(set(RULES) - {TASKS_SHOW}, "/tasks/{pending}", 404, id="no-show-is-404"),
+        pytest.param(
+            set(RULES) - {OPERATIONS_SHOW}, "/operations/{operation}", 404, id="no-op-show"
+        ),
+        pytest.param(
+            set(RULES) - {TASKS_CANCEL},
+            "/clusters/{cluster}/tasks/{pending}/cancel",
+            403,
+            id="no-cancel",
+        ),
+    ],
+)
+def test_a_refusal_is_a_404_or_a_403(
+    session_factory: sessionmaker[Session],
+    projects: tuple[Seeded, Seeded],
+    allow: set[str],
+    url: str,
+    status: int,
+) -> None:
+    a, _ = projects
+    app = build_app(session_factory, authorize=Recorder(allow=frozenset(allow)))
+    method = "POST" if url.endswith("/cancel") else "GET"
+    full = url.format(pending=a.pending_id, operation=a.operation_id, cluster=a.cluster_id)
+    app.request(full, method=method, headers=caller(A), status=status if status != 200 else "2*")
+    state = app.get(f"/tasks/{a.pending_id}", headers=caller(A), status="*")
+    if state.status_int == 200:
+        assert state.json["task"]["state"] == "pending"  # a refused cancel changed nothing
+
+
+def test_a_hook_may_show_hosts_to_a_project(
+    session_factory: sessionmaker[Session], projects: tuple[Seeded, Seeded]
+) -> None:
+    a, _ = projects
+    app = build_app(session_factory, authorize=Recorder())
+    failed = app.get(f"/tasks/{a.failed_id}", headers=caller(A)).json["task"]
+    assert "dhcp agent unreachable" in failed["error"]["traceback"]
+    listed = app.get("/tasks", headers=caller(A)).json["tasks"]
+    assert {t["host"] for t in listed if t["id"] == a.running_id} == {"worker-1"}
