@@ -24,12 +24,17 @@ from tasktoolkit.middleware._operations import (
     OperationMiddleware,
     set_operation_target,
 )
-from tasktoolkit.middleware._request_id import RequestIdMiddleware, fast_request_id
+from tasktoolkit.middleware._request_id import (
+    OPENSTACK_HEADER,
+    RequestIdMiddleware,
+    fast_request_id,
+)
 
 __all__ = [
     "DEFAULT_METHODS",
     "GLOBAL_REQUEST_ID_KEY",
     "OPENSTACK_GLOBAL_REQUEST_ID_KEY",
+    "OPENSTACK_HEADER",
     "OPENSTACK_REQUEST_ID_KEY",
     "OPERATION_ID_KEY",
     "OPERATION_LOCATION_KEY",

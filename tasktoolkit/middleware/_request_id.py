@@ -1,11 +1,16 @@
 """Request ids: a fresh ``req-<uuid4>`` per request, in the environ, the context and the response.
 
-A valid inbound id (``X-Request-Id``, or one of the compatibility headers) is
-kept only as the *global* request id, for tracing across services; it is never
-used as this request's id, so a caller cannot make its request look like (or
-attach to) someone else's. Anything that is not a well-formed id is dropped.
+A valid inbound id (the ``header``, one of the compatibility headers, or
+``X-OpenStack-Request-ID``, which keystoneauth sends) is kept only as the
+*global* request id, for tracing across services; it is never used as this
+request's id, so a caller cannot make its request look like (or attach to)
+someone else's. Anything that is not a well-formed id is dropped.
 
-Example::
+When a middleware in front (oslo.middleware's ``RequestId``) already gave the
+request an id, in ``openstack.request_id``, that id is this request's id and
+its ``openstack.global_request_id`` the global one: one id per request.
+
+Example (the header OpenStack services answer with)::
 
     app = RequestIdMiddleware(app, header="X-OpenStack-Request-ID")
 """
@@ -36,7 +41,10 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["RequestIdMiddleware", "fast_request_id"]
+__all__ = ["OPENSTACK_HEADER", "RequestIdMiddleware", "fast_request_id"]
+
+#: The header OpenStack services answer with, and keystoneauth sends a global id in.
+OPENSTACK_HEADER = "X-OpenStack-Request-ID"
 
 _log = logging.getLogger("tasktoolkit.middleware")
 
@@ -78,9 +86,11 @@ class RequestIdMiddleware:
     (reset once the response body is closed, or when the app raises), and to
     the response header, unless the app already set that header.
 
-    :param header: the response header, also read for an inbound global id.
+    :param header: the response header, also read for an inbound global id;
+        OpenStack services should use ``X-OpenStack-Request-ID``.
     :param compat_headers: more headers to answer with (and to read an inbound
-        id from), e.g. ``("X-OpenStack-Request-ID",)``.
+        id from), e.g. ``("X-Request-Id",)``. ``X-OpenStack-Request-ID`` is
+        always read for an inbound id.
     :param caller_getter: reads the project and user for the context from the
         environ; ``None`` leaves them unset.
     """
@@ -111,7 +121,8 @@ class RequestIdMiddleware:
         for name in headers:
             unique.setdefault(name.lower(), name)
         self._response_headers = tuple((name, lower) for lower, name in unique.items())
-        self._inbound_keys = tuple(_environ_key(name) for name in unique.values())
+        inbound = [*unique.values(), OPENSTACK_HEADER]
+        self._inbound_keys = tuple(dict.fromkeys(_environ_key(name) for name in inbound))
 
     @classmethod
     def factory(
@@ -142,13 +153,22 @@ class RequestIdMiddleware:
         return filter_
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        request_id = fast_request_id()
+        upstream = environ.get(OPENSTACK_REQUEST_ID_KEY)
         global_id = None
-        for key in self._inbound_keys:
-            inbound = environ.get(key)
+        if upstream is not None and is_valid_request_id(upstream):
+            # Named by a middleware in front (oslo's RequestId), which also
+            # read (and checked) the inbound global id.
+            request_id = upstream
+            inbound = environ.get(OPENSTACK_GLOBAL_REQUEST_ID_KEY)
             if inbound is not None and is_valid_request_id(inbound):
                 global_id = inbound
-                break
+        else:
+            request_id = fast_request_id()
+            for key in self._inbound_keys:
+                inbound = environ.get(key)
+                if inbound is not None and is_valid_request_id(inbound):
+                    global_id = inbound
+                    break
         environ[REQUEST_ID_KEY] = environ[OPENSTACK_REQUEST_ID_KEY] = request_id
         environ[GLOBAL_REQUEST_ID_KEY] = environ[OPENSTACK_GLOBAL_REQUEST_ID_KEY] = global_id
         getter = self.caller_getter

@@ -328,3 +328,84 @@ def test_bad_configuration_fails_at_construction(
 ) -> None:
     with pytest.raises(error):
         RequestIdMiddleware(echo, **options)
+
+
+# -- under oslo.middleware's RequestId ---------------------------------------
+
+
+def _oslo_request_id(app: Any) -> Any:
+    from oslo_middleware import request_id as oslo
+
+    return oslo.RequestId(app)
+
+
+def failing(environ: dict[str, Any], start_response: Any) -> Any:
+    """Answers with the toolkit's contract error body (as the endpoints do)."""
+    from tasktoolkit.http_errors import error_response
+
+    response = error_response(environ, 404, "tasktoolkit.not_found", "no such thing")
+    return response(environ, start_response)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("X-Request-Id", id="default-header"),
+        pytest.param("X-OpenStack-Request-ID", id="openstack-header"),
+    ],
+)
+def test_under_oslo_request_id_a_request_has_one_id(header: str) -> None:
+    """oslo's RequestId names the request first: the toolkit uses its id and global id."""
+    app = webtest.TestApp(_oslo_request_id(RequestIdMiddleware(echo, header=header)))
+    inbound = new_request_id()
+    response = app.get("/", headers={"X-OpenStack-Request-ID": inbound})
+    oslo_id = response.headers["x-openstack-request-id"]
+    assert response.headers[header] == oslo_id
+    assert response.text.split() == [
+        oslo_id,
+        inbound,
+        oslo_id,
+        inbound,
+        oslo_id,
+        inbound,
+        "None",
+        "None",
+    ]
+
+
+def test_under_oslo_request_id_the_error_body_carries_the_header_id() -> None:
+    app = webtest.TestApp(_oslo_request_id(RequestIdMiddleware(failing)))
+    response = app.get("/", status=404)
+    (error,) = response.json["errors"]
+    assert error["request_id"] == response.headers["X-Request-Id"]
+    assert error["request_id"] == response.headers["x-openstack-request-id"]
+
+
+def test_under_oslo_a_bad_inbound_global_id_is_dropped() -> None:
+    app = webtest.TestApp(_oslo_request_id(RequestIdMiddleware(echo)))
+    response = app.get("/", headers={"X-OpenStack-Request-ID": "req-forged"})
+    assert response.text.split()[1] == "None"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        pytest.param({OPENSTACK_REQUEST_ID_KEY: "not-an-id"}, id="malformed-upstream-id"),
+        pytest.param({OPENSTACK_REQUEST_ID_KEY: None}, id="no-upstream-id"),
+    ],
+)
+def test_an_upstream_id_that_is_not_an_id_is_replaced(environ: dict[str, Any]) -> None:
+    response = webob.Request.blank("/", environ=environ).get_response(RequestIdMiddleware(echo))
+    request_id = response.text.split()[0]
+    assert is_valid_request_id(request_id) and request_id != environ[OPENSTACK_REQUEST_ID_KEY]
+
+
+def test_keystoneauths_global_id_header_is_read_with_the_default_header() -> None:
+    """keystoneauth sends a global id as X-OpenStack-Request-ID: kept, whatever the header."""
+    inbound = new_request_id()
+    app = webtest.TestApp(RequestIdMiddleware(echo))
+    response = app.get("/", headers={"X-OpenStack-Request-ID": inbound})
+    ids = response.text.split()
+    assert ids[1] == inbound and ids[0] != inbound
+    assert response.headers["X-Request-Id"] == ids[0]
+    assert "X-OpenStack-Request-ID" not in response.headers
