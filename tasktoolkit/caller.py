@@ -3,7 +3,7 @@
 The toolkit does no authentication. An authentication middleware in front of
 it (keystonemiddleware, for instance) sets headers; a *caller getter* turns the
 environ into a :class:`Caller`. The default reads keystonemiddleware's
-``X-Project-Id``, ``X-User-Id``, ``X-Roles`` and ``X-System-Scope``.
+``X-Project-Id``, ``X-User-Id``, ``X-Roles`` and ``OpenStack-System-Scope``.
 
 What a caller may do is asked of one *authorization hook*,
 ``authorize(caller, rule, target) -> bool``, with a rule name of :data:`RULES`
@@ -112,7 +112,7 @@ def _header(environ: Mapping[str, Any], name: str) -> str | None:
 
 def keystone_caller(environ: Mapping[str, Any]) -> Caller:
     """The caller as keystonemiddleware sets it: ``X-Project-Id``, ``X-User-Id``, ``X-Roles``,
-    ``X-System-Scope``."""
+    ``OpenStack-System-Scope``."""
     roles = environ.get("HTTP_X_ROLES")
     return Caller(
         project_id=_header(environ, "HTTP_X_PROJECT_ID"),
@@ -120,7 +120,7 @@ def keystone_caller(environ: Mapping[str, Any]) -> Caller:
         roles=frozenset(r.strip().lower() for r in roles.split(",") if r.strip())
         if isinstance(roles, str)
         else frozenset(),
-        system_scope=_header(environ, "HTTP_X_SYSTEM_SCOPE"),
+        system_scope=_header(environ, "HTTP_OPENSTACK_SYSTEM_SCOPE"),
     )
 
 

@@ -24,7 +24,7 @@ from tasktoolkit.caller import (
 )
 from tests.endpoints.conftest import Seeded, build_app, caller
 
-SYSTEM_READER = {"X-System-Scope": "all", "X-Roles": "reader", "X-User-Id": "auditor"}
+SYSTEM_READER = {"OpenStack-System-Scope": "all", "X-Roles": "reader", "X-User-Id": "auditor"}
 A, B = "project-a", "project-b"
 
 
@@ -65,7 +65,7 @@ def test_default_rules(who: Caller, rule: str, project: str | None, allowed: boo
 
 
 def test_keystone_caller_reads_the_system_scope() -> None:
-    found = keystone_caller({"HTTP_X_SYSTEM_SCOPE": "all", "HTTP_X_ROLES": "Reader"})
+    found = keystone_caller({"HTTP_OPENSTACK_SYSTEM_SCOPE": "all", "HTTP_X_ROLES": "Reader"})
     assert found == Caller(roles=frozenset({"reader"}), system_scope="all")
 
 

@@ -1,0 +1,33 @@
+"""Bridges to the oslo libraries OpenStack services already run (extra ``[oslo]``).
+
+- :func:`oslo_caller`: the caller from oslo.context's ``RequestContext.from_environ``,
+  keystone's system scope included;
+- :class:`OsloContextFilter` and :func:`job_context`: oslo.log lines of the API
+  and of workers carry the right request, global request, user and project;
+- :class:`PolicyAuthorizer` and :func:`list_rules`: the toolkit's authorization
+  hook answered by oslo.policy, with documented default rules.
+
+Importing this package imports oslo.context, oslo.log's needs and oslo.policy;
+nothing else in the toolkit imports it.
+
+Example::
+
+    from tasktoolkit.oslo import PolicyAuthorizer, oslo_caller
+
+    mount(mapper, collections={"ports": Port}, session_factory=Session,
+          caller_getter=oslo_caller, authorize=PolicyAuthorizer())
+"""
+
+from __future__ import annotations
+
+from tasktoolkit.oslo._context import OsloContextFilter, job_context, oslo_caller, oslo_context
+from tasktoolkit.oslo._policy import PolicyAuthorizer, list_rules
+
+__all__ = [
+    "OsloContextFilter",
+    "PolicyAuthorizer",
+    "job_context",
+    "list_rules",
+    "oslo_caller",
+    "oslo_context",
+]

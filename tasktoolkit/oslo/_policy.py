@@ -1,0 +1,116 @@
+"""oslo.policy: the toolkit's authorization hook answered by an ``Enforcer``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from oslo_config import cfg
+from oslo_policy import policy
+
+from tasktoolkit.caller import (
+    OPERATIONS_CANCEL,
+    OPERATIONS_LIST,
+    OPERATIONS_SHOW,
+    TASKS_CANCEL,
+    TASKS_LIST,
+    TASKS_SHOW,
+    TASKS_SHOW_HOST,
+    Caller,
+)
+
+__all__ = ["PolicyAuthorizer", "list_rules"]
+
+# keystone's default roles (admin implies member implies reader) and scopes.
+ADMIN = "role:admin"
+SYSTEM_READER = "role:reader and system_scope:all"
+PROJECT_READER = "role:reader and project_id:%(project_id)s"
+PROJECT_MEMBER = "role:member and project_id:%(project_id)s"
+_READ = f"({ADMIN}) or ({SYSTEM_READER}) or ({PROJECT_READER})"
+_WRITE = f"({ADMIN}) or ({PROJECT_MEMBER})"
+_SCOPES = ["system", "project"]
+
+
+def _rule(name: str, check: str, description: str, method: str, path: str) -> Any:
+    return policy.DocumentedRuleDefault(
+        name=name,
+        check_str=check,
+        description=description,
+        operations=[{"method": method, "path": path}],
+        scope_types=_SCOPES,
+    )
+
+
+def list_rules() -> list[Any]:
+    """The toolkit's default rules, for ``Enforcer.register_defaults``.
+
+    Also the ``oslo.policy.policies`` entry point ``tasktoolkit``, so
+    ``oslopolicy-sample-generator --namespace tasktoolkit`` writes them out.
+
+    - a project reader sees its project's tasks and operations, a member cancels them;
+    - a system-scoped reader sees every project's, read only;
+    - an admin does everything, and alone sees hosts and tracebacks.
+    """
+    return [
+        _rule(TASKS_LIST, _READ, "List tasks.", "GET", "/tasks"),
+        _rule(TASKS_SHOW, _READ, "Show a task.", "GET", "/tasks/{task_id}"),
+        _rule(
+            TASKS_SHOW_HOST,
+            ADMIN,
+            "See the hosts that ran tasks and the tracebacks of their failures.",
+            "GET",
+            "/tasks/{task_id}",
+        ),
+        _rule(
+            TASKS_CANCEL,
+            _WRITE,
+            "Cancel a task.",
+            "POST",
+            "/{collection}/{resource_id}/tasks/{task_id}/cancel",
+        ),
+        _rule(OPERATIONS_LIST, _READ, "List operations.", "GET", "/operations"),
+        _rule(OPERATIONS_SHOW, _READ, "Show an operation.", "GET", "/operations/{operation_id}"),
+        _rule(
+            OPERATIONS_CANCEL,
+            _WRITE,
+            "Cancel every active task of an operation.",
+            "POST",
+            "/operations/{operation_id}/cancel",
+        ),
+    ]
+
+
+class PolicyAuthorizer:
+    """``authorize(caller, rule, target)`` answered by oslo.policy.
+
+    :param enforcer: the host's ``oslo_policy.policy.Enforcer`` (its policy file
+        may override any rule); default: a new one on ``conf``. The toolkit's
+        defaults (:func:`list_rules`) are registered on it.
+    :param conf: the ``oslo_config.cfg.ConfigOpts`` of a new enforcer (default:
+        an empty one, so only the defaults apply).
+
+    A target value that is ``None`` (``project_id`` of "every project") is left
+    out, so ``project_id:%(project_id)s`` does not hold for it.
+
+    Example::
+
+        enforcer = policy.Enforcer(CONF)
+        mount(mapper, ..., caller_getter=oslo_caller, authorize=PolicyAuthorizer(enforcer))
+    """
+
+    def __init__(self, enforcer: Any | None = None, *, conf: Any | None = None) -> None:
+        if enforcer is None:
+            enforcer = policy.Enforcer(conf if conf is not None else cfg.ConfigOpts())
+        registered = enforcer.registered_rules
+        enforcer.register_defaults([r for r in list_rules() if r.name not in registered])
+        self.enforcer = enforcer
+
+    def __call__(self, caller: Caller, rule: str, target: Mapping[str, Any]) -> bool:
+        creds: dict[str, Any] = {
+            "project_id": caller.project_id,
+            "user_id": caller.user_id,
+            "roles": sorted(caller.roles),
+            "system_scope": caller.system_scope,
+        }
+        kept = {key: value for key, value in target.items() if value is not None}
+        return bool(self.enforcer.enforce(rule, kept, creds, do_raise=False))
