@@ -86,8 +86,9 @@ class PolicyAuthorizer:
     :param enforcer: the host's ``oslo_policy.policy.Enforcer`` (its policy file
         may override any rule); default: a new one on ``conf``. The toolkit's
         defaults (:func:`list_rules`) are registered on it.
-    :param conf: the ``oslo_config.cfg.ConfigOpts`` of a new enforcer (default:
-        an empty one, so only the defaults apply).
+    :param conf: the parsed ``oslo_config.cfg.ConfigOpts`` of a new enforcer
+        (its ``[oslo_policy]`` section names the policy file); default: an empty
+        one, so only the defaults apply.
 
     A target value that is ``None`` (``project_id`` of "every project") is left
     out, so ``project_id:%(project_id)s`` does not hold for it.
@@ -100,7 +101,10 @@ class PolicyAuthorizer:
 
     def __init__(self, enforcer: Any | None = None, *, conf: Any | None = None) -> None:
         if enforcer is None:
-            enforcer = policy.Enforcer(conf if conf is not None else cfg.ConfigOpts())
+            if conf is None:
+                conf = cfg.ConfigOpts()
+                conf([], default_config_files=[])  # no file: the defaults only
+            enforcer = policy.Enforcer(conf)
         registered = enforcer.registered_rules
         enforcer.register_defaults([r for r in list_rules() if r.name not in registered])
         self.enforcer = enforcer

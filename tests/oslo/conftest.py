@@ -13,6 +13,7 @@ from oslo_log import formatters
 from oslo_log import log as oslo_log
 
 from tasktoolkit.oslo import OsloContextFilter
+from tests.endpoints.conftest import projects  # noqa: F401  (two projects' records, for the policy)
 
 #: What each captured line looks like: level, logger, [global id, request id, user, project].
 CONTEXT_FORMAT = (
