@@ -14,11 +14,12 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import context, orm
+from tasktoolkit import context
 from tasktoolkit.caller import Caller
 from tasktoolkit.context import RequestContext, new_request_id
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import OperationFields, Worker
+from tasktoolkit.orm import Worker
+from tasktoolkit.orm._operations import OperationFields, open_operation
 from tasktoolkit.oslo import job_context, oslo_caller
 from tests.models import Cluster
 
@@ -113,7 +114,7 @@ def test_worker_lines_carry_the_request_that_spawned_the_task(
 ) -> None:
     rid, global_id = new_request_id(), new_request_id()
     with session_factory() as session:
-        orm.open_operation(
+        open_operation(
             session.connection(),
             OperationFields(
                 id=rid,
