@@ -73,11 +73,12 @@ def unreachable(tmp_path: Path) -> Engine:
 def test_the_toolkits_own_lines_carry_their_request_not_the_previous_one(
     oslo_lines: Callable[[], list[str]], unreachable: Engine
 ) -> None:
-    """The host's context of request 1 stays in oslo's store; request 2's 503 line is its own."""
+    """The host's context of request 1 stays in oslo's store; request 2's warning is its own."""
     operations = OperationMiddleware(host_app, engine=unreachable)
     stack = webtest.TestApp(RequestIdMiddleware(operations))
     first = stack.get("/own-context", headers={"X-User-Id": "u1", "X-Project-Id": "p1"})
-    second = stack.post("/ports", headers={"X-User-Id": "u2", "X-Project-Id": "p2"}, status=503)
+    # The database is away: the operation cannot be written, a warning says so.
+    second = stack.post("/ports", headers={"X-User-Id": "u2", "X-Project-Id": "p2"})
     one, two = first.headers["X-Request-Id"], second.headers["X-Request-Id"]
     (warning,) = [line for line in oslo_lines() if line.startswith("WARNING")]
     assert f"[None {two} u2 p2] operation {two} not written" in warning
