@@ -37,7 +37,6 @@ import webob
 from routes import Mapper
 from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sample_app.engine import create_sample_engine
@@ -324,7 +323,7 @@ class SampleAPI:
                 return handler(request, session, caller)
         except APIError as exc:
             return error_response(request.environ, exc.status, exc.code, exc.detail)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
             if not database_unavailable(exc):
                 raise
             return response_for(request.environ, DatabaseUnavailableError())

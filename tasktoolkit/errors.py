@@ -225,15 +225,26 @@ class DatabaseUnavailableError(TaskToolkitError):
         super().__init__(detail)
 
 
+#: oslo.db's exception filters raise their own errors instead of SQLAlchemy's;
+#: they are recognised by name, so that oslo.db is not a dependency.
+_OSLO_DB = "oslo_db.exception"
+
+
+def raised_by_oslo_db(exc: BaseException, name: str) -> bool:
+    """Whether ``exc`` is oslo.db's ``name`` error (``DBDeadlock``, ...) or a subclass of it."""
+    return any(c.__name__ == name and c.__module__ == _OSLO_DB for c in type(exc).__mro__)
+
+
 def database_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc``, raised by SQLAlchemy, means the database cannot serve us now.
+    """Whether ``exc``, raised by the database layer, means the database cannot serve us now.
 
     The one rule every layer answers ``503`` by: a connection that could not be
     made or was lost (``OperationalError``, ``InterfaceError``, an invalidated
-    connection), and a pool with no connection to give within its timeout.
-    Anything else (a constraint, bad SQL) is a bug, not an outage.
+    connection, oslo.db's ``DBConnectionError``), and a pool with no connection
+    to give within its timeout. Anything else (a constraint, bad SQL) is a bug,
+    not an outage.
     """
-    if isinstance(exc, sqlalchemy_exc.TimeoutError):
+    if isinstance(exc, sqlalchemy_exc.TimeoutError) or raised_by_oslo_db(exc, "DBConnectionError"):
         return True
     if not isinstance(exc, sqlalchemy_exc.DBAPIError):
         return False

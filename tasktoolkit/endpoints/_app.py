@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 
 from sqlalchemy import BigInteger, Integer, String, Uuid, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from webob import Request, Response
 
@@ -280,7 +279,7 @@ class TaskEndpoints:
                 return handler(self, session, call)
         except TaskToolkitError as error:
             return response_for(environ, error)
-        except SQLAlchemyError as error:
+        except Exception as error:  # the database's errors, SQLAlchemy's or oslo.db's
             if not database_unavailable(error):
                 raise
             return response_for(environ, DatabaseUnavailableError())

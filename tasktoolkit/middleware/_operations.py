@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 from sqlalchemy import engine_from_config
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 
 from tasktoolkit import signals
 from tasktoolkit._checks import HTTP_TOKEN
@@ -340,7 +340,7 @@ class OperationMiddleware:
                     resource_id=to.resource_id,
                 )
             )
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
             if not database_unavailable(exc):
                 raise
             _log.warning(
@@ -373,7 +373,7 @@ class OperationMiddleware:
                     read_back=bool(signals.operation_finished.receivers),
                 )
             )
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
             if not database_unavailable(exc):
                 raise
             # The response is gone already; the operation stays running (and

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tasktoolkit.errors import raised_by_oslo_db
 from tasktoolkit.orm._deadline import deadline
 from tasktoolkit.orm._engine import prepare_engine, read_committed
 
@@ -38,13 +39,6 @@ RETRIES = 5
 #: A host's own answer to "did this transaction lose a race, so that running it again is safe?".
 RetryPredicate = Callable[[BaseException], bool]
 _R = TypeVar("_R")
-# oslo.db's exception filters raise these instead of SQLAlchemy's DBAPIError; they
-# are recognised by name, so that oslo.db is not a dependency.
-_OSLO_DB = "oslo_db.exception"
-
-
-def _is_oslo_db(exc: BaseException, name: str) -> bool:
-    return any(c.__name__ == name and c.__module__ == _OSLO_DB for c in type(exc).__mro__)
 
 
 def is_retryable(exc: BaseException, predicate: RetryPredicate | None = None) -> bool:
@@ -70,9 +64,9 @@ def is_retryable(exc: BaseException, predicate: RetryPredicate | None = None) ->
             return True
         if "database is locked" in str(orig):
             return True
-    elif _is_oslo_db(exc, "DBDeadlock"):
+    elif raised_by_oslo_db(exc, "DBDeadlock"):
         return True
-    elif _is_oslo_db(exc, "DBError") and not _is_oslo_db(exc, "DBConnectionError"):
+    elif raised_by_oslo_db(exc, "DBError") and not raised_by_oslo_db(exc, "DBConnectionError"):
         inner = getattr(exc, "inner_exception", None)
         if isinstance(inner, DBAPIError) and is_retryable(inner):
             return True

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import routes
-from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 from webob import Request
 
@@ -105,17 +104,6 @@ def test_mount_refuses_bad_configuration(options: dict[str, Any], error: type[Ex
     }
     with pytest.raises(error):
         mount(routes.Mapper(), **arguments)
-
-
-def test_unreachable_database_is_a_503_with_retry_after() -> None:
-    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
-    mapper = routes.Mapper()
-    mount(mapper, collections={"clusters": Cluster}, session_factory=sessionmaker(engine))
-    response = Request.blank("/tasks", headers={"X-Project-Id": "a"}).get_response(Router(mapper))
-    assert response.status_int == 503
-    assert response.headers["Retry-After"] == "5"  # the toolkit's one Retry-After policy
-    assert response.json["errors"][0]["code"] == "tasktoolkit.database_unavailable"
-    engine.dispose()
 
 
 def test_unrouted_paths_are_404_in_the_error_format() -> None:
