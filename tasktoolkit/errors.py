@@ -12,11 +12,15 @@ __all__ = [
     "ApplicationError",
     "DatabaseUnavailableError",
     "ForbiddenError",
+    "IdempotencyInProgressError",
+    "IdempotencyKeyReusedError",
     "InvalidCallerError",
     "InvalidDurationError",
     "InvalidErrorCodeError",
     "InvalidFilterError",
+    "InvalidHeaderError",
     "InvalidProgressError",
+    "InvalidResultError",
     "InvalidRevisionError",
     "InvalidStateError",
     "InvalidTTLError",
@@ -26,6 +30,7 @@ __all__ = [
     "NotAResourceError",
     "NotFoundError",
     "OperationNotFoundError",
+    "OperationTransitionError",
     "ResourceTypeConflictError",
     "TaskCancelRequested",
     "TaskFailure",
@@ -81,6 +86,35 @@ class InvalidFilterError(TaskToolkitError, ValueError):
     code = "tasktoolkit.invalid_filter"
 
 
+class InvalidHeaderError(TaskToolkitError, ValueError):
+    """A request header the contract reads with a value it refuses (``Prefer``,
+    ``Idempotency-Key``)."""
+
+    status = 400
+    code = "tasktoolkit.invalid_header"
+
+
+class InvalidResultError(TaskToolkitError, ValueError):
+    """A task result that is not a JSON object of at most 16 KiB."""
+
+    status = 400
+    code = "tasktoolkit.invalid_result"
+
+
+class IdempotencyInProgressError(TaskToolkitError):
+    """A request with the ``Idempotency-Key`` of a request still running."""
+
+    status = 409
+    code = "tasktoolkit.idempotency_in_progress"
+
+
+class IdempotencyKeyReusedError(TaskToolkitError):
+    """An ``Idempotency-Key`` sent before with another method, path or body."""
+
+    status = 422
+    code = "tasktoolkit.idempotency_key_reused"
+
+
 class InvalidTransitionError(TaskToolkitError):
     """A transition the state machine does not allow; nothing was changed.
 
@@ -97,6 +131,24 @@ class InvalidTransitionError(TaskToolkitError):
         self.current = current
         self.requested = requested
         super().__init__(f"task {task_id} cannot go from {current!r} to {requested!r}")
+
+
+class OperationTransitionError(TaskToolkitError):
+    """A move of an operation that its state does not allow (cancelling a finished one).
+
+    :param operation_id: the operation.
+    :param current: its state when the move was refused.
+    :param requested: what was asked for.
+    """
+
+    status = 409
+    code = "tasktoolkit.invalid_transition"
+
+    def __init__(self, operation_id: str, current: str, requested: str) -> None:
+        self.operation_id = operation_id
+        self.current = current
+        self.requested = requested
+        super().__init__(f"operation {operation_id} cannot go from {current!r} to {requested!r}")
 
 
 class TaskNotHeldError(TaskToolkitError):

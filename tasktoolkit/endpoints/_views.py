@@ -47,6 +47,7 @@ def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
         updated_at=isoformat(task.updated_at),
         finished_at=isoformat(task.finished_at),
         expires_at=isoformat(task.expires_at),
+        result=task.result,
     )
     return view
 

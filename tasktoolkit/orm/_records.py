@@ -16,12 +16,14 @@ and the counts survive the tasks they describe.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     CheckConstraint,
+    ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -30,16 +32,19 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tasktoolkit.orm._states import TERMINAL_TASK_STATES, OperationState, TaskState
-from tasktoolkit.orm._types import UTCDateTime, exact_string, utcnow
+from tasktoolkit.orm._types import JSONObject, UTCDateTime, exact_string, utcnow
 
 __all__ = [
     "NAMING_CONVENTION",
+    "IdempotencyKey",
     "Operation",
     "RecordBase",
     "Task",
+    "idempotency_keys_table",
     "metadata",
     "operations_table",
     "tasks_table",
@@ -84,6 +89,19 @@ class Operation(RecordBase):
         CheckConstraint(f"state IN ({_OPERATION_STATES})", name="state"),
         Index("ix_tasktoolkit_operations_created", "created_at", "id"),
         Index("ix_tasktoolkit_operations_project", "project_id", "created_at", "id"),
+        # /operations?action=...|method=...|state=... for one project, newest
+        # first, and /operations?resource_type=&resource_id= for one resource:
+        # each seeks its prefix and reads in order, however long the history.
+        Index(
+            "ix_tasktoolkit_operations_project_action", "project_id", "action", "created_at", "id"
+        ),
+        Index(
+            "ix_tasktoolkit_operations_project_method", "project_id", "method", "created_at", "id"
+        ),
+        Index("ix_tasktoolkit_operations_project_state", "project_id", "state", "created_at", "id"),
+        Index(
+            "ix_tasktoolkit_operations_resource", "resource_type", "resource_id", "created_at", "id"
+        ),
         Index("ix_tasktoolkit_operations_expires", "expires_at"),
     )
 
@@ -164,6 +182,8 @@ class Task(RecordBase):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+    #: What the worker reported with its success: a JSON object of at most 16 KiB.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONObject())
 
     @property
     def error(self) -> dict[str, str] | None:
@@ -185,6 +205,44 @@ class Task(RecordBase):
         return _repr(self, "id", "resource_type", "resource_id", "name", "state")
 
 
+class IdempotencyKey(RecordBase):
+    """An ``Idempotency-Key`` of a project, the request it was first sent with, and its response.
+
+    Its operation's row is written in the same transaction and owns it
+    (``ON DELETE CASCADE``): a key lives as long as its operation and is
+    purged with it. ``status`` is ``None`` while the first request runs; a
+    ``body`` of ``None`` with a ``status`` is a response too large to keep.
+    """
+
+    __tablename__ = "tasktoolkit_idempotency_keys"
+
+    project_id: Mapped[str] = mapped_column(exact_string(64), primary_key=True)
+    key: Mapped[str] = mapped_column(exact_string(255), primary_key=True)
+    #: SHA-256 (hex) of the method, path, query string and body.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    operation_id: Mapped[str] = mapped_column(
+        exact_string(40),
+        # Named here: the convention's name would pass PostgreSQL's 63 characters.
+        ForeignKey(
+            "tasktoolkit_operations.id",
+            ondelete="CASCADE",
+            name="fk_tasktoolkit_idempotency_keys_operation",
+        ),
+        index=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[int | None] = mapped_column(Integer)
+    #: The replayed headers, as a JSON list of ``[name, value]`` pairs.
+    headers: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[bytes | None] = mapped_column(
+        LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+    )
+
+    def __repr__(self) -> str:
+        return _repr(self, "project_id", "key", "operation_id", "status")
+
+
 #: The tables behind the records, typed as Core tables for statements.
 operations_table = cast(Table, Operation.__table__)
 tasks_table = cast(Table, Task.__table__)
+idempotency_keys_table = cast(Table, IdempotencyKey.__table__)

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from tasktoolkit.errors import (
     InvalidErrorCodeError,
     InvalidProgressError,
+    InvalidResultError,
     InvalidTransitionError,
     TaskNotFoundError,
     TaskNotHeldError,
@@ -56,14 +58,16 @@ from tasktoolkit.orm._states import (
     TaskState,
     parse_task_state,
 )
-from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm._types import json_text, utcnow
 
 __all__ = [
     "MAX_ERROR_CODE",
+    "MAX_RESULT_BYTES",
     "acknowledge_cancel",
     "cancel_task",
     "check_host",
     "check_progress",
+    "check_result",
     "fail_task",
     "not_held",
     "report_progress",
@@ -80,6 +84,8 @@ MAX_ERROR_CODE = 64
 _MAX_MESSAGE = 4000
 _MAX_TRACEBACK = 16000
 _MAX_RETRIES = 5
+#: The largest task result: its compact JSON, in UTF-8 bytes.
+MAX_RESULT_BYTES = 16 * 1024
 
 
 def check_progress(progress: object) -> int | None:
@@ -89,6 +95,28 @@ def check_progress(progress: object) -> int | None:
     if isinstance(progress, bool) or not isinstance(progress, int) or not 0 <= progress <= 100:
         raise InvalidProgressError(f"progress must be an integer from 0 to 100, got {progress!r}")
     return progress
+
+
+def check_result(result: object) -> dict[str, Any] | None:
+    """``result`` if it is ``None`` or a JSON object of at most 16 KiB; else
+    :class:`InvalidResultError`."""
+    if result is None:
+        return None
+    if not isinstance(result, dict):
+        kind = type(result).__name__
+        raise InvalidResultError(f"a task result must be a JSON object, got {kind}")
+    try:
+        encoded = json_text(result)
+    except (TypeError, ValueError) as exc:
+        raise InvalidResultError(f"a task result must be JSON: {exc}") from None
+    size = len(encoded.encode("utf-8"))
+    if size > MAX_RESULT_BYTES:
+        raise InvalidResultError(
+            f"a task result must be at most {MAX_RESULT_BYTES} bytes of JSON, got {size}"
+        )
+    # As it will read back (keys become strings, tuples lists).
+    loaded: dict[str, Any] = json.loads(encoded)
+    return loaded
 
 
 def check_host(host: object) -> str:
@@ -292,14 +320,19 @@ def succeed_task(
     task_id: str,
     *,
     message: str | None = None,
+    result: dict[str, Any] | None = None,
     host: str | None = None,
     now: datetime | None = None,
 ) -> Task:
     """``running`` -> ``succeeded`` (progress 100).
 
+    :param result: what the work produced, shown in the task's view: a JSON
+        object of at most 16 KiB (:class:`InvalidResultError` otherwise, before
+        anything is written).
     :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
     """
-    return _end_run(session, task_id, TaskState.SUCCEEDED, message, host, now)
+    values = {} if result is None else {"result": check_result(result)}
+    return _end_run(session, task_id, TaskState.SUCCEEDED, message, host, now, values)
 
 
 def _end_run(
@@ -309,8 +342,12 @@ def _end_run(
     message: str | None,
     host: str | None,
     now: datetime | None,
+    values: dict[str, Any] | None = None,
 ) -> Task:
     """``running`` -> ``target`` with an optional message; held by ``host`` when given."""
+    written = dict(values or {})
+    if message is not None:
+        written["message"] = _message(message)
     return transition(
         session,
         task_id,
@@ -318,7 +355,7 @@ def _end_run(
         expected=TaskState.RUNNING,
         host=host,
         held=host is not None,
-        values={} if message is None else {"message": _message(message)},
+        values=written,
         now=now,
     )
 

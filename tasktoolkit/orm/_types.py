@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["UTCDateTime", "exact_string", "utcnow"]
+__all__ = ["JSONObject", "UTCDateTime", "exact_string", "json_text", "utcnow"]
 
 
 def exact_string(length: int) -> TypeEngine[str]:
@@ -64,3 +65,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def json_text(value: dict[str, Any]) -> str:
+    """``value`` as compact JSON text, as :class:`JSONObject` stores it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class JSONObject(TypeDecorator[dict[str, Any]]):
+    """A JSON object kept as text, the same on every backend.
+
+    Text rather than each database's JSON type: MariaDB's JSON is a ``LONGTEXT``
+    that reflects differently from what it was declared as, and the toolkit
+    never queries inside the object.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: dict[str, Any] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json_text(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        loaded: dict[str, Any] = json.loads(value)
+        return loaded

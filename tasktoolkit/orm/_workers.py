@@ -268,14 +268,23 @@ class Worker:
         return self._run(lambda session: cancel_requested(session, task_id))
 
     def succeed(
-        self, task_id: str, message: str | None = None, *, session: Session | None = None
+        self,
+        task_id: str,
+        message: str | None = None,
+        *,
+        result: dict[str, Any] | None = None,
+        session: Session | None = None,
     ) -> None:
         """``running`` -> ``succeeded``.
 
+        :param result: a JSON object of at most 16 KiB, shown in the task's view.
         :param session: do it in this session's transaction, with the host's own
             changes (it then commits or rolls back with them), not in one of its own.
         """
-        self._run(lambda s: succeed_task(s, task_id, host=self.host, message=message), session)
+        self._run(
+            lambda s: succeed_task(s, task_id, host=self.host, message=message, result=result),
+            session,
+        )
 
     def fail(
         self,
@@ -369,16 +378,26 @@ class Job:
         if self.heartbeat():
             raise TaskCancelRequested(f"cancellation of task {self.id} was asked")
 
-    def succeed(self, message: str | None = None, *, session: Session | None = None) -> None:
+    def succeed(
+        self,
+        message: str | None = None,
+        *,
+        result: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> None:
         """Finish as ``succeeded``; in ``session``'s transaction when given.
+
+        :param result: what the work produced (a JSON object of at most 16 KiB,
+            :class:`~tasktoolkit.errors.InvalidResultError` otherwise), shown
+            as the task's ``result``.
 
         Example (the success and the host's own change commit together)::
 
             with worker.transaction() as session:
-                job.succeed("unbound", session=session)
+                job.succeed("unbound", result={"mac": mac}, session=session)
                 session.execute(delete(Port).where(Port.id == job.resource_id))
         """
-        self.worker.succeed(self.id, message, session=session)
+        self.worker.succeed(self.id, message, result=result, session=session)
         self.finished = True
 
     def fail(

@@ -29,7 +29,12 @@ from tests.databases import engine_for, private_database
 ROOT = Path(__file__).resolve().parents[2]
 HOST_INI = ROOT / "tests" / "orm" / "migration_host" / "alembic.ini"
 
-TOOLKIT_TABLES = {"tasktoolkit_operations", "tasktoolkit_tasks", migrations.VERSION_TABLE}
+TOOLKIT_TABLES = {
+    "tasktoolkit_operations",
+    "tasktoolkit_tasks",
+    "tasktoolkit_idempotency_keys",
+    migrations.VERSION_TABLE,
+}
 HOST_TABLES = {"volumes", "snapshots", "alembic_version"}
 
 #: What the toolkit's times are on each backend.
@@ -112,7 +117,7 @@ def test_host_migrations_match_the_models(backend: str, empty_url: URL) -> None:
         "ck_tasktoolkit_tasks_progress",
         "ck_tasktoolkit_tasks_state",
     ]
-    assert len(result["datetime_types"]) == 10
+    assert len(result["datetime_types"]) == 11
     assert set(result["datetime_types"].values()) == {DATETIME_TYPE[backend]}
     assert "No new upgrade operations detected" in host_alembic("check", url=empty_url)
 
@@ -201,14 +206,17 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0002"
+    assert tables(empty_url) == TOOLKIT_TABLES - {"tasktoolkit_idempotency_keys"}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) is None
     assert tables(empty_url) == set()
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
-    migrations.upgrade(empty_url, "+1")
-    assert migrations.current(empty_url) == "tasktoolkit_0002"
+    migrations.upgrade(empty_url, "+2")
+    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0003"
 
 
 def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL) -> None:
