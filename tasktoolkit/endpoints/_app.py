@@ -24,6 +24,7 @@ from webob import Request, Response
 from tasktoolkit._checks import whole_number
 from tasktoolkit._environ import ROUTING_ARGS_KEY
 from tasktoolkit.caller import (
+    OPERATIONS_CANCEL,
     OPERATIONS_LIST,
     OPERATIONS_SHOW,
     TASKS_CANCEL,
@@ -70,6 +71,7 @@ from tasktoolkit.orm import (
     prepare_engine,
 )
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline
+from tasktoolkit.orm._transitions import cancel_operation
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -372,21 +374,39 @@ class TaskEndpoints:
             status=200, body=self._openapi, content_type="application/json", charset=None
         )
 
-    def operation(self, session: Session, call: _Call) -> Response:
-        refuse_any(call.request.query_string)
-        operation_id = _path_text(call.match.get("operation_id"))
-        if operation_id is None or not is_valid_request_id(operation_id):
-            raise NotFoundError(f"no operation {operation_id!r}")
+    def _visible_operation(self, session: Session, call: _Call) -> tuple[Operation, dict[str, Any]]:
+        """The matched operation and its target, if the caller may see it."""
+        operation_id = _operation_id(call)
         operation = get_operation(session, operation_id, scope=_EVERYONE)
         target = _target(operation)
         if not call.allowed(OPERATIONS_SHOW, target):
             raise OperationNotFoundError(f"no operation {operation_id!r}")
-        tasks = operation_tasks(session, operation_id, scope=call.scope(TASKS_SHOW))
+        return operation, target
+
+    def _operation_view(
+        self, session: Session, call: _Call, operation: Operation, target: dict[str, Any]
+    ) -> dict[str, Any]:
+        tasks = operation_tasks(session, operation.id, scope=call.scope(TASKS_SHOW))
         hosts = call.allowed(TASKS_SHOW_HOST, target)
-        response = _single(call, {"operation": operation_view(operation, admin=hosts, tasks=tasks)})
+        return {"operation": operation_view(operation, admin=hosts, tasks=tasks)}
+
+    def operation(self, session: Session, call: _Call) -> Response:
+        refuse_any(call.request.query_string)
+        operation, target = self._visible_operation(session, call)
+        response = _single(call, self._operation_view(session, call, operation, target))
         if operation.state == OperationState.RUNNING:  # on a 304 too: pollers use both
             response.headers["Retry-After"] = str(self.retry_after)
         return response
+
+    def cancel_operation(self, session: Session, call: _Call) -> Response:
+        refuse_any(call.request.query_string)
+        found, target = self._visible_operation(session, call)
+        if not call.allowed(OPERATIONS_CANCEL, target):
+            raise ForbiddenError(f"not allowed to cancel operation {found.id}")
+        cancel_operation(session, found.id)
+        session.commit()
+        operation = get_operation(session, found.id, scope=_EVERYONE)
+        return _json(self._operation_view(session, call, operation, target), status=202)
 
 
 _GET = ("GET", "HEAD")
@@ -399,6 +419,7 @@ _ACTIONS: dict[str, tuple[tuple[str, ...], _Handler]] = {
     "operations": (_GET, TaskEndpoints.operations),
     "operation": (_GET, TaskEndpoints.operation),
     "openapi": (_GET, TaskEndpoints.openapi),
+    "cancel_operation": (("POST",), TaskEndpoints.cancel_operation),
 }
 
 
@@ -414,6 +435,13 @@ def _path_text(value: object) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _operation_id(call: _Call) -> str:
+    operation_id = _path_text(call.match.get("operation_id"))
+    if operation_id is None or not is_valid_request_id(operation_id):
+        raise NotFoundError(f"no operation {operation_id!r}")
+    return operation_id
 
 
 def _task_id(call: _Call) -> str:

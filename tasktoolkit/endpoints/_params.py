@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME
+from tasktoolkit._checks import HTTP_TOKEN, RESOURCE_TYPE, TASK_NAME
 from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.errors import InvalidFilterError
 from tasktoolkit.orm import ACTIVE_TASK_STATES, ListParams, OperationState, TaskState
@@ -40,6 +40,8 @@ __all__ = [
 
 _UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _RESOURCE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+#: A route's action as recorded on an operation (a Python name, as Routes has them).
+_ACTION = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")
 _DIGITS = re.compile(r"\A[0-9]+\Z")
 _MAX_FIELDS = 64
 _REPEATABLE = frozenset({"state"})
@@ -90,7 +92,7 @@ RESOURCE_TASK_LIST = ListKind(
 TASK_LIST = replace(RESOURCE_TASK_LIST, allowed=RESOURCE_TASK_LIST.allowed | _RESOURCE_FILTERS)
 #: ``GET /operations`` (operations have no name; ``active`` means ``running``).
 OPERATION_LIST = ListKind(
-    allowed=_COMMON | _RESOURCE_FILTERS,
+    allowed=_COMMON | _RESOURCE_FILTERS | {"action", "method"},
     states=tuple(s.value for s in OperationState),
     active=(OperationState.RUNNING.value,),
     sort_keys=ListParams.OPERATION_SORT_KEYS,
@@ -193,15 +195,11 @@ def _match(name: str, value: str, pattern: re.Pattern[str], what: str) -> str:
     return value
 
 
-def parse_list_query(query_string: str, kind: ListKind) -> tuple[ListParams, list[tuple[str, str]]]:
-    """The :class:`ListParams` of a list request, and its pairs (for the next link).
-
-    :raises InvalidFilterError: anything unknown, repeated or malformed.
-    """
-    pairs = parse_pairs(query_string)
-    values = _single(pairs, kind)
-    get = {name: found[0] for name, found in values.items()}
-    options: dict[str, Any] = {"limit": ListParams.DEFAULT_LIMIT}
+def _record_filters(
+    values: dict[str, list[str]], get: dict[str, str], kind: ListKind
+) -> dict[str, Any]:
+    """The options of the filters on what a record is (state, name, ids, resource, route)."""
+    options: dict[str, Any] = {}
     if "state" in values:
         options["states"] = _states(values["state"], kind)
     if "name" in get:
@@ -224,6 +222,26 @@ def parse_list_query(query_string: str, kind: ListKind) -> tuple[ListParams, lis
         options["resource_id"] = _match(
             "resource_id", get["resource_id"], _RESOURCE_ID, "a resource id"
         )
+    if "action" in get:
+        options["action"] = _match("action", get["action"], _ACTION, "a route action")
+    if "method" in get:
+        method = _match("method", get["method"], HTTP_TOKEN, "an HTTP method")
+        if len(method) > 16:
+            raise InvalidFilterError(f"method: {_shown(method)} is not an HTTP method")
+        options["method"] = method.upper()
+    return options
+
+
+def parse_list_query(query_string: str, kind: ListKind) -> tuple[ListParams, list[tuple[str, str]]]:
+    """The :class:`ListParams` of a list request, and its pairs (for the next link).
+
+    :raises InvalidFilterError: anything unknown, repeated or malformed.
+    """
+    pairs = parse_pairs(query_string)
+    values = _single(pairs, kind)
+    get = {name: found[0] for name, found in values.items()}
+    options: dict[str, Any] = {"limit": ListParams.DEFAULT_LIMIT}
+    options.update(_record_filters(values, get, kind))
     for name, key in (("changes-since", "changes_since"), ("changes-before", "changes_before")):
         if name in get:
             options[key] = _time(name, get[name])

@@ -51,7 +51,8 @@ def mount(
     Connects, under ``path_prefix``, for each collection ``C`` of ``collections``:
     ``/C/{resource_id}/tasks``, ``/C/{resource_id}/tasks/{task_id}``,
     ``/C/{resource_id}/tasks/{task_id}/cancel``; and ``/tasks``,
-    ``/tasks/{task_id}``, ``/operations``, ``/operations/{operation_id}``.
+    ``/tasks/{task_id}``, ``/operations``, ``/operations/{operation_id}``,
+    ``/operations/{operation_id}/cancel``.
     The host's own routes on the same mapper are untouched.
 
     :param collections: URL collection name -> resource model.
@@ -133,6 +134,7 @@ def _connect(mapper: Any, app: TaskEndpoints, collections: list[str], prefix: st
         ("/tasks/{task_id}", "task"),
         ("/operations", "operations"),
         ("/operations/{operation_id}", "operation"),
+        ("/operations/{operation_id}/cancel", "cancel_operation"),
     ):
         mapper.connect(f"tasktoolkit.{action}", prefix + path, controller=app, action=action)
 

@@ -82,6 +82,10 @@ class ListParams:
     :param states: keep records in one of these states (empty: any).
     :param names: keep tasks with one of these names (empty: any).
     :param request_id: keep the tasks of this operation / this operation.
+    :param resource_type: keep the records of this resource type.
+    :param resource_id: keep the records of the resource with this id.
+    :param action: keep operations whose route's action is this (operations only).
+    :param method: keep operations of this HTTP method (operations only).
     :param changes_since: keep records updated at or after this time.
     :param changes_before: keep records updated at or before this time.
     :param limit: the page size, 1..:attr:`MAX_LIMIT`.
@@ -114,6 +118,8 @@ class ListParams:
     request_id: str | None = None
     resource_type: str | None = None
     resource_id: str | None = None
+    action: str | None = None
+    method: str | None = None
     changes_since: datetime | None = None
     changes_before: datetime | None = None
     limit: int = 100
@@ -177,6 +183,12 @@ def _filters(
         where.append(Task.name.in_(sorted(set(params.names))))
     if params.request_id is not None:
         where.append((Task.request_id if model is Task else Operation.id) == params.request_id)
+    for name in ("action", "method"):
+        value = getattr(params, name)
+        if value is not None:
+            if model is not Operation:
+                raise InvalidFilterError(f"{name}: tasks have no {name}")
+            where.append(getattr(Operation, name) == value)
     if params.resource_type is not None:
         where.append(model.resource_type == params.resource_type)
     if params.resource_id is not None:

@@ -44,17 +44,21 @@ from tasktoolkit.errors import (
     InvalidProgressError,
     InvalidResultError,
     InvalidTransitionError,
+    OperationNotFoundError,
+    OperationTransitionError,
     TaskNotFoundError,
     TaskNotHeldError,
 )
 from tasktoolkit.orm._events import change_of, record_moves
 from tasktoolkit.orm._records import Task
+from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._resource import _REGISTRY, expiry_policy_for
 from tasktoolkit.orm._states import (
     ACTIVE_TASK_STATES,
     TERMINAL_TASK_STATES,
     TRANSITIONS,
+    OperationState,
     TaskState,
     parse_task_state,
 )
@@ -64,6 +68,7 @@ __all__ = [
     "MAX_ERROR_CODE",
     "MAX_RESULT_BYTES",
     "acknowledge_cancel",
+    "cancel_operation",
     "cancel_task",
     "check_host",
     "check_progress",
@@ -426,6 +431,43 @@ def cancel_task(session: Session, task_id: str, *, now: datetime | None = None) 
         )
 
     return _apply(session, task_id, decide, TaskState.CANCELLED.value, moment)
+
+
+def cancel_operation(
+    session: Session, operation_id: str, *, now: datetime | None = None
+) -> list[str]:
+    """Cancel every active task of a running operation, each with :func:`cancel_task`.
+
+    Pending tasks are cancelled at once, running ones asked to stop; a task
+    that ended (or went) since it was read is left as it is. The operation
+    then ends as its tasks do. No commit: the caller's transaction holds every
+    move, so they commit together.
+
+    :returns: the ids of the tasks cancelled or asked to stop.
+    :raises OperationNotFoundError: no such operation.
+    :raises OperationTransitionError: the operation has ended.
+    """
+    moment = now or utcnow()
+    state = session.execute(
+        select(_OPERATIONS.c.state).where(_OPERATIONS.c.id == operation_id)
+    ).scalar()
+    if state is None:
+        raise OperationNotFoundError(f"no operation {operation_id!r}")
+    if state != OperationState.RUNNING:
+        raise OperationTransitionError(operation_id, state, OperationState.CANCELLED.value)
+    active = session.execute(
+        select(_T.c.id)
+        .where(_T.c.request_id == operation_id, _T.c.state.in_(ACTIVE_TASK_STATES))
+        .order_by(_T.c.created_at, _T.c.id)
+    ).scalars()
+    cancelled = []
+    for task_id in list(active):
+        try:
+            cancel_task(session, task_id, now=moment)
+        except (InvalidTransitionError, TaskNotFoundError):
+            continue  # it finished (or went with its resource) meanwhile
+        cancelled.append(task_id)
+    return cancelled
 
 
 def report_progress(

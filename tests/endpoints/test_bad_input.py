@@ -156,6 +156,14 @@ OPERATION_LIST_CASES = [
     pytest.param("sort_dir=asc&sort_dir=asc", id="repeated"),
     pytest.param("nope=1", id="unknown"),
     pytest.param("state=%FF", id="non-utf8"),
+    pytest.param("action=", id="action-empty"),
+    pytest.param("action=x'%20OR%201=1", id="sql-action"),
+    pytest.param("action=" + "a" * 65, id="action-too-long"),
+    pytest.param("action=create&action=delete", id="action-repeated"),
+    pytest.param("method=", id="method-empty"),
+    pytest.param("method=GET%20", id="method-space"),
+    pytest.param("method=P%00ST", id="method-nul"),
+    pytest.param("method=" + "P" * 17, id="method-too-long"),
 ]
 SINGLE_RECORD_CASES = [
     pytest.param("/clusters/{cluster}/tasks?resource_type=cluster", id="resource-filter"),

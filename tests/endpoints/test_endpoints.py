@@ -60,7 +60,9 @@ def test_task_view_fields_and_times(app: TestApp, seeded: Seeded) -> None:
         "updated_at",
         "finished_at",
         "expires_at",
+        "result",
     }
+    assert task["result"] is None
     assert task["error"] == {"code": "dhcp_down", "message": "no dhcp agent"}
     assert task["request_id"] == seeded.operation_id
     assert (task["resource_type"], task["resource_id"]) == ("cluster", seeded.cluster_id)

@@ -72,6 +72,28 @@ def test_pairs_keep_order_and_repeats_for_next_links() -> None:
     assert pairs == [("state", "failed"), ("limit", "5"), ("state", "running")]
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param("action=create", ListParams(action="create"), id="action"),
+        pytest.param("method=delete", ListParams(method="DELETE"), id="method-upper-cased"),
+        pytest.param(
+            "resource_type=port&resource_id=p-1",
+            ListParams(resource_type="port", resource_id="p-1"),
+            id="any-resource-type",
+        ),
+    ],
+)
+def test_operation_list_filters(query: str, expected: ListParams) -> None:
+    assert parse_list_query(query, OPERATION_LIST)[0] == expected
+
+
+@pytest.mark.parametrize("query", ["action=create", "method=POST"])
+def test_tasks_are_not_filtered_by_route(query: str) -> None:
+    with pytest.raises(InvalidFilterError, match="unknown parameter"):
+        parse_list_query(query, TASK_LIST)
+
+
 def test_operation_states_and_active() -> None:
     assert parse_list_query("state=active", OPERATION_LIST)[0].states == ("running",)
     with pytest.raises(InvalidFilterError, match="pending"):
