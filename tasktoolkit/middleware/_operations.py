@@ -19,6 +19,13 @@ An operation whose request never recorded its end (the process died) is
 closed by the reaper. When the database cannot take that one statement, the
 response goes out as the app made it, without ``Operation-Location``.
 
+A request with an ``Idempotency-Key`` is the one exception: its operation and
+its key are written in one transaction before the app runs (the key's primary
+key decides which of concurrent identical requests runs), its response is
+kept on the key before its end is recorded, and a repeat is replayed without
+calling the app (:mod:`tasktoolkit.middleware._idempotency`). When the
+database cannot take that transaction, it is a ``503`` and the app is not called.
+
 It must sit inside :class:`~tasktoolkit.middleware.RequestIdMiddleware`::
 
     app = RequestIdMiddleware(OperationMiddleware(app, engine=engine))
@@ -49,19 +56,33 @@ from tasktoolkit._environ import (
 )
 from tasktoolkit.caller import CallerGetter, check_caller, keystone_caller
 from tasktoolkit.context import RequestContext, bind, current, reset
-from tasktoolkit.errors import InvalidCallerError, database_unavailable
+from tasktoolkit.errors import (
+    DatabaseUnavailableError,
+    InvalidCallerError,
+    TaskToolkitError,
+    database_unavailable,
+)
 from tasktoolkit.http_errors import response_for
 from tasktoolkit.middleware._config import asbool, asdeadline, aslist, asttl, resolve
+from tasktoolkit.middleware._idempotency import (
+    ResponseRecorder,
+    fingerprint,
+    idempotency_key,
+    raised_response,
+    replay,
+)
 from tasktoolkit.middleware._iter import ClosingIterator
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline
-from tasktoolkit.orm._engine import autocommit_engine, prepare_engine
+from tasktoolkit.orm._engine import autocommit_engine, prepare_engine, read_committed
 from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
+from tasktoolkit.orm._idempotency import StoredResponse, record_response, reserve
 from tasktoolkit.orm._operations import (
     OperationFields,
     PendingOperation,
     end_request,
     write_finished,
 )
+from tasktoolkit.orm._retry import retrying
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
 
@@ -189,6 +210,8 @@ class OperationMiddleware:
         self._writer, self._owns_writer = autocommit_engine(
             self.engine, durable=self.durable, deadline=self.deadline
         )
+        # Keyed requests write their operation and key in one transaction.
+        self._keys = read_committed(self.engine)
 
     @classmethod
     def factory(
@@ -308,9 +331,71 @@ class OperationMiddleware:
             user_id=caller.user_id,
             created_at=utcnow(),
         )
-        environ[OPERATION_ID_KEY] = request_id
         pending = PendingOperation(fields, self._ttl_seconds)
-        return _Request(self, environ, pending).run(ctx, start_response)
+        keyed = None
+        try:
+            key = idempotency_key(environ)
+            if key is not None:
+                keyed = _Keyed(key, ResponseRecorder())
+                stored = self._reserve(environ, pending, keyed)
+                if stored is not None:
+                    return replay(stored, start_response)
+        except TaskToolkitError as error:  # a bad key, or one in use
+            return response_for(environ, error)(environ, start_response)  # type: ignore[no-any-return]
+        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
+            if not database_unavailable(exc):
+                raise
+            _log.warning("keyed request %s: database unavailable: %s", request_id, _first_line(exc))
+            unavailable = response_for(environ, DatabaseUnavailableError())
+            return unavailable(environ, start_response)  # type: ignore[no-any-return]
+        environ[OPERATION_ID_KEY] = request_id
+        return _Request(self, environ, pending, keyed).run(ctx, start_response)
+
+    def _reserve(
+        self, environ: WSGIEnvironment, pending: PendingOperation, keyed: _Keyed
+    ) -> StoredResponse | None:
+        """Write the operation and reserve its key in one transaction; or the replay to send."""
+        digest = fingerprint(environ, keyed.recorder)
+        ttl = self.ttl
+
+        def transaction() -> OperationChange | StoredResponse:
+            with self._keys.connect() as connection, connection.begin() as outer:
+                fields, key = pending.fields, keyed.key
+                outcome = reserve(connection, fields, key=key, fingerprint=digest, ttl=ttl)
+                if isinstance(outcome, StoredResponse):
+                    outer.rollback()  # a replay writes no operation
+                return outcome
+
+        try:
+            with deadline(self.deadline):
+                outcome = retrying(transaction)
+        except BaseException:
+            keyed.recorder.close()
+            raise
+        if isinstance(outcome, StoredResponse):
+            keyed.recorder.close()
+            return outcome
+        pending.written = True  # spawns add to its counts, its end is recorded after
+        signals.send(signals.operation_opened, outcome)
+        return None
+
+    def _keep(self, pending: PendingOperation, key: str, response: StoredResponse) -> None:
+        """Keep a keyed request's response for its replays, before its end is recorded."""
+        fields = pending.fields
+        try:
+            self._write(
+                lambda c: record_response(
+                    c,
+                    project_id=fields.project_id,
+                    key=key,
+                    operation_id=fields.id,
+                    response=response,
+                )
+            )
+        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
+            if not database_unavailable(exc):
+                raise
+            _log.error("operation %s: could not keep its response: %s", fields.id, _first_line(exc))
 
     def _target(self, environ: WSGIEnvironment) -> _Target:
         """The route's action and the one resource the request targeted, as far as known."""
@@ -389,6 +474,13 @@ class OperationMiddleware:
             signals.send(signals.operation_finished, finished)
 
 
+class _Keyed(NamedTuple):
+    """The ``Idempotency-Key`` of a request, and what its replays will be."""
+
+    key: str
+    recorder: ResponseRecorder
+
+
 class _Target(NamedTuple):
     action: str | None
     resource_type: str | None
@@ -401,16 +493,32 @@ class _Request:
     Per-request state lives here, on the stack of the request, never on the middleware.
     """
 
-    __slots__ = ("ended", "environ", "location", "middleware", "pending", "status")
+    __slots__ = (
+        "ended",
+        "environ",
+        "keyed",
+        "location",
+        "middleware",
+        "pending",
+        "raised",
+        "status",
+    )
 
     def __init__(
-        self, middleware: OperationMiddleware, environ: WSGIEnvironment, pending: PendingOperation
+        self,
+        middleware: OperationMiddleware,
+        environ: WSGIEnvironment,
+        pending: PendingOperation,
+        keyed: _Keyed | None = None,
     ) -> None:
         self.middleware = middleware
         self.environ = environ
         self.pending = pending
+        self.keyed = keyed
         self.location = middleware._location(environ, pending.fields.id)
         self.status = 500
+        #: The app raised (its response is the request-id middleware's 500).
+        self.raised = False
         #: The end of the request is recorded (its operation written finished).
         self.ended = False
 
@@ -433,7 +541,10 @@ class _Request:
             written = self.pending.written or self.ended
             if written and not any(name.lower() == "operation-location" for name, _ in headers):
                 headers = [*headers, ("Operation-Location", self.location)]
-            return start_response(status_line, headers, exc_info)
+            if self.keyed is None:
+                return start_response(status_line, headers, exc_info)
+            self.keyed.recorder.start(status_line, headers)
+            return self.keyed.recorder.writer(start_response(status_line, headers, exc_info))
 
         def finish() -> None:
             try:
@@ -445,11 +556,13 @@ class _Request:
             result = self.middleware.app(self.environ, start)
         except BaseException:
             self.started("500 Internal Server Error")
+            self.raised = True
             finish()
             raise
         # Wrapped even when it is a list: the end is written after the server
         # has sent the body, so the client does not wait for it.
-        return ClosingIterator(result, finish, self.failed)
+        body = result if self.keyed is None else self.keyed.recorder.tee(result)
+        return ClosingIterator(body, finish, self.failed)
 
     def started(self, status_line: str) -> None:
         """The response starts: a request that spawned nothing gets its operation now."""
@@ -464,10 +577,17 @@ class _Request:
             self.environ[OPERATION_LOCATION_KEY] = self.location
 
     def failed(self, exc: BaseException) -> None:
-        self.status = 500
+        self.status, self.raised = 500, True
 
     def finish(self) -> None:
         """The body is closed: record the end, unless the response start did."""
+        if self.keyed is not None:
+            # Kept before the end is recorded: an ended operation whose key has
+            # no response is one the reaper closed, whose key is free again.
+            recorder = self.keyed.recorder
+            recorder.close()
+            kept = raised_response(self.environ, self.location) if self.raised else None
+            self.middleware._keep(self.pending, self.keyed.key, kept or recorder.stored())
         if self.pending.written and not self.ended:
             self.ended = True
             self.middleware._end(self.environ, self.pending, self.status)
