@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from tasktoolkit import signals
-from tasktoolkit._checks import HTTP_TOKEN
+from tasktoolkit._checks import HTTP_TOKEN, whole_number
 from tasktoolkit._environ import (
     OPERATION_ID_KEY,
     OPERATION_LOCATION_KEY,
@@ -63,7 +63,7 @@ from tasktoolkit.errors import (
     database_unavailable,
 )
 from tasktoolkit.http_errors import response_for
-from tasktoolkit.middleware._config import asbool, asdeadline, aslist, asttl, resolve
+from tasktoolkit.middleware._config import asbool, asdeadline, asint, aslist, asttl, resolve
 from tasktoolkit.middleware._idempotency import (
     ResponseRecorder,
     fingerprint,
@@ -154,6 +154,9 @@ class OperationMiddleware:
         disk the operation reads ``running``, and a crash before that leaves
         it to the reaper. No effect on SQLite and MariaDB, whose commit
         durability is not a per-connection choice.
+    :param accepted_retry_after: seconds in the ``Retry-After`` of a ``202``
+        whose request spawned tasks (when the app set none): when to look at
+        its ``Operation-Location`` first.
     :param deadline: seconds each of the middleware's own statements may take
         before it gives up (a logged warning; the response goes out without
         ``Operation-Location`` or, after it, the operation is left to the
@@ -175,6 +178,7 @@ class OperationMiddleware:
         base_url: str | None = None,
         durable: bool = False,
         deadline: float | None = DEFAULT_DEADLINE,
+        accepted_retry_after: int = 1,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI application, got {app!r}")
@@ -196,6 +200,7 @@ class OperationMiddleware:
             raise ValueError(f"operations_path must start with '/', got {operations_path!r}")
         if base_url is not None and not re.match(r"\Ahttps?://[!-~]+\Z", base_url):
             raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+        whole_number(accepted_retry_after, "accepted_retry_after", minimum=0)
         self.app = app
         self.engine = prepare_engine(engine)
         self.methods = frozenset(methods)
@@ -206,6 +211,7 @@ class OperationMiddleware:
         self.operations_path = operations_path.rstrip("/")
         self.base_url = None if base_url is None else base_url.rstrip("/")
         self.durable = bool(durable)
+        self.accepted_retry_after = accepted_retry_after
         self.deadline = check_deadline(deadline)
         self._writer, self._owns_writer = autocommit_engine(
             self.engine, durable=self.durable, deadline=self.deadline
@@ -222,7 +228,8 @@ class OperationMiddleware:
         Other options: ``methods`` and ``exclude_paths`` (comma or space
         separated), ``caller_getter`` (``package.module:function``), ``ttl``
         (seconds, or ``none``), ``operations_path``, ``base_url``, ``durable``
-        (true/false), ``deadline`` (seconds, or ``none``), and any
+        (true/false), ``deadline`` (seconds, or ``none``), ``accepted_retry_after``
+        (seconds), and any
         ``sqlalchemy.*`` engine option (``sqlalchemy.pool_size = 10``).
         ``global_conf`` is not read.
         """
@@ -247,6 +254,8 @@ class OperationMiddleware:
                 options[key] = asbool(value, name=key)
             elif key == "deadline":
                 options[key] = asdeadline(value, name=key)
+            elif key == "accepted_retry_after":
+                options[key] = asint(value, name=key)
             else:
                 raise ValueError(f"operations filter: unknown option {key!r}")
         engine = engine_from_config(engine_conf, prefix="sqlalchemy.")
@@ -539,8 +548,12 @@ class _Request:
         ) -> Any:
             self.started(status_line)
             written = self.pending.written or self.ended
-            if written and not any(name.lower() == "operation-location" for name, _ in headers):
+            names = {name.lower() for name, _ in headers}
+            if written and "operation-location" not in names:
                 headers = [*headers, ("Operation-Location", self.location)]
+            if self.status == 202 and self.pending.spawned and "retry-after" not in names:
+                retry_after = str(self.middleware.accepted_retry_after)
+                headers = [*headers, ("Retry-After", retry_after)]
             if self.keyed is None:
                 return start_response(status_line, headers, exc_info)
             self.keyed.recorder.start(status_line, headers)

@@ -113,7 +113,8 @@ def record_moves(
 
 def _written(pending: PendingOperation) -> None:
     """A transaction that wrote the request's operation committed: it exists now."""
-    if pending.written:
+    pending.spawned = True
+    if pending.written:  # a keyed request's, written before its app ran
         return
     pending.written = True
     fields = pending.fields

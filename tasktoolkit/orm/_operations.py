@@ -94,6 +94,8 @@ class PendingOperation:
     fields: OperationFields
     ttl_seconds: int | None
     written: bool = False
+    #: A transaction of the request that spawned tasks committed.
+    spawned: bool = False
 
 
 def _row(fields: OperationFields, ttl_seconds: int | None, now: datetime) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, Reques
 from tasktoolkit.orm import Operation, Task
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tests.middleware.apps import Streaming, cluster_app
+from tests.models import Cluster
 
 OperationGetter = Callable[[str], Operation | None]
 Stack = Callable[..., webtest.TestApp]
@@ -556,3 +557,56 @@ def test_no_statement_before_the_response_and_one_for_the_operation(
         operations.close()
     assert executed == {"before": [], "app": in_app, "start": at_start, "after": after}
     assert after_rollbacks == before  # an AUTOCOMMIT connection is not rolled back on return
+
+
+def _accepting(
+    session_factory: sessionmaker[Session], status: str, *, spawn: bool, headers: tuple = ()
+) -> Any:
+    """An app answering ``status``, having spawned a task first when ``spawn``."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if spawn:
+            with session_factory() as session:
+                cluster = Cluster(name="c")
+                session.add(cluster)
+                session.flush()
+                cluster.spawn_tasks(["provision"])
+                session.commit()
+        start_response(status, [("Content-Type", "text/plain"), *headers])
+        return [b"ok"]
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("status", "spawn", "headers", "options", "expected"),
+    [
+        pytest.param("202 Accepted", True, (), {}, "1", id="202-spawned"),
+        pytest.param(
+            "202 Accepted", True, (), {"accepted_retry_after": 3}, "3", id="202-configured"
+        ),
+        pytest.param("202 Accepted", True, (("Retry-After", "9"),), {}, "9", id="202-the-apps-own"),
+        pytest.param("202 Accepted", False, (), {}, None, id="202-nothing-spawned"),
+        pytest.param("201 Created", True, (), {}, None, id="201-spawned"),
+    ],
+)
+def test_a_202_that_spawned_tasks_carries_retry_after(
+    make_stack: Stack,
+    session_factory: sessionmaker[Session],
+    status: str,
+    spawn: bool,
+    headers: tuple,
+    options: dict[str, Any],
+    expected: str | None,
+) -> None:
+    stack = make_stack(_accepting(session_factory, status, spawn=spawn, headers=headers), **options)
+    response = stack.post("/clusters", status=int(status[:3]))
+    assert response.headers.get("Retry-After") == expected
+    assert response.headers.getall("Retry-After") == ([] if expected is None else [expected])
+
+
+def test_retry_after_of_a_202_is_checked_at_construction(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="accepted_retry_after"):
+        OperationMiddleware(
+            cluster_app(sessionmaker(engine)), engine=engine, accepted_retry_after=-1
+        )
