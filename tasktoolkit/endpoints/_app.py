@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
@@ -45,6 +48,7 @@ from tasktoolkit.endpoints._params import (
     refuse_any,
 )
 from tasktoolkit.endpoints._views import operation_view, task_view
+from tasktoolkit.endpoints._waiting import Waiter, parse_prefer, waiter_for
 from tasktoolkit.errors import (
     DatabaseUnavailableError,
     ForbiddenError,
@@ -70,7 +74,7 @@ from tasktoolkit.orm import (
     operation_tasks,
     prepare_engine,
 )
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline, fresh_deadline
 from tasktoolkit.orm._transitions import cancel_operation
 
 if TYPE_CHECKING:
@@ -200,6 +204,8 @@ class _Call:
 
 
 _Handler = Callable[["TaskEndpoints", Session, _Call], Response]
+#: Reads a record: its response, and whether it is terminal (nothing more to wait for).
+_Read = Callable[[Session], tuple[Response, bool]]
 
 
 class TaskEndpoints:
@@ -217,6 +223,7 @@ class TaskEndpoints:
         answered ``503`` (a database that does not answer); ``None``: no limit.
         See :func:`tasktoolkit.orm.deadline`.
     :param openapi: the OpenAPI document to answer the ``openapi`` action with.
+    :param max_wait: the longest ``Prefer: wait`` honoured, in seconds.
     """
 
     def __init__(
@@ -230,6 +237,7 @@ class TaskEndpoints:
         retry_after: int = 1,
         deadline: float | None = DEFAULT_DEADLINE,
         openapi: Mapping[str, Any] | None = None,
+        max_wait: int = 30,
     ) -> None:
         if not callable(session_factory):
             raise TypeError("session_factory must make sessions (a sessionmaker)")
@@ -237,6 +245,7 @@ class TaskEndpoints:
         if isinstance(bind, Engine):
             prepare_engine(bind)  # lets the deadline reach its connections
         whole_number(retry_after, "retry_after", minimum=0)
+        whole_number(max_wait, "max_wait", minimum=0, maximum=3600)
         self.collections = dict(collections)
         self.session_factory = session_factory
         self.caller_getter = caller_getter
@@ -248,6 +257,47 @@ class TaskEndpoints:
         self.deadline = check_deadline(deadline)
         # Built once: the document of what is mounted does not change.
         self._openapi = None if openapi is None else json.dumps(openapi).encode()
+        self.max_wait = max_wait
+        # Made at the first wait, then shared by every request (like a pool).
+        self._waiter: Waiter | None = None
+        self._waiter_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop listening for changes (PostgreSQL), if a wait ever started to."""
+        with self._waiter_lock:
+            if self._waiter is not None:
+                self._waiter.close()
+                self._waiter = None
+
+    def _waiter_of(self, session: Session) -> Waiter:
+        with self._waiter_lock:
+            if self._waiter is None:
+                bind = session.get_bind()
+                self._waiter = waiter_for(bind if isinstance(bind, Engine) else bind.engine)
+            return self._waiter
+
+    def _answer(self, session: Session, call: _Call, record_id: str, read: _Read) -> Response:
+        """The record's response, once ``Prefer: wait`` allows (see :mod:`._waiting`)."""
+        wait = parse_prefer(call.request.headers.get("Prefer"), cap=self.max_wait)
+        if wait is None:
+            return read(session)[0]
+        until = time.monotonic() + wait
+        conditional = "If-None-Match" in call.request.headers
+        with self._waiter_of(session).subscribe(record_id) as changes:
+            reads = 0
+            while True:
+                # Each read after the first is bounded on its own, not by the
+                # request's deadline, which a long wait outlives.
+                with fresh_deadline(self.deadline) if reads else nullcontext():
+                    response, terminal = read(session)
+                    session.close()  # no transaction, no connection held while waiting
+                reads += 1
+                remaining = until - time.monotonic()
+                if terminal or (conditional and response.status_int != 304) or remaining <= 0:
+                    break
+                changes.wait(remaining)
+        response.headers["Preference-Applied"] = f"wait={wait}"
+        return response
 
     # -- WSGI ---------------------------------------------------------------
 
@@ -328,9 +378,12 @@ class TaskEndpoints:
         )
 
     def resource_task(self, session: Session, call: _Call) -> Response:
-        task = self._resource_task(session, call)
-        hosts = call.allowed(TASKS_SHOW_HOST, _target(task))
-        return _single(call, {"task": task_view(task, admin=hosts)})
+        def read(session: Session) -> tuple[Response, bool]:
+            task = self._resource_task(session, call)
+            hosts = call.allowed(TASKS_SHOW_HOST, _target(task))
+            return _single(call, {"task": task_view(task, admin=hosts)}), task.is_terminal
+
+        return self._answer(session, call, _task_id(call), read)
 
     def cancel(self, session: Session, call: _Call) -> Response:
         found = self._resource_task(session, call)
@@ -353,12 +406,16 @@ class TaskEndpoints:
     def task(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
         task_id = _task_id(call)
-        task = get_task(session, task_id, scope=_EVERYONE)
-        target = _target(task)
-        if not call.allowed(TASKS_SHOW, target):
-            raise TaskNotFoundError(f"no task {task_id!r}")
-        hosts = call.allowed(TASKS_SHOW_HOST, target)
-        return _single(call, {"task": task_view(task, admin=hosts)})
+
+        def read(session: Session) -> tuple[Response, bool]:
+            task = get_task(session, task_id, scope=_EVERYONE)
+            target = _target(task)
+            if not call.allowed(TASKS_SHOW, target):
+                raise TaskNotFoundError(f"no task {task_id!r}")
+            hosts = call.allowed(TASKS_SHOW_HOST, target)
+            return _single(call, {"task": task_view(task, admin=hosts)}), task.is_terminal
+
+        return self._answer(session, call, task_id, read)
 
     def operations(self, session: Session, call: _Call) -> Response:
         params, pairs = parse_list_query(call.request.query_string, OPERATION_LIST)
@@ -392,11 +449,16 @@ class TaskEndpoints:
 
     def operation(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
-        operation, target = self._visible_operation(session, call)
-        response = _single(call, self._operation_view(session, call, operation, target))
-        if operation.state == OperationState.RUNNING:  # on a 304 too: pollers use both
-            response.headers["Retry-After"] = str(self.retry_after)
-        return response
+
+        def read(session: Session) -> tuple[Response, bool]:
+            operation, target = self._visible_operation(session, call)
+            response = _single(call, self._operation_view(session, call, operation, target))
+            running = operation.state == OperationState.RUNNING
+            if running:  # on a 304 too: pollers use both
+                response.headers["Retry-After"] = str(self.retry_after)
+            return response, not running
+
+        return self._answer(session, call, _operation_id(call), read)
 
     def cancel_operation(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
@@ -405,8 +467,8 @@ class TaskEndpoints:
             raise ForbiddenError(f"not allowed to cancel operation {found.id}")
         cancel_operation(session, found.id)
         session.commit()
-        operation = get_operation(session, found.id, scope=_EVERYONE)
-        return _json(self._operation_view(session, call, operation, target), status=202)
+        session.refresh(found)  # its counts, as the cancels left them
+        return _json(self._operation_view(session, call, found, target), status=202)
 
 
 _GET = ("GET", "HEAD")

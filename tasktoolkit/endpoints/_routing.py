@@ -45,6 +45,7 @@ def mount(
     deadline: float | None = DEFAULT_DEADLINE,
     serve_openapi: bool = False,
     openapi_path: str = "/openapi.json",
+    max_wait: int = 30,
 ) -> TaskEndpoints:
     """Connect the task endpoints on a Routes ``mapper``; returns their WSGI app.
 
@@ -71,6 +72,8 @@ def mount(
     :param serve_openapi: also answer ``GET <path_prefix><openapi_path>`` with the
         OpenAPI document of what is mounted (:func:`openapi_document`).
     :param openapi_path: where the document is served.
+    :param max_wait: the longest ``Prefer: wait=<seconds>`` a ``GET`` of an
+        operation or a task is held for (a thread of the server each).
 
     Example::
 
@@ -104,6 +107,7 @@ def mount(
         )
         if serve_openapi
         else None,
+        max_wait=max_wait,
     )
     _connect(mapper, app, list(collections), path_prefix)
     if serve_openapi:

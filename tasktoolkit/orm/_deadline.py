@@ -45,7 +45,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["DEFAULT_DEADLINE", "check_deadline", "deadline", "install", "remaining"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "check_deadline",
+    "deadline",
+    "fresh_deadline",
+    "install",
+    "remaining",
+]
 
 #: Seconds the toolkit's own database work may take before it gives up.
 DEFAULT_DEADLINE = 5.0
@@ -84,6 +91,18 @@ def deadline(seconds: float | None) -> Iterator[None]:
     token = _deadline.set((until, seconds))
     try:
         yield
+    finally:
+        _deadline.reset(token)
+
+
+@contextmanager
+def fresh_deadline(seconds: float | None) -> Iterator[None]:
+    """:func:`deadline`, counted from now whatever encloses it: for work that starts
+    long after the block around it began (a waiting request's next read)."""
+    token = _deadline.set(None)
+    try:
+        with deadline(seconds):
+            yield
     finally:
         _deadline.reset(token)
 

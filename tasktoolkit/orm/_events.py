@@ -29,7 +29,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
-from tasktoolkit.orm._operations import PendingOperation, count_task_transition, open_or_count
+from tasktoolkit.orm._operations import (
+    PendingOperation,
+    count_task_transition,
+    notify_changed,
+    open_or_count,
+)
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._states import OperationState
 from tasktoolkit.orm._types import utcnow
@@ -104,6 +109,11 @@ def record_moves(
             finished.append(
                 count_task_transition(conn, operation_id, old, new, now=moment, count=count)
             )
+    moved = [c.task_id for c in changes if c.old_state is not None]
+    if per_operation or moved:
+        # Waiting requests: the moved tasks and every operation whose counts moved.
+        conn = connection if connection is not None else session.connection()
+        notify_changed(conn, [*moved, *(operation_id for operation_id, _, _ in per_operation)])
     for change in changes:
         signal = signals.task_created if change.old_state is None else signals.task_state_changed
         _queue_signal(session, signal, change, 0)

@@ -21,13 +21,25 @@ finishes the operation when nothing is left active (:func:`settle_operation`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, cast
 
-from sqlalchemy import String, and_, bindparam, case, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -42,16 +54,39 @@ from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
 
 __all__ = [
+    "CHANGES_CHANNEL",
     "OperationFields",
     "PendingOperation",
     "count_task_transition",
     "end_request",
+    "notify_changed",
     "open_operation",
     "open_or_count",
     "orphaned_operations",
     "settle_operation",
     "write_finished",
 ]
+
+
+#: The PostgreSQL channel that says which tasks and operations changed (the payload: an id).
+CHANGES_CHANNEL = "tasktoolkit_changes"
+_NOTIFY = text(
+    f"SELECT pg_notify('{CHANGES_CHANNEL}', changed) FROM unnest(CAST(:ids AS text[])) AS changed"
+)
+
+
+def notify_changed(connection: Connection, ids: Iterable[str | None]) -> None:
+    """Tell the waiting requests of every process that these records changed.
+
+    On PostgreSQL, one ``NOTIFY`` per id on :data:`CHANGES_CHANNEL`, delivered
+    when the transaction commits (and never if it rolls back), in one
+    statement. Elsewhere nothing: waiters poll.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    changed = sorted({i for i in ids if i is not None})
+    if changed:
+        connection.execute(_NOTIFY, {"ids": changed})
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +282,7 @@ def end_request(
         "op_resource_type": None if resource_type is None else resource_type[:64],
         "op_resource_id": None if resource_id is None else resource_id[:64],
     }
+    notify_changed(connection, [operation_id])
     if connection.dialect.update_returning:
         row = connection.execute(_END_RETURNING, params).one_or_none()
     elif connection.execute(_END, params).rowcount == 1 and read_back:
@@ -522,4 +558,5 @@ def settle_operation(
     )
     if result.rowcount != 1:
         return None  # its counts moved meanwhile: the next sweep looks again
+    notify_changed(connection, [operation_id])
     return _finish_if_done(connection, operation_id, now)

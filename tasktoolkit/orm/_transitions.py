@@ -50,6 +50,7 @@ from tasktoolkit.errors import (
     TaskNotHeldError,
 )
 from tasktoolkit.orm._events import change_of, record_moves
+from tasktoolkit.orm._operations import notify_changed
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
@@ -131,6 +132,10 @@ def check_host(host: object) -> str:
     return host
 
 
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _message(message: object) -> str | None:
     return None if message is None else str(message)[:_MAX_MESSAGE]
 
@@ -203,6 +208,8 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: date
         if change.target is not None:
             _refresh_active_tasks(session, task)
             record_moves(session, [change_of(task, old_state)], now=now)
+        else:  # not a move (asked to stop): its view changed all the same
+            notify_changed(session.connection(), [task.id, task.request_id])
         return task
     raise InvalidTransitionError(task_id, "contended", what)
 
@@ -500,7 +507,14 @@ def report_progress(
         values["progress"] = progress
     if message is not None:
         values["message"] = _message(message)
-    if _execute(session, update(_T).where(*where).values(values)).rowcount == 1:
+    statement = update(_T).where(*where).values(values)
+    if _is_postgresql(session):
+        # Waiting requests hear of it: the task, and its operation (whose view shows it).
+        changed = _execute(session, statement.returning(_T.c.request_id)).all()
+        if changed:
+            notify_changed(session.connection(), [task_id, changed[0].request_id])
+            return
+    elif _execute(session, statement).rowcount == 1:
         return
     if host is not None:
         raise not_held(session, task_id, host)

@@ -1,0 +1,395 @@
+"""Prefer: wait on an operation's and a task's GET, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import routes
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from webob import Request, Response
+
+from tasktoolkit import context
+from tasktoolkit.endpoints import Router, TaskEndpoints, mount
+from tasktoolkit.endpoints._waiting import Listener, parse_prefer
+from tasktoolkit.errors import InvalidHeaderError
+from tasktoolkit.orm import prepare_engine
+from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._transitions import report_progress, start_task, succeed_task
+from tests.endpoints.conftest import COLLECTIONS, caller
+from tests.models import Cluster
+
+A = caller("project-a")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param(None, None, id="none"),
+        pytest.param("wait=5", 5, id="five"),
+        pytest.param("Wait=5", 5, id="any-case"),
+        pytest.param(" wait = 7 ", 7, id="spaces"),
+        pytest.param("wait=0", 0, id="zero"),
+        pytest.param("wait=999999999", 30, id="capped"),
+    ],
+)
+def test_prefer_wait_is_read_and_capped(header: str | None, expected: int | None) -> None:
+    assert parse_prefer(header, cap=30) == expected
+
+
+BAD_PREFER = [
+    pytest.param("wait=-1", id="negative"),
+    pytest.param("wait=abc", id="not-a-number"),
+    pytest.param("wait=", id="empty-wait"),
+    pytest.param("", id="empty"),
+    pytest.param("wait=1.5", id="fraction"),
+    pytest.param("wait=5, respond-async", id="other-preference"),
+    pytest.param("return=minimal", id="only-another-preference"),
+    pytest.param("wait=5;x=1", id="parameter"),
+    pytest.param("wait=5, wait=6", id="two-waits"),
+    pytest.param("wait=1" + "0" * 20, id="huge"),
+    pytest.param("wait=\x005", id="nul"),
+]
+
+
+@pytest.mark.parametrize("header", BAD_PREFER)
+def test_a_bad_prefer_is_refused(header: str) -> None:
+    with pytest.raises(InvalidHeaderError, match="Prefer"):
+        parse_prefer(header, cap=30)
+
+
+@pytest.fixture
+def endpoints(session_factory: sessionmaker[Session]) -> Iterator[Callable[..., Any]]:
+    """``endpoints(**mount_options)``: (the routed app, the mounted TaskEndpoints)."""
+    made: list[TaskEndpoints] = []
+
+    def make(factory: Any = None, **options: Any) -> tuple[Router, TaskEndpoints]:
+        mapper = routes.Mapper()
+        mounted = mount(
+            mapper,
+            collections=COLLECTIONS,
+            session_factory=factory or session_factory,
+            **options,
+        )
+        made.append(mounted)
+        return Router(mapper), mounted
+
+    yield make
+    for mounted in made:
+        mounted.close()
+
+
+def get(app: Router, path: str, **headers: str) -> Response:
+    return Request.blank(path, headers={**A, **headers}).get_response(app)
+
+
+class OneTask:
+    """A running operation of project-a whose request ended (202) with one pending task."""
+
+    def __init__(self, session: Session) -> None:
+        self.operation_id = context.new_request_id()
+        fields = OperationFields(
+            id=self.operation_id, method="POST", path="/clusters", project_id="project-a"
+        )
+        open_operation(session.connection(), fields)
+        cluster = Cluster(name="c", project_id="project-a")
+        session.add(cluster)
+        session.flush()
+        ctx = context.RequestContext(
+            request_id=self.operation_id, project_id="project-a", operation_id=self.operation_id
+        )
+        with context.request_context(ctx):
+            (task,) = cluster.spawn_tasks(["build"])
+        end_request(session.connection(), self.operation_id, 202)
+        session.commit()
+        self.task_id = task.id
+        self.cluster_id = cluster.id
+        self.paths = {
+            "operation": f"/operations/{self.operation_id}",
+            "task": f"/tasks/{task.id}",
+            "resource-task": f"/clusters/{cluster.id}/tasks/{task.id}",
+        }
+
+
+@pytest.fixture
+def one(session: Session) -> OneTask:
+    return OneTask(session)
+
+
+def finish(session_factory: sessionmaker[Session], task_id: str) -> float:
+    """Run the task to success; the moment its commit returned."""
+    with session_factory() as session:
+        start_task(session, task_id, host="w")
+        session.commit()
+        succeed_task(session, task_id, result={"done": True})
+        session.commit()
+        return time.monotonic()
+
+
+KINDS = ["operation", "task", "resource-task"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("header", BAD_PREFER[:6])
+def test_a_bad_prefer_is_400_on_every_waiting_get(
+    endpoints: Callable[..., Any], one: OneTask, kind: str, header: str
+) -> None:
+    app, _ = endpoints()
+    response = get(app, one.paths[kind], Prefer=header)
+    assert response.status_int == 400
+    (error,) = response.json["errors"]
+    assert error["code"] == "tasktoolkit.invalid_header"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_terminal_record_answers_at_once(
+    endpoints: Callable[..., Any],
+    one: OneTask,
+    session_factory: sessionmaker[Session],
+    kind: str,
+) -> None:
+    finish(session_factory, one.task_id)
+    app, _ = endpoints()
+    started = time.monotonic()
+    response = get(app, one.paths[kind], Prefer="wait=20")
+    assert time.monotonic() - started < 10  # never the whole wait
+    assert response.status_int == 200
+    assert response.headers["Preference-Applied"] == "wait=20"
+    record = response.json.get("operation") or response.json["task"]
+    assert record["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_running_record_is_answered_as_it_is_when_the_wait_is_over(
+    endpoints: Callable[..., Any], one: OneTask, kind: str
+) -> None:
+    app, _ = endpoints(max_wait=1)
+    started = time.monotonic()
+    response = get(app, one.paths[kind], Prefer="wait=3600")
+    assert time.monotonic() - started >= 0.9
+    assert response.status_int == 200
+    assert response.headers["Preference-Applied"] == "wait=1"  # the mount's cap
+    record = response.json.get("operation") or response.json["task"]
+    assert record["state"] in ("running", "pending")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_wait_answers_when_the_record_ends(
+    endpoints: Callable[..., Any],
+    one: OneTask,
+    session_factory: sessionmaker[Session],
+    kind: str,
+) -> None:
+    app, _ = endpoints()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(get, app, one.paths[kind], Prefer="wait=30")
+        committed = finish(session_factory, one.task_id)
+        response = waiting.result(timeout=30)
+    answered = time.monotonic()
+    assert answered - committed < 25  # woken, not timed out
+    record = response.json.get("operation") or response.json["task"]
+    assert record["state"] == "succeeded"
+    tasks = record.get("tasks", [record])
+    assert tasks[0]["result"] == {"done": True}
+    assert "Retry-After" not in response.headers
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_with_if_none_match_a_wait_answers_as_soon_as_the_record_differs(
+    endpoints: Callable[..., Any],
+    one: OneTask,
+    session_factory: sessionmaker[Session],
+    kind: str,
+) -> None:
+    app, _ = endpoints()
+    with session_factory() as session:
+        start_task(session, one.task_id, host="w")
+        session.commit()
+    first = get(app, one.paths[kind])
+    etag = first.headers["ETag"]
+    assert get(app, one.paths[kind], Prefer="wait=0", **{"If-None-Match": etag}).status_int == 304
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            get, app, one.paths[kind], Prefer="wait=30", **{"If-None-Match": etag}
+        )
+        with session_factory() as session:
+            report_progress(session, one.task_id, 40, message="half", host="w")
+            session.commit()
+        response = waiting.result(timeout=30)
+    assert response.status_int == 200 and response.headers["ETag"] != etag
+    record = response.json.get("operation") or response.json["task"]
+    tasks = record.get("tasks", [record])
+    assert (tasks[0]["state"], tasks[0]["progress"]) == ("running", 40)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_etag_that_never_existed_differs_at_once(
+    endpoints: Callable[..., Any], one: OneTask, kind: str
+) -> None:
+    app, _ = endpoints()
+    for etag in ('"never"', "garbage \x7f", "*x"):
+        response = get(app, one.paths[kind], Prefer="wait=30", **{"If-None-Match": etag})
+        assert response.status_int == 200
+
+
+def test_an_unknown_or_hidden_record_is_404_without_waiting(
+    endpoints: Callable[..., Any], one: OneTask
+) -> None:
+    app, _ = endpoints()
+    unknown = "/operations/req-00000000-0000-4000-8000-000000000000"
+    for path, headers in ((unknown, A), (one.paths["operation"], caller("project-b"))):
+        response = Request.blank(path, headers={**headers, "Prefer": "wait=30"}).get_response(app)
+        assert response.status_int == 404
+
+
+def test_a_waiting_request_holds_no_pooled_connection(
+    endpoints: Callable[..., Any], one: OneTask, engine: Engine
+) -> None:
+    """With a pool of one connection, other requests are served while one waits."""
+    small = prepare_engine(create_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=2))
+    checkouts: list[int] = []
+    event.listen(small.pool, "checkout", lambda *_: checkouts.append(1))
+    try:
+        app, _ = endpoints(sessionmaker(small, expire_on_commit=False), max_wait=6)
+        with ThreadPoolExecutor(1) as pool:
+            waiting: Future[Response] = pool.submit(
+                get, app, one.paths["operation"], Prefer="wait=6"
+            )
+            _until(lambda: checkouts, "the waiting request never read")
+            # For a second and a half, request after request, each needing the
+            # pool's one connection.
+            until = time.monotonic() + 1.5
+            while time.monotonic() < until:
+                assert get(app, one.paths["task"]).status_int == 200
+            assert not waiting.done()
+            assert waiting.result().status_int == 200
+    finally:
+        small.dispose()
+
+
+def test_postgresql_wakes_a_waiter_within_200_ms_of_the_commit(
+    backend: str,
+    endpoints: Callable[..., Any],
+    one: OneTask,
+    session_factory: sessionmaker[Session],
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("pushed wake-ups are PostgreSQL's; elsewhere waiters poll")
+    app, mounted = endpoints()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(get, app, one.paths["operation"], Prefer="wait=30")
+        _until_listening(mounted, one.operation_id)
+        committed = finish(session_factory, one.task_id)
+        response = waiting.result(timeout=30)
+        answered = time.monotonic()
+    assert response.json["operation"]["state"] == "succeeded"
+    assert answered - committed < 0.2, answered - committed
+
+
+def _until(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def _until_listening(mounted: TaskEndpoints, record_id: str) -> Listener:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listener = mounted._waiter
+        if isinstance(listener, Listener) and listener.healthy:
+            with listener._lock:
+                if record_id in listener._waiting:
+                    return listener
+        time.sleep(0.01)
+    raise AssertionError("the waiting request never subscribed")
+
+
+def test_postgresql_listens_on_one_connection_for_every_waiter(
+    backend: str,
+    engine: Engine,
+    endpoints: Callable[..., Any],
+    one: OneTask,
+    session_factory: sessionmaker[Session],
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("only PostgreSQL listens")
+    app, mounted = endpoints()
+    with ThreadPoolExecutor(20) as pool:
+        waiting = [
+            pool.submit(get, app, one.paths[kind], Prefer="wait=30")
+            for kind in KINDS * 6 + ["operation", "task"]
+        ]
+        _until_listening(mounted, one.operation_id)
+        with engine.connect() as conn:
+            listening = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+                )
+            ).scalar()
+        finish(session_factory, one.task_id)
+        states = {
+            (f.result(timeout=30).json.get("operation") or f.result().json["task"])["state"]
+            for f in waiting
+        }
+    assert listening == 1
+    assert states == {"succeeded"}
+
+
+def test_the_listener_comes_back_after_its_connection_is_killed(
+    backend: str,
+    engine: Engine,
+    endpoints: Callable[..., Any],
+    one: OneTask,
+    session_factory: sessionmaker[Session],
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("only PostgreSQL listens")
+    app, mounted = endpoints()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(get, app, one.paths["task"], Prefer="wait=1")
+        listener = _until_listening(mounted, one.task_id)
+        first.result(timeout=30)
+        with engine.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+                )
+            )
+            conn.commit()
+        waiting = pool.submit(get, app, one.paths["operation"], Prefer="wait=30")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            listener.healthy and one.operation_id in listener._waiting
+        ):
+            time.sleep(0.01)
+        finish(session_factory, one.task_id)
+        assert waiting.result(timeout=30).json["operation"]["state"] == "succeeded"
+
+
+def test_mount_refuses_a_bad_max_wait(session_factory: sessionmaker[Session]) -> None:
+    for bad in (-1, 3601, "30", True):
+        with pytest.raises(ValueError, match="max_wait"):
+            mount(
+                routes.Mapper(),
+                collections=COLLECTIONS,
+                session_factory=session_factory,
+                max_wait=bad,  # type: ignore[arg-type]
+            )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_wait_longer_than_the_deadline_bounds_each_read_on_its_own(
+    endpoints: Callable[..., Any], one: OneTask, kind: str
+) -> None:
+    app, _ = endpoints(deadline=0.5, max_wait=2)
+    response = get(app, one.paths[kind], Prefer="wait=2")
+    assert response.status_int == 200, response.text
+    assert response.headers["Preference-Applied"] == "wait=2"
