@@ -15,12 +15,14 @@ Examples::
     tasktoolkit reap --db-url mysql+pymysql://app@db/app --models myapp.models
     tasktoolkit db upgrade --db-url postgresql+psycopg://app@db/app
     tasktoolkit watch req-8c5a... --db-url sqlite:///app.db
+    tasktoolkit watch https://api.example/operations/req-8c5a... --header "X-Auth-Token: ..."
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import re
 import sys
@@ -29,7 +31,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
 
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Engine, make_url
@@ -37,6 +41,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import Session
 
 from tasktoolkit import __version__
+from tasktoolkit._checks import HTTP_TOKEN
+from tasktoolkit.endpoints._views import operation_view
 from tasktoolkit.errors import InvalidDurationError, TaskToolkitError
 from tasktoolkit.orm import Scope, Task, get_operation, operation_tasks, prepare_engine, purge, reap
 from tasktoolkit.orm._expiry import MAX_TTL
@@ -176,13 +182,38 @@ def _db_url(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    value = value.strip()
+    if not colon or not HTTP_TOKEN.match(name.strip()) or not value.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a header (write it as 'Name: value')")
+    return name.strip(), value
+
+
 def _watch_arguments(watch: _Parser) -> None:
-    watch.add_argument("request_id", help="the operation's id (its request id)")
     watch.add_argument(
-        "--interval", type=_positive_seconds, default=1.0, metavar="DURATION", help="default 1s"
+        "request_id",
+        metavar="OPERATION",
+        help="the operation's id (read from --db-url), or its Operation-Location URL (read "
+        "through the API, waiting with Prefer: wait)",
+    )
+    watch.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="DURATION",
+        help="between reads of the database (default 1s)",
     )
     watch.add_argument(
         "--timeout", type=_positive_seconds, default=None, metavar="DURATION", help="give up after"
+    )
+    watch.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send this header with every request of a URL (X-Auth-Token: ...); repeatable",
     )
 
 
@@ -355,7 +386,15 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 # -- watch -------------------------------------------------------------------
 
 
+#: The longest wait asked of the API per request (the server caps it too).
+_HTTP_WAIT = 30
+
+
 def _watch(args: argparse.Namespace) -> int:
+    if args.request_id.startswith(("http://", "https://")):
+        return _watch_url(args)
+    if args.header:
+        raise CommandError("--header is for an operation's URL, not its id")
     with _database(args.db_url) as engine:
         return _watch_on(engine, args)
 
@@ -367,11 +406,7 @@ def _watch_on(engine: Engine, args: argparse.Namespace) -> int:
         with Session(engine) as session:
             operation = get_operation(session, args.request_id, scope=_EVERYONE)
             tasks = operation_tasks(session, args.request_id, scope=_EVERYONE)
-            header = f"{operation.id} {operation.method} {operation.path}: {operation.state}" + (
-                "" if operation.http_status is None else f" (HTTP {operation.http_status})"
-            )
-            screen.show([header, *(_task_line(t) for t in tasks)])
-            state = operation.state
+            state = _show(screen, operation_view(operation, admin=True, tasks=tasks))
         if state != "running":
             return EXIT_OK if state == "succeeded" else EXIT_OPERATION_FAILED
         if deadline is not None and time.monotonic() >= deadline:
@@ -380,11 +415,76 @@ def _watch_on(engine: Engine, args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
-def _task_line(task: Task) -> str:
-    progress = "" if task.progress is None else f"{task.progress:>3}%"
-    detail = task.error_message if task.state == "failed" else task.message
-    where = f"{task.resource_type}/{task.resource_id}"
-    return f"  {task.name:<24} {where:<45} {task.state:<9} {progress:>4}  {detail or ''}".rstrip()
+def _watch_url(args: argparse.Namespace) -> int:
+    """Follow an operation through the API: each GET waits (``Prefer: wait``) for a change."""
+    url: str = args.request_id
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    screen = _Screen(sys.stdout)
+    etag: str | None = None
+    state = ""
+    while True:
+        left = _HTTP_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
+        # The first read shows where it is at once; the next ones wait for a change.
+        wait = 0 if state == "" else int(min(_HTTP_WAIT, left))
+        headers = {**dict(args.header), "Accept": "application/json", "Prefer": f"wait={wait}"}
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        document, etag = _get(url, headers, timeout=wait + 30, etag=etag)
+        if document is not None:
+            if not isinstance(document.get("operation"), dict):
+                raise CommandError(f"{url} is not an operation's URL")
+            state = _show(screen, document["operation"])
+        if state != "running":
+            return EXIT_OK if state == "succeeded" else EXIT_OPERATION_FAILED
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CommandError(f"{url} is still running after --timeout")
+
+
+def _get(
+    url: str, headers: dict[str, str], *, timeout: float, etag: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON document at ``url`` and its ETag; ``None`` when unchanged (304)."""
+    try:
+        with urlopen(Request(url, headers=headers), timeout=timeout) as response:
+            document: dict[str, Any] = json.load(response)
+            return document, response.headers.get("ETag")
+    except HTTPError as error:
+        if error.code == 304:
+            return None, etag
+        detail = _error_detail(error)
+        raise CommandError(f"{url}: HTTP {error.code}{detail}") from None
+    except URLError as error:
+        raise CommandError(f"cannot reach {url}: {error.reason}") from None
+    except (OSError, ValueError) as error:
+        raise CommandError(f"{url}: {_first_line(error)}") from None
+
+
+def _error_detail(error: HTTPError) -> str:
+    try:
+        return f": {json.load(error)['errors'][0]['detail']}"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def _show(screen: _Screen, operation: dict[str, Any]) -> str:
+    """Draw an operation (its API view) and its tasks; its state."""
+    status = operation.get("http_status")
+    header = f"{operation.get('id')} {operation.get('method')} {operation.get('path')}: " + str(
+        operation.get("state")
+    )
+    if status is not None:
+        header += f" (HTTP {status})"
+    screen.show([header, *(_task_line(t) for t in operation.get("tasks") or [])])
+    return str(operation.get("state"))
+
+
+def _task_line(task: dict[str, Any]) -> str:
+    progress = "" if task.get("progress") is None else f"{task['progress']:>3}%"
+    error = task.get("error") or {}
+    detail = error.get("message") if task.get("state") == "failed" else task.get("message")
+    where = f"{task.get('resource_type')}/{task.get('resource_id')}"
+    name, state = task.get("name") or "", task.get("state") or ""
+    return f"  {name:<24} {where:<45} {state:<9} {progress:>4}  {detail or ''}".rstrip()
 
 
 class _Screen:

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import routes
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,11 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasktoolkit import cli
 from tasktoolkit.cli import parse_duration
 from tasktoolkit.context import RequestContext, new_request_id, request_context
+from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.errors import InvalidDurationError
 from tasktoolkit.orm import Worker
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._types import utcnow
+from tests.middleware.test_concurrency import Served
 from tests.models import Cluster
 
 
@@ -375,3 +379,118 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(InvalidDurationError, match=r"duration|longer than"):
         parse_duration(text)
+
+
+@pytest.fixture
+def api(session_factory: sessionmaker[Session]) -> Iterator[str]:
+    """The task endpoints served over HTTP on this test's database; their base URL."""
+    mapper = routes.Mapper()
+    mounted = mount(mapper, collections={"clusters": Cluster}, session_factory=session_factory)
+    served = Served(Router(mapper))
+    yield f"http://{served.address[0]}:{served.address[1]}"
+    served.stop()
+    mounted.close()
+
+
+ADMIN = "X-Roles: admin"  # the operations of these tests belong to no project
+
+
+def test_watch_follows_an_operation_location_over_http(
+    capsys: pytest.CaptureFixture[str],
+    api: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    worker = Worker(engine, ["build"], host="w")
+    job = worker.claim()
+    assert job is not None
+    job.progress(30, "copying")
+    statuses: list[int] = []
+    url = f"{api}/operations/{rid}"
+    watcher = threading.Thread(
+        target=lambda: statuses.append(cli.main(["watch", url, "--header", ADMIN]))
+    )
+    watcher.start()
+    out = ""
+    deadline = time.monotonic() + 60
+    while "running" not in out and time.monotonic() < deadline:
+        out += capsys.readouterr().out
+        watcher.join(timeout=0.05)
+    assert f"{rid} POST /clusters: running (HTTP 202)" in out
+    job.succeed(result={"ok": True})
+    watcher.join(timeout=60)
+    assert not watcher.is_alive() and statuses == [0]
+    out += capsys.readouterr().out
+    assert out.splitlines()[-1].split()[-3:] == ["succeeded", "100%", "copying"]
+
+
+def test_watch_over_http_exits_3_when_the_operation_failed(
+    capsys: pytest.CaptureFixture[str],
+    api: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    job = Worker(engine, ["build"], host="w").claim()
+    assert job is not None
+    job.fail("no_capacity", "the rack is full")
+    status, out, err = run(capsys, "watch", f"{api}/operations/{rid}", "--header", ADMIN)
+    assert (status, err) == (cli.EXIT_OPERATION_FAILED, "")
+    assert "the rack is full" in out
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [
+        pytest.param(
+            "/operations/req-00000000-0000-4000-8000-000000000000",
+            [ADMIN],
+            "HTTP 404: no operation 'req-00000000-0000-4000-8000-000000000000'",
+            id="unknown",
+        ),
+        pytest.param("/operations/{rid}", [], "HTTP 404", id="not-visible-without-auth"),
+    ],
+)
+def test_watch_over_http_reports_the_apis_error(
+    capsys: pytest.CaptureFixture[str],
+    api: str,
+    session_factory: sessionmaker[Session],
+    path: str,
+    headers: list[str],
+    expected: str,
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    argv = ["watch", api + path.format(rid=rid)]
+    for header in headers:
+        argv += ["--header", header]
+    status, out, err = run(capsys, *argv)
+    assert (status, out) == (cli.EXIT_ERROR, "")
+    assert err.startswith("tasktoolkit: error: http://") and expected in err, err
+
+
+def test_watch_over_http_gives_up_after_its_timeout(
+    capsys: pytest.CaptureFixture[str], api: str, session_factory: sessionmaker[Session]
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    url = f"{api}/operations/{rid}"
+    status, _, err = run(capsys, "watch", url, "--header", ADMIN, "--timeout", "1s")
+    assert status == cli.EXIT_ERROR
+    assert err == f"tasktoolkit: error: {url} is still running after --timeout\n"
+
+
+def test_watch_of_an_unreachable_api(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "http://127.0.0.1:1/operations/req-x"
+    status, _, err = run(capsys, "watch", url)
+    assert status == cli.EXIT_ERROR and err.startswith(f"tasktoolkit: error: cannot reach {url}")
+
+
+@pytest.mark.parametrize("header", ["no colon", "Bad Name: x", ": empty name", "X-Token: a\x01b"])
+def test_watch_refuses_a_malformed_header(capsys: pytest.CaptureFixture[str], header: str) -> None:
+    status, _, err = run(capsys, "watch", "http://127.0.0.1:1/operations/x", "--header", header)
+    assert status == cli.EXIT_USAGE and "is not a header" in err
+
+
+def test_watch_by_id_takes_no_header(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
+    status, _, err = run(capsys, "watch", "req-x", "--db-url", db_url, "--header", "A: b")
+    assert status == cli.EXIT_ERROR and "--header is for an operation's URL" in err
