@@ -102,6 +102,8 @@ def run_job(
     if job.name != PORT_DELETE_TASK:
         with job:
             _work(job, port_name, task_delay, stop)
+            # What the agent did, shown as the task's result.
+            job.succeed(result={"agent": worker.host, "port_name": port_name})
         return
     try:
         _work(job, port_name, task_delay, stop)

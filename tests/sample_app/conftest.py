@@ -59,10 +59,11 @@ class Http(Client):
         body: Any = None,
         timeout: float = DEADLINE,
         raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
         parts = urlsplit(path if path.startswith("http") else self.base_url + path)
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        headers = dict(self.headers)
+        headers = {**self.headers, **(headers or {})}
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         if data is not None:
             headers["Content-Type"] = "application/json"

@@ -309,3 +309,50 @@ def test_bad_requests_answer_in_the_contract_format(
     assert error["status"] == status
     assert error["request_id"] == reply.header("X-Request-Id")
     assert error["detail"]
+
+
+def test_a_keyed_create_is_replayed_waited_for_and_filtered(client: Http) -> None:
+    network = new_network(client)
+    body = {"port": {"network_id": network["id"], "name": "keyed"}}
+    key = {"Idempotency-Key": f"create-{uuid.uuid4()}"}
+    first = client.request("POST", "/ports", body, headers=key)
+    assert first.status == 202, first.body
+    assert first.header("Retry-After") == "1"  # it spawned tasks
+    again = client.request("POST", "/ports", body, headers=key)
+    assert (again.status, again.body) == (202, first.body)
+    assert again.header("Idempotent-Replayed") == "true"
+    assert again.header("Operation-Location") == first.header("Operation-Location")
+    reused = client.request("POST", "/ports", {"port": {**body["port"], "name": "x"}}, headers=key)
+    assert reused.status == 422
+    assert reused.body["errors"][0]["code"] == "tasktoolkit.idempotency_key_reused"
+    assert [p["id"] for p in client.get("/ports").body["ports"]] == [first.body["port"]["id"]]
+
+    waited = client.request(
+        "GET", first.header("Operation-Location"), headers={"Prefer": "wait=30"}
+    )
+    assert waited.status == 200 and waited.header("Preference-Applied") == "wait=30"
+    operation = waited.body["operation"]
+    assert operation["state"] == "succeeded"
+    assert {t["name"] for t in operation["tasks"]} == set(PORT_CREATE_TASKS)
+    assert all(t["result"]["port_name"] == "keyed" for t in operation["tasks"])
+
+    listed = client.get(f"/operations?action=create_ports&resource_id={first.body['port']['id']}")
+    assert [o["id"] for o in listed.body["operations"]] == [operation["id"]]
+    assert client.get("/operations?method=PUT").body["operations"] == []
+    cancel = client.request("POST", f"/operations/{operation['id']}/cancel")
+    assert cancel.status == 409
+    assert client.request("GET", "/operations", headers={"Prefer": "x"}).status == 200
+    bad = client.request("GET", first.header("Operation-Location"), headers={"Prefer": "wait=-1"})
+    assert bad.status == 400
+
+
+def test_cancel_an_operation_over_http(client: Http) -> None:
+    network = new_network(client)
+    reply = create_port(client, network["id"], "to-cancel")
+    cancel = client.request("POST", reply.header("Operation-Location") + "/cancel")
+    # Its tasks may all have finished already (the agents are quick): then it is a 409.
+    assert cancel.status in (202, 409), cancel.body
+    final = finished(client, reply.header("Operation-Location"))
+    assert final["state"] in ("succeeded", "cancelled")
+    if cancel.status == 202:
+        assert cancel.body["operation"]["id"] == final["id"]
