@@ -6,7 +6,10 @@ mounted endpoints + the queries), as a member of one project:
 - ``GET /ports/<id>/tasks?state=active``: one port's active tasks;
 - ``GET /tasks?state=running&limit=50``: the project's running tasks;
 - ``GET /tasks?limit=50&marker=<id>``: a page half way down the project's whole
-  history (keyset pagination; an extra figure, ``marker_page_ratio_1m_vs_10k``).
+  history (keyset pagination; an extra figure, ``marker_page_ratio_1m_vs_10k``);
+- ``GET /operations?action=update&limit=50``, ``GET /operations?method=DELETE&limit=50``
+  and ``GET /operations?resource_type=port&resource_id=<id>``: the operation
+  filters, over an operations table as long as the tasks table.
 
 The table is filled the way a real one grows: the work in progress (a fixed
 set of pending and running tasks, bounded by the workers) stays the same
@@ -48,7 +51,7 @@ from benchmarks._harness import Bench, interleaved
 from sample_app.models import Network, Port
 from tasktoolkit import orm
 from tasktoolkit.endpoints import Router, mount
-from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._records import operations_table, tasks_table
 
 NAME = "list_scaling"
 
@@ -60,6 +63,11 @@ TARGET_TASKS = 20
 BATCH = 10_000
 _NAMES = ("l2_wiring", "dhcp_provisioning", "anti_spoofing", "security_groups", "unbind")
 _T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_OPERATION_LISTS = {
+    "action": "GET /operations?action=update&limit=50",
+    "method": "GET /operations?method=DELETE&limit=50",
+    "resource": "GET /operations?resource_type=port&resource_id=<id>",
+}
 
 
 def _row(
@@ -97,6 +105,34 @@ def _row(
         "created_at": created,
         "started_at": None if state == "pending" else created,
         "updated_at": finished or created,
+        "finished_at": finished,
+        "expires_at": expires,
+    }
+
+
+_METHODS = (("POST", "create"), ("POST", "create"), ("PUT", "update"), ("DELETE", "delete"))
+
+
+def _operation_row(
+    rng: random.Random, port_id: str, project: str, created: datetime, now: datetime
+) -> dict[str, Any]:
+    method, action = rng.choice(_METHODS)
+    finished = created + timedelta(seconds=30)
+    expires = now - timedelta(hours=1) if rng.random() < 0.1 else now + timedelta(days=1)
+    return {
+        "id": f"req-{uuid.UUID(int=rng.getrandbits(128), version=4)}",
+        "method": method,
+        "path": f"/v2.0/ports/{port_id}",
+        "action": action,
+        "resource_type": "port",
+        "resource_id": port_id,
+        "project_id": project,
+        "user_id": "bench",
+        "state": "failed" if rng.random() < 0.05 else "succeeded",
+        "http_status": 202,
+        "ttl_seconds": 86400,
+        "created_at": created,
+        "updated_at": finished,
         "finished_at": finished,
         "expires_at": expires,
     }
@@ -160,6 +196,23 @@ class _Fill:
                         )
                     )
             conn.execute(insert(tasks_table), rows)
+            # The port under test was created, updated three times and deleted.
+            conn.execute(
+                insert(operations_table),
+                [
+                    {
+                        **_operation_row(
+                            self.rng, self.target, ME, _T0 + timedelta(hours=n), self.now
+                        ),
+                        "method": method,
+                        "action": action,
+                        "expires_at": self.now + timedelta(days=1),
+                    }
+                    for n, (method, action) in enumerate(
+                        [("POST", "create"), *[("PUT", "update")] * 3, ("DELETE", "delete")]
+                    )
+                ],
+            )
         self.rows = len(rows)
 
     def grow(self, total: int) -> float:
@@ -171,14 +224,16 @@ class _Fill:
                 conn.exec_driver_sql("PRAGMA synchronous=OFF")
             while self.rows < total:
                 count = min(BATCH, total - self.rows)
-                rows = []
+                rows, operations = [], []
                 for _ in range(count):
                     project = self.rng.choice(PROJECTS)
                     port = self.rng.choice(self.ports[project][1:])
                     created = _T0 + timedelta(seconds=self.rng.randrange(300 * 86400))
                     state = "failed" if self.rng.random() < 0.05 else "succeeded"
                     rows.append(_row(self.rng, port, project, state, created, self.now))
+                    operations.append(_operation_row(self.rng, port, project, created, self.now))
                 conn.execute(insert(tasks_table), rows)
+                conn.execute(insert(operations_table), operations)
                 conn.commit()
                 self.rows += count
             if self.engine.dialect.name == "sqlite":
@@ -190,9 +245,9 @@ class _Fill:
         with self.engine.begin() as conn:
             name = self.engine.dialect.name
             if name == "postgresql":
-                conn.execute(text("ANALYZE tasktoolkit_tasks"))
+                conn.execute(text("ANALYZE tasktoolkit_tasks, tasktoolkit_operations"))
             elif name in ("mysql", "mariadb"):
-                conn.execute(text("ANALYZE TABLE tasktoolkit_tasks"))
+                conn.execute(text("ANALYZE TABLE tasktoolkit_tasks, tasktoolkit_operations"))
             else:
                 conn.execute(text("ANALYZE"))
 
@@ -323,19 +378,25 @@ def run(bench: Bench) -> dict[str, float]:
             calls[f"running@{size}"] = _getter(app, "/tasks?state=running&limit=50")
             marker = _middle_of_history(engine)
             calls[f"page@{size}"] = _getter(app, f"/tasks?limit=50&marker={marker}")
+            calls[f"action@{size}"] = _getter(app, "/operations?action=update&limit=50")
+            calls[f"method@{size}"] = _getter(app, "/operations?method=DELETE&limit=50")
+            calls[f"resource@{size}"] = _getter(
+                app, f"/operations?resource_type=port&resource_id={fill.target}"
+            )
         for name, call in calls.items():  # warm the caches and check the answers
             for _ in range(5):
                 body = json.loads(call())
-            assert len(body["tasks"]) == (4 if name.startswith("child") else 50), name
-            assert body["tasks_links"] or name.startswith("child"), name
+            key = "operations" if name.split("@")[0] in _OPERATION_LISTS else "tasks"
+            short = name.startswith(("child", "resource"))
+            assert len(body[key]) == {"child": 4, "resource": 5}.get(name.split("@")[0], 50), name
+            assert body[f"{key}_links"] or short, name
         # Both sizes side by side (A, B, A, B, ...): drift touches them alike.
         medians = interleaved(calls, rounds=rounds)
 
         for size, engine in engines.items():
             with _statements(engine) as seen:
-                calls[f"child@{size}"]()
-                calls[f"running@{size}"]()
-                calls[f"page@{size}"]()
+                for kind in ("child", "running", "page", *_OPERATION_LISTS):
+                    calls[f"{kind}@{size}"]()
             print(f"\n## query plans at {size:,} rows [{bench.backend}]")
             for statement, parameters in seen:
                 if statement.lstrip().upper().startswith("SELECT") and "ORDER BY" in statement:
@@ -350,6 +411,10 @@ def run(bench: Bench) -> dict[str, float]:
         "running_list_ratio_1m_vs_10k": medians[f"running@{big}"] / medians[f"running@{small}"],
         "marker_page_ratio_1m_vs_10k": medians[f"page@{big}"] / medians[f"page@{small}"],
     }
+    for kind in _OPERATION_LISTS:
+        figures[f"operations_{kind}_ratio_1m_vs_10k"] = (
+            medians[f"{kind}@{big}"] / medians[f"{kind}@{small}"]
+        )
     bench.table(
         f"list scaling: 10k vs {big_label} task rows, side by side, through the WSGI stack",
         [
@@ -371,6 +436,15 @@ def run(bench: Bench) -> dict[str, float]:
                 medians[f"page@{big}"] * 1e3,
                 figures["marker_page_ratio_1m_vs_10k"],
             ],
+            *(
+                [
+                    request,
+                    medians[f"{kind}@{small}"] * 1e3,
+                    medians[f"{kind}@{big}"] * 1e3,
+                    figures[f"operations_{kind}_ratio_1m_vs_10k"],
+                ]
+                for kind, request in _OPERATION_LISTS.items()
+            ),
             ["fill (s)", fill_seconds[small], fill_seconds[big], ""],
         ],
         ["request", "ms at 10k", f"ms at {big_label}", "ratio (<= 1.5)"],
