@@ -462,10 +462,15 @@ def cancel_operation(
         raise OperationNotFoundError(f"no operation {operation_id!r}")
     if state != OperationState.RUNNING:
         raise OperationTransitionError(operation_id, state, OperationState.CANCELLED.value)
+    # Every task row is locked before any count of the operation's row moves,
+    # in the order a worker takes them (its task, then the operation): taking
+    # the operation's row first, with a task still to lock, deadlocks with a
+    # worker finishing that task.
     active = session.execute(
         select(_T.c.id)
         .where(_T.c.request_id == operation_id, _T.c.state.in_(ACTIVE_TASK_STATES))
-        .order_by(_T.c.created_at, _T.c.id)
+        .order_by(_T.c.id)
+        .with_for_update()
     ).scalars()
     cancelled = []
     for task_id in list(active):
