@@ -74,14 +74,38 @@ def mount(
     :param openapi_path: where the document is served.
     :param max_wait: the longest ``Prefer: wait=<seconds>`` a ``GET`` of an
         operation or a task is held for (a thread of the server each).
-
-    Example::
-
-        mapper = routes.Mapper()
-        mapper.connect("/ports", controller=ports_app, action="index")
-        mount(mapper, collections={"ports": Port}, session_factory=Session, path_prefix="/v2.0")
-        app = Router(mapper)
     """
+    _check_mount(collections, path_prefix, openapi_path)
+    app = TaskEndpoints(
+        collections=collections,
+        session_factory=session_factory,
+        caller_getter=caller_getter,
+        authorize=authorize,
+        visibility=visibility,
+        retry_after=retry_after,
+        deadline=deadline,
+        openapi=_openapi(collections, path_prefix) if serve_openapi else None,
+        max_wait=max_wait,
+    )
+    _connect(mapper, app, list(collections), path_prefix)
+    if serve_openapi:
+        mapper.connect(
+            "tasktoolkit.openapi", f"{path_prefix}{openapi_path}", controller=app, action="openapi"
+        )
+    return app
+
+
+def _openapi(collections: Mapping[str, type[TaskResource]], path_prefix: str) -> dict[str, Any]:
+    """The OpenAPI document of what is mounted."""
+    return openapi_document(
+        collections=list(collections), path_prefix=path_prefix, resource_types=resource_types()
+    )
+
+
+def _check_mount(
+    collections: Mapping[str, type[TaskResource]], path_prefix: object, openapi_path: object
+) -> None:
+    """Refuse what :func:`mount` cannot mount, before anything is connected."""
     if not isinstance(path_prefix, str) or not _PREFIX.match(path_prefix):
         raise ValueError(f"path_prefix must be '' or like '/v2.0' (no trailing /): {path_prefix!r}")
     if not isinstance(openapi_path, str) or not openapi_path or not _PREFIX.match(openapi_path):
@@ -92,29 +116,6 @@ def mount(
             raise ValueError(f"bad collection name {name!r}")
         if not isinstance(model, type) or model not in known:
             raise TypeError(f"collection {name!r}: {model!r} is not a TaskResource model")
-    app = TaskEndpoints(
-        collections=collections,
-        session_factory=session_factory,
-        caller_getter=caller_getter,
-        authorize=authorize,
-        visibility=visibility,
-        retry_after=retry_after,
-        deadline=deadline,
-        openapi=openapi_document(
-            collections=list(collections),
-            path_prefix=path_prefix,
-            resource_types=resource_types(),
-        )
-        if serve_openapi
-        else None,
-        max_wait=max_wait,
-    )
-    _connect(mapper, app, list(collections), path_prefix)
-    if serve_openapi:
-        mapper.connect(
-            "tasktoolkit.openapi", f"{path_prefix}{openapi_path}", controller=app, action="openapi"
-        )
-    return app
 
 
 def _connect(mapper: Any, app: TaskEndpoints, collections: list[str], prefix: str) -> None:

@@ -589,7 +589,8 @@ class _Request:
             # For the request-id middleware's 500, should the app raise now.
             self.environ[OPERATION_LOCATION_KEY] = self.location
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, sent: bool) -> None:
+        """Producing the body raised: the request ended in an error (the error goes on)."""
         self.status, self.raised = 500, True
 
     def finish(self) -> None:

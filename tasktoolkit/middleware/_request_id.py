@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tasktoolkit._checks import HTTP_TOKEN
@@ -36,6 +36,7 @@ from tasktoolkit.context import RequestContext, bind, is_valid_request_id, reset
 from tasktoolkit.errors import ApplicationError, InvalidCallerError
 from tasktoolkit.http_errors import response_for
 from tasktoolkit.middleware._config import aslist, resolve
+from tasktoolkit.middleware._iter import ClosingIterator
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -153,39 +154,10 @@ class RequestIdMiddleware:
         return filter_
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        upstream = environ.get(OPENSTACK_REQUEST_ID_KEY)
-        global_id = None
-        if upstream is not None and is_valid_request_id(upstream):
-            # Named by a middleware in front (oslo's RequestId), which also
-            # read (and checked) the inbound global id.
-            request_id = upstream
-            inbound = environ.get(OPENSTACK_GLOBAL_REQUEST_ID_KEY)
-            if inbound is not None and is_valid_request_id(inbound):
-                global_id = inbound
-        else:
-            request_id = fast_request_id()
-            for key in self._inbound_keys:
-                inbound = environ.get(key)
-                if inbound is not None and is_valid_request_id(inbound):
-                    global_id = inbound
-                    break
+        request_id, global_id = self._ids(environ)
         environ[REQUEST_ID_KEY] = environ[OPENSTACK_REQUEST_ID_KEY] = request_id
         environ[GLOBAL_REQUEST_ID_KEY] = environ[OPENSTACK_GLOBAL_REQUEST_ID_KEY] = global_id
-        getter = self.caller_getter
-        if getter is keystone_caller:
-            project_id, user_id = _keystone_ids(environ)
-        elif getter is None:
-            project_id = user_id = None
-        else:
-            caller = getter(environ)
-            project_id, user_id = caller.project_id, caller.user_id
-        if project_id is not None or user_id is not None:
-            try:
-                check_caller(Caller(project_id, user_id))
-            except InvalidCallerError:
-                # Never cut to fit: the operation middleware and the endpoints
-                # answer such a caller with a 400; nothing is written for it.
-                project_id = user_id = None
+        project_id, user_id = self._caller_ids(environ)
         response_headers = self._response_headers
         started: list[bool] = []
 
@@ -201,28 +173,70 @@ class RequestIdMiddleware:
                     headers = [*headers, (name, request_id)]
             return start_response(status, headers, exc_info)
 
+        def answer(exc: BaseException, sent: bool) -> list[bytes] | None:
+            if not isinstance(exc, Exception):
+                return None  # shutting down: nothing to answer
+            if sent:
+                # Once a byte may have gone out, WSGI allows nothing but aborting.
+                _log.error(
+                    "request %s: the application raised while its body was sent",
+                    request_id,
+                    exc_info=exc,
+                )
+                return None
+            # Called while ``exc`` is being handled: sys.exc_info() is its.
+            return self._answer_error(
+                environ, start_response, request_id, sys.exc_info(), bool(started)
+            )
+
         token = bind(RequestContext(request_id, global_id, project_id, user_id))
         try:
             result = self.app(environ, start)
-        except Exception:
+        except BaseException as exc:
             try:
-                return self._answer_error(
-                    environ, start_response, request_id, sys.exc_info(), bool(started)
-                )
+                if (body := answer(exc, False)) is not None:
+                    return body
+                raise
             finally:
                 reset(token)
-        except BaseException:
-            reset(token)
-            raise
         if type(result) is list or type(result) is tuple:
             # Iterating a list runs no application code: the context can go now.
             reset(token)
             return result
+        return ClosingIterator(result, lambda: _reset_quietly(token), answer)
 
-        def answer(exc_info: OptExcInfo) -> list[bytes]:
-            return self._answer_error(environ, start_response, request_id, exc_info, bool(started))
+    def _ids(self, environ: WSGIEnvironment) -> tuple[str, str | None]:
+        """This request's id and its global id."""
+        upstream = environ.get(OPENSTACK_REQUEST_ID_KEY)
+        if upstream is not None and is_valid_request_id(upstream):
+            # Named by a middleware in front (oslo's RequestId), which also
+            # read (and checked) the inbound global id.
+            inbound = environ.get(OPENSTACK_GLOBAL_REQUEST_ID_KEY)
+            return upstream, inbound if is_valid_request_id(inbound) else None
+        for key in self._inbound_keys:
+            inbound = environ.get(key)
+            if inbound is not None and is_valid_request_id(inbound):
+                return fast_request_id(), inbound
+        return fast_request_id(), None
 
-        return _GuardedBody(result, lambda: _reset_quietly(token), answer, request_id)
+    def _caller_ids(self, environ: WSGIEnvironment) -> tuple[str | None, str | None]:
+        """The caller's project and user for the context; none for ids that do not fit."""
+        getter = self.caller_getter
+        if getter is keystone_caller:
+            project_id, user_id = _keystone_ids(environ)
+        elif getter is None:
+            return None, None
+        else:
+            caller = getter(environ)
+            project_id, user_id = caller.project_id, caller.user_id
+        if project_id is not None or user_id is not None:
+            try:
+                check_caller(Caller(project_id, user_id))
+            except InvalidCallerError:
+                # Never cut to fit: the operation middleware and the endpoints
+                # answer such a caller with a 400; nothing is written for it.
+                return None, None
+        return project_id, user_id
 
     def _answer_error(
         self,
@@ -249,80 +263,6 @@ class RequestIdMiddleware:
             headers.append(("Operation-Location", location))
         start_response(response.status, headers, exc_info if started else None)
         return [response.body]
-
-
-class _GuardedBody:
-    """The app's body, passed through untouched; an error before its first byte becomes a 500.
-
-    Once a byte may have been sent, WSGI allows nothing but aborting: the
-    error is logged with the request id and re-raised for the server.
-    """
-
-    __slots__ = (
-        "_answer",
-        "_closed",
-        "_error_body",
-        "_iterable",
-        "_next",
-        "_on_close",
-        "_request_id",
-        "_sent",
-    )
-
-    def __init__(
-        self,
-        iterable: Iterable[bytes],
-        on_close: Callable[[], object],
-        answer: Callable[[OptExcInfo], list[bytes]],
-        request_id: str,
-    ) -> None:
-        self._iterable = iterable
-        self._next: Callable[[], bytes] | None = None
-        self._on_close = on_close
-        self._answer = answer
-        self._request_id = request_id
-        self._error_body: list[bytes] | None = None
-        self._sent = False
-        self._closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._error_body is not None:
-            if not self._error_body:
-                raise StopIteration
-            return self._error_body.pop()
-        if self._next is None:
-            self._next = iter(self._iterable).__next__
-        try:
-            chunk = self._next()
-        except StopIteration:
-            raise
-        except Exception:
-            if self._sent:
-                _log.error(
-                    "request %s: the application raised while its body was sent",
-                    self._request_id,
-                    exc_info=True,
-                )
-                raise
-            self._error_body = self._answer(sys.exc_info())
-            return self._error_body.pop()
-        if chunk:
-            self._sent = True
-        return chunk
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        close = getattr(self._iterable, "close", None)
-        try:
-            if close is not None:
-                close()
-        finally:
-            self._on_close()
 
 
 def _reset_quietly(token: Any) -> None:
