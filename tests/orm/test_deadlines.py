@@ -170,7 +170,7 @@ def test_a_request_that_ends_after_the_reaper_keeps_the_reapers_verdict(
     with engine.begin() as conn:
         assert end_request(conn, rid, 201) is None
     row = operation_row(engine, rid)
-    assert (row["state"], row["http_status"]) == ("failed", 201)
+    assert (row["state"], row["http_status"], row["error_code"]) == ("failed", None, "request_lost")
 
 
 def test_a_request_that_ended_is_never_reaped(engine: Engine, open_op: Callable[..., str]) -> None:
