@@ -26,6 +26,7 @@ from tasktoolkit import orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.orm._operations import OperationFields, open_operation
 from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._rules import DEFAULT_RULES
 from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster
 
@@ -66,6 +67,7 @@ def run(bench: Bench) -> dict[str, float]:
 
     def core() -> None:
         now = utcnow()
+        rules = DEFAULT_RULES.row_values(now)  # what the API writes for a name's rules
         rows = [
             {
                 "id": str(uuid.uuid4()),
@@ -79,8 +81,11 @@ def run(bench: Bench) -> dict[str, float]:
                 "project_id": c.project_id,
                 "user_id": None,
                 "attempts": 0,
-                "max_attempts": 1,
-                "heartbeat_timeout": 300,
+                "max_attempts": rules["max_attempts"],
+                "heartbeat_timeout": rules["heartbeat_timeout"],
+                "start_deadline": rules["start_deadline"],
+                "not_before": None,
+                "rules": rules["rules"],
                 "cancel_requested": False,
                 "created_at": now,
                 "updated_at": now,

@@ -48,7 +48,15 @@ _port = _bounded(int, 0, 65535, "a port number", "is not a port number (0-65535)
 _DB = "sqlite:///sample_app.db"
 _DB_HELP = f"SQLAlchemy URL of the database ({_DB}); PostgreSQL and MariaDB URLs work too"
 _DELAY = "seconds each task takes"
-_AGENTS = "worker threads; 0 runs none"
+_AGENTS = "worker threads; 0 runs none (the reaper still runs)"
+_START = "a task no agent starts within S seconds fails not_started (default: 1 hour)"
+
+
+def _start_timeout(value: str) -> float:
+    number = _non_negative(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1 second")
+    return number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         "--task-delay", type=_non_negative, default=0.5, metavar="S", help=_DELAY + " (0.5)"
     )
     serve.add_argument("--agents", type=_count, default=2, metavar="N", help=_AGENTS + " (2)")
+    serve.add_argument(
+        "--start-timeout", type=_start_timeout, default=None, metavar="S", help=_START
+    )
     serve.add_argument("--log-requests", action="store_true", help="log each request on stderr")
 
     agents = commands.add_parser("agents", help="run the agents alone, until interrupted")
@@ -81,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         "--task-delay", type=_non_negative, default=0.5, metavar="S", help=_DELAY + " (0.5)"
     )
     agents.add_argument("--agents", type=_count, default=2, metavar="N", help=_AGENTS + " (2)")
+    agents.add_argument(
+        "--start-timeout", type=_start_timeout, default=None, metavar="S", help=_START
+    )
     return parser
 
 
@@ -109,14 +123,17 @@ def _engine(url: str) -> Engine | None:
 def _until_stopped(
     args: argparse.Namespace, engine: Engine, what: str, wait: Callable[[threading.Event], object]
 ) -> int:
-    """Run the agents while ``wait(stop)`` blocks, until SIGTERM (which sets ``stop``) or
-    Ctrl-C; then dispose ``engine``."""
+    """Run the agents (and the reaper) while ``wait(stop)`` blocks, until SIGTERM (which sets
+    ``stop``) or Ctrl-C, then stop them gracefully; then dispose ``engine``."""
     from sample_app.agents import Agents
 
     stop = threading.Event()
     _stop_on_sigterm(stop)
+    agents = Agents(
+        engine, count=args.agents, task_delay=args.task_delay, start_timeout=args.start_timeout
+    )
     try:
-        with Agents(engine, count=args.agents, task_delay=args.task_delay):
+        with agents:
             print(f"{what} (Ctrl-C to stop)", flush=True)
             wait(stop)
     except KeyboardInterrupt:
@@ -134,7 +151,8 @@ def _serve(args: argparse.Namespace) -> int:
     if engine is None:
         return 2
     try:
-        server = make_threaded_server(make_app(engine), args.host, args.port, log=args.log_requests)
+        app = make_app(engine, start_timeout=args.start_timeout)
+        server = make_threaded_server(app, args.host, args.port, log=args.log_requests)
     except OSError as exc:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         engine.dispose()

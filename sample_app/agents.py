@@ -6,7 +6,14 @@ really wired: the point is the task records an API consumer sees.
 
 Failure injection: a port whose name starts with ``fail-<task name>``
 (``fail-dhcp_provisioning``, ``fail-unbind``) makes that task fail half way,
-with error code ``injected_failure`` and a message saying why.
+with error code ``injected_failure`` and a message saying why. A port whose
+name starts with ``flaky-<task name>`` makes that task's first attempt fail
+the same way but *retryably*: it goes back to ``pending`` and its second
+attempt (the sample's tasks have two) succeeds.
+
+Stopping: :meth:`Agents.stop` stops claiming, lets each running task finish
+within a grace period, and hands back those still running then as
+``pending`` (another agent takes them at once; not a failed attempt).
 
 ``unbind`` is special: when it succeeds, the port row is deleted in the same
 transaction that records the success, so the port's tasks go with it (the
@@ -23,20 +30,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
-from tasktoolkit.errors import TaskCancelRequested, TaskFailure, TaskToolkitError
+from tasktoolkit.errors import TaskFailure, TaskToolkitError
 from tasktoolkit.orm import Job, Worker, reap
 
 __all__ = [
     "INJECTED_FAILURE",
     "STEPS",
     "UNEXPECTED_ERROR",
-    "AgentStopping",
     "Agents",
     "run_job",
 ]
@@ -51,10 +57,8 @@ UNEXPECTED_ERROR = "worker_error"
 STEPS = 5
 #: Longest an agent goes without a heartbeat while it works, in seconds.
 HEARTBEAT_EVERY = 2.0
-
-
-class AgentStopping(BaseException):
-    """The agent is shutting down (a ``BaseException``: the job records nothing)."""
+#: Seconds a stopping agent lets its task run before handing it back.
+GRACE = 5.0
 
 
 def _port_name(worker: Worker, port_id: str) -> str | None:
@@ -62,81 +66,76 @@ def _port_name(worker: Worker, port_id: str) -> str | None:
         return session.execute(select(Port.name).where(Port.id == port_id)).scalar()
 
 
-def _pause(job: Job, seconds: float, stop: threading.Event) -> None:
-    """Wait ``seconds``, heartbeating at least every :data:`HEARTBEAT_EVERY` seconds."""
+def _pause(job: Job, seconds: float) -> None:
+    """Wait ``seconds``, heartbeating at least every :data:`HEARTBEAT_EVERY` seconds.
+
+    When the agent stops, it goes on until the grace period ends; then
+    ``check_cancelled`` raises ``WorkerStopping`` and the job hands its task back.
+    """
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
-        if stop.wait(min(left, HEARTBEAT_EVERY)):
-            # The agent is stopping: leave the task running for the reaper, as a
-            # crashed worker would, rather than pretend it was done.
-            raise AgentStopping
+        job.worker.wait(min(left, HEARTBEAT_EVERY))
         job.check_cancelled()
-    if stop.is_set():
-        raise AgentStopping
 
 
-def _work(job: Job, port_name: str | None, task_delay: float, stop: threading.Event) -> None:
+def _injected(job: Job, port_name: str | None) -> TaskFailure | None:
+    """The failure ``port_name`` asks of this job, if any (see the module docs)."""
+    if not port_name:
+        return None
+    why = f"{job.name} failed on purpose: the port's name {port_name!r} starts with"
+    if port_name.startswith(f"fail-{job.name}"):
+        return TaskFailure(INJECTED_FAILURE, f"{why} 'fail-{job.name}'")
+    if port_name.startswith(f"flaky-{job.name}") and job.attempts == 1:
+        return TaskFailure(
+            INJECTED_FAILURE, f"{why} 'flaky-{job.name}' (first attempt only)", retryable=True
+        )
+    return None
+
+
+def _work(job: Job, port_name: str | None, task_delay: float) -> None:
     """Pretend to do ``job``: ``STEPS`` steps, progress after each, cancellable."""
-    fail_at = STEPS // 2 if port_name and port_name.startswith(f"fail-{job.name}") else None
+    failure = _injected(job, port_name)
     for step in range(STEPS):
         job.check_cancelled()
-        _pause(job, task_delay / STEPS, stop)
-        if step == fail_at:
-            raise TaskFailure(
-                INJECTED_FAILURE,
-                f"{job.name} failed on purpose: the port's name {port_name!r} "
-                f"starts with 'fail-{job.name}'",
-            )
+        _pause(job, task_delay / STEPS)
+        if failure is not None and step == STEPS // 2:
+            raise failure
         job.progress(100 * (step + 1) // STEPS, f"step {step + 1} of {STEPS}")
 
 
-def run_job(
-    worker: Worker, job: Job, *, task_delay: float, stop: threading.Event | None = None
-) -> None:
-    """Run one claimed port task to its end, recording the outcome.
-
-    :param stop: set to abandon the task (it stays ``running`` until the reaper).
-    """
-    stop = stop or threading.Event()
+def run_job(worker: Worker, job: Job, *, task_delay: float) -> None:
+    """Run one claimed port task to its end, recording the outcome (see :class:`Job`)."""
     port_name = _port_name(worker, job.resource_id)
-    if job.name != PORT_DELETE_TASK:
-        with job:
-            _work(job, port_name, task_delay, stop)
+    with job:
+        _work(job, port_name, task_delay)
+        if job.name != PORT_DELETE_TASK:
             # What the agent did, shown as the task's result.
             job.succeed(result={"agent": worker.host, "port_name": port_name})
-        return
-    try:
-        _work(job, port_name, task_delay, stop)
-    except TaskCancelRequested:
-        job.acknowledge_cancel("cancelled as requested; the port is kept")
-        return
-    except TaskFailure as failure:
-        job.fail(failure.error_code, failure.message)
-        return
-    except Exception as exc:
-        # Recorded as the toolkit's Job records an unexpected error, then re-raised.
-        job.fail(UNEXPECTED_ERROR, str(exc) or type(exc).__name__, traceback.format_exc())
-        raise
-    # Success and the delete in one transaction: either the port is gone with
-    # its tasks and the operation counts the success, or nothing happened.
-    with worker.transaction() as session:
-        job.succeed("unbound; port deleted", session=session)
-        session.execute(
-            delete(Port).where(Port.id == job.resource_id),
-            execution_options={"synchronize_session": False},
-        )
+            return
+        # Success and the delete in one transaction: either the port is gone
+        # with its tasks and the operation counts the success, or nothing happened.
+        with worker.transaction() as session:
+            job.succeed("unbound; port deleted", session=session)
+            session.execute(
+                delete(Port).where(Port.id == job.resource_id),
+                execution_options={"synchronize_session": False},
+            )
 
 
 class Agents:
-    """``count`` worker threads running the port tasks until stopped.
+    """``count`` worker threads running the port tasks until stopped, and a reaper.
 
     :param engine: the database (the API's).
-    :param count: how many worker threads; 0 runs none (the reaper may still run).
+    :param count: how many worker threads; 0 runs none (the reaper still runs).
     :param task_delay: seconds each task takes.
     :param poll_interval: seconds an idle agent waits before looking again.
     :param reap_interval: seconds between two runs of the toolkit's reaper, which
-        fails (or re-queues) the tasks of agents that died and settles operations
-        whose tasks vanished while active; 0 runs no reaper.
+        enforces every deadline: tasks of agents that died (re-queued or failed),
+        tasks no agent started in time (``not_started``), requests that never
+        ended, and operations whose tasks vanished while active; 0 runs no reaper.
+    :param start_timeout: the reaper also fails tasks pending longer than this
+        since their spawn (seconds), whatever their rules; ``None``: their rules.
+    :param grace: seconds a stopping agent lets its task run before handing it back.
     """
 
     def __init__(
@@ -146,19 +145,26 @@ class Agents:
         count: int = 2,
         task_delay: float = 0.5,
         poll_interval: float = 0.05,
-        reap_interval: float = 10.0,
+        reap_interval: float = 1.0,
+        start_timeout: float | None = None,
+        grace: float = GRACE,
     ) -> None:
         if not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be an integer >= 0, got {count!r}")
-        if task_delay < 0 or poll_interval <= 0 or reap_interval < 0:
-            raise ValueError("task_delay and reap_interval must be >= 0, poll_interval > 0")
+        if task_delay < 0 or poll_interval <= 0 or reap_interval < 0 or grace < 0:
+            raise ValueError("task_delay, reap_interval and grace must be >= 0, poll_interval > 0")
+        if start_timeout is not None and start_timeout < 1:
+            raise ValueError(f"start_timeout must be at least 1 second, got {start_timeout!r}")
         self.engine = engine
         self.count = count
         self.task_delay = task_delay
         self.poll_interval = poll_interval
         self.reap_interval = reap_interval
+        self.start_timeout = None if start_timeout is None else timedelta(seconds=start_timeout)
+        self.grace = grace
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._workers: list[Worker] = []
 
     def start(self) -> None:
         """Start the threads."""
@@ -166,6 +172,7 @@ class Agents:
         for i in range(self.count):
             # Each thread claims on its own, so each gets its own worker identity.
             worker = Worker(self.engine, PORT_TASKS, host=f"{base}:agent-{i}")
+            self._workers.append(worker)
             thread = threading.Thread(
                 target=self._run, args=(worker,), name=f"sample-agent-{i}", daemon=True
             )
@@ -177,11 +184,14 @@ class Agents:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop the threads; a task in progress is left to the reaper."""
+        """Stop claiming; tasks still running after the grace period are handed back."""
         self._stop.set()
+        for worker in self._workers:
+            worker.stop(self.grace)
         for thread in self._threads:
             thread.join()
         self._threads.clear()
+        self._workers.clear()
 
     def __enter__(self) -> Agents:
         self.start()
@@ -191,37 +201,38 @@ class Agents:
         self.stop()
 
     def _run(self, worker: Worker) -> None:
-        while not self._stop.is_set():
+        while not worker.stopping:
             try:
                 job = worker.claim()
                 if job is None:
-                    self._stop.wait(self.poll_interval)
+                    worker.wait(self.poll_interval)
                     continue
-                run_job(worker, job, task_delay=self.task_delay, stop=self._stop)
-            except AgentStopping:
-                return
+                run_job(worker, job, task_delay=self.task_delay)
             except TaskToolkitError as exc:
                 # The task went away (its port was deleted) or the reaper took it.
                 log.info("%s: %s", worker.host, exc)
             except Exception:
                 log.exception("%s: unexpected error; retrying shortly", worker.host)
-                self._stop.wait(1.0)
+                worker.wait(1.0)
 
     def _reap(self) -> None:
         while not self._stop.wait(self.reap_interval):
             try:
-                # Also settles operations whose active tasks vanished with their
-                # resource (a delete outside the API), else running for ever.
-                result = reap(self.engine)
+                result = reap(self.engine, start_timeout=self.start_timeout)
             except Exception:
                 log.exception("reaper: unexpected error; trying again later")
                 continue
             if result.total:
                 log.warning(
-                    "reaper: %d lost tasks failed, %d re-queued, %d cancelled",
+                    "reaper: %d lost tasks failed, %d re-queued, %d cancelled, %d not started",
                     len(result.failed),
                     len(result.requeued),
                     len(result.cancelled),
+                    len(result.not_started),
                 )
-            if result.operations:
-                log.warning("reaper: %d orphaned operations finished", len(result.operations))
+            if result.requests or result.operations:
+                log.warning(
+                    "reaper: %d lost requests ended, %d orphaned operations finished",
+                    len(result.requests),
+                    len(result.operations),
+                )

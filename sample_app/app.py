@@ -31,6 +31,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import webob
@@ -41,12 +42,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sample_app.engine import create_sample_engine
 from sample_app.models import (
-    HEARTBEAT_TIMEOUT,
     PORT_CREATE_TASKS,
     PORT_DELETE_TASK,
     PORT_UPDATE_TASK,
     Network,
     Port,
+    port_task_rules,
 )
 from tasktoolkit.caller import (
     TASKS_LIST,
@@ -256,6 +257,8 @@ class SampleAPI:
     :param caller_getter: turns the environ into a :class:`~tasktoolkit.caller.Caller`.
     :param authorize: the toolkit's authorization hook; the sample shows every
         project's networks and ports to those who may list every project's tasks.
+    :param start_timeout: seconds within which an agent must start a port's
+        task (else it fails ``not_started``); ``None``: the models' rules (1 hour).
     """
 
     def __init__(
@@ -264,8 +267,12 @@ class SampleAPI:
         *,
         caller_getter: CallerGetter = sample_caller,
         authorize: Authorize = default_authorize,
+        start_timeout: float | None = None,
     ) -> None:
         self.engine = prepare_engine(engine)
+        self.rules = (
+            None if start_timeout is None else port_task_rules(timedelta(seconds=start_timeout))
+        )
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.caller_getter = caller_getter
         self.authorize = authorize
@@ -481,7 +488,7 @@ class SampleAPI:
         spawn_tasks(
             session,
             [(p, name) for p in ports for name in PORT_CREATE_TASKS],
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            rules=self.rules,
         )
         views = [port_view(p, "BUILD") for p in ports]
         if not bulk:
@@ -502,7 +509,7 @@ class SampleAPI:
         port = self._load(session, caller, Port, _route_id(request), lock=True)
         _refuse_if_deleting(session, port)
         port.name = name
-        port.spawn_task(PORT_UPDATE_TASK, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+        port.spawn_task(PORT_UPDATE_TASK, rules=self.rules)
         set_operation_target(request.environ, Port.__resource_type__, port.id)
         return _json({"port": port_view(port, "BUILD")}, 202)
 
@@ -524,7 +531,7 @@ class SampleAPI:
                 f"port {port.id} has tasks in progress: {listed}; wait for them to end "
                 f"(GET /ports/{port.id}/tasks) or cancel them",
             )
-        port.spawn_task(PORT_DELETE_TASK, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+        port.spawn_task(PORT_DELETE_TASK, rules=self.rules)
         set_operation_target(request.environ, Port.__resource_type__, port.id)
         return _json({"port": port_view(port, "BUILD")}, 202)
 
@@ -562,13 +569,17 @@ def make_router(
     *,
     caller_getter: CallerGetter = sample_caller,
     authorize: Authorize = default_authorize,
+    start_timeout: float | None = None,
 ) -> WSGIApplication:
     """The API without middleware: the sample's routes and the toolkit's endpoints.
 
     The toolkit's endpoints are mounted for ``networks`` and ``ports``
     (``/ports/<id>/tasks``, ...) plus ``/tasks`` and ``/operations``.
+    ``start_timeout`` as for :class:`SampleAPI`.
     """
-    api = SampleAPI(engine, caller_getter=caller_getter, authorize=authorize)
+    api = SampleAPI(
+        engine, caller_getter=caller_getter, authorize=authorize, start_timeout=start_timeout
+    )
     mapper = Mapper()
     api.connect(mapper)
     mount(
@@ -587,12 +598,16 @@ def make_app(
     *,
     caller_getter: CallerGetter = sample_caller,
     authorize: Authorize = default_authorize,
+    start_timeout: float | None = None,
 ) -> WSGIApplication:
     """The whole stack: the toolkit's two middlewares around :func:`make_router`.
 
-    The same as ``api-paste.ini``'s pipeline, in code.
+    The same as ``api-paste.ini``'s pipeline, in code. ``start_timeout`` as for
+    :class:`SampleAPI`.
     """
-    router = make_router(engine, caller_getter=caller_getter, authorize=authorize)
+    router = make_router(
+        engine, caller_getter=caller_getter, authorize=authorize, start_timeout=start_timeout
+    )
     operations = OperationMiddleware(router, engine=engine, caller_getter=caller_getter)
     return RequestIdMiddleware(operations, caller_getter=caller_getter)
 
@@ -610,8 +625,10 @@ def app_factory(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplic
     :param create_tables: ``true`` (default) creates missing tables at start; set
         ``false`` where migrations create them (and with several gunicorn
         workers on a fresh database, which would race to create them).
+    :param start_timeout: seconds within which an agent must start a task.
     """
     conf = dict(local_conf)
+    start_timeout = conf.pop("start_timeout", "").strip() or None
     url = conf.pop("db_url", "").strip()
     if not url:
         raise ValueError("sample_app: set db_url in the [app:...] section of the paste file")
@@ -620,4 +637,7 @@ def app_factory(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplic
         raise ValueError(f"sample_app: create_tables must be true or false, got {create!r}")
     if conf:
         raise ValueError(f"sample_app: unknown option {sorted(conf)[0]!r}")
-    return make_router(create_sample_engine(url, create=create in _TRUE))
+    seconds = None if start_timeout is None else float(start_timeout)
+    if seconds is not None and not 1 <= seconds <= 86400:
+        raise ValueError(f"sample_app: start_timeout must be 1 to 86400 seconds, got {seconds}")
+    return make_router(create_sample_engine(url, create=create in _TRUE), start_timeout=seconds)

@@ -4,7 +4,8 @@ It starts the sample on a throw-away SQLite database in this process (the API
 on a local port, the agents in threads), then acts as an API consumer would,
 over HTTP: it creates a network and three ports in one bulk request, shows the
 twelve tasks move live, prints the operation, deletes a port and shows that
-its tasks are gone while its operation is still readable.
+its tasks are gone while its operation is still readable, and ends with a
+flaky port whose task fails once, retryably, and succeeds on its second attempt.
 """
 
 from __future__ import annotations
@@ -177,6 +178,27 @@ def run_demo(
     return 0
 
 
+def _retried(client: Client, out: TextIO, network_id: str) -> None:
+    """Step 9: a retryable failure, and the task's two attempts."""
+    name = "flaky-l2_wiring"
+    _say(
+        out, f"\n9. POST /ports named {name}: its l2_wiring fails once, retryably, then runs again."
+    )
+    reply = client.post("/ports", {"port": {"network_id": network_id, "name": name}})
+    _expect(reply, 202, "POST /ports")
+    path = _operation_path(reply)
+    operation = _wait(client, path, lambda body: body["operation"]["state"] != "running")
+    tasks = operation["operation"]["tasks"]
+    task = next((t for t in tasks if t["name"] == "l2_wiring"), None)
+    if task is None or len(task["attempts"]) != 2:
+        raise DemoError(f"expected l2_wiring with two attempts, got {task}")
+    for attempt in task["attempts"]:
+        error = attempt["error"]
+        why = f" ({error['code']}: {error['message']})" if error else ""
+        _say(out, f"   attempt {attempt['number']}: {attempt['outcome']}{why}")
+    _say(out, f"   the task is {task['state']}, the operation {operation['operation']['state']}")
+
+
 def _tour(client: Client, out: TextIO, tty: bool) -> None:
     _say(out, "\n1. POST /networks: a network spawns no task, its operation ends at once.")
     reply = client.post("/networks", {"network": {"name": "demo-net"}})
@@ -250,6 +272,8 @@ def _tour(client: Client, out: TextIO, tty: bool) -> None:
             f"   {operation['method']:<6} {operation['path']:<44} {operation['state']:<9} "
             f"{json.dumps(counts)}",
         )
+
+    _retried(client, out, network["id"])
 
     _say(out, "\nTry it: python -m sample_app serve (docs/sample_app.md has curl examples).")
     _say(out, "A port named fail-dhcp_provisioning shows a failed task, its error, an ERROR port.")

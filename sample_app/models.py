@@ -20,13 +20,13 @@ Example::
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ForeignKey, MetaData, String, case
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import ColumnElement
 
-from tasktoolkit.orm import NAMING_CONVENTION, ResourceStatus, TaskResource, UTCDateTime
+from tasktoolkit.orm import NAMING_CONVENTION, ResourceStatus, TaskResource, TaskRules, UTCDateTime
 
 __all__ = [
     "HEARTBEAT_TIMEOUT",
@@ -37,6 +37,7 @@ __all__ = [
     "Base",
     "Network",
     "Port",
+    "port_task_rules",
     "status_of",
 ]
 
@@ -56,6 +57,8 @@ PORT_TASKS = (*PORT_CREATE_TASKS, PORT_DELETE_TASK)
 #: Seconds a running task may go without a heartbeat before the reaper takes it
 #: (the agents heartbeat every two seconds at most).
 HEARTBEAT_TIMEOUT = 30
+#: A task waits this long before its second attempt (doubling after, jittered).
+RETRY_BACKOFF = timedelta(seconds=1)
 
 # Neutron's words for the toolkit's derived statuses.
 _STATUS = {
@@ -68,6 +71,20 @@ _STATUS = {
 def status_of(task_status: str | None) -> str:
     """The API status (``BUILD``, ``ACTIVE``, ``ERROR``) for a toolkit task status."""
     return _STATUS.get(task_status or ResourceStatus.IDLE, "ACTIVE")
+
+
+def port_task_rules(start_timeout: timedelta | None = timedelta(hours=1)) -> TaskRules:
+    """The rules of every port task: two attempts, a short backoff, the agents' heartbeat.
+
+    :param start_timeout: a task no agent starts within it fails ``not_started``.
+    """
+    return TaskRules(
+        start_timeout=start_timeout,
+        heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT),
+        max_attempts=2,
+        backoff=RETRY_BACKOFF,
+        backoff_cap=RETRY_BACKOFF * 4,
+    )
 
 
 def _new_id() -> str:
@@ -116,6 +133,7 @@ class Port(_SampleResource, Base):
 
     __tablename__ = "ports"
     __resource_type__ = "port"
+    __task_rules__ = {"*": port_task_rules()}
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_new_id)
     network_id: Mapped[str] = mapped_column(

@@ -47,7 +47,7 @@ from tasktoolkit.errors import InvalidDurationError, TaskToolkitError
 from tasktoolkit.orm import Scope, Task, get_operation, operation_tasks, prepare_engine, purge, reap
 from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._lifespan import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, check_batch_size
-from tasktoolkit.orm._reaper import WORKER_LOST
+from tasktoolkit.orm._reaper import NOT_STARTED, WORKER_LOST
 
 __all__ = [
     "EXIT_ERROR",
@@ -119,11 +119,15 @@ def _batch_size(text: str) -> int:
         ) from None
 
 
-def _positive_seconds(text: str) -> float:
-    value = _duration(text).total_seconds()
-    if value <= 0:
+def _positive_duration(text: str) -> timedelta:
+    value = _duration(text)
+    if value <= timedelta(0):
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _positive_duration(text).total_seconds()
 
 
 def _build_parser() -> _Parser:
@@ -156,11 +160,25 @@ def _build_parser() -> _Parser:
     reap = command("reap", "Move what workers and requests left behind.", _reap)
     reap.add_argument("--batch-size", type=_batch_size, default=500, metavar="N")
     reap.add_argument(
+        "--request-timeout",
+        type=_positive_duration,
+        default=None,
+        metavar="DURATION",
+        help="also end requests started longer ago than this (default: each one's own, 10m)",
+    )
+    reap.add_argument(
+        "--start-timeout",
+        type=_positive_duration,
+        default=None,
+        metavar="DURATION",
+        help="also fail tasks pending since their spawn for longer (default: their rules')",
+    )
+    reap.add_argument(
         "--models",
         action="append",
         default=[],
         metavar="MODULE",
-        help="import this module first, so its resource models' expiry policies apply",
+        help="import this module first (signal receivers; each task row carries its own rules)",
     )
     db = commands.add_parser("db", help="Database schema.", description="Database schema.")
     db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
@@ -361,11 +379,18 @@ def _reap(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise CommandError(f"--models {module}: {_first_line(exc)}") from None
     with _database(args.db_url) as engine:
-        result = reap(engine, batch_size=args.batch_size)
+        result = reap(
+            engine,
+            batch_size=args.batch_size,
+            request_timeout=args.request_timeout,
+            start_timeout=args.start_timeout,
+        )
     print(
-        f"reaped {_plural(result.total, 'lost task')}: "
+        f"reaped {_plural(result.total, 'task')}: "
         f"{len(result.failed):,} failed ({WORKER_LOST}), "
-        f"{len(result.requeued):,} re-queued, {len(result.cancelled):,} cancelled"
+        f"{len(result.requeued):,} re-queued, {len(result.cancelled):,} cancelled, "
+        f"{len(result.not_started):,} failed ({NOT_STARTED}); "
+        f"ended {_plural(len(result.requests), 'lost request')}"
         + (f"; settled {_plural(len(result.operations), 'operation')}" if result.operations else "")
     )
     return EXIT_OK
@@ -474,7 +499,10 @@ def _show(screen: _Screen, operation: dict[str, Any]) -> str:
     )
     if status is not None:
         header += f" (HTTP {status})"
-    screen.show([header, *(_task_line(t) for t in operation.get("tasks") or [])])
+    lines = [header]
+    for task in operation.get("tasks") or []:
+        lines += [_task_line(task), *_attempt_lines(task)]
+    screen.show(lines)
     return str(operation.get("state"))
 
 
@@ -485,6 +513,25 @@ def _task_line(task: dict[str, Any]) -> str:
     where = f"{task.get('resource_type')}/{task.get('resource_id')}"
     name, state = task.get("name") or "", task.get("state") or ""
     return f"  {name:<24} {where:<45} {state:<9} {progress:>4}  {detail or ''}".rstrip()
+
+
+def _attempt_lines(task: dict[str, Any]) -> list[str]:
+    """One line per attempt of a task (its API view) that started more than once, or
+    waits to start again."""
+    attempts = task.get("attempts") or []
+    waiting = task.get("not_before")
+    if len(attempts) < 2 and not waiting:
+        return []
+    lines = []
+    for attempt in attempts:
+        error = attempt.get("error") or {}
+        why = f" {error.get('code')}: {error.get('message')}" if error else ""
+        where = f" on {attempt['host']}" if attempt.get("host") else ""
+        outcome = attempt.get("outcome") or "running"
+        lines.append(f"    attempt {attempt.get('number')}{where}: {outcome}{why}")
+    if waiting:
+        lines.append(f"    next attempt not before {waiting}")
+    return lines
 
 
 class _Screen:

@@ -26,6 +26,7 @@ __all__ = [
     "InvalidTTLError",
     "InvalidTaskNameError",
     "InvalidTaskOptionError",
+    "InvalidTaskRulesError",
     "InvalidTransitionError",
     "NotAResourceError",
     "NotFoundError",
@@ -38,6 +39,7 @@ __all__ = [
     "TaskNotHeldError",
     "TaskToolkitError",
     "TransientResourceError",
+    "WorkerStopping",
     "database_unavailable",
 ]
 
@@ -174,18 +176,22 @@ class TaskFailure(TaskToolkitError):
 
     :param error_code: the task's ``error.code`` (``dhcp_timeout``).
     :param message: the task's ``error.message``, shown to API consumers.
+    :param retryable: the task may run again: it goes back to ``pending``
+        after its backoff while its name's ``max_attempts`` allow another
+        attempt (the last failure is final).
 
     Example::
 
-        raise TaskFailure("dhcp_timeout", "no lease after 30 s")
+        raise TaskFailure("dhcp_timeout", "no lease after 30 s", retryable=True)
     """
 
     status = 500
     code = "tasktoolkit.task_failure"
 
-    def __init__(self, error_code: str, message: str) -> None:
+    def __init__(self, error_code: str, message: str, *, retryable: bool = False) -> None:
         self.error_code = error_code
         self.message = message
+        self.retryable = bool(retryable)
         super().__init__(f"{error_code}: {message}")
 
 
@@ -194,6 +200,17 @@ class ForbiddenError(TaskToolkitError, PermissionError):
 
     status = 403
     code = "tasktoolkit.forbidden"
+
+
+class WorkerStopping(TaskToolkitError):
+    """Raised in worker code when its worker was asked to stop and the grace period is over.
+
+    :meth:`tasktoolkit.orm.Job.check_cancelled` raises it; the job's ``with``
+    block hands the task back as ``pending`` (not a failed attempt).
+    """
+
+    status = 503
+    code = "tasktoolkit.worker_stopping"
 
 
 class NotFoundError(TaskToolkitError, LookupError):
@@ -224,7 +241,7 @@ class TransientResourceError(TaskToolkitError, ValueError):
 
 class ResourceTypeConflictError(TaskToolkitError, TypeError):
     """A resource model that cannot be declared: two models with the same resource
-    type, a model with none, a malformed one, or a bad ``__task_expiry__``."""
+    type, a model with none, or a malformed one."""
 
     code = "tasktoolkit.resource_type_conflict"
 
@@ -254,6 +271,15 @@ class InvalidTaskOptionError(TaskToolkitError, ValueError):
 
     status = 400
     code = "tasktoolkit.invalid_task_option"
+
+
+class InvalidTaskRulesError(TaskToolkitError, ValueError):
+    """A task name's rules that cannot be: an unknown option, a negative or absurd
+    timeout, ``max_attempts`` under 1, a backoff cap under its base, a bad jitter,
+    or a ``__task_rules__`` that is not a mapping of task names to rules."""
+
+    status = 400
+    code = "tasktoolkit.invalid_task_rules"
 
 
 class DatabaseUnavailableError(TaskToolkitError):
@@ -294,12 +320,16 @@ def database_unavailable(exc: BaseException) -> bool:
     made or was lost (``OperationalError``, ``InterfaceError``, an invalidated
     connection, oslo.db's ``DBConnectionError``), and a pool with no connection
     to give within its timeout. Anything else (a constraint, bad SQL) is a bug,
-    not an outage.
+    not an outage. A driver's own ``OperationalError`` or ``InterfaceError``
+    counts too: SQLAlchemy lets it through unwrapped when a pooled connection
+    that died fails while its isolation level is set on checkout.
     """
     if isinstance(exc, sqlalchemy_exc.TimeoutError) or raised_by_oslo_db(exc, "DBConnectionError"):
         return True
     if not isinstance(exc, sqlalchemy_exc.DBAPIError):
-        return False
+        return not isinstance(exc, sqlalchemy_exc.SQLAlchemyError) and any(
+            cls.__name__ in _DBAPI_UNAVAILABLE for cls in type(exc).__mro__
+        )
     return exc.connection_invalidated or isinstance(
         exc, (sqlalchemy_exc.OperationalError, sqlalchemy_exc.InterfaceError)
     )
@@ -317,6 +347,10 @@ class InvalidCallerError(TaskToolkitError, ValueError):
 
     status = 400
     code = "tasktoolkit.invalid_caller"
+
+
+#: The PEP 249 exception classes that mean the connection, not the statement, failed.
+_DBAPI_UNAVAILABLE = frozenset({"OperationalError", "InterfaceError"})
 
 
 class InvalidRevisionError(TaskToolkitError, ValueError):

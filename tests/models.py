@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import ForeignKey, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from tasktoolkit.orm import NAMING_CONVENTION, ExpiryPolicy, TaskResource
+from tasktoolkit.orm import NAMING_CONVENTION, TaskResource, TaskRules
 
 
 class Base(DeclarativeBase):
@@ -39,9 +39,10 @@ class Node(Base, TaskResource):
 
     __tablename__ = "nodes"
     __resource_type__ = "node"
-    __task_expiry__ = ExpiryPolicy(
-        by_state={"failed": timedelta(days=7)}, by_name={"keep_forever": None}
-    )
+    __task_rules__ = {
+        "*": TaskRules(ttl_by_state={"failed": timedelta(days=7)}),
+        "keep_forever": TaskRules(ttl=None),
+    }
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))

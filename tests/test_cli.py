@@ -159,7 +159,10 @@ def test_reap_fails_lost_tasks(
     status, out, err = run(capsys, "reap", "--db-url", db_url, "--models", "tests.models")
 
     assert (status, err) == (0, "")
-    assert out == "reaped 1 lost task: 1 failed (worker_lost), 0 re-queued, 0 cancelled\n"
+    assert out == (
+        "reaped 1 task: 1 failed (worker_lost), 0 re-queued, 0 cancelled, "
+        "0 failed (not_started); ended 0 lost requests\n"
+    )
 
 
 def test_watch_shows_a_finished_operation_and_its_outcome(

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tasktoolkit.orm._records import Operation, Task
+from tasktoolkit.orm._records import Operation, Task, TaskAttempt
 
-__all__ = ["isoformat", "operation_view", "task_view"]
+__all__ = ["attempts_view", "isoformat", "operation_view", "task_view"]
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -21,13 +21,49 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _error(record: Task | TaskAttempt, *, admin: bool) -> dict[str, Any] | None:
+    if record.error_code is None and record.error_message is None:
+        return None
+    error: dict[str, Any] = {
+        "code": record.error_code or "error",
+        "message": record.error_message or "",
+    }
+    if admin:
+        error["traceback"] = record.error_traceback
+    return error
+
+
+def _attempt_view(
+    number: int,
+    attempt: TaskAttempt | None,
+    task: Task,
+    *,
+    admin: bool,
+) -> dict[str, Any]:
+    """An ended attempt, or (``attempt`` None) the one ``task`` is running now."""
+    view: dict[str, Any] = {"number": number}
+    if admin:
+        view["host"] = task.host if attempt is None else attempt.host
+    view.update(
+        started_at=isoformat(task.started_at if attempt is None else attempt.started_at),
+        finished_at=None if attempt is None else isoformat(attempt.finished_at),
+        outcome=None if attempt is None else attempt.outcome,
+        error=None if attempt is None else _error(attempt, admin=admin),
+    )
+    return view
+
+
+def attempts_view(task: Task, *, admin: bool) -> list[dict[str, Any]]:
+    """Every start of the task, oldest first: the ended ones, then the one in progress."""
+    views = [_attempt_view(a.number, a, task, admin=admin) for a in task.attempt_records]
+    if task.state == "running":
+        views.append(_attempt_view(task.attempts, None, task, admin=admin))
+    return views
+
+
 def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
-    """The task as the API shows it to a caller (``admin``: with traceback and host)."""
-    error: dict[str, Any] | None = None
-    if task.error_code is not None or task.error_message is not None:
-        error = {"code": task.error_code or "error", "message": task.error_message or ""}
-        if admin:
-            error["traceback"] = task.error_traceback
+    """The task as the API shows it to a caller (``admin``: with tracebacks and hosts)."""
+    error = _error(task, admin=admin)
     view: dict[str, Any] = {
         "id": task.id,
         "request_id": task.request_id,
@@ -48,6 +84,8 @@ def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
         finished_at=isoformat(task.finished_at),
         expires_at=isoformat(task.expires_at),
         result=task.result,
+        not_before=isoformat(task.not_before) if task.state == "pending" else None,
+        attempts=attempts_view(task, admin=admin),
     )
     return view
 
@@ -68,6 +106,7 @@ def operation_view(
         "user_id": operation.user_id,
         "state": operation.state,
         "http_status": operation.http_status,
+        "error": operation.error,
         "task_counts": operation.task_counts,
         "created_at": isoformat(operation.created_at),
         "updated_at": isoformat(operation.updated_at),

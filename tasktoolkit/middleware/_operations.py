@@ -15,8 +15,10 @@ response starts (DESIGN.md, "Where an operation is written"):
   so it is readable by the time the client has the response; unless the app
   answered 503 (it could do nothing now), which gets none.
 
-An operation whose request never recorded its end (the process died) is
-closed by the reaper. When the database cannot take that one statement, the
+An operation whose request never recorded its end (the process died, or a
+caller of the app never closed the body: a WSGI server always does, PEP 3333)
+is ended by the reaper once ``request_timeout`` has passed since the request
+started. When the database cannot take that one statement, the
 response goes out as the app made it, without ``Operation-Location``.
 
 A request with an ``Idempotency-Key`` is the one exception: its operation and
@@ -77,8 +79,10 @@ from tasktoolkit.orm._engine import autocommit_engine, prepare_engine, read_comm
 from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
 from tasktoolkit.orm._idempotency import StoredResponse, record_response, reserve
 from tasktoolkit.orm._operations import (
+    DEFAULT_REQUEST_TIMEOUT,
     OperationFields,
     PendingOperation,
+    check_request_timeout,
     end_request,
     write_finished,
 )
@@ -144,6 +148,8 @@ class OperationMiddleware:
         (``/healthcheck`` excludes ``/healthcheck`` and ``/healthcheck/x``).
     :param caller_getter: reads the project and user to record.
     :param ttl: how long a finished operation is kept; ``None`` keeps it.
+    :param request_timeout: a request that has not recorded its end after this
+        long is ended by the reaper (:func:`tasktoolkit.orm.reap`); 10 minutes by default.
     :param operations_path: where the operations endpoint is mounted, relative
         to the application URL (``SCRIPT_NAME`` included).
     :param base_url: the application URL for ``Operation-Location`` when the
@@ -174,6 +180,7 @@ class OperationMiddleware:
         exclude_paths: Iterable[str] = (),
         caller_getter: CallerGetter = keystone_caller,
         ttl: timedelta | None = DEFAULT_TTL,
+        request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT,
         operations_path: str = "/operations",
         base_url: str | None = None,
         durable: bool = False,
@@ -208,6 +215,7 @@ class OperationMiddleware:
         self.caller_getter = caller_getter
         self.ttl = check_ttl(ttl, what="operation ttl")
         self._ttl_seconds = None if self.ttl is None else int(self.ttl.total_seconds())
+        self.request_timeout = check_request_timeout(request_timeout)
         self.operations_path = operations_path.rstrip("/")
         self.base_url = None if base_url is None else base_url.rstrip("/")
         self.durable = bool(durable)
@@ -227,9 +235,9 @@ class OperationMiddleware:
 
         Other options: ``methods`` and ``exclude_paths`` (comma or space
         separated), ``caller_getter`` (``package.module:function``), ``ttl``
-        (seconds, or ``none``), ``operations_path``, ``base_url``, ``durable``
-        (true/false), ``deadline`` (seconds, or ``none``), ``accepted_retry_after``
-        (seconds), and any
+        (seconds, or ``none``), ``request_timeout`` (seconds), ``operations_path``,
+        ``base_url``, ``durable`` (true/false), ``deadline`` (seconds, or ``none``),
+        ``accepted_retry_after`` (seconds), and any
         ``sqlalchemy.*`` engine option (``sqlalchemy.pool_size = 10``).
         ``global_conf`` is not read.
         """
@@ -256,6 +264,8 @@ class OperationMiddleware:
                 options[key] = asdeadline(value, name=key)
             elif key == "accepted_retry_after":
                 options[key] = asint(value, name=key)
+            elif key == "request_timeout":
+                options[key] = check_request_timeout(timedelta(seconds=asint(value, name=key)))
             else:
                 raise ValueError(f"operations filter: unknown option {key!r}")
         engine = engine_from_config(engine_conf, prefix="sqlalchemy.")
@@ -340,7 +350,7 @@ class OperationMiddleware:
             user_id=caller.user_id,
             created_at=utcnow(),
         )
-        pending = PendingOperation(fields, self._ttl_seconds)
+        pending = PendingOperation(fields, self._ttl_seconds, self.request_timeout)
         keyed = None
         try:
             key = idempotency_key(environ)
@@ -370,7 +380,14 @@ class OperationMiddleware:
         def transaction() -> OperationChange | StoredResponse:
             with self._keys.connect() as connection, connection.begin() as outer:
                 fields, key = pending.fields, keyed.key
-                outcome = reserve(connection, fields, key=key, fingerprint=digest, ttl=ttl)
+                outcome = reserve(
+                    connection,
+                    fields,
+                    key=key,
+                    fingerprint=digest,
+                    ttl=ttl,
+                    request_timeout=self.request_timeout,
+                )
                 if isinstance(outcome, StoredResponse):
                     outer.rollback()  # a replay writes no operation
                 return outcome

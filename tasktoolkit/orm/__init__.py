@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, deadline
 from tasktoolkit.orm._engine import create_all, drop_all, prepare_engine
-from tasktoolkit.orm._expiry import ExpiryPolicy
 from tasktoolkit.orm._lifespan import PurgeResult, purge
 from tasktoolkit.orm._queries import (
     ListParams,
@@ -36,6 +35,7 @@ from tasktoolkit.orm._reaper import ReapResult, reap
 from tasktoolkit.orm._records import NAMING_CONVENTION, Operation, Task, metadata
 from tasktoolkit.orm._resource import ResourceStatus, TaskResource, spawn_tasks
 from tasktoolkit.orm._retry import RetryPredicate, is_retryable
+from tasktoolkit.orm._rules import TaskRules
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._transitions import cancel_task
 from tasktoolkit.orm._types import UTCDateTime
@@ -45,7 +45,6 @@ __all__ = [
     "ACTIVE_TASK_STATES",
     "DEFAULT_DEADLINE",
     "NAMING_CONVENTION",
-    "ExpiryPolicy",
     "Job",
     "ListParams",
     "Operation",
@@ -58,6 +57,7 @@ __all__ = [
     "Scope",
     "Task",
     "TaskResource",
+    "TaskRules",
     "TaskState",
     "UTCDateTime",
     "Worker",

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from tasktoolkit.errors import IdempotencyInProgressError, IdempotencyKeyReusedError
 from tasktoolkit.orm._expiry import DEFAULT_TTL
-from tasktoolkit.orm._operations import OperationFields, open_operation
+from tasktoolkit.orm._operations import DEFAULT_REQUEST_TIMEOUT, OperationFields, open_operation
 from tasktoolkit.orm._records import idempotency_keys_table as _K
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._states import OperationState
@@ -91,11 +91,13 @@ def reserve(
     key: str,
     fingerprint: str,
     ttl: timedelta | None = DEFAULT_TTL,
+    request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT,
     now: datetime | None = None,
 ) -> OperationChange | StoredResponse:
     """Write the request's operation and reserve its key for it, or say why not.
 
     :param fields: the operation; its ``project_id`` scopes the key.
+    :param request_timeout: as for :func:`~tasktoolkit.orm._operations.open_operation`.
     :param fingerprint: what the request is (its method, path and body), hashed.
     :returns: the opened operation (run the app), or the response to replay.
     :raises IdempotencyKeyReusedError: the key was sent with another request.
@@ -103,7 +105,7 @@ def reserve(
     """
     now = now or utcnow()
     project = _scope(fields.project_id)
-    opened = open_operation(connection, fields, ttl=ttl, now=now)
+    opened = open_operation(connection, fields, ttl=ttl, request_timeout=request_timeout, now=now)
     values = {
         "project_id": project,
         "key": key,

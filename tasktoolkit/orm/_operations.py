@@ -9,6 +9,16 @@ processes can never both finish it or miss finishing it.
 These functions take a Core :class:`~sqlalchemy.engine.Connection` (a
 session's ``session.connection()`` works too) and never commit.
 
+Requests that never ended
+-------------------------
+The end of a request is recorded when its response body is closed. A process
+killed mid-request, or a WSGI client that never closes the body, leaves it
+unrecorded. Every operation is opened with a ``request_deadline`` (its
+request timeout, 10 minutes by default), cleared when the end is recorded;
+the reaper ends the request of an operation past its deadline
+(:func:`end_lost_request`): its state then follows its tasks, and with no task
+at all it is ``failed`` with error code ``request_lost``.
+
 Tasks deleted while active
 --------------------------
 A resource's tasks go with it on every delete path, including database
@@ -23,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -46,7 +56,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import ColumnElement
 
-from tasktoolkit.orm._expiry import DEFAULT_TTL, check_ttl
+from tasktoolkit.orm._engine import supports_skip_locked
+from tasktoolkit.orm._expiry import DEFAULT_TTL, MAX_TTL, check_ttl
 from tasktoolkit.orm._records import operations_table as _T
 from tasktoolkit.orm._records import tasks_table as _TASKS
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
@@ -55,10 +66,15 @@ from tasktoolkit.signals import OperationChange
 
 __all__ = [
     "CHANGES_CHANNEL",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "REQUEST_LOST",
     "OperationFields",
     "PendingOperation",
+    "check_request_timeout",
     "count_task_transition",
+    "end_lost_request",
     "end_request",
+    "lost_requests",
     "notify_changed",
     "open_operation",
     "open_or_count",
@@ -66,6 +82,20 @@ __all__ = [
     "settle_operation",
     "write_finished",
 ]
+
+#: How long a request may go without recording its end before the reaper ends it.
+DEFAULT_REQUEST_TIMEOUT = timedelta(minutes=10)
+#: The error code of an operation whose request never ended and that has no task.
+REQUEST_LOST = "request_lost"
+
+
+def check_request_timeout(value: object, what: str = "request_timeout") -> timedelta:
+    """``value`` if it is a timedelta of at least a second (and not absurd); else ``ValueError``."""
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{what} must be a timedelta, got {value!r}")
+    if not timedelta(seconds=1) <= value <= MAX_TTL:
+        raise ValueError(f"{what} must be from 1 s to {MAX_TTL.days} days, got {value}")
+    return value
 
 
 #: The PostgreSQL channel that says which tasks and operations changed (the payload: an id).
@@ -128,13 +158,22 @@ class PendingOperation:
 
     fields: OperationFields
     ttl_seconds: int | None
+    #: When it is written ``running``, its request has this long to record its end.
+    request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT
     written: bool = False
     #: A transaction of the request that spawned tasks committed.
     spawned: bool = False
 
 
-def _row(fields: OperationFields, ttl_seconds: int | None, now: datetime) -> dict[str, Any]:
-    """The columns of a new ``running`` operation."""
+def _row(
+    fields: OperationFields,
+    ttl_seconds: int | None,
+    now: datetime,
+    request_timeout: timedelta | None,
+) -> dict[str, Any]:
+    """The columns of a new ``running`` operation (``request_timeout``: ``None`` for one
+    written finished, whose request has ended)."""
+    created_at = fields.created_at or now
     return {
         "id": fields.id,
         "global_request_id": fields.global_request_id,
@@ -147,7 +186,8 @@ def _row(fields: OperationFields, ttl_seconds: int | None, now: datetime) -> dic
         "user_id": fields.user_id,
         "state": OperationState.RUNNING.value,
         "ttl_seconds": ttl_seconds,
-        "created_at": fields.created_at or now,
+        "request_deadline": None if request_timeout is None else created_at + request_timeout,
+        "created_at": created_at,
         "updated_at": now,
     }
 
@@ -162,13 +202,18 @@ def open_operation(
     fields: OperationFields,
     *,
     ttl: timedelta | None = DEFAULT_TTL,
+    request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT,
     now: datetime | None = None,
 ) -> OperationChange:
     """Insert a ``running`` operation; one statement, no commit.
 
     :param ttl: how long the operation is kept once finished; ``None`` keeps it.
+    :param request_timeout: when the request has not recorded its end after
+        this long, the reaper ends it (:func:`end_lost_request`).
     """
-    connection.execute(_INSERT, _row(fields, _ttl_seconds(ttl), now or utcnow()))
+    request_timeout = check_request_timeout(request_timeout)
+    row = _row(fields, _ttl_seconds(ttl), now or utcnow(), request_timeout)
+    connection.execute(_INSERT, row)
     return OperationChange(
         fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
     )
@@ -184,7 +229,7 @@ def open_or_count(
     wrote finished when its response started, before a later spawn of it
     committed, is running again: it ends once the tasks do.
     """
-    row = _row(pending.fields, pending.ttl_seconds, now)
+    row = _row(pending.fields, pending.ttl_seconds, now, pending.request_timeout)
     row["tasks_pending"] = count
     connection.execute(_open_or_count(connection.dialect.name), row)
 
@@ -212,7 +257,7 @@ def write_finished(
     )
     if resource_type is None or resource_id is None:
         fields = replace(fields, resource_type=None, resource_id=None)
-    row = _row(fields, pending.ttl_seconds, now)
+    row = _row(fields, pending.ttl_seconds, now, None)
     del row["state"]  # the statement's: from the status
     row.update(
         op_status=http_status,
@@ -331,15 +376,23 @@ _IDLE = (_T.c.tasks_pending == 0) & (_T.c.tasks_running == 0)
 
 
 def _final_state(
-    status: ColumnElement[Any], failed: ColumnElement[Any], cancelled: ColumnElement[Any]
+    status: ColumnElement[Any],
+    failed: ColumnElement[Any],
+    cancelled: ColumnElement[Any],
+    error: ColumnElement[Any] | None = None,
 ) -> ColumnElement[str]:
     """The state an operation ends in, once its request has ended and no task is active.
 
-    The one rule: ``failed`` when the response was 4xx/5xx or a task failed,
-    ``cancelled`` when tasks were cancelled and none failed, else ``succeeded``.
+    The one rule: ``failed`` when the response was 4xx/5xx, a task failed or
+    the operation has an error of its own (``request_lost``), ``cancelled``
+    when tasks were cancelled and none failed, else ``succeeded``. A request
+    that never recorded its end has no status: its tasks decide.
     """
+    failing = (status >= 400) | (failed > 0)
+    if error is not None:
+        failing = failing | error.is_not(None)
     return case(
-        ((status >= 400) | (failed > 0), OperationState.FAILED.value),
+        (failing, OperationState.FAILED.value),
         (cancelled > 0, OperationState.CANCELLED.value),
         else_=OperationState.SUCCEEDED.value,
     )
@@ -358,6 +411,7 @@ _END = (
     .where(_T.c.id == _ID, _T.c.http_status.is_(None), _T.c.state == OperationState.RUNNING.value)
     .values(
         http_status=_STATUS,
+        request_deadline=None,
         updated_at=_NOW,
         # None keeps what was recorded.
         action=func.coalesce(bindparam("op_action", type_=String), _T.c.action),
@@ -378,16 +432,63 @@ _END = (
 _END_RETURNING = _END.returning(*_ENDED)
 _READ_ENDED = select(*_ENDED).where(_T.c.id == _ID)
 _READ_FINISH = select(
-    _T.c.state, _T.c.http_status, _T.c.method, _T.c.path, _T.c.ttl_seconds, _IDLE.label("idle")
+    _T.c.state,
+    _T.c.http_status,
+    _T.c.request_deadline,
+    _T.c.method,
+    _T.c.path,
+    _T.c.ttl_seconds,
+    _IDLE.label("idle"),
 ).where(_T.c.id == _ID)
 _FINISH = (
     update(_T)
     .where(_T.c.id == _ID, _T.c.state == OperationState.RUNNING.value)
     .values(
-        state=_final_state(_T.c.http_status, _T.c.tasks_failed, _T.c.tasks_cancelled),
+        state=_final_state(
+            _T.c.http_status, _T.c.tasks_failed, _T.c.tasks_cancelled, _T.c.error_code
+        ),
         finished_at=_NOW,
         updated_at=_NOW,
         expires_at=_EXPIRES,
+    )
+)
+# The reaper's end of a request that never recorded one: a compare-and-set on
+# the deadline, so a late end of the request, or another reaper, wins or loses whole.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The operation never had a task.
+_NO_TASK = (
+    _T.c.tasks_pending
+    + _T.c.tasks_running
+    + _T.c.tasks_succeeded
+    + _T.c.tasks_failed
+    + _T.c.tasks_cancelled
+    == 0
+)
+_REQUEST_LOST_MESSAGE = "its request never recorded its end, and spawned no task"
+
+
+def _overdue(cutoff: Any, started_before: Any) -> ColumnElement[bool]:
+    # Only requests in flight have a deadline, so the index on it keeps both
+    # branches short however many operations there are.
+    overdue: ColumnElement[bool] = _T.c.request_deadline.is_not(None) & (
+        (_T.c.request_deadline <= cutoff) | (_T.c.created_at <= started_before)
+    )
+    return overdue
+
+
+_END_LOST = (
+    update(_T)
+    .where(
+        _T.c.id == _ID,
+        _T.c.http_status.is_(None),
+        _overdue(_NOW, bindparam("op_started_before", type_=_T.c.created_at.type)),
+    )
+    .values(
+        request_deadline=None,
+        updated_at=_NOW,
+        # With no task at all, nothing else will say what became of it.
+        error_code=case((_NO_TASK, REQUEST_LOST), else_=_T.c.error_code),
+        error_message=case((_NO_TASK, _REQUEST_LOST_MESSAGE), else_=_T.c.error_message),
     )
 )
 
@@ -457,7 +558,9 @@ def _finish_if_done(
     if (
         row is None
         or row.state != OperationState.RUNNING
-        or row.http_status is None
+        # The request is over when its status is recorded, or when the reaper
+        # cleared its deadline (a request that never recorded its end).
+        or (row.http_status is None and row.request_deadline is not None)
         or not row.idle
     ):
         return None
@@ -475,6 +578,52 @@ def _finish_if_done(
     if state is None:
         return None
     return OperationChange(operation_id, state, row.http_status, row.method, row.path)
+
+
+def lost_requests(
+    connection: Connection, *, now: datetime, limit: int, request_timeout: timedelta | None = None
+) -> list[str]:
+    """Up to ``limit`` operations whose request is past its deadline without an end,
+    locked (``SKIP LOCKED`` where the database has it) until the transaction ends.
+
+    :param request_timeout: also those whose request started longer ago than
+        this, whatever their own deadline.
+    """
+    started_before = _EPOCH if request_timeout is None else now - request_timeout
+    query = (
+        select(_T.c.id)
+        .where(_overdue(now, started_before))
+        .order_by(_T.c.request_deadline)
+        .limit(limit)
+    )
+    if supports_skip_locked(connection):
+        query = query.with_for_update(skip_locked=True)
+    return list(connection.execute(query).scalars())
+
+
+def end_lost_request(
+    connection: Connection,
+    operation_id: str,
+    *,
+    now: datetime,
+    request_timeout: timedelta | None = None,
+) -> tuple[bool, OperationChange | None]:
+    """End the request of an operation past its deadline: its state follows its tasks.
+
+    A compare-and-set on the deadline: nothing happens when the request
+    recorded its end meanwhile, or another reaper ended it first.
+
+    :param request_timeout: as for :func:`lost_requests`.
+    :returns: whether this ended the request, and the operation's change when
+        this finished the operation too.
+    """
+    started_before = _EPOCH if request_timeout is None else now - request_timeout
+    result = connection.execute(
+        _END_LOST, {"op_id": operation_id, "op_now": now, "op_started_before": started_before}
+    )
+    if result.rowcount != 1:
+        return False, None
+    return True, _finish_if_done(connection, operation_id, now)
 
 
 def orphaned_operations(connection: Connection, *, limit: int) -> list[str]:

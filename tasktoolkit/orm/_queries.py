@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Select, and_, false, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import InvalidFilterError, OperationNotFoundError, TaskNotFoundError
@@ -52,6 +52,8 @@ __all__ = [
     "operation_tasks",
 ]
 
+#: Tasks are shown with their attempts: one more query per list, not one per task.
+_WITH_ATTEMPTS = selectinload(Task.attempt_records)
 #: Sort keys whose column may be NULL; NULLs sort last in both directions.
 _NULLABLE_KEYS = frozenset({"finished_at"})
 
@@ -269,6 +271,8 @@ def _page(
     order: list[Any] = [column.is_(None)] if nullable else []
     order += [column.desc(), ident.desc()] if descending else [column.asc(), ident.asc()]
     statement: Select[_R] = select(model).where(*where).order_by(*order).limit(params.limit + 1)
+    if model is Task:
+        statement = statement.options(_WITH_ATTEMPTS)
     rows = list(session.execute(statement).scalars())
     return Page(records=rows[: params.limit], has_more=len(rows) > params.limit)
 
@@ -319,7 +323,7 @@ def get_task(
         where.append(Task.resource_type == resource_type)
     if resource_id is not None:
         where.append(Task.resource_id == resource_id)
-    task = session.execute(select(Task).where(*where)).scalar_one_or_none()
+    task = session.execute(select(Task).where(*where).options(_WITH_ATTEMPTS)).scalar_one_or_none()
     if task is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
     return task
@@ -352,5 +356,6 @@ def operation_tasks(
         select(Task)
         .where(Task.request_id == operation_id, _live(Task, now or utcnow()), *_scoped(Task, scope))
         .order_by(Task.created_at, Task.id)
+        .options(_WITH_ATTEMPTS)
     )
     return list(session.execute(statement).scalars())

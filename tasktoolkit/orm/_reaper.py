@@ -1,57 +1,71 @@
 """The reaper: what no worker or request will finish, it finishes.
 
-:func:`reap` finds ``running`` tasks whose last heartbeat is older than their
-own ``heartbeat_timeout`` and, in one compare-and-set per task that re-checks
-the same condition (a worker that heartbeats in between keeps its task):
+Nothing stays active for ever: every active record has a deadline, and
+:func:`reap` enforces them all, in this order:
 
-- cancels it when cancellation had been asked (nobody is left to stop);
-- re-queues it (back to ``pending``, host cleared) while ``attempts <
-  max_attempts``; this ``running -> pending`` move is the reaper's alone and
-  is not in :data:`~tasktoolkit.orm._states.TRANSITIONS`;
-- otherwise fails it with error code ``worker_lost``.
+- a ``running`` task whose last heartbeat is older than its own
+  ``heartbeat_timeout`` is taken from its worker (:func:`reap_lost`):
+  cancelled when cancellation had been asked, re-queued after its backoff
+  while its attempts allow, else failed with error code ``worker_lost``;
+- a ``pending`` task past its ``start_deadline`` (its name's start timeout)
+  is failed with code ``not_started`` (:func:`fail_not_started`);
+- an operation whose request has not recorded its end by its
+  ``request_deadline`` has its request ended: its state then follows its
+  tasks, ``failed`` with code ``request_lost`` when it has none;
+- an operation whose active tasks vanished with their resource is settled.
 
-Operation counts move with each task, and an operation whose last task this
-finishes is finished too. Then it settles the operations whose active tasks
-vanished with their resource (see :mod:`tasktoolkit.orm._operations`).
-
-Every batch is a short transaction of its own (``SKIP LOCKED`` where the
-database has it), so any number of reapers can run at once.
+Each move goes through the same compare-and-set as every other move of a
+task or operation (so a worker that heartbeats, or a request that ends, in
+between keeps what it has), in short transactions of ``batch_size`` rows at
+most, selected with ``SKIP LOCKED`` where the database has it: any number of
+reapers can run at once, and each row is moved once. Every query is served by
+an index on rows that are still active, so a pass that finds nothing costs a
+few statements however many finished rows the tables hold.
 
 Example::
 
     result = reap(engine)
-    result.failed, result.requeued, result.cancelled, result.operations
+    result.failed, result.requeued, result.not_started, result.requests
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import func, literal, literal_column, select, update
-from sqlalchemy.engine import CursorResult, Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import func, literal, literal_column, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from tasktoolkit.errors import TaskToolkitError
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._deadline import deadline as within
 from tasktoolkit.orm._engine import supports_skip_locked
-from tasktoolkit.orm._events import queue_operation_finished, record_moves
+from tasktoolkit.orm._events import queue_operation_finished
 from tasktoolkit.orm._lifespan import check_batch_size
-from tasktoolkit.orm._operations import orphaned_operations, settle_operation
+from tasktoolkit.orm._operations import (
+    check_request_timeout,
+    end_lost_request,
+    lost_requests,
+    orphaned_operations,
+    settle_operation,
+)
 from tasktoolkit.orm._records import tasks_table as _T
-from tasktoolkit.orm._resource import expiry_policy_for
 from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._states import TaskState
+from tasktoolkit.orm._transitions import (
+    NOT_STARTED,
+    WORKER_LOST,
+    fail_not_started,
+    reap_lost,
+)
 from tasktoolkit.orm._types import UTCDateTime, utcnow
-from tasktoolkit.signals import TaskChange
 
-__all__ = ["WORKER_LOST", "ReapResult", "reap"]
-
-#: The error code of a task whose worker stopped heartbeating.
-WORKER_LOST = "worker_lost"
+__all__ = ["NOT_STARTED", "WORKER_LOST", "ReapResult", "reap"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,26 +75,30 @@ class ReapResult:
     :param failed: lost tasks failed with ``worker_lost``.
     :param requeued: lost tasks put back to ``pending`` for another attempt.
     :param cancelled: lost tasks whose cancellation had been asked.
-    :param operations: operations finished because their active tasks
+    :param operations: operations settled because their active tasks
         vanished with their resource.
+    :param not_started: pending tasks failed with ``not_started``.
+    :param requests: operations whose request never recorded its end, ended.
     """
 
     failed: tuple[str, ...] = ()
     requeued: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
     operations: tuple[str, ...] = ()
+    not_started: tuple[str, ...] = ()
+    requests: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
         """How many tasks were moved."""
-        return len(self.failed) + len(self.requeued) + len(self.cancelled)
+        return len(self.failed) + len(self.requeued) + len(self.cancelled) + len(self.not_started)
 
     def __add__(self, other: ReapResult) -> ReapResult:
         return ReapResult(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def _lost(dialect: str, now: datetime) -> ColumnElement[bool]:
-    """``running`` and no heartbeat for longer than the task's own timeout, in SQL."""
+    """No heartbeat for longer than the task's own timeout, in SQL (as :func:`reap_lost`)."""
     seen: Any = func.coalesce(_T.c.heartbeat_at, _T.c.started_at, _T.c.updated_at)
     moment = literal(now, UTCDateTime())
     if dialect == "postgresql":
@@ -95,77 +113,79 @@ def _lost(dialect: str, now: datetime) -> ColumnElement[bool]:
     return cast(ColumnElement[bool], condition)
 
 
-def _fate(row: Any, now: datetime) -> tuple[TaskState, dict[str, Any]]:
-    """What becomes of one lost task, and the columns that say so."""
-    why = f"worker {row.host} sent no heartbeat for {row.heartbeat_timeout} s"
-    if row.cancel_requested:
-        return TaskState.CANCELLED, {"message": f"{why}; cancelled as requested"}
-    if row.attempts < row.max_attempts:
-        lost = f"attempt {row.attempts} of {row.max_attempts} lost"
-        return TaskState.PENDING, {
-            "host": None,
-            "heartbeat_at": None,
-            "started_at": None,
-            "message": f"{why}; re-queued ({lost})",
-        }
-    return TaskState.FAILED, {
-        "error_code": WORKER_LOST,
-        "error_message": why,
-        "error_traceback": None,
-    }
+def _candidates(
+    session: Session, where: ColumnElement[bool], order: list[Any], limit: int
+) -> list[str]:
+    """Up to ``limit`` task ids matching ``where``, locked for this transaction.
 
-
-def _reap_lost(session: Session, *, now: datetime, limit: int) -> ReapResult:
-    """Move up to ``limit`` lost tasks; no commit."""
-    lost = _lost(session.get_bind().dialect.name, now)
-    query = (
-        select(
-            *(_T.c[name] for name in ("id", "request_id", "resource_type", "resource_id", "name")),
-            *(_T.c[name] for name in ("host", "attempts", "max_attempts", "heartbeat_timeout")),
-            _T.c.cancel_requested,
-        )
-        .where(_T.c.state == TaskState.RUNNING.value, lost)
-        .order_by(_T.c.created_at, _T.c.id)
-        .limit(limit)
-    )
+    ``order`` is the order of the index that serves ``where``, so the scan
+    stops (and stops locking) at ``limit``. Returned in the order of their
+    operations, so that reapers running at once take the operations' row
+    locks (for the counts) in the same order.
+    """
+    query = select(_T.c.id, _T.c.request_id).where(where).order_by(*order).limit(limit)
     if supports_skip_locked(session):
         query = query.with_for_update(skip_locked=True)
-    moved: dict[TaskState, list[str]] = {s: [] for s in TaskState}
-    for row in session.execute(query).all():
-        target, values = _fate(row, now)
-        values.update(state=target.value, updated_at=now)
-        if target != TaskState.PENDING:
-            policy = expiry_policy_for(row.resource_type)
-            values.update(
-                finished_at=now, expires_at=policy.expires_at(now, row.name, target.value)
-            )
-        result = cast(
-            CursorResult[Any],
-            session.execute(
-                update(_T)
-                .where(_T.c.id == row.id, _T.c.state == TaskState.RUNNING.value, lost)
-                .values(values),
-                execution_options={"synchronize_session": False},
-            ),
-        )
-        if result.rowcount != 1:
-            continue  # it heartbeated or finished since it was selected: not lost
-        change = TaskChange(
-            row.id,
-            row.request_id,
-            row.resource_type,
-            row.resource_id,
-            row.name,
-            TaskState.RUNNING.value,
-            target.value,
-        )
-        record_moves(session, [change], now=now)
-        moved[target].append(row.id)
-    return ReapResult(
-        tuple(moved[TaskState.FAILED]),
-        tuple(moved[TaskState.PENDING]),
-        tuple(moved[TaskState.CANCELLED]),
+    rows = session.execute(query).all()
+    return [row.id for row in sorted(rows, key=lambda r: (r.request_id or "", r.id))]
+
+
+def _moved(session: Session, ids: list[str], move: Callable[[str], Any]) -> list[tuple[str, str]]:
+    """``move`` each task; the ``(id, new state)`` of those it moved."""
+    moved = []
+    for task_id in ids:
+        try:
+            task = move(task_id)
+        except TaskToolkitError:
+            continue  # moved by its worker, another reaper or an API call since: not ours
+        moved.append((task_id, task.state))
+    return moved
+
+
+def _lost_batch(session: Session, *, now: datetime, limit: int) -> ReapResult:
+    lost = _lost(session.get_bind().dialect.name, now)
+    running = _T.c.state == TaskState.RUNNING.value
+    ids = _candidates(session, running & lost, [_T.c.created_at, _T.c.id], limit)
+    moved = _moved(session, ids, lambda task_id: reap_lost(session, task_id, now=now))
+    by_state = {s: tuple(i for i, state in moved if state == s) for s in TaskState}
+    result = ReapResult(
+        failed=by_state[TaskState.FAILED],
+        requeued=by_state[TaskState.PENDING],
+        cancelled=by_state[TaskState.CANCELLED],
     )
+    return result
+
+
+def _not_started_batch(
+    session: Session, *, now: datetime, limit: int, started_before: datetime | None
+) -> ReapResult:
+    overdue = _T.c.start_deadline <= now
+    if started_before is not None:
+        overdue = overdue | (_T.c.not_before.is_(None) & (_T.c.created_at <= started_before))
+    pending = _T.c.state == TaskState.PENDING.value
+    ids = _candidates(session, pending & overdue, [_T.c.start_deadline], limit)
+    moved = _moved(
+        session,
+        ids,
+        lambda task_id: fail_not_started(session, task_id, now=now, started_before=started_before),
+    )
+    return ReapResult(not_started=tuple(i for i, _ in moved))
+
+
+def _requests_batch(
+    session: Session, *, now: datetime, limit: int, request_timeout: timedelta | None
+) -> ReapResult:
+    connection = session.connection()
+    ids = lost_requests(connection, now=now, limit=limit, request_timeout=request_timeout)
+    ended = []
+    for operation_id in ids:
+        done, change = end_lost_request(
+            connection, operation_id, now=now, request_timeout=request_timeout
+        )
+        queue_operation_finished(session, change)
+        if done:
+            ended.append(operation_id)
+    return ReapResult(requests=tuple(ended))
 
 
 def _settle(session: Session, *, operation_id: str, now: datetime) -> ReapResult:
@@ -174,17 +194,48 @@ def _settle(session: Session, *, operation_id: str, now: datetime) -> ReapResult
     return ReapResult(operations=() if change is None else (operation_id,))
 
 
+_Batch = Callable[[Session], ReapResult]
+
+
+def _drain(
+    sessions: sessionmaker[Session],
+    batch: Callable[[datetime], _Batch],
+    now: datetime | None,
+    seconds: float | None,
+    retryable: RetryPredicate | None,
+) -> ReapResult:
+    """Run ``batch`` in transactions of its own until one moves nothing.
+
+    Not until one finds fewer rows than its limit: another reaper's locks
+    make a batch find fewer while more rows are left.
+    """
+    total = ReapResult()
+    while True:
+        result = in_transaction(
+            sessions, batch(now or utcnow()), seconds=seconds, predicate=retryable
+        )
+        if result == ReapResult():
+            return total
+        total += result
+
+
 def reap(
     bind: Engine,
     *,
     now: datetime | None = None,
     batch_size: int = 500,
+    request_timeout: timedelta | None = None,
+    start_timeout: timedelta | None = None,
     deadline: float | None = DEFAULT_DEADLINE,
     retryable: RetryPredicate | None = None,
 ) -> ReapResult:
-    """Move every lost task and settle orphaned operations (see the module docs).
+    """Enforce every deadline of active tasks and operations (see the module docs).
 
     :param batch_size: the most tasks (or operations) looked at per transaction.
+    :param request_timeout: also end the requests that started longer ago
+        than this, whatever the request timeout they were opened with.
+    :param start_timeout: also fail the tasks pending since their spawn for
+        longer than this, whatever their name's start timeout.
     :param deadline: seconds each transaction may take; one whose database does
         not answer in time is given up and run once more on a fresh connection,
         then raises SQLAlchemy's ``OperationalError``. ``None``: no limit.
@@ -192,23 +243,29 @@ def reap(
         :func:`~tasktoolkit.orm.is_retryable`).
     :returns: the ids moved, by what was done with them.
     """
-    batch_size = check_batch_size(batch_size)
+    limit = check_batch_size(batch_size)
+    if request_timeout is not None:
+        check_request_timeout(request_timeout)
+    if start_timeout is not None:
+        check_request_timeout(start_timeout, "start_timeout")
     seconds = check_deadline(deadline)
     sessions = short_sessions(bind)
+
+    def not_started(moment: datetime) -> _Batch:
+        started_before = None if start_timeout is None else moment - start_timeout
+        return partial(_not_started_batch, now=moment, limit=limit, started_before=started_before)
+
+    def requests(moment: datetime) -> _Batch:
+        return partial(_requests_batch, now=moment, limit=limit, request_timeout=request_timeout)
+
+    def lost(moment: datetime) -> _Batch:
+        return partial(_lost_batch, now=moment, limit=limit)
+
     total = ReapResult()
-    while True:
-        moment = now or utcnow()
-        moved = in_transaction(
-            sessions,
-            partial(_reap_lost, now=moment, limit=batch_size),
-            seconds=seconds,
-            predicate=retryable,
-        )
-        total += moved
-        if moved.total < batch_size:
-            break
+    for batch in (lost, not_started, requests):
+        total += _drain(sessions, batch, now, seconds, retryable)
     with within(seconds), sessions() as session:
-        orphans = orphaned_operations(session.connection(), limit=batch_size)
+        orphans = orphaned_operations(session.connection(), limit=limit)
     for operation_id in orphans:
         total += in_transaction(
             sessions,

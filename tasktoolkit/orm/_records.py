@@ -7,6 +7,11 @@ resource type ``port``), so each task row points at its resource through a
 real ``ON DELETE CASCADE`` constraint; see
 ``tasktoolkit/orm/_resource.py`` for why.
 
+Each start of a task is an attempt: a :class:`TaskAttempt` row is written
+when the attempt ends (in the transaction of the move that ends it), deleted
+with its task by an ``ON DELETE CASCADE`` foreign key; the attempt in progress
+is the task's own ``host`` and ``started_at``.
+
 Operations are keyed by the request id. Their per-state task counts are plain
 integer columns updated with atomic increments in the same transaction as the
 task transition that changes them, so concurrent workers never lose a count
@@ -33,7 +38,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from tasktoolkit.orm._states import TERMINAL_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._types import JSONObject, UTCDateTime, exact_string, utcnow
@@ -44,6 +49,8 @@ __all__ = [
     "Operation",
     "RecordBase",
     "Task",
+    "TaskAttempt",
+    "attempts_table",
     "idempotency_keys_table",
     "metadata",
     "operations_table",
@@ -103,6 +110,8 @@ class Operation(RecordBase):
             "ix_tasktoolkit_operations_resource", "resource_type", "resource_id", "created_at", "id"
         ),
         Index("ix_tasktoolkit_operations_expires", "expires_at"),
+        # The reaper's lost requests: only requests still in flight have a deadline.
+        Index("ix_tasktoolkit_operations_request_deadline", "request_deadline"),
     )
 
     id: Mapped[str] = mapped_column(exact_string(40), primary_key=True)
@@ -116,6 +125,12 @@ class Operation(RecordBase):
     user_id: Mapped[str | None] = mapped_column(exact_string(64))
     state: Mapped[str] = mapped_column(String(16), default=OperationState.RUNNING.value)
     http_status: Mapped[int | None] = mapped_column(Integer)
+    #: When the reaper ends the operation if its request has not recorded its
+    #: end; ``None`` once the end is recorded (or the request was found lost).
+    request_deadline: Mapped[datetime | None]
+    #: Why the operation failed when no task and no response say it (``request_lost``).
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
     #: Seconds a finished operation is kept; ``None`` keeps it. Stored per row so
     #: that whichever process finishes the operation (often a worker) knows it.
     ttl_seconds: Mapped[int | None] = mapped_column(Integer)
@@ -128,6 +143,13 @@ class Operation(RecordBase):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        """``{"code", "message"}`` when the operation itself failed (``request_lost``)."""
+        if self.error_code is None:
+            return None
+        return {"code": self.error_code, "message": self.error_message or ""}
 
     @property
     def task_counts(self) -> dict[str, int]:
@@ -153,6 +175,8 @@ class Task(RecordBase):
         # the newest first, however many other projects' or states' rows exist.
         Index("ix_tasktoolkit_tasks_project_state", "project_id", "state", "created_at", "id"),
         Index("ix_tasktoolkit_tasks_expires", "expires_at"),
+        # The reaper's pending tasks past their start deadline.
+        Index("ix_tasktoolkit_tasks_start_deadline", "state", "start_deadline"),
     )
 
     id: Mapped[str] = mapped_column(exact_string(36), primary_key=True)
@@ -177,6 +201,12 @@ class Task(RecordBase):
     #: Seconds without a heartbeat after which a running task counts as lost.
     heartbeat_timeout: Mapped[int] = mapped_column(Integer, default=300, server_default=text("300"))
     heartbeat_at: Mapped[datetime | None]
+    #: A ``pending`` task not started by then is failed ``not_started``; ``None``: never.
+    start_deadline: Mapped[datetime | None]
+    #: Claims skip the task until then (a retry's backoff); ``None``: at once.
+    not_before: Mapped[datetime | None]
+    #: The rest of the task name's rules, as applied at spawn (JSON; see ``_rules.py``).
+    rules: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -184,6 +214,15 @@ class Task(RecordBase):
     expires_at: Mapped[datetime | None]
     #: What the worker reported with its success: a JSON object of at most 16 KiB.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONObject())
+
+    #: The attempts that ended, oldest first (the one in progress is the task's own
+    #: ``host`` and ``started_at``). Not loaded unless asked for.
+    attempt_records: Mapped[list[TaskAttempt]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="TaskAttempt.number",
+        lazy="select",
+    )
 
     @property
     def error(self) -> dict[str, str] | None:
@@ -242,7 +281,32 @@ class IdempotencyKey(RecordBase):
         return _repr(self, "project_id", "key", "operation_id", "status")
 
 
+class TaskAttempt(RecordBase):
+    """One start of a task that has ended: where it ran, when, and how it ended."""
+
+    __tablename__ = "tasktoolkit_task_attempts"
+
+    task_id: Mapped[str] = mapped_column(
+        exact_string(36), ForeignKey("tasktoolkit_tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: 1 for the first start of the task, 2 for the next, ...
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    host: Mapped[str | None] = mapped_column(exact_string(255))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime]
+    #: ``succeeded``, ``failed``, ``cancelled``, or ``handed_back`` (its worker
+    #: stopped and gave it back; not a failed attempt).
+    outcome: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_traceback: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return _repr(self, "task_id", "number", "outcome")
+
+
 #: The tables behind the records, typed as Core tables for statements.
 operations_table = cast(Table, Operation.__table__)
 tasks_table = cast(Table, Task.__table__)
 idempotency_keys_table = cast(Table, IdempotencyKey.__table__)
+attempts_table = cast(Table, TaskAttempt.__table__)

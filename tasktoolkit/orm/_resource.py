@@ -39,7 +39,7 @@ Example::
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -68,31 +68,30 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit import context
-from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME, whole_number
+from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME
 from tasktoolkit.errors import (
     InvalidTaskNameError,
     InvalidTaskOptionError,
+    InvalidTaskRulesError,
     NotAResourceError,
     ResourceTypeConflictError,
     TransientResourceError,
 )
 from tasktoolkit.orm._events import change_of, record_moves
-from tasktoolkit.orm._expiry import ExpiryPolicy
 from tasktoolkit.orm._operations import PendingOperation
 from tasktoolkit.orm._records import Task, tasks_table
+from tasktoolkit.orm._rules import DEFAULT_NAME, DEFAULT_RULES, TaskRules, check_rules_table
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, TaskState
 from tasktoolkit.orm._types import UTCDateTime, utcnow
 
 __all__ = [
     "ResourceStatus",
     "TaskResource",
-    "expiry_policy_for",
     "resource_class",
     "resource_types",
     "spawn_tasks",
 ]
 
-_DEFAULT_POLICY = ExpiryPolicy()
 _LAST_SPAWN = "tasktoolkit.last_spawn"
 
 
@@ -128,23 +127,18 @@ def resource_class(resource_type: str) -> type[TaskResource] | None:
     return None if info is None else info.cls
 
 
-def expiry_policy_for(resource_type: str) -> ExpiryPolicy:
-    """The expiry policy of a resource type's tasks (the default for unknown types)."""
-    info = _REGISTRY.get(resource_type)
-    return _DEFAULT_POLICY if info is None else info.cls.__task_expiry__
-
-
 class TaskResource:
     """Mixin for a host model whose rows have tasks.
 
     Declare ``__resource_type__`` (lower-case, ``port``); optionally
-    ``__task_expiry__`` (an :class:`ExpiryPolicy`). The model gets ``tasks``
-    (newest last), ``active_tasks``, :meth:`spawn_task`, :meth:`spawn_tasks` and
-    the hybrid :attr:`task_status`.
+    ``__task_rules__``, a mapping of task names (``"*"`` for the rest) to
+    :class:`~tasktoolkit.orm.TaskRules`. The model gets ``tasks`` (newest
+    last), ``active_tasks``, :meth:`spawn_task`, :meth:`spawn_tasks`,
+    :meth:`task_rules` and the hybrid :attr:`task_status`.
     """
 
     __resource_type__: ClassVar[str]
-    __task_expiry__: ClassVar[ExpiryPolicy] = _DEFAULT_POLICY
+    __task_rules__: ClassVar[Mapping[str, TaskRules]] = {}
 
     if TYPE_CHECKING:
         tasks: Mapped[list[Task]]
@@ -166,6 +160,12 @@ class TaskResource:
                 return  # an inheriting model shares its parent's resource type
             raise ResourceTypeConflictError(f"{cls.__name__} must declare __resource_type__")
         _register(cls)
+
+    @classmethod
+    def task_rules(cls, name: str) -> TaskRules:
+        """The rules of task ``name`` on this model: its entry, else ``"*"``, else the defaults."""
+        table = cls.__task_rules__
+        return table.get(name) or table.get(DEFAULT_NAME) or DEFAULT_RULES
 
     # -- spawning ---------------------------------------------------------
 
@@ -256,8 +256,11 @@ def _register(cls: type[TaskResource]) -> None:
             f"resource type {resource_type!r} is declared twice: by "
             f"{other.__module__}.{other.__qualname__} and {cls.__module__}.{cls.__qualname__}"
         )
-    if not isinstance(cls.__task_expiry__, ExpiryPolicy):
-        raise ResourceTypeConflictError(f"{cls.__name__}.__task_expiry__ must be an ExpiryPolicy")
+    if "__task_expiry__" in cls.__dict__:
+        raise InvalidTaskRulesError(
+            f"{cls.__name__}.__task_expiry__ is gone: give ttl and ttl_by_state in __task_rules__"
+        )
+    cls.__task_rules__ = check_rules_table(cls.__name__, cls.__task_rules__)
     mapper = cls.__mapper__
     if len(mapper.primary_key) != 1:
         raise ResourceTypeConflictError(
@@ -356,22 +359,21 @@ def spawn_tasks(
     items: Sequence[tuple[TaskResource, str]] | Iterable[tuple[TaskResource, str]],
     *,
     message: str | None = None,
-    max_attempts: int = 1,
-    heartbeat_timeout: int = 300,
+    rules: TaskRules | None = None,
 ) -> list[Task]:
     """Spawn one ``pending`` task per ``(resource, name)`` pair, across resources.
 
     Used for bulk creates: every task of the request goes in with one
-    statement. Nothing is written when any pair is invalid.
+    statement. Nothing is written when any pair is invalid. Each task gets
+    its name's rules (see :meth:`TaskResource.task_rules`) as they are now.
 
     :param message: an initial message for every task.
-    :param max_attempts: how many times a lost worker's task is re-queued (1: never).
-    :param heartbeat_timeout: seconds without a heartbeat after which a running
-        task counts as lost.
+    :param rules: these rules for every task instead of their names' (a
+        one-off spawn whose needs differ from the declaration).
     """
     items = list(items)
-    whole_number(max_attempts, "max_attempts", error=InvalidTaskOptionError)
-    whole_number(heartbeat_timeout, "heartbeat_timeout", error=InvalidTaskOptionError)
+    if rules is not None and not isinstance(rules, TaskRules):
+        raise InvalidTaskOptionError(f"rules must be TaskRules, got {rules!r}")
     _check_items(session, items)
     if not items:
         return []
@@ -379,14 +381,13 @@ def spawn_tasks(
     now = _spawn_time(session)
     options = {
         "message": message,
-        "max_attempts": max_attempts,
-        "heartbeat_timeout": heartbeat_timeout,
+        "not_before": None,
         "request_id": ctx.operation_id if ctx else None,
         "user_id": ctx.user_id if ctx else None,
         "created_at": now,
         "updated_at": now,
     }
-    rows = _rows(items, options, ctx.project_id if ctx else None)
+    rows = _rows(items, options, ctx.project_id if ctx else None, rules)
     # One Core INSERT of every row (executemany, batched into multi-row VALUES by
     # the dialect), then the Task objects made straight from the same values:
     # building each object through its instrumented __init__ and flushing it
@@ -433,7 +434,10 @@ def _check_items(session: Session, items: list[tuple[TaskResource, str]]) -> Non
 
 
 def _rows(
-    items: list[tuple[TaskResource, str]], options: dict[str, Any], project_id: str | None
+    items: list[tuple[TaskResource, str]],
+    options: dict[str, Any],
+    project_id: str | None,
+    rules: TaskRules | None,
 ) -> list[dict[str, Any]]:
     """The rows of the tasks to insert, every row with the same keys."""
     # Every list sorts by (created_at, id): tasks spawned together share one
@@ -445,10 +449,16 @@ def _rows(
     # resource types stays one statement.
     no_resource = dict.fromkeys({info.column.name for info in infos})
     rows = []
+    applied: dict[tuple[str, str], dict[str, Any]] = {}
     for task_id, info, (resource, name) in zip(ids, infos, items, strict=True):
         pk_value = getattr(resource, info.pk_attr)
+        key = (info.resource_type, name)
+        if key not in applied:
+            named = rules if rules is not None else info.cls.task_rules(name)
+            applied[key] = named.row_values(options["created_at"])
         row = {
             **options,
+            **applied[key],
             **no_resource,
             "id": task_id,
             "resource_type": info.resource_type,

@@ -15,6 +15,13 @@ workers alike. Given ``host``, the move is a worker's report on a task it
 *holds* (``running`` on that host), refused with :class:`TaskNotHeldError`
 otherwise. Values are checked the same way for both.
 
+A move that ends an attempt (a ``running`` task that succeeds, fails, is
+cancelled, re-queued or handed back) writes the attempt's row in the same
+statement batch (:func:`_apply`, from the ``attempt`` of its change). A task
+goes back from ``running`` to ``pending`` only through :func:`_requeue`: a
+retryable failure, a lost worker, or a worker handing it back; this move is
+not in :data:`~tasktoolkit.orm._states.TRANSITIONS`, which API code uses.
+
 None of these functions commits: the caller's transaction decides.
 
 Example::
@@ -30,10 +37,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import inspect, select, update
+from sqlalchemy import insert, inspect, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -51,10 +58,11 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.orm._events import change_of, record_moves
 from tasktoolkit.orm._operations import notify_changed
-from tasktoolkit.orm._records import Task
+from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
-from tasktoolkit.orm._resource import _REGISTRY, expiry_policy_for
+from tasktoolkit.orm._resource import _REGISTRY
+from tasktoolkit.orm._rules import row_rules
 from tasktoolkit.orm._states import (
     ACTIVE_TASK_STATES,
     TERMINAL_TASK_STATES,
@@ -66,16 +74,22 @@ from tasktoolkit.orm._states import (
 from tasktoolkit.orm._types import json_text, utcnow
 
 __all__ = [
+    "HANDED_BACK",
     "MAX_ERROR_CODE",
     "MAX_RESULT_BYTES",
+    "NOT_STARTED",
+    "WORKER_LOST",
     "acknowledge_cancel",
     "cancel_operation",
     "cancel_task",
     "check_host",
     "check_progress",
     "check_result",
+    "fail_not_started",
     "fail_task",
+    "hand_back",
     "not_held",
+    "reap_lost",
     "report_progress",
     "start_task",
     "succeed_task",
@@ -84,6 +98,12 @@ __all__ = [
 
 #: The longest error code (the column's size).
 MAX_ERROR_CODE = 64
+#: The error code of a task whose worker stopped heartbeating.
+WORKER_LOST = "worker_lost"
+#: The error code of a pending task that no worker started before its deadline.
+NOT_STARTED = "not_started"
+#: The outcome of an attempt whose worker stopped and gave the task back.
+HANDED_BACK = "handed_back"
 #: Longest message and traceback kept, in characters: longer ones are cut (a
 #: message at its end, a traceback at its start), leaving room for 4-byte
 #: characters in MariaDB's 64 KiB TEXT.
@@ -166,11 +186,13 @@ class _Change:
     """What to write to a task: ``values``, if the row still is as read (``where``).
 
     :param target: the state this moves the task to; ``None`` for no move.
+    :param attempt: the outcome and error of the attempt this move ends.
     """
 
     values: dict[str, Any]
     where: list[ColumnElement[bool]] = field(default_factory=list)
     target: TaskState | None = None
+    attempt: dict[str, Any] | None = None
 
 
 #: Decides, from the task as read, the change to write, or the error to refuse with.
@@ -203,6 +225,8 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: date
         if result.rowcount != 1:
             continue  # another process changed it first: read again and decide again
         old_state = task.state
+        if change.attempt is not None:
+            _end_attempt(session, task, change.attempt, now)
         for key, value in change.values.items():
             set_committed_value(task, key, value)
         if change.target is not None:
@@ -212,6 +236,31 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: date
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
     raise InvalidTransitionError(task_id, "contended", what)
+
+
+def _end_attempt(session: Session, task: Task, outcome: dict[str, Any], now: datetime) -> None:
+    """Write the row of the attempt that ``task`` (as read, still ``running``) ends now."""
+    row = {
+        "task_id": task.id,
+        "number": task.attempts,
+        "host": task.host,
+        "started_at": task.started_at,
+        "finished_at": now,
+        "error_code": None,
+        "error_message": None,
+        "error_traceback": None,
+        **outcome,
+    }
+    session.execute(insert(attempts_table), row)
+
+
+def _attempt_of(target: TaskState, values: dict[str, Any]) -> dict[str, Any]:
+    """The outcome of an attempt ended by a move to ``target`` writing ``values``."""
+    attempt: dict[str, Any] = {"outcome": target.value}
+    for key in ("error_code", "error_message", "error_traceback"):
+        if key in values:
+            attempt[key] = values[key]
+    return attempt
 
 
 def _refresh_active_tasks(session: Session, task: Task) -> None:
@@ -246,23 +295,54 @@ def _move(
     if held and task.host != host:
         return TaskNotHeldError(f"task {task.id} is held by {task.host!r}, not {host!r}")
     written: dict[str, Any] = {"state": target.value, "updated_at": now}
-    where = []
+    # Started, lost and re-queued since our read (pending again, an attempt
+    # later): the attempt we count from, or end, must be the one we read.
+    where = [_T.c.attempts == task.attempts]
     if target == TaskState.RUNNING:
         written.update(started_at=now, heartbeat_at=now, attempts=task.attempts + 1)
+        written["not_before"] = None
         if host is not None:
             written["host"] = host
-        # Started, lost and re-queued since our read (pending again, an
-        # attempt later): the count we add to must be the one we read.
-        where.append(_T.c.attempts == task.attempts)
     if target in TERMINAL_TASK_STATES:
-        policy = expiry_policy_for(task.resource_type)
-        written.update(finished_at=now, expires_at=policy.expires_at(now, task.name, target.value))
+        expires_at = row_rules(task.rules).expires_at(now, target.value)
+        written.update(finished_at=now, expires_at=expires_at)
         if target == TaskState.SUCCEEDED:
             written["progress"] = 100
     if held:
         where.append(_T.c.host == host)
     written.update(values)
-    return _Change(written, where, target)
+    ends_attempt = current == TaskState.RUNNING
+    return _Change(written, where, target, _attempt_of(target, written) if ends_attempt else None)
+
+
+def _requeue(
+    task: Task, now: datetime, *, delay: timedelta, message: str, attempt: dict[str, Any]
+) -> _Change:
+    """The change putting a ``running`` task back to ``pending``, claimable after ``delay``.
+
+    Its next attempt starts afresh: no host, no progress; the one that ended
+    is kept in its attempt row (``attempt``: its outcome and error).
+    """
+    not_before = now + delay
+    written = {
+        "state": TaskState.PENDING.value,
+        "updated_at": now,
+        "host": None,
+        "heartbeat_at": None,
+        "started_at": None,
+        "progress": None,
+        "cancel_requested": False,
+        "not_before": not_before,
+        "start_deadline": row_rules(task.rules).start_deadline(not_before),
+        "message": _message(message),
+    }
+    where = [_T.c.attempts == task.attempts, _T.c.host == task.host]
+    return _Change(written, where, TaskState.PENDING, attempt)
+
+
+def _retry_delay(task: Task) -> timedelta:
+    """The backoff after the task's current attempt."""
+    return row_rules(task.rules).delay(task.attempts)
 
 
 def transition(
@@ -299,14 +379,21 @@ def transition(
             task, target, expected=expected_state, host=host, held=held, now=moment, values=extra
         )
 
-    if not held:
-        return _apply(session, task_id, decide, target.value, moment)
+    return _apply_as(session, task_id, decide, target.value, moment, host if held else None)
+
+
+def _apply_as(
+    session: Session, task_id: str, decide: _Decide, what: str, now: datetime, holder: str | None
+) -> Task:
+    """:func:`_apply`; for a worker's report (``holder``), a refusal says who holds the task."""
+    if holder is None:
+        return _apply(session, task_id, decide, what, now)
     try:
-        return _apply(session, task_id, decide, target.value, moment)
+        return _apply(session, task_id, decide, what, now)
     except (InvalidTransitionError, TaskNotHeldError):
         # The task is not running any more (the reaper failed or re-queued it):
         # for the worker, that is a task it does not hold.
-        raise not_held(session, task_id, cast(str, host)) from None
+        raise not_held(session, task_id, holder) from None
 
 
 def not_held(session: Session, task_id: str, host: str) -> TaskNotHeldError:
@@ -380,6 +467,7 @@ def fail_task(
     message: str,
     traceback: str | None = None,
     host: str | None = None,
+    retry: bool = False,
     now: datetime | None = None,
 ) -> Task:
     """``pending`` or ``running`` -> ``failed`` with an error code and message.
@@ -389,16 +477,163 @@ def fail_task(
     :param message: shown to API consumers (cut at 4000 characters).
     :param traceback: kept for admins only (its last 16000 characters).
     :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
+    :param retry: the failure is retryable: a ``running`` task whose
+        ``max_attempts`` allow another attempt goes back to ``pending``, claimable
+        after its backoff (``not_before``); the last failure is final.
     """
-    return transition(
-        session,
-        task_id,
-        TaskState.FAILED,
-        host=host,
-        held=host is not None,
-        values=_error(code, message, traceback),
-        now=now,
+    error = _error(code, message, traceback)
+    held = host is not None
+    holder = check_host(host) if held else None
+    moment = now or utcnow()
+
+    def decide(task: Task) -> _Change | Exception:
+        if (
+            retry
+            and task.state == TaskState.RUNNING
+            and task.attempts < task.max_attempts
+            and not task.cancel_requested  # asked to stop: no attempt after this one
+            and (not held or task.host == holder)
+        ):
+            delay = _retry_delay(task)
+            why = f"attempt {task.attempts} of {task.max_attempts} failed ({code})"
+            return _requeue(
+                task,
+                moment,
+                delay=delay,
+                message=f"{why}; retrying in {delay.total_seconds():.1f} s",
+                attempt={"outcome": TaskState.FAILED.value, **error},
+            )
+        expected = TaskState.RUNNING if held else None
+        return _move(
+            task,
+            TaskState.FAILED,
+            expected=expected,
+            host=holder,
+            held=held,
+            now=moment,
+            values=error,
+        )
+
+    return _apply_as(session, task_id, decide, TaskState.FAILED.value, moment, holder)
+
+
+def hand_back(session: Session, task_id: str, *, host: str, now: datetime | None = None) -> Task:
+    """``running`` -> ``pending`` at once: the worker ``host`` stops before finishing the task.
+
+    Not a failed attempt: the attempt is recorded as ``handed_back`` and the
+    task may still start ``max_attempts`` times after it. A task whose
+    cancellation was asked is cancelled instead.
+    """
+    holder = check_host(host)
+    moment = now or utcnow()
+
+    def decide(task: Task) -> _Change | Exception:
+        if task.state != TaskState.RUNNING or task.host != holder:
+            return TaskNotHeldError(f"task {task.id} is not held by {holder!r}")
+        if task.cancel_requested:  # nobody should take it up again: it was asked to stop
+            message = f"cancelled as requested (its worker {holder} stopped)"
+            return _move_from_running(task, TaskState.CANCELLED, moment, {"message": message})
+        change = _requeue(
+            task,
+            moment,
+            delay=timedelta(0),
+            message=f"handed back by {holder}: its worker stopped",
+            attempt={"outcome": HANDED_BACK},
+        )
+        change.values["max_attempts"] = task.max_attempts + 1
+        return change
+
+    return _apply_as(session, task_id, decide, TaskState.PENDING.value, moment, holder)
+
+
+def reap_lost(session: Session, task_id: str, *, now: datetime) -> Task:
+    """Take a ``running`` task whose worker stopped heartbeating for longer than its timeout.
+
+    It is cancelled when cancellation was asked (nobody is left to stop), else
+    re-queued after its backoff while its attempts allow, else failed
+    ``worker_lost``; the lost attempt is recorded as failed ``worker_lost``.
+    Refused (:class:`InvalidTransitionError`) when the task is not lost (any
+    more): a heartbeat that lands first keeps it with its worker.
+    """
+
+    def decide(task: Task) -> _Change | Exception:
+        seen = task.heartbeat_at or task.started_at or task.updated_at
+        if (
+            task.state != TaskState.RUNNING
+            or seen + timedelta(seconds=task.heartbeat_timeout) >= now
+        ):
+            return InvalidTransitionError(task.id, task.state, "lost")
+        why = f"worker {task.host} sent no heartbeat for {task.heartbeat_timeout} s"
+        lost = {"error_code": WORKER_LOST, "error_message": why, "error_traceback": None}
+        if task.cancel_requested:
+            change = _move_from_running(
+                task, TaskState.CANCELLED, now, {"message": f"{why}; cancelled as requested"}
+            )
+        elif task.attempts < task.max_attempts:
+            delay = _retry_delay(task)
+            change = _requeue(
+                task,
+                now,
+                delay=delay,
+                message=f"{why}; re-queued (attempt {task.attempts} of {task.max_attempts} lost)",
+                attempt={"outcome": TaskState.FAILED.value, **lost},
+            )
+        else:
+            change = _move_from_running(task, TaskState.FAILED, now, lost)
+        if isinstance(change, Exception):
+            return change
+        # A heartbeat since our read keeps the task with its worker.
+        change.where.append(
+            _T.c.heartbeat_at == task.heartbeat_at
+            if task.heartbeat_at
+            else _T.c.heartbeat_at.is_(None)
+        )
+        return change
+
+    return _apply(session, task_id, decide, "lost", now)
+
+
+def _move_from_running(
+    task: Task, target: TaskState, now: datetime, values: dict[str, Any]
+) -> _Change | Exception:
+    return _move(
+        task, target, expected=TaskState.RUNNING, host=None, held=False, now=now, values=values
     )
+
+
+def fail_not_started(
+    session: Session, task_id: str, *, now: datetime, started_before: datetime | None = None
+) -> Task:
+    """``pending`` -> ``failed`` with code ``not_started``: no worker started it in time.
+
+    :param started_before: also fail it when it was spawned before this time
+        and never started, whatever its own deadline (an operator's bound).
+    :raises InvalidTransitionError: it is not pending past its deadline (any more).
+    """
+
+    def decide(task: Task) -> _Change | Exception:
+        deadline = task.start_deadline
+        overdue = deadline is not None and deadline <= now
+        bounded = (
+            started_before is not None
+            and task.not_before is None
+            and task.created_at <= started_before
+        )
+        if task.state != TaskState.PENDING or not (overdue or bounded):
+            return InvalidTransitionError(task.id, task.state, NOT_STARTED)
+        waited = (now - (task.not_before or task.created_at)).total_seconds()
+        why = f"no worker started it within its start timeout ({waited:.0f} s pending)"
+        return _move(
+            task,
+            TaskState.FAILED,
+            expected=TaskState.PENDING,
+            host=None,
+            held=False,
+            now=now,
+            values=_error(NOT_STARTED, why, None),
+        )
+
+    return _apply(session, task_id, decide, NOT_STARTED, now)
 
 
 def acknowledge_cancel(

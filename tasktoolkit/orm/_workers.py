@@ -14,6 +14,9 @@ them; elsewhere (SQLite) it tries candidates oldest first with the
 compare-and-set of :func:`~tasktoolkit.orm.transition`. Either way a task is
 started by exactly one worker.
 
+Claims skip a task whose ``not_before`` is still ahead (a retry waiting for
+its backoff).
+
 Two layers:
 
 - functions taking a :class:`~sqlalchemy.orm.Session` (:func:`claim_task`,
@@ -21,6 +24,15 @@ Two layers:
   given a ``host``), which never commit;
 - :class:`Worker`, which runs each of them in a short transaction of its own,
   and :class:`Job`, a claimed task whose ``with`` block records the outcome.
+
+While a job's ``with`` block runs, the job's request context is bound
+(:mod:`tasktoolkit.context`), so log records carry its request id, operation
+id and global request id (:class:`~tasktoolkit.middleware.RequestIdLogFilter`).
+A job's outcome survives a short database outage: recording it is tried
+again, with backoff, for as long as the task is still held (its heartbeat
+timeout since the last contact). A worker asked to stop (:meth:`Worker.stop`)
+claims no more, lets its jobs finish within a grace period, and hands back
+those still running then as ``pending`` (not a failed attempt).
 
 Example::
 
@@ -35,8 +47,11 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -45,20 +60,24 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tasktoolkit import context
 from tasktoolkit.errors import (
     InvalidTransitionError,
     TaskCancelRequested,
     TaskFailure,
     TaskNotFoundError,
     TaskNotHeldError,
+    WorkerStopping,
+    database_unavailable,
 )
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._records import Task
+from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._states import TaskState
@@ -66,6 +85,7 @@ from tasktoolkit.orm._transitions import (
     acknowledge_cancel,
     check_host,
     fail_task,
+    hand_back,
     not_held,
     report_progress,
     succeed_task,
@@ -76,11 +96,16 @@ from tasktoolkit.orm._types import utcnow
 __all__ = ["WORKER_ERROR", "Job", "Worker", "cancel_requested", "claim_task", "heartbeat"]
 
 _R = TypeVar("_R")
+_log = logging.getLogger("tasktoolkit.worker")
 #: Candidates read at once by the compare-and-set claim (SQLite).
 _CANDIDATES = 16
 _MAX_ROUNDS = 50
 #: The error code of a task whose worker code raised an unexpected exception.
 WORKER_ERROR = "worker_error"
+#: The first and the longest pause between two tries to record an outcome.
+_RECORD_PAUSE = (0.1, 2.0)
+#: The global request id of a task's operation, read with the claim.
+_GLOBAL_ID = select(_O.c.global_request_id).where(_O.c.id == _T.c.request_id).scalar_subquery()
 
 
 def _check_names(names: Iterable[str]) -> list[str]:
@@ -95,32 +120,43 @@ def _check_names(names: Iterable[str]) -> list[str]:
 def claim_task(
     session: Session, names: Iterable[str], *, host: str, now: datetime | None = None
 ) -> Task | None:
-    """Start the oldest pending task named one of ``names``, held by ``host``.
+    """Start the oldest pending task named one of ``names`` that may start now, held by ``host``.
 
     Call it at the start of a transaction and commit soon after: on
     PostgreSQL and MariaDB the claimed row stays locked until then.
 
     :returns: the started task, or ``None`` when no pending task is left.
     """
+    claimed = _claim(session, names, host=host, now=now or utcnow())
+    return None if claimed is None else claimed[0]
+
+
+def _claim(
+    session: Session, names: Iterable[str], *, host: str, now: datetime
+) -> tuple[Task, str | None] | None:
+    """:func:`claim_task`, with the global request id of the task's operation."""
     wanted = _check_names(names)
     host = check_host(host)
     query = (
-        select(_T.c.id)
-        .where(_T.c.state == TaskState.PENDING.value, _T.c.name.in_(wanted))
+        select(_T.c.id, _GLOBAL_ID.label("global_request_id"))
+        .where(
+            _T.c.state == TaskState.PENDING.value,
+            _T.c.name.in_(wanted),
+            or_(_T.c.not_before.is_(None), _T.c.not_before <= now),
+        )
         .order_by(_T.c.created_at, _T.c.id)
     )
     skip_locked = supports_skip_locked(session)
     for _ in range(_MAX_ROUNDS):
         if skip_locked:
-            found = session.execute(query.limit(1).with_for_update(skip_locked=True)).scalar()
-            candidates = [] if found is None else [found]
+            candidates = session.execute(query.limit(1).with_for_update(skip_locked=True)).all()
         else:
-            candidates = list(session.execute(query.limit(_CANDIDATES)).scalars())
+            candidates = session.execute(query.limit(_CANDIDATES)).all()
         if not candidates:
             return None
-        for task_id in candidates:
+        for task_id, global_request_id in candidates:
             try:
-                return transition(
+                task = transition(
                     session,
                     task_id,
                     TaskState.RUNNING,
@@ -130,6 +166,7 @@ def claim_task(
                 )
             except (InvalidTransitionError, TaskNotFoundError):
                 continue  # another worker took it (or its resource went): try the next
+            return task, global_request_id
     return None
 
 
@@ -205,11 +242,51 @@ class Worker:
         if retryable is not None and not callable(retryable):
             raise TypeError(f"retryable must be callable, got {retryable!r}")
         self.retryable = retryable
+        self._stopping = threading.Event()
+        self._hand_back_at: float | None = None
 
     @staticmethod
     def default_host() -> str:
         """``<hostname>:<pid>``: a worker identity unique per process."""
         return f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- stopping --------------------------------------------------------
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Claim no more; jobs still running after ``grace`` seconds are handed back.
+
+        A job learns it must go at its next :meth:`Job.check_cancelled`, which
+        then raises :class:`~tasktoolkit.errors.WorkerStopping`; its ``with``
+        block hands the task back as ``pending`` at once (not a failed
+        attempt). Safe to call from a signal handler or another thread.
+        """
+        if grace < 0:
+            raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
+        self._hand_back_at = time.monotonic() + grace
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    @property
+    def must_hand_back(self) -> bool:
+        """Whether the grace period of :meth:`stop` is over."""
+        at = self._hand_back_at
+        return at is not None and time.monotonic() >= at
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking when the grace period of :meth:`stop` ends."""
+        end = time.monotonic() + seconds
+        if not self._stopping.wait(seconds):
+            return
+        at = self._hand_back_at
+        left = min(end, at if at is not None else end) - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+    # -- transactions ----------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -224,16 +301,39 @@ class Worker:
             return work(session)
         return in_transaction(self._sessions, work, seconds=self.deadline, predicate=self.retryable)
 
+    def _run_until(
+        self, work: Callable[[Session], _R], session: Session | None, held_until: float
+    ) -> _R:
+        """:meth:`_run`, tried again with backoff while the database is away, until
+        ``held_until`` (monotonic): after it, the reaper may have taken the task."""
+        pause, longest = _RECORD_PAUSE
+        while True:
+            try:
+                return self._run(work, session)
+            except Exception as exc:
+                if session is not None or not database_unavailable(exc):
+                    raise
+                if time.monotonic() + pause > held_until:
+                    raise
+                _log.warning("%s: database unavailable; trying again in %.1f s", self.host, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    # -- claims and reports ------------------------------------------------
+
     def claim(self, names: Iterable[str] | None = None) -> Job | None:
         """Start the oldest pending task among ``names`` (default: the worker's).
 
-        :returns: the claimed :class:`Job`, or ``None`` when nothing is pending.
+        :returns: the claimed :class:`Job`, or ``None`` when nothing is pending
+            (or the worker is stopping).
         """
+        if self.stopping:
+            return None
         wanted = self.names if names is None else names
 
         def claim(session: Session) -> Job | None:
-            task = claim_task(session, wanted, host=self.host)
-            return None if task is None else Job._of(self, task)
+            claimed = _claim(session, wanted, host=self.host, now=utcnow())
+            return None if claimed is None else Job._of(self, *claimed)
 
         return self._run(claim)
 
@@ -247,7 +347,10 @@ class Worker:
             task = transition(
                 session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
             )
-            return Job._of(self, task)
+            global_id = session.execute(
+                select(_O.c.global_request_id).where(_O.c.id == task.request_id)
+            ).scalar()
+            return Job._of(self, task, global_id)
 
         return self._run(start)
 
@@ -293,13 +396,21 @@ class Worker:
         message: str,
         traceback: str | None = None,
         *,
+        retry: bool = False,
         session: Session | None = None,
     ) -> None:
         """``running`` -> ``failed``; refused before any write unless ``code`` has 1 to 64
-        characters. ``session`` as for :meth:`succeed`."""
+        characters. With ``retry``, back to ``pending`` while attempts are left (see
+        :func:`~tasktoolkit.orm._transitions.fail_task`). ``session`` as for :meth:`succeed`."""
         self._run(
             lambda s: fail_task(
-                s, task_id, host=self.host, code=code, message=message, traceback=traceback
+                s,
+                task_id,
+                host=self.host,
+                code=code,
+                message=message,
+                traceback=traceback,
+                retry=retry,
             ),
             session,
         )
@@ -312,27 +423,37 @@ class Worker:
             lambda s: acknowledge_cancel(s, task_id, host=self.host, message=message), session
         )
 
+    def hand_back(self, task_id: str) -> None:
+        """``running`` -> ``pending`` at once: this worker stops before finishing the task."""
+        self._run(lambda s: hand_back(s, task_id, host=self.host))
+
 
 @dataclass
 class Job:
     """A task a :class:`Worker` holds: report on it, and finish it once.
 
-    Used as a context manager, it records the outcome of the ``with`` block:
+    Used as a context manager, it binds the task's request context (for
+    logs) and records the outcome of the ``with`` block:
 
     - the block ends normally: ``succeeded`` (unless the block finished the
       job itself);
     - it raises :class:`TaskCancelRequested` (see :meth:`check_cancelled`):
       ``cancelled``; the exception is swallowed;
     - it raises :class:`TaskFailure`: ``failed`` with the failure's code and
-      message; swallowed;
+      message, or back to ``pending`` for another attempt when the failure is
+      ``retryable`` and attempts are left; swallowed;
+    - it raises :class:`~tasktoolkit.errors.WorkerStopping` (the worker's
+      grace period is over), ``KeyboardInterrupt`` or ``SystemExit``: the task
+      is handed back as ``pending`` (not a failed attempt); ``WorkerStopping``
+      is swallowed, the others propagate;
     - it raises any other ``Exception``: ``failed`` with code ``worker_error``,
-      the exception's message and its traceback (for admins); re-raised;
-    - a ``BaseException`` such as ``KeyboardInterrupt`` records nothing: the
-      task stays running until the reaper re-queues or fails it.
+      the exception's message and its traceback (for admins); re-raised.
 
     When the task is no longer held (the reaper took it away), the outcome of
     a failing block cannot be recorded: the original exception propagates
-    with a note saying so.
+    with a note saying so. A heartbeat or progress report that fails because
+    the database is away is logged and skipped; the outcome is recorded once
+    it is back (while the task is still held).
     """
 
     worker: Worker = field(repr=False)
@@ -344,11 +465,15 @@ class Job:
     attempts: int
     max_attempts: int
     heartbeat_timeout: int
+    #: The global request id of the task's operation, if it has one.
+    global_request_id: str | None = None
     #: Whether the job was finished (through this object).
     finished: bool = False
+    _contact: float = field(default_factory=time.monotonic, repr=False)
+    _token: Any = field(default=None, repr=False)
 
     @classmethod
-    def _of(cls, worker: Worker, task: Task) -> Job:
+    def _of(cls, worker: Worker, task: Task, global_request_id: str | None = None) -> Job:
         return cls(
             worker,
             task.id,
@@ -359,22 +484,56 @@ class Job:
             task.attempts,
             task.max_attempts,
             task.heartbeat_timeout,
+            global_request_id,
         )
+
+    @property
+    def context(self) -> context.RequestContext | None:
+        """The request context the ``with`` block binds (``None`` for a task of no request)."""
+        if self.request_id is None:
+            return None
+        return context.RequestContext(
+            request_id=self.request_id,
+            global_request_id=self.global_request_id,
+            operation_id=self.request_id,
+        )
+
+    def _report(self, work: Callable[[], _R], default: _R) -> _R:
+        """A heartbeat or progress report; skipped (``default``) while the database is away."""
+        try:
+            result = work()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            _log.warning("task %s: report skipped, database unavailable: %s", self.id, exc)
+            return default
+        self._contact = time.monotonic()
+        return result
+
+    def _finish(
+        self, work: Callable[[Session], object], session: Session | None, *, wait: bool = True
+    ) -> None:
+        held_until = self._contact + self.heartbeat_timeout if wait else 0.0
+        self.worker._run_until(work, session, held_until)
+        self.finished = True
 
     def heartbeat(self) -> bool:
         """Record a heartbeat; returns whether cancellation was asked."""
-        return self.worker.heartbeat(self.id)
+        return self._report(lambda: self.worker.heartbeat(self.id), False)
 
     def progress(self, progress: int | None, message: str | None = None) -> None:
         """Record progress (0..100) and a message; counts as a heartbeat."""
-        self.worker.progress(self.id, progress, message)
+        self._report(lambda: self.worker.progress(self.id, progress, message), None)
 
     def cancel_requested(self) -> bool:
         """Whether cancellation was asked."""
         return self.worker.cancel_requested(self.id)
 
     def check_cancelled(self) -> None:
-        """Record a heartbeat; raise :class:`TaskCancelRequested` if asked to stop."""
+        """Record a heartbeat; raise :class:`TaskCancelRequested` if asked to stop, or
+        :class:`~tasktoolkit.errors.WorkerStopping` once the worker's grace period is over."""
+        if self.worker.must_hand_back:
+            raise WorkerStopping(f"worker {self.worker.host} is stopping: task {self.id} goes back")
         if self.heartbeat():
             raise TaskCancelRequested(f"cancellation of task {self.id} was asked")
 
@@ -397,8 +556,12 @@ class Job:
                 job.succeed("unbound", result={"mac": mac}, session=session)
                 session.execute(delete(Port).where(Port.id == job.resource_id))
         """
-        self.worker.succeed(self.id, message, result=result, session=session)
-        self.finished = True
+        host = self.worker.host
+
+        def succeed(s: Session) -> object:
+            return succeed_task(s, self.id, host=host, message=message, result=result)
+
+        self._finish(succeed, session)
 
     def fail(
         self,
@@ -406,21 +569,41 @@ class Job:
         message: str,
         traceback: str | None = None,
         *,
+        retry: bool = False,
         session: Session | None = None,
     ) -> None:
-        """Finish as ``failed`` with an error code and message; ``session`` as for
+        """Finish as ``failed`` with an error code and message, or, with ``retry`` and
+        attempts left, go back to ``pending`` after the backoff; ``session`` as for
         :meth:`succeed`."""
-        self.worker.fail(self.id, code, message, traceback, session=session)
-        self.finished = True
+        host = self.worker.host
+
+        def fail(s: Session) -> object:
+            return fail_task(
+                s, self.id, host=host, code=code, message=message, traceback=traceback, retry=retry
+            )
+
+        self._finish(fail, session)
 
     def acknowledge_cancel(
         self, message: str | None = None, *, session: Session | None = None
     ) -> None:
         """Finish as ``cancelled`` (stopped as asked); ``session`` as for :meth:`succeed`."""
-        self.worker.acknowledge_cancel(self.id, message, session=session)
-        self.finished = True
+        host = self.worker.host
+        self._finish(lambda s: acknowledge_cancel(s, self.id, host=host, message=message), session)
+
+    def hand_back(self) -> None:
+        """Give the task back as ``pending`` at once: this worker stops before finishing it.
+
+        Tried once: a worker on its way out does not wait for the database
+        (the reaper re-queues the task after its heartbeat timeout instead).
+        """
+        host = self.worker.host
+        self._finish(lambda s: hand_back(s, self.id, host=host), None, wait=False)
 
     def __enter__(self) -> Job:
+        ctx = self.context
+        if ctx is not None:
+            self._token = context.bind(ctx)
         return self
 
     def __exit__(
@@ -429,24 +612,47 @@ class Job:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        try:
+            return self._record(exc)
+        finally:
+            if self._token is not None:
+                context.reset(self._token)
+                self._token = None
+
+    def _record(self, exc: BaseException | None) -> bool:
+        """Record the outcome of the ``with`` block; whether to swallow ``exc``."""
         if self.finished:
             return False
         if exc is None:
             self.succeed()
             return False
-        if not isinstance(exc, Exception):
-            return False  # shutting down: leave the task to the reaper
         try:
+            if isinstance(exc, WorkerStopping | KeyboardInterrupt | SystemExit):
+                return self._leave(exc)
+            if not isinstance(exc, Exception):
+                return False  # some other way out of the process: left to the reaper
             if isinstance(exc, TaskCancelRequested):
                 self.acknowledge_cancel("cancelled as requested")
                 return True
             if isinstance(exc, TaskFailure):
-                self.fail(exc.error_code, exc.message, _format(exc))
+                self.fail(exc.error_code, exc.message, _format(exc), retry=exc.retryable)
                 return True
             self.fail(WORKER_ERROR, str(exc) or type(exc).__name__, _format(exc))
         except TaskNotHeldError as lost:
             exc.add_note(f"tasktoolkit: outcome not recorded: {lost}")
         return False
+
+    def _leave(self, exc: BaseException) -> bool:
+        """Hand the task back as the worker leaves; swallow only ``WorkerStopping``."""
+        try:
+            self.hand_back()
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            _log.warning(
+                "task %s not handed back (database unavailable): left to the reaper", self.id
+            )
+        return isinstance(exc, WorkerStopping)
 
 
 def _format(exc: BaseException) -> str:

@@ -61,9 +61,12 @@ def test_task_view_fields_and_times(app: TestApp, seeded: Seeded) -> None:
         "finished_at",
         "expires_at",
         "result",
+        "not_before",
+        "attempts",
     }
     assert task["result"] is None
     assert task["error"] == {"code": "dhcp_down", "message": "no dhcp agent"}
+    assert (task["attempts"], task["not_before"]) == ([], None)  # failed before it started
     assert task["request_id"] == seeded.operation_id
     assert (task["resource_type"], task["resource_id"]) == ("cluster", seeded.cluster_id)
     for key in ("created_at", "updated_at", "finished_at", "expires_at"):

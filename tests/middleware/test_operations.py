@@ -17,7 +17,7 @@ from tasktoolkit import context, signals
 from tasktoolkit.context import is_valid_request_id, new_request_id
 from tasktoolkit.errors import InvalidTTLError
 from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import Operation, Task
+from tasktoolkit.orm import Operation, Task, Worker, reap
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tests.middleware.apps import Streaming, cluster_app
 from tests.models import Cluster
@@ -208,6 +208,36 @@ def test_error_while_streaming(
         operations.close()
     op = operation(environ[OPERATION_ID_KEY])
     assert op is not None and (op.state, op.http_status) == expected
+
+
+def test_a_body_never_closed_leaves_the_request_to_the_reaper(
+    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+) -> None:
+    timeout = timedelta(minutes=3)
+    operations = OperationMiddleware(
+        cluster_app(session_factory), engine=engine, request_timeout=timeout
+    )
+    # webob's get_response hands the body over unclosed: the end is never recorded
+    # (nor the request's context unbound, hence a context of the test's own).
+    try:
+        with context.request_context(None):
+            stack = RequestIdMiddleware(operations)
+            reply = webob.Request.blank("/clusters", method="POST").get_response(stack)
+    finally:
+        operations.close()
+    op = operation(reply.headers["X-Request-Id"])
+    assert op is not None and (op.state, op.http_status, op.tasks_pending) == ("running", None, 2)
+    assert op.request_deadline == op.created_at + timeout
+    assert reap(engine, now=op.created_at + timeout - timedelta(seconds=1)).requests == ()
+    assert reap(engine, now=op.created_at + timeout).requests == (op.id,)
+    # The request is over; its tasks decide how the operation ends.
+    op = operation(op.id)
+    assert op is not None and (op.state, op.request_deadline) == ("running", None)
+    worker = Worker(engine, ["provision", "configure"], host="w")
+    while (job := worker.claim()) is not None:
+        job.succeed()
+    op = operation(op.id)
+    assert op is not None and (op.state, op.http_status, op.error_code) == ("succeeded", None, None)
 
 
 def test_streaming_body_is_not_buffered_and_closed_before_the_end_is_recorded(
@@ -433,6 +463,9 @@ def test_outside_request_id_middleware_is_a_clear_error(
         pytest.param({"ttl": -5}, InvalidTTLError, id="ttl-not-a-timedelta"),
         pytest.param({"ttl": timedelta(seconds=-5)}, InvalidTTLError, id="negative-ttl"),
         pytest.param({"ttl": timedelta(days=100_000)}, InvalidTTLError, id="absurd-ttl"),
+        pytest.param({"request_timeout": 600}, TypeError, id="request-timeout-not-a-timedelta"),
+        pytest.param({"request_timeout": timedelta(0)}, ValueError, id="request-timeout-zero"),
+        pytest.param({"request_timeout": None}, TypeError, id="request-timeout-none"),
     ],
 )
 def test_bad_configuration_fails_at_construction(

@@ -49,6 +49,7 @@ methods = POST, put DELETE
 exclude_paths = /healthcheck
 ttl = 3600
 durable = yes
+request_timeout = 120
 sqlalchemy.pool_size = 3
 
 [app:cluster]
@@ -76,6 +77,7 @@ def test_api_paste_ini_pipeline_loads_and_serves(
         assert operations.exclude_paths == ("/healthcheck",)
         assert operations.ttl == timedelta(hours=1)
         assert operations.durable is True
+        assert operations.request_timeout == timedelta(minutes=2)
         assert operations.engine.pool.size() == 3  # type: ignore[attr-defined]
 
         app = webtest.TestApp(pipeline, lint=True)
@@ -86,6 +88,7 @@ def test_api_paste_ini_pipeline_loads_and_serves(
         assert response.headers["Operation-Location"].endswith(f"/operations/{rid}")
         op = operation(rid)
         assert op is not None and (op.project_id, op.ttl_seconds) == ("p1", 3600)
+        assert op.request_deadline is None  # the request ended: no deadline left
         assert app.post("/healthcheck").json["operation_id"] is None
         assert app.patch("/clusters/1").json["operation_id"] is None  # PATCH not configured
     finally:
@@ -101,6 +104,9 @@ def test_api_paste_ini_pipeline_loads_and_serves(
         pytest.param({"db_url": "sqlite://", "durable": "maybe"}, "durable", id="bad-bool"),
         pytest.param({"db_url": "sqlite://", "deadline": "soon"}, "deadline", id="bad-deadline"),
         pytest.param({"db_url": "sqlite://", "ttl": "a day"}, "ttl", id="bad-ttl"),
+        pytest.param(
+            {"db_url": "sqlite://", "request_timeout": "0"}, "request_timeout", id="zero-timeout"
+        ),
         pytest.param({"db_url": "sqlite://", "colour": "red"}, "unknown option", id="unknown"),
         pytest.param(
             {"db_url": "sqlite://", "caller_getter": "no.such.module:f"},

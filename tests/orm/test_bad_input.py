@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from tasktoolkit import errors
-from tasktoolkit.orm import ExpiryPolicy, Task, TaskResource, Worker, spawn_tasks
+from tasktoolkit.orm import Task, TaskResource, TaskRules, Worker, spawn_tasks
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._resource import resource_types
 from tasktoolkit.orm._states import can_transition, parse_operation_state, parse_task_state
@@ -72,25 +72,38 @@ def test_unknown_state_in_transition_changes_nothing(
     assert task_row(engine, task.id) == before
 
 
-@pytest.mark.parametrize(
-    ("policy", "error"),
-    [
-        pytest.param(
-            {"by_state": {"bogus": timedelta(1)}}, errors.InvalidStateError, id="unknown-state"
-        ),
-        pytest.param(
-            {"by_state": {"running": timedelta(1)}}, errors.InvalidTTLError, id="active-state"
-        ),
-        pytest.param({"default": timedelta(-1)}, errors.InvalidTTLError, id="negative-ttl"),
-        pytest.param({"default": 3600}, errors.InvalidTTLError, id="ttl-not-a-timedelta"),
-        pytest.param(
-            {"by_name": {"x": timedelta(days=4000)}}, errors.InvalidTTLError, id="absurd-ttl"
-        ),
-    ],
-)
-def test_bad_expiry_policy(policy: dict[str, Any], error: type[Exception]) -> None:
-    with pytest.raises(error):
-        ExpiryPolicy(**policy)
+BAD_RULES = [
+    pytest.param({"retries": 3}, id="unknown-option"),
+    pytest.param({"start_timeout": timedelta(seconds=-1)}, id="negative-start-timeout"),
+    pytest.param({"start_timeout": 3600}, id="start-timeout-not-a-duration"),
+    pytest.param({"start_timeout": timedelta(0)}, id="start-timeout-zero"),
+    pytest.param({"heartbeat_timeout": None}, id="heartbeat-timeout-none"),
+    pytest.param({"heartbeat_timeout": timedelta(milliseconds=10)}, id="heartbeat-under-1s"),
+    pytest.param({"max_attempts": 0}, id="max-attempts-zero"),
+    pytest.param({"max_attempts": True}, id="max-attempts-bool"),
+    pytest.param({"max_attempts": "3"}, id="max-attempts-string"),
+    pytest.param({"max_attempts": 10**6}, id="max-attempts-absurd"),
+    pytest.param({"backoff": timedelta(seconds=-1)}, id="negative-backoff"),
+    pytest.param(
+        {"backoff": timedelta(minutes=5), "backoff_cap": timedelta(minutes=1)},
+        id="backoff-cap-under-base",
+    ),
+    pytest.param({"jitter": 1.5}, id="jitter-over-1"),
+    pytest.param({"jitter": "0.5"}, id="jitter-string"),
+    pytest.param({"ttl": timedelta(-1)}, id="negative-ttl"),
+    pytest.param({"ttl": 3600}, id="ttl-not-a-timedelta"),
+    pytest.param({"ttl": timedelta(days=4000)}, id="absurd-ttl"),
+    pytest.param({"ttl_by_state": {"running": timedelta(1)}}, id="ttl-of-an-active-state"),
+    pytest.param({"ttl_by_state": {"bogus": timedelta(1)}}, id="ttl-of-an-unknown-state"),
+    pytest.param({"ttl_by_state": [("failed", timedelta(1))]}, id="ttl-by-state-not-a-mapping"),
+]
+
+
+@pytest.mark.parametrize("rules", BAD_RULES)
+def test_bad_task_rules_are_refused_at_declaration(rules: dict[str, Any]) -> None:
+    with pytest.raises(errors.InvalidTaskRulesError) as info:
+        TaskRules(**rules)
+    assert info.value.status == 400
 
 
 # -- progress -------------------------------------------------------------------
@@ -269,17 +282,14 @@ def test_longest_and_punctuated_names_are_fine(session: Session, node: Node) -> 
 @pytest.mark.parametrize(
     "options",
     [
-        pytest.param({"max_attempts": 0}, id="max-attempts-zero"),
-        pytest.param({"max_attempts": True}, id="max-attempts-bool"),
-        pytest.param({"max_attempts": "3"}, id="max-attempts-string"),
-        pytest.param({"heartbeat_timeout": 0}, id="heartbeat-zero"),
-        pytest.param({"heartbeat_timeout": 1.5}, id="heartbeat-float"),
+        pytest.param({"rules": {"max_attempts": 2}}, id="rules-not-task-rules"),
+        pytest.param({"max_attempts": 2}, id="rule-as-an-option"),
     ],
 )
 def test_bad_spawn_options(
     session: Session, engine: Engine, node: Node, options: dict[str, Any]
 ) -> None:
-    with pytest.raises(errors.InvalidTaskOptionError):
+    with pytest.raises((errors.InvalidTaskOptionError, TypeError)):
         node.spawn_task("boot", **options)
     session.commit()
     assert task_count(engine) == 0
@@ -339,11 +349,6 @@ BAD_DECLARATIONS = [
     pytest.param({"__resource_type__": 7}, "lower-case", id="not-a-string"),
     pytest.param({"__resource_type__": "request"}, "already has", id="clashes-with-request_id"),
     pytest.param({"__resource_type__": "resource"}, "already has", id="clashes-with-resource_id"),
-    pytest.param(
-        {"__resource_type__": "refused_policy", "__task_expiry__": {"failed": 7}},
-        "ExpiryPolicy",
-        id="bad-expiry-policy",
-    ),
 ]
 
 
@@ -352,6 +357,28 @@ def test_bad_resource_declaration(
     fresh_base: type[DeclarativeBase], body: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(errors.ResourceTypeConflictError, match=message):
+        _declare(fresh_base, body)
+
+
+BAD_RULE_TABLES = [
+    pytest.param({"boot": {"max_attempts": 2}}, "must be TaskRules", id="rules-not-task-rules"),
+    pytest.param({"bad name": TaskRules()}, "not a task name", id="bad-task-name"),
+    pytest.param([("boot", TaskRules())], "must map task names", id="not-a-mapping"),
+    pytest.param(TaskRules(), "must map task names", id="rules-not-a-table"),
+]
+
+
+@pytest.mark.parametrize(("table", "message"), BAD_RULE_TABLES)
+def test_bad_task_rules_declaration(
+    fresh_base: type[DeclarativeBase], table: object, message: str
+) -> None:
+    with pytest.raises(errors.InvalidTaskRulesError, match=message):
+        _declare(fresh_base, {"__resource_type__": "refused_rules", "__task_rules__": table})
+
+
+def test_the_old_expiry_declaration_is_refused(fresh_base: type[DeclarativeBase]) -> None:
+    body = {"__resource_type__": "refused_expiry", "__task_expiry__": object()}
+    with pytest.raises(errors.InvalidTaskRulesError, match="__task_rules__"):
         _declare(fresh_base, body)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasktoolkit import orm, signals
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import InvalidTransitionError
-from tasktoolkit.orm import Operation, Task, Worker, purge, reap
+from tasktoolkit.orm import Operation, Task, TaskRules, Worker, purge, reap
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._transitions import start_task, transition
@@ -295,9 +295,10 @@ def running(session_factory: sessionmaker[Session], engine: Engine) -> Callable[
                 None if request_id is None else RequestContext(request_id, operation_id=request_id)
             )
             with request_context(ctx):
-                task = cluster.spawn_task(
-                    "build", max_attempts=max_attempts, heartbeat_timeout=timeout
+                rules = TaskRules(
+                    max_attempts=max_attempts, heartbeat_timeout=timedelta(seconds=timeout)
                 )
+                task = cluster.spawn_task("build", rules=rules)
             if request_id is not None:
                 end_request(s.connection(), request_id, 202)
             s.commit()
@@ -365,8 +366,9 @@ def test_reaper_requeues_while_attempts_remain(
     assert op is not None and op.state == "running"
     assert (op.tasks_pending, op.tasks_running) == (1, 0)
 
-    # The second (and last) attempt is lost too: now it fails.
-    second = Worker(engine, ["build"], host="second").claim()
+    # The second (and last) attempt is lost too: now it fails. (Started
+    # explicitly: a claim would wait for the backoff, in the future here.)
+    second = Worker(engine, host="second").start(task_id)
     assert second is not None and (second.id, second.attempts) == (task_id, 2)
     assert reap(engine, now=utcnow() + timedelta(seconds=301)).failed == (task_id,)
     assert load(session, task_id).error_code == "worker_lost"

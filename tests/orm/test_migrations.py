@@ -33,6 +33,7 @@ TOOLKIT_TABLES = {
     "tasktoolkit_operations",
     "tasktoolkit_tasks",
     "tasktoolkit_idempotency_keys",
+    "tasktoolkit_task_attempts",
     migrations.VERSION_TABLE,
 }
 HOST_TABLES = {"volumes", "snapshots", "alembic_version"}
@@ -117,7 +118,7 @@ def test_host_migrations_match_the_models(backend: str, empty_url: URL) -> None:
         "ck_tasktoolkit_tasks_progress",
         "ck_tasktoolkit_tasks_state",
     ]
-    assert len(result["datetime_types"]) == 11
+    assert len(result["datetime_types"]) == 16
     assert set(result["datetime_types"].values()) == {DATETIME_TYPE[backend]}
     assert "No new upgrade operations detected" in host_alembic("check", url=empty_url)
 
@@ -206,8 +207,14 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0003"
+    assert "tasktoolkit_task_attempts" not in tables(empty_url)
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0002"
-    assert tables(empty_url) == TOOLKIT_TABLES - {"tasktoolkit_idempotency_keys"}
+    assert tables(empty_url) == TOOLKIT_TABLES - {
+        "tasktoolkit_idempotency_keys",
+        "tasktoolkit_task_attempts",
+    }
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
     migrations.downgrade(empty_url, "-1")
@@ -215,8 +222,8 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     assert tables(empty_url) == set()
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
-    migrations.upgrade(empty_url, "+2")
-    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0003"
+    migrations.upgrade(empty_url, "+3")
+    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0004"
 
 
 def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL) -> None:

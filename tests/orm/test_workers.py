@@ -352,7 +352,7 @@ def test_job_block_stopping_on_cancellation_cancels_the_task(
     assert op is not None and op.state == "cancelled"
 
 
-def test_job_block_interrupted_leaves_the_task_to_the_reaper(
+def test_job_block_interrupted_hands_the_task_back(
     worker: Worker, spawn: Spawn, session: Session
 ) -> None:
     [task_id] = spawn(["build"])
@@ -360,7 +360,9 @@ def test_job_block_interrupted_leaves_the_task_to_the_reaper(
     assert job is not None
     with pytest.raises(KeyboardInterrupt), job:
         raise KeyboardInterrupt
-    assert load(session, task_id).state == "running"
+    task = load(session, task_id)
+    assert (task.state, task.host, task.attempts, task.max_attempts) == ("pending", None, 1, 2)
+    assert [(a.number, a.outcome) for a in task.attempt_records] == [(1, "handed_back")]
 
 
 def test_job_block_whose_task_was_taken_away_says_so(

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,25 +164,15 @@ def sample_db(backend: str, database_url: Callable[[str], URL]) -> Iterator[URL]
     engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def server(sample_db: URL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
-    """``python -m sample_app serve --port 0`` on ``sample_db``; a client for it."""
-    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+@contextmanager
+def serving(sample_db: URL, log: Path, *options: str) -> Iterator[Http]:
+    """``python -m sample_app serve --port 0 options...`` on ``sample_db``; a client for it.
+
+    Stopped with SIGTERM at the end, which must exit 0.
+    """
+    url = sample_db.render_as_string(hide_password=False)
     running = start_process(
-        [
-            sys.executable,
-            "-m",
-            "sample_app",
-            "serve",
-            "--port",
-            "0",
-            "--db-url",
-            sample_db.render_as_string(hide_password=False),
-            "--task-delay",
-            TASK_DELAY,
-            "--agents",
-            "2",
-        ],
+        [sys.executable, "-m", "sample_app", "serve", "--port", "0", "--db-url", url, *options],
         log,
     )
     line = running.first_line("sample_app serve")
@@ -191,6 +182,14 @@ def server(sample_db: URL, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield Http(line.split()[2].rstrip("/"))
     status = running.stop()
     assert status == 0, running.stderr()
+
+
+@pytest.fixture(scope="module")
+def server(sample_db: URL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
+    """``python -m sample_app serve --port 0`` on ``sample_db``, two agents; a client for it."""
+    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+    with serving(sample_db, log, "--task-delay", TASK_DELAY, "--agents", "2") as http:
+        yield http
 
 
 @pytest.fixture

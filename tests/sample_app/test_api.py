@@ -6,7 +6,6 @@ shown without racing a worker.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -22,7 +21,6 @@ from sample_app.agents import (
     INJECTED_FAILURE,
     UNEXPECTED_ERROR,
     Agents,
-    AgentStopping,
     run_job,
 )
 from sample_app.app import MAX_BULK
@@ -152,20 +150,38 @@ def test_unbind_deletes_the_port_and_its_tasks_with_its_success(
     api.get(f"/ports/{port_id}", status=404)
 
 
-def test_a_stopping_agent_leaves_its_task_running(
-    api: webtest.TestApp, worker: Worker, session_factory: sessionmaker[Session]
-) -> None:
-    port(api, network(api))
+def test_a_stopping_agent_hands_its_task_back(api: webtest.TestApp, worker: Worker) -> None:
+    port_id = port(api, network(api))["id"]
     job = worker.claim()
     assert job is not None
-    stop = threading.Event()
-    stop.set()
-    with pytest.raises(AgentStopping):
-        run_job(worker, job, task_delay=1.0, stop=stop)
-    with session_factory() as session:
-        task = session.get(Task, job.id)
-        assert task is not None
-        assert task.state == "running"  # left for the reaper, as a crashed worker's
+    worker.stop(grace=0)
+    run_job(worker, job, task_delay=1.0)
+    task = api.get(f"/ports/{port_id}/tasks/{job.id}").json["task"]
+    # Pending at once, for another agent; not a failed attempt.
+    assert (task["state"], task["progress"]) == ("pending", None)
+    assert [(a["number"], a["outcome"]) for a in task["attempts"]] == [(1, "handed_back")]
+    assert worker.claim() is None  # a stopping worker claims no more
+
+
+def test_a_flaky_port_task_fails_once_and_succeeds_on_its_second_attempt(
+    api: webtest.TestApp, engine: Engine
+) -> None:
+    port_id = port(api, network(api), name="flaky-l2_wiring")["id"]
+    agent = Worker(engine, ["l2_wiring"], host="agent")
+    first = agent.claim()
+    assert first is not None
+    run_job(agent, first, task_delay=0)
+    task = api.get(f"/ports/{port_id}/tasks/{first.id}").json["task"]
+    assert task["state"] == "pending" and task["not_before"] is not None
+    assert agent.claim() is None  # not before its backoff
+    second = wait_for(agent.claim, lambda job: job is not None, "the retry became claimable")
+    run_job(agent, second, task_delay=0)
+    task = api.get(f"/ports/{port_id}/tasks/{first.id}").json["task"]
+    assert task["state"] == "succeeded"
+    assert [(a["outcome"], (a["error"] or {}).get("code")) for a in task["attempts"]] == [
+        ("failed", INJECTED_FAILURE),
+        ("succeeded", None),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -216,8 +232,11 @@ def test_the_reaper_fails_a_dead_agents_task(
         stale = utcnow() - timedelta(seconds=HEARTBEAT_TIMEOUT + 1)
         session.execute(update(Task).where(Task.id == job.id).values(heartbeat_at=stale))
     task = _after_reaping(api, engine, f"/ports/{port_id}/tasks/{job.id}", "task")
-    assert task["state"] == "failed"
-    assert task["error"]["code"] == WORKER_LOST
+    # The sample's tasks have two attempts: the lost one is the first.
+    assert task["state"] == "pending"
+    assert [(a["outcome"], a["error"]["code"]) for a in task["attempts"]] == [
+        ("failed", WORKER_LOST)
+    ]
 
 
 def test_the_reaper_settles_an_operation_whose_tasks_vanished(

@@ -44,7 +44,8 @@ def test_demo_command_runs_by_itself_in_under_a_minute() -> None:
     assert elapsed < 60
     out = result.stdout
     # Plain lines (not a terminal): every task reached "succeeded", one line each.
-    succeeded = [line for line in out.splitlines() if line.rstrip().endswith("succeeded")]
+    board = [line for line in out.splitlines() if "%  " in line]
+    succeeded = [line for line in board if line.rstrip().endswith("succeeded")]
     assert len(succeeded) == 12
     assert re.search(r"(?m)^  web +unbind .* gone: deleted with its port \(step 8 .*\)$", out)
     assert "\x1b[" not in out
@@ -53,6 +54,11 @@ def test_demo_command_runs_by_itself_in_under_a_minute() -> None:
     assert re.search(r"GET /tasks\?resource_id=[0-9a-f-]{36} -> 0 tasks", out)
     assert re.search(r'DELETE /ports/[0-9a-f-]{36} +succeeded \{"succeeded": 1\}', out)
     assert re.search(r'POST +/ports +succeeded \{"succeeded": 12\}', out)
+    # Step 9: a retryable failure, then a second attempt that succeeds.
+    assert re.search(
+        r"(?m)^   attempt 1: failed \(injected_failure: .*first attempt only\)\)$", out
+    )
+    assert re.search(r"(?m)^   attempt 2: succeeded$", out)
     assert result.stderr == ""
 
 
@@ -208,6 +214,8 @@ def test_gunicorn_and_agents_serve_the_paste_pipeline(tmp_path: Path) -> None:
 
 README_EXAMPLE_DRIVER = """
 import webtest
+from urllib.parse import urlsplit
+example_operation = urlsplit(dict(headers)["Operation-Location"]).path
 client = webtest.TestApp(app, extra_environ={"HTTP_X_PROJECT_ID": "demo"})
 reply = client.post("/ports", status=202)
 port_id = reply.json["port"]["id"]
@@ -219,6 +227,10 @@ while (job := worker.claim()) is not None:
     with job: pass
 assert states() == ["succeeded"] * 2
 assert client.get(reply.headers["Operation-Location"]).json["operation"]["state"] == "succeeded"
+# The example's own request recorded its end: its operation is over too.
+from tasktoolkit.orm import Operation
+with Session() as session:
+    assert session.get(Operation, example_operation.rsplit("/", 1)[1]).state == "succeeded"
 print("example ok")
 """
 

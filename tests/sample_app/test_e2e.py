@@ -7,12 +7,18 @@ each other's resources.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import URL
 
 from sample_app.models import PORT_CREATE_TASKS
-from tests.sample_app.conftest import Http, Reply, wait_for
+from tasktoolkit.orm import Task
+from tests.databases import engine_for, private_database
+from tests.sample_app.conftest import Http, Reply, serving, wait_for
 
 
 @pytest.fixture
@@ -361,3 +367,60 @@ def test_cancel_an_operation_over_http(client: Http) -> None:
     assert final["state"] in ("succeeded", "cancelled")
     if cancel.status == 202:
         assert cancel.body["operation"]["id"] == final["id"]
+
+
+def test_a_flaky_port_task_fails_once_then_succeeds(client: Http) -> None:
+    network = new_network(client)
+    reply = create_port(client, network["id"], "flaky-dhcp_provisioning")
+    port_id = reply.body["port"]["id"]
+    assert finished(client, reply.header("Operation-Location"))["state"] == "succeeded"
+    assert port_status(client, port_id, "ACTIVE")
+    tasks = client.get(f"/ports/{port_id}/tasks").body["tasks"]
+    flaky = next(t for t in tasks if t["name"] == "dhcp_provisioning")
+    assert [(a["number"], a["outcome"]) for a in flaky["attempts"]] == [
+        (1, "failed"),
+        (2, "succeeded"),
+    ]
+    assert flaky["attempts"][0]["error"]["code"] == "injected_failure"
+    assert all(len(t["attempts"]) == 1 for t in tasks if t is not flaky)
+
+
+@pytest.fixture
+def own_db(backend: str, tmp_path: Path) -> Iterator[URL]:
+    """A database of its own, where no other server's agents run (serve creates the tables)."""
+    with private_database(backend, tmp_path) as url:
+        yield url
+
+
+def test_with_no_agent_a_ports_tasks_fail_not_started(own_db: URL, tmp_path: Path) -> None:
+    options = ("--agents", "0", "--start-timeout", "2")
+    with serving(own_db, tmp_path / "stderr.log", *options) as server:
+        client = server.as_project(f"p-{uuid.uuid4().hex[:12]}")
+        reply = create_port(client, new_network(client)["id"], "nobody-runs-me")
+        port_id = reply.body["port"]["id"]
+        operation = finished(client, reply.header("Operation-Location"))
+        assert port_status(client, port_id, "ERROR")
+        tasks = client.get(f"/ports/{port_id}/tasks").body["tasks"]
+    assert operation["state"] == "failed"
+    assert operation["task_counts"]["failed"] == len(PORT_CREATE_TASKS)
+    assert {(t["state"], t["error"]["code"]) for t in tasks} == {("failed", "not_started")}
+
+
+def test_a_sigtermed_server_hands_its_running_tasks_back(own_db: URL, tmp_path: Path) -> None:
+    options = ("--agents", "1", "--task-delay", "120")
+    with serving(own_db, tmp_path / "stderr.log", *options) as server:
+        client = server.as_project(f"p-{uuid.uuid4().hex[:12]}")
+        port_id = create_port(client, new_network(client)["id"], "slow").body["port"]["id"]
+        wait_for(
+            lambda: client.get(f"/ports/{port_id}/tasks").body["tasks"],
+            lambda tasks: any(t["state"] == "running" for t in tasks),
+            "an agent started a task",
+        )
+    # Stopped with SIGTERM (and exited 0): the running task went back at once.
+    engine = engine_for(own_db)
+    try:
+        with engine.connect() as conn:
+            states = conn.execute(select(Task.state).where(Task.resource_id == port_id))
+            assert set(states.scalars()) == {"pending"}
+    finally:
+        engine.dispose()

@@ -1,0 +1,94 @@
+"""A worker in a process of its own, for the tests that signal, kill or cut it off.
+
+``python -m tests.orm.worker_process URL MODE [SECONDS]``; it never imports the
+test models: a worker enforces each task's rules from its row alone.
+
+- ``hold``: claim one ``hold`` task and heartbeat until killed;
+- ``graceful``: claim one ``hold`` task and work on it for ever; on SIGTERM, stop
+  with a grace period of SECONDS (the task is then handed back) and exit 0;
+- ``work``: run ``work`` tasks of SECONDS each, reporting progress, until none
+  is left; claims and outcomes ride out a database that goes away for a while.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from types import FrameType
+
+from sqlalchemy import create_engine
+
+from tasktoolkit.errors import TaskToolkitError, database_unavailable
+from tasktoolkit.orm import Job, Worker, prepare_engine
+
+STEP = 0.1
+
+
+def claim(worker: Worker) -> Job | None:
+    """A claim that waits out a database outage."""
+    while True:
+        try:
+            return worker.claim()
+        except Exception as exc:  # a driver's own error too (see database_unavailable)
+            if not database_unavailable(exc):
+                raise
+            time.sleep(0.2)
+
+
+def hold(worker: Worker) -> None:
+    job = claim(worker)
+    assert job is not None
+    while True:
+        job.heartbeat()
+        time.sleep(STEP)
+
+
+def graceful(worker: Worker, grace: float) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        worker.stop(grace)
+
+    signal.signal(signal.SIGTERM, stop)
+    job = claim(worker)
+    assert job is not None
+    with job:
+        while True:
+            job.check_cancelled()
+            worker.wait(STEP)
+
+
+def work(worker: Worker, seconds: float) -> None:
+    idle = 0
+    while idle < 3:
+        job = claim(worker)
+        if job is None:
+            idle += 1
+            time.sleep(0.2)
+            continue
+        idle = 0
+        try:
+            with job:
+                steps = max(1, round(seconds / STEP))
+                for step in range(steps):
+                    time.sleep(STEP)
+                    job.progress(100 * (step + 1) // steps)
+        except TaskToolkitError as exc:  # recorded by a try that the outage cut short
+            logging.warning("%s: %s", job.id, exc)
+
+
+def main(url: str, mode: str, seconds: float) -> None:
+    engine = prepare_engine(create_engine(url))
+    names = ["work"] if mode == "work" else ["hold"]
+    worker = Worker(engine, names)
+    if mode == "hold":
+        hold(worker)
+    elif mode == "graceful":
+        graceful(worker, seconds)
+    else:
+        work(worker, seconds)
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 1.0)
