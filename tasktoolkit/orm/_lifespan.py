@@ -106,12 +106,13 @@ def _next_batch_size(size: int, slowest: float, limit: int) -> int:
     statement took ``slowest`` seconds, ``limit`` being the most allowed.
 
     Over the target, the size shrinks to what would have met it, at least by
-    half (down to 10 rows); under half the target it grows by half (up to
+    half (not below 10 rows, or the size if smaller); under half the target it grows by half (up to
     ``limit``); in between it stays, so that one quick batch after a slow one
     does not grow it straight back into the slow spell.
     """
     if slowest > _STATEMENT_TARGET_S:
-        return max(_MIN_BATCH, min(size // 2, int(size * _STATEMENT_TARGET_S / slowest)))
+        met = int(size * _STATEMENT_TARGET_S / slowest)
+        return max(min(size, _MIN_BATCH), min(size // 2, met))
     if slowest < _STATEMENT_TARGET_S / 2:
         return min(limit, size + max(1, size // 2))
     return size
