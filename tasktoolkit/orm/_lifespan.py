@@ -53,8 +53,8 @@ DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10000
 
 #: How long the slower of a batch's two statements (select, delete) should take at
-#: most. A fifth of the 250 ms bar: a statement that meets a busy disk (a page
-#: cleaner's burst of writes, a cold cache) takes up to four or five times as long.
+#: most. A fifth of the 250 ms bar: a statement that meets a busy server (a cold
+#: cache, InnoDB flushing dirty pages) takes up to four or five times as long.
 _STATEMENT_TARGET_S = 0.05
 #: The first batch's size, whatever ``batch_size`` allows: the database's speed is
 #: not known yet (a thousand rows on a cold default MariaDB took 380 ms).
@@ -106,9 +106,9 @@ def _next_batch_size(size: int, slowest: float, limit: int) -> int:
     statement took ``slowest`` seconds, ``limit`` being the most allowed.
 
     Over the target, the size shrinks to what would have met it, at least by
-    half (not below 10 rows, or the size if smaller); under half the target it grows by half (up to
-    ``limit``); in between it stays, so that one quick batch after a slow one
-    does not grow it straight back into the slow spell.
+    half (not below 10 rows, or the size if smaller); under half the target it
+    grows by half (up to ``limit``); in between it stays, so that one quick
+    batch after a slow one does not grow it straight back into the slow spell.
     """
     if slowest > _STATEMENT_TARGET_S:
         met = int(size * _STATEMENT_TARGET_S / slowest)
@@ -175,9 +175,8 @@ def purge(
     :param batch_size: the most rows per batch (1..10000): one select and one
         delete, in a transaction of their own. The first batch takes at most
         100 rows; then a statement over 50 ms shrinks the next batches (at least
-        by half, down to 10 rows) and quick ones grow them back by half up to
-        ``batch_size``, so statements stay short on a
-        slow, busy or cold database.
+        by half, down to 10 rows) and quick ones grow them back by half, up to
+        ``batch_size``, so statements stay short on a slow, busy or cold database.
     :param dry_run: count only; nothing is deleted.
     :param now: the purge's notion of now (default: the current time).
     :param progress: called after every batch with ``("tasks" or "operations",
