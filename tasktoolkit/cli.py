@@ -154,7 +154,7 @@ def _build_parser() -> _Parser:
         type=_batch_size,
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
-        help=f"rows per statement (default {DEFAULT_BATCH_SIZE})",
+        help=f"the most rows per statement (default {DEFAULT_BATCH_SIZE})",
     )
     purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
     reap = command("reap", "Move what workers and requests left behind.", _reap)

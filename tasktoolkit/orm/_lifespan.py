@@ -52,8 +52,13 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10000
 
-#: How long one purge batch (select, delete, commit) should take at most.
-_BATCH_TARGET_S = 0.1
+#: How long the slower of a batch's two statements (select, delete) should take at
+#: most. A fifth of the 250 ms bar: a statement that meets a busy server (a cold
+#: cache, InnoDB flushing dirty pages) takes up to four or five times as long.
+_STATEMENT_TARGET_S = 0.05
+#: The first batch's size, whatever ``batch_size`` allows: the database's speed is
+#: not known yet (a thousand rows on a cold default MariaDB took 380 ms).
+_FIRST_BATCH = 100
 _MIN_BATCH = 10
 
 
@@ -96,12 +101,30 @@ def _count_expired(sessions: sessionmaker[Session], cutoff: datetime) -> tuple[i
     return tasks, operations
 
 
+def _next_batch_size(size: int, slowest: float, limit: int) -> int:
+    """The size of the next purge batch after one of ``size`` rows whose slower
+    statement took ``slowest`` seconds, ``limit`` being the most allowed.
+
+    Over the target, the size shrinks to what would have met it, at least by
+    half (not below 10 rows, or the size if smaller); under half the target it
+    grows by half (up to ``limit``); in between it stays, so that one quick
+    batch after a slow one does not grow it straight back into the slow spell.
+    """
+    if slowest > _STATEMENT_TARGET_S:
+        met = int(size * _STATEMENT_TARGET_S / slowest)
+        return max(min(size, _MIN_BATCH), min(size // 2, met))
+    if slowest < _STATEMENT_TARGET_S / 2:
+        return min(limit, size + max(1, size // 2))
+    return size
+
+
 def _purge_batch(
     session: Session, *, table: Table, cutoff: datetime, size: int, floor: datetime | None
-) -> tuple[int, int, datetime | None]:
+) -> tuple[int, int, datetime | None, float]:
     """Delete up to ``size`` expired rows from ``floor`` on.
 
-    :returns: rows selected, rows deleted, and the floor of the next batch.
+    :returns: rows selected, rows deleted, the floor of the next batch, and the
+        seconds the slower of the two statements took.
     """
     where = [expired(table, cutoff)]
     if floor is not None:
@@ -117,18 +140,22 @@ def _purge_batch(
     )
     if supports_skip_locked(session):
         query = query.with_for_update(skip_locked=True)
+    began = time.perf_counter()
     rows = session.execute(query).all()
+    selecting = time.perf_counter() - began
     if not rows:
-        return 0, 0, floor
+        return 0, 0, floor, selecting
     # Re-checked: never delete a record that is not expired, whatever happened
     # to it since it was selected (SQLite selects without a lock).
+    began = time.perf_counter()
     result = cast(
         CursorResult[Any],
         session.execute(
             delete(table).where(table.c.id.in_([r.id for r in rows]), expired(table, cutoff))
         ),
     )
-    return len(rows), result.rowcount, rows[-1].expires_at
+    slowest = max(selecting, time.perf_counter() - began)
+    return len(rows), result.rowcount, rows[-1].expires_at, slowest
 
 
 def purge(
@@ -146,9 +173,10 @@ def purge(
     :param older_than: only records that expired at least this long ago
         (``expires_at <= now - older_than``).
     :param batch_size: the most rows per batch (1..10000): one select and one
-        delete, in a transaction of their own. A batch that takes longer than
-        0.1 s halves the size of the next ones (down to 10); quick ones grow it
-        back, so statements stay short on a slow or busy database.
+        delete, in a transaction of their own. The first batch takes at most
+        100 rows; then a statement over 50 ms shrinks the next batches (at least
+        by half, down to 10 rows) and quick ones grow them back by half, up to
+        ``batch_size``, so statements stay short on a slow, busy or cold database.
     :param dry_run: count only; nothing is deleted.
     :param now: the purge's notion of now (default: the current time).
     :param progress: called after every batch with ``("tasks" or "operations",
@@ -166,13 +194,11 @@ def purge(
     totals: dict[str, int] = {}
     for kind, table in (("tasks", tasks_table), ("operations", operations_table)):
         total = 0
-        size = batch_size
+        size = min(batch_size, _FIRST_BATCH)
         floor: datetime | None = None
         while True:
-            began = time.perf_counter()
             batch = partial(_purge_batch, table=table, cutoff=cutoff, size=size, floor=floor)
-            selected, deleted, floor = in_transaction(sessions, batch, predicate=retryable)
-            took = time.perf_counter() - began
+            selected, deleted, floor, slowest = in_transaction(sessions, batch, predicate=retryable)
             total += deleted
             if progress is not None:
                 progress(kind, total)
@@ -180,11 +206,6 @@ def purge(
             # (SKIP LOCKED), which deletes it.
             if selected < size:
                 break
-            # Keep every batch short whatever the database's speed: halve the
-            # batch when one took too long, grow it back when they are quick.
-            if took > _BATCH_TARGET_S:
-                size = max(_MIN_BATCH, size // 2)
-            elif took < _BATCH_TARGET_S / 4:
-                size = min(batch_size, size * 2)
+            size = _next_batch_size(size, slowest, batch_size)
         totals[kind] = total
     return PurgeResult(totals["tasks"], totals["operations"], False, time.perf_counter() - started)

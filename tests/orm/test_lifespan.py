@@ -16,6 +16,7 @@ from tasktoolkit import orm, signals
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import InvalidTransitionError
 from tasktoolkit.orm import Operation, Task, TaskRules, Worker, purge, reap
+from tasktoolkit.orm._lifespan import _next_batch_size
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._transitions import start_task, transition
@@ -228,9 +229,8 @@ def test_purged_tasks_leave_their_operation_counts(
     }
 
 
-def test_two_purges_at_once_delete_each_row_once(
-    engine: Engine, session: Session, session_factory: sessionmaker[Session]
-) -> None:
+def expired_tasks(engine: Engine, count: int) -> None:
+    """``count`` expired finished tasks, inserted in one statement."""
     rows = [
         {
             "id": f"00000000-0000-4000-8000-{n:012d}",
@@ -243,10 +243,47 @@ def test_two_purges_at_once_delete_each_row_once(
             "finished_at": NOW,
             "expires_at": NOW - timedelta(seconds=n),
         }
-        for n in range(600)
+        for n in range(count)
     ]
     with engine.begin() as conn:
         conn.execute(tasks_table.insert(), rows)
+
+
+def test_purge_starts_with_a_batch_of_at_most_100_rows(engine: Engine, session: Session) -> None:
+    # The database's speed is not known yet: a thousand rows at once on a cold
+    # MariaDB with its default buffer pool took 380 ms.
+    expired_tasks(engine, 150)
+    progress: list[tuple[str, int]] = []
+
+    result = purge(engine, batch_size=1000, now=NOW, progress=lambda k, n: progress.append((k, n)))
+
+    assert result.tasks == 150
+    assert progress[0] == ("tasks", 100)
+
+
+@pytest.mark.parametrize(
+    ("size", "slowest", "limit", "expected"),
+    [
+        pytest.param(1000, 0.4, 1000, 125, id="slow-shrinks-to-what-meets-the-target"),
+        pytest.param(100, 0.06, 1000, 50, id="just-over-halves-at-least"),
+        pytest.param(12, 1.0, 1000, 10, id="never-below-10"),
+        pytest.param(5, 1.0, 5, 5, id="never-below-a-size-already-under-10"),
+        pytest.param(100, 0.05, 1000, 100, id="on-target-stays"),
+        pytest.param(100, 0.03, 1000, 100, id="over-half-target-stays"),
+        pytest.param(100, 0.01, 1000, 150, id="quick-grows-by-half"),
+        pytest.param(800, 0.001, 1000, 1000, id="grows-up-to-the-limit"),
+        pytest.param(1, 0.0, 5, 2, id="grows-by-one-at-least"),
+        pytest.param(2, 0.0, 2, 2, id="limit-kept"),
+    ],
+)
+def test_next_batch_size(size: int, slowest: float, limit: int, expected: int) -> None:
+    assert _next_batch_size(size, slowest, limit) == expected
+
+
+def test_two_purges_at_once_delete_each_row_once(
+    engine: Engine, session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    expired_tasks(engine, 600)
     kept = {_live_task(session_factory)}
     results: list[orm.PurgeResult] = []
     errors: list[BaseException] = []
