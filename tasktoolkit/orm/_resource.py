@@ -68,7 +68,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit import context
-from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME
+from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME, check_queue
 from tasktoolkit.errors import (
     InvalidTaskNameError,
     InvalidTaskOptionError,
@@ -360,6 +360,7 @@ def spawn_tasks(
     *,
     message: str | None = None,
     rules: TaskRules | None = None,
+    queue: str | None = None,
 ) -> list[Task]:
     """Spawn one ``pending`` task per ``(resource, name)`` pair, across resources.
 
@@ -370,10 +371,15 @@ def spawn_tasks(
     :param message: an initial message for every task.
     :param rules: these rules for every task instead of their names' (a
         one-off spawn whose needs differ from the declaration).
+    :param queue: where the tasks are routed: the Celery queue a bridge publishes
+        them to, and the database workers that claim them (``Worker(queues=...)``);
+        ``None`` is the default queue. 1 to 255 printable ASCII characters, no
+        spaces (:class:`~tasktoolkit.errors.InvalidQueueError` otherwise).
     """
     items = list(items)
     if rules is not None and not isinstance(rules, TaskRules):
         raise InvalidTaskOptionError(f"rules must be TaskRules, got {rules!r}")
+    queue = check_queue(queue)
     _check_items(session, items)
     if not items:
         return []
@@ -382,6 +388,7 @@ def spawn_tasks(
     options = {
         "message": message,
         "not_before": None,
+        "queue": queue,
         "request_id": ctx.operation_id if ctx else None,
         "user_id": ctx.user_id if ctx else None,
         "created_at": now,
