@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import re
 
-from tasktoolkit.errors import InvalidQueueError
+from tasktoolkit.errors import InvalidQueueError, InvalidTaskNameError
 
-__all__ = ["HTTP_TOKEN", "QUEUE", "RESOURCE_TYPE", "TASK_NAME", "check_queue", "whole_number"]
+__all__ = [
+    "HTTP_TOKEN",
+    "QUEUE",
+    "RESOURCE_TYPE",
+    "TASK_NAME",
+    "check_queue",
+    "check_task_name",
+    "whole_number",
+]
 
 #: An HTTP token (RFC 9110): a method or a header name.
 HTTP_TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -67,3 +75,12 @@ def check_queue(queue: object) -> str | None:
             f"a queue name is 1 to 255 printable ASCII characters without spaces, got {shown!r}"
         )
     return queue
+
+
+def check_task_name(name: object) -> str:
+    """``name`` if it is a task name (:data:`TASK_NAME`); else :class:`InvalidTaskNameError`."""
+    if not isinstance(name, str) or not TASK_NAME.match(name):
+        raise InvalidTaskNameError(
+            f"task name must be 1-128 letters, digits or '_.:-' (not first), got {name!r}"
+        )
+    return name

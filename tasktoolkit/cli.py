@@ -162,6 +162,20 @@ def _build_parser() -> _Parser:
     )
     purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
     reap = command("reap", "Move what workers and requests left behind.", _reap)
+    _reap_arguments(reap)
+    db = commands.add_parser("db", help="Database schema.", description="Database schema.")
+    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    upgrade: _Parser = db_commands.add_parser(
+        "upgrade", help="Run the toolkit's migrations.", description="Run the toolkit's migrations."
+    )
+    upgrade.set_defaults(run=_db_upgrade)
+    _db_url(upgrade)
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    _watch_arguments(command("watch", "Show an operation's tasks live until it ends.", _watch))
+    return parser
+
+
+def _reap_arguments(reap: _Parser) -> None:
     reap.add_argument("--batch-size", type=_batch_size, default=500, metavar="N")
     reap.add_argument(
         "--request-timeout",
@@ -190,16 +204,6 @@ def _build_parser() -> _Parser:
         metavar="MODULE",
         help="import this module first (signal receivers; each task row carries its own rules)",
     )
-    db = commands.add_parser("db", help="Database schema.", description="Database schema.")
-    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    upgrade: _Parser = db_commands.add_parser(
-        "upgrade", help="Run the toolkit's migrations.", description="Run the toolkit's migrations."
-    )
-    upgrade.set_defaults(run=_db_upgrade)
-    _db_url(upgrade)
-    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
-    _watch_arguments(command("watch", "Show an operation's tasks live until it ends.", _watch))
-    return parser
 
 
 def _db_url(sub: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from tasktoolkit._checks import TASK_NAME, check_queue
-from tasktoolkit.errors import HandlerConflictError, InvalidTaskNameError
+from tasktoolkit._checks import check_queue, check_task_name
+from tasktoolkit.errors import HandlerConflictError
 from tasktoolkit.orm import Job, Worker, prepare_engine
 from tasktoolkit.orm._events import DISPATCHER
 from tasktoolkit.orm._publishing import backoffs, mark_published, unpublished
@@ -96,7 +96,7 @@ class CeleryBridge:
         self.engine = prepare_engine(engine)
         self.sweep_after = timedelta(seconds=sweep_after)
         self.heartbeat_every = heartbeat_every
-        self._names = {_check_name(n) for n in ([names] if isinstance(names, str) else names)}
+        self._names = {check_task_name(n) for n in ([names] if isinstance(names, str) else names)}
         self._handlers: dict[str, Handler] = {}
         self._workers: dict[int, Worker] = {}
         self._lock = threading.Lock()
@@ -127,7 +127,7 @@ class CeleryBridge:
         :raises HandlerConflictError: ``name`` already has a handler on this bridge.
         :raises InvalidTaskNameError: ``name`` is not a task name.
         """
-        _check_name(name)
+        check_task_name(name)
         if name in self._handlers:
             raise HandlerConflictError(f"task {name!r} already has a handler on this bridge")
 
@@ -266,11 +266,3 @@ class CeleryBridge:
             _log.info("sweep: published %d task(s) left unpublished", len(sent))
             if len(rows) < batch_size:
                 return total
-
-
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not TASK_NAME.match(name):
-        raise InvalidTaskNameError(
-            f"task name must be 1-128 letters, digits or '_.:-' (not first), got {name!r}"
-        )
-    return name

@@ -68,9 +68,8 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit import context
-from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME, check_queue
+from tasktoolkit._checks import RESOURCE_TYPE, check_queue, check_task_name
 from tasktoolkit.errors import (
-    InvalidTaskNameError,
     InvalidTaskOptionError,
     InvalidTaskRulesError,
     NotAResourceError,
@@ -371,10 +370,9 @@ def spawn_tasks(
     :param message: an initial message for every task.
     :param rules: these rules for every task instead of their names' (a
         one-off spawn whose needs differ from the declaration).
-    :param queue: where the tasks are routed: the Celery queue a bridge publishes
-        them to, and the database workers that claim them (``Worker(queues=...)``);
-        ``None`` is the default queue. 1 to 255 printable ASCII characters, no
-        spaces (:class:`~tasktoolkit.errors.InvalidQueueError` otherwise).
+    :param queue: where the tasks are routed (a Celery queue; ``Worker(queues=...)``),
+        ``None`` for the default queue (:class:`~tasktoolkit.errors.InvalidQueueError`
+        unless 1 to 255 printable ASCII characters without spaces).
     """
     items = list(items)
     if rules is not None and not isinstance(rules, TaskRules):
@@ -424,10 +422,7 @@ def _check_items(session: Session, items: list[tuple[TaskResource, str]]) -> Non
         info = _REGISTRY.get(getattr(type(resource), "__resource_type__", ""))
         if info is None or not isinstance(resource, info.cls):
             raise NotAResourceError(f"{resource!r} is not a task resource")
-        if not isinstance(name, str) or not TASK_NAME.match(name):
-            raise InvalidTaskNameError(
-                f"task name must be 1-128 letters, digits or '_.:-' (not first), got {name!r}"
-            )
+        check_task_name(name)
         state = inspect(resource)
         if state.transient or state.detached or state.deleted or state.was_deleted:
             raise TransientResourceError(
