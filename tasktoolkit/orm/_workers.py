@@ -223,15 +223,16 @@ def claim_tasks(
     if skip_locked and session.get_bind().dialect.update_returning:
         return start_oldest(session, query, host=host, now=moment, count=count, also=_GLOBAL_ID)
     started: list[tuple[Task, str | None]] = []
+    with_global_id = query.add_columns(_GLOBAL_ID)
     for _ in range(_MAX_ROUNDS):
         if skip_locked:
-            batch = query.limit(1).with_for_update(skip_locked=True)
+            batch = with_global_id.limit(1).with_for_update(skip_locked=True)
         else:
-            batch = query.limit(_CANDIDATES)
-        candidates = list(session.execute(batch).scalars())
+            batch = with_global_id.limit(_CANDIDATES)
+        candidates = session.execute(batch).all()
         if not candidates:
             break
-        for task_id in candidates:
+        for task_id, global_id in candidates:
             try:
                 task = transition(
                     session,
@@ -243,7 +244,7 @@ def claim_tasks(
                 )
             except (InvalidTransitionError, TaskNotFoundError):
                 continue  # another worker took it (or its resource went): try the next
-            started.append((task, _global_id(session, task)))
+            started.append((task, global_id))
             if len(started) == count or skip_locked:
                 break
         if len(started) == count:
@@ -511,10 +512,7 @@ class Worker:
             task = transition(
                 session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
             )
-            global_id = session.execute(
-                select(_O.c.global_request_id).where(_O.c.id == task.request_id)
-            ).scalar()
-            return Job._of(self, task, global_id)
+            return Job._of(self, task, _global_id(session, task))
 
         return self._run(start)
 
