@@ -164,9 +164,10 @@ def record_moves(
     for operation in finished:
         queue_operation_finished(session, operation)
     dispatcher = _dispatcher(conn)
-    published = ready if dispatcher is None else [c for c in ready if dispatcher.dispatches(c.name)]
-    if dispatcher is not None and published:
-        _queue(session, partial(_guarded, dispatcher.publish, published), -1)
+    if dispatcher is not None:
+        published = [c for c in ready if dispatcher.dispatches(c.name)]
+        if published:
+            _queue(session, partial(_guarded, dispatcher.publish, published), -1)
 
 
 def _dispatcher(connection: Connection) -> Dispatcher | None:
