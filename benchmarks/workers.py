@@ -4,12 +4,16 @@ Runs the stress harness of ``tests/stress`` bigger: 4 worker processes
 (``multiprocessing`` 'spawn') claim and finish 5,000 pending tasks (1,000 with
 ``--quick``) spread over 20 operations; each task makes two transitions
 (``pending -> running`` by the claim, ``running -> succeeded`` or ``failed``).
+Each worker claims 10 tasks per transaction (``Worker.claim_many``; one
+statement on PostgreSQL), then finishes each in a transaction of its own.
 A canceller and a purge-and-reap process run alongside, as in production.
 
 Figures:
 
 - ``transitions_per_s_4_workers``: transitions / seconds from the first claim
   to the last finish (process start-up not counted);
+- ``transitions_per_s_4_workers_one_per_claim``: the same, a second run whose
+  workers claim one task per transaction (``Worker.claim``);
 - ``lost_updates``: tasks whose state is not what their mover recorded (bar: 0);
 - ``double_moves``: tasks started by more than one worker (bar: 0).
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from benchmarks._harness import Bench, fresh_engine
 from tasktoolkit import orm
@@ -29,7 +34,8 @@ from tests.stress.harness import run as run_stress
 NAME = "workers"
 
 
-def run(bench: Bench) -> dict[str, float]:
+def _one_run(bench: Bench, claim_batch: int) -> tuple[float, int, int, list[str], Any]:
+    """One stress run on fresh tables; (rate, lost, double, problems, outcome)."""
     engine = fresh_engine(bench)
     plan = Plan(
         workers=4,
@@ -39,6 +45,7 @@ def run(bench: Bench) -> dict[str, float]:
         cancel_one_in=50,
         chatty=False,
         deadline_s=900,
+        claim_batch=claim_batch,
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -49,20 +56,28 @@ def run(bench: Bench) -> dict[str, float]:
     finally:
         orm.drop_all(engine)
         engine.dispose()
-    moved = len(outcome.moves)
-    transitions = 2 * moved
+    transitions = 2 * len(outcome.moves)
     rate = transitions / outcome.work_seconds if outcome.work_seconds else 0.0
+    return rate, lost, double, problems, outcome
+
+
+def run(bench: Bench) -> dict[str, float]:
+    rate, lost, double, problems, outcome = _one_run(bench, claim_batch=10)
+    single, single_lost, single_double, single_problems, _ = _one_run(bench, claim_batch=1)
+    lost, double = lost + single_lost, double + single_double
+    problems += single_problems
     bench.table(
-        "4 worker processes claiming and finishing tasks",
+        "4 worker processes claiming (10 per transaction) and finishing tasks",
         [
-            ("tasks finished by workers", moved),
+            ("tasks finished by workers", len(outcome.moves)),
             ("cancelled while pending", len(outcome.cancelled_pending)),
             ("expired tasks purged meanwhile", outcome.purged_tasks),
             ("seconds, first claim to last finish", outcome.work_seconds),
             ("transitions per second", rate),
-            ("lost updates", lost),
-            ("double moves", double),
-            ("other problems", len(problems)),
+            ("transitions per second, one task per claim (a second run)", single),
+            ("lost updates (both runs)", lost),
+            ("double moves (both runs)", double),
+            ("other problems (both runs)", len(problems)),
         ],
         ["what", "value"],
     )
@@ -70,6 +85,7 @@ def run(bench: Bench) -> dict[str, float]:
         print(f"  problem: {problem}")
     return {
         "transitions_per_s_4_workers": rate,
+        "transitions_per_s_4_workers_one_per_claim": single,
         "lost_updates": float(lost),
         "double_moves": float(double),
     }

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from sample_app.agents import Agents
+    from tasktoolkit.celery import CeleryBridge
+
 __all__ = ["main"]
 
 T = TypeVar("T", int, float)
@@ -49,6 +52,11 @@ _DB = "sqlite:///sample_app.db"
 _DB_HELP = f"SQLAlchemy URL of the database ({_DB}); PostgreSQL and MariaDB URLs work too"
 _DELAY = "seconds each task takes"
 _AGENTS = "worker threads; 0 runs none (the reaper still runs)"
+_BROKER_SERVE = (
+    "publish the port tasks to Celery on this broker (amqp://... or redis://...), run by "
+    "`agents --broker`; needs --agents 0"
+)
+_BROKER_AGENTS = "run the agents as a Celery worker of N processes on this broker"
 _START = "a task no agent starts within S seconds fails not_started (default: 1 hour)"
 
 
@@ -85,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         "--start-timeout", type=_start_timeout, default=None, metavar="S", help=_START
     )
     serve.add_argument("--log-requests", action="store_true", help="log each request on stderr")
+    serve.add_argument("--broker", default=None, metavar="URL", help=_BROKER_SERVE)
 
     agents = commands.add_parser("agents", help="run the agents alone, until interrupted")
     agents.add_argument("--db-url", default=_DB, metavar="URL", help=_DB_HELP)
@@ -95,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     agents.add_argument(
         "--start-timeout", type=_start_timeout, default=None, metavar="S", help=_START
     )
+    agents.add_argument("--broker", default=None, metavar="URL", help=_BROKER_AGENTS)
     return parser
 
 
@@ -121,17 +131,17 @@ def _engine(url: str) -> Engine | None:
 
 
 def _until_stopped(
-    args: argparse.Namespace, engine: Engine, what: str, wait: Callable[[threading.Event], object]
+    args: argparse.Namespace,
+    engine: Engine,
+    what: str,
+    wait: Callable[[threading.Event], object],
+    sweep: Callable[[], int] | None = None,
 ) -> int:
     """Run the agents (and the reaper) while ``wait(stop)`` blocks, until SIGTERM (which sets
     ``stop``) or Ctrl-C, then stop them gracefully; then dispose ``engine``."""
-    from sample_app.agents import Agents
-
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    agents = Agents(
-        engine, count=args.agents, task_delay=args.task_delay, start_timeout=args.start_timeout
-    )
+    agents = _agents_of(args, engine, count=args.agents, sweep=sweep)
     try:
         with agents:
             print(f"{what} (Ctrl-C to stop)", flush=True)
@@ -143,12 +153,45 @@ def _until_stopped(
     return 0
 
 
+def _agents_of(
+    args: argparse.Namespace, engine: Engine, *, count: int, sweep: Callable[[], int] | None
+) -> Agents:
+    from sample_app.agents import Agents
+
+    return Agents(
+        engine,
+        count=count,
+        task_delay=args.task_delay,
+        start_timeout=args.start_timeout,
+        sweep=sweep,
+    )
+
+
+def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
+    """The Celery bridge of ``--broker``, or ``None`` after saying in one line why not."""
+    from sample_app.celery_agents import make_bridge
+    from tasktoolkit.errors import InvalidBrokerError
+
+    try:
+        return make_bridge(engine, args.broker, task_delay=args.task_delay)
+    except (InvalidBrokerError, ImportError) as exc:
+        print(f"sample_app: cannot use --broker {args.broker!r}: {exc}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from sample_app._server import make_threaded_server, server_url
     from sample_app.app import make_app
 
+    if args.broker is not None and args.agents:
+        print("sample_app: --broker runs the agents on Celery: give --agents 0", file=sys.stderr)
+        return 2
     engine = _engine(args.db_url)
     if engine is None:
+        return 2
+    bridge = None if args.broker is None else _bridge(args, engine)
+    if args.broker is not None and bridge is None:
+        engine.dispose()
         return 2
     try:
         app = make_app(engine, start_timeout=args.start_timeout)
@@ -157,9 +200,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         engine.dispose()
         return 2
+    sweep = None if bridge is None else bridge.sweep
     try:
         url = server_url(server)
-        return _until_stopped(args, engine, f"Serving on {url}/", lambda _: server.serve_forever())
+        return _until_stopped(
+            args, engine, f"Serving on {url}/", lambda _: server.serve_forever(), sweep
+        )
     finally:
         server.server_close()
 
@@ -168,7 +214,22 @@ def _agents(args: argparse.Namespace) -> int:
     engine = _engine(args.db_url)
     if engine is None:
         return 2
-    return _until_stopped(args, engine, f"{args.agents} agents running", lambda stop: stop.wait())
+    if args.broker is None:
+        return _until_stopped(
+            args, engine, f"{args.agents} agents running", lambda stop: stop.wait()
+        )
+    from sample_app.celery_agents import run_worker
+
+    bridge = _bridge(args, engine)
+    if bridge is None:
+        engine.dispose()
+        return 2
+    try:
+        reaper = _agents_of(args, engine, count=0, sweep=bridge.sweep)
+        run_worker(bridge, concurrency=args.agents, reaper=reaper)
+    finally:
+        engine.dispose()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import delete, select
@@ -44,6 +45,7 @@ __all__ = [
     "STEPS",
     "UNEXPECTED_ERROR",
     "Agents",
+    "do_job",
     "run_job",
 ]
 
@@ -105,21 +107,27 @@ def _work(job: Job, port_name: str | None, task_delay: float) -> None:
 
 def run_job(worker: Worker, job: Job, *, task_delay: float) -> None:
     """Run one claimed port task to its end, recording the outcome (see :class:`Job`)."""
-    port_name = _port_name(worker, job.resource_id)
     with job:
-        _work(job, port_name, task_delay)
-        if job.name != PORT_DELETE_TASK:
-            # What the agent did, shown as the task's result.
-            job.succeed(result={"agent": worker.host, "port_name": port_name})
-            return
-        # Success and the delete in one transaction: either the port is gone
-        # with its tasks and the operation counts the success, or nothing happened.
-        with worker.transaction() as session:
-            job.succeed("unbound; port deleted", session=session)
-            session.execute(
-                delete(Port).where(Port.id == job.resource_id),
-                execution_options={"synchronize_session": False},
-            )
+        do_job(worker, job, task_delay=task_delay)
+
+
+def do_job(worker: Worker, job: Job, *, task_delay: float) -> None:
+    """The work of one claimed port task, inside its ``with job:`` block (a database
+    agent's, or the Celery bridge's)."""
+    port_name = _port_name(worker, job.resource_id)
+    _work(job, port_name, task_delay)
+    if job.name != PORT_DELETE_TASK:
+        # What the agent did, shown as the task's result.
+        job.succeed(result={"agent": worker.host, "port_name": port_name})
+        return
+    # Success and the delete in one transaction: either the port is gone
+    # with its tasks and the operation counts the success, or nothing happened.
+    with worker.transaction() as session:
+        job.succeed("unbound; port deleted", session=session)
+        session.execute(
+            delete(Port).where(Port.id == job.resource_id),
+            execution_options={"synchronize_session": False},
+        )
 
 
 class Agents:
@@ -128,7 +136,9 @@ class Agents:
     :param engine: the database (the API's).
     :param count: how many worker threads; 0 runs none (the reaper still runs).
     :param task_delay: seconds each task takes.
-    :param poll_interval: seconds an idle agent waits before looking again.
+    :param idle_wait: seconds an idle agent waits for a task in one claim: on
+        PostgreSQL a spawn wakes it at once; elsewhere it polls meanwhile (50 ms,
+        doubling up to 1 s).
     :param reap_interval: seconds between two runs of the toolkit's reaper, which
         enforces every deadline: tasks of agents that died (re-queued or failed),
         tasks no agent started in time (``not_started``), requests that never
@@ -136,6 +146,8 @@ class Agents:
     :param start_timeout: the reaper also fails tasks pending longer than this
         since their spawn (seconds), whatever their rules; ``None``: their rules.
     :param grace: seconds a stopping agent lets its task run before handing it back.
+    :param sweep: also called after each run of the reaper: a Celery bridge's
+        ``sweep``, which publishes the tasks left unpublished.
     """
 
     def __init__(
@@ -144,24 +156,26 @@ class Agents:
         *,
         count: int = 2,
         task_delay: float = 0.5,
-        poll_interval: float = 0.05,
+        idle_wait: float = 5.0,
         reap_interval: float = 1.0,
         start_timeout: float | None = None,
         grace: float = GRACE,
+        sweep: Callable[[], int] | None = None,
     ) -> None:
         if not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be an integer >= 0, got {count!r}")
-        if task_delay < 0 or poll_interval <= 0 or reap_interval < 0 or grace < 0:
-            raise ValueError("task_delay, reap_interval and grace must be >= 0, poll_interval > 0")
+        if task_delay < 0 or idle_wait <= 0 or reap_interval < 0 or grace < 0:
+            raise ValueError("task_delay, reap_interval and grace must be >= 0, idle_wait > 0")
         if start_timeout is not None and start_timeout < 1:
             raise ValueError(f"start_timeout must be at least 1 second, got {start_timeout!r}")
         self.engine = engine
         self.count = count
         self.task_delay = task_delay
-        self.poll_interval = poll_interval
+        self.idle_wait = idle_wait
         self.reap_interval = reap_interval
         self.start_timeout = None if start_timeout is None else timedelta(seconds=start_timeout)
         self.grace = grace
+        self.sweep = sweep
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._workers: list[Worker] = []
@@ -190,6 +204,8 @@ class Agents:
             worker.stop(self.grace)
         for thread in self._threads:
             thread.join()
+        for worker in self._workers:
+            worker.close()  # the process's LISTEN connection goes with its last user
         self._threads.clear()
         self._workers.clear()
 
@@ -203,9 +219,10 @@ class Agents:
     def _run(self, worker: Worker) -> None:
         while not worker.stopping:
             try:
-                job = worker.claim()
+                # Woken by the spawn's NOTIFY on PostgreSQL; polling (with
+                # backoff up to 1 s) elsewhere.
+                job = worker.claim(wait=self.idle_wait)
                 if job is None:
-                    worker.wait(self.poll_interval)
                     continue
                 run_job(worker, job, task_delay=self.task_delay)
             except TaskToolkitError as exc:
@@ -219,9 +236,12 @@ class Agents:
         while not self._stop.wait(self.reap_interval):
             try:
                 result = reap(self.engine, start_timeout=self.start_timeout)
+                published = self.sweep() if self.sweep is not None else 0
             except Exception:
                 log.exception("reaper: unexpected error; trying again later")
                 continue
+            if published:
+                log.warning("sweeper: %d tasks left unpublished published", published)
             if result.total:
                 log.warning(
                     "reaper: %d lost tasks failed, %d re-queued, %d cancelled, %d not started",

@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["HTTP_TOKEN", "RESOURCE_TYPE", "TASK_NAME", "whole_number"]
+from tasktoolkit.errors import InvalidQueueError, InvalidTaskNameError
+
+__all__ = [
+    "HTTP_TOKEN",
+    "QUEUE",
+    "RESOURCE_TYPE",
+    "TASK_NAME",
+    "check_queue",
+    "check_task_name",
+    "whole_number",
+]
 
 #: An HTTP token (RFC 9110): a method or a header name.
 HTTP_TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -23,6 +33,9 @@ TASK_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 #: A resource type: lower-case letters, digits and ``_``, at most 39 characters, which
 #: keeps ``ix_tasktoolkit_tasks_<type>_id`` within PostgreSQL's 63-character names.
 RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,38}\Z")
+#: A queue a task is routed to: 1 to 255 printable ASCII characters, no spaces (AMQP
+#: limits a queue name to 255 bytes; a Neutron-style agent's host name fits).
+QUEUE = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
 
 
 def whole_number(
@@ -47,3 +60,27 @@ def whole_number(
         bounds = f"from {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise error(f"{what} must be an integer {bounds}, got {value!r}")
     return value
+
+
+def check_queue(queue: object) -> str | None:
+    """``queue`` if it is ``None`` (the default queue) or a queue name (:data:`QUEUE`).
+
+    :raises InvalidQueueError: anything else (spaces, over 255 characters, not text).
+    """
+    if queue is None:
+        return None
+    if not isinstance(queue, str) or not QUEUE.match(queue):
+        shown = queue if not isinstance(queue, str) or len(queue) <= 64 else queue[:64] + "..."
+        raise InvalidQueueError(
+            f"a queue name is 1 to 255 printable ASCII characters without spaces, got {shown!r}"
+        )
+    return queue
+
+
+def check_task_name(name: object) -> str:
+    """``name`` if it is a task name (:data:`TASK_NAME`); else :class:`InvalidTaskNameError`."""
+    if not isinstance(name, str) or not TASK_NAME.match(name):
+        raise InvalidTaskNameError(
+            f"task name must be 1-128 letters, digits or '_.:-' (not first), got {name!r}"
+        )
+    return name

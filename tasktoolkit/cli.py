@@ -13,6 +13,7 @@ Examples::
     tasktoolkit purge --db-url postgresql+psycopg://app@db/app --older-than 1d
     tasktoolkit purge --db-url sqlite:///app.db --dry-run
     tasktoolkit reap --db-url mysql+pymysql://app@db/app --models myapp.models
+    tasktoolkit reap --db-url postgresql+psycopg://app@db/app --celery myapp.tasks:bridge
     tasktoolkit db upgrade --db-url postgresql+psycopg://app@db/app
     tasktoolkit watch req-8c5a... --db-url sqlite:///app.db
     tasktoolkit watch https://api.example/operations/req-8c5a... --header "X-Auth-Token: ..."
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -48,6 +49,9 @@ from tasktoolkit.orm import Scope, Task, get_operation, operation_tasks, prepare
 from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._lifespan import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, check_batch_size
 from tasktoolkit.orm._reaper import NOT_STARTED, WORKER_LOST
+
+if TYPE_CHECKING:
+    from tasktoolkit.celery import CeleryBridge
 
 __all__ = [
     "EXIT_ERROR",
@@ -158,6 +162,20 @@ def _build_parser() -> _Parser:
     )
     purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
     reap = command("reap", "Move what workers and requests left behind.", _reap)
+    _reap_arguments(reap)
+    db = commands.add_parser("db", help="Database schema.", description="Database schema.")
+    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    upgrade: _Parser = db_commands.add_parser(
+        "upgrade", help="Run the toolkit's migrations.", description="Run the toolkit's migrations."
+    )
+    upgrade.set_defaults(run=_db_upgrade)
+    _db_url(upgrade)
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    _watch_arguments(command("watch", "Show an operation's tasks live until it ends.", _watch))
+    return parser
+
+
+def _reap_arguments(reap: _Parser) -> None:
     reap.add_argument("--batch-size", type=_batch_size, default=500, metavar="N")
     reap.add_argument(
         "--request-timeout",
@@ -174,22 +192,18 @@ def _build_parser() -> _Parser:
         help="also fail tasks pending since their spawn for longer (default: their rules')",
     )
     reap.add_argument(
+        "--celery",
+        default=None,
+        metavar="MODULE:BRIDGE",
+        help="also publish the tasks this CeleryBridge left unpublished (its sweeper)",
+    )
+    reap.add_argument(
         "--models",
         action="append",
         default=[],
         metavar="MODULE",
         help="import this module first (signal receivers; each task row carries its own rules)",
     )
-    db = commands.add_parser("db", help="Database schema.", description="Database schema.")
-    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    upgrade: _Parser = db_commands.add_parser(
-        "upgrade", help="Run the toolkit's migrations.", description="Run the toolkit's migrations."
-    )
-    upgrade.set_defaults(run=_db_upgrade)
-    _db_url(upgrade)
-    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
-    _watch_arguments(command("watch", "Show an operation's tasks live until it ends.", _watch))
-    return parser
 
 
 def _db_url(sub: argparse.ArgumentParser) -> None:
@@ -378,6 +392,7 @@ def _reap(args: argparse.Namespace) -> int:
             importlib.import_module(module)
         except ImportError as exc:
             raise CommandError(f"--models {module}: {_first_line(exc)}") from None
+    bridge = None if args.celery is None else _bridge(args.celery)
     with _database(args.db_url) as engine:
         result = reap(
             engine,
@@ -393,7 +408,23 @@ def _reap(args: argparse.Namespace) -> int:
         f"ended {_plural(len(result.requests), 'lost request')}"
         + (f"; settled {_plural(len(result.operations), 'operation')}" if result.operations else "")
     )
+    if bridge is not None:
+        print(f"published {_plural(bridge.sweep(), 'task')} left unpublished")
     return EXIT_OK
+
+
+def _bridge(path: str) -> CeleryBridge:
+    """The ``CeleryBridge`` at ``module:attribute`` (its own engine and broker)."""
+    from tasktoolkit.celery import CeleryBridge
+
+    module_name, _, attribute = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute or "bridge", None)
+    except ImportError as exc:
+        raise CommandError(f"--celery {path}: {_first_line(exc)}") from None
+    if not isinstance(found, CeleryBridge):
+        raise CommandError(f"--celery {path}: not a CeleryBridge (write MODULE:ATTRIBUTE)")
+    return found
 
 
 # -- db upgrade --------------------------------------------------------------

@@ -12,14 +12,17 @@ __all__ = [
     "ApplicationError",
     "DatabaseUnavailableError",
     "ForbiddenError",
+    "HandlerConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
+    "InvalidBrokerError",
     "InvalidCallerError",
     "InvalidDurationError",
     "InvalidErrorCodeError",
     "InvalidFilterError",
     "InvalidHeaderError",
     "InvalidProgressError",
+    "InvalidQueueError",
     "InvalidResultError",
     "InvalidRevisionError",
     "InvalidStateError",
@@ -280,6 +283,25 @@ class InvalidTaskRulesError(TaskToolkitError, ValueError):
 
     status = 400
     code = "tasktoolkit.invalid_task_rules"
+
+
+class InvalidQueueError(InvalidTaskOptionError):
+    """A queue name that is empty, has spaces or other characters than printable ASCII,
+    or is longer than 255 characters."""
+
+    code = "tasktoolkit.invalid_queue"
+
+
+class HandlerConflictError(TaskToolkitError, ValueError):
+    """A task name bound to a handler twice (on one queue bridge)."""
+
+    code = "tasktoolkit.handler_conflict"
+
+
+class InvalidBrokerError(TaskToolkitError, ValueError):
+    """A broker URL whose scheme the queue bridge does not run on (not RabbitMQ or Redis)."""
+
+    code = "tasktoolkit.invalid_broker"
 
 
 class DatabaseUnavailableError(TaskToolkitError):

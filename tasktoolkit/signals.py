@@ -44,7 +44,8 @@ _log = logging.getLogger("tasktoolkit.signals")
 class TaskChange:
     """A committed change of one task.
 
-    ``old_state`` is ``None`` for a task that was just created.
+    ``old_state`` is ``None`` for a task that was just created; ``queue`` is
+    where the task is routed (``None``: the default queue).
     """
 
     task_id: str
@@ -54,6 +55,7 @@ class TaskChange:
     name: str
     old_state: str | None
     new_state: str
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,3 +96,25 @@ def test_python_m_tasktoolkit_runs_the_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: tasktoolkit purge")
+
+
+def test_the_optional_bridges_are_imported_only_when_used() -> None:
+    """Using the library (and its command) imports neither Celery nor oslo."""
+    code = (
+        "import sys, tasktoolkit.orm, tasktoolkit.middleware, tasktoolkit.endpoints, "
+        "tasktoolkit.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('celery', 'kombu', 'oslo_context', 'oslo_log', 'oslo_policy')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_celery_extra_is_declared(wheel: tuple[Path, str]) -> None:
+    with zipfile.ZipFile(wheel[0]) as archive:
+        info = f"tasktoolkit-{tasktoolkit.__version__}.dist-info"
+        metadata = email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
+    assert "celery" in metadata.get_all("Provides-Extra", [])
+    assert any(
+        "celery[redis]" in r and 'extra == "celery"' in r
+        for r in metadata.get_all("Requires-Dist", [])
+    )

@@ -85,6 +85,7 @@ def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
         expires_at=isoformat(task.expires_at),
         result=task.result,
         not_before=isoformat(task.not_before) if task.state == "pending" else None,
+        queue=task.queue,
         attempts=attempts_view(task, admin=admin),
     )
     return view

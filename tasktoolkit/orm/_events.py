@@ -3,7 +3,8 @@
 Every way a task is created or changes state (spawning, a transition, the
 reaper, a ``Task`` added to a session) ends in :func:`record_moves`, which moves
 the counts of the tasks' operations in the same transaction and queues the
-signals.
+signals, and hands the tasks that became ``pending`` to the engine's queue
+bridge (its *dispatcher*, if it has one), to publish once they are committed.
 
 Signals are queued in ``session.info``, each tagged with the savepoint (or
 transaction) it was made in, and only when the signal has receivers. The
@@ -12,16 +13,23 @@ in it; no other session of the host's is touched. The signals go out from the
 root transaction's ``after_commit`` only: a released savepoint hands its
 signals to the enclosing one, a rolled-back savepoint drops its own (and only
 its own), and a transaction that ends without a commit drops them all, so no
-receiver ever hears of a change that was not committed.
+receiver ever hears of a change that was not committed. A dispatcher's work
+is queued the same way, whether or not any signal has receivers.
+
+A dispatcher (``tasktoolkit.celery.CeleryBridge``) is found on the connection
+the moves are counted on, under the execution option :data:`DISPATCHER` that
+the bridge sets on its engine: only that engine's sessions publish, and a
+session with nothing to publish pays one dictionary look-up.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from blinker import NamedSignal
 from sqlalchemy import event
@@ -34,16 +42,43 @@ from tasktoolkit.orm._operations import (
     count_task_transition,
     notify_changed,
     open_or_count,
+    pending_key,
 )
 from tasktoolkit.orm._records import Task
-from tasktoolkit.orm._states import OperationState
+from tasktoolkit.orm._states import OperationState, TaskState
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange, TaskChange
 
-__all__ = ["change_of", "queue_operation_finished", "record_moves"]
+__all__ = [
+    "DISPATCHER",
+    "Dispatcher",
+    "change_of",
+    "queue_cancel_asked",
+    "queue_operation_finished",
+    "record_moves",
+]
 
 _QUEUE = "tasktoolkit.signals"
 _LISTENING = "tasktoolkit.listening"
+_log = logging.getLogger("tasktoolkit.dispatch")
+#: The engine execution option that carries the engine's :class:`Dispatcher`.
+DISPATCHER = "tasktoolkit_dispatcher"
+
+
+class Dispatcher(Protocol):
+    """What a queue bridge does after a commit. Neither method may raise."""
+
+    def dispatches(self, name: str) -> bool:
+        """Whether tasks named ``name`` run on this bridge's queue."""
+        ...
+
+    def publish(self, tasks: Sequence[TaskChange]) -> None:
+        """Publish these tasks, which are now committed ``pending``."""
+        ...
+
+    def revoke(self, tasks: Sequence[TaskChange]) -> None:
+        """Ask the queue to stop these running tasks, whose cancellation was committed."""
+        ...
 
 
 class _Queued:
@@ -74,6 +109,7 @@ def change_of(task: Task, old_state: str | None) -> TaskChange:
         task.name,
         old_state,
         task.state,
+        task.queue,
     )
 
 
@@ -96,12 +132,12 @@ def record_moves(
         is known written once this transaction commits.
     """
     moment = now or utcnow()
+    conn = connection if connection is not None else session.connection()
     per_operation = Counter(
         (c.request_id, c.old_state, c.new_state) for c in changes if c.request_id is not None
     )
     finished = []
     for (operation_id, old, new), count in per_operation.items():
-        conn = connection if connection is not None else session.connection()
         if opening is not None and old is None and operation_id == opening.fields.id:
             open_or_count(conn, opening, count, now=moment)
             _queue(session, partial(_written, opening), -1)
@@ -109,16 +145,50 @@ def record_moves(
             finished.append(
                 count_task_transition(conn, operation_id, old, new, now=moment, count=count)
             )
+    ready = [c for c in changes if c.new_state == TaskState.PENDING]
     moved = [c.task_id for c in changes if c.old_state is not None]
-    if per_operation or moved:
-        # Waiting requests: the moved tasks and every operation whose counts moved.
-        conn = connection if connection is not None else session.connection()
-        notify_changed(conn, [*moved, *(operation_id for operation_id, _, _ in per_operation)])
+    if per_operation or moved or ready:
+        # Waiting requests: the moved tasks and every operation whose counts moved;
+        # idle database workers: the queues of the tasks made pending.
+        notify_changed(
+            conn,
+            [
+                *moved,
+                *(operation_id for operation_id, _, _ in per_operation),
+                *(pending_key(c.queue) for c in ready),
+            ],
+        )
     for change in changes:
         signal = signals.task_created if change.old_state is None else signals.task_state_changed
         _queue_signal(session, signal, change, 0)
     for operation in finished:
         queue_operation_finished(session, operation)
+    dispatcher = _dispatcher(conn)
+    if dispatcher is not None:
+        published = [c for c in ready if dispatcher.dispatches(c.name)]
+        if published:
+            _queue(session, partial(_guarded, dispatcher.publish, published), -1)
+
+
+def _dispatcher(connection: Connection) -> Dispatcher | None:
+    found: Dispatcher | None = connection.get_execution_options().get(DISPATCHER)
+    return found
+
+
+def queue_cancel_asked(session: Session, change: TaskChange) -> None:
+    """Once ``session`` commits, tell the engine's dispatcher that a running task was
+    asked to stop (a task that runs on its queue)."""
+    dispatcher = _dispatcher(session.connection())
+    if dispatcher is not None and dispatcher.dispatches(change.name):
+        _queue(session, partial(_guarded, dispatcher.revoke, [change]), -1)
+
+
+def _guarded(run: Callable[[Sequence[TaskChange]], None], changes: Sequence[TaskChange]) -> None:
+    """``run(changes)``; an error is logged, never raised out of a commit that is done."""
+    try:
+        run(changes)
+    except Exception:
+        _log.exception("dispatching %d committed task(s) failed", len(changes))
 
 
 def _written(pending: PendingOperation) -> None:

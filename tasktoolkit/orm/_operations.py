@@ -79,6 +79,7 @@ __all__ = [
     "open_operation",
     "open_or_count",
     "orphaned_operations",
+    "pending_key",
     "settle_operation",
     "write_finished",
 ]
@@ -98,15 +99,23 @@ def check_request_timeout(value: object, what: str = "request_timeout") -> timed
     return value
 
 
-#: The PostgreSQL channel that says which tasks and operations changed (the payload: an id).
+#: The PostgreSQL channel that says which tasks and operations changed (the payload: an id),
+#: and which queues got a task to claim (the payload: :func:`pending_key`).
 CHANGES_CHANNEL = "tasktoolkit_changes"
 _NOTIFY = text(
     f"SELECT pg_notify('{CHANGES_CHANNEL}', changed) FROM unnest(CAST(:ids AS text[])) AS changed"
 )
 
 
+def pending_key(queue: str | None) -> str:
+    """The key announcing a task made pending on ``queue`` (``None``: the default queue),
+    which wakes the database workers waiting on that queue."""
+    return f"pending:{queue or ''}"
+
+
 def notify_changed(connection: Connection, ids: Iterable[str | None]) -> None:
-    """Tell the waiting requests of every process that these records changed.
+    """Tell the waiters of every process that these records changed (or, for a
+    :func:`pending_key`, that a queue has a task to claim).
 
     On PostgreSQL, one ``NOTIFY`` per id on :data:`CHANGES_CHANNEL`, delivered
     when the transaction commits (and never if it rolls back), in one
@@ -355,11 +364,15 @@ def count_task_transition(
     :returns: the operation's change when this finished it, else ``None``.
     """
     now = now or utcnow()
-    statement = _COUNT[old_state, new_state]
-    result = connection.execute(
-        statement, {"op_id": operation_id, "op_now": now, "op_count": count}
-    )
-    if result.rowcount == 0 or new_state in ACTIVE_TASK_STATES:
+    params = {"op_id": operation_id, "op_now": now, "op_count": count}
+    if new_state in ACTIVE_TASK_STATES:
+        connection.execute(_COUNT[old_state, new_state], params)
+        return None
+    if connection.dialect.update_returning:
+        # One round trip: the count moved, and the row as it left it (to finish it).
+        row = connection.execute(_COUNT_RETURNING[old_state, new_state], params).one_or_none()
+        return None if row is None else _finish_if_done(connection, operation_id, now, row)
+    if connection.execute(_COUNT[old_state, new_state], params).rowcount == 0:
         return None
     return _finish_if_done(connection, operation_id, now)
 
@@ -431,7 +444,8 @@ _END = (
 )
 _END_RETURNING = _END.returning(*_ENDED)
 _READ_ENDED = select(*_ENDED).where(_T.c.id == _ID)
-_READ_FINISH = select(
+#: What deciding to finish an operation reads of it.
+_FINISH_COLUMNS = (
     _T.c.state,
     _T.c.http_status,
     _T.c.request_deadline,
@@ -439,7 +453,8 @@ _READ_FINISH = select(
     _T.c.path,
     _T.c.ttl_seconds,
     _IDLE.label("idle"),
-).where(_T.c.id == _ID)
+)
+_READ_FINISH = select(*_FINISH_COLUMNS).where(_T.c.id == _ID)
 _FINISH = (
     update(_T)
     .where(_T.c.id == _ID, _T.c.state == OperationState.RUNNING.value)
@@ -549,12 +564,22 @@ _COUNT: Mapping[tuple[str | None, str], Update] = MappingProxyType(
     }
 )
 
+#: The count of a move that may end the operation's last active task, returning
+#: what deciding to finish the operation needs (where the database has RETURNING).
+_COUNT_RETURNING: Mapping[tuple[str | None, str], Update] = MappingProxyType(
+    {key: statement.returning(*_FINISH_COLUMNS) for key, statement in _COUNT.items()}
+)
+
 
 def _finish_if_done(
-    connection: Connection, operation_id: str, now: datetime
+    connection: Connection, operation_id: str, now: datetime, row: Any = None
 ) -> OperationChange | None:
-    """Finish the operation if its request has ended and no task is active."""
-    row = connection.execute(_READ_FINISH, {"op_id": operation_id}).one_or_none()
+    """Finish the operation if its request has ended and no task is active.
+
+    :param row: the operation's :data:`_FINISH_COLUMNS` as just written (else read here).
+    """
+    if row is None:
+        row = connection.execute(_READ_FINISH, {"op_id": operation_id}).one_or_none()
     if (
         row is None
         or row.state != OperationState.RUNNING

@@ -177,6 +177,10 @@ class Task(RecordBase):
         Index("ix_tasktoolkit_tasks_expires", "expires_at"),
         # The reaper's pending tasks past their start deadline.
         Index("ix_tasktoolkit_tasks_start_deadline", "state", "start_deadline"),
+        # Claims by queue: seek (pending, queue) and take the oldest.
+        Index("ix_tasktoolkit_tasks_queue", "state", "queue", "created_at", "id"),
+        # The queue bridge's sweeper: pending tasks never published, oldest first.
+        Index("ix_tasktoolkit_tasks_unpublished", "state", "published_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(exact_string(36), primary_key=True)
@@ -207,6 +211,12 @@ class Task(RecordBase):
     not_before: Mapped[datetime | None]
     #: The rest of the task name's rules, as applied at spawn (JSON; see ``_rules.py``).
     rules: Mapped[str | None] = mapped_column(String(255))
+    #: Where the task is routed (a Celery queue, a database worker's ``queues``);
+    #: ``None``: the default queue.
+    queue: Mapped[str | None] = mapped_column(exact_string(255))
+    #: When a queue bridge last published the task; ``None`` while it waits to
+    #: be published (again, after a re-queue).
+    published_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

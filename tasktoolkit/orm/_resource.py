@@ -68,9 +68,8 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit import context
-from tasktoolkit._checks import RESOURCE_TYPE, TASK_NAME
+from tasktoolkit._checks import RESOURCE_TYPE, check_queue, check_task_name
 from tasktoolkit.errors import (
-    InvalidTaskNameError,
     InvalidTaskOptionError,
     InvalidTaskRulesError,
     NotAResourceError,
@@ -360,6 +359,7 @@ def spawn_tasks(
     *,
     message: str | None = None,
     rules: TaskRules | None = None,
+    queue: str | None = None,
 ) -> list[Task]:
     """Spawn one ``pending`` task per ``(resource, name)`` pair, across resources.
 
@@ -370,10 +370,14 @@ def spawn_tasks(
     :param message: an initial message for every task.
     :param rules: these rules for every task instead of their names' (a
         one-off spawn whose needs differ from the declaration).
+    :param queue: where the tasks are routed (a Celery queue; ``Worker(queues=...)``),
+        ``None`` for the default queue (:class:`~tasktoolkit.errors.InvalidQueueError`
+        unless 1 to 255 printable ASCII characters without spaces).
     """
     items = list(items)
     if rules is not None and not isinstance(rules, TaskRules):
         raise InvalidTaskOptionError(f"rules must be TaskRules, got {rules!r}")
+    queue = check_queue(queue)
     _check_items(session, items)
     if not items:
         return []
@@ -382,6 +386,7 @@ def spawn_tasks(
     options = {
         "message": message,
         "not_before": None,
+        "queue": queue,
         "request_id": ctx.operation_id if ctx else None,
         "user_id": ctx.user_id if ctx else None,
         "created_at": now,
@@ -417,10 +422,7 @@ def _check_items(session: Session, items: list[tuple[TaskResource, str]]) -> Non
         info = _REGISTRY.get(getattr(type(resource), "__resource_type__", ""))
         if info is None or not isinstance(resource, info.cls):
             raise NotAResourceError(f"{resource!r} is not a task resource")
-        if not isinstance(name, str) or not TASK_NAME.match(name):
-            raise InvalidTaskNameError(
-                f"task name must be 1-128 letters, digits or '_.:-' (not first), got {name!r}"
-            )
+        check_task_name(name)
         state = inspect(resource)
         if state.transient or state.detached or state.deleted or state.was_deleted:
             raise TransientResourceError(

@@ -35,12 +35,13 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import insert, inspect, select, update
+from sqlalchemy import Select, insert, inspect, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -56,7 +57,7 @@ from tasktoolkit.errors import (
     TaskNotFoundError,
     TaskNotHeldError,
 )
-from tasktoolkit.orm._events import change_of, record_moves
+from tasktoolkit.orm._events import change_of, queue_cancel_asked, record_moves
 from tasktoolkit.orm._operations import notify_changed
 from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
@@ -88,9 +89,11 @@ __all__ = [
     "fail_not_started",
     "fail_task",
     "hand_back",
+    "known_task",
     "not_held",
     "reap_lost",
     "report_progress",
+    "start_oldest",
     "start_task",
     "succeed_task",
     "transition",
@@ -211,16 +214,29 @@ def _load(session: Session, task_id: str, *, lock: bool) -> Task:
 
 
 def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: datetime) -> Task:
-    """The read / decide / compare-and-set / retry loop of every change of a task."""
+    """The read / decide / compare-and-set / retry loop of every change of a task.
+
+    A task the caller already holds a snapshot of (:func:`known_task`, a
+    worker's claimed task) is not read first: the compare-and-set then also
+    requires every column a decision reads to be as in the snapshot, so a
+    stale one costs a locked read and a second decision, never a wrong move.
+    """
+    snapshot = _known(session, task_id)
     for attempt in range(_MAX_RETRIES):
         locked = attempt > 0
-        task = _load(session, task_id, lock=locked)
+        task = (
+            snapshot
+            if snapshot is not None and not locked
+            else _load(session, task_id, lock=locked)
+        )
         change = decide(task)
         if isinstance(change, Exception):
             if locked:
                 raise change
             continue  # the read may be a stale snapshot: confirm on the current row
         where = [_T.c.id == task_id, _T.c.state == task.state, *change.where]
+        if task is snapshot:
+            where += _as_read(task)
         result = _execute(session, update(_T).where(*where).values(change.values))
         if result.rowcount != 1:
             continue  # another process changed it first: read again and decide again
@@ -263,6 +279,33 @@ def _attempt_of(target: TaskState, values: dict[str, Any]) -> dict[str, Any]:
     return attempt
 
 
+_KNOWN = "tasktoolkit.known_tasks"
+
+
+@contextmanager
+def known_task(session: Session, task: Task) -> Iterator[None]:
+    """Within the block, changes of ``task`` in ``session`` start from this snapshot
+    instead of reading the row (see :func:`_apply`)."""
+    known: dict[str, Task] = session.info.setdefault(_KNOWN, {})
+    known[task.id] = task
+    try:
+        yield
+    finally:
+        known.pop(task.id, None)
+
+
+def _known(session: Session, task_id: str) -> Task | None:
+    known: dict[str, Task] | None = session.info.get(_KNOWN)
+    return None if not known else known.get(task_id)
+
+
+def _as_read(task: Task) -> list[ColumnElement[bool]]:
+    """The columns a decision reads, as in the snapshot ``task`` (every change already
+    requires its attempt to be the one read)."""
+    host = _T.c.host.is_(None) if task.host is None else _T.c.host == task.host
+    return [_T.c.cancel_requested == bool(task.cancel_requested), host]
+
+
 def _refresh_active_tasks(session: Session, task: Task) -> None:
     """Expire the loaded ``active_tasks`` of the task's resource, if it is in ``session``.
 
@@ -299,10 +342,7 @@ def _move(
     # later): the attempt we count from, or end, must be the one we read.
     where = [_T.c.attempts == task.attempts]
     if target == TaskState.RUNNING:
-        written.update(started_at=now, heartbeat_at=now, attempts=task.attempts + 1)
-        written["not_before"] = None
-        if host is not None:
-            written["host"] = host
+        written.update(_started(now, host, attempts=task.attempts + 1))
     if target in TERMINAL_TASK_STATES:
         expires_at = row_rules(task.rules).expires_at(now, target.value)
         written.update(finished_at=now, expires_at=expires_at)
@@ -334,6 +374,7 @@ def _requeue(
         "cancel_requested": False,
         "not_before": not_before,
         "start_deadline": row_rules(task.rules).start_deadline(not_before),
+        "published_at": None,  # a queue bridge publishes it again
         "message": _message(message),
     }
     where = [_T.c.attempts == task.attempts, _T.c.host == task.host]
@@ -343,6 +384,66 @@ def _requeue(
 def _retry_delay(task: Task) -> timedelta:
     """The backoff after the task's current attempt."""
     return row_rules(task.rules).delay(task.attempts)
+
+
+def _started(now: datetime, host: str | None, *, attempts: Any) -> dict[str, Any]:
+    """What a start writes: ``pending`` -> ``running``, the attempt counted, held by ``host``."""
+    written = {
+        "state": TaskState.RUNNING.value,
+        "updated_at": now,
+        "started_at": now,
+        "heartbeat_at": now,
+        "attempts": attempts,
+        "not_before": None,
+    }
+    if host is not None:
+        written["host"] = host
+    return written
+
+
+def start_oldest(
+    session: Session,
+    candidates: Select[Any],
+    *,
+    host: str,
+    now: datetime,
+    count: int,
+    also: ColumnElement[Any],
+) -> list[tuple[Task, Any]]:
+    """Start the first ``count`` of ``candidates`` (a query of task ids, oldest first) that no
+    one else holds, in one statement: ``UPDATE ... FROM`` a materialized ``SELECT ... FOR
+    UPDATE SKIP LOCKED LIMIT n ... RETURNING``. For PostgreSQL.
+
+    The same move as :func:`start_task`, without reading the rows first: the
+    locked rows are ``pending`` (the query says so, and the lock holds them),
+    and the ``UPDATE`` checks it again.
+
+    :param also: one more value to return per task (a scalar subquery on the row).
+    :returns: the started tasks, oldest first, each with its ``also``.
+    """
+    # Materialized, so evaluated once: as "id IN (SELECT ... SKIP LOCKED)" the
+    # subquery may run again per row, each run skipping the rows the last one
+    # locked, and start more than ``count`` tasks.
+    first = (
+        candidates.limit(count)
+        .with_for_update(skip_locked=True)
+        .cte("tt_claimed")
+        .prefix_with("MATERIALIZED")
+    )
+    statement = (
+        update(Task)
+        .where(Task.id == first.c.id, Task.state == TaskState.PENDING.value)
+        .values(_started(now, host, attempts=Task.attempts + 1))
+        .returning(Task, also)
+    )
+    rows = session.execute(statement, execution_options={"synchronize_session": False})
+    started = sorted(((row[0], row[1]) for row in rows), key=lambda r: (r[0].created_at, r[0].id))
+    for task, _ in started:
+        _refresh_active_tasks(session, task)
+    if started:
+        moves = [change_of(task, TaskState.PENDING.value) for task, _ in started]
+        record_moves(session, moves, now=now)
+    return started
 
 
 def transition(
@@ -672,7 +773,10 @@ def cancel_task(session: Session, task_id: str, *, now: datetime | None = None) 
             values={},
         )
 
-    return _apply(session, task_id, decide, TaskState.CANCELLED.value, moment)
+    task = _apply(session, task_id, decide, TaskState.CANCELLED.value, moment)
+    if task.state == TaskState.RUNNING:
+        queue_cancel_asked(session, change_of(task, task.state))
+    return task
 
 
 def cancel_operation(

@@ -60,12 +60,15 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit import context
+from tasktoolkit._checks import check_queue, whole_number
 from tasktoolkit.errors import (
+    InvalidQueueError,
     InvalidTransitionError,
     TaskCancelRequested,
     TaskFailure,
@@ -76,6 +79,8 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
+from tasktoolkit.orm._listening import Polling, Subscription, Waiter, waiter_for
+from tasktoolkit.orm._operations import pending_key
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
@@ -86,20 +91,35 @@ from tasktoolkit.orm._transitions import (
     check_host,
     fail_task,
     hand_back,
+    known_task,
     not_held,
     report_progress,
+    start_oldest,
     succeed_task,
     transition,
 )
 from tasktoolkit.orm._types import utcnow
 
-__all__ = ["WORKER_ERROR", "Job", "Worker", "cancel_requested", "claim_task", "heartbeat"]
+__all__ = [
+    "WORKER_ERROR",
+    "Job",
+    "Worker",
+    "cancel_requested",
+    "claim_task",
+    "claim_tasks",
+    "claimable",
+    "heartbeat",
+]
 
 _R = TypeVar("_R")
 _log = logging.getLogger("tasktoolkit.worker")
 #: Candidates read at once by the compare-and-set claim (SQLite).
 _CANDIDATES = 16
 _MAX_ROUNDS = 50
+#: The most tasks one claim starts.
+_MOST = 1000
+#: The longest a worker waiting to be woken goes without looking for a task.
+_RECHECK = 10.0
 #: The error code of a task whose worker code raised an unexpected exception.
 WORKER_ERROR = "worker_error"
 #: The first and the longest pause between two tries to record an outcome.
@@ -117,44 +137,102 @@ def _check_names(names: Iterable[str]) -> list[str]:
     return checked
 
 
+def _check_queues(queues: Iterable[str | None]) -> tuple[str | None, ...]:
+    if isinstance(queues, str):
+        queues = [queues]
+    checked = tuple(dict.fromkeys(check_queue(q) for q in queues))
+    if not checked:
+        raise InvalidQueueError("claim needs one or more queues (None: the default queue)")
+    return checked
+
+
+def _in_queues(queues: tuple[str | None, ...]) -> ColumnElement[bool]:
+    """Routed to one of ``queues`` (``None``: the default queue)."""
+    named = [q for q in queues if q is not None]
+    either: list[ColumnElement[bool]] = []
+    if None in queues:
+        either.append(_T.c.queue.is_(None))
+    if named:
+        either.append(_T.c.queue == named[0] if len(named) == 1 else _T.c.queue.in_(named))
+    return either[0] if len(either) == 1 else or_(*either)
+
+
+def claimable(
+    names: Iterable[str], queues: Iterable[str | None] = (None,), *, now: datetime
+) -> Select[Any]:
+    """The pending tasks named one of ``names`` on one of ``queues`` that may start at
+    ``now`` (no backoff ahead), oldest first.
+
+    Served by ``ix_tasktoolkit_tasks_queue`` (state, queue, created_at, id).
+    """
+    return (
+        select(_T.c.id)
+        .where(
+            _T.c.state == TaskState.PENDING.value,
+            _in_queues(_check_queues(queues)),
+            _T.c.name.in_(_check_names(names)),
+            or_(_T.c.not_before.is_(None), _T.c.not_before <= now),
+        )
+        .order_by(_T.c.created_at, _T.c.id)
+    )
+
+
 def claim_task(
-    session: Session, names: Iterable[str], *, host: str, now: datetime | None = None
+    session: Session,
+    names: Iterable[str],
+    *,
+    host: str,
+    queues: Iterable[str | None] = (None,),
+    now: datetime | None = None,
 ) -> Task | None:
     """Start the oldest pending task named one of ``names`` that may start now, held by ``host``.
 
     Call it at the start of a transaction and commit soon after: on
     PostgreSQL and MariaDB the claimed row stays locked until then.
 
+    :param queues: the queues to claim from; ``None`` is the default queue (the
+        tasks spawned without one).
     :returns: the started task, or ``None`` when no pending task is left.
     """
-    claimed = _claim(session, names, host=host, now=now or utcnow())
-    return None if claimed is None else claimed[0]
+    claimed = claim_tasks(session, names, host=host, queues=queues, count=1, now=now)
+    return claimed[0][0] if claimed else None
 
 
-def _claim(
-    session: Session, names: Iterable[str], *, host: str, now: datetime
-) -> tuple[Task, str | None] | None:
-    """:func:`claim_task`, with the global request id of the task's operation."""
-    wanted = _check_names(names)
+def claim_tasks(
+    session: Session,
+    names: Iterable[str],
+    *,
+    host: str,
+    queues: Iterable[str | None] = (None,),
+    count: int,
+    now: datetime | None = None,
+) -> list[tuple[Task, str | None]]:
+    """Start the ``count`` oldest pending tasks named one of ``names`` (fewer if fewer may
+    start), held by ``host``, oldest first, each with the global request id of its
+    operation; as :func:`claim_task`.
+
+    On PostgreSQL one statement starts them all (``UPDATE ... FROM`` a
+    materialized ``SELECT ... FOR UPDATE SKIP LOCKED LIMIT n ... RETURNING``);
+    elsewhere one by one.
+    """
     host = check_host(host)
-    query = (
-        select(_T.c.id, _GLOBAL_ID.label("global_request_id"))
-        .where(
-            _T.c.state == TaskState.PENDING.value,
-            _T.c.name.in_(wanted),
-            or_(_T.c.not_before.is_(None), _T.c.not_before <= now),
-        )
-        .order_by(_T.c.created_at, _T.c.id)
-    )
+    whole_number(count, "count", maximum=_MOST)
+    moment = now or utcnow()
+    query = claimable(names, queues, now=moment)
     skip_locked = supports_skip_locked(session)
+    if skip_locked and session.get_bind().dialect.update_returning:
+        return start_oldest(session, query, host=host, now=moment, count=count, also=_GLOBAL_ID)
+    started: list[tuple[Task, str | None]] = []
+    with_global_id = query.add_columns(_GLOBAL_ID)
     for _ in range(_MAX_ROUNDS):
         if skip_locked:
-            candidates = session.execute(query.limit(1).with_for_update(skip_locked=True)).all()
+            batch = with_global_id.limit(1).with_for_update(skip_locked=True)
         else:
-            candidates = session.execute(query.limit(_CANDIDATES)).all()
+            batch = with_global_id.limit(_CANDIDATES)
+        candidates = session.execute(batch).all()
         if not candidates:
-            return None
-        for task_id, global_request_id in candidates:
+            break
+        for task_id, global_id in candidates:
             try:
                 task = transition(
                     session,
@@ -162,12 +240,25 @@ def _claim(
                     TaskState.RUNNING,
                     expected=TaskState.PENDING,
                     host=host,
-                    now=now,
+                    now=moment,
                 )
             except (InvalidTransitionError, TaskNotFoundError):
                 continue  # another worker took it (or its resource went): try the next
-            return task, global_request_id
-    return None
+            started.append((task, global_id))
+            if len(started) == count or skip_locked:
+                break
+        if len(started) == count:
+            break
+    return started
+
+
+def _global_id(session: Session, task: Task) -> str | None:
+    if task.request_id is None:
+        return None
+    found: str | None = session.execute(
+        select(_O.c.global_request_id).where(_O.c.id == task.request_id)
+    ).scalar()
+    return found
 
 
 def heartbeat(session: Session, task_id: str, *, host: str, now: datetime | None = None) -> bool:
@@ -210,6 +301,9 @@ class Worker:
 
     :param bind: an engine, or a ``sessionmaker`` of the host app.
     :param names: the task names this worker does (for :meth:`claim`).
+    :param queues: the queues it claims from (a Neutron-style agent's host);
+        ``None`` in them is the default queue, of the tasks spawned without
+        one. Default: the default queue only.
     :param host: the worker's identity; ``<hostname>:<pid>`` by default. Give
         each thread of a process its own if several claim tasks.
     :param deadline: seconds each of its own transactions may take; one whose
@@ -226,17 +320,24 @@ class Worker:
         bind: Engine | sessionmaker[Session],
         names: Iterable[str] = (),
         *,
+        queues: Iterable[str | None] = (None,),
         host: str | None = None,
         deadline: float | None = DEFAULT_DEADLINE,
         retryable: RetryPredicate | None = None,
     ) -> None:
         if isinstance(bind, Engine):
             self._sessions: sessionmaker[Session] = short_sessions(bind)
+            self._engine: Engine | None = bind
         elif isinstance(bind, sessionmaker):
             self._sessions = bind
+            found = bind.kw.get("bind")
+            self._engine = found if isinstance(found, Engine) else None
         else:
             raise TypeError(f"Worker needs an Engine or a sessionmaker, got {bind!r}")
         self.names: tuple[str, ...] = tuple(names) if not isinstance(names, str) else (names,)
+        self.queues = _check_queues(queues)
+        self._lock = threading.Lock()
+        self._waiting: Waiter | None = None
         self.host = check_host(self.default_host() if host is None else host)
         self.deadline = check_deadline(deadline)
         if retryable is not None and not callable(retryable):
@@ -321,21 +422,85 @@ class Worker:
 
     # -- claims and reports ------------------------------------------------
 
-    def claim(self, names: Iterable[str] | None = None) -> Job | None:
+    def claim(self, names: Iterable[str] | None = None, *, wait: float = 0.0) -> Job | None:
         """Start the oldest pending task among ``names`` (default: the worker's).
 
+        :param wait: seconds to wait for a task when none is pending, holding no
+            transaction and no connection meanwhile: on PostgreSQL the worker
+            sleeps until a task is made pending on one of its queues (a
+            ``NOTIFY`` sent in the spawning transaction, heard by the process's
+            one ``LISTEN`` connection), looking again every 10 s at most (a
+            retry whose backoff ends sends none); elsewhere it polls, 50 ms
+            after the first look, then twice as long each time, up to 1 s.
+            :meth:`stop` ends the wait.
         :returns: the claimed :class:`Job`, or ``None`` when nothing is pending
-            (or the worker is stopping).
+            (within ``wait``), or the worker is stopping.
         """
-        if self.stopping:
-            return None
+        jobs = self.claim_many(1, names, wait=wait)
+        return jobs[0] if jobs else None
+
+    def claim_many(
+        self, count: int, names: Iterable[str] | None = None, *, wait: float = 0.0
+    ) -> list[Job]:
+        """Start up to ``count`` of the oldest pending tasks among ``names``, in one
+        transaction (one statement on PostgreSQL); oldest first. ``wait`` as for
+        :meth:`claim`, until at least one is claimed.
+
+        Every job is held (``running``) from now on: claim no more than this
+        worker finishes within their heartbeat timeout, or heartbeat them all.
+        """
         wanted = self.names if names is None else names
 
-        def claim(session: Session) -> Job | None:
-            claimed = _claim(session, wanted, host=self.host, now=utcnow())
-            return None if claimed is None else Job._of(self, *claimed)
+        def claim(session: Session) -> list[Job]:
+            claimed = claim_tasks(
+                session, wanted, host=self.host, queues=self.queues, count=count, now=utcnow()
+            )
+            return [Job._of(self, task, global_id) for task, global_id in claimed]
 
-        return self._run(claim)
+        if self.stopping:
+            return []
+        if wait <= 0:
+            return self._run(claim)
+        until = time.monotonic() + wait
+        # Subscribed before the first look: a task spawned between a look
+        # that found nothing and the sleep still wakes the sleep.
+        with self._waiter().subscribe(*(pending_key(q) for q in self.queues)) as pending:
+            while not self._stopping.is_set():
+                jobs = self._run(claim)
+                left = until - time.monotonic()
+                if jobs or left <= 0:
+                    return jobs
+                if not self._sleep(pending, min(left, _RECHECK)) and time.monotonic() >= until:
+                    return []  # nothing heard of until the end: no last look
+        return []
+
+    def _sleep(self, pending: Subscription, seconds: float) -> bool:
+        """Wait on ``pending`` up to ``seconds``, a second at a time so that :meth:`stop`
+        ends the wait soon; whether a change was heard of."""
+        end = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if pending.wait(min(left, 1.0)):
+                return True
+            if not pending.pushed:
+                return False  # a polling pause is over: look again
+        return False
+
+    def _waiter(self) -> Waiter:
+        with self._lock:
+            if self._waiting is None:
+                self._waiting = waiter_for(self._engine) if self._engine else Polling()
+            return self._waiting
+
+    def close(self) -> None:
+        """Let go of what :meth:`claim` waits with (the process's ``LISTEN`` connection
+        is closed with its last user)."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.close()
 
     def start(self, task_id: str) -> Job:
         """Start one given pending task (``pending`` -> ``running``) for this worker.
@@ -347,10 +512,7 @@ class Worker:
             task = transition(
                 session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
             )
-            global_id = session.execute(
-                select(_O.c.global_request_id).where(_O.c.id == task.request_id)
-            ).scalar()
-            return Job._of(self, task, global_id)
+            return Job._of(self, task, _global_id(session, task))
 
         return self._run(start)
 
@@ -471,6 +633,8 @@ class Job:
     finished: bool = False
     _contact: float = field(default_factory=time.monotonic, repr=False)
     _token: Any = field(default=None, repr=False)
+    #: The task as claimed: the move ending the job starts from it (``known_task``).
+    _task: Task | None = field(default=None, repr=False)
 
     @classmethod
     def _of(cls, worker: Worker, task: Task, global_request_id: str | None = None) -> Job:
@@ -485,6 +649,7 @@ class Job:
             task.max_attempts,
             task.heartbeat_timeout,
             global_request_id,
+            _task=task,
         )
 
     @property
@@ -513,8 +678,17 @@ class Job:
     def _finish(
         self, work: Callable[[Session], object], session: Session | None, *, wait: bool = True
     ) -> None:
+        """``work``, the move ending the job, from the task as claimed: no read first."""
         held_until = self._contact + self.heartbeat_timeout if wait else 0.0
-        self.worker._run_until(work, session, held_until)
+        snapshot = self._task
+
+        def finish(s: Session) -> object:
+            if snapshot is None:
+                return work(s)
+            with known_task(s, snapshot):
+                return work(s)
+
+        self.worker._run_until(finish, session, held_until)
         self.finished = True
 
     def heartbeat(self) -> bool:

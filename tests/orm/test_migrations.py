@@ -98,6 +98,14 @@ def tables(url: URL) -> set[str]:
         engine.dispose()
 
 
+def columns(url: URL, table: str) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    try:
+        return list(inspect(engine).get_columns(table))
+    finally:
+        engine.dispose()
+
+
 def test_host_migrations_match_the_models(backend: str, empty_url: URL) -> None:
     migrations.upgrade(empty_url)
     assert migrations.current(empty_url) == migrations.heads()[0]
@@ -118,7 +126,7 @@ def test_host_migrations_match_the_models(backend: str, empty_url: URL) -> None:
         "ck_tasktoolkit_tasks_progress",
         "ck_tasktoolkit_tasks_state",
     ]
-    assert len(result["datetime_types"]) == 16
+    assert len(result["datetime_types"]) == 17
     assert set(result["datetime_types"].values()) == {DATETIME_TYPE[backend]}
     assert "No new upgrade operations detected" in host_alembic("check", url=empty_url)
 
@@ -207,6 +215,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0004"
+    assert "queue" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0003"
     assert "tasktoolkit_task_attempts" not in tables(empty_url)
     migrations.downgrade(empty_url, "-1")
@@ -223,7 +234,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
     migrations.upgrade(empty_url, "+3")
-    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0004"
+    assert migrations.current(empty_url) == "tasktoolkit_0004"
+    migrations.upgrade(empty_url, "+1")
+    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0005"
 
 
 def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL) -> None:

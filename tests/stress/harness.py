@@ -61,6 +61,8 @@ class Plan:
     chatty: bool = True
     #: Whether a purge (and reaper) process runs alongside.
     purge: bool = True
+    #: How many tasks a worker claims per transaction (``Worker.claim_many``).
+    claim_batch: int = 1
     deadline_s: float = 240.0
 
 
@@ -198,8 +200,11 @@ def worker_process(url: str, host: str, plan: Plan, out: str, deadline: float) -
     first = last = None
     try:
         while time.time() < deadline:
-            job = worker.claim()
-            if job is None:
+            if plan.claim_batch > 1:
+                jobs = worker.claim_many(plan.claim_batch)
+            else:
+                jobs = [job] if (job := worker.claim()) is not None else []
+            if not jobs:
                 with Session(engine) as s:
                     pending = s.execute(
                         select(tasks_table.c.id).where(tasks_table.c.state == "pending").limit(1)
@@ -208,17 +213,8 @@ def worker_process(url: str, host: str, plan: Plan, out: str, deadline: float) -
                     break
                 continue  # all pending rows were locked by other claims a moment ago
             first = first or time.time()
-            outcome = "succeeded"
-            with job:
-                if plan.chatty:
-                    job.progress(50, "half way")
-                    if job.cancel_requested():
-                        outcome = "cancelled"
-                        raise TaskCancelRequested(job.id)
-                if int(job.id[:8], 16) % plan.fail_one_in == 0:
-                    outcome = "failed"
-                    raise TaskFailure("stress", "failed on purpose")
-            moves.append((job.id, host, outcome))
+            for job in jobs:
+                moves.append((job.id, host, _work(job, plan)))
             last = time.time()
         else:
             problems.append(f"{host}: deadline passed")
@@ -227,6 +223,21 @@ def worker_process(url: str, host: str, plan: Plan, out: str, deadline: float) -
     finally:
         _dump(out, {"moves": moves, "problems": problems, "first": first, "last": last})
         engine.dispose()
+
+
+def _work(job: orm.Job, plan: Plan) -> str:
+    """Do one claimed job as the plan says; the state it ends in."""
+    outcome = "succeeded"
+    with job:
+        if plan.chatty:
+            job.progress(50, "half way")
+            if job.cancel_requested():
+                outcome = "cancelled"
+                raise TaskCancelRequested(job.id)
+        if int(job.id[:8], 16) % plan.fail_one_in == 0:
+            outcome = "failed"
+            raise TaskFailure("stress", "failed on purpose")
+    return outcome
 
 
 def canceller_process(url: str, task_ids: list[str], out: str, deadline: float) -> None:

@@ -1,0 +1,177 @@
+"""Real brokers and real ``celery worker`` processes for the bridge tests.
+
+Each test module runs once per broker (RabbitMQ, Redis) and database
+(SQLite, PostgreSQL): a private broker space (:mod:`tests.brokers`), the
+module's database, and two Celery workers of two processes each
+(``prefork``): ``a`` consumes the default queue and ``host-a``, ``b`` the
+default queue only. The test process publishes through a bridge of its own
+whose broker connection goes through a :class:`~tests.proxy.TcpProxy`, so a
+test can take the broker away from the API side only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import kombu.pools
+import pytest
+from sqlalchemy.engine import URL, Engine
+
+from tasktoolkit.celery import CeleryBridge
+from tests.brokers import BROKERS, private_broker
+from tests.databases import engine_for
+from tests.proxy import TcpProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = ("quick", "hang", "polite", "flaky")
+#: The workers: name -> the queues it consumes besides the default one.
+WORKERS = {"a": ["host-a"], "b": []}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The bridge is tested on SQLite and PostgreSQL."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A private broker space on RabbitMQ or Redis."""
+    with private_broker(str(request.param)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def engine(backend: str, database_url: Callable[[str], URL]) -> Iterator[Engine]:
+    """The module's database (SQLite in WAL mode: several processes share the file)."""
+    from tasktoolkit import orm
+
+    eng = engine_for(database_url(backend))
+    orm.drop_all(eng)
+    orm.create_all(eng)
+    if backend == "sqlite":
+        with eng.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    yield eng
+    orm.drop_all(eng)
+    eng.dispose()
+
+
+@dataclass
+class Workers:
+    """The Celery worker processes of a module, and what their handlers recorded."""
+
+    runs_file: Path
+    logs: dict[str, Path]
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str) -> None:
+        queues = ",".join(["celery", *WORKERS[name]])
+        log = self.logs[name].open("ab")
+        self.processes[name] = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "tests.celery.worker_app", "worker",
+                "-P", "prefork", "-c", "2", "-Q", queues, "-n", f"{name}@%h",
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
+            ],
+            cwd=ROOT,
+            env={**self.env, "TT_WORKER_NAME": name},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        wait_for(lambda: "ready." in self.log(name), f"worker {name} ready", seconds=60)
+
+    def log(self, name: str | None = None) -> str:
+        """What worker ``name`` (default: every worker) logged so far."""
+        names = [name] if name else list(self.logs)
+        return "".join(
+            self.logs[n].read_text(errors="replace") for n in names if self.logs[n].exists()
+        )
+
+    def runs(self, task_id: str | None = None) -> list[tuple[str, int, str, str, int]]:
+        """``(task id, attempt, event, worker, pid)`` of every line recorded (of one task)."""
+        if not self.runs_file.exists():
+            return []
+        lines = [line.split() for line in self.runs_file.read_text().splitlines() if line]
+        found = [(t, int(n), e, w, int(p)) for t, n, e, w, p in lines]
+        return [r for r in found if task_id is None or r[0] == task_id]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGQUIT)  # cold shutdown: no waiting for tasks
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_for(check: Callable[[], object], what: str, *, seconds: float = 30.0) -> None:
+    """Poll ``check`` until it is true, or fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    pause = 0.02
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
+@pytest.fixture(scope="module")
+def workers(
+    broker_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workers]:
+    """Two Celery workers (``a`` and ``b``), two processes each, for the module."""
+    tmp = tmp_path_factory.mktemp("celery")
+    env = {
+        **os.environ,
+        "TT_BROKER_URL": broker_url,
+        "TT_DB_URL": engine.url.render_as_string(hide_password=False),
+        "TT_RUNS": str(tmp / "runs.txt"),
+        "PYTHONPATH": str(ROOT),
+    }
+    handle = Workers(tmp / "runs.txt", {n: tmp / f"worker-{n}.log" for n in WORKERS}, env)
+    try:
+        for name in WORKERS:
+            handle.start(name)
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(broker_url: str) -> Iterator[TcpProxy]:
+    """A proxy to the broker, for the test process's bridge."""
+    parts = urlsplit(broker_url)
+    tcp = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 0)
+    yield tcp
+    tcp.close()
+
+
+@pytest.fixture(scope="module")
+def bridge(
+    broker_url: str, engine: Engine, proxy: TcpProxy, workers: Workers
+) -> Iterator[CeleryBridge]:
+    """The API side's bridge on the module's engine, through the proxy; it publishes
+    the test names, whose handlers live in the workers only. Sweeps at once."""
+    parts = urlsplit(broker_url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    through = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    made = CeleryBridge(through, engine, names=NAMES, sweep_after=0)
+    made.app.conf.broker_connection_timeout = 2
+    yield made
+    made.close()
+    kombu.pools.reset()  # the process's producer connections, closed

@@ -1,0 +1,106 @@
+"""Bad input to the Celery bridge: typed errors at binding, before any broker is reached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+
+from tasktoolkit.celery import CeleryBridge, check_broker_url
+from tasktoolkit.errors import HandlerConflictError, InvalidBrokerError, InvalidTaskNameError
+from tasktoolkit.orm import Job
+
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    """No database is reached: one SQLite engine is enough."""
+    return "sqlite"
+
+
+@pytest.fixture
+def memory_engine() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("sqs://key:secret@", id="sqs"),
+        pytest.param("memory://", id="memory"),
+        pytest.param("http://127.0.0.1:5672", id="http"),
+        pytest.param("amqp://127.0.0.1//;kafka://127.0.0.1", id="one-failover-of-another-kind"),
+        pytest.param("", id="empty"),
+        pytest.param("127.0.0.1:5672", id="no-scheme"),
+    ],
+)
+def test_an_unknown_broker_scheme_is_refused(memory_engine: Engine, url: str) -> None:
+    with pytest.raises(InvalidBrokerError, match=r"RabbitMQ or Redis|broker URL"):
+        CeleryBridge(url, memory_engine)
+
+
+def test_a_password_is_not_shown_in_the_error() -> None:
+    with pytest.raises(InvalidBrokerError) as raised:
+        check_broker_url("sqs://user:s3cret@host")
+    assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("amqp://guest:guest@127.0.0.1:5672//", id="amqp"),
+        pytest.param("pyamqp://127.0.0.1", id="pyamqp"),
+        pytest.param("redis://127.0.0.1:6379/3", id="redis"),
+        pytest.param("rediss://127.0.0.1:6380/0", id="rediss"),
+        pytest.param("amqp://a//;amqp://b//", id="failover"),
+    ],
+)
+def test_rabbitmq_and_redis_urls_are_taken(url: str) -> None:
+    assert check_broker_url(url) == url
+
+
+def test_a_handler_bound_twice_is_refused(memory_engine: Engine) -> None:
+    bridge = CeleryBridge("redis://127.0.0.1:6379/0", memory_engine)
+
+    @bridge.handler("wire")
+    def wire(job: Job) -> None:
+        pass
+
+    with pytest.raises(HandlerConflictError, match="'wire' already has a handler"):
+
+        @bridge.handler("wire")
+        def wire_again(job: Job) -> None:
+            pass
+
+    assert bridge.handler_of("wire") is wire
+    assert bridge.names == {"wire"}
+
+
+@pytest.mark.parametrize("name", ["", "two words", "-leading", 7])
+def test_a_bad_task_name_is_refused(memory_engine: Engine, name: object) -> None:
+    with pytest.raises(InvalidTaskNameError):
+        CeleryBridge("redis://127.0.0.1:6379/0", memory_engine, names=[name])  # type: ignore[list-item]
+    bridge = CeleryBridge("redis://127.0.0.1:6379/0", memory_engine)
+    with pytest.raises(InvalidTaskNameError):
+        bridge.handler(name)  # type: ignore[arg-type]
+
+
+def test_the_bridge_needs_an_engine() -> None:
+    with pytest.raises(TypeError, match="needs an Engine"):
+        CeleryBridge("redis://127.0.0.1:6379/0", "sqlite://")  # type: ignore[arg-type]
+
+
+def test_the_bridge_sets_what_celery_needs(memory_engine: Engine) -> None:
+    bridge = CeleryBridge("amqp://guest:guest@127.0.0.1:5672//", memory_engine)
+
+    @bridge.handler("wire")
+    def wire(job: Job) -> None:
+        pass
+
+    task = bridge.app.tasks["tasktoolkit.wire"]
+    assert (task.acks_late, task.reject_on_worker_lost, task.max_retries) == (True, True, 0)
+    assert bridge.app.conf.worker_prefetch_multiplier == 1
+    assert bridge.app.conf.broker_transport_options["confirm_publish"] is True

@@ -1,0 +1,294 @@
+"""The Celery bridge against real brokers and real ``celery worker`` processes.
+
+Every test runs on RabbitMQ and Redis, on SQLite and PostgreSQL (see
+``conftest.py``): tasks are spawned in the test process, published after
+commit through its bridge, and run by the handlers of
+``tests/celery/worker_app.py`` in the workers' processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import webtest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit import cli, orm
+from tasktoolkit.celery import CeleryBridge
+from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
+from tasktoolkit.orm import Task, TaskRules, cancel_task
+from tasktoolkit.orm._events import DISPATCHER, change_of
+from tests.celery.conftest import Workers, wait_for
+from tests.middleware.apps import cluster_app
+from tests.models import Cluster
+from tests.orm._db import task_row
+from tests.proxy import TcpProxy
+
+
+def spawn(sessions: sessionmaker[Session], name: str, count: int = 1, **options: Any) -> list[str]:
+    """Spawn ``count`` tasks named ``name`` on a new cluster and commit; their ids."""
+    with sessions() as session:
+        cluster = Cluster(name="c", project_id="p1")
+        session.add(cluster)
+        session.flush()
+        ids = [t.id for t in cluster.spawn_tasks([name] * count, **options)]
+        session.commit()
+    return ids
+
+
+def state_of(engine: Engine, task_id: str) -> str | None:
+    row = task_row(engine, task_id)
+    return None if row is None else str(row["state"])
+
+
+def wait_state(engine: Engine, task_id: str, state: str, seconds: float = 30.0) -> None:
+    wait_for(lambda: state_of(engine, task_id) == state, f"task {task_id} {state}", seconds=seconds)
+
+
+@pytest.fixture
+def sessions(bridge: CeleryBridge, session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions of the API side: on the bridge's engine, so their spawns are published."""
+    return session_factory
+
+
+@pytest.fixture
+def make_stack(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> Iterator[Callable[[list[str]], webtest.TestApp]]:
+    """``make_stack(task_names)``: the whole stack over an app spawning those tasks."""
+    made: list[OperationMiddleware] = []
+
+    def make(task_names: list[str]) -> webtest.TestApp:
+        made.append(
+            OperationMiddleware(cluster_app(sessions, task_names=task_names), engine=engine)
+        )
+        return webtest.TestApp(RequestIdMiddleware(made[-1]), lint=True)
+
+    yield make
+    for middleware in made:
+        middleware.close()
+
+
+def test_a_request_publishes_its_tasks_after_commit(
+    make_stack: Callable[[list[str]], webtest.TestApp],
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+) -> None:
+    reply = make_stack(["quick", "quick"]).post("/clusters", status=201)
+    request_id = reply.headers["X-Request-Id"]
+    with sessions() as session:
+        ids = list(session.scalars(select(Task.id).where(Task.request_id == request_id)))
+    assert len(ids) == 2
+    for task_id in ids:
+        wait_state(engine, task_id, "succeeded")
+        [(_, _, event, _, pid)] = workers.runs(task_id)
+        row = task_row(engine, task_id)
+        assert (event, row["result"], row["progress"]) == ("ran", {"pid": pid}, 100)  # type: ignore[index]
+    with sessions() as session:
+        operation = orm.get_operation(session, request_id, scope=orm.Scope(all_projects=True))
+    assert operation.task_counts["succeeded"] == 2
+
+
+def test_broker_down_at_spawn_the_request_answers_and_the_sweeper_publishes(
+    make_stack: Callable[[list[str]], webtest.TestApp],
+    bridge: CeleryBridge,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    proxy: TcpProxy,
+) -> None:
+    stack = make_stack(["quick"])
+    proxy.cut()
+    try:
+        reply = stack.post("/clusters", status=201)
+        assert bridge.sweep() == 0  # still down: nothing published, nothing marked
+    finally:
+        proxy.restore()
+    with sessions() as session:
+        task = session.scalars(
+            select(Task).where(Task.request_id == reply.headers["X-Request-Id"])
+        ).one()
+    assert (task.state, task.published_at) == ("pending", None)
+    assert bridge.sweep() == 1
+    wait_state(engine, task.id, "succeeded")
+    assert bridge.sweep() == 0  # published (and started): never again
+
+
+def test_a_message_delivered_twice_runs_once(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    (task_id,) = spawn(sessions, "quick")
+    with sessions() as session:
+        change = change_of(session.get_one(Task, task_id), "pending")
+    bridge.publish([change])  # a second message while the first may be on its way
+    wait_state(engine, task_id, "succeeded")
+    bridge.publish([change])  # and a late one after the run
+    wait_for(
+        lambda: workers.log().count(f"task {task_id} is succeeded: not started again") >= 1,
+        "a skipped delivery in the workers' logs",
+    )
+    assert [e for _, _, e, _, _ in workers.runs(task_id)] == ["ran"]
+    assert task_row(engine, task_id)["attempts"] == 1  # type: ignore[index]
+
+
+def test_a_message_for_no_task_is_acknowledged(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    bridge._send([(missing, "quick", None)] * 3)
+    wait_for(lambda: workers.log().count(f"task {missing} does not exist") == 3, "3 skips")
+    (task_id,) = spawn(sessions, "quick")  # the workers go on
+    wait_state(engine, task_id, "succeeded")
+    assert "Traceback" not in workers.log()
+
+
+def test_a_task_cancelled_while_pending_is_skipped_when_its_message_arrives(
+    bridge: CeleryBridge,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    proxy: TcpProxy,
+) -> None:
+    proxy.cut()
+    try:
+        (task_id,) = spawn(sessions, "quick")  # not published: the broker is away
+    finally:
+        proxy.restore()
+    with sessions() as session:
+        cancel_task(session, task_id)
+        session.commit()
+    bridge._send([(task_id, "quick", None)])  # its message arrives after all
+    wait_for(lambda: f"task {task_id} is cancelled" in workers.log(), "the skip")
+    assert workers.runs(task_id) == []
+    assert state_of(engine, task_id) == "cancelled"
+
+
+def test_a_running_task_is_stopped_by_the_revoke_of_its_cancel(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    (task_id,) = spawn(sessions, "hang")  # never looks at its cancel flag
+    wait_for(lambda: workers.runs(task_id), "the handler to start")
+    with sessions() as session:
+        cancel_task(session, task_id)
+        session.commit()  # the revoke goes out after this commit
+    wait_state(engine, task_id, "cancelled", seconds=20)
+    assert [e for _, _, e, _, _ in workers.runs(task_id)] == ["started", "interrupted"]
+
+
+def test_a_running_task_sees_the_cancel_flag_without_a_revoke(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    (task_id,) = spawn(sessions, "polite")
+    wait_for(lambda: workers.runs(task_id), "the handler to start")
+    without_bridge = engine.execution_options(**{DISPATCHER: None})
+    with Session(without_bridge) as session:  # no revoke: the flag alone
+        cancel_task(session, task_id)
+        session.commit()
+    wait_state(engine, task_id, "cancelled", seconds=20)
+    assert [e for _, _, e, _, _ in workers.runs(task_id)] == ["started"]
+
+
+def test_a_worker_killed_mid_task_is_reaped_and_its_redelivery_runs_nothing(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    rules = TaskRules(
+        heartbeat_timeout=timedelta(seconds=2), max_attempts=2, backoff=timedelta(0), jitter=0
+    )
+    (task_id,) = spawn(sessions, "hang", rules=rules)
+    wait_for(lambda: workers.runs(task_id), "the handler to start")
+    [(_, _, _, _, pid)] = workers.runs(task_id)
+    os.kill(pid, signal.SIGKILL)
+    # Celery hands the message back (reject_on_worker_lost); its next delivery
+    # finds the task running on the dead process and starts nothing.
+    wait_for(lambda: f"task {task_id} is running: not started again" in workers.log(), "a skip")
+    wait_for(lambda: orm.reap(engine).requeued, "the reaper to re-queue it", seconds=20)
+    wait_state(engine, task_id, "succeeded")  # published again after the reaper's commit
+    runs = workers.runs(task_id)
+    assert [(n, e) for _, n, e, _, _ in runs] == [(1, "started"), (2, "ran")]
+    assert task_row(engine, task_id)["attempts"] == 2  # type: ignore[index]
+
+
+def test_a_retryable_failure_is_published_again_after_its_backoff(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    rules = TaskRules(max_attempts=2, backoff=timedelta(seconds=1), jitter=0)
+    (task_id,) = spawn(sessions, "flaky", rules=rules)
+    wait_state(engine, task_id, "succeeded")
+    runs = workers.runs(task_id)
+    assert [(n, e) for _, n, e, _, _ in runs] == [(1, "failed"), (2, "ran")]
+    with sessions() as session:
+        task = session.get_one(Task, task_id)
+        attempts = [(a.number, a.outcome, a.error_code) for a in task.attempt_records]
+        first_ended, second_started = task.attempt_records[0].finished_at, task.started_at
+    assert attempts == [(1, "failed", "flaky"), (2, "succeeded", None)]
+    # Published again at once, with Celery's eta: started after its backoff, not before.
+    assert second_started is not None and second_started - first_ended >= timedelta(seconds=1)
+
+
+def test_a_task_routed_to_a_queue_runs_on_its_consumer(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    ids = spawn(sessions, "quick", 6, queue="host-a")
+    for task_id in ids:
+        wait_state(engine, task_id, "succeeded")
+    assert {w for i in ids for _, _, _, w, _ in workers.runs(i)} == {"a"}
+
+
+def test_500_tasks_over_4_processes_none_lost_none_run_twice(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    ids = [i for _ in range(10) for i in spawn(sessions, "quick", 50)]
+    with sessions() as session:  # and every tenth message sent twice
+        twice = [change_of(session.get_one(Task, i), "pending") for i in ids[::10]]
+    bridge.publish(twice)
+
+    def done() -> bool:
+        with sessions() as session:
+            states = Counter(session.scalars(select(Task.state).where(Task.id.in_(ids))))
+        return states == {"succeeded": 500}
+
+    wait_for(done, "500 tasks succeeded", seconds=120)
+    runs = Counter(t for t, _, e, _, _ in workers.runs() if t in set(ids) and e == "ran")
+    assert len(runs) == 500 and set(runs.values()) == {1}
+    assert len({pid for t, _, _, _, pid in workers.runs() if t in set(ids)}) >= 2
+
+
+#: The bridge ``tasktoolkit reap --celery tests.celery.test_bridge:CLI_BRIDGE`` sweeps with.
+CLI_BRIDGE: CeleryBridge | None = None
+
+
+def test_tasktoolkit_reap_sweeps_with_a_bridge(
+    bridge: CeleryBridge,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    proxy: TcpProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proxy.cut()
+    try:
+        (task_id,) = spawn(sessions, "quick")
+    finally:
+        proxy.restore()
+    monkeypatch.setattr(sys.modules[__name__], "CLI_BRIDGE", bridge)
+    url = engine.url.render_as_string(hide_password=False)
+    status = cli.main(["reap", "--db-url", url, "--celery", f"{__name__}:CLI_BRIDGE"])
+    assert (status, capsys.readouterr().out.splitlines()[-1]) == (
+        0,
+        "published 1 task left unpublished",
+    )
+    wait_state(engine, task_id, "succeeded")
+    status = cli.main(["reap", "--db-url", url, "--celery", f"{__name__}:workers"])
+    assert status == cli.EXIT_ERROR
+    assert "not a CeleryBridge" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""The Celery app of the bridge tests' real workers (``celery -A tests.celery.worker_app worker``).
+
+Configured from the environment (set by :mod:`tests.celery.conftest`):
+``TT_BROKER_URL``, ``TT_DB_URL``, ``TT_RUNS`` (a file each handler appends one
+line to per event: ``<task id> <attempt> <event> <worker name> <pid>``) and
+``TT_WORKER_NAME``.
+
+Handlers:
+
+- ``quick``: records ``ran``, reports progress, returns its pid as its result;
+- ``hang``: records ``started``, then sleeps (never checking for cancellation)
+  for up to a minute on its first attempt, ``finished`` if nothing stopped it;
+  quick on later attempts;
+- ``flaky``: records ``failed`` and fails retryably on its first attempt, ``ran`` after;
+- ``polite``: records ``started``, then checks for cancellation every 50 ms
+  for up to a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sqlalchemy import create_engine
+
+from tasktoolkit.celery import CeleryBridge
+from tasktoolkit.errors import TaskFailure
+from tasktoolkit.orm import Job
+from tests import models  # noqa: F401  (the test resource types)
+
+NAMES = ("quick", "hang", "polite", "flaky")
+
+
+def record(job: Job, event: str) -> None:
+    """Append one line for ``job`` to the runs file (one ``write`` on an ``O_APPEND`` file)."""
+    worker = os.environ.get("TT_WORKER_NAME", "-")
+    line = f"{job.id} {job.attempts} {event} {worker} {os.getpid()}\n"
+    fd = os.open(os.environ["TT_RUNS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+engine = create_engine(os.environ["TT_DB_URL"])
+bridge = CeleryBridge(os.environ["TT_BROKER_URL"], engine)
+app = bridge.app
+
+
+@bridge.handler("quick")
+def quick(job: Job) -> dict[str, int]:
+    record(job, "ran")
+    job.progress(50, "half way")
+    return {"pid": os.getpid()}
+
+
+@bridge.handler("hang")
+def hang(job: Job) -> None:
+    if job.attempts > 1:
+        record(job, "ran")
+        return
+    record(job, "started")
+    try:
+        time.sleep(60)
+    except BaseException:
+        record(job, "interrupted")
+        raise
+    record(job, "finished")
+
+
+@bridge.handler("flaky")
+def flaky(job: Job) -> None:
+    if job.attempts == 1:
+        record(job, "failed")
+        raise TaskFailure("flaky", "the first attempt fails", retryable=True)
+    record(job, "ran")
+
+
+@bridge.handler("polite")
+def polite(job: Job) -> None:
+    record(job, "started")
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        job.check_cancelled()
+        time.sleep(0.05)
+    record(job, "finished")
