@@ -116,9 +116,7 @@ def run(bench: Bench) -> dict[str, float]:
     engine.dispose()
     idle = sum(r["idle"] for r in reports) / len(reports) / idle_seconds
     started = {task_id: at for r in reports for task_id, at in r["claims"]}
-    latencies = sorted(
-        (started[t] - at) * 1000 for t, at in spawned.items() if t in started
-    )
+    latencies = sorted((started[t] - at) * 1000 for t, at in spawned.items() if t in started)
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     bench.table(

@@ -40,7 +40,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sample_app.engine import create_sample_engine
+from sample_app.engine import DEADLINE, create_sample_engine
 from sample_app.models import (
     PORT_CREATE_TASKS,
     PORT_DELETE_TASK,
@@ -68,7 +68,6 @@ from tasktoolkit.middleware import (
 )
 from tasktoolkit.orm import (
     ACTIVE_TASK_STATES,
-    DEFAULT_DEADLINE,
     Task,
     deadline,
     prepare_engine,
@@ -326,7 +325,7 @@ class SampleAPI:
         try:
             # The host's own statements opt in to the toolkit's deadline: a
             # database that does not answer costs a 503, not a hung thread.
-            with deadline(DEFAULT_DEADLINE), self.sessions() as session, session.begin():
+            with deadline(DEADLINE), self.sessions() as session, session.begin():
                 return handler(request, session, caller)
         except APIError as exc:
             return error_response(request.environ, exc.status, exc.code, exc.detail)

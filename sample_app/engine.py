@@ -16,7 +16,10 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sample_app import models as _models  # noqa: F401  (declares the resource types)
 from tasktoolkit import orm
 
-__all__ = ["create_sample_engine"]
+__all__ = ["DEADLINE", "create_sample_engine"]
+
+#: Seconds the sample's own database work may take before it answers 503.
+DEADLINE = 5.0
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -60,7 +63,7 @@ def create_sample_engine(url: str | URL, *, create: bool = False, **options: Any
     else:
         options.setdefault("pool_pre_ping", True)
         # Waiting for a pooled connection counts against the request's deadline too.
-        options.setdefault("pool_timeout", orm.DEFAULT_DEADLINE)
+        options.setdefault("pool_timeout", DEADLINE)
         engine = create_engine(url, **options)
     orm.prepare_engine(engine)
     if create:

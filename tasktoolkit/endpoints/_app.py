@@ -62,7 +62,6 @@ from tasktoolkit.http_errors import error_response, response_for
 from tasktoolkit.orm import (
     Operation,
     OperationState,
-    Page,
     Scope,
     Task,
     TaskResource,
@@ -75,6 +74,7 @@ from tasktoolkit.orm import (
     prepare_engine,
 )
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline, fresh_deadline
+from tasktoolkit.orm._queries import Page
 from tasktoolkit.orm._transitions import cancel_operation
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from tasktoolkit.caller import Authorize, CallerGetter, default_authorize, keyst
 from tasktoolkit.endpoints._app import ResourceVisibility, TaskEndpoints
 from tasktoolkit.endpoints._openapi import openapi_document
 from tasktoolkit.http_errors import error_response
-from tasktoolkit.orm import DEFAULT_DEADLINE, TaskResource
+from tasktoolkit.orm import TaskResource
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE
 from tasktoolkit.orm._resource import resource_types
 
 if TYPE_CHECKING:

@@ -18,12 +18,11 @@ Example::
 
 from __future__ import annotations
 
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, deadline
+from tasktoolkit.orm._deadline import deadline
 from tasktoolkit.orm._engine import create_all, drop_all, prepare_engine
 from tasktoolkit.orm._lifespan import PurgeResult, purge
 from tasktoolkit.orm._queries import (
     ListParams,
-    Page,
     Scope,
     get_operation,
     get_task,
@@ -34,7 +33,6 @@ from tasktoolkit.orm._queries import (
 from tasktoolkit.orm._reaper import ReapResult, reap
 from tasktoolkit.orm._records import NAMING_CONVENTION, Operation, Task, metadata
 from tasktoolkit.orm._resource import ResourceStatus, TaskResource, spawn_tasks
-from tasktoolkit.orm._retry import RetryPredicate, is_retryable
 from tasktoolkit.orm._rules import TaskRules
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._transitions import cancel_task
@@ -43,17 +41,14 @@ from tasktoolkit.orm._workers import Job, Worker
 
 __all__ = [
     "ACTIVE_TASK_STATES",
-    "DEFAULT_DEADLINE",
     "NAMING_CONVENTION",
     "Job",
     "ListParams",
     "Operation",
     "OperationState",
-    "Page",
     "PurgeResult",
     "ReapResult",
     "ResourceStatus",
-    "RetryPredicate",
     "Scope",
     "Task",
     "TaskResource",
@@ -67,7 +62,6 @@ __all__ = [
     "drop_all",
     "get_operation",
     "get_task",
-    "is_retryable",
     "list_operations",
     "list_tasks",
     "metadata",

@@ -182,7 +182,7 @@ def purge(
     :param progress: called after every batch with ``("tasks" or "operations",
         rows deleted so far from that table)``.
     :param retryable: more errors on which a batch is run again (see
-        :func:`~tasktoolkit.orm.is_retryable`).
+        :func:`tasktoolkit.orm._retry.is_retryable`).
     """
     batch_size = check_batch_size(batch_size)
     cutoff = _cutoff(older_than, now)

@@ -240,7 +240,7 @@ def reap(
         not answer in time is given up and run once more on a fresh connection,
         then raises SQLAlchemy's ``OperationalError``. ``None``: no limit.
     :param retryable: more errors on which a batch is run again (see
-        :func:`~tasktoolkit.orm.is_retryable`).
+        :func:`tasktoolkit.orm._retry.is_retryable`).
     :returns: the ids moved, by what was done with them.
     """
     limit = check_batch_size(batch_size)

@@ -311,7 +311,7 @@ class Worker:
         fresh connection, then raises SQLAlchemy's ``OperationalError``.
         ``None``: no limit.
     :param retryable: more errors on which a call's transaction is run again
-        (see :func:`~tasktoolkit.orm.is_retryable`), for an engine whose errors
+        (see :func:`tasktoolkit.orm._retry.is_retryable`), for an engine whose errors
         the toolkit does not know.
     """
 

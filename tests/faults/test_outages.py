@@ -42,7 +42,8 @@ from sqlalchemy.exc import OperationalError
 from sample_app.engine import create_sample_engine
 from sample_app.models import Network
 from tasktoolkit.context import is_valid_request_id
-from tasktoolkit.orm import DEFAULT_DEADLINE, Operation, Worker, reap
+from tasktoolkit.orm import Operation, Worker, reap
+from tasktoolkit.orm._deadline import DEFAULT_DEADLINE
 from tests.databases import in_ci
 from tests.faults.servers import PrivateServer, free_port, private_server, wait_until
 

@@ -19,8 +19,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from tasktoolkit.orm import Worker, is_retryable, purge, reap
-from tasktoolkit.orm._retry import retrying
+from tasktoolkit.orm import Worker, purge, reap
+from tasktoolkit.orm._retry import is_retryable, retrying
 from tests.models import Cluster
 
 DEADLINE = 30.0
