@@ -17,10 +17,14 @@ import re
 from tasktoolkit.errors import InvalidQueueError, InvalidTaskNameError
 
 __all__ = [
+    "ACTION",
+    "DIGITS",
     "HTTP_TOKEN",
     "QUEUE",
+    "RESOURCE_ID",
     "RESOURCE_TYPE",
     "TASK_NAME",
+    "UUID",
     "check_queue",
     "check_task_name",
     "whole_number",
@@ -36,6 +40,14 @@ RESOURCE_TYPE = re.compile(r"\A[a-z][a-z0-9_]{0,38}\Z")
 #: A queue a task is routed to: 1 to 255 printable ASCII characters, no spaces (AMQP
 #: limits a queue name to 255 bytes; a Neutron-style agent's host name fits).
 QUEUE = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
+#: A task's id, as the toolkit makes them: a lower-case uuid.
+UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+#: A resource id in a filter: what the resource columns (64 characters) can hold.
+RESOURCE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+#: A route's action as recorded on an operation (a Python name, as Routes has them).
+ACTION = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")
+#: A decimal number, digits only.
+DIGITS = re.compile(r"\A[0-9]+\Z")
 
 
 def whole_number(

@@ -44,11 +44,12 @@ from tasktoolkit.endpoints._params import (
     OPERATION_LIST,
     RESOURCE_TASK_LIST,
     TASK_LIST,
+    ListKind,
     parse_list_query,
     refuse_any,
 )
 from tasktoolkit.endpoints._views import operation_view, task_view
-from tasktoolkit.endpoints._waiting import Waiter, parse_prefer, waiter_for
+from tasktoolkit.endpoints._waiting import parse_prefer
 from tasktoolkit.errors import (
     DatabaseUnavailableError,
     ForbiddenError,
@@ -74,6 +75,7 @@ from tasktoolkit.orm import (
     prepare_engine,
 )
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline, deadline, fresh_deadline
+from tasktoolkit.orm._listening import Waiter, waiter_for
 from tasktoolkit.orm._queries import Page
 from tasktoolkit.orm._transitions import cancel_operation
 
@@ -398,10 +400,7 @@ class TaskEndpoints:
     # -- across resources ----------------------------------------------------
 
     def tasks(self, session: Session, call: _Call) -> Response:
-        params, pairs = parse_list_query(call.request.query_string, TASK_LIST)
-        scope = call.scope(TASKS_LIST)
-        page = list_tasks(session, params, scope=scope)
-        return _list(call, "tasks", page, pairs, hosts=call.hosts(scope))
+        return _listing(session, call, TASK_LIST, TASKS_LIST, list_tasks, "tasks")
 
     def task(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
@@ -418,10 +417,9 @@ class TaskEndpoints:
         return self._answer(session, call, task_id, read)
 
     def operations(self, session: Session, call: _Call) -> Response:
-        params, pairs = parse_list_query(call.request.query_string, OPERATION_LIST)
-        scope = call.scope(OPERATIONS_LIST)
-        page = list_operations(session, params, scope=scope)
-        return _list(call, "operations", page, pairs, hosts=call.hosts(scope))
+        return _listing(
+            session, call, OPERATION_LIST, OPERATIONS_LIST, list_operations, "operations"
+        )
 
     def openapi(self, session: Session, call: _Call) -> Response:
         refuse_any(call.request.query_string)
@@ -522,6 +520,20 @@ def _task_id(call: _Call) -> str:
 def _json(document: Mapping[str, Any], *, status: int = 200) -> Response:
     body = json.dumps(document, separators=(",", ":")).encode("utf-8")
     return Response(status=status, body=body, content_type="application/json", charset=None)
+
+
+def _listing(
+    session: Session,
+    call: _Call,
+    kind: ListKind,
+    rule: str,
+    lister: Callable[..., Page[Task] | Page[Operation]],
+    key: str,
+) -> Response:
+    """``GET /tasks`` or ``GET /operations``: the page of what ``rule`` lets the caller see."""
+    params, pairs = parse_list_query(call.request.query_string, kind)
+    scope = call.scope(rule)
+    return _list(call, key, lister(session, params, scope=scope), pairs, hosts=call.hosts(scope))
 
 
 def _list(

@@ -22,7 +22,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tasktoolkit._checks import HTTP_TOKEN, RESOURCE_TYPE, TASK_NAME
+from tasktoolkit._checks import (
+    ACTION,
+    DIGITS,
+    HTTP_TOKEN,
+    RESOURCE_ID,
+    RESOURCE_TYPE,
+    TASK_NAME,
+    UUID,
+)
 from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.errors import InvalidFilterError
 from tasktoolkit.orm import ACTIVE_TASK_STATES, ListParams, OperationState, TaskState
@@ -38,11 +46,6 @@ __all__ = [
     "refuse_any",
 ]
 
-_UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-_RESOURCE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
-#: A route's action as recorded on an operation (a Python name, as Routes has them).
-_ACTION = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")
-_DIGITS = re.compile(r"\A[0-9]+\Z")
 _MAX_FIELDS = 64
 _REPEATABLE = frozenset({"state"})
 
@@ -76,7 +79,7 @@ _TASK_STATES = tuple(s.value for s in TaskState)
 
 
 def _is_uuid(value: str) -> bool:
-    return _UUID.match(value) is not None
+    return UUID.match(value) is not None
 
 
 #: ``GET /<collection>/<id>/tasks``.
@@ -167,7 +170,7 @@ def _time(name: str, value: str) -> datetime:
 
 
 def _limit(value: str) -> int:
-    if not _DIGITS.match(value):
+    if not DIGITS.match(value):
         raise InvalidFilterError(f"limit: {_shown(value)} is not a positive integer")
     # Very long digit strings are beyond any limit: clamp them without int().
     digits = value.lstrip("0")
@@ -220,10 +223,10 @@ def _record_filters(
         options["resource_type"] = value
     if "resource_id" in get:
         options["resource_id"] = _match(
-            "resource_id", get["resource_id"], _RESOURCE_ID, "a resource id"
+            "resource_id", get["resource_id"], RESOURCE_ID, "a resource id"
         )
     if "action" in get:
-        options["action"] = _match("action", get["action"], _ACTION, "a route action")
+        options["action"] = _match("action", get["action"], ACTION, "a route action")
     if "method" in get:
         method = _match("method", get["method"], HTTP_TOKEN, "an HTTP method")
         if len(method) > 16:

@@ -3,9 +3,9 @@
 A ``GET`` of an operation or a task with ``Prefer: wait=<n>`` answers when the
 record is terminal, or (with ``If-None-Match``) as soon as it differs from
 that ETag, or when the wait is over. Between two reads it holds no
-transaction and no pooled connection: it sleeps on a :class:`Subscription`.
+transaction and no pooled connection: it sleeps on a subscription.
 
-- On PostgreSQL the engine's one :class:`Listener` of the process (shared with
+- On PostgreSQL the engine's one listener of the process (shared with
   its idle database workers; see :mod:`tasktoolkit.orm._listening`) wakes it
   when the record changes. While its connection is down, waiters poll.
 - Elsewhere, a waiter polls: it reads again after 50 ms, then twice as long
@@ -24,26 +24,8 @@ from __future__ import annotations
 import re
 
 from tasktoolkit.errors import InvalidHeaderError
-from tasktoolkit.orm._listening import (
-    FIRST_POLL,
-    LAST_POLL,
-    Listener,
-    Polling,
-    Subscription,
-    Waiter,
-    waiter_for,
-)
 
-__all__ = [
-    "FIRST_POLL",
-    "LAST_POLL",
-    "Listener",
-    "Polling",
-    "Subscription",
-    "Waiter",
-    "parse_prefer",
-    "waiter_for",
-]
+__all__ = ["parse_prefer"]
 
 _PREFER = re.compile(r"\A\s*wait\s*=\s*(\d{1,9})\s*\Z", re.IGNORECASE)
 

@@ -82,6 +82,7 @@ from tasktoolkit.orm._operations import (
     DEFAULT_REQUEST_TIMEOUT,
     OperationFields,
     PendingOperation,
+    Target,
     check_request_timeout,
     end_request,
     write_finished,
@@ -423,7 +424,7 @@ class OperationMiddleware:
                 raise
             _log.error("operation %s: could not keep its response: %s", fields.id, _first_line(exc))
 
-    def _target(self, environ: WSGIEnvironment) -> _Target:
+    def _target(self, environ: WSGIEnvironment) -> Target:
         """The route's action and the one resource the request targeted, as far as known."""
         action = None
         routing = environ.get(ROUTING_ARGS_KEY)
@@ -433,33 +434,40 @@ class OperationMiddleware:
         target = environ.get(OPERATION_TARGET_KEY)
         if isinstance(target, tuple) and len(target) == 2:
             resource_type, resource_id = _clean(target[0], 64), _clean(target[1], 64)
-        return _Target(action, resource_type, resource_id)
+        return Target(action, resource_type, resource_id)
+
+    def _record(
+        self, pending: PendingOperation, work: Callable[[Connection], _R], failure: str, level: int
+    ) -> _R | _NotWritten:
+        """``work`` on the middleware's own connections; when the database is unavailable,
+        ``failure`` is logged at ``level`` (one line) and nothing is raised."""
+        try:
+            return self._write(work)
+        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
+            if not database_unavailable(exc):
+                raise
+            _log.log(
+                level,
+                "operation %s %s: the database is unavailable (%s)",
+                pending.fields.id,
+                failure,
+                _first_line(exc),
+                exc_info=_log.isEnabledFor(logging.DEBUG),
+            )
+            return _NOT_WRITTEN
 
     def _write_finished(
         self, environ: WSGIEnvironment, pending: PendingOperation, http_status: int
     ) -> bool:
         """Write the operation of a request that spawned nothing; whether it was written."""
         to = self._target(environ)
-        try:
-            finished = self._write(
-                lambda c: write_finished(
-                    c,
-                    pending,
-                    http_status,
-                    action=to.action,
-                    resource_type=to.resource_type,
-                    resource_id=to.resource_id,
-                )
-            )
-        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
-            if not database_unavailable(exc):
-                raise
-            _log.warning(
-                "operation %s not written: the database is unavailable (%s)",
-                pending.fields.id,
-                _first_line(exc),
-                exc_info=_log.isEnabledFor(logging.DEBUG),
-            )
+        finished = self._record(
+            pending,
+            lambda c: write_finished(c, pending, http_status, target=to),
+            "not written",
+            logging.WARNING,
+        )
+        if isinstance(finished, _NotWritten):
             return False
         fields = pending.fields
         opened = OperationChange(fields.id, "running", None, fields.method, fields.path)
@@ -469,35 +477,34 @@ class OperationMiddleware:
         return True
 
     def _end(self, environ: WSGIEnvironment, pending: PendingOperation, http_status: int) -> None:
-        """Record the end of a request whose spawn wrote its operation; one statement."""
+        """Record the end of a request whose spawn wrote its operation; one statement.
+
+        When it cannot be, the response is gone already: the operation stays
+        running (and shows the request never ended) until the reaper closes it.
+        """
         to = self._target(environ)
-        try:
-            finished = self._write(
-                lambda c: end_request(
-                    c,
-                    pending.fields.id,
-                    http_status,
-                    action=to.action,
-                    resource_type=to.resource_type,
-                    resource_id=to.resource_id,
-                    ttl_seconds=pending.ttl_seconds,
-                    read_back=bool(signals.operation_finished.receivers),
-                )
-            )
-        except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
-            if not database_unavailable(exc):
-                raise
-            # The response is gone already; the operation stays running (and
-            # shows the request never ended) until the reaper closes it.
-            _log.error(
-                "operation %s: could not record the end of its request: %s",
+        finished = self._record(
+            pending,
+            lambda c: end_request(
+                c,
                 pending.fields.id,
-                _first_line(exc),
-                exc_info=_log.isEnabledFor(logging.DEBUG),
-            )
-            return
-        if finished is not None:
+                http_status,
+                target=to,
+                ttl_seconds=pending.ttl_seconds,
+                read_back=bool(signals.operation_finished.receivers),
+            ),
+            "could not record the end of its request",
+            logging.ERROR,
+        )
+        if finished is not None and not isinstance(finished, _NotWritten):
             signals.send(signals.operation_finished, finished)
+
+
+class _NotWritten:
+    """What :meth:`OperationMiddleware._record` returns when the database was unavailable."""
+
+
+_NOT_WRITTEN = _NotWritten()
 
 
 class _Keyed(NamedTuple):
@@ -505,12 +512,6 @@ class _Keyed(NamedTuple):
 
     key: str
     recorder: ResponseRecorder
-
-
-class _Target(NamedTuple):
-    action: str | None
-    resource_type: str | None
-    resource_id: str | None
 
 
 class _Request:

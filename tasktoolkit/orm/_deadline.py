@@ -183,23 +183,22 @@ def _pymysql_connection() -> type[Any]:
         """A PyMySQL connection whose socket timeouts end at the current deadline."""
 
         # PyMySQL sets the socket's timeout from these before each read and write.
-        @property
-        def _read_timeout(self) -> float | None:
-            return _bounded(self.__dict__.get("_tt_read_timeout"))
-
-        @_read_timeout.setter
-        def _read_timeout(self, value: float | None) -> None:
-            self.__dict__["_tt_read_timeout"] = value
-
-        @property
-        def _write_timeout(self) -> float | None:
-            return _bounded(self.__dict__.get("_tt_write_timeout"))
-
-        @_write_timeout.setter
-        def _write_timeout(self, value: float | None) -> None:
-            self.__dict__["_tt_write_timeout"] = value
+        _read_timeout = _bounded_timeout("_tt_read_timeout")
+        _write_timeout = _bounded_timeout("_tt_write_timeout")
 
     return DeadlineConnection
+
+
+def _bounded_timeout(key: str) -> property:
+    """A timeout attribute kept in ``key`` as configured, read as bounded by the deadline."""
+
+    def get(self: Any) -> float | None:
+        return _bounded(self.__dict__.get(key))
+
+    def set_(self: Any, value: float | None) -> None:
+        self.__dict__[key] = value
+
+    return property(get, set_)
 
 
 def _bounded(configured: float | None) -> float | None:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     String,
@@ -70,6 +70,7 @@ __all__ = [
     "REQUEST_LOST",
     "OperationFields",
     "PendingOperation",
+    "Target",
     "check_request_timeout",
     "count_task_transition",
     "end_lost_request",
@@ -243,14 +244,38 @@ def open_or_count(
     connection.execute(_open_or_count(connection.dialect.name), row)
 
 
+class Target(NamedTuple):
+    """What a request did, known once it has been routed and answered.
+
+    :param action: the route's action.
+    :param resource_type: with ``resource_id``, the one resource the request
+        targeted; one without the other is dropped.
+    """
+
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+
+    def cleaned(self) -> Target:
+        """Each value cut to its column (64), and a resource only with both halves."""
+        action, kind, ident = (None if v is None else v[:64] for v in self)
+        return (
+            Target(action, None, None)
+            if kind is None or ident is None
+            else Target(action, kind, ident)
+        )
+
+
+#: Nothing known of what the request did.
+_NO_TARGET = Target()
+
+
 def write_finished(
     connection: Connection,
     pending: PendingOperation,
     http_status: int,
     *,
-    action: str | None = None,
-    resource_type: str | None = None,
-    resource_id: str | None = None,
+    target: Target = _NO_TARGET,
     now: datetime | None = None,
 ) -> OperationChange | None:
     """Write the operation of a request that spawned nothing, already finished; one statement.
@@ -261,11 +286,10 @@ def write_finished(
     :returns: the finished operation's change.
     """
     now = now or utcnow()
+    action, resource_type, resource_id = target.cleaned()
     fields = replace(
         pending.fields, action=action, resource_type=resource_type, resource_id=resource_id
     )
-    if resource_type is None or resource_id is None:
-        fields = replace(fields, resource_type=None, resource_id=None)
     row = _row(fields, pending.ttl_seconds, now, None)
     del row["state"]  # the statement's: from the status
     row.update(
@@ -279,14 +303,7 @@ def write_finished(
         state = connection.execute(_INSERT_FINISHED, row).scalar_one()
     except IntegrityError:
         return end_request(
-            connection,
-            fields.id,
-            http_status,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            ttl_seconds=pending.ttl_seconds,
-            now=now,
+            connection, fields.id, http_status, target=target, ttl_seconds=pending.ttl_seconds
         )
     return OperationChange(fields.id, state, http_status, fields.method, fields.path)
 
@@ -296,9 +313,7 @@ def end_request(
     operation_id: str,
     http_status: int,
     *,
-    action: str | None = None,
-    resource_type: str | None = None,
-    resource_id: str | None = None,
+    target: Target = _NO_TARGET,
     ttl_seconds: int | _FromRow | None = _FROM_ROW,
     read_back: bool = True,
     now: datetime | None = None,
@@ -311,9 +326,8 @@ def end_request(
     worker finishes the operation only once the status is there, so exactly
     one party finishes it.
 
-    :param action: the route's action, known only once the app has routed.
-    :param resource_type: with ``resource_id``, the one resource the request
-        targeted, when known; ``None`` keeps what was recorded.
+    :param target: what the request did, as far as known; ``None`` values keep
+        what was recorded.
     :param ttl_seconds: how long the operation is kept once finished, as it
         was opened with (``None`` keeps it); read from its row (one statement
         more) when not given.
@@ -323,8 +337,7 @@ def end_request(
     :returns: the finished operation's change, or ``None`` while tasks still run.
     """
     now = now or utcnow()
-    if resource_type is None or resource_id is None:
-        resource_type = resource_id = None
+    action, resource_type, resource_id = target.cleaned()
     if isinstance(ttl_seconds, _FromRow):
         ttl_seconds = connection.execute(_READ_TTL, {"op_id": operation_id}).scalar()
     params = {
@@ -332,9 +345,9 @@ def end_request(
         "op_status": http_status,
         "op_now": now,
         "op_expires": None if ttl_seconds is None else now + timedelta(seconds=ttl_seconds),
-        "op_action": None if action is None else action[:64],
-        "op_resource_type": None if resource_type is None else resource_type[:64],
-        "op_resource_id": None if resource_id is None else resource_id[:64],
+        "op_action": action,
+        "op_resource_type": resource_type,
+        "op_resource_id": resource_id,
     }
     notify_changed(connection, [operation_id])
     if connection.dialect.update_returning:

@@ -633,7 +633,9 @@ def hand_back(session: Session, task_id: str, *, host: str, now: datetime | None
             return TaskNotHeldError(f"task {task.id} is not held by {holder!r}")
         if task.cancel_requested:  # nobody should take it up again: it was asked to stop
             message = f"cancelled as requested (its worker {holder} stopped)"
-            return _move_from_running(task, TaskState.CANCELLED, moment, {"message": message})
+            return _move_from(
+                TaskState.RUNNING, task, TaskState.CANCELLED, moment, {"message": message}
+            )
         change = _requeue(
             task,
             moment,
@@ -667,8 +669,12 @@ def reap_lost(session: Session, task_id: str, *, now: datetime) -> Task:
         why = f"worker {task.host} sent no heartbeat for {task.heartbeat_timeout} s"
         lost = {"error_code": WORKER_LOST, "error_message": why, "error_traceback": None}
         if task.cancel_requested:
-            change = _move_from_running(
-                task, TaskState.CANCELLED, now, {"message": f"{why}; cancelled as requested"}
+            change = _move_from(
+                TaskState.RUNNING,
+                task,
+                TaskState.CANCELLED,
+                now,
+                {"message": f"{why}; cancelled as requested"},
             )
         elif task.attempts < task.max_attempts:
             delay = _retry_delay(task)
@@ -680,7 +686,7 @@ def reap_lost(session: Session, task_id: str, *, now: datetime) -> Task:
                 attempt={"outcome": TaskState.FAILED.value, **lost},
             )
         else:
-            change = _move_from_running(task, TaskState.FAILED, now, lost)
+            change = _move_from(TaskState.RUNNING, task, TaskState.FAILED, now, lost)
         if isinstance(change, Exception):
             return change
         # A heartbeat since our read keeps the task with its worker.
@@ -694,12 +700,11 @@ def reap_lost(session: Session, task_id: str, *, now: datetime) -> Task:
     return _apply(session, task_id, decide, "lost", now)
 
 
-def _move_from_running(
-    task: Task, target: TaskState, now: datetime, values: dict[str, Any]
+def _move_from(
+    expected: TaskState, task: Task, target: TaskState, now: datetime, values: dict[str, Any]
 ) -> _Change | Exception:
-    return _move(
-        task, target, expected=TaskState.RUNNING, host=None, held=False, now=now, values=values
-    )
+    """:func:`_move` of a task no worker holds (the reaper's, an API's cancel)."""
+    return _move(task, target, expected=expected, host=None, held=False, now=now, values=values)
 
 
 def fail_not_started(
@@ -724,14 +729,8 @@ def fail_not_started(
             return InvalidTransitionError(task.id, task.state, NOT_STARTED)
         waited = (now - (task.not_before or task.created_at)).total_seconds()
         why = f"no worker started it within its start timeout ({waited:.0f} s pending)"
-        return _move(
-            task,
-            TaskState.FAILED,
-            expected=TaskState.PENDING,
-            host=None,
-            held=False,
-            now=now,
-            values=_error(NOT_STARTED, why, None),
+        return _move_from(
+            TaskState.PENDING, task, TaskState.FAILED, now, _error(NOT_STARTED, why, None)
         )
 
     return _apply(session, task_id, decide, NOT_STARTED, now)
@@ -763,15 +762,7 @@ def cancel_task(session: Session, task_id: str, *, now: datetime | None = None) 
     def decide(task: Task) -> _Change | Exception:
         if task.state == TaskState.RUNNING:
             return _Change({"cancel_requested": True, "updated_at": moment})
-        return _move(
-            task,
-            TaskState.CANCELLED,
-            expected=TaskState.PENDING,
-            host=None,
-            held=False,
-            now=moment,
-            values={},
-        )
+        return _move_from(TaskState.PENDING, task, TaskState.CANCELLED, moment, {})
 
     task = _apply(session, task_id, decide, TaskState.CANCELLED.value, moment)
     if task.state == TaskState.RUNNING:

@@ -8,16 +8,8 @@ from typing import Any
 from oslo_config import cfg
 from oslo_policy import policy
 
-from tasktoolkit.caller import (
-    OPERATIONS_CANCEL,
-    OPERATIONS_LIST,
-    OPERATIONS_SHOW,
-    TASKS_CANCEL,
-    TASKS_LIST,
-    TASKS_SHOW,
-    TASKS_SHOW_HOST,
-    Caller,
-)
+from tasktoolkit import caller as rules
+from tasktoolkit.caller import Caller
 
 __all__ = ["PolicyAuthorizer", "list_rules"]
 
@@ -41,6 +33,20 @@ def _rule(name: str, check: str, description: str, method: str, path: str) -> An
     )
 
 
+#: Each rule: its name, its default check, what it allows, and the request it guards.
+_T = "/{collection}/{resource_id}/tasks/{task_id}"
+_O = "/operations/{operation_id}"
+_RULES = (
+    (rules.TASKS_LIST, _READ, "List tasks.", "GET", "/tasks"),
+    (rules.TASKS_SHOW, _READ, "Show a task.", "GET", "/tasks/{task_id}"),
+    (rules.TASKS_SHOW_HOST, ADMIN, "See tasks' hosts and tracebacks.", "GET", "/tasks/{task_id}"),
+    (rules.TASKS_CANCEL, _WRITE, "Cancel a task.", "POST", f"{_T}/cancel"),
+    (rules.OPERATIONS_LIST, _READ, "List operations.", "GET", "/operations"),
+    (rules.OPERATIONS_SHOW, _READ, "Show an operation.", "GET", _O),
+    (rules.OPERATIONS_CANCEL, _WRITE, "Cancel an operation's tasks.", "POST", f"{_O}/cancel"),
+)
+
+
 def list_rules() -> list[Any]:
     """The toolkit's default rules, for ``Enforcer.register_defaults``.
 
@@ -51,33 +57,7 @@ def list_rules() -> list[Any]:
     - a system-scoped reader sees every project's, read only;
     - an admin does everything, and alone sees hosts and tracebacks.
     """
-    return [
-        _rule(TASKS_LIST, _READ, "List tasks.", "GET", "/tasks"),
-        _rule(TASKS_SHOW, _READ, "Show a task.", "GET", "/tasks/{task_id}"),
-        _rule(
-            TASKS_SHOW_HOST,
-            ADMIN,
-            "See the hosts that ran tasks and the tracebacks of their failures.",
-            "GET",
-            "/tasks/{task_id}",
-        ),
-        _rule(
-            TASKS_CANCEL,
-            _WRITE,
-            "Cancel a task.",
-            "POST",
-            "/{collection}/{resource_id}/tasks/{task_id}/cancel",
-        ),
-        _rule(OPERATIONS_LIST, _READ, "List operations.", "GET", "/operations"),
-        _rule(OPERATIONS_SHOW, _READ, "Show an operation.", "GET", "/operations/{operation_id}"),
-        _rule(
-            OPERATIONS_CANCEL,
-            _WRITE,
-            "Cancel every active task of an operation.",
-            "POST",
-            "/operations/{operation_id}/cancel",
-        ),
-    ]
+    return [_rule(*row) for row in _RULES]
 
 
 class PolicyAuthorizer:

@@ -11,7 +11,7 @@ from webtest import TestApp
 
 from tasktoolkit import context
 from tasktoolkit.orm import Operation, Task, Worker
-from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._operations import OperationFields, Target, end_request, open_operation
 from tests.endpoints.conftest import Seeded, caller, seed_project
 
 A = caller("project-a")
@@ -31,7 +31,7 @@ def _operation(
     rid = context.new_request_id()
     fields = OperationFields(id=rid, method=method, path="/x", project_id=project)
     open_operation(session.connection(), fields)
-    end_request(session.connection(), rid, 204, action=action, **target)
+    end_request(session.connection(), rid, 204, target=Target(action, **target))
     session.commit()
     return rid
 

@@ -16,9 +16,10 @@ from webob import Request, Response
 
 from tasktoolkit import context
 from tasktoolkit.endpoints import Router, TaskEndpoints, mount
-from tasktoolkit.endpoints._waiting import Listener, parse_prefer
+from tasktoolkit.endpoints._waiting import parse_prefer
 from tasktoolkit.errors import InvalidHeaderError
 from tasktoolkit.orm import prepare_engine
+from tasktoolkit.orm._listening import Listener
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._transitions import report_progress, start_task, succeed_task
 from tests.endpoints.conftest import COLLECTIONS, caller

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+
+from tasktoolkit.orm.migrations._columns import utc_datetime
 
 revision: str = "tasktoolkit_0001"
 down_revision: str | None = None
@@ -25,10 +26,6 @@ depends_on: str | Sequence[str] | None = None
 
 TASK_STATES = "'pending', 'running', 'succeeded', 'failed', 'cancelled'"
 OPERATION_STATES = "'running', 'succeeded', 'failed', 'cancelled'"
-
-
-def utc_datetime() -> sa.DateTime:
-    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 #: Each table's indexes: ``ix_<table>_<name>`` on these columns.
@@ -72,11 +69,11 @@ def _create_operations() -> None:
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("http_status", sa.Integer(), nullable=True),
         sa.Column("ttl_seconds", sa.Integer(), nullable=True),
-        sa.Column("tasks_pending", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("tasks_running", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("tasks_succeeded", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("tasks_failed", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("tasks_cancelled", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        # tasks_pending, tasks_running, ...: the operation's task count per state
+        *(
+            sa.Column(f"tasks_{state}", sa.Integer(), server_default=sa.text("0"), nullable=False)
+            for state in ("pending", "running", "succeeded", "failed", "cancelled")
+        ),
         sa.Column("created_at", utc_datetime(), nullable=False),
         sa.Column("updated_at", utc_datetime(), nullable=False),
         sa.Column("finished_at", utc_datetime(), nullable=True),

@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from tasktoolkit.orm.migrations._columns import exact_string, utc_datetime
+
 revision: str = "tasktoolkit_0003"
 down_revision: str | None = "tasktoolkit_0002"
 branch_labels: str | Sequence[str] | None = None
@@ -34,17 +36,6 @@ _OPERATION_INDEXES = {
 }
 
 
-def exact(length: int) -> sa.String:
-    """Compared exactly, case included (``utf8mb4_bin`` on MariaDB/MySQL), as revision 0002."""
-    return sa.String(length).with_variant(
-        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
-    )
-
-
-def utc_datetime() -> sa.DateTime:
-    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
-
 def upgrade() -> None:
     op.add_column("tasktoolkit_tasks", sa.Column("result", sa.Text(), nullable=True))
     for name, columns in _OPERATION_INDEXES.items():
@@ -53,10 +44,10 @@ def upgrade() -> None:
         )
     op.create_table(
         _KEYS,
-        sa.Column("project_id", exact(64), nullable=False),
-        sa.Column("key", exact(255), nullable=False),
+        sa.Column("project_id", exact_string(64), nullable=False),
+        sa.Column("key", exact_string(255), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
-        sa.Column("operation_id", exact(40), nullable=False),
+        sa.Column("operation_id", exact_string(40), nullable=False),
         sa.Column("created_at", utc_datetime(), nullable=False),
         sa.Column("status", sa.Integer(), nullable=True),
         sa.Column("headers", sa.Text(), nullable=True),

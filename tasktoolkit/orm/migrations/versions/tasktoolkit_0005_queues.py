@@ -17,23 +17,13 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+
+from tasktoolkit.orm.migrations._columns import exact_string, utc_datetime
 
 revision: str = "tasktoolkit_0005"
 down_revision: str | None = "tasktoolkit_0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def utc_datetime() -> sa.DateTime:
-    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
-
-def exact_string(length: int) -> sa.String:
-    """Compared exactly, case included (``utf8mb4_bin`` on MariaDB), as ``tasktoolkit_0002``."""
-    return sa.String(length).with_variant(
-        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
-    )
 
 
 def upgrade() -> None:
