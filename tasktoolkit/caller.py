@@ -124,6 +124,16 @@ def keystone_caller(environ: Mapping[str, Any]) -> Caller:
     )
 
 
+def caller_id_fits(value: object) -> bool:
+    """Whether ``value`` may be recorded as a project or user id as it is: ``None``, or
+    text of at most :data:`CALLER_ID_LENGTH` characters without a control character."""
+    return value is None or (
+        isinstance(value, str)
+        and len(value) <= CALLER_ID_LENGTH
+        and _UNSTORABLE.search(value) is None
+    )
+
+
 def check_caller(caller: Caller) -> Caller:
     """``caller``, if its project and user ids fit the records; never cut.
 
@@ -131,7 +141,7 @@ def check_caller(caller: Caller) -> Caller:
         :data:`CALLER_ID_LENGTH` characters or has a control character.
     """
     for what, value in (("project", caller.project_id), ("user", caller.user_id)):
-        if value is None:
+        if caller_id_fits(value):
             continue
         if not isinstance(value, str):
             raise InvalidCallerError(f"the {what} id must be text, got {type(value).__name__}")

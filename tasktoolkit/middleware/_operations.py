@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote
@@ -552,8 +551,7 @@ class _Request:
     def run(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
         fields = self.pending.fields
         token = bind(
-            replace(
-                ctx,
+            ctx._replace(
                 operation_id=fields.id,
                 project_id=fields.project_id,
                 user_id=fields.user_id,

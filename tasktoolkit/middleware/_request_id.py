@@ -31,9 +31,9 @@ from tasktoolkit._environ import (
     OPERATION_LOCATION_KEY,
     REQUEST_ID_KEY,
 )
-from tasktoolkit.caller import Caller, CallerGetter, check_caller, keystone_caller
+from tasktoolkit.caller import CallerGetter, caller_id_fits, keystone_caller
 from tasktoolkit.context import RequestContext, bind, is_valid_request_id, reset
-from tasktoolkit.errors import ApplicationError, InvalidCallerError
+from tasktoolkit.errors import ApplicationError
 from tasktoolkit.http_errors import response_for
 from tasktoolkit.middleware._config import aslist, resolve
 from tasktoolkit.middleware._iter import ClosingIterator
@@ -229,13 +229,10 @@ class RequestIdMiddleware:
         else:
             caller = getter(environ)
             project_id, user_id = caller.project_id, caller.user_id
-        if project_id is not None or user_id is not None:
-            try:
-                check_caller(Caller(project_id, user_id))
-            except InvalidCallerError:
-                # Never cut to fit: the operation middleware and the endpoints
-                # answer such a caller with a 400; nothing is written for it.
-                return None, None
+        if not (caller_id_fits(project_id) and caller_id_fits(user_id)):
+            # Never cut to fit: the operation middleware and the endpoints
+            # answer such a caller with a 400; nothing is written for it.
+            return None, None
         return project_id, user_id
 
     def _answer_error(

@@ -136,28 +136,26 @@ def record_moves(
     per_operation = Counter(
         (c.request_id, c.old_state, c.new_state) for c in changes if c.request_id is not None
     )
+    ready = [c for c in changes if c.new_state == TaskState.PENDING]
+    # Waiting requests: the moved tasks and every operation whose counts moved;
+    # idle database workers: the queues of the tasks made pending.
+    wake = [
+        *(c.task_id for c in changes if c.old_state is not None),
+        *(operation_id for operation_id, _, _ in per_operation),
+        *(pending_key(c.queue) for c in ready),
+    ]
     finished = []
     for (operation_id, old, new), count in per_operation.items():
         if opening is not None and old is None and operation_id == opening.fields.id:
-            open_or_count(conn, opening, count, now=moment)
+            if open_or_count(conn, opening, count, now=moment, notify=wake):
+                wake = []  # sent with it
             _queue(session, partial(_written, opening), -1)
         else:
             finished.append(
                 count_task_transition(conn, operation_id, old, new, now=moment, count=count)
             )
-    ready = [c for c in changes if c.new_state == TaskState.PENDING]
-    moved = [c.task_id for c in changes if c.old_state is not None]
-    if per_operation or moved or ready:
-        # Waiting requests: the moved tasks and every operation whose counts moved;
-        # idle database workers: the queues of the tasks made pending.
-        notify_changed(
-            conn,
-            [
-                *moved,
-                *(operation_id for operation_id, _, _ in per_operation),
-                *(pending_key(c.queue) for c in ready),
-            ],
-        )
+    if wake:
+        notify_changed(conn, wake)
     for change in changes:
         signal = signals.task_created if change.old_state is None else signals.task_state_changed
         _queue_signal(session, signal, change, 0)

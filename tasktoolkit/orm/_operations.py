@@ -103,6 +103,9 @@ def check_request_timeout(value: object, what: str = "request_timeout") -> timed
 #: The PostgreSQL channel that says which tasks and operations changed (the payload: an id),
 #: and which queues got a task to claim (the payload: :func:`pending_key`).
 CHANGES_CHANNEL = "tasktoolkit_changes"
+_CHANGED = func.unnest(bindparam("op_notify", type_=postgresql.ARRAY(String))).column_valued(
+    "changed"
+)
 _NOTIFY = text(
     f"SELECT pg_notify('{CHANGES_CHANNEL}', changed) FROM unnest(CAST(:ids AS text[])) AS changed"
 )
@@ -230,18 +233,33 @@ def open_operation(
 
 
 def open_or_count(
-    connection: Connection, pending: PendingOperation, count: int, *, now: datetime
-) -> None:
+    connection: Connection,
+    pending: PendingOperation,
+    count: int,
+    *,
+    now: datetime,
+    notify: Iterable[str | None] = (),
+) -> bool:
     """Write the request's operation with ``count`` more pending tasks; one statement.
 
     Inserts the operation (``running``) or, when a transaction of the same
     request wrote it already, adds to its pending count. A row the request
     wrote finished when its response started, before a later spawn of it
     committed, is running again: it ends once the tasks do.
+
+    :param notify: ids to :func:`notify_changed` in the same statement, where
+        the database can (PostgreSQL: no round trip of its own).
+    :returns: whether ``notify`` was sent.
     """
     row = _row(pending.fields, pending.ttl_seconds, now, pending.request_timeout)
     row["tasks_pending"] = count
-    connection.execute(_open_or_count(connection.dialect.name), row)
+    statement = _open_or_count(connection.dialect.name)
+    if connection.dialect.name != "postgresql":
+        connection.execute(statement, row)
+        return False
+    row["op_notify"] = sorted({i for i in notify if i is not None})
+    connection.execute(statement.returning(_NOTIFIED), row)
+    return True
 
 
 class Target(NamedTuple):
@@ -349,8 +367,10 @@ def end_request(
         "op_resource_type": resource_type,
         "op_resource_id": resource_id,
     }
-    notify_changed(connection, [operation_id])
-    if connection.dialect.update_returning:
+    if connection.dialect.name == "postgresql":
+        params["op_notify"] = [operation_id]
+        row = connection.execute(_END_RETURNING_NOTIFIED, params).one_or_none()
+    elif connection.dialect.update_returning:
         row = connection.execute(_END_RETURNING, params).one_or_none()
     elif connection.execute(_END, params).rowcount == 1 and read_back:
         # No RETURNING (MariaDB): the row as it is now; this update finished
@@ -456,6 +476,10 @@ _END = (
     )
 )
 _END_RETURNING = _END.returning(*_ENDED)
+#: Sends :func:`notify_changed`'s NOTIFY for the ids in ``op_notify``, from the
+#: statement returning it (PostgreSQL), so that it costs no round trip.
+_NOTIFIED = select(func.count(func.pg_notify(CHANGES_CHANNEL, _CHANGED))).scalar_subquery()
+_END_RETURNING_NOTIFIED = _END.returning(*_ENDED, _NOTIFIED)
 _READ_ENDED = select(*_ENDED).where(_T.c.id == _ID)
 #: What deciding to finish an operation reads of it.
 _FINISH_COLUMNS = (
