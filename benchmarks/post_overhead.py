@@ -23,6 +23,11 @@ beside them. On SQLite these are measured in WAL mode (``journal_mode=WAL``,
 ``post_ratio_vs_bare_default_journal`` with SQLite's default journal beside
 them. PostgreSQL and MariaDB run with their default settings.
 
+The middleware's ``close()`` (the end of the request, one statement after the
+body) is timed within the same calls: ``post_end_after_body_ms``, and
+``post_ratio_vs_bare_before_the_end``, the ratio without it: what a request
+would cost if its end were written off the request's thread.
+
 Warning: drops and re-creates the toolkit's and the sample's tables in the
 database at ``--db-url``.
 """
@@ -31,6 +36,8 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -139,15 +146,31 @@ def _environ() -> dict[str, Any]:
     }
 
 
-def request(app: App, on_start: Callable[[], None] | None = None) -> Callable[[], None]:
-    """One POST as a server does it: iterate the body, then close it."""
+def request(
+    app: App,
+    on_start: Callable[[], None] | None = None,
+    closes: list[float] | None = None,
+) -> Callable[[], None]:
+    """One POST as a server does it: iterate the body, then close it.
+
+    :param closes: where to append the seconds each ``close()`` took: for the
+        middleware, the end of the request, written after the body.
+    """
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         if on_start is not None:
             on_start()
 
     def call() -> None:
-        drain(app(_environ(), start_response))
+        body = app(_environ(), start_response)
+        if closes is None:
+            drain(body)
+            return
+        for _ in body:
+            pass
+        started = time.perf_counter()
+        getattr(body, "close", lambda: None)()
+        closes.append(time.perf_counter() - started)
 
     return call
 
@@ -185,8 +208,13 @@ def _wal(dbapi_connection: Any, record: Any) -> None:
         cursor.close()
 
 
+#: The middleware's ``close()``: the end of the request, one statement after the body.
+_END = "end after the body"
+
+
 def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, tuple[int, int]]]:
-    """Median seconds and statements before the response, of each stack."""
+    """Median seconds and statements before the response, of each stack; and, as
+    as :data:`_END`, the median seconds of the middleware's ``close()``."""
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session:
         network = Network(name="bench", project_id="bench")
@@ -201,10 +229,15 @@ def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, t
         "nova pattern": nova_pattern(app, engine),
     }
     try:
-        candidates = {name: request(stack) for name, stack in stacks.items()}
+        closes: list[float] = []
+        candidates = {
+            name: request(stack, closes=closes if name == "with middleware" else None)
+            for name, stack in stacks.items()
+        }
         for call in candidates.values():  # warm up: pools, dialect caches
             for _ in range(20):
                 call()
+        closes.clear()
         statements = {
             name: statements_before_response(
                 stack, operations if name == "with middleware" else None
@@ -215,6 +248,7 @@ def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, t
         times = interleaved(candidates, rounds=rounds, per_round=per_round)
     finally:
         operations.close()
+    times[_END] = statistics.median(closes)
     return times, statements
 
 
@@ -241,16 +275,20 @@ def _run_on(bench: Bench, *, wal: bool) -> tuple[dict[str, float], dict[str, tup
 def run(bench: Bench) -> dict[str, float]:
     sqlite = bench.backend == "sqlite"
     times, statements = _run_on(bench, wal=sqlite)
+    end = times.pop(_END)
     rows: list[tuple[object, ...]] = [
         (name, times[name] * 1e3, times[name] / times["bare app"], *statements[name])
         for name in times
     ]
+    rows.insert(2, (f"  of which {_END}", end * 1e3, end / times["bare app"], "", ""))
     figures = {
         "post_bare_ms": times["bare app"] * 1e3,
         "post_with_middleware_ms": times["with middleware"] * 1e3,
         "post_nova_pattern_ms": times["nova pattern"] * 1e3,
         "post_ratio_vs_bare": times["with middleware"] / times["bare app"],
         "post_ratio_vs_nova_pattern": times["with middleware"] / times["nova pattern"],
+        "post_end_after_body_ms": end * 1e3,
+        "post_ratio_vs_bare_before_the_end": (times["with middleware"] - end) / times["bare app"],
         "post_extra_statements_before_response": float(statements["with middleware"][0]),
         "post_app_statements_for_the_operation": float(
             statements["with middleware"][1] - statements["bare app"][1]
@@ -258,6 +296,7 @@ def run(bench: Bench) -> dict[str, float]:
     }
     if sqlite:
         default, _ = _run_on(bench, wal=False)
+        del default[_END]
         rows += [
             (
                 f"{name}, default journal",
