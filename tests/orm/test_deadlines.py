@@ -28,6 +28,7 @@ from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm._workers import claim_task
 from tests.models import Cluster
 from tests.orm._db import counts_of, operation_row, task_row
+from tests.orm._db import load as committed_task
 
 #: Fixed backoff (no jitter): a retry may start exactly 10 s after its failure.
 RETRY = TaskRules(
@@ -55,9 +56,8 @@ def tasks(
 
 
 def load(session: Session, task_id: str) -> Task:
-    session.commit()
-    task = session.get(Task, task_id, populate_existing=True)
-    assert task is not None
+    """The task as committed now, with its attempts."""
+    task = committed_task(session, task_id)
     session.refresh(task, ["attempt_records"])
     return task
 

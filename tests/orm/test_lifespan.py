@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasktoolkit import orm, signals
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import InvalidTransitionError
-from tasktoolkit.orm import Operation, Task, TaskRules, Worker, purge, reap
+from tasktoolkit.orm import Operation, TaskRules, Worker, purge, reap
 from tasktoolkit.orm._lifespan import _next_batch_size
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
@@ -23,6 +23,7 @@ from tasktoolkit.orm._transitions import start_task, transition
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import TaskChange
 from tests.models import Cluster
+from tests.orm._db import load
 
 NOW = utcnow()
 
@@ -343,13 +344,6 @@ def running(session_factory: sessionmaker[Session], engine: Engine) -> Callable[
         return job.id
 
     return make
-
-
-def load(session: Session, task_id: str) -> Task:
-    session.commit()
-    task = session.get(Task, task_id, populate_existing=True)
-    assert task is not None
-    return task
 
 
 def test_reaper_leaves_tasks_that_heartbeat(engine: Engine, running: Callable[..., str]) -> None:
