@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import TaskChange
 from tests.models import Cluster
 from tests.orm._db import load
+from tests.threads import at_once
 
 NOW = utcnow()
 
@@ -286,21 +286,11 @@ def test_two_purges_at_once_delete_each_row_once(
 ) -> None:
     expired_tasks(engine, 600)
     kept = {_live_task(session_factory)}
-    results: list[orm.PurgeResult] = []
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            results.append(purge(engine, batch_size=25, now=NOW))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def run() -> orm.PurgeResult:
+        return purge(engine, batch_size=25, now=NOW)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors and not any(t.is_alive() for t in threads)
+    results = at_once(run, run)
     assert sum(r.tasks for r in results) == 600
     assert task_ids(session) == kept
 
