@@ -9,11 +9,14 @@ measures comparisons side by side in one run (A, B, A, B, ...) with
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
@@ -51,6 +54,23 @@ class Bench:
             )
             if n == 0:
                 print("  ".join("-" * w for w in widths))
+
+
+def seeded_uuid(rng: random.Random) -> str:
+    """A version 4 UUID drawn from ``rng``: a seeded fill writes the same rows each run."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def task_identity(rng: random.Random, resource_type: str, resource_id: str) -> dict[str, Any]:
+    """The first columns of a filled task row: its ids and its resource (whose foreign key
+    column is ``<resource_type>_id``)."""
+    return {
+        "id": seeded_uuid(rng),
+        "request_id": f"req-{seeded_uuid(rng)}",
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        f"{resource_type}_id": resource_id,
+    }
 
 
 def fresh_engine(bench: Bench) -> Engine:

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 from webob import Request
 
-from benchmarks._harness import Bench, interleaved
+from benchmarks._harness import Bench, interleaved, seeded_uuid, task_identity
 from sample_app.models import Network, Port
 from tasktoolkit import orm
 from tasktoolkit.endpoints import Router, mount
@@ -84,11 +84,7 @@ def _row(
         # One finished row in ten has expired and waits for purge.
         expires = now - timedelta(hours=1) if rng.random() < 0.1 else now + timedelta(days=1)
     return {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "request_id": f"req-{uuid.UUID(int=rng.getrandbits(128), version=4)}",
-        "resource_type": "port",
-        "resource_id": port_id,
-        "port_id": port_id,
+        **task_identity(rng, "port", port_id),
         "name": rng.choice(_NAMES),
         "state": state,
         "progress": 100 if state == "succeeded" else None,
@@ -120,7 +116,7 @@ def _operation_row(
     finished = created + timedelta(seconds=30)
     expires = now - timedelta(hours=1) if rng.random() < 0.1 else now + timedelta(days=1)
     return {
-        "id": f"req-{uuid.UUID(int=rng.getrandbits(128), version=4)}",
+        "id": f"req-{seeded_uuid(rng)}",
         "method": method,
         "path": f"/v2.0/ports/{port_id}",
         "action": action,

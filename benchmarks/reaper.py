@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import create_engine, event, insert, text
 from sqlalchemy.engine import URL, Engine, make_url
 
-from benchmarks._harness import Bench, interleaved
+from benchmarks._harness import Bench, interleaved, seeded_uuid, task_identity
 from tasktoolkit import orm
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tests.models import Cluster
@@ -49,11 +49,7 @@ def _task(rng: random.Random, cluster_id: str, state: str, now: datetime) -> dic
     if state == "running":
         created = now - timedelta(seconds=30)
     return {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "request_id": f"req-{uuid.UUID(int=rng.getrandbits(128), version=4)}",
-        "resource_type": "cluster",
-        "resource_id": cluster_id,
-        "cluster_id": cluster_id,
+        **task_identity(rng, "cluster", cluster_id),
         "name": "build",
         "state": state,
         "project_id": "bench",
@@ -75,7 +71,7 @@ def _task(rng: random.Random, cluster_id: str, state: str, now: datetime) -> dic
 def _operation(rng: random.Random, in_flight: bool, now: datetime) -> dict[str, Any]:
     created = now if in_flight else now - timedelta(seconds=rng.randrange(60, 30 * 86400))
     return {
-        "id": f"req-{uuid.UUID(int=rng.getrandbits(128), version=4)}",
+        "id": f"req-{seeded_uuid(rng)}",
         "method": "POST",
         "path": "/clusters",
         "state": "running" if in_flight else "succeeded",

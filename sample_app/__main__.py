@@ -84,28 +84,25 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API, with its agents, until interrupted")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="8080; 0 picks a free port")
-    serve.add_argument("--db-url", default=_DB, metavar="URL", help=_DB_HELP)
-    serve.add_argument(
-        "--task-delay", type=_non_negative, default=0.5, metavar="S", help=_DELAY + " (0.5)"
-    )
-    serve.add_argument("--agents", type=_count, default=2, metavar="N", help=_AGENTS + " (2)")
-    serve.add_argument(
-        "--start-timeout", type=_start_timeout, default=None, metavar="S", help=_START
-    )
+    _add_agent_options(serve, broker_help=_BROKER_SERVE)
     serve.add_argument("--log-requests", action="store_true", help="log each request on stderr")
-    serve.add_argument("--broker", default=None, metavar="URL", help=_BROKER_SERVE)
 
     agents = commands.add_parser("agents", help="run the agents alone, until interrupted")
-    agents.add_argument("--db-url", default=_DB, metavar="URL", help=_DB_HELP)
-    agents.add_argument(
+    _add_agent_options(agents, broker_help=_BROKER_AGENTS)
+    return parser
+
+
+def _add_agent_options(command: argparse.ArgumentParser, broker_help: str) -> None:
+    """The options ``serve`` and ``agents`` share: the database, the agents and the broker."""
+    command.add_argument("--db-url", default=_DB, metavar="URL", help=_DB_HELP)
+    command.add_argument(
         "--task-delay", type=_non_negative, default=0.5, metavar="S", help=_DELAY + " (0.5)"
     )
-    agents.add_argument("--agents", type=_count, default=2, metavar="N", help=_AGENTS + " (2)")
-    agents.add_argument(
+    command.add_argument("--agents", type=_count, default=2, metavar="N", help=_AGENTS + " (2)")
+    command.add_argument(
         "--start-timeout", type=_start_timeout, default=None, metavar="S", help=_START
     )
-    agents.add_argument("--broker", default=None, metavar="URL", help=_BROKER_AGENTS)
-    return parser
+    command.add_argument("--broker", default=None, metavar="URL", help=broker_help)
 
 
 def _stop_on_sigterm(stop: threading.Event) -> None:

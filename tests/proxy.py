@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class TcpProxy:
@@ -40,6 +42,15 @@ class TcpProxy:
             _close(sock)
 
     close = cut
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """:meth:`cut` for the block; :meth:`restore` after it, however it ends."""
+        self.cut()
+        try:
+            yield
+        finally:
+            self.restore()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:

@@ -27,19 +27,24 @@ def memory_engine() -> Iterator[Engine]:
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "says"),
     [
-        pytest.param("sqs://key:secret@", id="sqs"),
-        pytest.param("memory://", id="memory"),
-        pytest.param("http://127.0.0.1:5672", id="http"),
-        pytest.param("amqp://127.0.0.1//;kafka://127.0.0.1", id="one-failover-of-another-kind"),
-        pytest.param("", id="empty"),
-        pytest.param("127.0.0.1:5672", id="no-scheme"),
+        pytest.param("sqs://key:secret@", "not 'sqs'", id="sqs"),
+        pytest.param("memory://", "not 'memory'", id="memory"),
+        pytest.param("http://127.0.0.1:5672", "not 'http'", id="http"),
+        pytest.param(
+            "amqp://127.0.0.1//;kafka://127.0.0.1",
+            "not 'kafka'",
+            id="one-failover-of-another-kind",
+        ),
+        pytest.param("", "a broker URL is needed", id="empty"),
+        pytest.param("127.0.0.1:5672", "not '127.0.0.1:5672'", id="no-scheme"),
     ],
 )
-def test_an_unknown_broker_scheme_is_refused(memory_engine: Engine, url: str) -> None:
-    with pytest.raises(InvalidBrokerError, match=r"RabbitMQ or Redis|broker URL"):
+def test_an_unknown_broker_scheme_is_refused(memory_engine: Engine, url: str, says: str) -> None:
+    with pytest.raises(InvalidBrokerError, match=r"RabbitMQ or Redis|broker URL") as raised:
         CeleryBridge(url, memory_engine)
+    assert says in str(raised.value)
 
 
 def test_a_password_is_not_shown_in_the_error() -> None:

@@ -108,12 +108,9 @@ def test_broker_down_at_spawn_the_request_answers_and_the_sweeper_publishes(
     proxy: TcpProxy,
 ) -> None:
     stack = make_stack(["quick"])
-    proxy.cut()
-    try:
+    with proxy.down():
         reply = stack.post("/clusters", status=201)
         assert bridge.sweep() == 0  # still down: nothing published, nothing marked
-    finally:
-        proxy.restore()
     with sessions() as session:
         task = session.scalars(
             select(Task).where(Task.request_id == reply.headers["X-Request-Id"])
@@ -159,11 +156,8 @@ def test_a_task_cancelled_while_pending_is_skipped_when_its_message_arrives(
     workers: Workers,
     proxy: TcpProxy,
 ) -> None:
-    proxy.cut()
-    try:
+    with proxy.down():
         (task_id,) = spawn(sessions, "quick")  # not published: the broker is away
-    finally:
-        proxy.restore()
     with sessions() as session:
         cancel_task(session, task_id)
         session.commit()
@@ -276,11 +270,8 @@ def test_tasktoolkit_reap_sweeps_with_a_bridge(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    proxy.cut()
-    try:
+    with proxy.down():
         (task_id,) = spawn(sessions, "quick")
-    finally:
-        proxy.restore()
     monkeypatch.setattr(sys.modules[__name__], "CLI_BRIDGE", bridge)
     url = engine.url.render_as_string(hide_password=False)
     status = cli.main(["reap", "--db-url", url, "--celery", f"{__name__}:CLI_BRIDGE"])

@@ -10,7 +10,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from tasktoolkit.orm import Task, cancel_task
+from tasktoolkit.orm import Operation, Task, cancel_task
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 
@@ -30,6 +30,22 @@ InOperation = Callable[..., AbstractContextManager[str]]
 
 SpawnInOp = Callable[..., tuple[str, list[Task]]]
 """The ``spawn_in_op`` fixture: ``op, tasks = spawn_in_op(*names)``."""
+
+
+def load(session: Session, task_id: str) -> Task:
+    """The task as committed now (a new transaction: MariaDB reads repeatably)."""
+    session.commit()
+    task = session.get(Task, task_id, populate_existing=True)
+    assert task is not None
+    return task
+
+
+def load_operation(session: Session, request_id: str) -> Operation:
+    """The operation as committed now (a new transaction, as in :func:`load`)."""
+    session.commit()
+    op = session.get(Operation, request_id, populate_existing=True)
+    assert op is not None
+    return op
 
 
 def count_rows(bind: Session | Connection | Engine, table: Table, *where: Any) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from tasktoolkit import orm
 from tasktoolkit.orm import Task
 from tasktoolkit.orm._records import tasks_table
+from tests.cases import named_cases
 from tests.models import Cluster, Node
 from tests.orm._db import spawn, task_count
 
@@ -66,13 +67,13 @@ def _raw_sql_delete(session: Session, engine: Engine, doomed: Node) -> None:
 
 @pytest.mark.parametrize(
     "delete_node",
-    [
-        pytest.param(_session_delete, id="session-delete"),
-        pytest.param(_session_delete_with_tasks_loaded, id="session-delete-with-tasks-loaded"),
-        pytest.param(_orm_bulk_delete, id="orm-bulk-delete"),
-        pytest.param(_core_delete, id="core-delete"),
-        pytest.param(_raw_sql_delete, id="raw-sql-delete"),
-    ],
+    named_cases(
+        _session_delete,
+        _session_delete_with_tasks_loaded,
+        _orm_bulk_delete,
+        _core_delete,
+        _raw_sql_delete,
+    ),
 )
 def test_cascade_node_delete(
     session: Session,

@@ -7,7 +7,6 @@ claims), never by sleeping.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -28,6 +27,8 @@ from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm._workers import claim_task
 from tests.models import Cluster
 from tests.orm._db import counts_of, operation_row, task_row
+from tests.orm._db import load as committed_task
+from tests.threads import at_once
 
 #: Fixed backoff (no jitter): a retry may start exactly 10 s after its failure.
 RETRY = TaskRules(
@@ -55,9 +56,8 @@ def tasks(
 
 
 def load(session: Session, task_id: str) -> Task:
-    session.commit()
-    task = session.get(Task, task_id, populate_existing=True)
-    assert task is not None
+    """The task as committed now, with its attempts."""
+    task = committed_task(session, task_id)
     session.refresh(task, ["attempt_records"])
     return task
 
@@ -229,16 +229,22 @@ def test_a_retryable_failure_runs_again_after_its_backoff_up_to_max_attempts(
     assert counts_of(engine, rid) == {"failed": 1}
 
 
+def failed_in_a_job_block(engine: Engine, tasks: Any, failure: errors.TaskFailure) -> str:
+    """A task with the RETRY rules whose first job block raised ``failure``; its id."""
+    task_id: str
+    [task_id] = tasks("build", rules=RETRY)
+    with Worker(engine, host="w").start(task_id):
+        raise failure
+    return task_id
+
+
 def test_a_retryable_task_failure_from_a_job_block(
     engine: Engine, session: Session, tasks: Any
 ) -> None:
-    [task_id] = tasks("build", rules=RETRY)
-    job = Worker(engine, host="w").start(task_id)
-    with job:
-        raise errors.TaskFailure("dhcp_timeout", "no lease", retryable=True)
+    failure = errors.TaskFailure("dhcp_timeout", "no lease", retryable=True)
+    task_id = failed_in_a_job_block(engine, tasks, failure)
     assert load(session, task_id).state == "pending"
-    job = Worker(engine, host="w").start(task_id)
-    with job:
+    with Worker(engine, host="w").start(task_id):
         pass
     task = load(session, task_id)
     assert (task.state, task.not_before) == ("succeeded", None)
@@ -248,10 +254,7 @@ def test_a_retryable_task_failure_from_a_job_block(
 def test_a_failure_not_marked_retryable_is_final(
     engine: Engine, session: Session, tasks: Any
 ) -> None:
-    [task_id] = tasks("build", rules=RETRY)
-    job = Worker(engine, host="w").start(task_id)
-    with job:
-        raise errors.TaskFailure("bad_config", "no")
+    task_id = failed_in_a_job_block(engine, tasks, errors.TaskFailure("bad_config", "no"))
     assert load(session, task_id).state == "failed"
     assert attempts(engine, task_id) == [(1, "failed", "bad_config")]
 
@@ -392,24 +395,11 @@ def test_two_reapers_racing_move_each_row_once(
         lost += ids[:2]
         late += ids[2:]
     later = utcnow() + timedelta(minutes=11)
-    results: list[ReapResult] = []
-    failures: list[BaseException] = []
-    barrier = threading.Barrier(2)
 
-    def run() -> None:
-        try:
-            barrier.wait(timeout=30)
-            results.append(reap(engine, now=later, batch_size=3))
-        except BaseException as exc:
-            failures.append(exc)
+    def run() -> ReapResult:
+        return reap(engine, now=later, batch_size=3)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not failures, failures
-    first, second = results
+    first, second = at_once(run, run)
     for kind in ("failed", "not_started", "requests"):
         mine, theirs = getattr(first, kind), getattr(second, kind)
         assert not set(mine) & set(theirs), kind

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasktoolkit import orm, signals
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import InvalidTransitionError
-from tasktoolkit.orm import Operation, Task, TaskRules, Worker, purge, reap
+from tasktoolkit.orm import Operation, TaskRules, Worker, purge, reap
 from tasktoolkit.orm._lifespan import _next_batch_size
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
@@ -23,6 +22,8 @@ from tasktoolkit.orm._transitions import start_task, transition
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import TaskChange
 from tests.models import Cluster
+from tests.orm._db import load
+from tests.threads import at_once
 
 NOW = utcnow()
 
@@ -285,21 +286,11 @@ def test_two_purges_at_once_delete_each_row_once(
 ) -> None:
     expired_tasks(engine, 600)
     kept = {_live_task(session_factory)}
-    results: list[orm.PurgeResult] = []
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            results.append(purge(engine, batch_size=25, now=NOW))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def run() -> orm.PurgeResult:
+        return purge(engine, batch_size=25, now=NOW)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors and not any(t.is_alive() for t in threads)
+    results = at_once(run, run)
     assert sum(r.tasks for r in results) == 600
     assert task_ids(session) == kept
 
@@ -343,13 +334,6 @@ def running(session_factory: sessionmaker[Session], engine: Engine) -> Callable[
         return job.id
 
     return make
-
-
-def load(session: Session, task_id: str) -> Task:
-    session.commit()
-    task = session.get(Task, task_id, populate_existing=True)
-    assert task is not None
-    return task
 
 
 def test_reaper_leaves_tasks_that_heartbeat(engine: Engine, running: Callable[..., str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -252,17 +253,20 @@ def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL
         engine.dispose()
 
 
+NO_SUCH_REVISION = "No such revision or branch 'nope'"
+
+
 @pytest.mark.parametrize(
-    "revision",
+    ("revision", "says"),
     [
-        pytest.param("nope", id="unknown"),
-        pytest.param("", id="empty"),
-        pytest.param("base:head", id="range-without-sql"),
-        pytest.param("tasktoolkit@nope", id="unknown-in-branch"),
+        pytest.param("nope", NO_SUCH_REVISION, id="unknown"),
+        pytest.param("", "revision must be a non-empty string", id="empty"),
+        pytest.param("base:head", "is only for SQL output", id="range-without-sql"),
+        pytest.param("tasktoolkit@nope", NO_SUCH_REVISION, id="unknown-in-branch"),
     ],
 )
-def test_upgrade_refuses_a_bad_revision(empty_url: URL, revision: str) -> None:
-    with pytest.raises(InvalidRevisionError):
+def test_upgrade_refuses_a_bad_revision(empty_url: URL, revision: str, says: str) -> None:
+    with pytest.raises(InvalidRevisionError, match=re.escape(says)):
         migrations.upgrade(empty_url, revision)
     assert tables(empty_url) == set()
     assert migrations.current(empty_url) is None

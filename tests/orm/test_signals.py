@@ -20,6 +20,7 @@ from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
+from tests.cases import named_cases
 from tests.models import Node
 from tests.orm._db import InOperation, SpawnInOp, count_rows, counts_of, spawn
 
@@ -248,7 +249,7 @@ def _by_reaper(session: Session, engine: Engine, node: Node, op: str) -> list[st
     return ["task-state-changed", "task-state-changed", "operation-finished"]
 
 
-def _by_adding(session: Session, engine: Engine, node: Node, op: str) -> list[str]:
+def _by_session_add(session: Session, engine: Engine, node: Node, op: str) -> list[str]:
     for name in ("a", "b"):
         session.add(_added_task(node, name, op))
     session.commit()
@@ -269,12 +270,7 @@ def _added_task(node: Node, name: str, op: str | None) -> Task:
 
 @pytest.mark.parametrize(
     "source",
-    [
-        pytest.param(_by_spawn, id="spawn"),
-        pytest.param(_by_transition, id="transition"),
-        pytest.param(_by_reaper, id="reaper"),
-        pytest.param(_by_adding, id="session-add"),
-    ],
+    named_cases(_by_spawn, _by_transition, _by_reaper, _by_session_add, prefix="_by_"),
 )
 def test_a_raising_receiver_breaks_no_commit_and_drops_no_signal(
     session: Session,

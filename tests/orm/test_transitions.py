@@ -53,21 +53,31 @@ def bring_to(session: Session, resource: Any, state: str, name: str = "boot") ->
     return task
 
 
+def refused(
+    session: Session, engine: Engine, task_id: str, move: Callable[[], object]
+) -> InvalidTransitionError:
+    """``move()`` raises :class:`InvalidTransitionError` and leaves the task's row as it was."""
+    before = task_row(engine, task_id)
+    assert before is not None
+    with pytest.raises(InvalidTransitionError) as info:
+        move()
+    session.commit()
+    assert task_row(engine, task_id) == before
+    return info.value
+
+
 @pytest.mark.parametrize(("source", "target", "allowed"), PAIRS)
 def test_transition_table(
     session: Session, engine: Engine, node: Node, source: str, target: str, allowed: bool
 ) -> None:
     task = bring_to(session, node, source)
+    if not allowed:
+        error = refused(session, engine, task.id, lambda: transition(session, task.id, target))
+        assert (error.current, error.requested) == (source, target)
+        assert error.status == 409
+        return
     before = task_row(engine, task.id)
     assert before is not None
-    if not allowed:
-        with pytest.raises(InvalidTransitionError) as info:
-            transition(session, task.id, target)
-        session.commit()
-        assert (info.value.current, info.value.requested) == (source, target)
-        assert info.value.status == 409
-        assert task_row(engine, task.id) == before
-        return
     moved = transition(session, task.id, target)
     session.commit()
     after = task_row(engine, task.id)
@@ -180,11 +190,10 @@ def test_unknown_task(session: Session) -> None:
 
 def test_expected_state_mismatch(session: Session, engine: Engine, node: Node) -> None:
     task = bring_to(session, node, "pending")
-    with pytest.raises(InvalidTransitionError):
-        transition(session, task.id, "failed", expected="running")
-    session.commit()
-    row = task_row(engine, task.id)
-    assert row is not None and row["state"] == "pending"
+    refused(
+        session, engine, task.id, lambda: transition(session, task.id, "failed", expected="running")
+    )
+    assert task.state == "pending"
 
 
 # -- cancel -----------------------------------------------------------------
@@ -213,20 +222,16 @@ def test_cancel_running_asks_the_worker(session: Session, engine: Engine, node: 
     assert row is not None and (row["state"], row["message"]) == ("cancelled", "stopped")
 
 
-@pytest.mark.parametrize(
-    "final", [pytest.param(s, id=s) for s in ("succeeded", "failed", "cancelled")]
-)
-def test_cancel_terminal_is_a_conflict(
-    session: Session, engine: Engine, node: Node, final: str
-) -> None:
-    task = bring_to(session, node, final)
-    before = task_row(engine, task.id)
-    with pytest.raises(InvalidTransitionError) as info:
-        cancel_task(session, task.id)
-    session.commit()
-    assert isinstance(info.value, TaskToolkitError) and info.value.status == 409
-    assert info.value.code == "tasktoolkit.invalid_transition"
-    assert task_row(engine, task.id) == before
+@pytest.fixture(params=["succeeded", "failed", "cancelled"])
+def finished(request: pytest.FixtureRequest, session: Session, node: Node) -> Task:
+    """A committed task in each final state in turn."""
+    return bring_to(session, node, request.param)
+
+
+def test_cancel_terminal_is_a_conflict(session: Session, engine: Engine, finished: Task) -> None:
+    error = refused(session, engine, finished.id, lambda: cancel_task(session, finished.id))
+    assert isinstance(error, TaskToolkitError) and error.status == 409
+    assert error.code == "tasktoolkit.invalid_transition"
 
 
 # -- progress -----------------------------------------------------------------
@@ -252,18 +257,10 @@ def test_set_progress(session: Session, engine: Engine, node: Node, state: str) 
     assert row is not None and row["progress"] == 100
 
 
-@pytest.mark.parametrize(
-    "final", [pytest.param(s, id=s) for s in ("succeeded", "failed", "cancelled")]
-)
 def test_set_progress_on_terminal_is_refused(
-    session: Session, engine: Engine, node: Node, final: str
+    session: Session, engine: Engine, finished: Task
 ) -> None:
-    task = bring_to(session, node, final)
-    before = task_row(engine, task.id)
-    with pytest.raises(InvalidTransitionError):
-        report_progress(session, task.id, 50)
-    session.commit()
-    assert task_row(engine, task.id) == before
+    refused(session, engine, finished.id, lambda: report_progress(session, finished.id, 50))
 
 
 # -- stale reads (REPEATABLE READ on MariaDB) ----------------------------------

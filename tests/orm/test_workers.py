@@ -20,15 +20,17 @@ from tasktoolkit.errors import (
     TaskNotFoundError,
     TaskNotHeldError,
 )
-from tasktoolkit.orm import Operation, Task, Worker
+from tasktoolkit.orm import Job, Worker
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm._workers import claim_task
 from tests.models import Cluster
+from tests.orm._db import load, load_operation
 
 Spawn = Callable[..., list[str]]
+Claimed = Callable[..., tuple[str, Job]]
 
 
 @pytest.fixture
@@ -67,12 +69,20 @@ def other(engine: Engine) -> Worker:
     return Worker(engine, ["build", "wire"], host="worker-b")
 
 
-def load(session: Session, task_id: str) -> Task:
-    """The task as committed now (a new transaction: MariaDB reads repeatably)."""
-    session.commit()
-    task = session.get(Task, task_id, populate_existing=True)
-    assert task is not None
-    return task
+@pytest.fixture
+def claimed(worker: Worker, spawn: Spawn) -> Claimed:
+    """``claimed(request_id=None)``: one "build" task spawned and claimed by ``worker``.
+
+    Its id and its job; with ``request_id`` as in ``spawn``.
+    """
+
+    def make(request_id: str | None = None) -> tuple[str, Job]:
+        [task_id] = spawn(["build"], request_id=request_id)
+        job = worker.claim()
+        assert job is not None and job.id == task_id
+        return task_id, job
+
+    return make
 
 
 def test_claim_takes_the_oldest_pending_task_among_the_names(
@@ -130,18 +140,12 @@ def test_claimed_task_counts_move_in_its_operation(
     job = worker.claim()
     assert job is not None and job.request_id == rid
 
-    session.commit()
-    op = session.get(Operation, rid, populate_existing=True)
-    assert op is not None
+    op = load_operation(session, rid)
     assert (op.tasks_pending, op.tasks_running, op.state) == (1, 1, "running")
 
 
-def test_heartbeat_records_life_but_not_a_change(
-    worker: Worker, spawn: Spawn, session: Session
-) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+def test_heartbeat_records_life_but_not_a_change(claimed: Claimed, session: Session) -> None:
+    task_id, job = claimed()
     before = load(session, task_id)
     beat, updated = before.heartbeat_at, before.updated_at
 
@@ -153,11 +157,9 @@ def test_heartbeat_records_life_but_not_a_change(
 
 
 def test_heartbeat_tells_the_worker_cancellation_was_asked(
-    worker: Worker, spawn: Spawn, session: Session
+    claimed: Claimed, session: Session
 ) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+    task_id, job = claimed()
     orm.cancel_task(session, task_id)
     session.commit()
 
@@ -167,12 +169,8 @@ def test_heartbeat_tells_the_worker_cancellation_was_asked(
         job.check_cancelled()
 
 
-def test_progress_is_recorded_and_counts_as_a_heartbeat(
-    worker: Worker, spawn: Spawn, session: Session
-) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+def test_progress_is_recorded_and_counts_as_a_heartbeat(claimed: Claimed, session: Session) -> None:
+    task_id, job = claimed()
     beat = load(session, task_id).heartbeat_at
 
     job.progress(40, "copying image")
@@ -192,11 +190,9 @@ def test_progress_is_recorded_and_counts_as_a_heartbeat(
     ],
 )
 def test_bad_progress_is_refused_and_nothing_written(
-    worker: Worker, spawn: Spawn, session: Session, value: object
+    claimed: Claimed, session: Session, value: object
 ) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+    task_id, job = claimed()
     with pytest.raises(InvalidProgressError):
         job.progress(value, "never")  # type: ignore[arg-type]
     task = load(session, task_id)
@@ -221,10 +217,9 @@ def _snapshot(session: Session, task_id: str) -> tuple[object, ...]:
 
 @pytest.mark.parametrize("report", REPORTS)
 def test_a_task_held_by_another_worker_is_refused_and_nothing_written(
-    worker: Worker, other: Worker, spawn: Spawn, session: Session, report: Report
+    claimed: Claimed, other: Worker, session: Session, report: Report
 ) -> None:
-    [task_id] = spawn(["build"])
-    assert worker.claim() is not None
+    task_id, _ = claimed()
     before = _snapshot(session, task_id)
 
     with pytest.raises(TaskNotHeldError, match=r"worker-b.*running on 'worker-a'"):
@@ -247,10 +242,8 @@ def test_a_pending_task_is_not_held(
 
 
 @pytest.mark.parametrize("report", REPORTS)
-def test_a_finished_task_is_not_held(worker: Worker, spawn: Spawn, report: Report) -> None:
-    spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+def test_a_finished_task_is_not_held(claimed: Claimed, worker: Worker, report: Report) -> None:
+    _, job = claimed()
     job.succeed()
     with pytest.raises(TaskNotHeldError, match="it is succeeded"):
         report(worker, job.id)
@@ -262,12 +255,8 @@ def test_an_unknown_task_is_not_found(worker: Worker, report: Report) -> None:
         report(worker, "00000000-0000-0000-0000-000000000000")
 
 
-def test_fail_keeps_code_message_and_traceback(
-    worker: Worker, spawn: Spawn, session: Session
-) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+def test_fail_keeps_code_message_and_traceback(claimed: Claimed, session: Session) -> None:
+    task_id, job = claimed()
     job.fail("dhcp_timeout", "no lease after 30 s", "Traceback: ...")
     task = load(session, task_id)
     assert task.state == "failed"
@@ -279,85 +268,64 @@ def test_fail_keeps_code_message_and_traceback(
 @pytest.mark.parametrize(
     "code", [pytest.param("", id="empty"), pytest.param("x" * 65, id="too-long")]
 )
-def test_fail_refuses_a_bad_code(worker: Worker, spawn: Spawn, session: Session, code: str) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+def test_fail_refuses_a_bad_code(claimed: Claimed, session: Session, code: str) -> None:
+    task_id, job = claimed()
     with pytest.raises(ValueError, match="error code"):
         job.fail(code, "msg")
     assert load(session, task_id).state == "running"
 
 
-def test_job_block_that_ends_succeeds_the_task(
-    worker: Worker, spawn: Spawn, session: Session
-) -> None:
+def test_job_block_that_ends_succeeds_the_task(claimed: Claimed, session: Session) -> None:
     rid = new_request_id()
-    [task_id] = spawn(["build"], request_id=rid)
-    job = worker.claim()
-    assert job is not None
+    task_id, job = claimed(rid)
     with job:
         job.progress(50)
     task = load(session, task_id)
     assert (task.state, task.progress) == ("succeeded", 100)
-    session.commit()
-    op = session.get(Operation, rid, populate_existing=True)
-    assert op is not None and op.state == "succeeded"
+    op = load_operation(session, rid)
+    assert op.state == "succeeded"
     assert op.task_counts["succeeded"] == 1
 
 
 def test_job_block_that_raises_fails_the_task_and_reraises(
-    worker: Worker, spawn: Spawn, session: Session
+    claimed: Claimed, session: Session
 ) -> None:
     rid = new_request_id()
-    [task_id] = spawn(["build"], request_id=rid)
-    job = worker.claim()
-    assert job is not None
+    task_id, job = claimed(rid)
     with pytest.raises(ZeroDivisionError), job:
         1 / 0  # noqa: B018
     task = load(session, task_id)
     assert task.state == "failed"
     assert task.error == {"code": "worker_error", "message": "division by zero"}
     assert task.error_traceback is not None and "ZeroDivisionError" in task.error_traceback
-    session.commit()
-    op = session.get(Operation, rid, populate_existing=True)
-    assert op is not None and op.state == "failed"
+    assert load_operation(session, rid).state == "failed"
 
 
 def test_job_block_raising_task_failure_fails_with_its_code(
-    worker: Worker, spawn: Spawn, session: Session
+    claimed: Claimed, session: Session
 ) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+    task_id, job = claimed()
     with job:
         raise TaskFailure("no_capacity", "the rack is full")
     assert load(session, task_id).error == {"code": "no_capacity", "message": "the rack is full"}
 
 
 def test_job_block_stopping_on_cancellation_cancels_the_task(
-    worker: Worker, spawn: Spawn, session: Session
+    claimed: Claimed, session: Session
 ) -> None:
     rid = new_request_id()
-    [task_id] = spawn(["build"], request_id=rid)
-    job = worker.claim()
-    assert job is not None
+    task_id, job = claimed(rid)
     with job:
         orm.cancel_task(session, task_id)
         session.commit()
         job.check_cancelled()
         pytest.fail("check_cancelled did not raise")  # pragma: no cover
     assert load(session, task_id).state == "cancelled"
-    session.commit()
-    op = session.get(Operation, rid, populate_existing=True)
-    assert op is not None and op.state == "cancelled"
+    assert load_operation(session, rid).state == "cancelled"
 
 
-def test_job_block_interrupted_hands_the_task_back(
-    worker: Worker, spawn: Spawn, session: Session
-) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+def test_job_block_interrupted_hands_the_task_back(claimed: Claimed, session: Session) -> None:
+    task_id, job = claimed()
     with pytest.raises(KeyboardInterrupt), job:
         raise KeyboardInterrupt
     task = load(session, task_id)
@@ -365,12 +333,8 @@ def test_job_block_interrupted_hands_the_task_back(
     assert [(a.number, a.outcome) for a in task.attempt_records] == [(1, "handed_back")]
 
 
-def test_job_block_whose_task_was_taken_away_says_so(
-    worker: Worker, spawn: Spawn, session: Session
-) -> None:
-    [task_id] = spawn(["build"])
-    job = worker.claim()
-    assert job is not None
+def test_job_block_whose_task_was_taken_away_says_so(claimed: Claimed, session: Session) -> None:
+    task_id, job = claimed()
     session.execute(
         update(tasks_table)
         .where(tasks_table.c.id == task_id)
