@@ -20,9 +20,9 @@ from tasktoolkit.endpoints._waiting import parse_prefer
 from tasktoolkit.errors import InvalidHeaderError
 from tasktoolkit.orm import prepare_engine
 from tasktoolkit.orm._listening import Listener
-from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._transitions import report_progress, start_task, succeed_task
-from tests.endpoints.conftest import COLLECTIONS, caller
+from tests.endpoints.conftest import COLLECTIONS, caller, open_post
 from tests.models import Cluster
 
 A = caller("project-a")
@@ -94,10 +94,7 @@ class OneTask:
 
     def __init__(self, session: Session) -> None:
         self.operation_id = context.new_request_id()
-        fields = OperationFields(
-            id=self.operation_id, method="POST", path="/clusters", project_id="project-a"
-        )
-        open_operation(session.connection(), fields)
+        open_post(session, self.operation_id, "project-a")
         cluster = Cluster(name="c", project_id="project-a")
         session.add(cluster)
         session.flush()
