@@ -17,7 +17,7 @@ from paste.deploy import loadapp
 from sample_app.app import app_factory
 from sample_app.demo import run_demo
 from tests.sample_app.conftest import DEADLINE, ROOT, Http, start_process, wait_for
-from tests.sample_app.servers import gunicorn_url, start_gunicorn
+from tests.sample_app.servers import gunicorn_url, port_status, start_gunicorn
 
 PASTE_INI = ROOT / "sample_app" / "api-paste.ini"
 
@@ -188,12 +188,7 @@ def test_gunicorn_and_agents_serve_the_paste_pipeline(tmp_path: Path) -> None:
         )
         reply = client.post("/ports", {"port": {"network_id": reply.body["network"]["id"]}})
         assert reply.status == 202
-        port_id = reply.body["port"]["id"]
-        wait_for(
-            lambda: client.get(f"/ports/{port_id}").body["port"]["status"],
-            lambda status: status == "ACTIVE",
-            "the agents ran the port's tasks",
-        )
+        port_status(client, reply.body["port"]["id"], "ACTIVE")  # the agents ran its tasks
     finally:
         if gunicorn is not None:
             assert gunicorn.stop() == 0, gunicorn.stderr()
