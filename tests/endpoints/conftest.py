@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import routes
@@ -78,10 +79,9 @@ class Seeded:
     expired_operation_id: str = ""
 
 
-def seed_project(session: Session, project: str) -> Seeded:
-    """A cluster with a node, an operation whose request spawned tasks in every state,
-    plus one expired task and one expired operation. Commits."""
-    rid = context.new_request_id()
+def open_post(session: Session, rid: str, project: str, **fields: Any) -> None:
+    """Open the operation of request ``rid``, a ``POST /clusters`` of ``project``'s
+    (with ``fields``: its user, action, ...), as the middleware does."""
     open_operation(
         session.connection(),
         OperationFields(
@@ -89,10 +89,17 @@ def seed_project(session: Session, project: str) -> Seeded:
             method="POST",
             path="/clusters",
             project_id=project,
-            user_id=f"user-{project}",
-            action="create",
-            resource_type="cluster",
+            **fields,
         ),
+    )
+
+
+def seed_project(session: Session, project: str) -> Seeded:
+    """A cluster with a node, an operation whose request spawned tasks in every state,
+    plus one expired task and one expired operation. Commits."""
+    rid = context.new_request_id()
+    open_post(
+        session, rid, project, user_id=f"user-{project}", action="create", resource_type="cluster"
     )
     cluster = Cluster(name=f"c-{project}", project_id=project)
     session.add(cluster)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -26,6 +26,7 @@ from tasktoolkit.endpoints import openapi_document
 from tasktoolkit.endpoints._openapi import load_document
 from tests.databases import engine_for
 from tests.endpoints.conftest import Seeded, build_app, caller, seed_project
+from tests.fuzzing import replayable
 
 COLLECTIONS = ["clusters", "nodes"]
 CHECKS = [
@@ -97,13 +98,7 @@ def test_app_keeps_to_the_document(stack: tuple[TestApp, Seeded], path: str, met
     )
     callers = st.sampled_from([caller("project-a"), caller("ops", admin=True), caller("b")])
 
-    @settings(
-        max_examples=40,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @replayable(40)
     @given(case=cases, headers=callers)
     def check(case: Any, headers: dict[str, str]) -> None:
         case.call_and_validate(app=app.app, headers=headers, checks=CHECKS)

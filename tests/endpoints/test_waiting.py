@@ -20,9 +20,9 @@ from tasktoolkit.endpoints._waiting import parse_prefer
 from tasktoolkit.errors import InvalidHeaderError
 from tasktoolkit.orm import prepare_engine
 from tasktoolkit.orm._listening import Listener
-from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
+from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._transitions import report_progress, start_task, succeed_task
-from tests.endpoints.conftest import COLLECTIONS, caller
+from tests.endpoints.conftest import COLLECTIONS, caller, open_post
 from tests.models import Cluster
 
 A = caller("project-a")
@@ -94,10 +94,7 @@ class OneTask:
 
     def __init__(self, session: Session) -> None:
         self.operation_id = context.new_request_id()
-        fields = OperationFields(
-            id=self.operation_id, method="POST", path="/clusters", project_id="project-a"
-        )
-        open_operation(session.connection(), fields)
+        open_post(session, self.operation_id, "project-a")
         cluster = Cluster(name="c", project_id="project-a")
         session.add(cluster)
         session.flush()
@@ -133,115 +130,107 @@ def finish(session_factory: sessionmaker[Session], task_id: str) -> float:
 
 
 KINDS = ["operation", "task", "resource-task"]
+Listening = tuple[Router, TaskEndpoints]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.fixture(params=KINDS)
+def path(request: pytest.FixtureRequest, one: OneTask) -> str:
+    """``one``'s operation, its task, and its task under its resource: every waiting GET."""
+    return one.paths[request.param]
+
+
+@pytest.fixture
+def app(endpoints: Callable[..., Any]) -> Router:
+    """The routed app of a mount with the default options."""
+    router: Router = endpoints()[0]
+    return router
+
+
+def record_of(response: Response) -> dict[str, Any]:
+    """The operation or the task a waiting GET answered with."""
+    record: dict[str, Any] = response.json.get("operation") or response.json["task"]
+    return record
+
+
+def first_task(response: Response) -> dict[str, Any]:
+    """The task a waiting GET answered with (the operation's one task)."""
+    record = record_of(response)
+    task: dict[str, Any] = record.get("tasks", [record])[0]
+    return task
+
+
 @pytest.mark.parametrize("header", BAD_PREFER[:6])
-def test_a_bad_prefer_is_400_on_every_waiting_get(
-    endpoints: Callable[..., Any], one: OneTask, kind: str, header: str
-) -> None:
-    app, _ = endpoints()
-    response = get(app, one.paths[kind], Prefer=header)
+def test_a_bad_prefer_is_400_on_every_waiting_get(app: Router, path: str, header: str) -> None:
+    response = get(app, path, Prefer=header)
     assert response.status_int == 400
     (error,) = response.json["errors"]
     assert error["code"] == "tasktoolkit.invalid_header"
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_a_terminal_record_answers_at_once(
-    endpoints: Callable[..., Any],
-    one: OneTask,
-    session_factory: sessionmaker[Session],
-    kind: str,
+    app: Router, path: str, one: OneTask, session_factory: sessionmaker[Session]
 ) -> None:
     finish(session_factory, one.task_id)
-    app, _ = endpoints()
     started = time.monotonic()
-    response = get(app, one.paths[kind], Prefer="wait=20")
+    response = get(app, path, Prefer="wait=20")
     assert time.monotonic() - started < 10  # never the whole wait
     assert response.status_int == 200
     assert response.headers["Preference-Applied"] == "wait=20"
-    record = response.json.get("operation") or response.json["task"]
-    assert record["state"] == "succeeded"
+    assert record_of(response)["state"] == "succeeded"
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_a_running_record_is_answered_as_it_is_when_the_wait_is_over(
-    endpoints: Callable[..., Any], one: OneTask, kind: str
+    endpoints: Callable[..., Any], path: str
 ) -> None:
     app, _ = endpoints(max_wait=1)
     started = time.monotonic()
-    response = get(app, one.paths[kind], Prefer="wait=3600")
+    response = get(app, path, Prefer="wait=3600")
     assert time.monotonic() - started >= 0.9
     assert response.status_int == 200
     assert response.headers["Preference-Applied"] == "wait=1"  # the mount's cap
-    record = response.json.get("operation") or response.json["task"]
-    assert record["state"] in ("running", "pending")
+    assert record_of(response)["state"] in ("running", "pending")
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_a_wait_answers_when_the_record_ends(
-    endpoints: Callable[..., Any],
-    one: OneTask,
-    session_factory: sessionmaker[Session],
-    kind: str,
+    app: Router, path: str, one: OneTask, session_factory: sessionmaker[Session]
 ) -> None:
-    app, _ = endpoints()
     with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(get, app, one.paths[kind], Prefer="wait=30")
+        waiting = pool.submit(get, app, path, Prefer="wait=30")
         committed = finish(session_factory, one.task_id)
         response = waiting.result(timeout=30)
     answered = time.monotonic()
     assert answered - committed < 25  # woken, not timed out
-    record = response.json.get("operation") or response.json["task"]
-    assert record["state"] == "succeeded"
-    tasks = record.get("tasks", [record])
-    assert tasks[0]["result"] == {"done": True}
+    assert record_of(response)["state"] == "succeeded"
+    assert first_task(response)["result"] == {"done": True}
     assert "Retry-After" not in response.headers
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_with_if_none_match_a_wait_answers_as_soon_as_the_record_differs(
-    endpoints: Callable[..., Any],
-    one: OneTask,
-    session_factory: sessionmaker[Session],
-    kind: str,
+    app: Router, path: str, one: OneTask, session_factory: sessionmaker[Session]
 ) -> None:
-    app, _ = endpoints()
     with session_factory() as session:
         start_task(session, one.task_id, host="w")
         session.commit()
-    first = get(app, one.paths[kind])
-    etag = first.headers["ETag"]
-    assert get(app, one.paths[kind], Prefer="wait=0", **{"If-None-Match": etag}).status_int == 304
+    etag = get(app, path).headers["ETag"]
+    assert get(app, path, Prefer="wait=0", **{"If-None-Match": etag}).status_int == 304
     with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(
-            get, app, one.paths[kind], Prefer="wait=30", **{"If-None-Match": etag}
-        )
+        waiting = pool.submit(get, app, path, Prefer="wait=30", **{"If-None-Match": etag})
         with session_factory() as session:
             report_progress(session, one.task_id, 40, message="half", host="w")
             session.commit()
         response = waiting.result(timeout=30)
     assert response.status_int == 200 and response.headers["ETag"] != etag
-    record = response.json.get("operation") or response.json["task"]
-    tasks = record.get("tasks", [record])
-    assert (tasks[0]["state"], tasks[0]["progress"]) == ("running", 40)
+    task = first_task(response)
+    assert (task["state"], task["progress"]) == ("running", 40)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_an_etag_that_never_existed_differs_at_once(
-    endpoints: Callable[..., Any], one: OneTask, kind: str
-) -> None:
-    app, _ = endpoints()
+def test_an_etag_that_never_existed_differs_at_once(app: Router, path: str) -> None:
     for etag in ('"never"', "garbage \x7f", "*x"):
-        response = get(app, one.paths[kind], Prefer="wait=30", **{"If-None-Match": etag})
+        response = get(app, path, Prefer="wait=30", **{"If-None-Match": etag})
         assert response.status_int == 200
 
 
-def test_an_unknown_or_hidden_record_is_404_without_waiting(
-    endpoints: Callable[..., Any], one: OneTask
-) -> None:
-    app, _ = endpoints()
+def test_an_unknown_or_hidden_record_is_404_without_waiting(app: Router, one: OneTask) -> None:
     unknown = "/operations/req-00000000-0000-4000-8000-000000000000"
     for path, headers in ((unknown, A), (one.paths["operation"], caller("project-b"))):
         response = Request.blank(path, headers={**headers, "Prefer": "wait=30"}).get_response(app)
@@ -273,15 +262,19 @@ def test_a_waiting_request_holds_no_pooled_connection(
         small.dispose()
 
 
-def test_postgresql_wakes_a_waiter_within_200_ms_of_the_commit(
-    backend: str,
-    endpoints: Callable[..., Any],
-    one: OneTask,
-    session_factory: sessionmaker[Session],
-) -> None:
+@pytest.fixture
+def listening(backend: str, endpoints: Callable[..., Any]) -> Listening:
+    """The routed app and its mount, on PostgreSQL only: pushed wake-ups are PostgreSQL's
+    (only it listens); elsewhere waiters poll."""
     if backend != "postgresql":
-        pytest.skip("pushed wake-ups are PostgreSQL's; elsewhere waiters poll")
-    app, mounted = endpoints()
+        pytest.skip("only PostgreSQL listens; elsewhere waiters poll")
+    return endpoints()  # type: ignore[no-any-return]
+
+
+def test_postgresql_wakes_a_waiter_within_200_ms_of_the_commit(
+    listening: Listening, one: OneTask, session_factory: sessionmaker[Session]
+) -> None:
+    app, mounted = listening
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(get, app, one.paths["operation"], Prefer="wait=30")
         _until_listening(mounted, one.operation_id)
@@ -299,8 +292,8 @@ def _until(condition: Callable[[], object], what: str) -> None:
         time.sleep(0.01)
 
 
-def _until_listening(mounted: TaskEndpoints, record_id: str) -> Listener:
-    deadline = time.monotonic() + 10
+def _until_listening(mounted: TaskEndpoints, record_id: str, within: float = 10) -> Listener:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         listener = mounted._waiter
         if isinstance(listener, Listener) and listener.healthy:
@@ -311,66 +304,47 @@ def _until_listening(mounted: TaskEndpoints, record_id: str) -> Listener:
     raise AssertionError("the waiting request never subscribed")
 
 
+def _on_listening_connections(engine: Engine, what: str) -> object:
+    """``SELECT what`` over this database's connections that LISTEN (the first row's)."""
+    with engine.connect() as conn:
+        value = conn.execute(
+            text(
+                f"SELECT {what} FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+            )
+        ).scalar()
+        conn.commit()
+    return value
+
+
 def test_postgresql_listens_on_one_connection_for_every_waiter(
-    backend: str,
-    engine: Engine,
-    endpoints: Callable[..., Any],
-    one: OneTask,
-    session_factory: sessionmaker[Session],
+    listening: Listening, engine: Engine, one: OneTask, session_factory: sessionmaker[Session]
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("only PostgreSQL listens")
-    app, mounted = endpoints()
+    app, mounted = listening
     with ThreadPoolExecutor(20) as pool:
         waiting = [
             pool.submit(get, app, one.paths[kind], Prefer="wait=30")
             for kind in KINDS * 6 + ["operation", "task"]
         ]
         _until_listening(mounted, one.operation_id)
-        with engine.connect() as conn:
-            listening = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-                )
-            ).scalar()
+        listeners = _on_listening_connections(engine, "count(*)")
         finish(session_factory, one.task_id)
-        states = {
-            (f.result(timeout=30).json.get("operation") or f.result().json["task"])["state"]
-            for f in waiting
-        }
-    assert listening == 1
+        states = {record_of(f.result(timeout=30))["state"] for f in waiting}
+    assert listeners == 1
     assert states == {"succeeded"}
 
 
 def test_the_listener_comes_back_after_its_connection_is_killed(
-    backend: str,
-    engine: Engine,
-    endpoints: Callable[..., Any],
-    one: OneTask,
-    session_factory: sessionmaker[Session],
+    listening: Listening, engine: Engine, one: OneTask, session_factory: sessionmaker[Session]
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("only PostgreSQL listens")
-    app, mounted = endpoints()
+    app, mounted = listening
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(get, app, one.paths["task"], Prefer="wait=1")
         listener = _until_listening(mounted, one.task_id)
         first.result(timeout=30)
-        with engine.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-                )
-            )
-            conn.commit()
+        _on_listening_connections(engine, "pg_terminate_backend(pid)")
         waiting = pool.submit(get, app, one.paths["operation"], Prefer="wait=30")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (
-            listener.healthy and one.operation_id in listener._waiting
-        ):
-            time.sleep(0.01)
+        assert _until_listening(mounted, one.operation_id, within=20) is listener
         finish(session_factory, one.task_id)
         assert waiting.result(timeout=30).json["operation"]["state"] == "succeeded"
 
@@ -386,11 +360,10 @@ def test_mount_refuses_a_bad_max_wait(session_factory: sessionmaker[Session]) ->
             )
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_a_wait_longer_than_the_deadline_bounds_each_read_on_its_own(
-    endpoints: Callable[..., Any], one: OneTask, kind: str
+    endpoints: Callable[..., Any], path: str
 ) -> None:
     app, _ = endpoints(deadline=0.5, max_wait=2)
-    response = get(app, one.paths[kind], Prefer="wait=2")
+    response = get(app, path, Prefer="wait=2")
     assert response.status_int == 200, response.text
     assert response.headers["Preference-Applied"] == "wait=2"

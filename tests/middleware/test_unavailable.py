@@ -135,33 +135,35 @@ def kill_connections(backend: str, url: URL) -> int:
         admin.dispose()
 
 
+def _on_server(backend: str, *, postgresql: str, mariadb: str) -> None:
+    """Run one statement on ``backend``'s server: ``postgresql``'s or ``mariadb``'s."""
+    admin = _admin(backend)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(postgresql if backend == "postgresql" else mariadb))
+    finally:
+        admin.dispose()
+
+
 def drop_database(backend: str, url: URL) -> None:
     if backend == "sqlite":
         Path(str(url.database)).unlink()
         return
     kill_connections(backend, url)
-    admin = _admin(backend)
-    try:
-        with admin.connect() as conn:
-            if backend == "postgresql":
-                conn.execute(text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
-            else:
-                conn.execute(text(f"DROP DATABASE `{url.database}`"))
-    finally:
-        admin.dispose()
+    _on_server(
+        backend,
+        postgresql=f'DROP DATABASE "{url.database}" WITH (FORCE)',
+        mariadb=f"DROP DATABASE `{url.database}`",
+    )
 
 
 def create_database(backend: str, url: URL) -> None:
     if backend != "sqlite":
-        admin = _admin(backend)
-        try:
-            with admin.connect() as conn:
-                if backend == "postgresql":
-                    conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-                else:
-                    conn.execute(text(f"CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4"))
-        finally:
-            admin.dispose()
+        _on_server(
+            backend,
+            postgresql=f'CREATE DATABASE "{url.database}"',
+            mariadb=f"CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4",
+        )
     engine = engine_for(url)
     try:
         orm.create_all(engine)

@@ -72,48 +72,56 @@ def test_an_app_that_raises_after_spawning_leaves_no_task_and_a_failed_operation
     assert (op.state, op.http_status, op.task_counts["pending"]) == ("failed", 500, 0)
 
 
-def test_a_rolled_back_spawn_then_a_committed_one_give_one_operation(
+def _rolled_back_then_committed(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        _spawn(session, "dropped")
+        session.rollback()
+        _spawn(session, "kept-1", "kept-2")
+        session.commit()
+
+
+def _several_sessions_and_a_bulk_spawn(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as first:
+        _spawn(first, "a", clusters=3)  # bulk: one statement over three resources
+        first.commit()
+    with session_factory() as second:  # a second session, one transaction after the other
+        _spawn(second, "b", "c")
+        second.commit()
+
+
+@pytest.mark.parametrize(
+    ("spawns", "kept"),
+    [
+        pytest.param(
+            _rolled_back_then_committed,
+            ["kept-1", "kept-2"],
+            id="a-rolled-back-spawn-then-a-committed-one",
+        ),
+        pytest.param(
+            _several_sessions_and_a_bulk_spawn,
+            ["a", "a", "a", "b", "c"],
+            id="several-sessions-and-a-bulk-spawn",
+        ),
+    ],
+)
+def test_every_committed_spawn_of_a_request_counts_in_its_one_operation(
     session_factory: sessionmaker[Session],
     post: Callable[..., webtest.TestResponse],
     operation: OperationGetter,
     tasks_of: Callable[[str], list[Task]],
+    spawns: Callable[[sessionmaker[Session]], None],
+    kept: list[str],
 ) -> None:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        with session_factory() as session:
-            _spawn(session, "dropped")
-            session.rollback()
-            _spawn(session, "kept-1", "kept-2")
-            session.commit()
+        spawns(session_factory)
         return _answer(start_response)
 
     rid = post(app, status=202).headers["X-Request-Id"]
-    assert sorted(t.name for t in tasks_of(rid)) == ["kept-1", "kept-2"]
+    assert sorted(t.name for t in tasks_of(rid)) == kept
     assert _count(session_factory, Operation) == 1
     op = operation(rid)
     assert op is not None
-    assert (op.state, op.http_status, op.task_counts["pending"]) == ("running", 202, 2)
-
-
-def test_several_sessions_and_a_bulk_spawn_count_every_task_in_one_operation(
-    session_factory: sessionmaker[Session],
-    post: Callable[..., webtest.TestResponse],
-    operation: OperationGetter,
-    tasks_of: Callable[[str], list[Task]],
-) -> None:
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        with session_factory() as first:
-            _spawn(first, "a", clusters=3)  # bulk: one statement over three resources
-            first.commit()
-        with session_factory() as second:  # a second session, one transaction after the other
-            _spawn(second, "b", "c")
-            second.commit()
-        return _answer(start_response)
-
-    rid = post(app, status=202).headers["X-Request-Id"]
-    assert len(tasks_of(rid)) == 5
-    op = operation(rid)
-    assert op is not None and op.task_counts["pending"] == 5
-    assert _count(session_factory, Operation) == 1
+    assert (op.state, op.http_status, op.task_counts["pending"]) == ("running", 202, len(kept))
 
 
 def test_a_spawn_outside_any_request_has_no_operation(

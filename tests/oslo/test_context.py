@@ -19,8 +19,8 @@ from tasktoolkit.caller import Caller
 from tasktoolkit.context import RequestContext, new_request_id
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import Worker
-from tasktoolkit.orm._operations import OperationFields, open_operation
 from tasktoolkit.oslo import job_context, oslo_caller
+from tests.endpoints.conftest import open_post
 from tests.models import Cluster
 
 host_log = logging.getLogger("tests.oslo.host")
@@ -115,17 +115,7 @@ def test_worker_lines_carry_the_request_that_spawned_the_task(
 ) -> None:
     rid, global_id = new_request_id(), new_request_id()
     with session_factory() as session:
-        open_operation(
-            session.connection(),
-            OperationFields(
-                id=rid,
-                method="POST",
-                path="/clusters",
-                global_request_id=global_id,
-                project_id="p1",
-                user_id="u1",
-            ),
-        )
+        open_post(session, rid, "p1", global_request_id=global_id, user_id="u1")
         cluster = Cluster(name="c", project_id="p1")
         session.add(cluster)
         session.flush()

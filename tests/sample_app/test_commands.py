@@ -17,6 +17,7 @@ from paste.deploy import loadapp
 from sample_app.app import app_factory
 from sample_app.demo import run_demo
 from tests.sample_app.conftest import DEADLINE, ROOT, Http, start_process, wait_for
+from tests.sample_app.servers import gunicorn_url, port_status, start_gunicorn
 
 PASTE_INI = ROOT / "sample_app" / "api-paste.ini"
 
@@ -171,27 +172,14 @@ def test_gunicorn_and_agents_serve_the_paste_pipeline(tmp_path: Path) -> None:
     try:
         # The agents create the tables before they say they run.
         assert agents.first_line("sample_app agents").startswith("2 agents running")
-        gunicorn = start_process(
-            [
-                str(Path(sys.executable).with_name("gunicorn")),
-                "--paste",
-                str(ini),
-                "--bind",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--control-socket",
-                str(tmp_path / "gunicorn.ctl"),
-            ],
-            tmp_path / "gunicorn.log",
-        )
-        listening = wait_for(
-            lambda: re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", gunicorn.stderr()),
-            lambda found: found is not None or gunicorn.process.poll() is not None,
+        gunicorn = start_gunicorn(ini, tmp_path, tmp_path / "gunicorn.log", "--workers", "2")
+        url = wait_for(
+            lambda: gunicorn_url(gunicorn),
+            lambda found: found != "" or gunicorn.process.poll() is not None,
             "gunicorn listening",
         )
-        assert listening is not None, gunicorn.stderr()
-        client = Http(listening.group(1), project="gp")
+        assert url, gunicorn.stderr()
+        client = Http(url, project="gp")
         reply = client.post("/networks", {"network": {"name": "g"}})
         assert reply.status == 201
         assert reply.body["network"]["project_id"] == "gp"
@@ -200,12 +188,7 @@ def test_gunicorn_and_agents_serve_the_paste_pipeline(tmp_path: Path) -> None:
         )
         reply = client.post("/ports", {"port": {"network_id": reply.body["network"]["id"]}})
         assert reply.status == 202
-        port_id = reply.body["port"]["id"]
-        wait_for(
-            lambda: client.get(f"/ports/{port_id}").body["port"]["status"],
-            lambda status: status == "ACTIVE",
-            "the agents ran the port's tasks",
-        )
+        port_status(client, reply.body["port"]["id"], "ACTIVE")  # the agents ran its tasks
     finally:
         if gunicorn is not None:
             assert gunicorn.stop() == 0, gunicorn.stderr()

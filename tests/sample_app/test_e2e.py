@@ -19,6 +19,7 @@ from sample_app.models import PORT_CREATE_TASKS
 from tasktoolkit.orm import Task
 from tests.databases import engine_for, private_database
 from tests.sample_app.conftest import Http, Reply, serving, wait_for
+from tests.sample_app.servers import port_status
 
 
 @pytest.fixture
@@ -37,16 +38,6 @@ def create_port(client: Http, network_id: str, name: str) -> Reply:
     reply = client.post("/ports", {"port": {"network_id": network_id, "name": name}})
     assert reply.status == 202, reply.body
     return reply
-
-
-def port_status(client: Http, port_id: str, status: str) -> dict[str, Any]:
-    """Poll ``GET /ports/<id>`` until the port has ``status``."""
-    reply = wait_for(
-        lambda: client.get(f"/ports/{port_id}"),
-        lambda r: r.status == 200 and r.body["port"]["status"] == status,
-        f"port {port_id} {status}",
-    )
-    return dict(reply.body["port"])
 
 
 def active_port(client: Http, name: str) -> tuple[str, Reply]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from sqlalchemy.engine import make_url
@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sample_app.app import make_app
 from sample_app.engine import create_sample_engine
 from tasktoolkit.orm import drop_all
+from tests.fuzzing import replayable
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +119,7 @@ def test_the_sample_keeps_to_its_served_document_with_every_check(
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
 
-    @settings(
-        max_examples=60,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @replayable(60)
     @given(case=cases.map(_without_marker).filter(_expressible))
     def check(case: Any) -> None:
         case.call_and_validate()  # every registered check

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.sample_app.conftest import ROOT, Http, ServerProcess, start_process, wait_for
+from tests.sample_app.servers import gunicorn_url, start_gunicorn
 from tests.sample_app.test_commands import PASTE_INI
 
 WORKERS = 4
@@ -51,27 +52,10 @@ def _free_port() -> int:
 
 
 def _gunicorn(ini: Path, tmp_path: Path) -> tuple[ServerProcess, Callable[[], str]]:
-    server = start_process(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--paste",
-            str(ini),
-            "--preload",
-            "--workers",
-            str(WORKERS),
-            "--bind",
-            "127.0.0.1:0",
-            "--control-socket",
-            str(tmp_path / "gunicorn.ctl"),
-        ],
-        tmp_path / "server.log",
+    server = start_gunicorn(
+        ini, tmp_path, tmp_path / "server.log", "--preload", "--workers", str(WORKERS)
     )
-
-    def url() -> str:
-        found = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", server.stderr())
-        return found.group(1) if found else ""
-
-    return server, url
+    return server, lambda: gunicorn_url(server)
 
 
 def _uwsgi(ini: Path, tmp_path: Path) -> tuple[ServerProcess, Callable[[], str]]:
