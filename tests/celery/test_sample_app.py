@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.sample_app.conftest import Http, start_process, wait_for
+from tests.sample_app.conftest import Http, start_process
+from tests.sample_app.servers import port_status
 
 
 def test_the_sample_runs_its_agents_on_celery(broker_url: str, tmp_path: Path) -> None:
@@ -28,11 +29,7 @@ def test_the_sample_runs_its_agents_on_celery(broker_url: str, tmp_path: Path) -
         reply = client.post("/ports", {"port": {"network_id": network["id"], "name": "p"}})
         assert reply.status == 202
         port_id = reply.body["port"]["id"]
-        wait_for(
-            lambda: client.get(f"/ports/{port_id}").body["port"]["status"],
-            lambda status: status == "ACTIVE",
-            "the Celery agents ran the port's tasks",
-        )
+        port_status(client, port_id, "ACTIVE")  # the Celery agents ran its tasks
         tasks = client.get(f"/ports/{port_id}/tasks").body["tasks"]
         assert {t["state"] for t in tasks} == {"succeeded"}
         assert all(t["result"]["agent"] for t in tasks)  # the Celery worker's process
