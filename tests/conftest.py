@@ -10,10 +10,20 @@ from sqlalchemy import delete
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import orm
+from tasktoolkit import context, orm
 from tasktoolkit.orm._engine import host_metadatas
 from tests import models  # noqa: F401  (declares the test resource types)
 from tests.databases import BACKENDS, engine_for, private_database
+
+
+@pytest.fixture(autouse=True)
+def _no_request_context_carried_over() -> Iterator[None]:
+    """Each test starts and ends outside any request: a WSGI client that never
+    closes a response's body (schemathesis's) leaves that request's context
+    bound in this thread, as a server that never closed one would."""
+    token = context.bind(None)
+    yield
+    context.reset(token)
 
 
 @pytest.fixture(scope="session")
