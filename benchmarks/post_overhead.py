@@ -214,7 +214,7 @@ _END = "end after the body"
 
 def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, tuple[int, int]]]:
     """Median seconds and statements before the response, of each stack; and, as
-    as :data:`_END`, the median seconds of the middleware's ``close()``."""
+    :data:`_END`, the median seconds of the middleware's ``close()``."""
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session:
         network = Network(name="bench", project_id="bench")

@@ -501,6 +501,28 @@ def test_durable_decides_postgresql_synchronous_commit(
     assert operation(response.headers["X-Request-Id"]) is not None
 
 
+def test_the_apps_pooled_connections_are_the_apps_alone(
+    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+) -> None:
+    # The middleware's statements run on a pool of its own, on SQLite files too:
+    # switching the app's connections in and out of AUTOCOMMIT costs every request.
+    checkouts: list[object] = []
+
+    def count(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        checkouts.append(dbapi_connection)
+
+    operations = OperationMiddleware(cluster_app(session_factory), engine=engine)
+    event.listen(engine.pool, "checkout", count)
+    try:
+        response = webtest.TestApp(RequestIdMiddleware(operations)).post("/clusters", status=201)
+    finally:
+        event.remove(engine.pool, "checkout", count)
+        operations.close()
+    assert len(checkouts) == 1  # the app's one session, not the operation's end
+    found = operation(response.headers["X-Request-Id"])
+    assert found is not None and found.http_status == 201
+
+
 def test_tasks_done_before_the_request_ends_finish_the_operation_at_its_end(
     engine: Engine,
     session_factory: sessionmaker[Session],
