@@ -24,9 +24,11 @@ __all__ = [
     "RESOURCE_ID",
     "RESOURCE_TYPE",
     "TASK_NAME",
+    "UNSTORABLE",
     "UUID",
     "check_queue",
     "check_task_name",
+    "storable",
     "whole_number",
 ]
 
@@ -48,6 +50,22 @@ RESOURCE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 ACTION = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")
 #: A decimal number, digits only.
 DIGITS = re.compile(r"\A[0-9]+\Z")
+
+
+#: What no database keeps: NUL (PostgreSQL refuses it) and lone surrogates (no UTF-8).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    r"""``text`` as every database keeps it: NUL and lone surrogates replaced by U+FFFD.
+
+    For text that only describes (a path, a message, a traceback); ids that
+    select records are refused instead.
+
+    >>> storable("half\x00way") == "half\ufffdway"
+    True
+    """
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def whole_number(

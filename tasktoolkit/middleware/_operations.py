@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from tasktoolkit import signals
-from tasktoolkit._checks import HTTP_TOKEN, whole_number
+from tasktoolkit._checks import HTTP_TOKEN, storable, whole_number
 from tasktoolkit._environ import (
     OPERATION_ID_KEY,
     OPERATION_LOCATION_KEY,
@@ -116,10 +116,6 @@ def set_operation_target(environ: WSGIEnvironment, resource_type: str, resource_
     environ[OPERATION_TARGET_KEY] = (str(resource_type), str(resource_id))
 
 
-# No database keeps NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 for it).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def _clean(value: object, limit: int) -> str | None:
     """Text fit for a column: NUL and lone surrogates replaced, at most ``limit`` chars.
 
@@ -128,7 +124,7 @@ def _clean(value: object, limit: int) -> str | None:
     """
     if not isinstance(value, str) or not value:
         return None
-    return _UNSTORABLE.sub("\ufffd", value)[:limit]
+    return storable(value)[:limit]
 
 
 def _decoded(value: str) -> str:

@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
+from tasktoolkit._checks import UNSTORABLE, storable
 from tasktoolkit.errors import (
     InvalidErrorCodeError,
     InvalidProgressError,
@@ -138,7 +139,10 @@ def check_result(result: object) -> dict[str, Any] | None:
         encoded = json_text(result)
     except (TypeError, ValueError) as exc:
         raise InvalidResultError(f"a task result must be JSON: {exc}") from None
-    size = len(encoded.encode("utf-8"))
+    try:
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidResultError("a task result must be text UTF-8 can encode") from None
     if size > MAX_RESULT_BYTES:
         raise InvalidResultError(
             f"a task result must be at most {MAX_RESULT_BYTES} bytes of JSON, got {size}"
@@ -160,19 +164,24 @@ def _is_postgresql(session: Session) -> bool:
 
 
 def _message(message: object) -> str | None:
-    return None if message is None else str(message)[:_MAX_MESSAGE]
+    return None if message is None else storable(str(message)[:_MAX_MESSAGE])
 
 
 def _error(code: object, message: object, traceback: str | None) -> dict[str, Any]:
     """The error columns of a failure, checked before any of it reaches the database."""
-    if not isinstance(code, str) or not code or len(code) > MAX_ERROR_CODE:
+    if (
+        not isinstance(code, str)
+        or not code
+        or len(code) > MAX_ERROR_CODE
+        or UNSTORABLE.search(code)
+    ):
         raise InvalidErrorCodeError(
-            f"error code must be 1 to {MAX_ERROR_CODE} characters, got {code!r}"
+            f"error code must be 1 to {MAX_ERROR_CODE} characters, no NUL, got {code!r}"
         )
     return {
         "error_code": code,
         "error_message": _message(message) or "",
-        "error_traceback": None if traceback is None else traceback[-_MAX_TRACEBACK:],
+        "error_traceback": None if traceback is None else storable(traceback[-_MAX_TRACEBACK:]),
     }
 
 

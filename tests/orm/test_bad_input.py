@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from tasktoolkit import errors
-from tasktoolkit.orm import Task, TaskResource, TaskRules, Worker, spawn_tasks
+from tasktoolkit.orm import Job, Task, TaskResource, TaskRules, Worker, spawn_tasks
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._resource import resource_types
 from tasktoolkit.orm._states import can_transition, parse_operation_state, parse_task_state
@@ -153,6 +153,8 @@ BAD_CODES = [
     pytest.param("", id="empty"),
     pytest.param(None, id="none"),
     pytest.param(7, id="int"),
+    pytest.param("bad\x00code", id="nul"),
+    pytest.param("bad\ud800code", id="lone-surrogate"),
 ]
 FAIL_FORMS = [
     pytest.param(lambda s, w, t, c: fail_task(s, t, code=c, message="m"), id="fail_task"),
@@ -189,9 +191,55 @@ def test_a_bad_error_code_is_refused_before_the_database_sees_it(
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     session.commit()
-    assert info.value.status == 400 and "1 to 64 characters" in str(info.value)
+    assert info.value.status == 400 and "1 to 64 characters, no NUL" in str(info.value)
     assert [s for s in statements if "tasktoolkit_tasks" in s] == []
     assert task_row(engine, task.id) == before
+
+
+# -- text no database keeps -------------------------------------------------------
+
+UNSTORABLE_TEXT = [
+    pytest.param("half\x00way", "half\ufffdway", id="nul"),
+    pytest.param("half\ud800way", "half\ufffdway", id="lone-surrogate"),
+]
+
+
+def _raise_in_job(job: Job, text: str) -> None:
+    with pytest.raises(ValueError), job:  # recorded as failed, then raised on
+        raise ValueError(text)
+
+
+REPORTS_OF_TEXT = [
+    pytest.param(lambda job, text: job.progress(10, text), "message", id="progress"),
+    pytest.param(lambda job, text: job.succeed(text), "message", id="succeed"),
+    pytest.param(lambda job, text: job.fail("flaky", text), "error_message", id="fail-message"),
+    pytest.param(
+        lambda job, text: job.fail("flaky", "m", traceback=text),
+        "error_traceback",
+        id="fail-traceback",
+    ),
+    pytest.param(_raise_in_job, "error_message", id="with-job-raises"),
+]
+
+
+@pytest.mark.parametrize(("text", "kept"), UNSTORABLE_TEXT)
+@pytest.mark.parametrize(("report", "column"), REPORTS_OF_TEXT)
+def test_text_no_database_keeps_is_recorded_replaced(
+    session: Session,
+    engine: Engine,
+    node: Node,
+    text: str,
+    kept: str,
+    report: Callable[[Job, str], None],
+    column: str,
+) -> None:
+    # NUL: PostgreSQL refuses it; a lone surrogate: no driver can encode it.
+    # Either lost the outcome of the work (a DataError or UnicodeEncodeError).
+    (task,) = spawn(session, node, "boot")
+    job = Worker(engine, ["boot"], host="w1").claim()
+    assert job is not None
+    report(job, text)
+    assert kept in task_row(engine, task.id)[column]
 
 
 # -- spawning -------------------------------------------------------------------

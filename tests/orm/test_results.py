@@ -74,6 +74,7 @@ def test_a_result_of_exactly_16_kib_is_kept_with_non_ascii_counted_in_bytes(
         pytest.param({"when": object()}, id="not-json"),
         pytest.param({"n": math.nan}, id="nan"),
         pytest.param({"n": math.inf}, id="infinity"),
+        pytest.param({"text": "half\ud800way"}, id="lone-surrogate"),
     ],
 )
 def test_a_bad_result_is_refused_before_anything_is_written(
