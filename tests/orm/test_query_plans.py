@@ -1,17 +1,24 @@
-"""The indexes are really used: each query's plan seeks an index, never scans the table."""
+"""The indexes are really used: each query's plan seeks an index, never scans the table.
+
+The workers' claims and the Celery sweeper's search are explained as they are sent
+(the statement caught on its way out, with its parameters), on realistic rows.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Select, insert, select, text
+from sqlalchemy import Result, Select, event, insert, select, text
 from sqlalchemy.orm import Session
 
 from tasktoolkit.orm import Operation, Task
-from tasktoolkit.orm._records import operations_table
+from tasktoolkit.orm._publishing import unpublished
+from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm._workers import claim_tasks
 from tests.models import Node
 from tests.orm._db import spawn
 
@@ -45,17 +52,23 @@ QUERIES = [
 ]
 
 
+def _plan_text(backend: str, rows: Result[Any]) -> str:
+    """The rows of an ``EXPLAIN`` (``EXPLAIN QUERY PLAN`` on SQLite), one line each."""
+    if backend == "sqlite":
+        return "\n".join(str(r[-1]) for r in rows)
+    if backend == "postgresql":
+        return "\n".join(r[0] for r in rows)
+    return "\n".join(f"table={r['table']} type={r['type']} key={r['key']}" for r in rows.mappings())
+
+
 def _plan(session: Session, backend: str, query: Select[Any]) -> str:
     compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
     sql = str(compiled)
     if backend == "sqlite":
-        rows = session.execute(text(f"EXPLAIN QUERY PLAN {sql}")).all()
-        return "\n".join(str(r[-1]) for r in rows)
+        return _plan_text(backend, session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
     if backend == "postgresql":
         session.execute(text("SET LOCAL enable_seqscan = off"))  # tiny tables: ask for the index
-        return "\n".join(r[0] for r in session.execute(text(f"EXPLAIN {sql}")).all())
-    rows = session.execute(text(f"EXPLAIN {sql}")).mappings().all()
-    return "\n".join(f"type={r['type']} key={r['key']}" for r in rows)
+    return _plan_text(backend, session.execute(text(f"EXPLAIN {sql}")))
 
 
 @pytest.mark.parametrize("query", QUERIES)
@@ -151,3 +164,123 @@ def test_operation_resource_filter_seeks_its_index(
     for project in (True, False):  # a project's, and an admin's across projects
         plan = _plan(session, backend, _operations_page(where, project=project))
         assert "ix_tasktoolkit_operations_resource" in plan, plan
+
+
+WORKER_NAMES = ["boot", "wire"]
+
+ALL_BACKENDS = ("sqlite", "postgresql", "mariadb")
+
+#: The claims (as ``Worker(engine, names, queues=...)`` makes them) and the Celery
+#: sweeper's search; each with the index it should seek, and the databases whose
+#: planner is known to take another plan (a strict xfail: it fails once they do not).
+TASK_STATEMENTS = [
+    pytest.param(
+        lambda s: claim_tasks(s, WORKER_NAMES, host="w1", queues=["q1"], count=1),
+        "ix_tasktoolkit_tasks_queue",
+        (),
+        id="claim-one-queue",
+    ),
+    pytest.param(
+        lambda s: claim_tasks(s, WORKER_NAMES, host="w1", queues=["q1", "q2"], count=1),
+        "ix_tasktoolkit_tasks_queue",
+        ALL_BACKENDS,
+        id="claim-several-queues",
+    ),
+    pytest.param(
+        lambda s: claim_tasks(s, WORKER_NAMES, host="w1", queues=[None], count=1),
+        "ix_tasktoolkit_tasks_queue",
+        ("postgresql",),
+        id="claim-default-queue",
+    ),
+    pytest.param(
+        lambda s: claim_tasks(s, WORKER_NAMES, host="w1", queues=[None, "q1", "q2"], count=1),
+        "ix_tasktoolkit_tasks_queue",
+        ALL_BACKENDS,
+        id="claim-queues-and-default",
+    ),
+    pytest.param(
+        lambda s: unpublished(s, WORKER_NAMES, before=utcnow(), limit=500),
+        "ix_tasktoolkit_tasks_unpublished",
+        (),
+        id="sweeper-unpublished",
+    ),
+]
+
+
+@pytest.fixture
+def queued_tasks(session: Session, backend: str) -> None:
+    """2000 tasks, mostly finished; a tenth pending, spread over the default queue and four
+    named ones, a third of those never published."""
+    now = utcnow()
+    session.execute(
+        insert(tasks_table),
+        [
+            {
+                "id": f"task-{n:08d}",
+                "resource_type": "node",
+                "resource_id": str(n % 97),
+                "name": ("boot", "wire", "scan")[n % 3],
+                "state": "pending" if n % 10 == 0 else ("succeeded", "failed", "running")[n % 3],
+                "queue": (None, "q1", "q2", "q3", "q4")[n // 10 % 5],
+                "published_at": None if n // 10 % 3 == 0 else now,
+                "created_at": now - timedelta(seconds=n),
+                "updated_at": now,
+            }
+            for n in range(2000)
+        ],
+    )
+    table = "ANALYZE TABLE" if backend == "mariadb" else "ANALYZE"
+    session.execute(text(f"{table} tasktoolkit_tasks"))
+
+
+class _Sent(Exception):
+    """The statement that was about to run (stopped before it ran)."""
+
+    def __init__(self, statement: str, parameters: Any) -> None:
+        super().__init__(statement)
+        self.statement, self.parameters = statement, parameters
+
+
+def _explain_first_statement(session: Session, backend: str, run: Callable[[Session], Any]) -> str:
+    """The plan of the first statement ``run`` sends, as sent (with its own parameters); it is
+    stopped before it runs."""
+
+    def stop(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        raise _Sent(statement, parameters)
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", stop)
+    try:
+        with pytest.raises(_Sent) as sent:
+            run(session)
+    finally:
+        event.remove(connection, "before_cursor_execute", stop)
+    statement, parameters = sent.value.statement, sent.value.parameters
+    explain = "EXPLAIN QUERY PLAN" if backend == "sqlite" else "EXPLAIN"
+    return _plan_text(backend, connection.exec_driver_sql(f"{explain} {statement}", parameters))
+
+
+@pytest.mark.parametrize(("run", "index", "other_plan_on"), TASK_STATEMENTS)
+def test_claims_and_sweeps_seek_their_index(
+    request: pytest.FixtureRequest,
+    session: Session,
+    backend: str,
+    queued_tasks: None,
+    run: Callable[[Session], Any],
+    index: str,
+    other_plan_on: tuple[str, ...],
+) -> None:
+    if backend in other_plan_on:
+        reason = "the planner walks ix_tasktoolkit_tasks_state (pending, oldest first) instead"
+        request.applymarker(pytest.mark.xfail(raises=AssertionError, strict=True, reason=reason))
+    plan = _explain_first_statement(session, backend, run)
+    if backend == "sqlite":
+        assert f"SEARCH tasktoolkit_tasks USING INDEX {index} " in plan, plan
+        assert "SCAN tasktoolkit_tasks" not in plan, plan
+    elif backend == "postgresql":
+        assert f" {index} " in plan + " ", plan
+        assert "Seq Scan on tasktoolkit_tasks" not in plan, plan
+    else:
+        seeks = (f"table=tasktoolkit_tasks type={how} key={index}" for how in ("ref", "range"))
+        assert any(seek in plan for seek in seeks), plan
+        assert "table=tasktoolkit_tasks type=ALL" not in plan, plan
