@@ -163,7 +163,11 @@ def claimable(
     """The pending tasks named one of ``names`` on one of ``queues`` that may start at
     ``now`` (no backoff ahead), oldest first.
 
-    Served by ``ix_tasktoolkit_tasks_queue`` (state, queue, created_at, id).
+    One named queue is served by ``ix_tasktoolkit_tasks_queue`` (state, queue,
+    created_at, id) on every database, the default queue too except on
+    PostgreSQL. Several queues are not: the claim walks the pending tasks
+    oldest first in ``ix_tasktoolkit_tasks_state`` and skips the other queues'
+    (``tests/orm/test_query_plans.py`` shows each plan).
     """
     return (
         select(_T.c.id)
