@@ -7,15 +7,18 @@ projects' keys never meet; of many identical requests at once exactly one runs.
 
 from __future__ import annotations
 
+import contextvars
 import http.client
 import json
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
+import webob
 import webtest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
@@ -23,13 +26,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.middleware._idempotency import MAX_REPLAYED_BODY
-from tasktoolkit.orm import Operation, purge
+from tasktoolkit.orm import Operation, purge, reap
 from tasktoolkit.orm._records import idempotency_keys_table
 from tasktoolkit.orm._types import utcnow
 from tests.databases import engine_for
 from tests.middleware.apps import cluster_app
 from tests.middleware.test_concurrency import Served
 from tests.models import Cluster
+from tests.orm._db import operation_row
 
 Stack = Callable[..., webtest.TestApp]
 P1 = {"X-Project-Id": "p1"}
@@ -242,34 +246,75 @@ def test_an_app_that_raised_is_replayed_as_the_500_its_operation_recorded(
     assert op is not None and (op.state, op.http_status) == ("failed", 500)
 
 
+def state_of(engine: Engine, operation_id: str) -> str:
+    return str(operation_row(engine, operation_id)["state"])
+
+
+def post_never_closed(stack: webtest.TestApp, key: str) -> Callable[[], None]:
+    """A keyed ``POST /clusters`` whose caller reads the response but never closes
+    its body (its process died there): the end of the request is never recorded.
+
+    The request binds its context in a copy of this one, where it stays bound.
+    Returns the body's ``close()``, for a request that ends after all.
+    """
+    environ = webob.Request.blank("/clusters", method="POST", body=b"{}", headers=keyed(key))
+    statuses: list[str] = []
+    own = contextvars.copy_context()
+    body = own.run(stack.app, environ.environ, lambda status, *_: statuses.append(status))
+    assert own.run(b"".join, body) and statuses == ["201 Created"]
+    return partial(own.run, body.close)
+
+
+@pytest.mark.parametrize(
+    ("task_names", "still_running_at", "reaped_at"),
+    [
+        # The reaper ends the request once its timeout (10 minutes) has passed.
+        pytest.param((), 9, 11, id="spawned-nothing"),
+        # Its request ended, the operation runs on with its tasks (and keeps its
+        # key) until the reaper fails them, not started within an hour.
+        pytest.param(("provision", "configure"), 11, 61, id="its-tasks-never-started"),
+    ],
+)
 def test_a_key_whose_operation_the_reaper_closed_is_free_again(
-    make_stack: Stack, session_factory: sessionmaker[Session], engine: Engine
+    make_stack: Stack,
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    task_names: tuple[str, ...],
+    still_running_at: int,
+    reaped_at: int,
 ) -> None:
     runs: list[int] = []
-
-    def die_first_time(environ: dict[str, Any]) -> None:
-        runs.append(1)
-        if len(runs) == 1:
-            raise SystemExit  # the process died: nothing after this is recorded
-
-    stack = make_stack(cluster_app(session_factory, on_request=die_first_time))
-    with pytest.raises(SystemExit):
-        stack.post("/clusters", "{}", headers=keyed("lost"))
+    app = cluster_app(session_factory, task_names=task_names, on_request=lambda _: runs.append(1))
+    stack = make_stack(app)
+    late_close = post_never_closed(stack, "lost")
     (key,) = keys_of(engine)
-    # What a killed process leaves: a running operation, a key with no response.
-    with engine.begin() as conn:
-        conn.execute(update(idempotency_keys_table).values(status=None, headers=None, body=None))
-        conn.execute(update(Operation).values(state="running", http_status=None, finished_at=None))
+    assert key["status"] is None and state_of(engine, key["operation_id"]) == "running"
     stack.post("/clusters", "{}", headers=keyed("lost"), status=409)
+
+    reap(engine, now=utcnow() + timedelta(minutes=still_running_at))
+    assert state_of(engine, key["operation_id"]) == "running"
+    stack.post("/clusters", "{}", headers=keyed("lost"), status=409)
+
     # The reaper closes the operation whose request never ended.
-    with engine.begin() as conn:
-        conn.execute(update(Operation).values(state="failed", finished_at=utcnow()))
+    reap(engine, now=utcnow() + timedelta(minutes=reaped_at))
+    assert state_of(engine, key["operation_id"]) == "failed"
+    # Free for the request first sent with it; another request is still refused.
+    other = stack.post("/clusters", "{'other': 1}", headers=keyed("lost"), status=422)
+    assert other.json["errors"][0]["code"] == "tasktoolkit.idempotency_key_reused"
+    assert keys_of(engine) == [key]
     taken = stack.post("/clusters", "{}", headers=keyed("lost"), status=201)
     assert "Idempotent-Replayed" not in taken.headers
     assert len(runs) == 2
     (after,) = keys_of(engine)
     assert after["operation_id"] == taken.headers["X-Request-Id"] != key["operation_id"]
     assert stack.post("/clusters", "{}", headers=keyed("lost")).json == taken.json
+
+    # The lost request ending after all takes nothing back.
+    late_close()
+    assert keys_of(engine) == [after]
+    assert state_of(engine, key["operation_id"]) == "failed"
+    assert stack.post("/clusters", "{}", headers=keyed("lost")).json == taken.json
+    assert len(runs) == 2
 
 
 def test_a_key_is_purged_with_its_operation(stack: webtest.TestApp, engine: Engine) -> None:
