@@ -31,7 +31,7 @@ from tests.databases import engine_for
 from tests.proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("quick", "hang", "polite", "flaky")
+NAMES = ("quick", "hang", "polite", "flaky", "slow")
 #: The workers: name -> the queues it consumes besides the default one.
 WORKERS = {"a": ["host-a"], "b": []}
 

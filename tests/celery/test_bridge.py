@@ -13,7 +13,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -210,6 +210,36 @@ def test_a_worker_killed_mid_task_is_reaped_and_its_redelivery_runs_nothing(
     runs = workers.runs(task_id)
     assert [(n, e) for _, n, e, _, _ in runs] == [(1, "started"), (2, "ran")]
     assert task_row(engine, task_id)["attempts"] == 2  # type: ignore[index]
+
+
+def test_a_handler_longer_than_its_heartbeat_timeout_is_kept_by_the_background_heartbeats(
+    bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
+) -> None:
+    timeout = timedelta(seconds=2)  # the workers' bridge beats every third of it
+    rules = TaskRules(heartbeat_timeout=timeout, max_attempts=2, backoff=timedelta(0), jitter=0)
+    (task_id,) = spawn(sessions, "slow", rules=rules)  # ~5 s without a heartbeat of its own
+    beats: set[datetime] = set()
+
+    def reaped_never_and_succeeded() -> bool:
+        reaped = orm.reap(engine)  # at the real current time, all through the run
+        taken = {*reaped.failed, *reaped.requeued, *reaped.cancelled}
+        assert task_id not in taken, f"the reaper took the running task: {reaped}"
+        row = task_row(engine, task_id)
+        assert row is not None
+        if row["state"] == "running" and row["heartbeat_at"] is not None:
+            beats.add(row["heartbeat_at"])
+        return bool(row["state"] == "succeeded")
+
+    wait_for(reaped_never_and_succeeded, f"task {task_id} succeeded", seconds=20)
+    with sessions() as session:
+        attempts = session.get_one(Task, task_id).attempt_records
+        assert [(a.number, a.outcome, a.error_code) for a in attempts] == [(1, "succeeded", None)]
+    row = task_row(engine, task_id)
+    assert row is not None and row["attempts"] == 1
+    assert row["finished_at"] - row["started_at"] > 2 * timeout  # clearly past its timeout
+    assert len(beats) >= 3 and max(beats) > row["started_at"] + timeout  # beat all along
+    runs = workers.runs(task_id)
+    assert [(n, e) for _, n, e, _, _ in runs] == [(1, "started"), (1, "finished")]
 
 
 def test_a_retryable_failure_is_published_again_after_its_backoff(

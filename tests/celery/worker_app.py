@@ -13,7 +13,10 @@ Handlers:
   quick on later attempts;
 - ``flaky``: records ``failed`` and fails retryably on its first attempt, ``ran`` after;
 - ``polite``: records ``started``, then checks for cancellation every 50 ms
-  for up to a minute.
+  for up to a minute;
+- ``slow``: records ``started``, then sleeps for :data:`SLOW_SECONDS` in small
+  steps without a heartbeat of its own (the bridge's background heartbeats
+  alone keep it with its worker), records ``finished`` and returns.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from tasktoolkit.errors import TaskFailure
 from tasktoolkit.orm import Job
 from tests import models  # noqa: F401  (the test resource types)
 
-NAMES = ("quick", "hang", "polite", "flaky")
+NAMES = ("quick", "hang", "polite", "flaky", "slow")
+#: How long the ``slow`` handler runs, in seconds.
+SLOW_SECONDS = 5.0
 
 
 def record(job: Job, event: str) -> None:
@@ -82,5 +87,14 @@ def polite(job: Job) -> None:
     end = time.monotonic() + 60
     while time.monotonic() < end:
         job.check_cancelled()
+        time.sleep(0.05)
+    record(job, "finished")
+
+
+@bridge.handler("slow")
+def slow(job: Job) -> None:
+    record(job, "started")
+    end = time.monotonic() + SLOW_SECONDS
+    while time.monotonic() < end:
         time.sleep(0.05)
     record(job, "finished")
