@@ -429,6 +429,33 @@ def test_watch_follows_a_running_operation_until_it_ends(
     assert watch.out.splitlines()[-1].split()[-3:] == ["succeeded", "100%", "copying"]
 
 
+def test_watch_shows_each_attempt_of_a_task_that_ran_again(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    rid, [task_id] = spawn(session_factory, ["build"], rules=TaskRules(max_attempts=2, jitter=0))
+    Worker(engine, host="w1").start(task_id).fail("dhcp_timeout", "no lease", retry=True)
+    first = "    attempt 1 on w1: failed dhcp_timeout: no lease"
+    watch = Watch(
+        capsys, ["watch", rid, "--db-url", db_url, "--interval", "1s", "--timeout", "60s"]
+    )
+    waiting = watch.until("next attempt not before").splitlines()
+    assert waiting[-2:-1] == [first]
+    assert waiting[-1].startswith("    next attempt not before ")
+    Worker(engine, host="w2").start(task_id).succeed()
+
+    assert watch.ended() == 0
+    assert watch.out.splitlines()[-1] == "    attempt 2 on w2: succeeded"
+    status, out, err = run(capsys, "watch", rid, "--db-url", db_url)
+    assert (status, err) == (0, "")
+    header, task, *attempts = out.splitlines()
+    assert header == f"{rid} POST /clusters: succeeded (HTTP 202)"
+    assert task.split()[:1] + task.split()[2:4] == ["build", "succeeded", "100%"]
+    assert attempts == [first, "    attempt 2 on w2: succeeded"]
+
+
 def test_watch_gives_up_after_its_timeout(
     capsys: pytest.CaptureFixture[str], db_url: str, session_factory: sessionmaker[Session]
 ) -> None:
