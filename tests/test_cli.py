@@ -6,14 +6,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pytest
 import routes
-from sqlalchemy import func, inspect, select, update
+from sqlalchemy import Table, delete, func, inspect, select, update
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +24,7 @@ from tasktoolkit.cli import parse_duration
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.errors import InvalidDurationError
-from tasktoolkit.orm import Job, Worker
+from tasktoolkit.orm import Job, TaskRules, Worker, cancel_task
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._types import utcnow
@@ -45,8 +47,15 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def spawn(session_factory: sessionmaker[Session], names: list[str]) -> tuple[str, list[str]]:
-    """An operation whose request ended with 202, with one task per name."""
+def spawn(
+    session_factory: sessionmaker[Session],
+    names: list[str],
+    *,
+    status: int | None = 202,
+    rules: TaskRules | None = None,
+) -> tuple[str, list[str]]:
+    """An operation whose request ended with ``status`` (``None``: never recorded its
+    end), with one task per name (with ``rules`` instead of their names')."""
     rid = new_request_id()
     with session_factory() as s:
         open_operation(s.connection(), OperationFields(rid, "POST", "/clusters"))
@@ -54,8 +63,9 @@ def spawn(session_factory: sessionmaker[Session], names: list[str]) -> tuple[str
         s.add(cluster)
         s.flush()
         with request_context(RequestContext(rid, operation_id=rid)):
-            tasks = cluster.spawn_tasks(names)
-        end_request(s.connection(), rid, 202)
+            tasks = cluster.spawn_tasks(names, rules=rules)
+        if status is not None:
+            end_request(s.connection(), rid, status)
         s.commit()
         return rid, [t.id for t in tasks]
 
@@ -179,24 +189,203 @@ def test_purge_shows_progress_on_a_terminal(
     assert "\rpurging tasks: 1 of 3 (33%)" in err
 
 
-def test_reap_fails_lost_tasks(
+def age(engine: Engine, table: Table, **ago: timedelta) -> None:
+    """Set these times of every row of ``table`` to that long ago."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(update(table).values({name: now - d for name, d in ago.items()}))
+
+
+Left = dict[str, str]
+"""What a reap case left in the database: ``{"operation": id}``, and ``"task"`` when it has one."""
+
+
+def lost_worker(engine: Engine, session_factory: sessionmaker[Session], **spawned: Any) -> Left:
+    """A running task whose worker stopped heartbeating 301 s ago (its timeout: 300 s)."""
+    rid, [task_id] = spawn(session_factory, ["a"], **spawned)
+    Worker(engine, host="gone").start(task_id)
+    age(engine, tasks_table, heartbeat_at=timedelta(seconds=301))
+    return {"operation": rid, "task": task_id}
+
+
+def cancel_asked_of_a_lost_worker(engine: Engine, session_factory: sessionmaker[Session]) -> Left:
+    left = lost_worker(engine, session_factory)
+    with session_factory() as s:
+        cancel_task(s, left["task"])
+        s.commit()
+    return left
+
+
+def pending(engine: Engine, session_factory: sessionmaker[Session], **ago: timedelta) -> Left:
+    """A task pending since its spawn, with these times of it moved ``ago``."""
+    rid, [task_id] = spawn(session_factory, ["a"])
+    age(engine, tasks_table, **ago)
+    return {"operation": rid, "task": task_id}
+
+
+def unended(
+    engine: Engine, session_factory: sessionmaker[Session], names: list[str], **ago: timedelta
+) -> Left:
+    """An operation whose request never recorded its end (tasks of ``names``), with these
+    times of it moved ``ago``."""
+    rid, tasks = spawn(session_factory, names, status=None)
+    age(engine, operations_table, **ago)
+    return {"operation": rid, **({"task": tasks[0]} if tasks else {})}
+
+
+def vanished(engine: Engine, session_factory: sessionmaker[Session]) -> Left:
+    """An operation whose pending task went with its resource, deleted in plain SQL."""
+    rid, _ = spawn(session_factory, ["a"])
+    with engine.begin() as conn:
+        conn.execute(delete(Cluster.__table__))
+    return {"operation": rid}
+
+
+def reaped(
+    tasks: str = "0 tasks",
+    failed: int = 0,
+    requeued: int = 0,
+    cancelled: int = 0,
+    not_started: int = 0,
+    requests: str = "0 lost requests",
+    settled: str = "",
+) -> str:
+    """The line ``reap`` prints."""
+    return (
+        f"reaped {tasks}: {failed} failed (worker_lost), {requeued} re-queued, "
+        f"{cancelled} cancelled, {not_started} failed (not_started); ended {requests}"
+        + (f"; settled {settled}" if settled else "")
+        + "\n"
+    )
+
+
+TWO_MINUTES = timedelta(minutes=2)
+SECOND = timedelta(seconds=1)
+Seed = Callable[[Engine, sessionmaker[Session]], Left]
+
+
+@pytest.mark.parametrize(
+    ("seed", "options", "out", "states"),
+    [
+        pytest.param(
+            lost_worker,
+            [],
+            reaped("1 task", failed=1),
+            {"task": ("failed", "worker_lost"), "operation": ("failed", None)},
+            id="worker_lost",
+        ),
+        pytest.param(
+            partial(lost_worker, rules=TaskRules(max_attempts=2)),
+            [],
+            reaped("1 task", requeued=1),
+            {"task": ("pending", None), "operation": ("running", None)},
+            id="worker_lost-requeued",
+        ),
+        pytest.param(
+            cancel_asked_of_a_lost_worker,
+            [],
+            reaped("1 task", cancelled=1),
+            {"task": ("cancelled", None), "operation": ("cancelled", None)},
+            id="worker_lost-cancel-asked",
+        ),
+        pytest.param(
+            partial(pending, start_deadline=SECOND),
+            [],
+            reaped("1 task", not_started=1),
+            {"task": ("failed", "not_started"), "operation": ("failed", None)},
+            id="not_started",
+        ),
+        pytest.param(
+            partial(pending, created_at=TWO_MINUTES),
+            [],
+            reaped(),
+            {"task": ("pending", None), "operation": ("running", None)},
+            id="pending-within-its-start-timeout",
+        ),
+        pytest.param(
+            partial(pending, created_at=TWO_MINUTES),
+            ["--start-timeout", "1m"],
+            reaped("1 task", not_started=1),
+            {"task": ("failed", "not_started"), "operation": ("failed", None)},
+            id="not_started-by-start-timeout",
+        ),
+        pytest.param(
+            partial(pending, created_at=TWO_MINUTES),
+            ["--start-timeout", "5m"],
+            reaped(),
+            {"task": ("pending", None), "operation": ("running", None)},
+            id="pending-within-start-timeout-option",
+        ),
+        pytest.param(
+            partial(unended, names=[], request_deadline=SECOND),
+            [],
+            reaped(requests="1 lost request"),
+            {"operation": ("failed", "request_lost")},
+            id="request_lost",
+        ),
+        pytest.param(
+            partial(unended, names=["a"], request_deadline=SECOND),
+            [],
+            reaped(requests="1 lost request"),
+            {"task": ("pending", None), "operation": ("running", None)},
+            id="request_lost-follows-its-pending-task",
+        ),
+        pytest.param(
+            partial(unended, names=[], created_at=TWO_MINUTES),
+            [],
+            reaped(),
+            {"operation": ("running", None)},
+            id="request-within-its-timeout",
+        ),
+        pytest.param(
+            partial(unended, names=[], created_at=TWO_MINUTES),
+            ["--request-timeout", "1m"],
+            reaped(requests="1 lost request"),
+            {"operation": ("failed", "request_lost")},
+            id="request_lost-by-request-timeout",
+        ),
+        pytest.param(
+            partial(unended, names=[], created_at=TWO_MINUTES),
+            ["--request-timeout", "5m"],
+            reaped(),
+            {"operation": ("running", None)},
+            id="request-within-request-timeout-option",
+        ),
+        pytest.param(
+            vanished,
+            [],
+            reaped(settled="1 operation"),
+            {"operation": ("cancelled", None)},
+            id="settled",
+        ),
+    ],
+)
+def test_reap_moves_what_is_overdue_and_says_what_it_did(
     capsys: pytest.CaptureFixture[str],
     db_url: str,
     engine: Engine,
     session_factory: sessionmaker[Session],
+    seed: Seed,
+    options: list[str],
+    out: str,
+    states: dict[str, tuple[str, str | None]],
 ) -> None:
-    _, [task_id] = spawn(session_factory, ["a"])
-    Worker(engine, host="gone").start(task_id)
-    with engine.begin() as conn:
-        conn.execute(update(tasks_table).values(heartbeat_at=utcnow() - timedelta(seconds=301)))
+    left = seed(engine, session_factory)
 
-    status, out, err = run(capsys, "reap", "--db-url", db_url, "--models", "tests.models")
+    argv = ["reap", "--db-url", db_url, "--models", "tests.models", *options]
+    assert run(capsys, *argv) == (0, out, "")
 
-    assert (status, err) == (0, "")
-    assert out == (
-        "reaped 1 task: 1 failed (worker_lost), 0 re-queued, 0 cancelled, "
-        "0 failed (not_started); ended 0 lost requests\n"
-    )
+    assert set(left) == set(states)
+    assert states == {
+        kind: tuple(row_of(engine, kind, record_id)[c] for c in ("state", "error_code"))
+        for kind, record_id in left.items()
+    }
+
+
+def row_of(engine: Engine, kind: str, record_id: str) -> Any:
+    table = {"task": tasks_table, "operation": operations_table}[kind]
+    with engine.connect() as conn:
+        return conn.execute(select(table).where(table.c.id == record_id)).one()._mapping
 
 
 def test_watch_shows_a_finished_operation_and_its_outcome(
@@ -238,6 +427,33 @@ def test_watch_follows_a_running_operation_until_it_ends(
     assert watch.ended() == 0
     assert f"{rid} POST /clusters: succeeded (HTTP 202)" in watch.out
     assert watch.out.splitlines()[-1].split()[-3:] == ["succeeded", "100%", "copying"]
+
+
+def test_watch_shows_each_attempt_of_a_task_that_ran_again(
+    capsys: pytest.CaptureFixture[str],
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+) -> None:
+    rid, [task_id] = spawn(session_factory, ["build"], rules=TaskRules(max_attempts=2, jitter=0))
+    Worker(engine, host="w1").start(task_id).fail("dhcp_timeout", "no lease", retry=True)
+    first = "    attempt 1 on w1: failed dhcp_timeout: no lease"
+    watch = Watch(
+        capsys, ["watch", rid, "--db-url", db_url, "--interval", "1s", "--timeout", "60s"]
+    )
+    waiting = watch.until("next attempt not before").splitlines()
+    assert waiting[-2:-1] == [first]
+    assert waiting[-1].startswith("    next attempt not before ")
+    Worker(engine, host="w2").start(task_id).succeed()
+
+    assert watch.ended() == 0
+    assert watch.out.splitlines()[-1] == "    attempt 2 on w2: succeeded"
+    status, out, err = run(capsys, "watch", rid, "--db-url", db_url)
+    assert (status, err) == (0, "")
+    header, task, *attempts = out.splitlines()
+    assert header == f"{rid} POST /clusters: succeeded (HTTP 202)"
+    assert task.split()[:1] + task.split()[2:4] == ["build", "succeeded", "100%"]
+    assert attempts == [first, "    attempt 2 on w2: succeeded"]
 
 
 def test_watch_gives_up_after_its_timeout(

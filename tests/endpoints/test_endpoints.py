@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import traceback
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -12,15 +13,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from webtest import TestApp
 
-from tasktoolkit import orm
+from tasktoolkit import context, orm
 from tasktoolkit.errors import InvalidFilterError
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import ListParams, Scope, Task
+from tasktoolkit.orm import ListParams, Scope, Task, TaskRules
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._resource import resource_class
-from tasktoolkit.orm._transitions import succeed_task
+from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
 from tests.endpoints.conftest import Seeded, build_app, caller, random_task_id, seed_project
+from tests.models import Cluster
 
 ISO_Z = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 A = caller("project-a")
@@ -93,6 +95,58 @@ def test_traceback_and_host_only_for_admins(
     assert any(("host" in t) is shown for t in listed)
     body = app.get(f"/operations/{seeded.operation_id}", headers=headers).text
     assert ("dhcp agent unreachable" in body) is shown and ("worker-1" in body) is shown
+
+
+def retried(session: Session, seeded: Seeded) -> str:
+    """A task of ``seeded``'s operation whose first attempt, on worker-3, failed retryably
+    with a traceback, and whose second runs on worker-4; its id."""
+    cluster = session.get(Cluster, seeded.cluster_id)
+    assert cluster is not None
+    ctx = context.RequestContext(
+        seeded.operation_id, project_id=seeded.project, operation_id=seeded.operation_id
+    )
+    with context.request_context(ctx):
+        [task] = cluster.spawn_tasks(["resize"], rules=TaskRules(max_attempts=2))
+    session.commit()
+    start_task(session, task.id, host="worker-3")
+    try:
+        raise RuntimeError("disk controller hung")
+    except RuntimeError:
+        tb = traceback.format_exc()
+    fail_task(session, task.id, code="io_timeout", message="no disk", traceback=tb, retry=True)
+    start_task(session, task.id, host="worker-4")
+    session.commit()
+    return task.id
+
+
+@pytest.mark.parametrize(
+    ("headers", "shown"),
+    [pytest.param(A, False, id="member"), pytest.param(ADMIN, True, id="admin")],
+)
+def test_an_attempts_traceback_and_host_only_for_admins(
+    app: TestApp, session: Session, seeded: Seeded, headers: dict[str, str], shown: bool
+) -> None:
+    task_id = retried(session, seeded)
+
+    task = app.get(f"/tasks/{task_id}", headers=headers).json["task"]
+
+    assert [(a["number"], a["outcome"]) for a in task["attempts"]] == [(1, "failed"), (2, None)]
+    first, second = task["attempts"]
+    assert (first["error"]["code"], first["error"]["message"], second["error"]) == (
+        "io_timeout",
+        "no disk",
+        None,
+    )
+    assert ("traceback" in first["error"]) is shown
+    assert ("host" in first) is shown and ("host" in second) is shown
+    if shown:
+        assert "disk controller hung" in first["error"]["traceback"]
+        assert (first["host"], second["host"]) == ("worker-3", "worker-4")
+    # Listed too; the first attempt's traceback and host are in nothing but its attempt row.
+    for path in ("/tasks", f"/operations/{seeded.operation_id}"):
+        body = app.get(path, headers=headers).text
+        assert task_id in body
+        assert ("disk controller hung" in body) is shown and ("worker-3" in body) is shown
 
 
 @pytest.mark.parametrize(
