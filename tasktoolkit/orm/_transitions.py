@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, insert, inspect, select, update
+from sqlalchemy import Select, case, insert, inspect, null, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -351,7 +351,7 @@ def _move(
     # later): the attempt we count from, or end, must be the one we read.
     where = [_T.c.attempts == task.attempts]
     if target == TaskState.RUNNING:
-        written.update(_started(now, host, attempts=task.attempts + 1))
+        written.update(_started(now, host, previous=task.attempts))
     if target in TERMINAL_TASK_STATES:
         expires_at = row_rules(task.rules).expires_at(now, target.value)
         written.update(finished_at=now, expires_at=expires_at)
@@ -395,16 +395,25 @@ def _retry_delay(task: Task) -> timedelta:
     return row_rules(task.rules).delay(task.attempts)
 
 
-def _started(now: datetime, host: str | None, *, attempts: Any) -> dict[str, Any]:
-    """What a start writes: ``pending`` -> ``running``, the attempt counted, held by ``host``."""
+def _started(now: datetime, host: str | None, *, previous: Any) -> dict[str, Any]:
+    """What a start writes: ``pending`` -> ``running``, the attempt counted, held by ``host``.
+
+    :param previous: the attempts before this one (a number, or the column). After
+        the first, the message the re-queue wrote ("retrying in ...") ends with its wait.
+    """
     written = {
         "state": TaskState.RUNNING.value,
         "updated_at": now,
         "started_at": now,
         "heartbeat_at": now,
-        "attempts": attempts,
+        "attempts": previous + 1,
         "not_before": None,
     }
+    if isinstance(previous, int):
+        if previous:
+            written["message"] = None
+    else:
+        written["message"] = case((previous > 0, null()), else_=_T.c.message)
     if host is not None:
         written["host"] = host
     return written
@@ -442,7 +451,7 @@ def start_oldest(
     statement = (
         update(Task)
         .where(Task.id == first.c.id, Task.state == TaskState.PENDING.value)
-        .values(_started(now, host, attempts=Task.attempts + 1))
+        .values(_started(now, host, previous=Task.attempts))
         .returning(Task, also)
     )
     rows = session.execute(statement, execution_options={"synchronize_session": False})

@@ -206,10 +206,12 @@ def test_a_retryable_failure_runs_again_after_its_backoff_up_to_max_attempts(
     for number, backoff in [(1, 10), (2, 20)]:
         job = claim(engine, "w1", at=now)
         assert job is not None and job.attempts == number
+        assert load(session, task_id).message is None  # "retrying in ..." ended with its wait
         worker.progress(task_id, 60)
         worker.fail(task_id, "flaky", f"try {number}", retry=True)
         task = load(session, task_id)
         assert (task.state, task.host, task.progress, task.error) == ("pending", None, None, None)
+        assert task.message is not None and task.message.endswith(f"retrying in {backoff}.0 s")
         assert task.not_before is not None and task.not_before > now
         # Still running, one task pending: the counts moved running -> pending.
         assert operation_row(engine, rid)["state"] == "running"
@@ -219,6 +221,7 @@ def test_a_retryable_failure_runs_again_after_its_backoff_up_to_max_attempts(
         assert claim(engine, "w1", at=task.not_before - timedelta(seconds=1)) is None
         now = task.not_before
     assert claim(engine, "w1", at=now) is not None
+    assert load(session, task_id).message is None
     worker.fail(task_id, "flaky", "try 3", retry=True)  # the last failure is final
 
     task = load(session, task_id)
@@ -247,7 +250,7 @@ def test_a_retryable_task_failure_from_a_job_block(
     with Worker(engine, host="w").start(task_id):
         pass
     task = load(session, task_id)
-    assert (task.state, task.not_before) == ("succeeded", None)
+    assert (task.state, task.not_before, task.message) == ("succeeded", None, None)
     assert attempts(engine, task_id) == [(1, "failed", "dhcp_timeout"), (2, "succeeded", None)]
 
 
