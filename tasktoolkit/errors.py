@@ -263,7 +263,8 @@ class InvalidTaskNameError(TaskToolkitError, ValueError):
 
 
 class InvalidErrorCodeError(TaskToolkitError, ValueError):
-    """A task's error code that is empty, not a string, or longer than 64 characters."""
+    """A task's error code that is empty, not a string, longer than 64 characters, or holds
+    a NUL or a lone surrogate (which no database keeps)."""
 
     status = 400
     code = "tasktoolkit.invalid_error_code"

@@ -176,7 +176,8 @@ def _error(code: object, message: object, traceback: str | None) -> dict[str, An
         or UNSTORABLE.search(code)
     ):
         raise InvalidErrorCodeError(
-            f"error code must be 1 to {MAX_ERROR_CODE} characters, no NUL, got {code!r}"
+            f"error code must be 1 to {MAX_ERROR_CODE} characters, no NUL or lone surrogate, "
+            f"got {code!r}"
         )
     return {
         "error_code": code,
