@@ -258,7 +258,7 @@ def open_or_count(
         connection.execute(statement, row)
         return False
     row["op_notify"] = sorted({i for i in notify if i is not None})
-    connection.execute(statement.returning(_NOTIFIED), row)
+    connection.execute(statement, row)  # built with RETURNING the NOTIFY
     return True
 
 
@@ -321,7 +321,12 @@ def write_finished(
         state = connection.execute(_INSERT_FINISHED, row).scalar_one()
     except IntegrityError:
         return end_request(
-            connection, fields.id, http_status, target=target, ttl_seconds=pending.ttl_seconds
+            connection,
+            fields.id,
+            http_status,
+            target=target,
+            ttl_seconds=pending.ttl_seconds,
+            now=now,
         )
     return OperationChange(fields.id, state, http_status, fields.method, fields.path)
 
@@ -576,6 +581,8 @@ def _open_or_count(dialect: str) -> Insert:
                 **reopen,
             },
         )
+        if dialect == "postgresql":
+            statement = statement.returning(_NOTIFIED)  # see open_or_count
     _OPEN_OR_COUNT[dialect] = statement
     return statement
 
