@@ -10,6 +10,7 @@ from sqlalchemy import exc as sqlalchemy_exc
 
 __all__ = [
     "ApplicationError",
+    "ConfigurationError",
     "DatabaseUnavailableError",
     "ForbiddenError",
     "HandlerConflictError",
@@ -77,7 +78,14 @@ class InvalidTTLError(TaskToolkitError, ValueError):
     code = "tasktoolkit.invalid_ttl"
 
 
-class InvalidDurationError(TaskToolkitError, ValueError):
+class ConfigurationError(TaskToolkitError, ValueError):
+    """A setting that cannot be: an unknown option, a value out of bounds, a name
+    that imports nothing. Raised when the settings (or a part) are made, never later."""
+
+    code = "tasktoolkit.invalid_configuration"
+
+
+class InvalidDurationError(ConfigurationError):
     """A duration that cannot be parsed (``--older-than 7x``), is negative or absurd."""
 
     status = 400
@@ -277,7 +285,7 @@ class InvalidTaskOptionError(TaskToolkitError, ValueError):
     code = "tasktoolkit.invalid_task_option"
 
 
-class InvalidTaskRulesError(TaskToolkitError, ValueError):
+class InvalidTaskRulesError(ConfigurationError):
     """A task name's rules that cannot be: an unknown option, a negative or absurd
     timeout, ``max_attempts`` under 1, a backoff cap under its base, a bad jitter,
     or a ``__task_rules__`` that is not a mapping of task names to rules."""
@@ -299,7 +307,7 @@ class HandlerConflictError(TaskToolkitError, ValueError):
     code = "tasktoolkit.handler_conflict"
 
 
-class InvalidBrokerError(TaskToolkitError, ValueError):
+class InvalidBrokerError(ConfigurationError):
     """A broker URL whose scheme the queue bridge does not run on (not RabbitMQ or Redis)."""
 
     code = "tasktoolkit.invalid_broker"
