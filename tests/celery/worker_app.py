@@ -1,9 +1,9 @@
 """The Celery app of the bridge tests' real workers (``celery -A tests.celery.worker_app worker``).
 
 Configured from the environment (set by :mod:`tests.celery.conftest`):
-``TT_BROKER_URL``, ``TT_DB_URL``, ``TT_RUNS`` (a file each handler appends one
-line to per event: ``<task id> <attempt> <event> <worker name> <pid>``) and
-``TT_WORKER_NAME``.
+``TT_BROKER_URL``, ``TT_RESULT_URL`` (Celery's result backend), ``TT_DB_URL``,
+``TT_RUNS`` (a file each handler appends one line to per event:
+``<task id> <attempt> <event> <worker name> <pid>``) and ``TT_WORKER_NAME``.
 
 Handlers:
 
@@ -16,7 +16,9 @@ Handlers:
   for up to a minute;
 - ``slow``: records ``started``, then sleeps for :data:`SLOW_SECONDS` in small
   steps without a heartbeat of its own (the bridge's background heartbeats
-  alone keep it with its worker), records ``finished`` and returns.
+  alone keep it with its worker), records ``finished`` and returns;
+- ``doomed``: records ``failed`` and fails for good (``TaskFailure``, not retryable);
+- ``brief``: records ``started``, sleeps :data:`BRIEF_SECONDS`, records ``finished``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ import time
 
 from sqlalchemy import create_engine
 
+from tasktoolkit import Settings, Toolkit
 from tasktoolkit.celery import CeleryBridge
 from tasktoolkit.errors import TaskFailure
 from tasktoolkit.orm import Job
 from tests import models  # noqa: F401  (the test resource types)
 
-NAMES = ("quick", "hang", "polite", "flaky", "slow")
+NAMES = ("quick", "hang", "polite", "flaky", "slow", "doomed", "brief")
 #: How long the ``slow`` handler runs, in seconds.
 SLOW_SECONDS = 5.0
+#: How long the ``brief`` handler runs, in seconds.
+BRIEF_SECONDS = 0.4
 
 
 def record(job: Job, event: str) -> None:
@@ -47,9 +52,10 @@ def record(job: Job, event: str) -> None:
         os.close(fd)
 
 
-engine = create_engine(os.environ["TT_DB_URL"])
-bridge = CeleryBridge(os.environ["TT_BROKER_URL"], engine)
+toolkit = Toolkit(create_engine(os.environ["TT_DB_URL"]), Settings())
+bridge = CeleryBridge(toolkit, os.environ["TT_BROKER_URL"])
 app = bridge.app
+app.conf.result_backend = os.environ.get("TT_RESULT_URL")
 
 
 @bridge.handler("quick")
@@ -97,4 +103,17 @@ def slow(job: Job) -> None:
     end = time.monotonic() + SLOW_SECONDS
     while time.monotonic() < end:
         time.sleep(0.05)
+    record(job, "finished")
+
+
+@bridge.handler("doomed")
+def doomed(job: Job) -> None:
+    record(job, "failed")
+    raise TaskFailure("doomed", "it always fails")
+
+
+@bridge.handler("brief")
+def brief(job: Job) -> None:
+    record(job, "started")
+    time.sleep(BRIEF_SECONDS)
     record(job, "finished")
