@@ -88,10 +88,10 @@ AGO, AHEAD = timedelta(seconds=-1), timedelta(seconds=1)
         pytest.param({"published_at": 10 * AGO}, True, id="published-not-started-in-time"),
         pytest.param({"published_at": 2 * AGO}, None, id="published-just-now"),
         pytest.param(
-            {"published_at": 60 * AGO, "not_before": 2 * AGO}, None, id="published-backoff-just-over"
+            {"published_at": 60 * AGO, "not_before": 2 * AGO}, None, id="published-backoff-ended"
         ),
         pytest.param(
-            {"published_at": 60 * AGO, "not_before": 10 * AGO}, True, id="published-backoff-long-over"
+            {"published_at": 60 * AGO, "not_before": 10 * AGO}, True, id="published-backoff-old"
         ),
         pytest.param(
             {"published_at": 60 * AGO, "state": "running", "host": "w"}, None, id="started"
