@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from blinker import NamedSignal, Namespace
 
@@ -46,6 +47,14 @@ class TaskChange:
 
     ``old_state`` is ``None`` for a task that was just created; ``queue`` is
     where the task is routed (``None``: the default queue).
+
+    A move that ends an attempt (from ``running``) says how: ``outcome`` is the
+    attempt's (``succeeded``, ``failed``, ``cancelled``, or ``handed_back`` by
+    a stopping worker; a retryable failure put back to ``pending`` is
+    ``failed``), ``error_code`` its error's code. ``attempt`` is the number of
+    the task's latest start (0 before the first). ``created_at``,
+    ``started_at`` (of the latest attempt) and ``moved_at`` time the move:
+    how long a task waited to start, how long an attempt ran.
     """
 
     task_id: str
@@ -56,6 +65,12 @@ class TaskChange:
     old_state: str | None
     new_state: str
     queue: str | None = None
+    attempt: int = 0
+    outcome: str | None = None
+    error_code: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    moved_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
