@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from sqlalchemy.engine import URL, Engine
 
 from tasktoolkit import Settings, Toolkit
 from tasktoolkit.celery import CeleryBridge
+from tasktoolkit.hooks import Event, Hook
 from tests.brokers import BROKERS, private_broker
 from tests.databases import engine_for
 from tests.proxy import TcpProxy
@@ -101,6 +103,12 @@ class Workers:
             lambda: self.log(name).count("ready.") > ready, f"worker {name} ready", seconds=60
         )
 
+    def deliveries(self, task_id: str) -> list[str]:
+        """What the workers' ``around_delivery`` hook saw of task ``task_id``, in order."""
+        path = Path(self.env["TT_DELIVERIES"])
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [line.split()[1] for line in lines if line.split()[0] == task_id]
+
     def kill(self, name: str) -> None:
         """``kill -9`` worker ``name`` whole: its main process and its pool processes."""
         process = self.processes.pop(name)
@@ -166,6 +174,7 @@ def idle_workers(
         "TT_RESULT_URL": results_url,
         "TT_DB_URL": engine.url.render_as_string(hide_password=False),
         "TT_RUNS": str(tmp / "runs.txt"),
+        "TT_DELIVERIES": str(tmp / "deliveries.txt"),
         "PYTHONPATH": str(ROOT),
     }
     handle = Workers(tmp / "runs.txt", {n: tmp / f"worker-{n}.log" for n in WORKERS}, env)
@@ -233,10 +242,27 @@ def proxy(broker_url: str) -> Iterator[TcpProxy]:
     tcp.close()
 
 
+class Counting(Hook):
+    """Counts what a bridge announces: tasks published after commit, and swept."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def happened(self, event: Event) -> None:
+        if event.reason == "celery":
+            self.counts[event.kind] += event.count
+
+
 @pytest.fixture(scope="module")
-def toolkit(engine: Engine) -> Toolkit:
-    """The API side's toolkit on the module's engine; its sweeper publishes at once."""
-    return Toolkit(engine, Settings(sweep_after=0))
+def counting() -> Counting:
+    return Counting()
+
+
+@pytest.fixture(scope="module")
+def toolkit(engine: Engine, counting: Counting) -> Toolkit:
+    """The API side's toolkit on the module's engine: its sweeper publishes at once, and
+    what its bridge announces is counted."""
+    return Toolkit(engine, Settings(sweep_after=0, hooks=[counting]))
 
 
 @pytest.fixture(scope="module")

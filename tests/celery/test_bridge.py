@@ -29,7 +29,7 @@ from tasktoolkit.errors import HandlerConflictError
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import Task, TaskRules, Worker, cancel_task
 from tasktoolkit.orm._events import DISPATCHER, change_of
-from tests.celery.conftest import Events, Workers, wait_for
+from tests.celery.conftest import Counting, Events, Workers, wait_for
 from tests.middleware.apps import cluster_app
 from tests.models import Cluster
 from tests.orm._db import task_row
@@ -138,6 +138,29 @@ def test_a_message_delivered_twice_runs_once(
     )
     assert [e for _, _, e, _, _ in workers.runs(task_id)] == ["ran"]
     assert task_row(engine, task_id)["attempts"] == 1  # type: ignore[index]
+    # Each of the three deliveries ran inside the hooks' around_delivery, the skips too.
+    wait_for(lambda: len(workers.deliveries(task_id)) == 6, "3 deliveries through the hook")
+    assert Counter(workers.deliveries(task_id)) == {"enter": 3, "exit": 3}  # maybe at once
+
+
+def test_the_bridge_announces_its_publishes_and_sweeps(
+    bridge: CeleryBridge,
+    counting: Counting,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    proxy: TcpProxy,
+) -> None:
+    before = Counter(counting.counts)
+    ids = spawn(sessions, "quick", 2)
+    assert counting.counts["published"] - before["published"] == 2  # told after the commit
+    with proxy.down():
+        (late,) = spawn(sessions, "quick")  # nothing published: nothing told
+    assert counting.counts - before == {"published": 2}
+    assert bridge.sweep() == 1
+    assert counting.counts - before == {"published": 2, "swept": 1}
+    for task_id in [*ids, late]:
+        wait_state(engine, task_id, "succeeded")
 
 
 def test_a_message_for_no_task_is_acknowledged(

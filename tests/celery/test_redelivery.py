@@ -28,12 +28,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import Settings, Toolkit
+from tasktoolkit import Toolkit
 from tasktoolkit.celery import CeleryBridge
-from tasktoolkit.hooks import Event, Hook
 from tasktoolkit.orm import Task, TaskRules
 from tests.brokers import private_broker
-from tests.celery.conftest import ROOT, Workers, wait_for
+from tests.celery.conftest import ROOT, Counting, Workers, wait_for
 from tests.celery.redis_server import PrivateRedis
 from tests.models import Cluster
 
@@ -97,27 +96,6 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 @pytest.fixture(scope="module")
 def broker_url(broker: Broker) -> str:
     return broker.url
-
-
-class Counting(Hook):
-    """Counts what the bridge announces: tasks published after commit, and swept."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def happened(self, event: Event) -> None:
-        self.counts[event.kind] += event.count
-
-
-@pytest.fixture(scope="module")
-def counting() -> Counting:
-    return Counting()
-
-
-@pytest.fixture(scope="module")
-def toolkit(engine: Engine, counting: Counting) -> Toolkit:
-    """The API side's toolkit: sweeps at once, and counts what its bridge announces."""
-    return Toolkit(engine, Settings(sweep_after=0, hooks=[counting]))
 
 
 @pytest.fixture
