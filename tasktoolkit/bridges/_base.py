@@ -341,18 +341,18 @@ class Bridge(ABC):
                 interruptible=self._interruptible,
                 stopped_by=self._stopped_by,
             )
-            return Outcome(RAN, found or self._recorded(task_id))
+            return Outcome(RAN, found or self._recorded(task_id, job.attempts))
 
     def _skip(self, what: str, why: str) -> Outcome:
         self.skipped += 1
         _log.info("delivery skipped (%d in this process): %s", self.skipped, why)
         return Outcome(what)
 
-    def _recorded(self, task_id: str) -> Recorded | None:
-        """What the toolkit recorded of the task after its run (``None``: not known)."""
+    def _recorded(self, task_id: str, attempt: int) -> Recorded | None:
+        """How the toolkit recorded the end of this run (``None``: not known)."""
         try:
             with deadline(self.settings.deadline_seconds), self.engine.connect() as connection:
-                return recorded(connection, task_id)
+                return recorded(connection, task_id, attempt)
         except Exception as exc:
             if not self.hooks.unavailable("bridge.deliver", exc, doing=f"outcome of {task_id}"):
                 raise

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.orm._engine import supports_skip_locked
+from tasktoolkit.orm._records import attempts_table
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._types import UTCDateTime
@@ -69,10 +70,11 @@ class ToPublish:
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What the toolkit recorded of a task, as a bridge reports it to its queue.
+    """How the toolkit recorded the end of a run, as a bridge reports it to its queue.
 
-    :param retry_in: seconds until its next attempt may start, when it went
-        back to ``pending`` for one (0: at once).
+    :param state: ``succeeded``, ``failed`` or ``cancelled`` when that run ended the
+        task; ``pending`` when the task went back for another attempt.
+    :param retry_in: then, seconds until its next attempt may start (0: at once).
     """
 
     state: str
@@ -220,25 +222,43 @@ def backoffs(connection: Connection, task_ids: Sequence[str]) -> dict[str, float
     return {row.id: _seconds_between(row.now, row.not_before) for row in rows}
 
 
-def recorded(connection: Connection, task_id: str) -> Recorded | None:
-    """What the toolkit recorded of task ``task_id`` (``None``: no such task)."""
+def recorded(connection: Connection, task_id: str, attempt: int) -> Recorded | None:
+    """How attempt ``attempt`` of task ``task_id`` ended, as the toolkit recorded it
+    (``None``: no such task, or the attempt's end is not recorded).
+
+    Read from the attempt's own row, so that a later attempt, already started
+    elsewhere, does not change what this one was: ``pending`` when it failed
+    and the task went back for another attempt (or was handed back).
+    """
+    a = attempts_table
     now = _now_sql(connection.dialect.name)
     row = connection.execute(
         select(
             _T.c.state,
-            _T.c.error_code,
-            _T.c.error_message,
+            _T.c.attempts,
             _T.c.result,
             _T.c.not_before,
             now.label("now"),
-        ).where(_T.c.id == task_id)
+            a.c.outcome,
+            a.c.error_code,
+            a.c.error_message,
+        )
+        .select_from(_T.outerjoin(a, (a.c.task_id == _T.c.id) & (a.c.number == attempt)))
+        .where(_T.c.id == task_id)
     ).one_or_none()
-    if row is None:
+    if row is None or row.outcome is None:
         return None
-    retry_in = None
-    if row.state == TaskState.PENDING.value:
-        retry_in = 0.0 if row.not_before is None else _seconds_between(row.now, row.not_before)
-    return Recorded(row.state, row.error_code, row.error_message, row.result, retry_in)
+    last = row.attempts == attempt  # no attempt after this one yet
+    if row.outcome == TaskState.SUCCEEDED.value:
+        return Recorded(row.outcome, result=row.result)
+    if row.outcome == TaskState.CANCELLED.value or (
+        row.outcome == TaskState.FAILED.value and last and row.state == TaskState.FAILED.value
+    ):
+        return Recorded(row.outcome, row.error_code, row.error_message)
+    # Failed for another attempt (or handed back): when does the next one run?
+    waiting = last and row.state == TaskState.PENDING.value and row.not_before is not None
+    retry_in = _seconds_between(row.now, row.not_before) if waiting else 0.0
+    return Recorded(TaskState.PENDING.value, row.error_code, row.error_message, retry_in=retry_in)
 
 
 def _seconds_between(now: object, later: datetime) -> float:

@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.errors import InvalidTaskRulesError
-from tasktoolkit.orm import TaskRules
+from tasktoolkit.orm import TaskRules, Worker, cancel_task
 from tasktoolkit.orm._publishing import (
+    Recorded,
     backoffs,
     database_now,
     mark_published,
@@ -198,14 +199,53 @@ def test_a_bad_redelivery_bound_is_refused(value: object) -> None:
         TaskRules(redeliver_after=value)  # type: ignore[arg-type]
 
 
-def test_what_a_bridge_reads_back(engine: Engine, spawn: Spawn) -> None:
-    waiting = spawn(not_before=30 * AHEAD)
-    failed = spawn(state="failed", error_code="nope", error_message="it broke")
+def test_the_backoff_left_is_read_on_the_database_clock(engine: Engine, spawn: Spawn) -> None:
+    waiting, now = spawn(not_before=30 * AHEAD), spawn()
     with engine.connect() as connection:
-        left = backoffs(connection, [waiting, failed])
-        assert set(left) == {waiting} and 20 < left[waiting] <= 30
-        retry = recorded(connection, waiting)
-        assert retry is not None and retry.state == "pending"
-        assert retry.retry_in is not None and 20 < retry.retry_in <= 30
-        assert recorded(connection, failed) == type(retry)("failed", "nope", "it broke")
-        assert recorded(connection, "00000000-0000-4000-8000-000000000000") is None
+        left = backoffs(connection, [waiting, now])
+    assert set(left) == {waiting} and 20 < left[waiting] <= 30
+
+
+def test_how_each_attempt_ended_is_read_from_its_own_row(
+    session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    rules = TaskRules(max_attempts=2, backoff=timedelta(seconds=30), jitter=0)
+    with session_factory() as session:
+        cluster = Cluster(name="c")
+        session.add(cluster)
+        session.flush()
+        flaky, doomed, stopped, held = (
+            t.id for t in cluster.spawn_tasks(["flaky", "doomed", "stopped", "held"], rules=rules)
+        )
+        session.commit()
+    worker = Worker(engine, ["flaky", "doomed", "stopped", "held"])
+    jobs = {job.id: job for job in worker.claim_many(4)}
+    jobs[flaky].fail("flaky", "try again", retry=True)
+    jobs[doomed].fail("doomed", "for good")  # not retryable: final
+    with session_factory() as session:
+        cancel_task(session, stopped)
+        session.commit()
+    jobs[stopped].acknowledge_cancel()
+
+    def read(task_id: str, attempt: int) -> Recorded | None:
+        with engine.connect() as connection:
+            return recorded(connection, task_id, attempt)
+
+    retry = read(flaky, 1)
+    assert retry is not None and retry.retry_in is not None and 20 < retry.retry_in <= 30
+    assert retry == Recorded("pending", "flaky", "try again", retry_in=retry.retry_in)
+    assert read(doomed, 1) == Recorded("failed", "doomed", "for good")
+    assert read(stopped, 1) == Recorded("cancelled")
+    assert read(held, 1) is None  # still running: its end is not recorded
+    assert read("00000000-0000-4000-8000-000000000000", 1) is None
+    # The second attempt runs and succeeds: the first stays a retry, whenever it is read.
+    with engine.begin() as connection:
+        connection.execute(
+            update(tasks_table).where(tasks_table.c.id == flaky).values(not_before=None)
+        )
+    second = worker.claim(["flaky"])
+    assert second is not None and second.attempts == 2
+    second.succeed(result={"ok": True})
+    worker.close()
+    assert read(flaky, 1) == Recorded("pending", "flaky", "try again", retry_in=0.0)
+    assert read(flaky, 2) == Recorded("succeeded", result={"ok": True})
