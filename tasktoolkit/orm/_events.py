@@ -37,15 +37,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
+from tasktoolkit._request_protocol import RequestOperation
 from tasktoolkit.orm._operations import (
-    PendingOperation,
     count_task_transition,
     notify_changed,
     open_or_count,
     pending_key,
 )
 from tasktoolkit.orm._records import Task
-from tasktoolkit.orm._states import OperationState, TaskState
+from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange, TaskChange
 
@@ -119,7 +119,7 @@ def record_moves(
     *,
     now: datetime | None = None,
     connection: Connection | None = None,
-    opening: PendingOperation | None = None,
+    opening: RequestOperation | None = None,
 ) -> None:
     """Roll ``changes`` into their operations' counts and queue their signals.
 
@@ -149,7 +149,7 @@ def record_moves(
         if opening is not None and old is None and operation_id == opening.fields.id:
             if open_or_count(conn, opening, count, now=moment, notify=wake):
                 wake = []  # sent with it
-            _queue(session, partial(_written, opening), -1)
+            _queue(session, opening.spawn_committed, -1)
         else:
             finished.append(
                 count_task_transition(conn, operation_id, old, new, now=moment, count=count)
@@ -187,19 +187,6 @@ def _guarded(run: Callable[[Sequence[TaskChange]], None], changes: Sequence[Task
         run(changes)
     except Exception:
         _log.exception("dispatching %d committed task(s) failed", len(changes))
-
-
-def _written(pending: PendingOperation) -> None:
-    """A transaction that wrote the request's operation committed: it exists now."""
-    pending.spawned = True
-    if pending.written:  # a keyed request's, written before its app ran
-        return
-    pending.written = True
-    fields = pending.fields
-    opened = OperationChange(
-        fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
-    )
-    signals.send(signals.operation_opened, opened)
 
 
 def queue_operation_finished(session: Session, change: OperationChange | None) -> None:

@@ -13,17 +13,14 @@ import sys
 import threading
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.orm import sessionmaker
-
-from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import prepare_engine
+from tasktoolkit import Toolkit
+from tasktoolkit.middleware import OPERATION_ID_KEY
 from tests.models import Cluster
 
 
 def main(url: str) -> None:
-    engine = prepare_engine(create_engine(url))
-    sessions = sessionmaker(engine, expire_on_commit=False)
+    toolkit = Toolkit(url)
+    sessions = toolkit.sessions
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         with sessions() as session:
@@ -36,7 +33,7 @@ def main(url: str) -> None:
         threading.Event().wait()  # killed here, before the response
         raise AssertionError("unreachable")
 
-    stack = RequestIdMiddleware(OperationMiddleware(app, engine=engine))
+    stack = toolkit.wsgi(app)
     environ = {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": "/clusters",
