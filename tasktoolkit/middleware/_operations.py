@@ -294,7 +294,8 @@ class OperationMiddleware:
                 lambda c: write_finished(c, protocol.operation, protocol.status, target=target)
             )
         except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
-            self._degrade("middleware.finished", exc, f"operation {protocol.operation.fields.id}")
+            operation_id = protocol.operation.fields.id
+            self._degrade("middleware.finished", exc, f"operation {operation_id} not written")
             protocol.wrote_finished(None, written=False)
             return
         protocol.wrote_finished(change, written=True)
