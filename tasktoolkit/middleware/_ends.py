@@ -38,7 +38,6 @@ import os
 import signal
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from types import FrameType
@@ -60,7 +59,8 @@ _log = logging.getLogger("tasktoolkit.middleware")
 _LAGS = 10_000
 #: How long a flush at exit waits for the ends it holds.
 _EXIT_FLUSH_SECONDS = 10.0
-_WRITERS: weakref.WeakSet[EndWriter] = weakref.WeakSet()
+#: Every writer of the process that may hold ends (until closed): flushed at exit.
+_WRITERS: set[EndWriter] = set()
 
 
 class EndWriter:
@@ -102,6 +102,7 @@ class EndWriter:
             self._reset()  # a child the fork hook did not reach (a fork without os.fork)
         with self._condition:
             self._waiting.append((end, time.monotonic()))
+            _WRITERS.add(self)
             if self._thread is None and not self._stopped:
                 self._start()
             self._condition.notify()
@@ -158,6 +159,7 @@ class EndWriter:
 
     def close(self, timeout: float | None = _EXIT_FLUSH_SECONDS) -> bool:
         """Write what is held, then stop the thread (a later end starts it again)."""
+        _WRITERS.discard(self)
         flushed = self.flush(timeout)
         with self._condition:
             self._stopped = True

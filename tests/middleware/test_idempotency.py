@@ -26,6 +26,7 @@ from tasktoolkit.middleware._idempotency import MAX_REPLAYED_BODY
 from tasktoolkit.orm import Operation, purge, reap
 from tasktoolkit.orm._records import idempotency_keys_table
 from tasktoolkit.orm._types import utcnow
+from tasktoolkit.wsgi_input import MAX_BODY
 from tests.databases import engine_for
 from tests.middleware.apps import cluster_app
 from tests.middleware.stacks import Stacks
@@ -441,3 +442,154 @@ def test_of_8_identical_keyed_posts_at_once_exactly_one_runs_the_app(
             assert json.loads(body)["errors"][0]["code"] == "tasktoolkit.idempotency_in_progress"
     # Once it has ended, every repeat is its replay.
     assert stack.post("/clusters", "{}", headers=keyed("together")).body == winner
+
+
+# -- kept before the last byte, and nothing kept for a refusal ---------------------
+
+
+RETRIES = 200
+
+
+def _post(address: tuple[str, int], key: str) -> tuple[int, dict[str, str], bytes]:
+    """One keyed POST on a connection of its own, its answer read whole, then closed."""
+    connection = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        connection.request("POST", "/clusters", body=b"{}", headers=keyed(key))
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+def test_a_client_that_read_the_whole_answer_and_retries_gets_the_replay(
+    stacks: Stacks, session_factory: sessionmaker[Session]
+) -> None:
+    """200 times: the answer read whole, the retry sent at once on a fresh connection."""
+    served = Served(stacks.wsgi(cluster_app(session_factory)))
+    outcomes: list[tuple[int, str | None]] = []
+    try:
+        for n in range(RETRIES):
+            status, _, body = _post(served.address, f"retry-{n}")
+            assert status == 201, body
+            again, headers, replayed = _post(served.address, f"retry-{n}")
+            outcomes.append((again, headers.get("Idempotent-Replayed")))
+            assert replayed == body or again != 201
+    finally:
+        served.stop()
+    assert outcomes == [(201, "true")] * RETRIES
+
+
+def test_a_streamed_keyed_response_is_kept_before_its_last_chunk(
+    make_stack: Stack, engine: Engine
+) -> None:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield from (b"one ", b"two ", b"three")
+
+    stack = make_stack(app)
+    environ = webob.Request.blank("/things", method="POST", headers=keyed("streamed")).environ
+    body = stack.app(environ, lambda status, headers, exc_info=None: None)
+    chunks = iter(body)
+    assert [next(chunks), next(chunks)] == [b"one ", b"two "]
+    (key,) = keys_of(engine)
+    assert key["status"] is None  # more may come
+    assert next(chunks) == b"three"  # the last: the client may have it all now
+    (key,) = keys_of(engine)
+    assert (key["status"], key["body"]) == (200, b"one two three")
+    assert list(chunks) == []
+    body.close()
+
+
+def _refusing(status: str, spawn: bool, session_factory: sessionmaker[Session]) -> Any:
+    calls: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        calls.append(1)
+        if spawn:
+            spawning = {**environ, "PATH_INFO": "/clusters"}
+            cluster_app(session_factory)(spawning, lambda *args: None)
+        start_response(status, [("Content-Type", "application/json")])
+        return [b'{"errors": []}']
+
+    app.calls = calls  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.mark.parametrize(
+    ("status", "spawn", "kept"),
+    [
+        pytest.param("400 Bad Request", False, False, id="400-validation"),
+        pytest.param("404 Not Found", False, False, id="404-no-such-path"),
+        pytest.param("405 Method Not Allowed", False, False, id="405-not-served"),
+        pytest.param("409 Conflict", True, True, id="409-after-spawning"),
+        pytest.param("500 Internal Server Error", False, True, id="500-kept"),
+    ],
+)
+def test_a_refusal_before_the_app_did_anything_keeps_nothing_and_frees_the_key(
+    make_stack: Stack,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    operation: Callable[[str], Operation | None],
+    status: str,
+    spawn: bool,
+    kept: bool,
+) -> None:
+    app = _refusing(status, spawn, session_factory)
+    stack = make_stack(app)
+    code = int(status[:3])
+    first = stack.post("/things", b'{"bad": 1}', headers=keyed("fix-me"), status=code)
+    op = operation(first.headers["X-Request-Id"])
+    state = "running" if spawn else "failed"  # one that spawned runs on with its tasks
+    assert op is not None and (op.state, op.http_status) == (state, code)
+    assert first.headers["Operation-Location"].endswith(op.id)
+    again = stack.post("/things", b'{"bad": 1}', headers=keyed("fix-me"), status=code)
+    if kept:
+        assert again.headers["Idempotent-Replayed"] == "true" and len(app.calls) == 1
+        return
+    # Nothing kept: the same request runs again, and so does a fixed one with the key.
+    assert "Idempotent-Replayed" not in again.headers and len(app.calls) == 2
+    assert keys_of(engine) == []
+    fixed = make_stack(cluster_app(session_factory))
+    made = fixed.post("/things", b'{"good": 1}', headers=keyed("fix-me"), status=200)
+    (key,) = keys_of(engine)
+    assert key["operation_id"] == made.headers["X-Request-Id"] and key["status"] == 200
+
+
+class _Endless:
+    """A request body that never ends (a chunked upload), counting what was read of it."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = 65536 if size is None or size < 0 else size
+        self.read_bytes += size
+        return b"x" * size
+
+
+@pytest.mark.parametrize(
+    "chunked",
+    [pytest.param(False, id="content-length-over"), pytest.param(True, id="chunked-endless")],
+)
+def test_a_keyed_body_over_the_limit_is_413_without_spooling(
+    make_stack: Stack,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    chunked: bool,
+) -> None:
+    app = _refusing("201 Created", False, session_factory)
+    stack = make_stack(app)
+    endless = _Endless()
+    request = webob.Request.blank("/things", method="POST", headers=keyed("huge"))
+    request.environ["wsgi.input"] = endless
+    if chunked:
+        request.environ.pop("CONTENT_LENGTH", None)
+        request.environ["wsgi.input_terminated"] = True
+    else:
+        request.environ["CONTENT_LENGTH"] = str(256 * 1024 * 1024)
+    reply = request.get_response(stack.app)
+    assert reply.status_int == 413
+    assert reply.json["errors"][0]["code"] == "tasktoolkit.body_too_large"
+    assert reply.json["errors"][0]["request_id"] == reply.headers["X-Request-Id"]
+    assert endless.read_bytes <= (MAX_BODY + 65536 if chunked else 0)
+    assert app.calls == [] and keys_of(engine) == [] and count(session_factory, Operation) == 0
