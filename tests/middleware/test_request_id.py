@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import webtest
 from tasktoolkit import Settings, context
 from tasktoolkit.caller import Caller
 from tasktoolkit.context import is_valid_request_id, new_request_id
+from tasktoolkit.hooks import Hook, RequestInfo
 from tasktoolkit.middleware import (
     GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_GLOBAL_REQUEST_ID_KEY,
@@ -416,3 +418,39 @@ def test_keystoneauths_global_id_header_is_read_with_the_default_header() -> Non
     assert ids[1] == inbound and ids[0] != inbound
     assert response.headers["X-Request-Id"] == ids[0]
     assert "X-OpenStack-Request-ID" not in response.headers
+
+
+class Around(Hook):
+    """Notes each request it is around, and when it is left."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None]] = []
+
+    @contextmanager
+    def _around(self, request: RequestInfo) -> Iterator[None]:
+        self.events.append((f"enter {request.method} {request.path}", request.operation_id))
+        try:
+            yield
+        finally:
+            self.events.append(("leave", None))
+
+    def around_request(self, request: RequestInfo) -> Any:
+        return self._around(request)
+
+
+def test_every_request_runs_inside_the_hooks_around_request() -> None:
+    hook = Around()
+    settings = Settings(hooks=[hook], exclude_paths=["/health"])
+    app = webtest.TestApp(RequestIdMiddleware(echo, settings=settings))
+    rid = app.post("/things").headers["X-Request-Id"]
+    app.get("/things")
+    app.post("/health")
+    assert hook.events == [
+        ("enter POST /things", rid),  # a mutating request: its operation's id
+        ("leave", None),  # once the body is closed
+        ("enter GET /things", None),
+        ("leave", None),
+        ("enter POST /health", None),  # excluded: no operation
+        ("leave", None),
+    ]
+    assert context.current() is None
