@@ -183,15 +183,17 @@ def test_a_round_writes_every_end_held_in_one_statement(
     stack = stacks.wsgi(cluster_app(session_factory))
     writer = operations_of(stack).ends
     app = webtest.TestApp(stack)
-    release = threading.Event()
+    release, writing = threading.Event(), threading.Event()
     original = writer._transaction
 
     def slow_first_round(ends: Any, read_back: bool) -> Any:
+        writing.set()
         release.wait(30)  # ends arrive meanwhile: the next round takes them all
         return original(ends, read_back)
 
     writer._transaction = slow_first_round  # type: ignore[method-assign]
     first = app.post("/clusters", status=201).headers["X-Request-Id"]
+    assert writing.wait(30)
     held = [app.post("/clusters", status=201).headers["X-Request-Id"] for _ in range(5)]
     writer._transaction = original  # type: ignore[method-assign]
     with statements(engine) as sent:
