@@ -18,6 +18,21 @@ from tasktoolkit.middleware import OPERATION_ID_KEY
 from tests.models import Cluster
 
 
+def post_environ() -> dict[str, Any]:
+    """The environ of a ``POST /clusters`` in project ``p1``."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/clusters",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "HTTP_X_PROJECT_ID": "p1",
+    }
+
+
 def main(url: str) -> None:
     toolkit = Toolkit(url)
     sessions = toolkit.sessions
@@ -34,18 +49,7 @@ def main(url: str) -> None:
         raise AssertionError("unreachable")
 
     stack = toolkit.wsgi(app)
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/clusters",
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "HTTP_X_PROJECT_ID": "p1",
-    }
-    stack(environ, lambda status, headers, exc_info=None: None)
+    stack(post_environ(), lambda status, headers, exc_info=None: None)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ request id, then ``held``, and then, by ``MODE``:
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 from tasktoolkit import Toolkit
 from tasktoolkit.middleware import OPERATION_ID_KEY
 from tasktoolkit.middleware._ends import EndWriter
+from tests.middleware.request_process import post_environ
 from tests.models import Cluster
 
 _start = EndWriter._start
@@ -41,17 +41,7 @@ def let_the_writers_go() -> None:
 def serve(stack: Any, count: int) -> list[str]:
     ids = []
     for _ in range(count):
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/clusters",
-            "SCRIPT_NAME": "",
-            "QUERY_STRING": "",
-            "SERVER_NAME": "localhost",
-            "SERVER_PORT": "80",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(),
-            "HTTP_X_PROJECT_ID": "p1",
-        }
+        environ = post_environ()
         body = stack(environ, lambda status, headers, exc_info=None: None)
         b"".join(body)
         body.close()  # the end is handed to the writer here
