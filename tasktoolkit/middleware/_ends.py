@@ -44,6 +44,7 @@ from types import FrameType
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import SingletonThreadPool
 
 from tasktoolkit import signals
 from tasktoolkit._request_protocol import RequestEnd, announce
@@ -87,6 +88,9 @@ class EndWriter:
         #: The last ends' lags, from the request's close to the commit, in seconds.
         self.lags: deque[float] = deque(maxlen=_LAGS)
         self._non_durable = not durable and engine.dialect.name == "postgresql"
+        # A pool of one connection per thread (SQLite ":memory:") would show another
+        # thread another database: there, each end is written by the thread closing it.
+        self._inline = isinstance(engine.pool, SingletonThreadPool)
         self._reset()
         _WRITERS.add(self)
         _install_exit_flush()
@@ -103,6 +107,9 @@ class EndWriter:
 
     def submit(self, end: RequestEnd) -> None:
         """Hand over ``end``; it is written within the next round. Never blocks on the database."""
+        if self._inline:
+            self._write([(end, time.monotonic())])
+            return
         if self._pid != os.getpid():
             self._reset()  # a child the fork hook did not reach (a fork without os.fork)
         with self._condition:

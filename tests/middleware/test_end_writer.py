@@ -23,10 +23,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import signals
+from tasktoolkit import Toolkit, signals
 from tasktoolkit.hooks import Hook
 from tasktoolkit.middleware import flush_ends
-from tasktoolkit.orm import Worker, reap
+from tasktoolkit.orm import Worker, create_all, reap
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
 from tests.middleware.apps import cluster_app
@@ -239,3 +239,16 @@ def test_flush_ends_writes_every_held_end(
     ids = [app.post("/clusters", status=201).headers["X-Request-Id"] for _ in range(4)]
     assert flush_ends(30)  # what a server's worker-exit hook calls
     assert all(ended(engine, i) for i in ids)
+
+
+def test_an_in_memory_sqlite_database_has_its_ends_written_by_the_closing_thread() -> None:
+    # One connection per thread: a writer's thread would see an empty database of its own.
+    toolkit = Toolkit("sqlite://")
+    create_all(toolkit.engine)
+    try:
+        app = webtest.TestApp(toolkit.wsgi(cluster_app(toolkit.sessions)))
+        rid = app.post("/clusters", status=201).headers["X-Request-Id"]
+        assert ended(toolkit.engine, rid)  # written before the request returned
+    finally:
+        toolkit.close()
+        toolkit.engine.dispose()
