@@ -247,7 +247,8 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0006"
     migrations.upgrade(empty_url, "+1")
-    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0007_notifications"
+    assert migrations.current(empty_url) == migrations.heads()[0]
+    assert migrations.heads()[0] == "tasktoolkit_0007_notifications"
 
 
 def test_tasks_already_there_get_three_heartbeat_timeouts_to_start(
