@@ -49,6 +49,7 @@ from sample_app.models import (
     Port,
     port_task_rules,
 )
+from tasktoolkit import Settings, Toolkit
 from tasktoolkit.caller import (
     TASKS_LIST,
     Authorize,
@@ -58,14 +59,10 @@ from tasktoolkit.caller import (
     default_authorize,
     keystone_caller,
 )
-from tasktoolkit.endpoints import Router, mount
+from tasktoolkit.endpoints import Router
 from tasktoolkit.errors import DatabaseUnavailableError, InvalidCallerError, database_unavailable
 from tasktoolkit.http_errors import error_response, response_for
-from tasktoolkit.middleware import (
-    OperationMiddleware,
-    RequestIdMiddleware,
-    set_operation_target,
-)
+from tasktoolkit.middleware import set_operation_target
 from tasktoolkit.orm import (
     ACTIVE_TASK_STATES,
     Task,
@@ -576,20 +573,7 @@ def make_router(
     (``/ports/<id>/tasks``, ...) plus ``/tasks`` and ``/operations``.
     ``start_timeout`` as for :class:`SampleAPI`.
     """
-    api = SampleAPI(
-        engine, caller_getter=caller_getter, authorize=authorize, start_timeout=start_timeout
-    )
-    mapper = Mapper()
-    api.connect(mapper)
-    mount(
-        mapper,
-        collections={"networks": Network, "ports": Port},
-        session_factory=api.sessions,
-        caller_getter=caller_getter,
-        authorize=authorize,
-        serve_openapi=True,
-    )
-    return Router(mapper)
+    return _router(_toolkit(engine, caller_getter, authorize), start_timeout)
 
 
 def make_app(
@@ -601,14 +585,33 @@ def make_app(
 ) -> WSGIApplication:
     """The whole stack: the toolkit's two middlewares around :func:`make_router`.
 
-    The same as ``api-paste.ini``'s pipeline, in code. ``start_timeout`` as for
-    :class:`SampleAPI`.
+    The same as ``api-paste.ini``'s pipeline, in code, from one
+    :class:`~tasktoolkit.Toolkit`. ``start_timeout`` as for :class:`SampleAPI`.
     """
-    router = make_router(
-        engine, caller_getter=caller_getter, authorize=authorize, start_timeout=start_timeout
+    toolkit = _toolkit(engine, caller_getter, authorize)
+    return toolkit.wsgi(_router(toolkit, start_timeout))
+
+
+def _toolkit(engine: Engine, caller_getter: CallerGetter, authorize: Authorize) -> Toolkit:
+    """The sample's one toolkit: its caller, its authorizer, its OpenAPI document served."""
+    settings = Settings(caller_getter=caller_getter, authorize=authorize, serve_openapi=True)
+    return Toolkit(engine, settings)
+
+
+def _router(toolkit: Toolkit, start_timeout: float | None) -> WSGIApplication:
+    settings = toolkit.settings
+    api = SampleAPI(
+        toolkit.engine,
+        caller_getter=settings.caller_getter,
+        authorize=settings.authorize,
+        start_timeout=start_timeout,
     )
-    operations = OperationMiddleware(router, engine=engine, caller_getter=caller_getter)
-    return RequestIdMiddleware(operations, caller_getter=caller_getter)
+    mapper = Mapper()
+    api.connect(mapper)
+    toolkit.mount(
+        mapper, collections={"networks": Network, "ports": Port}, session_factory=api.sessions
+    )
+    return Router(mapper)
 
 
 _TRUE = frozenset({"true", "yes", "on", "1"})

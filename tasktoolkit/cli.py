@@ -43,12 +43,12 @@ from sqlalchemy.orm import Session
 
 from tasktoolkit import __version__
 from tasktoolkit._checks import HTTP_TOKEN
-from tasktoolkit.endpoints._views import operation_view
 from tasktoolkit.errors import InvalidDurationError, TaskToolkitError
 from tasktoolkit.orm import Scope, Task, get_operation, operation_tasks, prepare_engine, purge, reap
 from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._lifespan import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, check_batch_size
 from tasktoolkit.orm._reaper import NOT_STARTED, WORKER_LOST
+from tasktoolkit.views import operation_view
 
 if TYPE_CHECKING:
     from tasktoolkit.celery import CeleryBridge

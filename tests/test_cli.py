@@ -19,7 +19,7 @@ from sqlalchemy import Table, delete, func, inspect, select, update
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import cli
+from tasktoolkit import Settings, cli
 from tasktoolkit.cli import parse_duration
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.endpoints import Router, mount
@@ -622,7 +622,12 @@ def test_purge_refuses_a_bad_older_than(
 def api(session_factory: sessionmaker[Session]) -> Iterator[str]:
     """The task endpoints served over HTTP on this test's database; their base URL."""
     mapper = routes.Mapper()
-    mounted = mount(mapper, collections={"clusters": Cluster}, session_factory=session_factory)
+    mounted = mount(
+        mapper,
+        collections={"clusters": Cluster},
+        session_factory=session_factory,
+        settings=Settings(),
+    )
     served = Served(Router(mapper))
     yield f"http://{served.address[0]}:{served.address[1]}"
     served.stop()

@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from webob import Request, Response
 
-from tasktoolkit import context
+from tasktoolkit import Settings, context
 from tasktoolkit.endpoints import Router, TaskEndpoints, mount
 from tasktoolkit.endpoints._waiting import parse_prefer
-from tasktoolkit.errors import InvalidHeaderError
+from tasktoolkit.errors import ConfigurationError, InvalidHeaderError
 from tasktoolkit.orm import prepare_engine
 from tasktoolkit.orm._listening import Listener
 from tasktoolkit.orm._operations import end_request
@@ -66,16 +66,16 @@ def test_a_bad_prefer_is_refused(header: str) -> None:
 
 @pytest.fixture
 def endpoints(session_factory: sessionmaker[Session]) -> Iterator[Callable[..., Any]]:
-    """``endpoints(**mount_options)``: (the routed app, the mounted TaskEndpoints)."""
+    """``endpoints(**settings)``: (the routed app, the mounted TaskEndpoints)."""
     made: list[TaskEndpoints] = []
 
-    def make(factory: Any = None, **options: Any) -> tuple[Router, TaskEndpoints]:
+    def make(factory: Any = None, **settings: Any) -> tuple[Router, TaskEndpoints]:
         mapper = routes.Mapper()
         mounted = mount(
             mapper,
             collections=COLLECTIONS,
             session_factory=factory or session_factory,
-            **options,
+            settings=Settings(**settings),
         )
         made.append(mounted)
         return Router(mapper), mounted
@@ -268,7 +268,7 @@ def listening(backend: str, endpoints: Callable[..., Any]) -> Listening:
     (only it listens); elsewhere waiters poll."""
     if backend != "postgresql":
         pytest.skip("only PostgreSQL listens; elsewhere waiters poll")
-    return endpoints()  # type: ignore[no-any-return]
+    return endpoints(max_waiting=20)  # type: ignore[no-any-return]
 
 
 def test_postgresql_wakes_a_waiter_within_200_ms_of_the_commit(
@@ -349,15 +349,10 @@ def test_the_listener_comes_back_after_its_connection_is_killed(
         assert waiting.result(timeout=30).json["operation"]["state"] == "succeeded"
 
 
-def test_mount_refuses_a_bad_max_wait(session_factory: sessionmaker[Session]) -> None:
-    for bad in (-1, 3601, "30", True):
-        with pytest.raises(ValueError, match="max_wait"):
-            mount(
-                routes.Mapper(),
-                collections=COLLECTIONS,
-                session_factory=session_factory,
-                max_wait=bad,  # type: ignore[arg-type]
-            )
+def test_the_settings_refuse_a_bad_max_wait() -> None:
+    for bad in (-1, 3601, "forever", True):
+        with pytest.raises(ConfigurationError, match="max_wait"):
+            Settings(max_wait=bad)
 
 
 def test_a_wait_longer_than_the_deadline_bounds_each_read_on_its_own(
