@@ -92,11 +92,17 @@ class TaskEndpoints:
         )
         self._max_wait = int(settings.max_wait.total_seconds())
         self._unavailable = int(settings.unavailable_retry_after.total_seconds())
-        # The waits this process holds at once (each holds a server thread).
-        self._waiting = threading.BoundedSemaphore(settings.max_waiting)
+        # The waits this process holds now (each holds a thread of the server).
+        self._holding = 0
+        self._holding_lock = threading.Lock()
         # Made at the first wait, then shared by every request (like a pool).
         self._waiter: Waiter | None = None
         self._waiter_lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        """How many ``Prefer: wait`` requests this app holds now (at most ``max_waiting``)."""
+        return self._holding
 
     def close(self) -> None:
         """Stop listening for changes (PostgreSQL), if a wait ever started to."""
@@ -158,14 +164,23 @@ class TaskEndpoints:
         """
         request = call.request
         wait = parse_prefer(request.headers.get("Prefer"), cap=self._max_wait)
-        if wait is None or not self._waiting.acquire(blocking=False):
+        if wait is None or not self._hold():
             return represent(waiting.read()[0], request)
         try:
             response = self._held(waiting, call, wait)
         finally:
-            self._waiting.release()
+            with self._holding_lock:
+                self._holding -= 1
         response.headers["Preference-Applied"] = f"wait={wait}"
         return response
+
+    def _hold(self) -> bool:
+        """Count one more wait held, if :attr:`Settings.max_waiting` allows."""
+        with self._holding_lock:
+            if self._holding >= self.settings.max_waiting:
+                return False
+            self._holding += 1
+            return True
 
     def _held(self, waiting: Waiting, call: Call, wait: int) -> Response:
         until = time.monotonic() + wait

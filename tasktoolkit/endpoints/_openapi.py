@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from tasktoolkit.endpoints._waiting import PREFER_PATTERN
+
 if TYPE_CHECKING:
     from tasktoolkit.endpoints._table import Endpoint
 
@@ -138,6 +140,8 @@ def document(
         no other ``resource_type``. ``None`` leaves it at the pattern.
     """
     parts = load_parts()
+    # The rules the server reads a header by are the server's: said once, there.
+    parts["components"]["parameters"]["Prefer"]["schema"]["pattern"] = PREFER_PATTERN
     if resource_types is not None:
         schema = parts["components"]["parameters"]["resource_type"]["schema"]
         schema["enum"] = sorted(resource_types)
