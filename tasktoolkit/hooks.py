@@ -53,16 +53,23 @@ if TYPE_CHECKING:
     from tasktoolkit.signals import OperationChange, TaskChange
 
 __all__ = [
+    "ENGINE_OPTION",
     "EVENT_KINDS",
+    "NO_HOOKS",
     "Delivery",
     "Event",
     "Hook",
     "Hooks",
     "JobInfo",
     "RequestInfo",
+    "hooks_of",
 ]
 
 _log = logging.getLogger("tasktoolkit.hooks")
+#: The engine execution option that carries a toolkit's :class:`Hooks` to the
+#: ORM, which counts moves and announces them after commit on the engine's
+#: connections (set by :class:`~tasktoolkit.Toolkit`).
+ENGINE_OPTION = "tasktoolkit_hooks"
 
 #: What :meth:`Hook.happened` may be told of (:attr:`Event.kind`).
 EVENT_KINDS = frozenset(
@@ -202,6 +209,12 @@ class Hooks:
     def __repr__(self) -> str:
         return f"Hooks({', '.join(type(h).__name__ for h in self._hooks)})"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hooks) and self._hooks == other._hooks
+
+    def __hash__(self) -> int:
+        return hash(self._hooks)
+
     def __add__(self, other: Hooks) -> Hooks:
         return Hooks(*self._hooks, *other._hooks)
 
@@ -326,3 +339,13 @@ class _Guarded:
         except Exception:
             _log.exception("hook %s failed on the way out", self.name)
         return False
+
+
+#: No hooks: what an engine no toolkit was made on has.
+NO_HOOKS = Hooks()
+
+
+def hooks_of(bind: Any) -> Hooks:
+    """The hooks an engine (or connection) carries in :data:`ENGINE_OPTION`; else none."""
+    found = bind.get_execution_options().get(ENGINE_OPTION)
+    return found if isinstance(found, Hooks) else NO_HOOKS

@@ -328,8 +328,9 @@ def parse_option(option: Option, text: str) -> Any:
     if kind == "list":
         return [w for w in text.replace(",", " ").split() if w]
     if kind == "object":
-        return resolve(text, option.name)
-    return [resolve(w, option.name) for w in text.replace(",", " ").split() if w]  # objects
+        return None if text.strip().lower() == "none" else resolve(text, option.name)
+    words = [w for w in text.replace(",", " ").split() if w.lower() != "none"]
+    return [resolve(w, option.name) for w in words]  # objects
 
 
 def resolve(value: str, name: str = "option") -> Any:

@@ -32,6 +32,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.hooks import ENGINE_OPTION, hooks_of
 from tasktoolkit.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,11 +42,7 @@ if TYPE_CHECKING:
     from tasktoolkit.endpoints import ResourceVisibility, TaskEndpoints
     from tasktoolkit.orm import PurgeResult, ReapResult, TaskResource, Worker
 
-__all__ = ["HOOKS_OPTION", "Toolkit"]
-
-#: The engine execution option that carries the toolkit's hooks to the ORM
-#: (moves are counted, and announced after commit, on the engine's connections).
-HOOKS_OPTION = "tasktoolkit_hooks"
+__all__ = ["Toolkit"]
 
 
 class Toolkit:
@@ -76,7 +74,13 @@ class Toolkit:
             raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
         self.engine: Engine = prepare_engine(bind)
         self.settings: Settings = settings
-        self.engine.update_execution_options(**{HOOKS_OPTION: settings.hooks})
+        if settings.hooks:
+            carried = hooks_of(self.engine)
+            if carried and carried != settings.hooks:
+                raise ConfigurationError(
+                    "this engine carries another toolkit's hooks already: one toolkit per engine"
+                )
+            self.engine.update_execution_options(**{ENGINE_OPTION: settings.hooks})
         #: A session per unit of work, on the toolkit's engine.
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -185,5 +189,6 @@ class Toolkit:
         return purge(self.engine, **options)
 
     def close(self) -> None:
-        """Stop the toolkit's own connections (not the host's engine's pool)."""
-        self.engine.update_execution_options(**{HOOKS_OPTION: None})
+        """Take the toolkit's hooks off the engine (the host's engine and its pool stay)."""
+        if self.settings.hooks and hooks_of(self.engine) == self.settings.hooks:
+            self.engine.update_execution_options(**{ENGINE_OPTION: None})

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
+from tasktoolkit.hooks import Hooks, hooks_of
 from tasktoolkit.orm._operations import (
     PendingOperation,
     count_task_transition,
@@ -99,8 +100,17 @@ class _Queued:
         self.rank = rank
 
 
-def change_of(task: Task, old_state: str | None) -> TaskChange:
-    """The :class:`TaskChange` of ``task`` (as it is now) moving from ``old_state``."""
+def change_of(
+    task: Task,
+    old_state: str | None,
+    *,
+    outcome: str | None = None,
+    moved_at: datetime | None = None,
+) -> TaskChange:
+    """The :class:`TaskChange` of ``task`` (as it is now) moving from ``old_state``.
+
+    :param outcome: the outcome of the attempt this move ends, if it ends one.
+    """
     return TaskChange(
         task.id,
         task.request_id,
@@ -110,6 +120,12 @@ def change_of(task: Task, old_state: str | None) -> TaskChange:
         old_state,
         task.state,
         task.queue,
+        attempt=task.attempts or 0,
+        outcome=outcome,
+        error_code=task.error_code if outcome is not None else None,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        moved_at=moved_at,
     )
 
 
@@ -159,8 +175,11 @@ def record_moves(
     for change in changes:
         signal = signals.task_created if change.old_state is None else signals.task_state_changed
         _queue_signal(session, signal, change, 0)
+    hooks = hooks_of(conn)
+    if hooks:
+        _queue(session, partial(hooks.task_moved, list(changes)), 0)
     for operation in finished:
-        queue_operation_finished(session, operation)
+        queue_operation_finished(session, operation, hooks)
     dispatcher = _dispatcher(conn)
     if dispatcher is not None:
         published = [c for c in ready if dispatcher.dispatches(c.name)]
@@ -202,10 +221,20 @@ def _written(pending: PendingOperation) -> None:
     signals.send(signals.operation_opened, opened)
 
 
-def queue_operation_finished(session: Session, change: OperationChange | None) -> None:
-    """Send ``operation_finished`` for ``change`` once ``session`` commits."""
-    if change is not None:
-        _queue_signal(session, signals.operation_finished, change, 1)
+def queue_operation_finished(
+    session: Session, change: OperationChange | None, hooks: Hooks | None = None
+) -> None:
+    """Send ``operation_finished`` for ``change``, and tell the hooks, once ``session`` commits.
+
+    :param hooks: the engine's hooks, when the caller has them at hand.
+    """
+    if change is None:
+        return
+    _queue_signal(session, signals.operation_finished, change, 1)
+    if hooks is None:
+        hooks = hooks_of(session.connection())
+    if hooks:
+        _queue(session, partial(hooks.operation_changed, change), 1)
 
 
 def _queue_signal(
