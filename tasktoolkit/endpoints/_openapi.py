@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from tasktoolkit.endpoints._waiting import PREFER_PATTERN
+from tasktoolkit.endpoints._waiting import PREFER_REFUSED
 
 if TYPE_CHECKING:
     from tasktoolkit.endpoints._table import Endpoint
@@ -141,7 +141,7 @@ def document(
     """
     parts = load_parts()
     # The rules the server reads a header by are the server's: said once, there.
-    parts["components"]["parameters"]["Prefer"]["schema"]["pattern"] = PREFER_PATTERN
+    parts["components"]["parameters"]["Prefer"]["schema"]["not"] = {"pattern": PREFER_REFUSED}
     if resource_types is not None:
         schema = parts["components"]["parameters"]["resource_type"]["schema"]
         schema["enum"] = sorted(resource_types)
