@@ -17,7 +17,7 @@ Example::
         token = environ["my.auth.token"]
         return Caller(project_id=token.project, user_id=token.user, roles=frozenset(token.roles))
 
-    OperationMiddleware(app, engine=engine, caller_getter=my_caller)
+    toolkit = Toolkit(engine, Settings(caller_getter=my_caller))
 """
 
 from __future__ import annotations

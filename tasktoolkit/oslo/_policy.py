@@ -76,7 +76,7 @@ class PolicyAuthorizer:
     Example::
 
         enforcer = policy.Enforcer(CONF)
-        mount(mapper, ..., caller_getter=oslo_caller, authorize=PolicyAuthorizer(enforcer))
+        settings = Settings(caller_getter=oslo_caller, authorize=PolicyAuthorizer(enforcer))
     """
 
     def __init__(self, enforcer: Any | None = None, *, conf: Any | None = None) -> None:
