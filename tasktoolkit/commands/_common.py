@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Engine, make_url
@@ -40,8 +40,8 @@ __all__ = [
     "CommandError",
     "Parser",
     "batch_size",
-    "database_arguments",
-    "duration_argument",
+    "command",
+    "duration_option",
     "first_line",
     "plural",
     "settings_of",
@@ -78,7 +78,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'s' * (count != 1)}"
 
 
-def duration_argument(*, positive: bool = False) -> Callable[[str], timedelta]:
+def _duration(*, positive: bool = False) -> Callable[[str], timedelta]:
     """An argparse ``type`` reading a duration (:func:`tasktoolkit.durations.duration`).
 
     :param positive: refuse zero.
@@ -94,6 +94,24 @@ def duration_argument(*, positive: bool = False) -> Callable[[str], timedelta]:
         return value
 
     return read
+
+
+def duration_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    help: str,
+    *,
+    default: timedelta | None = None,
+    positive: bool = True,
+) -> None:
+    """Add ``flag``, a duration (``90s``, ``15m``, ``1d12h``, or seconds)."""
+    parser.add_argument(
+        flag,
+        type=_duration(positive=positive),
+        default=default,
+        metavar="DURATION",
+        help=help,
+    )
 
 
 def batch_size(text: str) -> int:
@@ -113,7 +131,18 @@ def _setting(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
-def database_arguments(parser: argparse.ArgumentParser) -> None:
+def command(
+    commands: Any, name: str, about: str, run: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """A command ``name`` of ``commands`` (a parser's subparsers) that ``run`` runs, with
+    the database's and the settings' options (``--db-url``, ``--config``, ``--set``)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=about, description=about)
+    parser.set_defaults(run=run)
+    _database_arguments(parser)
+    return parser
+
+
+def _database_arguments(parser: argparse.ArgumentParser) -> None:
     """``--db-url``, ``--config FILE`` and ``--set NAME=VALUE``."""
     parser.add_argument(
         "--db-url",

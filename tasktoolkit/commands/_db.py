@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tasktoolkit.commands._common import EXIT_OK, Parser, database_arguments, toolkit
+from tasktoolkit.commands._common import EXIT_OK, Parser, command, toolkit
 
 __all__ = ["add_parser"]
 
@@ -20,9 +20,7 @@ def add_parser(commands: Any) -> None:
     db = commands.add_parser("db", help="Database schema.", description="Database schema.")
     db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=Parser)
     about = "Run the toolkit's migrations."
-    upgrade = db_commands.add_parser("upgrade", help=about, description=about)
-    upgrade.set_defaults(run=upgrade_run)
-    database_arguments(upgrade)
+    upgrade = command(db_commands, "upgrade", about, upgrade_run)
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
 
 

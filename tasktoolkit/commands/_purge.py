@@ -17,8 +17,8 @@ from typing import Any, TextIO
 from tasktoolkit.commands._common import (
     EXIT_OK,
     batch_size,
-    database_arguments,
-    duration_argument,
+    command,
+    duration_option,
     plural,
     toolkit,
 )
@@ -29,15 +29,13 @@ __all__ = ["add_parser"]
 def add_parser(commands: Any) -> None:
     """Add ``purge`` to ``commands`` (the main parser's subparsers)."""
     about = "Delete expired tasks and operations, in short batches."
-    parser = commands.add_parser("purge", help=about, description=about)
-    parser.set_defaults(run=run)
-    database_arguments(parser)
-    parser.add_argument(
+    parser = command(commands, "purge", about, run)
+    duration_option(
+        parser,
         "--older-than",
-        type=duration_argument(),
+        "only records that expired at least this long ago (90s, 15m, 12h, 7d, 2w)",
         default=timedelta(0),
-        metavar="DURATION",
-        help="only records that expired at least this long ago (90s, 15m, 12h, 7d, 2w)",
+        positive=False,
     )
     parser.add_argument(
         "--batch-size",

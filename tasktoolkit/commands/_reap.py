@@ -20,8 +20,8 @@ from tasktoolkit.commands._common import (
     EXIT_OK,
     CommandError,
     batch_size,
-    database_arguments,
-    duration_argument,
+    command,
+    duration_option,
     first_line,
     plural,
     toolkit,
@@ -44,9 +44,7 @@ class Sweeper(Protocol):
 def add_parser(commands: Any) -> None:
     """Add ``reap`` to ``commands`` (the main parser's subparsers)."""
     about = "Move what workers and requests left behind."
-    parser = commands.add_parser("reap", help=about, description=about)
-    parser.set_defaults(run=run)
-    database_arguments(parser)
+    parser = command(commands, "reap", about, run)
     parser.add_argument(
         "--batch-size",
         type=batch_size,
@@ -54,19 +52,15 @@ def add_parser(commands: Any) -> None:
         metavar="N",
         help="the most rows per transaction (default: the batch_size setting)",
     )
-    parser.add_argument(
+    duration_option(
+        parser,
         "--request-timeout",
-        type=duration_argument(positive=True),
-        default=None,
-        metavar="DURATION",
-        help="also end requests started longer ago than this (default: each one's own, 10m)",
+        "also end requests started longer ago than this (default: each one's own, 10m)",
     )
-    parser.add_argument(
+    duration_option(
+        parser,
         "--start-timeout",
-        type=duration_argument(positive=True),
-        default=None,
-        metavar="DURATION",
-        help="also fail tasks pending since their spawn for longer (default: their rules')",
+        "also fail tasks pending since their spawn for longer (default: their rules')",
     )
     parser.add_argument(
         "--bridge",

@@ -28,8 +28,8 @@ from tasktoolkit.commands._common import (
     EXIT_OK,
     EXIT_OPERATION_FAILED,
     CommandError,
-    database_arguments,
-    duration_argument,
+    command,
+    duration_option,
     first_line,
     toolkit,
 )
@@ -46,29 +46,20 @@ _HTTP_WAIT = 30
 def add_parser(commands: Any) -> None:
     """Add ``watch`` to ``commands`` (the main parser's subparsers)."""
     about = "Show an operation's tasks live until it ends."
-    parser = commands.add_parser("watch", help=about, description=about)
-    parser.set_defaults(run=run)
-    database_arguments(parser)
+    parser = command(commands, "watch", about, run)
     parser.add_argument(
         "request_id",
         metavar="OPERATION",
         help="the operation's id (read from --db-url), or its Operation-Location URL (read "
         "through the API, waiting with Prefer: wait)",
     )
-    parser.add_argument(
+    duration_option(
+        parser,
         "--interval",
-        type=duration_argument(positive=True),
+        "between reads of the database (default 1s)",
         default=timedelta(seconds=1),
-        metavar="DURATION",
-        help="between reads of the database (default 1s)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=duration_argument(positive=True),
-        default=None,
-        metavar="DURATION",
-        help="give up after",
-    )
+    duration_option(parser, "--timeout", "give up after")
     parser.add_argument(
         "--header",
         type=_header,

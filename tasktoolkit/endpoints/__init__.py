@@ -26,8 +26,9 @@ answer as ``docs/api.md`` describes; :func:`openapi_document` describes them.
 from __future__ import annotations
 
 from tasktoolkit.endpoints._app import TaskEndpoints
+from tasktoolkit.endpoints._openapi import openapi_document
 from tasktoolkit.endpoints._routing import Router, mount
-from tasktoolkit.endpoints._table import ENDPOINTS, Endpoint, openapi_document
+from tasktoolkit.endpoints._table import ENDPOINTS, Endpoint
 from tasktoolkit.endpoints._visibility import (
     ResourceVisibility,
     canonical_resource_id,

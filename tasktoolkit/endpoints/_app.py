@@ -24,8 +24,9 @@ from webob import Request, Response
 from tasktoolkit._environ import ROUTING_ARGS_KEY
 from tasktoolkit.caller import check_caller
 from tasktoolkit.endpoints._handlers import Call, Mounted
+from tasktoolkit.endpoints._openapi import openapi_document
 from tasktoolkit.endpoints._represent import Waiting, represent
-from tasktoolkit.endpoints._table import ENDPOINTS, Endpoint, openapi_document
+from tasktoolkit.endpoints._table import ENDPOINTS, Endpoint
 from tasktoolkit.endpoints._visibility import ResourceVisibility, resource_visible
 from tasktoolkit.endpoints._waiting import parse_prefer
 from tasktoolkit.errors import DatabaseUnavailableError, TaskToolkitError

@@ -7,7 +7,7 @@ does. Everything else is made from :data:`ENDPOINTS`:
 
 - the Routes connections (:func:`tasktoolkit.endpoints.mount`);
 - the dispatch, and the ``405`` with its ``Allow`` (:class:`~tasktoolkit.endpoints.TaskEndpoints`);
-- the document's paths (:func:`openapi_document`);
+- the document's paths (:func:`tasktoolkit.endpoints.openapi_document`);
 - the oslo.policy defaults, each rule with the requests it guards
   (:func:`tasktoolkit.oslo.list_rules`; the rules themselves, with who passes
   them, are declared in :mod:`tasktoolkit.caller`).
@@ -22,9 +22,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from tasktoolkit.caller import (
     OPERATIONS_CANCEL,
@@ -37,15 +35,9 @@ from tasktoolkit.caller import (
     Rule,
 )
 from tasktoolkit.endpoints import _handlers as handlers
-from tasktoolkit.endpoints._openapi import (
-    Described,
-    accepted,
-    document,
-    listing,
-    record,
-)
+from tasktoolkit.endpoints._described import Described, accepted, listing, record
 
-__all__ = ["ENDPOINTS", "OPENAPI_PATH", "RESOURCE_PREFIX", "Endpoint", "openapi_document"]
+__all__ = ["ENDPOINTS", "OPENAPI_PATH", "RESOURCE_PREFIX", "Endpoint"]
 
 #: How the paths of a resource's endpoints start (``collection``: a mounted name).
 RESOURCE_PREFIX = "/{collection}/{resource_id}"
@@ -204,30 +196,3 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint("openapi", OPENAPI_PATH, _GET, handlers.openapi, (), None),
 )
-
-
-def openapi_document(
-    *,
-    collections: Iterable[str] | None = None,
-    path_prefix: str = "",
-    resource_types: Iterable[str] | None = None,
-) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the endpoints, as a host mounts them.
-
-    :param collections: the mounted collection names; ``None`` keeps the generic
-        ``/{collection}/...`` paths.
-    :param path_prefix: the prefix the endpoints are mounted under (``/v2.0``).
-    :param resource_types: the resource types the host declares: ``/tasks`` takes
-        no other ``resource_type``. ``None`` leaves it at the pattern.
-
-    Example::
-
-        document = openapi_document(collections=["ports"], path_prefix="/v2.0")
-        document["paths"]["/v2.0/ports/{resource_id}/tasks"]["get"]["operationId"]
-    """
-    return document(
-        ENDPOINTS,
-        collections=collections,
-        path_prefix=path_prefix,
-        resource_types=resource_types,
-    )

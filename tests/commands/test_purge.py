@@ -61,35 +61,26 @@ def test_purge_older_than_keeps_the_recently_expired(
     assert count(engine) == (1, 1)
 
 
-def test_purge_shows_progress_on_a_terminal(
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(["--batch-size", "1"], id="its-option"),
+        pytest.param(["--set", "batch_size=1"], id="the-setting"),
+    ],
+)
+def test_purge_shows_progress_on_a_terminal_batch_by_batch(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     db_url: str,
     engine: Engine,
     session_factory: sessionmaker[Session],
+    options: list[str],
 ) -> None:
     spawn(session_factory, ["a", "b", "c"])
     expire_all(engine, timedelta(hours=1))
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
 
-    status, _, err = run(capsys, "purge", "--db-url", db_url, "--batch-size", "1")
-
-    assert status == 0
-    assert "\rpurging tasks: 1 of 3 (33%)" in err
-
-
-def test_purge_takes_its_batch_size_from_the_settings(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    db_url: str,
-    engine: Engine,
-    session_factory: sessionmaker[Session],
-) -> None:
-    spawn(session_factory, ["a", "b", "c"])
-    expire_all(engine, timedelta(hours=1))
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-
-    status, _, err = run(capsys, "purge", "--db-url", db_url, "--set", "batch_size=1")
+    status, _, err = run(capsys, "purge", "--db-url", db_url, *options)
 
     assert status == 0
     assert "\rpurging tasks: 1 of 3 (33%)" in err
@@ -98,13 +89,7 @@ def test_purge_takes_its_batch_size_from_the_settings(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param("90s", timedelta(seconds=90), id="seconds"),
-        pytest.param("15m", timedelta(minutes=15), id="minutes"),
-        pytest.param("12h", timedelta(hours=12), id="hours"),
-        pytest.param("7d", timedelta(days=7), id="days"),
-        pytest.param("2w", timedelta(weeks=2), id="weeks"),
         pytest.param("1d12h", timedelta(days=1, hours=12), id="combined"),
-        pytest.param(" 3H ", timedelta(hours=3), id="spaces-and-case"),
         pytest.param("0s", timedelta(0), id="zero"),
         pytest.param("7", timedelta(seconds=7), id="seconds-without-unit"),
         pytest.param("1.5h", timedelta(minutes=90), id="fraction"),
