@@ -24,16 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasktoolkit.caller import (
-    OPERATIONS_CANCEL,
-    OPERATIONS_LIST,
-    OPERATIONS_SHOW,
-    TASKS_CANCEL,
-    TASKS_LIST,
-    TASKS_SHOW,
-    TASKS_SHOW_HOST,
-    Rule,
-)
+from tasktoolkit import caller as rules
+from tasktoolkit.caller import Rule
 from tasktoolkit.endpoints import _handlers as handlers
 from tasktoolkit.endpoints._described import Described, accepted, listing, record
 
@@ -88,7 +80,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         f"{RESOURCE_PREFIX}/tasks",
         _GET,
         handlers.resource_tasks,
-        (TASKS_LIST, TASKS_SHOW_HOST),
+        (rules.TASKS_LIST, rules.TASKS_SHOW_HOST),
         Described(
             "listResourceTasks",
             "A resource's tasks",
@@ -101,7 +93,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         f"{RESOURCE_PREFIX}/tasks/{{task_id}}",
         _GET,
         handlers.resource_task,
-        (TASKS_SHOW, TASKS_SHOW_HOST),
+        (rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
         Described("showResourceTask", "One task of a resource", record("TaskDocument"), _WAIT),
     ),
     Endpoint(
@@ -109,7 +101,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         f"{RESOURCE_PREFIX}/tasks/{{task_id}}/cancel",
         ("POST",),
         handlers.cancel_resource_task,
-        (TASKS_CANCEL, TASKS_SHOW, TASKS_SHOW_HOST),
+        (rules.TASKS_CANCEL, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
         Described(
             "cancelResourceTask",
             "Cancel a task: a pending one at once, a running one is asked to stop",
@@ -122,7 +114,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/tasks",
         _GET,
         handlers.tasks,
-        (TASKS_LIST, TASKS_SHOW_HOST),
+        (rules.TASKS_LIST, rules.TASKS_SHOW_HOST),
         Described(
             "listTasks",
             "Every task the caller may see",
@@ -135,7 +127,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/tasks/{task_id}",
         _GET,
         handlers.task,
-        (TASKS_SHOW, TASKS_SHOW_HOST),
+        (rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
         Described("showTask", "One task", record("TaskDocument"), _WAIT),
     ),
     Endpoint(
@@ -143,7 +135,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/operations",
         _GET,
         handlers.operations,
-        (OPERATIONS_LIST, TASKS_SHOW_HOST),
+        (rules.OPERATIONS_LIST, rules.TASKS_SHOW_HOST),
         Described(
             "listOperations",
             "Operations the caller may see",
@@ -169,7 +161,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/operations/{operation_id}",
         _GET,
         handlers.operation,
-        (OPERATIONS_SHOW, TASKS_SHOW, TASKS_SHOW_HOST),
+        (rules.OPERATIONS_SHOW, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
         Described(
             "showOperation",
             "One operation with its tasks",
@@ -182,7 +174,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/operations/{operation_id}/cancel",
         ("POST",),
         handlers.cancel_operation,
-        (OPERATIONS_CANCEL, OPERATIONS_SHOW, TASKS_SHOW, TASKS_SHOW_HOST),
+        (rules.OPERATIONS_CANCEL, rules.OPERATIONS_SHOW, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
         Described(
             "cancelOperation",
             "Cancel every active task of a running operation: pending ones at once, running "
