@@ -78,7 +78,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tasktoolkit.commands",
+            "tasktoolkit",
             "purge",
             "--db-url",
             "mysql+pymysql://x@127.0.0.1:1/y",
