@@ -310,6 +310,6 @@ def test_tasktoolkit_reap_sweeps_with_a_bridge(
         "published 1 task left unpublished",
     )
     wait_state(engine, task_id, "succeeded")
-    status = commands.main(["reap", "--db-url", url, "--bridge", f"{__name__}:workers"])
+    status = commands.main(["reap", "--db-url", url, "--bridge", f"{__name__}:spawn"])
     assert status == commands.EXIT_ERROR
     assert "is not a bridge" in capsys.readouterr().err
