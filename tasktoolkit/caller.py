@@ -48,6 +48,7 @@ __all__ = [
     "Caller",
     "CallerGetter",
     "Rule",
+    "anonymous_caller",
     "check_caller",
     "default_authorize",
     "keystone_caller",
@@ -161,6 +162,12 @@ def keystone_caller(environ: Mapping[str, Any]) -> Caller:
         else frozenset(),
         system_scope=_header(environ, "HTTP_OPENSTACK_SYSTEM_SCOPE"),
     )
+
+
+def anonymous_caller(environ: Mapping[str, Any]) -> Caller:
+    """Nobody: for a filter placed before the authentication, whose caller headers are
+    still the client's own (``caller_getter = tasktoolkit.caller:anonymous_caller``)."""
+    return Caller(project_id=None, user_id=None)
 
 
 def caller_id_fits(value: object) -> bool:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from webob import Request, Response
 
-from tasktoolkit._environ import ROUTING_ARGS_KEY
+from tasktoolkit._environ import ROUTING_ARGS_KEY, SETTINGS_KEY
 from tasktoolkit.caller import check_caller
 from tasktoolkit.endpoints._handlers import Call, Mounted
 from tasktoolkit.endpoints._openapi import openapi_document
@@ -92,7 +92,6 @@ class TaskEndpoints:
             else None,
         )
         self._max_wait = int(settings.max_wait.total_seconds())
-        self._unavailable = int(settings.unavailable_retry_after.total_seconds())
         # The waits this process holds now (each holds a thread of the server).
         self._holding = 0
         self._holding_lock = threading.Lock()
@@ -136,8 +135,10 @@ class TaskEndpoints:
                 f"{method} is not allowed here; use {allowed}",
                 headers=[("Allow", allowed)],
             )
-        request = Request(environ)
         settings = self.settings
+        # The error responses read the request's settings (the middleware's, else these).
+        environ.setdefault(SETTINGS_KEY, settings)
+        request = Request(environ)
         try:
             caller = check_caller(settings.caller_getter(environ))
             with deadline(settings.deadline_seconds), self.session_factory() as session:
@@ -152,7 +153,7 @@ class TaskEndpoints:
             doing = f"{method} {request.path} answered 503"
             if not settings.hooks.unavailable("endpoints", error, doing=doing):
                 raise
-            return response_for(environ, DatabaseUnavailableError(retry_after=self._unavailable))
+            return response_for(environ, DatabaseUnavailableError())
 
     # -- waiting -------------------------------------------------------------
 
