@@ -491,13 +491,13 @@ def test_under_gunicorn_a_client_holding_16_waits_starves_no_other_request(
         # Each process holds its share (2 of its 4 threads); the others answer at once.
         _until(lambda: sum(w.done() for w in waits) >= 12, "the waits past the share answered")
         other = _http_get(gunicorn, "/tasks?state=pending")
-        held = [w for w in waits if not w.done()]
-        answered = [w.result() for w in waits if w.done()]
-        assert other[0] == 200 and json.loads(other[2])["tasks"]
-        assert 2 <= len(held) <= 4, len(held)
-        assert all(s == 200 and "Preference-Applied" not in h for s, h, _ in answered)
+        still_held = sum(not w.done() for w in waits)
         finish(session_factory, one.task_id)
-        for wait in held:
-            status, headers, body = wait.result(timeout=60)
-            assert (status, headers["Preference-Applied"]) == (200, "wait=30")
-            assert json.loads(body)["operation"]["state"] == "succeeded"
+        replies = [w.result(timeout=60) for w in waits]
+    assert other[0] == 200 and json.loads(other[2])["tasks"]
+    assert still_held >= 1  # answered while waits were held, not after them
+    assert {s for s, _, _ in replies} == {200}
+    held = [json.loads(b) for _, h, b in replies if h.get("Preference-Applied") == "wait=30"]
+    assert 1 <= len(held) <= 4  # at most 2 a process; the others answered at once
+    assert sum("Preference-Applied" not in h for _, h, _ in replies) == 16 - len(held)
+    assert {r["operation"]["state"] for r in held} == {"succeeded"}
