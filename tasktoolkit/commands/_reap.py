@@ -66,7 +66,7 @@ def add_parser(commands: Any) -> None:
         "--bridge",
         default=None,
         metavar="MODULE:OBJECT",
-        help="then call this queue bridge's sweep(): publish again what its queue lost",
+        help="then call this queue bridge's sweep(): publish what its queue does not have",
     )
     parser.add_argument(
         "--models",
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         + (f"; settled {plural(len(result.operations), 'operation')}" if result.operations else "")
     )
     if bridge is not None:
-        print(f"published {plural(bridge.sweep(), 'task')} left unpublished")
+        print(f"swept: published {plural(bridge.sweep(), 'task')} the queue did not have")
     return EXIT_OK
 
 

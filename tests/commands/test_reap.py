@@ -240,7 +240,10 @@ def test_reap_sweeps_the_bridge_it_is_given_after_its_pass(
     sweeps = BRIDGE.sweeps
     status, out, err = run(capsys, "reap", "--db-url", db_url, "--bridge", f"{__name__}:BRIDGE")
     assert (status, err) == (0, "")
-    assert out.splitlines() == [reaped().rstrip("\n"), "published 2 tasks left unpublished"]
+    assert out.splitlines() == [
+        reaped().rstrip("\n"),
+        "swept: published 2 tasks the queue did not have",
+    ]
     assert BRIDGE.sweeps == sweeps + 1
 
 

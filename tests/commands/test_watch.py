@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import Settings, commands
+from tasktoolkit.commands import _watch
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.orm import TaskRules, Worker
 from tests.commands.conftest import Watch, claim, run, spawn
@@ -114,7 +117,8 @@ def test_watch_interrupted_exits_130(
     def ctrl_c(seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tasktoolkit.commands._watch.time.sleep", ctrl_c)
+    # Only the command's own clock: other threads of the process sleep as they should.
+    monkeypatch.setattr(_watch, "time", SimpleNamespace(monotonic=time.monotonic, sleep=ctrl_c))
     status, _, err = run(capsys, "watch", rid, "--db-url", db_url)
     assert (status, err) == (commands.EXIT_INTERRUPTED, "tasktoolkit: error: interrupted\n")
 
