@@ -47,11 +47,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from tasktoolkit.durations import DurationLike, duration
-from tasktoolkit.endpoints._views import operation_view
 from tasktoolkit.hooks import Hook, first_line
 from tasktoolkit.orm import Operation, OperationState, deadline, prepare_engine
 from tasktoolkit.orm._notifying import mark_notified, operations_to_notify
 from tasktoolkit.signals import OperationChange
+from tasktoolkit.views import operation_view
 
 __all__ = ["EVENT_TYPE", "PAYLOAD_VERSION", "Notifications", "operation_payload"]
 
