@@ -66,6 +66,7 @@ from tasktoolkit.errors import (
     TaskToolkitError,
     database_unavailable,
 )
+from tasktoolkit.hooks import Hook
 from tasktoolkit.http_errors import error_response, response_for
 from tasktoolkit.middleware import set_operation_target
 from tasktoolkit.orm import (
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PROJECT",
+    "DEFAULT_ROLES",
     "SampleAPI",
     "make_app",
     "make_router",
@@ -90,8 +92,10 @@ __all__ = [
     "sample_settings",
 ]
 
-#: The project of a request without ``X-Project-Id``.
+#: The project of a request without ``X-Project-Id`` (and without system scope).
 DEFAULT_PROJECT = "demo"
+#: The roles of a request without ``X-Roles``: a member of its project.
+DEFAULT_ROLES = frozenset({"member"})
 #: The most ports one bulk request may create.
 MAX_BULK = 100
 #: The largest request body accepted, in bytes (the toolkit's, which a keyed request's
@@ -101,13 +105,17 @@ _NAME_MAX = 255
 
 
 def sample_caller(environ: Mapping[str, Any]) -> Caller:
-    """The caller as the sample trusts it: ``X-Project-Id`` (default ``demo``), ``X-Roles``.
+    """The caller as the sample trusts it: ``X-Project-Id`` (default ``demo``), ``X-Roles``
+    (default ``member``), ``OpenStack-System-Scope``.
 
-    Trusting these headers is only safe behind an authentication middleware
-    that sets them; the sample has none.
+    A system-scoped caller (``OpenStack-System-Scope: all``) has no project. Trusting
+    these headers is only safe behind an authentication middleware that sets them;
+    the sample has none.
     """
     caller = keystone_caller(environ)
-    if caller.project_id is None:
+    if not caller.roles:
+        caller = dataclasses.replace(caller, roles=DEFAULT_ROLES)
+    if caller.project_id is None and caller.system_scope is None:
         return dataclasses.replace(caller, project_id=DEFAULT_PROJECT)
     return caller
 
@@ -570,10 +578,15 @@ def _no_query(request: webob.Request) -> None:
 
 
 def sample_settings(
-    *, caller_getter: CallerGetter = sample_caller, authorize: Authorize = default_authorize
+    *,
+    caller_getter: CallerGetter = sample_caller,
+    authorize: Authorize = default_authorize,
+    hooks: Iterable[Hook] = (),
 ) -> Settings:
     """The sample's toolkit settings: its caller getter, the OpenAPI document served."""
-    return Settings(caller_getter=caller_getter, authorize=authorize, serve_openapi=True)
+    return Settings(
+        caller_getter=caller_getter, authorize=authorize, serve_openapi=True, hooks=hooks
+    )
 
 
 def make_router(toolkit: Toolkit, *, start_timeout: float | None = None) -> WSGIApplication:
@@ -605,12 +618,15 @@ def make_app(
     caller_getter: CallerGetter = sample_caller,
     authorize: Authorize = default_authorize,
     start_timeout: float | None = None,
+    hooks: Iterable[Hook] = (),
 ) -> WSGIApplication:
     """The whole stack, from one :class:`~tasktoolkit.Toolkit`: its two middlewares
     around :func:`make_router`.
 
     The same as ``api-paste.ini``'s pipeline (:mod:`sample_app.wsgi`), in code.
-    ``start_timeout`` as for :class:`SampleAPI`.
+    ``start_timeout`` as for :class:`SampleAPI`; ``hooks`` (notifications, metrics)
+    go to the toolkit's settings.
     """
-    toolkit = Toolkit(engine, sample_settings(caller_getter=caller_getter, authorize=authorize))
+    settings = sample_settings(caller_getter=caller_getter, authorize=authorize, hooks=hooks)
+    toolkit = Toolkit(engine, settings)
     return toolkit.wsgi(make_router(toolkit, start_timeout=start_timeout))
