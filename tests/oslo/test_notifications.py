@@ -9,22 +9,18 @@ sweep runs. The shared broker itself is never touched.
 from __future__ import annotations
 
 import gc
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import oslo_messaging
 import pytest
-from oslo_config import cfg
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.orm import Operation, Worker
 from tasktoolkit.oslo import EVENT_TYPE, PAYLOAD_VERSION, Notifications
-from tests.brokers import private_broker
 from tests.middleware.apps import cluster_app
 from tests.middleware.stacks import Stacks
+from tests.notifications import Heard, listening, rabbit_transport_url
 from tests.proxy import TcpProxy
 
 #: What version 1.0 of the payload carries: a field added, the version's minor grows.
@@ -47,8 +43,6 @@ FIELDS_1_0 = {
     "finished_at",
     "expires_at",
 }
-WAIT = 15.0
-
 # oslo.messaging drops a connection whose first connect failed (the proxy cut) without
 # closing its socket: Python warns when the socket is collected, in whichever test then.
 pytestmark = pytest.mark.filterwarnings(
@@ -56,69 +50,18 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-class Heard:
-    """The notifications a listener received, by operation id."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.messages: list[dict[str, Any]] = []
-
-    def info(
-        self,
-        ctxt: dict[str, Any],
-        publisher_id: str,
-        event_type: str,
-        payload: dict[str, Any],
-        metadata: dict[str, Any],
-    ) -> None:
-        with self._lock:
-            self.messages.append(
-                {"ctxt": ctxt, "publisher_id": publisher_id, "event_type": event_type,
-                 "payload": payload}
-            )
-
-    def of(self, operation_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [
-                m
-                for m in self.messages
-                if m["payload"]["tasktoolkit_object.data"]["id"] == operation_id
-            ]
-
-    def wait_for(self, operation_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + WAIT
-        while not (found := self.of(operation_id)):
-            assert time.monotonic() < deadline, f"no notification of {operation_id}"
-            time.sleep(0.02)
-        return found[0]
-
-
-def _conf() -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf([], default_config_files=[])
-    return conf
-
-
 @pytest.fixture(scope="module")
 def rabbit() -> Iterator[str]:
     """A transport URL on this run's own vhost."""
-    with private_broker("rabbitmq") as url:
-        yield "rabbit" + url[url.index("://") :]
+    with rabbit_transport_url() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def heard(rabbit: str) -> Iterator[Heard]:
-    """A notification listener on ``notifications`` (every priority's queue it reads)."""
-    found = Heard()
-    transport = oslo_messaging.get_notification_transport(_conf(), url=rabbit)
-    listener = oslo_messaging.get_notification_listener(
-        transport, [oslo_messaging.Target(topic="notifications")], [found], executor="threading"
-    )
-    listener.start()
-    yield found
-    listener.stop()
-    listener.wait()
-    transport.cleanup()
+    """A notification listener on ``notifications``."""
+    with listening(rabbit) as found:
+        yield found
 
 
 @pytest.fixture
