@@ -186,6 +186,9 @@ class Notifications(Hook):
 
         :returns: how many were sent.
         """
+        with self._condition:
+            if self._pid != os.getpid():
+                self._forked()
         total = 0
         while True:
             sent, complete = self._send_batch(None)
@@ -285,6 +288,7 @@ class Notifications(Hook):
                 len(sent),
                 first_line(exc),
             )
+            return len(sent), False  # read again, they would be sent again at once
         return len(sent), len(sent) == len(found)
 
     def _send(self, operation: Operation) -> None:
