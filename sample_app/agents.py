@@ -78,7 +78,7 @@ def _port(worker: Worker, port_id: str) -> tuple[str | None, str | None]:
     return (None, None) if row is None else (row.name, row.project_id)
 
 
-def tell_peer(peer_url: str, job: Job, port_name: str | None, project_id: str | None) -> str:
+def tell_peer(peer_url: str, job: Job, project_id: str | None) -> str:
     """Tell a peer service of the port ``job`` wires (a network named after it, there); the
     peer's network id.
 
@@ -95,8 +95,9 @@ def tell_peer(peer_url: str, job: Job, port_name: str | None, project_id: str | 
 
     from tasktoolkit.outgoing import KeystoneSession
 
+    session = KeystoneSession(timeout=10)
     peer = adapter.Adapter(
-        KeystoneSession(timeout=10),
+        session,
         endpoint_override=peer_url,
         additional_headers={"X-Project-Id": project_id or ""},
         raise_exc=False,
@@ -106,6 +107,8 @@ def tell_peer(peer_url: str, job: Job, port_name: str | None, project_id: str | 
         reply = peer.post("/networks", json={"network": {"name": name}})
     except ks_exceptions.ClientException as exc:
         raise TaskFailure(PEER_UNAVAILABLE, f"{peer_url}: {exc}", retryable=True) from None
+    finally:
+        session.session.close()
     if reply.status_code != 201:
         raise TaskFailure(
             PEER_UNAVAILABLE, f"{peer_url} answered {reply.status_code}", retryable=True
@@ -169,7 +172,7 @@ def do_job(worker: Worker, job: Job, *, task_delay: float, peer_url: str | None 
         # project: never the agent's host, which only admins see (the task's own).
         result: dict[str, Any] = {"port_name": port_name}
         if peer_url is not None and job.name == PEER_TASK:
-            result["peer_network_id"] = tell_peer(peer_url, job, port_name, project_id)
+            result["peer_network_id"] = tell_peer(peer_url, job, project_id)
         job.succeed(result=result)
         return
     # Success and the delete in one transaction: either the port is gone
