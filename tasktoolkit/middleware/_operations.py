@@ -3,7 +3,7 @@
 For a ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` (configurable) the request
 gets an operation keyed by its request id, and the response an
 ``Operation-Location``. The middleware sends no statement before the app's
-response starts (DESIGN.md, "Where an operation is written"):
+response starts (docs/design.md, "Where an operation is written"):
 
 - the app's first spawn writes the operation in the app's own transaction,
   so the operation and what the request created commit together or not at
