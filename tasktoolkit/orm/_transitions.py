@@ -257,7 +257,9 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: date
             set_committed_value(task, key, value)
         if change.target is not None:
             _refresh_active_tasks(session, task)
-            record_moves(session, [change_of(task, old_state)], now=now)
+            outcome = None if change.attempt is None else change.attempt["outcome"]
+            moved = change_of(task, old_state, outcome=outcome, moved_at=now)
+            record_moves(session, [moved], now=now)
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
@@ -460,7 +462,7 @@ def start_oldest(
     for task, _ in started:
         _refresh_active_tasks(session, task)
     if started:
-        moves = [change_of(task, TaskState.PENDING.value) for task, _ in started]
+        moves = [change_of(task, TaskState.PENDING.value, moved_at=now) for task, _ in started]
         record_moves(session, moves, now=now)
     return started
 
