@@ -122,7 +122,9 @@ def change_of(
         task.queue,
         attempt=task.attempts or 0,
         outcome=outcome,
-        error_code=task.error_code if outcome is not None else None,
+        error_code=(
+            task.error_code if outcome is not None or task.state == TaskState.FAILED else None
+        ),
         created_at=task.created_at,
         started_at=task.started_at,
         moved_at=moved_at,

@@ -216,6 +216,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0005"
+    assert "trace_context" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0004"
     assert "queue" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
     migrations.downgrade(empty_url, "-1")
@@ -237,7 +240,10 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+3")
     assert migrations.current(empty_url) == "tasktoolkit_0004"
     migrations.upgrade(empty_url, "+1")
-    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0005"
+    assert migrations.current(empty_url) == "tasktoolkit_0005"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0006_observability"
+    assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 
 def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL) -> None:
