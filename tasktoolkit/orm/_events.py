@@ -106,10 +106,13 @@ def change_of(
     *,
     outcome: str | None = None,
     moved_at: datetime | None = None,
+    ended: datetime | None = None,
 ) -> TaskChange:
     """The :class:`TaskChange` of ``task`` (as it is now) moving from ``old_state``.
 
     :param outcome: the outcome of the attempt this move ends, if it ends one.
+    :param ended: when the attempt this move ends started (a re-queue clears the
+        task's own ``started_at``).
     """
     return TaskChange(
         task.id,
@@ -126,7 +129,7 @@ def change_of(
             task.error_code if outcome is not None or task.state == TaskState.FAILED else None
         ),
         created_at=task.created_at,
-        started_at=task.started_at,
+        started_at=task.started_at if outcome is None else ended or task.started_at,
         moved_at=moved_at,
     )
 

@@ -66,7 +66,13 @@ from tasktoolkit.orm._transitions import (
 )
 from tasktoolkit.orm._types import UTCDateTime, utcnow
 
-__all__ = ["NOT_STARTED", "WORKER_LOST", "ReapResult", "reap"]
+__all__ = ["NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
+
+#: Why the reaper moves rows, as its ``reaped`` events say (``Event.reason``): a
+#: lost worker's task (failed, re-queued or cancelled), a task not started by its
+#: deadline, a request that never recorded its end, an operation whose tasks
+#: vanished with their resource.
+REAP_REASONS = (WORKER_LOST, NOT_STARTED, "request_lost", "orphaned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,12 +233,8 @@ def _announce(hooks: Hooks, result: ReapResult) -> None:
     if not hooks:
         return
     lost = len(result.failed) + len(result.requeued) + len(result.cancelled)
-    for reason, count in (
-        (WORKER_LOST, lost),
-        (NOT_STARTED, len(result.not_started)),
-        ("request_lost", len(result.requests)),
-        ("orphaned", len(result.operations)),
-    ):
+    counts = (lost, len(result.not_started), len(result.requests), len(result.operations))
+    for reason, count in zip(REAP_REASONS, counts, strict=True):
         if count:
             hooks.happened(Event("reaped", count=count, reason=reason))
 
