@@ -38,14 +38,14 @@ def metrics_registry(toolkit: Toolkit, *, database: bool = True) -> CollectorReg
             "the toolkit counts nothing: add tasktoolkit.metrics.Metrics() to Settings(hooks=...)"
         )
     registry = CollectorRegistry()
+    if database:  # first: a scrape that finds the database away counts it in the same scrape
+        registry.register(
+            DatabaseCollector(toolkit.engine, seconds=toolkit.settings.deadline_seconds)
+        )
     if os.environ.get(MULTIPROC_DIR):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(hooks[0].registry)
-    if database:
-        registry.register(
-            DatabaseCollector(toolkit.engine, seconds=toolkit.settings.deadline_seconds)
-        )
     return registry
 
 

@@ -129,7 +129,9 @@ class Metrics(Hook):
             if ran is not None:
                 self.run_seconds.labels(change.name, change.outcome).observe(ran)
         if change.new_state in TERMINAL_TASK_STATES:
-            self.finished.labels(change.name, change.new_state, change.error_code or "").inc()
+            failed = change.new_state == TaskState.FAILED
+            code = (change.error_code or "") if failed else ""  # a retry's code stays on success
+            self.finished.labels(change.name, change.new_state, code).inc()
 
     def operation_changed(self, change: OperationChange) -> None:
         if change.state in TERMINAL_TASK_STATES:  # an operation ends in the same three
