@@ -86,8 +86,8 @@ class Tracing(Hook):
     follows ("why did this POST take 40 s to be done?"). The span the worker
     was in when it started the task (a delivery's, a Celery instrumentation's)
     is a **link** of the attempt, not its parent: it belongs to the worker's
-    own trace. A task spawned outside any trace starts its attempts as
-    children of that current span, or as a trace of their own.
+    own trace. A spawn outside any request (a periodic job's) starts a trace
+    of its own, which its tasks' attempts join.
 
     :param tracer_provider: the provider to trace with; the global one by default.
 
