@@ -47,7 +47,7 @@ import inspect
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -268,13 +268,13 @@ class Hooks:
         """The hooks' context managers around a request, as one."""
         if not self._around_request:
             return nullcontext()
-        return _around(self._around_request, "around_request", request)
+        return _Around(self._around_request, "around_request", request)
 
     def around_spawn(self, spawn: SpawnInfo) -> AbstractContextManager[object]:
         """The hooks' context managers around a spawn, as one."""
         if not self._around_spawn:
             return nullcontext()
-        return _around(self._around_spawn, "around_spawn", spawn)
+        return _Around(self._around_spawn, "around_spawn", spawn)
 
     def trace_context(self) -> str | None:
         """The first trace context a hook gives, as the text a task stores; else ``None``.
@@ -296,13 +296,13 @@ class Hooks:
         """The hooks' context managers around a job's run, as one."""
         if not self._around_job:
             return nullcontext()
-        return _around(self._around_job, "around_job", job)
+        return _Around(self._around_job, "around_job", job)
 
     def around_delivery(self, delivery: Delivery) -> AbstractContextManager[object]:
         """The hooks' context managers around a bridge's delivery, as one."""
         if not self._around_delivery:
             return nullcontext()
-        return _around(self._around_delivery, "around_delivery", delivery)
+        return _Around(self._around_delivery, "around_delivery", delivery)
 
     # -- on ----------------------------------------------------------------
 
@@ -405,36 +405,36 @@ def _call(hook: Hook, name: str, *args: object) -> None:
         _log.exception("hook %s.%s failed on %r", type(hook).__name__, name, args[0])
 
 
-@contextmanager
-def _around(hooks: Sequence[Hook], name: str, info: object) -> Iterator[None]:
-    with ExitStack() as stack:
-        for hook in hooks:
-            try:
-                manager = getattr(hook, name)(info)
-                if manager is not None:
-                    stack.enter_context(_Guarded(f"{type(hook).__name__}.{name}", manager))
-            except Exception:
-                _log.exception("hook %s.%s failed on %r", type(hook).__name__, name, info)
-        yield
+class _Around:
+    """The context managers of ``hooks`` for ``name(info)``, entered in order and left in
+    reverse; a hook's failure, on the way in or out, is logged, never raised, and never
+    swallows the toolkit's error. A plain class: it runs on every request and attempt."""
 
+    __slots__ = ("entered", "hooks", "info", "name")
 
-class _Guarded:
-    """A hook's context manager whose failure on the way out is logged, not raised."""
-
-    __slots__ = ("manager", "name")
-
-    def __init__(self, name: str, manager: AbstractContextManager[object]) -> None:
+    def __init__(self, hooks: Sequence[Hook], name: str, info: object) -> None:
+        self.hooks = hooks
         self.name = name
-        self.manager = manager
+        self.info = info
+        self.entered: list[tuple[Hook, AbstractContextManager[object]]] = []
 
-    def __enter__(self) -> object:
-        return self.manager.__enter__()
+    def __enter__(self) -> None:
+        for hook in self.hooks:
+            try:
+                manager = getattr(hook, self.name)(self.info)
+                if manager is not None:
+                    manager.__enter__()
+                    self.entered.append((hook, manager))
+            except Exception:
+                _log.exception("hook %s.%s failed on %r", type(hook).__name__, self.name, self.info)
 
     def __exit__(self, *exc_info: Any) -> Literal[False]:
-        try:
-            self.manager.__exit__(*exc_info)  # a hook never swallows the toolkit's error
-        except Exception:
-            _log.exception("hook %s failed on the way out", self.name)
+        while self.entered:
+            hook, manager = self.entered.pop()
+            try:
+                manager.__exit__(*exc_info)
+            except Exception:
+                _log.exception("hook %s.%s failed on the way out", type(hook).__name__, self.name)
         return False
 
 

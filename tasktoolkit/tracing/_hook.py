@@ -47,7 +47,7 @@ class _EnvironGetter(Getter[Mapping[str, Any]]):
 
 
 _ENVIRON = _EnvironGetter()
-_Value = str | int | list[str]
+_Value = str | int
 
 
 def _present(attributes: dict[str, _Value | None]) -> dict[str, _Value]:
@@ -128,16 +128,11 @@ class Tracing(Hook):
             yield
 
     def around_spawn(self, spawn: SpawnInfo) -> AbstractContextManager[object] | None:
-        return self._tracer.start_as_current_span(
-            "tasktoolkit.spawn",
-            attributes=_present(
-                {
-                    "tasktoolkit.operation_id": spawn.operation_id,
-                    "tasktoolkit.task_names": sorted(set(spawn.names)),
-                    "tasktoolkit.task_count": len(spawn.names),
-                }
-            ),
-        )
+        # Few attributes: a spawn is on the request's path (each attempt names its task).
+        attributes: dict[str, str | int] = {"tasktoolkit.task_count": len(spawn.names)}
+        if spawn.operation_id is not None:
+            attributes["tasktoolkit.operation_id"] = spawn.operation_id
+        return self._tracer.start_as_current_span("tasktoolkit.spawn", attributes=attributes)
 
     def trace_context(self) -> Mapping[str, str] | None:
         carrier: dict[str, str] = {}
