@@ -5,8 +5,9 @@ work and on everything that happens; it overrides only what it needs (every
 method of the base does nothing). The toolkit holds its hooks in one
 :class:`Hooks` (``Settings(hooks=Hooks(MyHook()))``), which calls them in order:
 
-- **around** a request, a spawn, a job's run and a bridge's delivery: a
-  context manager (a span, a timer), entered before and left after;
+- **around** a request, a spawn, a bridge's publish, a job's run and a
+  bridge's delivery: a context manager (a span, a timer), entered before and
+  left after;
 - at a spawn, for the **trace context** to store on the tasks
   (:meth:`Hook.trace_context`), which is handed back to whoever starts them
   (:attr:`JobInfo.trace_context`);
@@ -66,6 +67,7 @@ __all__ = [
     "Hook",
     "Hooks",
     "JobInfo",
+    "PublishInfo",
     "RequestInfo",
     "SpawnInfo",
     "decode_trace_context",
@@ -138,6 +140,18 @@ class SpawnInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishInfo:
+    """Committed tasks a queue bridge publishes, for :meth:`Hook.around_publish`.
+
+    :param bridge: the bridge's class name (``CeleryBridge``).
+    :param task_ids: the tasks published.
+    """
+
+    bridge: str
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class JobInfo:
     """A held task about to run (a database worker's or a bridge's), for :meth:`Hook.around_job`.
 
@@ -184,6 +198,10 @@ class Hook:
         :meth:`around_spawn`): ``{"traceparent": ..., "tracestate": ...}``, or ``None``."""
         return None
 
+    def around_publish(self, publish: PublishInfo) -> AbstractContextManager[object] | None:
+        """Around a queue bridge's publish of tasks once their spawn (or re-queue) commits."""
+        return None
+
     def around_job(self, job: JobInfo) -> AbstractContextManager[object] | None:
         """Around one attempt of a task in its worker (the ``with job:`` block, its
         outcome recorded inside: :meth:`task_moved` hears of it before this ends)."""
@@ -220,6 +238,7 @@ class Hooks:
     __slots__ = (
         "_around_delivery",
         "_around_job",
+        "_around_publish",
         "_around_request",
         "_around_spawn",
         "_hooks",
@@ -240,6 +259,7 @@ class Hooks:
         # Only the hooks that override a method are asked for it: none costs nothing.
         self._around_request = _overriding(hooks, "around_request")
         self._around_spawn = _overriding(hooks, "around_spawn")
+        self._around_publish = _overriding(hooks, "around_publish")
         self._trace_context = _overriding(hooks, "trace_context")
         self._around_job = _overriding(hooks, "around_job")
         self._around_delivery = _overriding(hooks, "around_delivery")
@@ -291,6 +311,12 @@ class Hooks:
             if found:
                 return _encode_trace_context(found)
         return None
+
+    def around_publish(self, publish: PublishInfo) -> AbstractContextManager[object]:
+        """The hooks' context managers around a bridge's publish, as one."""
+        if not self._around_publish:
+            return nullcontext()
+        return _Around(self._around_publish, "around_publish", publish)
 
     def around_job(self, job: JobInfo) -> AbstractContextManager[object]:
         """The hooks' context managers around a job's run, as one."""

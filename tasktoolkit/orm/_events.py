@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
-from tasktoolkit.hooks import Hooks, hooks_of
+from tasktoolkit.hooks import Hooks, PublishInfo, hooks_of
 from tasktoolkit.orm._operations import (
     PendingOperation,
     count_task_transition,
@@ -189,7 +189,7 @@ def record_moves(
     if dispatcher is not None:
         published = [c for c in ready if dispatcher.dispatches(c.name)]
         if published:
-            _queue(session, partial(_guarded, dispatcher.publish, published), -1)
+            _queue(session, partial(_publish, dispatcher, published, hooks), -1)
 
 
 def _dispatcher(connection: Connection) -> Dispatcher | None:
@@ -203,6 +203,13 @@ def queue_cancel_asked(session: Session, change: TaskChange) -> None:
     dispatcher = _dispatcher(session.connection())
     if dispatcher is not None and dispatcher.dispatches(change.name):
         _queue(session, partial(_guarded, dispatcher.revoke, [change]), -1)
+
+
+def _publish(dispatcher: Dispatcher, changes: Sequence[TaskChange], hooks: Hooks) -> None:
+    """``dispatcher.publish(changes)`` inside the hooks' ``around_publish``; never raises."""
+    info = PublishInfo(type(dispatcher).__name__, tuple(c.task_id for c in changes))
+    with hooks.around_publish(info):
+        _guarded(dispatcher.publish, changes)
 
 
 def _guarded(run: Callable[[Sequence[TaskChange]], None], changes: Sequence[TaskChange]) -> None:

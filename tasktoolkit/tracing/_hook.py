@@ -15,7 +15,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tasktoolkit import __version__
-from tasktoolkit.hooks import Delivery, Hook, JobInfo, RequestInfo, SpawnInfo
+from tasktoolkit.hooks import Delivery, Hook, JobInfo, PublishInfo, RequestInfo, SpawnInfo
 from tasktoolkit.signals import OperationChange, TaskChange
 
 __all__ = ["ATTRIBUTES", "Tracing"]
@@ -75,6 +75,8 @@ class Tracing(Hook):
       a span the host's own instrumentation started);
     - ``tasktoolkit.spawn``: the insert of a spawn's tasks. Its W3C trace
       context is stored on each task (its ``trace_context``, never shown);
+    - ``tasktoolkit.publish``: a queue bridge's publish of tasks, after the
+      commit that made them pending (``PRODUCER``);
     - ``tasktoolkit.deliver <name>``: a bridge's delivery of a task's message;
     - ``tasktoolkit.attempt <name>``: each attempt of a task in its worker
       (``CONSUMER``), with the outcome and error code it ended with.
@@ -138,6 +140,16 @@ class Tracing(Hook):
         carrier: dict[str, str] = {}
         _W3C.inject(carrier)
         return carrier or None
+
+    def around_publish(self, publish: PublishInfo) -> AbstractContextManager[object] | None:
+        return self._tracer.start_as_current_span(
+            "tasktoolkit.publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "tasktoolkit.bridge": publish.bridge,
+                "tasktoolkit.task_count": len(publish.task_ids),
+            },
+        )
 
     def around_delivery(self, delivery: Delivery) -> AbstractContextManager[object] | None:
         return self._tracer.start_as_current_span(

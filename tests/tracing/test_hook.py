@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -19,7 +20,9 @@ from tasktoolkit.endpoints._views import task_view
 from tasktoolkit.errors import TaskFailure
 from tasktoolkit.hooks import Delivery, RequestInfo, decode_trace_context
 from tasktoolkit.orm import TaskRules, spawn_tasks
+from tasktoolkit.orm._events import DISPATCHER
 from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.signals import TaskChange
 from tests.models import Node
 
 #: An inbound ``traceparent``: the client's trace and span.
@@ -175,3 +178,47 @@ def test_a_read_gets_no_span(toolkit: Toolkit, spans: InMemorySpanExporter) -> N
     with toolkit.settings.hooks.around_request(info):
         pass
     assert spans.get_finished_spans() == ()
+
+
+class Recording:
+    """A queue bridge's side of the dispatcher seam that sends nothing: what it was given,
+    and the span it was given it in."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[list[str], int]] = []
+
+    def dispatches(self, name: str) -> bool:
+        return True
+
+    def publish(self, tasks: Sequence[TaskChange]) -> None:
+        span = trace.get_current_span().get_span_context().span_id
+        self.published.append(([t.task_id for t in tasks], span))
+
+    def revoke(self, tasks: Sequence[TaskChange]) -> None:
+        pass
+
+
+def test_a_bridges_publish_is_a_span_of_the_request(
+    toolkit: Toolkit,
+    session: Session,
+    node: Node,
+    open_op: Callable[..., str],
+    in_request: Callable[..., AbstractContextManager[RequestContext | None]],
+    spans: InMemorySpanExporter,
+) -> None:
+    bridge = Recording()
+    toolkit.engine.update_execution_options(**{DISPATCHER: bridge})
+    try:
+        operation_id = open_op()
+        with _post(toolkit, in_request, operation_id, {"HTTP_TRACEPARENT": TRACEPARENT}):
+            tasks = node.spawn_tasks(["fine", "broken"])
+            session.commit()
+    finally:
+        toolkit.engine.update_execution_options(**{DISPATCHER: None})
+    named = _named(spans)
+    (publish,) = named["tasktoolkit.publish"]
+    (request,) = named["tasktoolkit.request POST"]
+    assert publish.kind == SpanKind.PRODUCER
+    assert publish.parent is not None and publish.parent.span_id == request.context.span_id
+    assert publish.attributes is not None and publish.attributes["tasktoolkit.task_count"] == 2
+    assert bridge.published == [([t.id for t in tasks], publish.context.span_id)]
