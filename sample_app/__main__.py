@@ -3,6 +3,10 @@
 * ``demo``: a tour on a throw-away SQLite database; ends by itself.
 * ``serve``: the API and its agents in one process, until interrupted.
 * ``agents``: the agents alone, for when the API runs under gunicorn.
+
+Where the extras are installed, both count and trace what they do: ``serve``
+answers ``/metrics`` (``[metrics]``), and under ``opentelemetry-instrument``
+both send spans where the ``OTEL_*`` variables say (``[otel]``).
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from sqlalchemy.engine import Engine
 
     from sample_app.agents import Agents
@@ -164,6 +169,38 @@ def _agents_of(
     )
 
 
+def _observed(engine: Engine) -> WSGIApplication | None:
+    """Count and trace what happens on ``engine`` where the extras are installed (nothing
+    is imported where they are not); the ``/metrics`` app, with ``[metrics]``."""
+    from importlib.util import find_spec
+
+    from tasktoolkit import Settings, Toolkit
+    from tasktoolkit.hooks import Hook
+
+    hooks: list[Hook] = []
+    if find_spec("opentelemetry") is not None:
+        from tasktoolkit.tracing import Tracing
+
+        hooks.append(Tracing())
+    if find_spec("prometheus_client") is None:
+        Toolkit(engine, Settings(hooks=hooks))
+        return None
+    from tasktoolkit.metrics import Metrics, metrics_app
+
+    return metrics_app(Toolkit(engine, Settings(hooks=[Metrics(), *hooks])))
+
+
+def _with_metrics(app: WSGIApplication, scrape: WSGIApplication | None) -> WSGIApplication:
+    """``app``, with ``scrape`` answering ``/metrics``."""
+    if scrape is None:
+        return app
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return (scrape if environ.get("PATH_INFO") == "/metrics" else app)(environ, start_response)
+
+    return serve
+
+
 def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
     """The Celery bridge of ``--broker``, or ``None`` after saying in one line why not."""
     from sample_app.celery_agents import make_bridge
@@ -191,7 +228,8 @@ def _serve(args: argparse.Namespace) -> int:
         engine.dispose()
         return 2
     try:
-        app = make_app(engine, start_timeout=args.start_timeout)
+        scrape = _observed(engine)
+        app = _with_metrics(make_app(engine, start_timeout=args.start_timeout), scrape)
         server = make_threaded_server(app, args.host, args.port, log=args.log_requests)
     except OSError as exc:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -211,6 +249,7 @@ def _agents(args: argparse.Namespace) -> int:
     engine = _engine(args.db_url)
     if engine is None:
         return 2
+    _observed(engine)
     if args.broker is None:
         return _until_stopped(
             args, engine, f"{args.agents} agents running", lambda stop: stop.wait()
