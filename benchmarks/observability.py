@@ -8,8 +8,8 @@ Two figures, each measured side by side in one run:
   hooks on, against the same stack with no hooks (bar: <= 1.05). Tracing runs
   on the real OpenTelemetry SDK (every span sampled, a batch processor, an
   exporter that drops what it is given), as a host with ``opentelemetry-instrument``
-  runs it, short of the network. The stacks run on engines of their own on one
-  database (a toolkit's hooks ride on its engine), interleaved; a second stack
+  runs it, short of the network. The stacks share one pool, each on an engine
+  of its own options (where a toolkit's hooks ride), interleaved; a second stack
   with no hooks beside them gives ``metrics_post_noise_ratio``, the same
   request against itself: how far apart two equal stacks land on this machine.
 - ``metrics_scrape_ms_1m``: one scrape of ``metrics_app`` (the database gauges
@@ -66,11 +66,15 @@ def _post_times(bench: Bench) -> dict[str, float]:
     fresh_engine(bench).dispose()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_Dropped()))
+    # One pool for all (the same connections, SQLite's WAL checkpoints shared alike); each
+    # stack on an engine of its own options, where a toolkit's hooks ride.
+    pool = _engine(bench)
     toolkits = {
-        "off": Toolkit(_engine(bench), Settings()),
-        "off, again": Toolkit(_engine(bench), Settings()),
+        "off": Toolkit(pool.execution_options(), Settings()),
+        "off, again": Toolkit(pool.execution_options(), Settings()),
         "metrics and tracing on": Toolkit(
-            _engine(bench), Settings(hooks=[Metrics(), Tracing(tracer_provider=provider)])
+            pool.execution_options(),
+            Settings(hooks=[Metrics(), Tracing(tracer_provider=provider)]),
         ),
     }
     try:
@@ -90,10 +94,10 @@ def _post_times(bench: Bench) -> dict[str, float]:
         return interleaved(candidates, rounds=rounds, per_round=per_round)
     finally:
         provider.shutdown()
-        orm.drop_all(toolkits["off"].engine)
         for toolkit in toolkits.values():
             toolkit.close()
-            toolkit.engine.dispose()
+        orm.drop_all(pool)
+        pool.dispose()
 
 
 def _scrape_times(bench: Bench, rows: int) -> tuple[float, list[str]]:
