@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from sample_app.agents import Agents
     from tasktoolkit.celery import CeleryBridge
+    from tasktoolkit.hooks import Hook
 
 __all__ = ["main"]
 
@@ -169,31 +170,33 @@ def _agents_of(
     )
 
 
-def _observed(engine: Engine) -> WSGIApplication | None:
-    """Count and trace what happens on ``engine`` where the extras are installed (nothing
-    is imported where they are not); the ``/metrics`` app, with ``[metrics]``."""
+def _observability() -> list[Hook]:
+    """The hooks of the extras installed (nothing is imported of those that are not):
+    metrics with ``[metrics]``, spans with ``[otel]``."""
     from importlib.util import find_spec
 
-    from tasktoolkit import Settings, Toolkit
-    from tasktoolkit.hooks import Hook
-
     hooks: list[Hook] = []
+    if find_spec("prometheus_client") is not None:
+        from tasktoolkit.metrics import Metrics
+
+        hooks.append(Metrics())
     if find_spec("opentelemetry") is not None:
         from tasktoolkit.tracing import Tracing
 
         hooks.append(Tracing())
+    return hooks
+
+
+def _with_metrics(app: WSGIApplication, engine: Engine, hooks: list[Hook]) -> WSGIApplication:
+    """``app`` answering ``/metrics`` too, with ``[metrics]`` (then ``hooks`` count)."""
+    from importlib.util import find_spec
+
     if find_spec("prometheus_client") is None:
-        Toolkit(engine, Settings(hooks=hooks))
-        return None
-    from tasktoolkit.metrics import Metrics, metrics_app
-
-    return metrics_app(Toolkit(engine, Settings(hooks=[Metrics(), *hooks])))
-
-
-def _with_metrics(app: WSGIApplication, scrape: WSGIApplication | None) -> WSGIApplication:
-    """``app``, with ``scrape`` answering ``/metrics``."""
-    if scrape is None:
         return app
+    from tasktoolkit import Settings, Toolkit
+    from tasktoolkit.metrics import metrics_app
+
+    scrape = metrics_app(Toolkit(engine, Settings(hooks=hooks)))
 
     def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return (scrape if environ.get("PATH_INFO") == "/metrics" else app)(environ, start_response)
@@ -204,10 +207,12 @@ def _with_metrics(app: WSGIApplication, scrape: WSGIApplication | None) -> WSGIA
 def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
     """The Celery bridge of ``--broker``, or ``None`` after saying in one line why not."""
     from sample_app.celery_agents import make_bridge
+    from tasktoolkit import Settings, Toolkit
     from tasktoolkit.errors import InvalidBrokerError
 
     try:
-        return make_bridge(engine, args.broker, task_delay=args.task_delay)
+        toolkit = Toolkit(engine, Settings(sweep_after="5s"))
+        return make_bridge(toolkit, args.broker, task_delay=args.task_delay)
     except (InvalidBrokerError, ImportError) as exc:
         print(f"sample_app: cannot use --broker {args.broker!r}: {exc}", file=sys.stderr)
         return None
@@ -228,8 +233,9 @@ def _serve(args: argparse.Namespace) -> int:
         engine.dispose()
         return 2
     try:
-        scrape = _observed(engine)
-        app = _with_metrics(make_app(engine, start_timeout=args.start_timeout), scrape)
+        hooks = _observability()
+        app = make_app(engine, start_timeout=args.start_timeout, hooks=hooks)
+        app = _with_metrics(app, engine, hooks)
         server = make_threaded_server(app, args.host, args.port, log=args.log_requests)
     except OSError as exc:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -249,7 +255,9 @@ def _agents(args: argparse.Namespace) -> int:
     engine = _engine(args.db_url)
     if engine is None:
         return 2
-    _observed(engine)
+    from tasktoolkit import Settings, Toolkit
+
+    Toolkit(engine, Settings(hooks=_observability()))  # its hooks ride on the engine
     if args.broker is None:
         return _until_stopped(
             args, engine, f"{args.agents} agents running", lambda stop: stop.wait()

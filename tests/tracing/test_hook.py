@@ -20,7 +20,7 @@ from tasktoolkit.endpoints._views import task_view
 from tasktoolkit.errors import TaskFailure
 from tasktoolkit.hooks import Delivery, RequestInfo, decode_trace_context
 from tasktoolkit.orm import TaskRules, spawn_tasks
-from tasktoolkit.orm._events import DISPATCHER
+from tasktoolkit.orm._events import dispatchers
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.signals import TaskChange
 from tests.models import Node
@@ -187,9 +187,6 @@ class Recording:
     def __init__(self) -> None:
         self.published: list[tuple[list[str], int]] = []
 
-    def dispatches(self, name: str) -> bool:
-        return True
-
     def publish(self, tasks: Sequence[TaskChange]) -> None:
         span = trace.get_current_span().get_span_context().span_id
         self.published.append(([t.task_id for t in tasks], span))
@@ -207,14 +204,15 @@ def test_a_bridges_publish_is_a_span_of_the_request(
     spans: InMemorySpanExporter,
 ) -> None:
     bridge = Recording()
-    toolkit.engine.update_execution_options(**{DISPATCHER: bridge})
+    for name in ("fine", "broken"):
+        dispatchers(toolkit.engine).bind(name, bridge)
     try:
         operation_id = open_op()
         with _post(toolkit, in_request, operation_id, {"HTTP_TRACEPARENT": TRACEPARENT}):
             tasks = node.spawn_tasks(["fine", "broken"])
             session.commit()
     finally:
-        toolkit.engine.update_execution_options(**{DISPATCHER: None})
+        dispatchers(toolkit.engine).release(bridge)
     named = _named(spans)
     (publish,) = named["tasktoolkit.publish"]
     (request,) = named["tasktoolkit.request POST"]

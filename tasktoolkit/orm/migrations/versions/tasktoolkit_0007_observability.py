@@ -1,7 +1,7 @@
 """Observability: the trace context a task was spawned in, and an index a scrape reads alone.
 
-Revision ID: tasktoolkit_0006_observability
-Revises: tasktoolkit_0005
+Revision ID: tasktoolkit_0007_observability
+Revises: tasktoolkit_0006
 Create Date: 2026-12-10 09:00:00
 
 Tasks get a ``trace_context`` (the W3C trace context of the request that
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "tasktoolkit_0006_observability"
-down_revision: str | None = "tasktoolkit_0005"
+revision: str = "tasktoolkit_0007_observability"
+down_revision: str | None = "tasktoolkit_0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
