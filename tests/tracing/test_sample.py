@@ -1,5 +1,6 @@
-"""The sample under ``opentelemetry-instrument`` (console exporter): the API process spawns a
-port's tasks, the agents process runs them, and every attempt is in the spawn's trace."""
+"""The sample under ``opentelemetry-instrument`` (console exporter): a client's POST (its
+``traceparent``) to the API process, which spawns a port's tasks, and the agents process,
+which runs them: one trace from the POST to every attempt."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.engine import URL
 
 from tests.sample_app.conftest import Http, ServerProcess, sample_db, start_process
 from tests.sample_app.servers import port_status
+from tests.tracing.test_hook import CLIENT_SPAN, TRACE_ID, TRACEPARENT
 from tests.tracing.test_processes import console_spans
 
 __all__ = ["sample_db"]
@@ -73,22 +75,28 @@ def processes(
         agents.stop()
 
 
-def test_every_attempt_is_in_the_trace_of_its_spawn(
+def test_one_trace_from_the_post_to_every_attempt(
     processes: tuple[Http, ServerProcess, ServerProcess],
 ) -> None:
     client, api, agents = processes
     network = client.post("/networks", {"network": {"name": "net"}}).body["network"]["id"]
     body = {"port": {"network_id": network, "name": "flaky-l2_wiring"}}
-    port = client.post("/ports", body).body["port"]["id"]
+    reply = client.request("POST", "/ports", body, headers={"traceparent": TRACEPARENT})
+    port = reply.body["port"]["id"]
     port_status(client, port, "ACTIVE")
     assert api.stop() == 0, api.stderr()
     assert agents.stop() == 0, agents.stderr()
 
-    spawns = [s for s in console_spans(_printed(api)) if s["name"] == "tasktoolkit.spawn"]
+    served = console_spans(_printed(api))
+    (request,) = [s for s in served if s["name"] == "tasktoolkit.request POST" and s["parent_id"]]
+    (spawn,) = [s for s in served if s["name"] == "tasktoolkit.spawn"]
     attempts: list[dict[str, Any]] = [
         s for s in console_spans(_printed(agents)) if s["name"].startswith("tasktoolkit.attempt")
     ]
-    (spawn,) = spawns
+    assert request["parent_id"] == f"0x{CLIENT_SPAN:016x}"
+    assert request["attributes"]["tasktoolkit.operation_id"] == reply.header("x-request-id")
+    assert spawn["parent_id"] == request["context"]["span_id"]
+    assert spawn["context"]["trace_id"] == f"0x{TRACE_ID:032x}"
     assert spawn["resource"]["attributes"]["service.name"] == "sample-api"
     assert len(attempts) == 5  # four tasks, l2_wiring twice
     assert {s["context"]["trace_id"] for s in attempts} == {spawn["context"]["trace_id"]}
