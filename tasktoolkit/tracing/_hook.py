@@ -109,10 +109,6 @@ class Tracing(Hook):
     def around_request(self, request: RequestInfo) -> AbstractContextManager[object] | None:
         if request.operation_id is None:
             return None  # no operation: a read, left to the host's HTTP instrumentation
-        return self._request(request)
-
-    @contextmanager
-    def _request(self, request: RequestInfo) -> Iterator[None]:
         parent: Context | None = None
         kind = SpanKind.INTERNAL
         if not trace.get_current_span().get_span_context().is_valid:
@@ -124,10 +120,9 @@ class Tracing(Hook):
             "tasktoolkit.request_id": request.request_id,
             "tasktoolkit.operation_id": request.operation_id,
         }
-        with self._tracer.start_as_current_span(
+        return self._tracer.start_as_current_span(
             f"tasktoolkit.request {request.method}", parent, kind, attributes
-        ):
-            yield
+        )
 
     def around_spawn(self, spawn: SpawnInfo) -> AbstractContextManager[object] | None:
         # Few attributes: a spawn is on the request's path (each attempt names its task).
