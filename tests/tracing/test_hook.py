@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session
 
 from tasktoolkit import Toolkit
 from tasktoolkit.context import RequestContext
-from tasktoolkit.endpoints._views import task_view
 from tasktoolkit.errors import TaskFailure
 from tasktoolkit.hooks import Delivery, RequestInfo, decode_trace_context
 from tasktoolkit.orm import TaskRules, spawn_tasks
 from tasktoolkit.orm._events import dispatchers
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.signals import TaskChange
+from tasktoolkit.views import task_view
 from tests.models import Node
 
 #: An inbound ``traceparent``: the client's trace and span.
