@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NORMAL_USE = """
     import sys
     {prelude}
-    import tasktoolkit, tasktoolkit.cli, tasktoolkit.endpoints, tasktoolkit.middleware
+    import tasktoolkit, tasktoolkit.commands, tasktoolkit.endpoints, tasktoolkit.middleware
     from sqlalchemy.orm import Session
     from tasktoolkit import Settings, Toolkit, orm
     from tasktoolkit.hooks import Hook
