@@ -82,6 +82,8 @@ from tasktoolkit.orm._transitions import cancel_operation
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from tasktoolkit.pages import Pages
+
 __all__ = ["ResourceVisibility", "TaskEndpoints", "canonical_resource_id", "resource_visible"]
 
 _UUID_LENGTH = 36
@@ -182,6 +184,8 @@ class _Call:
     match: Mapping[str, Any]
     caller: Caller
     authorize: Authorize
+    #: Answers with pages (the request prefers HTML), else ``None`` (JSON).
+    pages: Pages | None = None
 
     def allowed(self, rule: str, target: Mapping[str, Any]) -> bool:
         return bool(self.authorize(self.caller, rule, target))
@@ -226,6 +230,9 @@ class TaskEndpoints:
         See :func:`tasktoolkit.orm.deadline`.
     :param openapi: the OpenAPI document to answer the ``openapi`` action with.
     :param max_wait: the longest ``Prefer: wait`` honoured, in seconds.
+    :param pages: answer a request that prefers ``text/html`` with a page
+        (:mod:`tasktoolkit.pages`), when the ``[pages]`` extra (Jinja2) is installed.
+    :param path_prefix: where the endpoints are mounted (the pages' links start there).
     """
 
     def __init__(
@@ -240,6 +247,8 @@ class TaskEndpoints:
         deadline: float | None = DEFAULT_DEADLINE,
         openapi: Mapping[str, Any] | None = None,
         max_wait: int = 30,
+        pages: bool = True,
+        path_prefix: str = "",
     ) -> None:
         if not callable(session_factory):
             raise TypeError("session_factory must make sessions (a sessionmaker)")
@@ -263,6 +272,8 @@ class TaskEndpoints:
         # Made at the first wait, then shared by every request (like a pool).
         self._waiter: Waiter | None = None
         self._waiter_lock = threading.Lock()
+        #: The pages, or ``None`` (not asked for, or Jinja2 is not installed).
+        self.pages = _pages(self.collections, path_prefix, max_wait) if pages else None
 
     def close(self) -> None:
         """Stop listening for changes (PostgreSQL), if a wait ever started to."""
@@ -325,18 +336,32 @@ class TaskEndpoints:
                 f"{method} is not allowed here; use {', '.join(methods)}",
                 headers=[("Allow", ", ".join(methods))],
             )
-        request = Request(environ)
+        pages = self._pages_for(environ, action)
+        request = Request(environ if pages is None else pages.form_environ(environ))
         try:
             caller = check_caller(self.caller_getter(environ))
-            call = _Call(request, match, caller, self.authorize)
+            call = _Call(request, match, caller, self.authorize, pages)
             with deadline(self.deadline), self.session_factory() as session:
-                return handler(self, session, call)
+                response = handler(self, session, call)
         except TaskToolkitError as error:
-            return response_for(environ, error)
+            response = response_for(environ, error)
         except Exception as error:  # the database's errors, SQLAlchemy's or oslo.db's
             if not database_unavailable(error):
                 raise
-            return response_for(environ, DatabaseUnavailableError())
+            response = response_for(environ, DatabaseUnavailableError())
+        if pages is not None and response.content_type != "text/html":
+            return pages.error_response(response, request)
+        if self.pages is not None and self.pages.has(action):
+            response.vary = ("Accept",)  # the same URL answers a page to a browser
+        return response
+
+    def _pages_for(self, environ: WSGIEnvironment, action: object) -> Pages | None:
+        """The pages when this request gets one (it prefers HTML, and the endpoint has a page)."""
+        if self.pages is None or not self.pages.has(action):
+            return None
+        from tasktoolkit.pages import prefers_html
+
+        return self.pages if prefers_html(environ.get("HTTP_ACCEPT")) else None
 
     # -- the resource's own endpoints ----------------------------------------
 
@@ -469,6 +494,20 @@ class TaskEndpoints:
         return _json(self._operation_view(session, call, found, target), status=202)
 
 
+def _pages(
+    collections: Mapping[str, type[TaskResource]], path_prefix: str, max_wait: int
+) -> Pages | None:
+    """The pages of these endpoints, or ``None`` when Jinja2 (the ``[pages]`` extra) is missing."""
+    try:
+        from tasktoolkit.pages import Pages
+    except ModuleNotFoundError as missing:
+        if missing.name != "jinja2":
+            raise
+        return None
+    types = {model.__resource_type__: name for name, model in collections.items()}
+    return Pages(collections=types, path_prefix=path_prefix, max_wait=max_wait)
+
+
 _GET = ("GET", "HEAD")
 _ACTIONS: dict[str, tuple[tuple[str, ...], _Handler]] = {
     "resource_tasks": (_GET, TaskEndpoints.resource_tasks),
@@ -557,13 +596,18 @@ def _list(
         kept = [(name, value) for name, value in pairs if name != "marker"]
         query = urlencode([*kept, ("marker", views[-1]["id"])])
         links.append({"rel": "next", "href": f"{call.request.path_url}?{query}"})
-    return _json({key: views, f"{key}_links": links})
+    document = {key: views, f"{key}_links": links}
+    if call.pages is not None:
+        return call.pages.response(call.match["action"], document, call.request)
+    return _json(document)
 
 
 def _single(call: _Call, document: Mapping[str, Any]) -> Response:
     """A single record with its ``ETag``; ``304`` when ``If-None-Match`` holds it."""
     response = _json(document)
     etag = hashlib.sha256(response.body).hexdigest()[:32]
+    if call.pages is not None:  # the page's script waits on the JSON with this ETag
+        return call.pages.response(call.match["action"], document, call.request, etag=f'"{etag}"')
     response.headers["ETag"] = f'"{etag}"'
     if _matches(call.request.headers.get("If-None-Match"), etag):
         not_modified = Response(status=304, charset=None)

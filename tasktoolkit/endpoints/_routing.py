@@ -47,6 +47,7 @@ def mount(
     serve_openapi: bool = False,
     openapi_path: str = "/openapi.json",
     max_wait: int = 30,
+    pages: bool = True,
 ) -> TaskEndpoints:
     """Connect the task endpoints on a Routes ``mapper``; returns their WSGI app.
 
@@ -75,6 +76,10 @@ def mount(
     :param openapi_path: where the document is served.
     :param max_wait: the longest ``Prefer: wait=<seconds>`` a ``GET`` of an
         operation or a task is held for (a thread of the server each).
+    :param pages: answer a browser (a request preferring ``text/html``) with
+        pages, and serve their stylesheet and script under
+        ``<path_prefix>/_tasktoolkit/``; needs the ``[pages]`` extra (Jinja2),
+        without which every request gets JSON.
     """
     _check_mount(collections, path_prefix, openapi_path)
     app = TaskEndpoints(
@@ -87,8 +92,13 @@ def mount(
         deadline=deadline,
         openapi=_openapi(collections, path_prefix) if serve_openapi else None,
         max_wait=max_wait,
+        pages=pages,
+        path_prefix=path_prefix,
     )
     _connect(mapper, app, list(collections), path_prefix)
+    if app.pages is not None:
+        assets = app.pages.assets
+        mapper.connect("tasktoolkit.page_assets", path_prefix + assets.route, controller=assets)
     if serve_openapi:
         mapper.connect(
             "tasktoolkit.openapi", f"{path_prefix}{openapi_path}", controller=app, action="openapi"
