@@ -45,12 +45,15 @@ def _rating(ranges: list[tuple[str, float]], offer: str) -> tuple[float, int]:
 
 def prefers_html(accept: str | None) -> bool:
     """Whether ``accept`` (an ``Accept`` header) prefers ``text/html`` to ``application/json``."""
-    if not accept or "html" not in accept:
+    if not accept or "text/" not in accept.lower():
         return False  # the common case, without parsing
     header = create_accept_header(accept)
     if not isinstance(header, AcceptValidHeader):
         return False
-    ranges = [(media_range.lower(), quality) for media_range, quality, _, _ in header.parsed]
+    ranges = [
+        (media_range.split(";", 1)[0].strip().lower(), quality)
+        for media_range, quality, _, _ in header.parsed
+    ]
     html, html_exactness = _rating(ranges, "text/html")
     json, json_exactness = _rating(ranges, "application/json")
     if html <= 0:

@@ -168,8 +168,8 @@ class _Scale:
 
     def x(self, moment: datetime) -> float:
         span = (self.end - self.start).total_seconds()
-        offset = (moment - self.start).total_seconds()
-        return round(BARS_LEFT + (BARS_RIGHT - BARS_LEFT) * offset / span, 1)
+        share = min(max((moment - self.start).total_seconds() / span, 0.0), 1.0)
+        return round(BARS_LEFT + (BARS_RIGHT - BARS_LEFT) * share, 1)
 
 
 def _moments(task: Mapping[str, Any]) -> Iterator[datetime]:
@@ -306,7 +306,7 @@ def _row_bars(task: Mapping[str, Any], scale: _Scale, now: datetime) -> list[Bar
     if previous_end is not None and task.get("state") == "pending":
         bars.extend(_still_waiting(task, previous_end, scale, now, retry=bool(attempts)))
     elif not attempts and created is not None and not active:
-        end = parse_time(task.get("finished_at")) or now
+        end = parse_time(task.get("finished_at")) or parse_time(task.get("updated_at")) or created
         bars.append(
             _bar(
                 "wait", "wait", scale, created, end, _span_title("never started", created, end, now)
