@@ -205,7 +205,9 @@ def test_a_page_without_script_refreshes_to_the_end(
     assert tab.errors == []
 
 
-@pytest.mark.parametrize("admin", [pytest.param(False, id="member"), pytest.param(True, id="admin")])
+@pytest.mark.parametrize(
+    "admin", [pytest.param(False, id="member"), pytest.param(True, id="admin")]
+)
 def test_hostile_text_runs_nothing_and_shows_as_text(
     session: Session, open_tab: Callable[..., Tab], admin: bool
 ) -> None:

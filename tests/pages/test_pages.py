@@ -1,4 +1,4 @@
-"""The pages through the whole endpoint stack: negotiation, scoping, escaping, assets, live marks."""
+"""The pages through the endpoint stack: negotiation, scoping, escaping, assets, live marks."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ def drawn(session: Session) -> Drawn:
 
 def page_paths(drawn: Drawn) -> dict[str, str]:
     """Each endpoint with a page, at a record of ``drawn``."""
+    cluster = f"/clusters/{quote(drawn.cluster_id, safe='')}"
     return {
         "operation": f"/operations/{drawn.operation_id}",
         "operations": "/operations",
         "tasks": "/tasks",
-        "resource_tasks": f"/clusters/{quote(drawn.cluster_id, safe='')}/tasks",
+        "resource_tasks": f"{cluster}/tasks",
         "task": f"/tasks/{drawn.tasks['dhcp']}",
-        "resource_task": f"/clusters/{quote(drawn.cluster_id, safe='')}/tasks/{drawn.tasks['dhcp']}",
+        "resource_task": f"{cluster}/tasks/{drawn.tasks['dhcp']}",
     }
 
 
@@ -84,9 +85,7 @@ def test_a_page_runs_only_the_apps_own_script_and_style(app: TestApp, drawn: Dra
                 assert not element.attrs.get(attr, "").lower().startswith(("http", "//", "java"))
 
 
-def test_the_timeline_has_a_row_per_task_and_a_bar_per_attempt(
-    app: TestApp, drawn: Drawn
-) -> None:
+def test_the_timeline_has_a_row_per_task_and_a_bar_per_attempt(app: TestApp, drawn: Drawn) -> None:
     path = f"/operations/{drawn.operation_id}"
     view = app.get(path, headers=caller("project-a")).json["operation"]
     page = get_page(app, path)
@@ -213,7 +212,10 @@ def test_a_page_with_anything_active_says_what_its_script_waits_on(
 
 def test_the_assets_are_served_versioned_small_and_for_ever(app: TestApp, drawn: Drawn) -> None:
     page = get_page(app, "/operations")
-    urls = [page.find("script")[0].attrs["src"], page.find("link", rel="stylesheet")[0].attrs["href"]]
+    urls = [
+        page.find("script")[0].attrs["src"],
+        page.find("link", rel="stylesheet")[0].attrs["href"],
+    ]
     total = 0
     for url, kind in zip(urls, ("text/javascript", "text/css"), strict=True):
         response = app.get(url)

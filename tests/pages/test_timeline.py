@@ -1,4 +1,4 @@
-"""The timeline's geometry from task views: a bar per attempt, the waits, the backoffs, the texts."""
+"""The timeline's geometry from task views: a bar per attempt, waits, backoffs, texts."""
 
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def test_each_attempt_is_a_bar_between_waits_and_backoffs(view: Any, kinds: list
 
 def test_bars_span_their_times_on_one_scale() -> None:
     view = task("a", "succeeded", attempt(1, 2, 6, "succeeded"))
-    line = timeline([view], since=T0, now=T0 + timedelta(seconds=60), until=T0 + timedelta(seconds=10))
+    line = timeline(
+        [view], since=T0, now=T0 + timedelta(seconds=60), until=T0 + timedelta(seconds=10)
+    )
     wait, bar = line.rows[0].bars
     per_second = (BARS_RIGHT - BARS_LEFT) / 10
     assert wait.x == BARS_LEFT and wait.width == pytest.approx(2 * per_second, abs=0.2)
