@@ -120,8 +120,7 @@ def _path_parameters(document: dict[str, Any], path: str) -> list[dict[str, Any]
 def test_document_matches_what_the_app_mounts(session_factory: sessionmaker[Session]) -> None:
     app = build_app(session_factory, path_prefix="/v2.0")
     # The pages' stylesheet and script are no part of the API.
-    mounted = {
-        r.routepath for r in app.app.mapper.matchlist if r.name and r.name != "tasktoolkit.page_assets"
-    }
+    routes = app.app.mapper.matchlist
+    mounted = {r.routepath for r in routes if r.name and r.name != "tasktoolkit.page_assets"}
     documented = set(openapi_document(collections=COLLECTIONS, path_prefix="/v2.0")["paths"])
     assert mounted == documented
