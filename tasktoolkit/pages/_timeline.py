@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,7 +65,7 @@ def parse_time(text: object) -> datetime | None:
 
 def utc_text(moment: datetime) -> str:
     """``2024-01-31 12:00:00.123 UTC``: how a time reads on hover."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    return moment.astimezone(UTC).isoformat(" ", "milliseconds")[:23] + " UTC"
 
 
 def duration_text(seconds: float) -> str:
@@ -81,7 +81,7 @@ def duration_text(seconds: float) -> str:
     return f"{hours} h {rest:02d} min"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Bar:
     """One span of a row.
 
@@ -236,9 +236,7 @@ def _placed(bars: list[Bar]) -> list[Bar]:
             limit = bars[index + 1].x if index + 1 < len(bars) else WIDTH
             after, inside = limit - end - 8, bar.width - 8
             x, room = (end + 4, after) if after >= inside else (bar.x + 4, inside)
-            fitted = _fit(bar.note, room)
-            if fitted:
-                bar = replace(bar, text=fitted, text_x=round(x, 1))
+            bar.text, bar.text_x = _fit(bar.note, room), round(x, 1)
         placed.append(bar)
     return placed
 
@@ -265,14 +263,15 @@ def _attempt_bar(
     error = _error_text(attempt.get("error"))
     if error:
         title += f"\n{error}"
-    bar = replace(_bar("attempt", str(outcome), scale, start, end or now, title), number=number)
+    bar = _bar("attempt", str(outcome), scale, start, end or now, title)
+    bar.number = number
     if end is None:  # the running attempt: its progress and message on the bar
         progress = int(task.get("progress") or 0)
         message = task.get("message") or ""
         filled = round(bar.width * min(max(progress, 0), 100) / 100, 1)
-        return replace(bar, progress=filled, note=f"{progress}% {message}".strip())
-    if outcome == "failed" and error:
-        return replace(bar, note=error)
+        bar.progress, bar.note = filled, f"{progress}% {message}".strip()
+    elif outcome == "failed" and error:
+        bar.note = error
     return bar
 
 
@@ -313,7 +312,7 @@ def _row_bars(task: Mapping[str, Any], scale: _Scale, now: datetime) -> list[Bar
             )
         )
     if bars and not bars[-1].note:
-        bars[-1] = replace(bars[-1], note=_row_note(task, attempts))
+        bars[-1].note = _row_note(task, attempts)
     return _placed(bars)
 
 
@@ -349,7 +348,9 @@ def _still_waiting(
         what += f" (after {', '.join(str(name) for name in after)})"
     if since < now:
         bar = _bar("wait", "wait", scale, since, now, _span_title(what, since, None, now))
-        bars.append(replace(bar, note=what) if reason or after else bar)
+        if reason or after:
+            bar.note = what
+        bars.append(bar)
     return bars
 
 
