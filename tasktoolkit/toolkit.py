@@ -145,6 +145,7 @@ class Toolkit:
             deadline=s.deadline_seconds,
             serve_openapi=s.serve_openapi,
             max_wait=int(s.max_wait.total_seconds()),
+            pages=s.pages,
         )
 
     # -- workers and upkeep ------------------------------------------------
