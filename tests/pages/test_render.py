@@ -6,7 +6,7 @@ from typing import Any
 
 from tasktoolkit.pages import PageRequest, Pages
 from tests.pages.html import read
-from tests.pages.test_timeline import attempt, at, task
+from tests.pages.views import at, attempt, task
 
 
 def operation(*tasks: Any, state: str = "running") -> dict[str, Any]:
