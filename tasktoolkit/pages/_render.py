@@ -98,7 +98,6 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.environment.filters["duration"] = duration_text
 
     @staticmethod
     def has(name: object) -> bool:
