@@ -251,3 +251,20 @@ def test_the_operations_list_filters_with_its_form(
     assert page.locator(f'tr[data-operation="{rid}"]').count() == 0
     assert page.locator("input[name=action]").input_value() == "create"
     assert tab.errors == []
+
+
+def test_a_list_follows_its_active_records_to_the_end(
+    session: Session, open_tab: Callable[..., Tab]
+) -> None:
+    rid, tasks = running_operation(session, "project-a")
+    tab = open_tab("/operations", "project-a")
+    page = tab.page
+    page.wait_for_selector(f'tr[data-operation="{rid}"][data-state="running"]')
+    for task_id in tasks:
+        start_task(session, task_id)
+        succeed_task(session, task_id)
+    session.commit()
+    page.wait_for_selector(f'tr[data-operation="{rid}"][data-state="succeeded"]', timeout=SHOWN)
+    page.wait_for_selector("main#tt-live:not([data-watch])", state="attached", timeout=SHOWN)
+    assert tab.navigations == 1 and tab.most_waits == 1
+    assert tab.errors == []
