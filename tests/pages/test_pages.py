@@ -7,11 +7,14 @@ import re
 from urllib.parse import quote
 
 import pytest
+import routes
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from webtest import TestApp
 
+from tasktoolkit import Settings, Toolkit
 from tasktoolkit.pages import CONTENT_SECURITY_POLICY
-from tests.endpoints.conftest import build_app, caller
+from tests.endpoints.conftest import COLLECTIONS, build_app, caller
 from tests.pages.conftest import BROWSER_ACCEPT, HOSTILE, Drawn, html_headers, seed_operation
 from tests.pages.html import Page, read
 
@@ -247,3 +250,13 @@ def test_pages_can_be_turned_off(session_factory: sessionmaker[Session], drawn: 
     assert response.content_type == "application/json"
     assert "Vary" not in response.headers
     assert not [r for r in app.app.mapper.matchlist if r.name == "tasktoolkit.page_assets"]
+
+
+@pytest.mark.parametrize("pages", [pytest.param(True, id="on"), pytest.param(False, id="off")])
+def test_the_settings_turn_the_pages_on_and_off(engine: Engine, pages: bool) -> None:
+    toolkit = Toolkit(engine, Settings(pages=pages))
+    mapper = routes.Mapper()
+    endpoints = toolkit.mount(mapper, collections=COLLECTIONS)
+    assert (endpoints.pages is not None) is pages
+    assert any(r.name == "tasktoolkit.page_assets" for r in mapper.matchlist) is pages
+    assert Settings.from_strings({"pages": "false"}).pages is False
