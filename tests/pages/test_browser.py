@@ -158,7 +158,7 @@ def test_a_page_opened_while_tasks_run_moves_to_the_end_without_a_reload(
     session: Session, open_tab: Callable[..., Tab]
 ) -> None:
     rid, (first, second) = running_operation(session, "project-a")
-    tab = open_tab(f"/operations/{rid}", "project-a")
+    tab = open_tab(f"/operations/{rid}", "project-a", admin=True)
     page = tab.page
     page.wait_for_selector(row(first, "pending"), state="attached")
 
@@ -176,14 +176,19 @@ def test_a_page_opened_while_tasks_run_moves_to_the_end_without_a_reload(
 
     move(
         lambda: start_task(session, second, host="agent-2"),
-        lambda: fail_task(session, second, code="agent_busy", message="try again", retry=True),
+        lambda: fail_task(
+            session, second, code="busy", message="again", traceback="Traceback: x", retry=True
+        ),
     )
     page.wait_for_selector(f'{row(second, "pending")} rect[data-attempt="1"]', timeout=SHOWN)
+    traceback = f'tr[data-task="{second}"] [data-attempt="1"] details'
+    page.click(f"{traceback} summary")  # opened by the reader: it stays open across redraws
     move(lambda: start_task(session, second, host="agent-3"), lambda: succeed_task(session, second))
 
     page.wait_for_selector("main#tt-live:not([data-watch])", state="attached", timeout=SHOWN)
     assert page.locator("h1 .tt-state").inner_text() == "succeeded"
     assert page.locator(f'{row(second, "succeeded")} rect[data-kind="attempt"]').count() == 2
+    assert page.locator(traceback).get_attribute("open") is not None
     assert tab.navigations == 1  # never reloaded
     assert tab.most_waits == 1  # one wait at a time
     assert tab.errors == []

@@ -54,6 +54,28 @@
     if (el) { el.textContent = text; }
   }
 
+  // A traceback someone opened stays open across a redraw.
+  function detailsKey(el) {
+    var task = el.closest("[data-task]");
+    var attempt = el.closest("[data-attempt]");
+    return (task ? task.getAttribute("data-task") : "") + "/" +
+      (attempt ? attempt.getAttribute("data-attempt") : "");
+  }
+
+  function openDetails(root) {
+    var open = {};
+    var found = root.querySelectorAll("details[open]");
+    for (var i = 0; i < found.length; i++) { open[detailsKey(found[i])] = true; }
+    return open;
+  }
+
+  function reopen(root, open) {
+    var found = root.querySelectorAll("details");
+    for (var i = 0; i < found.length; i++) {
+      if (open[detailsKey(found[i])]) { found[i].open = true; }
+    }
+  }
+
   async function redraw(live) {
     var reply = await fetch(location.href, { headers: { Accept: "text/html" }, cache: "no-store" });
     if (!reply.ok) { throw new Error("HTTP " + reply.status); }
@@ -62,6 +84,7 @@
     if (!fresh) { throw new Error("the page has no live part"); }
     var adopted = document.importNode(fresh, true);
     localize(adopted);
+    reopen(adopted, openDetails(live));
     live.replaceWith(adopted);
     if (parsed.title) { document.title = parsed.title; }
     return adopted;
