@@ -10,12 +10,14 @@ from sqlalchemy import exc as sqlalchemy_exc
 
 __all__ = [
     "ApplicationError",
+    "BodyTooLargeError",
     "ConfigurationError",
     "DatabaseUnavailableError",
     "ForbiddenError",
     "HandlerConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
+    "IncompleteBodyError",
     "InvalidBrokerError",
     "InvalidCallerError",
     "InvalidDurationError",
@@ -316,21 +318,14 @@ class InvalidBrokerError(ConfigurationError):
 class DatabaseUnavailableError(TaskToolkitError):
     """The database could not be reached; the request may be retried.
 
-    :param retry_after: seconds a client should wait before retrying (``Retry-After``).
+    Its response's ``Retry-After`` is the settings' ``unavailable_retry_after``
+    (:func:`tasktoolkit.http_errors.response_for` reads it from the request).
     """
 
     status = 503
     code = "tasktoolkit.database_unavailable"
-    #: The ``Retry-After`` of every 503 the toolkit answers, unless configured otherwise.
-    RETRY_AFTER = 5
 
-    def __init__(
-        self,
-        detail: str = "the database is unavailable; retry later",
-        *,
-        retry_after: int = RETRY_AFTER,
-    ) -> None:
-        self.retry_after = retry_after
+    def __init__(self, detail: str = "the database is unavailable; retry later") -> None:
         super().__init__(detail)
 
 
@@ -371,6 +366,20 @@ class ApplicationError(TaskToolkitError):
 
     status = 500
     code = "tasktoolkit.internal_error"
+
+
+class BodyTooLargeError(TaskToolkitError, ValueError):
+    """A request body over the limit the toolkit reads (:data:`tasktoolkit.wsgi_input.MAX_BODY`)."""
+
+    status = 413
+    code = "tasktoolkit.body_too_large"
+
+
+class IncompleteBodyError(TaskToolkitError, ValueError):
+    """A request body shorter than its ``Content-Length`` (the client stopped sending)."""
+
+    status = 400
+    code = "tasktoolkit.incomplete_body"
 
 
 class InvalidCallerError(TaskToolkitError, ValueError):

@@ -93,27 +93,8 @@ class Toolkit:
         """``app`` behind the toolkit's middlewares: request ids, then operations."""
         from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 
-        s = self.settings
-        operations = OperationMiddleware(
-            app,
-            engine=self.engine,
-            methods=s.methods,
-            exclude_paths=s.exclude_paths,
-            caller_getter=s.caller_getter,
-            ttl=s.operation_ttl,
-            request_timeout=s.request_timeout,
-            operations_path=f"{s.path_prefix}/operations",
-            base_url=s.base_url,
-            durable=s.durable,
-            deadline=s.deadline_seconds,
-            accepted_retry_after=int(s.retry_after.total_seconds()),
-        )
-        return RequestIdMiddleware(
-            operations,
-            header=s.request_id_header,
-            compat_headers=s.compat_headers,
-            caller_getter=s.caller_getter,
-        )
+        operations = OperationMiddleware(app, engine=self.engine, settings=self.settings)
+        return RequestIdMiddleware(operations, settings=self.settings)
 
     def mount(
         self,

@@ -37,16 +37,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
+from tasktoolkit._request_protocol import RequestOperation, announce
 from tasktoolkit.hooks import Hooks, hooks_of
 from tasktoolkit.orm._operations import (
-    PendingOperation,
     count_task_transition,
     notify_changed,
     open_or_count,
     pending_key,
 )
 from tasktoolkit.orm._records import Task
-from tasktoolkit.orm._states import OperationState, TaskState
+from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange, TaskChange
 
@@ -135,7 +135,7 @@ def record_moves(
     *,
     now: datetime | None = None,
     connection: Connection | None = None,
-    opening: PendingOperation | None = None,
+    opening: RequestOperation | None = None,
 ) -> None:
     """Roll ``changes`` into their operations' counts and queue their signals.
 
@@ -165,7 +165,7 @@ def record_moves(
         if opening is not None and old is None and operation_id == opening.fields.id:
             if open_or_count(conn, opening, count, now=moment, notify=wake):
                 wake = []  # sent with it
-            _queue(session, partial(_written, opening), -1)
+            _queue(session, opening.spawn_committed, -1)
         else:
             finished.append(
                 count_task_transition(conn, operation_id, old, new, now=moment, count=count)
@@ -208,33 +208,19 @@ def _guarded(run: Callable[[Sequence[TaskChange]], None], changes: Sequence[Task
         _log.exception("dispatching %d committed task(s) failed", len(changes))
 
 
-def _written(pending: PendingOperation) -> None:
-    """A transaction that wrote the request's operation committed: it exists now."""
-    pending.spawned = True
-    if pending.written:  # a keyed request's, written before its app ran
-        return
-    pending.written = True
-    fields = pending.fields
-    opened = OperationChange(
-        fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
-    )
-    signals.send(signals.operation_opened, opened)
-
-
 def queue_operation_finished(
     session: Session, change: OperationChange | None, hooks: Hooks | None = None
 ) -> None:
-    """Send ``operation_finished`` for ``change``, and tell the hooks, once ``session`` commits.
+    """Announce ``change`` (the signal and the hooks: :func:`announce`) once ``session`` commits.
 
     :param hooks: the engine's hooks, when the caller has them at hand.
     """
     if change is None:
         return
-    _queue_signal(session, signals.operation_finished, change, 1)
     if hooks is None:
         hooks = hooks_of(session.connection())
-    if hooks:
-        _queue(session, partial(hooks.operation_changed, change), 1)
+    if hooks or signals.operation_finished.receivers:
+        _queue(session, partial(announce, hooks, change), 1)
 
 
 def _queue_signal(

@@ -77,7 +77,6 @@ from tasktoolkit.errors import (
     TransientResourceError,
 )
 from tasktoolkit.orm._events import change_of, record_moves
-from tasktoolkit.orm._operations import PendingOperation
 from tasktoolkit.orm._records import Task, tasks_table
 from tasktoolkit.orm._rules import DEFAULT_NAME, DEFAULT_RULES, TaskRules, check_rules_table
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, TaskState
@@ -401,12 +400,11 @@ def spawn_tasks(
     session.connection().execute(insert(tasks_table), rows)
     created = [_persistent_task(row) for row in rows]
     session.add_all(created)  # detached -> persistent: no SQL
-    opening = ctx.operation if ctx is not None else None
     record_moves(
         session,
         [change_of(task, None) for task in created],
         now=now,
-        opening=opening if isinstance(opening, PendingOperation) else None,
+        opening=ctx.operation if ctx is not None else None,
     )
     for resource, _ in items:
         loaded = inspect(resource).dict

@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import cli, orm
 from tasktoolkit.celery import CeleryBridge
-from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import Task, TaskRules, cancel_task
 from tasktoolkit.orm._events import DISPATCHER, change_of
 from tests.celery.conftest import Workers, wait_for
 from tests.middleware.apps import cluster_app
+from tests.middleware.stacks import Stacks
 from tests.models import Cluster
 from tests.orm._db import task_row
 from tests.proxy import TcpProxy
@@ -65,17 +65,13 @@ def make_stack(
     engine: Engine, sessions: sessionmaker[Session]
 ) -> Iterator[Callable[[list[str]], webtest.TestApp]]:
     """``make_stack(task_names)``: the whole stack over an app spawning those tasks."""
-    made: list[OperationMiddleware] = []
+    stacks = Stacks(engine)
 
     def make(task_names: list[str]) -> webtest.TestApp:
-        made.append(
-            OperationMiddleware(cluster_app(sessions, task_names=task_names), engine=engine)
-        )
-        return webtest.TestApp(RequestIdMiddleware(made[-1]), lint=True)
+        return stacks.test_app(cluster_app(sessions, task_names=task_names))
 
     yield make
-    for middleware in made:
-        middleware.close()
+    stacks.close()
 
 
 def test_a_request_publishes_its_tasks_after_commit(

@@ -13,17 +13,29 @@ import sys
 import threading
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.orm import sessionmaker
-
-from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import prepare_engine
+from tasktoolkit import Toolkit
+from tasktoolkit.middleware import OPERATION_ID_KEY
 from tests.models import Cluster
 
 
+def post_environ() -> dict[str, Any]:
+    """The environ of a ``POST /clusters`` in project ``p1``."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/clusters",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "HTTP_X_PROJECT_ID": "p1",
+    }
+
+
 def main(url: str) -> None:
-    engine = prepare_engine(create_engine(url))
-    sessions = sessionmaker(engine, expire_on_commit=False)
+    toolkit = Toolkit(url)
+    sessions = toolkit.sessions
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         with sessions() as session:
@@ -36,19 +48,8 @@ def main(url: str) -> None:
         threading.Event().wait()  # killed here, before the response
         raise AssertionError("unreachable")
 
-    stack = RequestIdMiddleware(OperationMiddleware(app, engine=engine))
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/clusters",
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "HTTP_X_PROJECT_ID": "p1",
-    }
-    stack(environ, lambda status, headers, exc_info=None: None)
+    stack = toolkit.wsgi(app)
+    stack(post_environ(), lambda status, headers, exc_info=None: None)
 
 
 if __name__ == "__main__":
