@@ -16,15 +16,19 @@ its own), and a transaction that ends without a commit drops them all, so no
 receiver ever hears of a change that was not committed. A dispatcher's work
 is queued the same way, whether or not any signal has receivers.
 
-A dispatcher (``tasktoolkit.celery.CeleryBridge``) is found on the connection
-the moves are counted on, under the execution option :data:`DISPATCHER` that
-the bridge sets on its engine: only that engine's sessions publish, and a
-session with nothing to publish pays one dictionary look-up.
+Which dispatcher runs a task is chosen per task name: an engine carries one
+:class:`Dispatchers` (task name -> dispatcher) under the execution option
+:data:`DISPATCHER`, found on the connection the moves are counted on, and each
+queue bridge made on that engine binds its names there (a name bound to two
+is refused). So two backends share one database (two bridges, or a bridge
+and database workers), only that engine's sessions publish, and a session
+with nothing to publish pays a dictionary look-up per task made pending.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -33,11 +37,12 @@ from typing import Any, Protocol
 
 from blinker import NamedSignal
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
 from tasktoolkit._request_protocol import RequestOperation, announce
+from tasktoolkit.errors import HandlerConflictError
 from tasktoolkit.hooks import Hooks, hooks_of
 from tasktoolkit.orm._operations import (
     count_task_transition,
@@ -53,7 +58,9 @@ from tasktoolkit.signals import OperationChange, TaskChange
 __all__ = [
     "DISPATCHER",
     "Dispatcher",
+    "Dispatchers",
     "change_of",
+    "dispatchers",
     "queue_cancel_asked",
     "queue_operation_finished",
     "record_moves",
@@ -62,16 +69,14 @@ __all__ = [
 _QUEUE = "tasktoolkit.signals"
 _LISTENING = "tasktoolkit.listening"
 _log = logging.getLogger("tasktoolkit.dispatch")
-#: The engine execution option that carries the engine's :class:`Dispatcher`.
-DISPATCHER = "tasktoolkit_dispatcher"
+#: The engine execution option that carries the engine's :class:`Dispatchers`.
+DISPATCHER = "tasktoolkit_dispatchers"
+#: Held while an engine gets its :class:`Dispatchers` (once per engine).
+_MAKING = threading.Lock()
 
 
 class Dispatcher(Protocol):
     """What a queue bridge does after a commit. Neither method may raise."""
-
-    def dispatches(self, name: str) -> bool:
-        """Whether tasks named ``name`` run on this bridge's queue."""
-        ...
 
     def publish(self, tasks: Sequence[TaskChange]) -> None:
         """Publish these tasks, which are now committed ``pending``."""
@@ -80,6 +85,58 @@ class Dispatcher(Protocol):
     def revoke(self, tasks: Sequence[TaskChange]) -> None:
         """Ask the queue to stop these running tasks, whose cancellation was committed."""
         ...
+
+
+class Dispatchers:
+    """Which dispatcher runs the tasks of each name, for one engine.
+
+    A task name is bound to one dispatcher at most: binding it to another is
+    refused, so a task is never published to two queues. A name bound to none
+    is left to the database workers.
+    """
+
+    __slots__ = ("_by_name", "_lock")
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Dispatcher] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, name: str, dispatcher: Dispatcher) -> None:
+        """Run the tasks named ``name`` on ``dispatcher`` (again: nothing changes).
+
+        :raises HandlerConflictError: ``name`` is bound to another dispatcher.
+        """
+        with self._lock:
+            bound = self._by_name.setdefault(name, dispatcher)
+        if bound is not dispatcher:
+            raise HandlerConflictError(
+                f"task {name!r} already runs on {bound!r}: a task name has one dispatcher"
+            )
+
+    def release(self, dispatcher: Dispatcher) -> None:
+        """Unbind every name of ``dispatcher``."""
+        with self._lock:
+            for name in [n for n, d in self._by_name.items() if d is dispatcher]:
+                del self._by_name[name]
+
+    def get(self, name: str) -> Dispatcher | None:
+        """The dispatcher of ``name``, or ``None``."""
+        return self._by_name.get(name)
+
+    def names(self, dispatcher: Dispatcher) -> frozenset[str]:
+        """The names bound to ``dispatcher``."""
+        with self._lock:
+            return frozenset(n for n, d in self._by_name.items() if d is dispatcher)
+
+
+def dispatchers(engine: Engine) -> Dispatchers:
+    """The :class:`Dispatchers` of ``engine``, made (and carried by it) on first use."""
+    with _MAKING:
+        found = engine.get_execution_options().get(DISPATCHER)
+        if not isinstance(found, Dispatchers):
+            found = Dispatchers()
+            engine.update_execution_options(**{DISPATCHER: found})
+        return found
 
 
 class _Queued:
@@ -180,23 +237,28 @@ def record_moves(
         _queue(session, partial(hooks.task_moved, list(changes)), 0)
     for operation in finished:
         queue_operation_finished(session, operation, hooks)
-    dispatcher = _dispatcher(conn)
-    if dispatcher is not None:
-        published = [c for c in ready if dispatcher.dispatches(c.name)]
-        if published:
-            _queue(session, partial(_guarded, dispatcher.publish, published), -1)
+    registry = _dispatchers(conn)
+    if registry is not None and ready:
+        published: dict[Dispatcher, list[TaskChange]] = {}
+        for change in ready:
+            dispatcher = registry.get(change.name)
+            if dispatcher is not None:
+                published.setdefault(dispatcher, []).append(change)
+        for dispatcher, tasks in published.items():
+            _queue(session, partial(_guarded, dispatcher.publish, tasks), -1)
 
 
-def _dispatcher(connection: Connection) -> Dispatcher | None:
-    found: Dispatcher | None = connection.get_execution_options().get(DISPATCHER)
+def _dispatchers(connection: Connection) -> Dispatchers | None:
+    found: Dispatchers | None = connection.get_execution_options().get(DISPATCHER)
     return found
 
 
 def queue_cancel_asked(session: Session, change: TaskChange) -> None:
-    """Once ``session`` commits, tell the engine's dispatcher that a running task was
-    asked to stop (a task that runs on its queue)."""
-    dispatcher = _dispatcher(session.connection())
-    if dispatcher is not None and dispatcher.dispatches(change.name):
+    """Once ``session`` commits, tell the dispatcher of the task's name that a running
+    task was asked to stop (a task that runs on a queue)."""
+    registry = _dispatchers(session.connection())
+    dispatcher = None if registry is None else registry.get(change.name)
+    if dispatcher is not None:
         _queue(session, partial(_guarded, dispatcher.revoke, [change]), -1)
 
 
