@@ -97,6 +97,7 @@ class Pages:
             autoescape=select_autoescape(),
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # the package's templates do not change while it runs
         )
 
     @staticmethod
