@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from webob import Request
 
 from benchmarks._harness import Bench, fresh_engine, interleaved
-from tasktoolkit import orm
+from tasktoolkit import Settings, orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.orm import TaskRules
@@ -70,7 +70,10 @@ def run(bench: Bench) -> dict[str, float]:
         rid = _operation(engine)
         mapper = routes.Mapper()
         endpoints = mount(
-            mapper, collections={"clusters": Cluster}, session_factory=sessionmaker(engine)
+            mapper,
+            collections={"clusters": Cluster},
+            session_factory=sessionmaker(engine),
+            settings=Settings(),
         )
         app = Router(mapper)
         pages = endpoints.pages

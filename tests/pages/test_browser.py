@@ -20,7 +20,7 @@ import routes
 from sqlalchemy.orm import Session, sessionmaker
 
 from sample_app._server import BackgroundServer
-from tasktoolkit import context
+from tasktoolkit import Settings, context
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.middleware import RequestIdMiddleware
 from tasktoolkit.orm import TaskRules
@@ -47,7 +47,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 def server(session_factory: sessionmaker[Session]) -> Iterator[str]:
     """The endpoints behind the request-id middleware, on a threaded server; its URL."""
     mapper = routes.Mapper()
-    endpoints = mount(mapper, collections=COLLECTIONS, session_factory=session_factory)
+    endpoints = mount(
+        mapper, collections=COLLECTIONS, session_factory=session_factory, settings=Settings()
+    )
     try:
         with BackgroundServer(RequestIdMiddleware(Router(mapper))) as served:
             yield served.url

@@ -106,6 +106,11 @@
         if (reply.status >= 500) { throw new Error("HTTP " + reply.status); }
         if (reply.status !== 304) { live = await redraw(live); }
         backoff = 1000;
+        if (!reply.headers.has("Preference-Applied")) {
+          // the server holds only so many waits at once: this one was answered at
+          // once, so look again later rather than every second
+          await sleep(1000 * (parseInt(reply.headers.get("Retry-After"), 10) || 5));
+        }
       } catch (error) {
         note(live, "Live updates paused (" + error.message + "); trying again.");
         await sleep(backoff);
