@@ -44,11 +44,15 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def server(session_factory: sessionmaker[Session]) -> Iterator[str]:
-    """The endpoints behind the request-id middleware, on a threaded server; its URL."""
+def server(request: pytest.FixtureRequest, session_factory: sessionmaker[Session]) -> Iterator[str]:
+    """The endpoints behind the request-id middleware, on a threaded server; its URL.
+
+    Parametrized indirectly, its parameter is the :class:`Settings`' options.
+    """
+    settings = Settings(**getattr(request, "param", {}))
     mapper = routes.Mapper()
     endpoints = mount(
-        mapper, collections=COLLECTIONS, session_factory=session_factory, settings=Settings()
+        mapper, collections=COLLECTIONS, session_factory=session_factory, settings=settings
     )
     try:
         with BackgroundServer(RequestIdMiddleware(Router(mapper))) as served:
@@ -273,3 +277,18 @@ def test_a_list_follows_its_active_records_to_the_end(
     page.wait_for_selector("main#tt-live:not([data-watch])", state="attached", timeout=SHOWN)
     assert tab.navigations == 1 and tab.most_waits == 1
     assert tab.errors == []
+
+
+@pytest.mark.parametrize("server", [pytest.param({"max_waiting": 0}, id="no-waits")], indirect=True)
+def test_a_page_the_server_holds_no_wait_for_still_reaches_the_end(
+    session: Session, open_tab: Callable[..., Tab]
+) -> None:
+    rid, tasks = running_operation(session, "project-a")
+    tab = open_tab(f"/operations/{rid}", "project-a")
+    tab.page.wait_for_selector(row(tasks[0], "pending"), state="attached")
+    for task_id in tasks:
+        start_task(session, task_id)
+        succeed_task(session, task_id)
+    session.commit()
+    tab.page.wait_for_selector("main#tt-live:not([data-watch])", state="attached", timeout=SHOWN)
+    assert tab.navigations == 1 and tab.errors == []
