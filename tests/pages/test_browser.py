@@ -10,6 +10,7 @@ nothing; another project's page is a 404; no console error anywhere.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,9 +48,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 def server(request: pytest.FixtureRequest, session_factory: sessionmaker[Session]) -> Iterator[str]:
     """The endpoints behind the request-id middleware, on a threaded server; its URL.
 
-    Parametrized indirectly, its parameter is the :class:`Settings`' options.
+    Parametrized indirectly, its parameter is the :class:`Settings`' options. Its
+    waits are short (2 s), and it stops once the waits it held are over, before
+    the test's database goes.
     """
-    settings = Settings(**getattr(request, "param", {}))
+    settings = Settings(**{"max_wait": 2, **getattr(request, "param", {})})
     mapper = routes.Mapper()
     endpoints = mount(
         mapper, collections=COLLECTIONS, session_factory=session_factory, settings=settings
@@ -57,6 +60,10 @@ def server(request: pytest.FixtureRequest, session_factory: sessionmaker[Session
     try:
         with BackgroundServer(RequestIdMiddleware(Router(mapper))) as served:
             yield served.url
+        deadline = time.monotonic() + 10
+        while endpoints.waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert endpoints.waiting == 0, "a wait outlived its page"
     finally:
         endpoints.close()
 
