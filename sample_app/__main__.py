@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         "--task-delay", type=_non_negative, default=0.4, metavar="S", help=_DELAY + " (0.4)"
     )
     demo.add_argument("--agents", type=_count, default=4, metavar="N", help=_AGENTS + " (4)")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving after the tour (its pages stay up) until interrupted",
+    )
 
     serve = commands.add_parser("serve", help="serve the API, with its agents, until interrupted")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -219,7 +224,7 @@ def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sample_app._server import make_threaded_server, server_url
+    from sample_app._server import OperationPages, make_threaded_server, server_url
     from sample_app.app import make_app
 
     if args.broker is not None and args.agents:
@@ -235,7 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         hooks = _observability()
         app = make_app(engine, start_timeout=args.start_timeout, hooks=hooks)
-        app = _with_metrics(app, engine, hooks)
+        app = OperationPages(_with_metrics(app, engine, hooks))
         server = make_threaded_server(app, args.host, args.port, log=args.log_requests)
     except OSError as exc:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -282,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from sample_app.demo import run_demo
 
-        return run_demo(task_delay=args.task_delay, agents=args.agents)
+        return run_demo(task_delay=args.task_delay, agents=args.agents, stay=args.stay)
     if args.command == "serve":
         return _serve(args)
     return _agents(args)

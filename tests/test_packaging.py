@@ -53,6 +53,15 @@ def test_the_wheel_installs_only_the_library(wheel: tuple[Path, str]) -> None:
     assert b"sample_app" not in entry_points
 
 
+def test_the_wheel_holds_the_pages_templates_and_assets(wheel: tuple[Path, str]) -> None:
+    with zipfile.ZipFile(wheel[0]) as archive:
+        names = set(archive.namelist())
+    package = ROOT / "tasktoolkit" / "pages"
+    for folder in ("templates", "static"):
+        for path in (package / folder).iterdir():
+            assert f"tasktoolkit/pages/{folder}/{path.name}" in names
+
+
 def test_the_wheel_metadata(wheel: tuple[Path, str]) -> None:
     with zipfile.ZipFile(wheel[0]) as archive:
         info = f"tasktoolkit-{tasktoolkit.__version__}.dist-info"
