@@ -144,7 +144,8 @@ def test_test_and_bench_are_dependency_groups_not_extras(wheel: tuple[Path, str]
     with zipfile.ZipFile(wheel[0]) as archive:
         info = f"tasktoolkit-{tasktoolkit.__version__}.dist-info"
         metadata = email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
-    assert set(metadata.get_all("Provides-Extra", [])) == {"postgresql", "mysql", "oslo", "celery"}
+    published = set(metadata.get_all("Provides-Extra", []))
+    assert published == {"postgresql", "mysql", "oslo", "celery", "metrics", "otel", "pages"}
     assert {"test", "bench"} <= PYPROJECT["dependency-groups"].keys()
 
 
