@@ -3,6 +3,10 @@
 * ``demo``: a tour on a throw-away SQLite database; ends by itself.
 * ``serve``: the API and its agents in one process, until interrupted.
 * ``agents``: the agents alone, for when the API runs under gunicorn.
+
+Where the extras are installed, both count and trace what they do: ``serve``
+answers ``/metrics`` (``[metrics]``), and under ``opentelemetry-instrument``
+both send spans where the ``OTEL_*`` variables say (``[otel]``).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from sqlalchemy.engine import Engine
 
     from sample_app.agents import Agents
@@ -54,12 +60,6 @@ _DB = "sqlite:///sample_app.db"
 _DB_HELP = f"SQLAlchemy URL of the database ({_DB}); PostgreSQL and MariaDB URLs work too"
 _DELAY = "seconds each task takes"
 _AGENTS = "worker threads; 0 runs none (the reaper still runs)"
-_BROKER_SERVE = (
-    "publish the port tasks to Celery on this broker (amqp://... or redis://...), run by "
-    "`agents --broker`; needs --agents 0"
-)
-_BROKER_AGENTS = "run the agents as a Celery worker of N processes on this broker"
-_START = "a task no agent starts within S seconds fails not_started (default: 1 hour)"
 _NOTIFY = (
     "emit tasktoolkit.operation.end on this oslo.messaging transport (rabbit://...) when an "
     "operation ends; needs the [oslo] extra"
@@ -70,6 +70,12 @@ _PEER = (
 )
 #: What each line logged on stderr says: which request (and operation) it belongs to.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(operation_id)s] %(message)s"
+_BROKER_SERVE = (
+    "publish the port tasks to Celery on this broker (amqp://... or redis://...), run by "
+    "`agents --broker`; needs --agents 0"
+)
+_BROKER_AGENTS = "run the agents as a Celery worker of N processes on this broker"
+_START = "a task no agent starts within S seconds fails not_started (default: 1 hour)"
 
 
 def _start_timeout(value: str) -> float:
@@ -92,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         "--task-delay", type=_non_negative, default=0.4, metavar="S", help=_DELAY + " (0.4)"
     )
     demo.add_argument("--agents", type=_count, default=4, metavar="N", help=_AGENTS + " (4)")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving after the tour (its pages stay up) until interrupted",
+    )
 
     serve = commands.add_parser("serve", help="serve the API, with its agents, until interrupted")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -210,6 +221,40 @@ def _agents_of(
     )
 
 
+def _observability() -> list[Hook]:
+    """The hooks of the extras installed (nothing is imported of those that are not):
+    metrics with ``[metrics]``, spans with ``[otel]``."""
+    from importlib.util import find_spec
+
+    hooks: list[Hook] = []
+    if find_spec("prometheus_client") is not None:
+        from tasktoolkit.metrics import Metrics
+
+        hooks.append(Metrics())
+    if find_spec("opentelemetry") is not None:
+        from tasktoolkit.tracing import Tracing
+
+        hooks.append(Tracing())
+    return hooks
+
+
+def _with_metrics(app: WSGIApplication, engine: Engine, hooks: list[Hook]) -> WSGIApplication:
+    """``app`` answering ``/metrics`` too, with ``[metrics]`` (then ``hooks`` count)."""
+    from importlib.util import find_spec
+
+    if find_spec("prometheus_client") is None:
+        return app
+    from tasktoolkit import Settings, Toolkit
+    from tasktoolkit.metrics import metrics_app
+
+    scrape = metrics_app(Toolkit(engine, Settings(hooks=hooks)))
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return (scrape if environ.get("PATH_INFO") == "/metrics" else app)(environ, start_response)
+
+    return serve
+
+
 def _bridge(
     args: argparse.Namespace, engine: Engine, hooks: Sequence[Hook]
 ) -> CeleryBridge | None:
@@ -228,24 +273,35 @@ def _bridge(
         return None
 
 
-def _upkeep(
-    args: argparse.Namespace, engine: Engine
-) -> tuple[Notifications | None, CeleryBridge | None, list[Callable[[], int]]] | None:
-    """``--notify-url``'s notifications, ``--broker``'s bridge and what the reaper sweeps
-    beside them; ``None`` after saying why one cannot be."""
+@dataclass
+class _Upkeep:
+    """What ``serve`` and ``agents`` run beside the agents: the hooks (every toolkit made on
+    the engine carries the same), ``--notify-url``'s notifications, ``--broker``'s bridge,
+    and what the reaper sweeps."""
+
+    hooks: list[Hook]
+    notifications: Notifications | None
+    bridge: CeleryBridge | None
+    sweeps: list[Callable[[], int]]
+
+
+def _upkeep(args: argparse.Namespace, engine: Engine) -> _Upkeep | None:
+    """The upkeep of ``args``; ``None`` after saying why one of its parts cannot be."""
+    hooks = _observability()
     notifications = None if args.notify_url is None else _notifications(args, engine)
     if args.notify_url is not None and notifications is None:
         return None
-    hooks = [] if notifications is None else [notifications]
+    if notifications is not None:
+        hooks.append(notifications)
     bridge = None if args.broker is None else _bridge(args, engine, hooks)
     if args.broker is not None and bridge is None:
         return None
     sweeps = [found.sweep for found in (bridge, notifications) if found is not None]
-    return notifications, bridge, sweeps
+    return _Upkeep(hooks, notifications, bridge, sweeps)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sample_app._server import make_threaded_server, server_url
+    from sample_app._server import OperationPages, make_threaded_server, server_url
     from sample_app.app import make_app
 
     if args.broker is not None and args.agents:
@@ -258,10 +314,9 @@ def _serve(args: argparse.Namespace) -> int:
     if upkeep is None:
         engine.dispose()
         return 2
-    notifications, _, sweeps = upkeep
     try:
-        hooks = [] if notifications is None else [notifications]
-        app = make_app(engine, start_timeout=args.start_timeout, hooks=hooks)
+        app = make_app(engine, start_timeout=args.start_timeout, hooks=upkeep.hooks)
+        app = OperationPages(_with_metrics(app, engine, upkeep.hooks))
         server = make_threaded_server(app, args.host, args.port, log=args.log_requests)
     except OSError as exc:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -274,8 +329,8 @@ def _serve(args: argparse.Namespace) -> int:
             engine,
             f"Serving on {url}/",
             lambda _: server.serve_forever(),
-            sweeps,
-            notifications,
+            upkeep.sweeps,
+            upkeep.notifications,
         )
     finally:
         server.server_close()
@@ -289,28 +344,26 @@ def _agents(args: argparse.Namespace) -> int:
     if upkeep is None:
         engine.dispose()
         return 2
-    notifications, bridge, sweeps = upkeep
-    if bridge is None:
-        if notifications is not None:
-            from tasktoolkit import Settings, Toolkit
+    from tasktoolkit import Settings, Toolkit
 
-            Toolkit(engine, Settings(hooks=[notifications]))  # the agents' moves reach it
+    Toolkit(engine, Settings(hooks=upkeep.hooks))  # its hooks ride on the engine
+    if upkeep.bridge is None:
         return _until_stopped(
             args,
             engine,
             f"{args.agents} agents running",
             lambda stop: stop.wait(),
-            sweeps,
-            notifications,
+            upkeep.sweeps,
+            upkeep.notifications,
         )
     from sample_app.celery_agents import run_worker
 
     try:
-        reaper = _agents_of(args, engine, count=0, sweeps=sweeps)
-        run_worker(bridge, concurrency=args.agents, reaper=reaper)
+        reaper = _agents_of(args, engine, count=0, sweeps=upkeep.sweeps)
+        run_worker(upkeep.bridge, concurrency=args.agents, reaper=reaper)
     finally:
-        if notifications is not None:
-            notifications.close()
+        if upkeep.notifications is not None:
+            upkeep.notifications.close()
         engine.dispose()
     return 0
 
@@ -321,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from sample_app.demo import run_demo
 
-        return run_demo(task_delay=args.task_delay, agents=args.agents)
+        return run_demo(task_delay=args.task_delay, agents=args.agents, stay=args.stay)
     _log_to_stderr()
     if args.command == "serve":
         return _serve(args)

@@ -583,7 +583,8 @@ def sample_settings(
     authorize: Authorize = default_authorize,
     hooks: Iterable[Hook] = (),
 ) -> Settings:
-    """The sample's toolkit settings: its caller getter, the OpenAPI document served."""
+    """The sample's toolkit settings: its caller getter, the OpenAPI document served, and
+    ``hooks`` (metrics, tracing, notifications)."""
     return Settings(
         caller_getter=caller_getter, authorize=authorize, serve_openapi=True, hooks=hooks
     )
@@ -624,8 +625,7 @@ def make_app(
     around :func:`make_router`.
 
     The same as ``api-paste.ini``'s pipeline (:mod:`sample_app.wsgi`), in code.
-    ``start_timeout`` as for :class:`SampleAPI`; ``hooks`` (notifications, metrics)
-    go to the toolkit's settings.
+    ``start_timeout`` as for :class:`SampleAPI`; ``hooks`` as for :func:`sample_settings`.
     """
     settings = sample_settings(caller_getter=caller_getter, authorize=authorize, hooks=hooks)
     toolkit = Toolkit(engine, settings)

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import TaskToolkitError
+from tasktoolkit.hooks import Event, Hooks, hooks_of
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._deadline import deadline as within
 from tasktoolkit.orm._engine import supports_skip_locked
@@ -65,7 +66,13 @@ from tasktoolkit.orm._transitions import (
 )
 from tasktoolkit.orm._types import UTCDateTime, utcnow
 
-__all__ = ["NOT_STARTED", "WORKER_LOST", "ReapResult", "reap"]
+__all__ = ["NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
+
+#: Why the reaper moves rows, as its ``reaped`` events say (``Event.reason``): a
+#: lost worker's task (failed, re-queued or cancelled), a task not started by its
+#: deadline, a request that never recorded its end, an operation whose tasks
+#: vanished with their resource.
+REAP_REASONS = (WORKER_LOST, NOT_STARTED, "request_lost", "orphaned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +210,7 @@ def _drain(
     now: datetime | None,
     seconds: float | None,
     retryable: RetryPredicate | None,
+    hooks: Hooks,
 ) -> ReapResult:
     """Run ``batch`` in transactions of its own until one moves nothing.
 
@@ -216,7 +224,19 @@ def _drain(
         )
         if result == ReapResult():
             return total
+        _announce(hooks, result)
         total += result
+
+
+def _announce(hooks: Hooks, result: ReapResult) -> None:
+    """Tell the hooks what a committed batch did: ``reaped`` events, by reason."""
+    if not hooks:
+        return
+    lost = len(result.failed) + len(result.requeued) + len(result.cancelled)
+    counts = (lost, len(result.not_started), len(result.requests), len(result.operations))
+    for reason, count in zip(REAP_REASONS, counts, strict=True):
+        if count:
+            hooks.happened(Event("reaped", count=count, reason=reason))
 
 
 def reap(
@@ -261,16 +281,19 @@ def reap(
     def lost(moment: datetime) -> _Batch:
         return partial(_lost_batch, now=moment, limit=limit)
 
+    hooks = hooks_of(bind)
     total = ReapResult()
     for batch in (lost, not_started, requests):
-        total += _drain(sessions, batch, now, seconds, retryable)
+        total += _drain(sessions, batch, now, seconds, retryable, hooks)
     with within(seconds), sessions() as session:
         orphans = orphaned_operations(session.connection(), limit=limit)
     for operation_id in orphans:
-        total += in_transaction(
+        settled = in_transaction(
             sessions,
             partial(_settle, operation_id=operation_id, now=now or utcnow()),
             seconds=seconds,
             predicate=retryable,
         )
+        _announce(hooks, settled)
+        total += settled
     return total

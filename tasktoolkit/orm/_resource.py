@@ -57,6 +57,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import (
     Mapped,
@@ -76,6 +77,7 @@ from tasktoolkit.errors import (
     ResourceTypeConflictError,
     TransientResourceError,
 )
+from tasktoolkit.hooks import SpawnInfo, hooks_of
 from tasktoolkit.orm._events import change_of, record_moves
 from tasktoolkit.orm._records import Task, tasks_table
 from tasktoolkit.orm._rules import DEFAULT_NAME, DEFAULT_RULES, TaskRules, check_rules_table
@@ -389,6 +391,27 @@ def spawn_tasks(
     if not items:
         return []
     ctx = context.current()
+    connection = session.connection()
+    hooks = hooks_of(connection)
+    if not hooks:
+        return _spawn(session, connection, items, ctx, message, rules, queue, None)
+    operation_id = ctx.operation_id if ctx else None
+    with hooks.around_spawn(SpawnInfo(operation_id, tuple(name for _, name in items))):
+        trace = hooks.trace_context()
+        return _spawn(session, connection, items, ctx, message, rules, queue, trace)
+
+
+def _spawn(
+    session: Session,
+    connection: Connection,
+    items: list[tuple[TaskResource, str]],
+    ctx: context.RequestContext | None,
+    message: str | None,
+    rules: TaskRules | None,
+    queue: str | None,
+    trace_context: str | None,
+) -> list[Task]:
+    """Insert the checked ``items`` and count them; see :func:`spawn_tasks`."""
     now = _spawn_time(session)
     options = {
         "message": message,
@@ -398,6 +421,7 @@ def spawn_tasks(
         "user_id": ctx.user_id if ctx else None,
         "created_at": now,
         "updated_at": now,
+        "trace_context": trace_context,
     }
     rows = _rows(items, options, ctx.project_id if ctx else None, rules)
     # One Core INSERT of every row (executemany, batched into multi-row VALUES by
@@ -405,7 +429,7 @@ def spawn_tasks(
     # building each object through its instrumented __init__ and flushing it
     # through the unit of work costs more than the INSERT itself, and
     # INSERT ... RETURNING doubles the statement's time on PostgreSQL.
-    session.connection().execute(insert(tasks_table), rows)
+    connection.execute(insert(tasks_table), rows)
     created = [_persistent_task(row) for row in rows]
     session.add_all(created)  # detached -> persistent: no SQL
     record_moves(

@@ -250,7 +250,7 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: date
         result = _execute(session, update(_T).where(*where).values(change.values))
         if result.rowcount != 1:
             continue  # another process changed it first: read again and decide again
-        old_state = task.state
+        old_state, started_at = task.state, task.started_at
         if change.attempt is not None:
             _end_attempt(session, task, change.attempt, now)
         for key, value in change.values.items():
@@ -258,7 +258,7 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: date
         if change.target is not None:
             _refresh_active_tasks(session, task)
             outcome = None if change.attempt is None else change.attempt["outcome"]
-            moved = change_of(task, old_state, outcome=outcome, moved_at=now)
+            moved = change_of(task, old_state, outcome=outcome, moved_at=now, ended=started_at)
             record_moves(session, [moved], now=now)
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])

@@ -216,8 +216,11 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
-    assert migrations.current(empty_url) == "tasktoolkit_0006"
+    assert migrations.current(empty_url) == "tasktoolkit_0007_observability"
     assert "notified_at" not in {c["name"] for c in columns(empty_url, "tasktoolkit_operations")}
+    migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0006"
+    assert "trace_context" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0005"
     assert "redeliver_after" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
@@ -247,8 +250,10 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0006"
     migrations.upgrade(empty_url, "+1")
-    assert migrations.current(empty_url) == migrations.heads()[0]
-    assert migrations.heads()[0] == "tasktoolkit_0007_notifications"
+    assert migrations.current(empty_url) == "tasktoolkit_0007_observability"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0008_notifications"
+    assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 
 def test_tasks_already_there_get_three_heartbeat_timeouts_to_start(
@@ -278,7 +283,7 @@ def test_tasks_already_there_get_three_heartbeat_timeouts_to_start(
 
 
 def test_operations_already_finished_count_as_notified(backend: str, empty_url: URL) -> None:
-    migrations.upgrade(empty_url, "tasktoolkit_0006")
+    migrations.upgrade(empty_url, "tasktoolkit_0007_observability")
     engine = create_engine(empty_url)
     finished = datetime(2026, 1, 1, 12, tzinfo=UTC)
     try:

@@ -1,7 +1,7 @@
 """Notifications: when the end of an operation was handed to the broker.
 
-Revision ID: tasktoolkit_0007_notifications
-Revises: tasktoolkit_0006
+Revision ID: tasktoolkit_0008_notifications
+Revises: tasktoolkit_0007_observability
 Create Date: 2026-12-06 13:30:00
 
 Operations get ``notified_at`` (``None`` until the notification of their end
@@ -19,8 +19,8 @@ from alembic import op
 
 from tasktoolkit.orm.migrations._columns import utc_datetime
 
-revision: str = "tasktoolkit_0007_notifications"
-down_revision: str | None = "tasktoolkit_0006"
+revision: str = "tasktoolkit_0008_notifications"
+down_revision: str | None = "tasktoolkit_0007_observability"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
