@@ -5,6 +5,8 @@ the toolkit's middlewares, which records what it received as its operation's glo
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,7 +52,14 @@ def _async_httpx(base: str, path: str, headers: dict[str, str]) -> str:
         async with httpx.AsyncClient(event_hooks=async_httpx_event_hooks()) as client:
             return (await client.post(base + path, headers=headers)).headers["X-Request-Id"]
 
-    return asyncio.run(send())  # the task runs in a copy of the caller's context
+    # In a thread of its own (another test may leave an event loop running in this one:
+    # Playwright's), in a copy of the caller's context, as an asyncio task runs.
+    answered: list[str] = []
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=lambda: answered.append(context.run(asyncio.run, send())))
+    thread.start()
+    thread.join(timeout=30)
+    return answered[0]
 
 
 def _keystone_session(base: str, path: str, headers: dict[str, str]) -> str:
