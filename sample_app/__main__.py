@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sample_app.agents import Agents
     from tasktoolkit.celery import CeleryBridge
     from tasktoolkit.hooks import Hook
+    from tasktoolkit.oslo import Notifications
 
 __all__ = ["main"]
 
@@ -58,6 +60,16 @@ _DB = "sqlite:///sample_app.db"
 _DB_HELP = f"SQLAlchemy URL of the database ({_DB}); PostgreSQL and MariaDB URLs work too"
 _DELAY = "seconds each task takes"
 _AGENTS = "worker threads; 0 runs none (the reaper still runs)"
+_NOTIFY = (
+    "emit tasktoolkit.operation.end on this oslo.messaging transport (rabbit://...) when an "
+    "operation ends; needs the [oslo] extra"
+)
+_PEER = (
+    "tell the sample served at this URL of each port wired (l2_wiring creates a network there), "
+    "through keystoneauth, carrying the port request's id"
+)
+#: What each line logged on stderr says: which request (and operation) it belongs to.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(operation_id)s] %(message)s"
 _BROKER_SERVE = (
     "publish the port tasks to Celery on this broker (amqp://... or redis://...), run by "
     "`agents --broker`; needs --agents 0"
@@ -114,6 +126,8 @@ def _add_agent_options(command: argparse.ArgumentParser, broker_help: str) -> No
         "--start-timeout", type=_start_timeout, default=None, metavar="S", help=_START
     )
     command.add_argument("--broker", default=None, metavar="URL", help=broker_help)
+    command.add_argument("--notify-url", default=None, metavar="URL", help=_NOTIFY)
+    command.add_argument("--peer-url", default=None, metavar="URL", help=_PEER)
 
 
 def _stop_on_sigterm(stop: threading.Event) -> None:
@@ -138,18 +152,43 @@ def _engine(url: str) -> Engine | None:
         return None
 
 
+def _log_to_stderr() -> None:
+    """Warnings and errors on stderr, each line with its request's ids (``-`` outside one)."""
+    import logging
+
+    from tasktoolkit.middleware import RequestIdLogFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdLogFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+
+
+def _notifications(args: argparse.Namespace, engine: Engine) -> Notifications | None:
+    """The notifications of ``--notify-url``, or ``None`` after saying in one line why not."""
+    try:
+        from tasktoolkit.oslo import Notifications
+
+        return Notifications(engine, url=args.notify_url, sweep_after=5)
+    except Exception as exc:  # a missing extra, or a URL oslo.messaging refuses
+        print(f"sample_app: cannot use --notify-url: {exc}", file=sys.stderr)
+        return None
+
+
 def _until_stopped(
     args: argparse.Namespace,
     engine: Engine,
     what: str,
     wait: Callable[[threading.Event], object],
-    sweep: Callable[[], int] | None = None,
+    sweeps: Sequence[Callable[[], int]] = (),
+    notifications: Notifications | None = None,
 ) -> int:
     """Run the agents (and the reaper) while ``wait(stop)`` blocks, until SIGTERM (which sets
-    ``stop``) or Ctrl-C, then stop them gracefully; then dispose ``engine``."""
+    ``stop``) or Ctrl-C, then stop them gracefully; then send the ends still held and
+    dispose ``engine``."""
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    agents = _agents_of(args, engine, count=args.agents, sweep=sweep)
+    agents = _agents_of(args, engine, count=args.agents, sweeps=sweeps)
     try:
         with agents:
             print(f"{what} (Ctrl-C to stop)", flush=True)
@@ -157,12 +196,18 @@ def _until_stopped(
     except KeyboardInterrupt:
         pass
     finally:
+        if notifications is not None:
+            notifications.close()
         engine.dispose()
     return 0
 
 
 def _agents_of(
-    args: argparse.Namespace, engine: Engine, *, count: int, sweep: Callable[[], int] | None
+    args: argparse.Namespace,
+    engine: Engine,
+    *,
+    count: int,
+    sweeps: Sequence[Callable[[], int]],
 ) -> Agents:
     from sample_app.agents import Agents
 
@@ -171,7 +216,8 @@ def _agents_of(
         count=count,
         task_delay=args.task_delay,
         start_timeout=args.start_timeout,
-        sweep=sweep,
+        sweeps=sweeps,
+        peer_url=args.peer_url,
     )
 
 
@@ -209,18 +255,49 @@ def _with_metrics(app: WSGIApplication, engine: Engine, hooks: list[Hook]) -> WS
     return serve
 
 
-def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
+def _bridge(
+    args: argparse.Namespace, engine: Engine, hooks: Sequence[Hook]
+) -> CeleryBridge | None:
     """The Celery bridge of ``--broker``, or ``None`` after saying in one line why not."""
     from sample_app.celery_agents import make_bridge
     from tasktoolkit import Settings, Toolkit
     from tasktoolkit.errors import InvalidBrokerError
 
     try:
-        toolkit = Toolkit(engine, Settings(sweep_after="5s"))
-        return make_bridge(toolkit, args.broker, task_delay=args.task_delay)
+        toolkit = Toolkit(engine, Settings(sweep_after="5s", hooks=hooks))
+        return make_bridge(
+            toolkit, args.broker, task_delay=args.task_delay, peer_url=args.peer_url
+        )
     except (InvalidBrokerError, ImportError) as exc:
         print(f"sample_app: cannot use --broker {args.broker!r}: {exc}", file=sys.stderr)
         return None
+
+
+@dataclass
+class _Upkeep:
+    """What ``serve`` and ``agents`` run beside the agents: the hooks (every toolkit made on
+    the engine carries the same), ``--notify-url``'s notifications, ``--broker``'s bridge,
+    and what the reaper sweeps."""
+
+    hooks: list[Hook]
+    notifications: Notifications | None
+    bridge: CeleryBridge | None
+    sweeps: list[Callable[[], int]]
+
+
+def _upkeep(args: argparse.Namespace, engine: Engine) -> _Upkeep | None:
+    """The upkeep of ``args``; ``None`` after saying why one of its parts cannot be."""
+    hooks = _observability()
+    notifications = None if args.notify_url is None else _notifications(args, engine)
+    if args.notify_url is not None and notifications is None:
+        return None
+    if notifications is not None:
+        hooks.append(notifications)
+    bridge = None if args.broker is None else _bridge(args, engine, hooks)
+    if args.broker is not None and bridge is None:
+        return None
+    sweeps = [found.sweep for found in (bridge, notifications) if found is not None]
+    return _Upkeep(hooks, notifications, bridge, sweeps)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -233,24 +310,27 @@ def _serve(args: argparse.Namespace) -> int:
     engine = _engine(args.db_url)
     if engine is None:
         return 2
-    bridge = None if args.broker is None else _bridge(args, engine)
-    if args.broker is not None and bridge is None:
+    upkeep = _upkeep(args, engine)
+    if upkeep is None:
         engine.dispose()
         return 2
     try:
-        hooks = _observability()
-        app = make_app(engine, start_timeout=args.start_timeout, hooks=hooks)
-        app = OperationPages(_with_metrics(app, engine, hooks))
+        app = make_app(engine, start_timeout=args.start_timeout, hooks=upkeep.hooks)
+        app = OperationPages(_with_metrics(app, engine, upkeep.hooks))
         server = make_threaded_server(app, args.host, args.port, log=args.log_requests)
     except OSError as exc:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         engine.dispose()
         return 2
-    sweep = None if bridge is None else bridge.sweep
     try:
         url = server_url(server)
         return _until_stopped(
-            args, engine, f"Serving on {url}/", lambda _: server.serve_forever(), sweep
+            args,
+            engine,
+            f"Serving on {url}/",
+            lambda _: server.serve_forever(),
+            upkeep.sweeps,
+            upkeep.notifications,
         )
     finally:
         server.server_close()
@@ -260,23 +340,30 @@ def _agents(args: argparse.Namespace) -> int:
     engine = _engine(args.db_url)
     if engine is None:
         return 2
+    upkeep = _upkeep(args, engine)
+    if upkeep is None:
+        engine.dispose()
+        return 2
     from tasktoolkit import Settings, Toolkit
 
-    Toolkit(engine, Settings(hooks=_observability()))  # its hooks ride on the engine
-    if args.broker is None:
+    Toolkit(engine, Settings(hooks=upkeep.hooks))  # its hooks ride on the engine
+    if upkeep.bridge is None:
         return _until_stopped(
-            args, engine, f"{args.agents} agents running", lambda stop: stop.wait()
+            args,
+            engine,
+            f"{args.agents} agents running",
+            lambda stop: stop.wait(),
+            upkeep.sweeps,
+            upkeep.notifications,
         )
     from sample_app.celery_agents import run_worker
 
-    bridge = _bridge(args, engine)
-    if bridge is None:
-        engine.dispose()
-        return 2
     try:
-        reaper = _agents_of(args, engine, count=0, sweep=bridge.sweep)
-        run_worker(bridge, concurrency=args.agents, reaper=reaper)
+        reaper = _agents_of(args, engine, count=0, sweeps=upkeep.sweeps)
+        run_worker(upkeep.bridge, concurrency=args.agents, reaper=reaper)
     finally:
+        if upkeep.notifications is not None:
+            upkeep.notifications.close()
         engine.dispose()
     return 0
 
@@ -288,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sample_app.demo import run_demo
 
         return run_demo(task_delay=args.task_delay, agents=args.agents, stay=args.stay)
+    _log_to_stderr()
     if args.command == "serve":
         return _serve(args)
     return _agents(args)

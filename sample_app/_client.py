@@ -28,10 +28,16 @@ class Client:
 
     :param project: sent as ``X-Project-Id``.
     :param roles: sent as ``X-Roles``.
+    :param system_scope: sent as ``OpenStack-System-Scope`` (``all``: a system-scoped caller).
     """
 
     def __init__(
-        self, base_url: str, *, project: str | None = None, roles: str | None = None
+        self,
+        base_url: str,
+        *,
+        project: str | None = None,
+        roles: str | None = None,
+        system_scope: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = {"Accept": "application/json"}
@@ -39,6 +45,8 @@ class Client:
             self.headers["X-Project-Id"] = project
         if roles is not None:
             self.headers["X-Roles"] = roles
+        if system_scope is not None:
+            self.headers["OpenStack-System-Scope"] = system_scope
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Reply:
         """Send one request; HTTP errors are returned as replies, not raised."""

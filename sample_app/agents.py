@@ -30,8 +30,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
@@ -42,11 +43,14 @@ from tasktoolkit.orm import Job, Worker, reap
 
 __all__ = [
     "INJECTED_FAILURE",
+    "PEER_TASK",
+    "PEER_UNAVAILABLE",
     "STEPS",
     "UNEXPECTED_ERROR",
     "Agents",
     "do_job",
     "run_job",
+    "tell_peer",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,10 @@ log = logging.getLogger(__name__)
 INJECTED_FAILURE = "injected_failure"
 #: The error code of a task whose work raised an unexpected exception.
 UNEXPECTED_ERROR = "worker_error"
+#: The error code of a task whose peer did not answer (retried).
+PEER_UNAVAILABLE = "peer_unavailable"
+#: The task that tells the peer of a port, when there is a peer.
+PEER_TASK = "l2_wiring"
 #: Progress reports per task.
 STEPS = 5
 #: Longest an agent goes without a heartbeat while it works, in seconds.
@@ -63,9 +71,49 @@ HEARTBEAT_EVERY = 2.0
 GRACE = 5.0
 
 
-def _port_name(worker: Worker, port_id: str) -> str | None:
+def _port(worker: Worker, port_id: str) -> tuple[str | None, str | None]:
+    """The port's name and project (``None``, ``None`` once it is gone)."""
     with worker.transaction() as session:
-        return session.execute(select(Port.name).where(Port.id == port_id)).scalar()
+        row = session.execute(select(Port.name, Port.project_id).where(Port.id == port_id)).first()
+    return (None, None) if row is None else (row.name, row.project_id)
+
+
+def tell_peer(peer_url: str, job: Job, project_id: str | None) -> str:
+    """Tell a peer service of the port ``job`` wires (a network named after it, there); the
+    peer's network id.
+
+    A stand-in for a call to another OpenStack service (Neutron tells Nova of its
+    ports): through a keystoneauth ``Adapter`` over the toolkit's
+    :class:`~tasktoolkit.outgoing.KeystoneSession`, so the call carries the id of
+    the request that created the port, which the peer records as its operation's
+    ``global_request_id``.
+
+    :raises TaskFailure: ``peer_unavailable`` (retryable) when the peer does not answer 201.
+    """
+    from keystoneauth1 import adapter
+    from keystoneauth1 import exceptions as ks_exceptions
+
+    from tasktoolkit.outgoing import KeystoneSession
+
+    session = KeystoneSession(timeout=10)
+    peer = adapter.Adapter(
+        session,
+        endpoint_override=peer_url,
+        additional_headers={"X-Project-Id": project_id or ""},
+        raise_exc=False,
+    )
+    name = f"{job.name} of port {job.resource_id}"
+    try:
+        reply = peer.post("/networks", json={"network": {"name": name}})
+    except ks_exceptions.ClientException as exc:
+        raise TaskFailure(PEER_UNAVAILABLE, f"{peer_url}: {exc}", retryable=True) from None
+    finally:
+        session.session.close()
+    if reply.status_code != 201:
+        raise TaskFailure(
+            PEER_UNAVAILABLE, f"{peer_url} answered {reply.status_code}", retryable=True
+        )
+    return str(reply.json()["network"]["id"])
 
 
 def _pause(job: Job, seconds: float) -> None:
@@ -105,20 +153,27 @@ def _work(job: Job, port_name: str | None, task_delay: float) -> None:
         job.progress(100 * (step + 1) // STEPS, f"step {step + 1} of {STEPS}")
 
 
-def run_job(worker: Worker, job: Job, *, task_delay: float) -> None:
+def run_job(worker: Worker, job: Job, *, task_delay: float, peer_url: str | None = None) -> None:
     """Run one claimed port task to its end, recording the outcome (see :class:`Job`)."""
     with job:
-        do_job(worker, job, task_delay=task_delay)
+        do_job(worker, job, task_delay=task_delay, peer_url=peer_url)
 
 
-def do_job(worker: Worker, job: Job, *, task_delay: float) -> None:
+def do_job(worker: Worker, job: Job, *, task_delay: float, peer_url: str | None = None) -> None:
     """The work of one claimed port task, inside its ``with job:`` block (a database
-    agent's, or the Celery bridge's)."""
-    port_name = _port_name(worker, job.resource_id)
+    agent's, or the Celery bridge's).
+
+    :param peer_url: a peer to tell of each port wired (:func:`tell_peer`), by ``l2_wiring``.
+    """
+    port_name, project_id = _port(worker, job.resource_id)
     _work(job, port_name, task_delay)
     if job.name != PORT_DELETE_TASK:
-        # What the agent did, shown as the task's result.
-        job.succeed(result={"agent": worker.host, "port_name": port_name})
+        # What the agent did, shown as the task's result to every member of the
+        # project: never the agent's host, which only admins see (the task's own).
+        result: dict[str, Any] = {"port_name": port_name}
+        if peer_url is not None and job.name == PEER_TASK:
+            result["peer_network_id"] = tell_peer(peer_url, job, project_id)
+        job.succeed(result=result)
         return
     # Success and the delete in one transaction: either the port is gone
     # with its tasks and the operation counts the success, or nothing happened.
@@ -146,8 +201,10 @@ class Agents:
     :param start_timeout: the reaper also fails tasks pending longer than this
         since their spawn (seconds), whatever their rules; ``None``: their rules.
     :param grace: seconds a stopping agent lets its task run before handing it back.
-    :param sweep: also called after each run of the reaper: a Celery bridge's
-        ``sweep``, which publishes the tasks left unpublished.
+    :param sweeps: also called after each run of the reaper: a Celery bridge's
+        ``sweep``, which publishes the tasks left unpublished, notifications' ``sweep``,
+        which sends the operation ends never sent.
+    :param peer_url: a peer service the agents tell of each port they wire (:func:`tell_peer`).
     """
 
     def __init__(
@@ -160,7 +217,8 @@ class Agents:
         reap_interval: float = 1.0,
         start_timeout: float | None = None,
         grace: float = GRACE,
-        sweep: Callable[[], int] | None = None,
+        sweeps: Sequence[Callable[[], int]] = (),
+        peer_url: str | None = None,
     ) -> None:
         if not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be an integer >= 0, got {count!r}")
@@ -175,7 +233,8 @@ class Agents:
         self.reap_interval = reap_interval
         self.start_timeout = None if start_timeout is None else timedelta(seconds=start_timeout)
         self.grace = grace
-        self.sweep = sweep
+        self.sweeps = tuple(sweeps)
+        self.peer_url = peer_url
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._workers: list[Worker] = []
@@ -224,7 +283,7 @@ class Agents:
                 job = worker.claim(wait=self.idle_wait)
                 if job is None:
                     continue
-                run_job(worker, job, task_delay=self.task_delay)
+                run_job(worker, job, task_delay=self.task_delay, peer_url=self.peer_url)
             except TaskToolkitError as exc:
                 # The task went away (its port was deleted) or the reaper took it.
                 log.info("%s: %s", worker.host, exc)
@@ -236,12 +295,12 @@ class Agents:
         while not self._stop.wait(self.reap_interval):
             try:
                 result = reap(self.engine, start_timeout=self.start_timeout)
-                published = self.sweep() if self.sweep is not None else 0
+                swept = sum(sweep() for sweep in self.sweeps)
             except Exception:
                 log.exception("reaper: unexpected error; trying again later")
                 continue
-            if published:
-                log.warning("sweeper: %d tasks left unpublished published", published)
+            if swept:
+                log.warning("sweepers: %d tasks or operation ends left unsent sent", swept)
             if result.total:
                 log.warning(
                     "reaper: %d lost tasks failed, %d re-queued, %d cancelled, %d not started",

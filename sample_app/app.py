@@ -84,6 +84,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PROJECT",
+    "DEFAULT_ROLES",
     "SampleAPI",
     "make_app",
     "make_router",
@@ -91,8 +92,10 @@ __all__ = [
     "sample_settings",
 ]
 
-#: The project of a request without ``X-Project-Id``.
+#: The project of a request without ``X-Project-Id`` (and without system scope).
 DEFAULT_PROJECT = "demo"
+#: The roles of a request without ``X-Roles``: a member of its project.
+DEFAULT_ROLES = frozenset({"member"})
 #: The most ports one bulk request may create.
 MAX_BULK = 100
 #: The largest request body accepted, in bytes (the toolkit's, which a keyed request's
@@ -102,13 +105,17 @@ _NAME_MAX = 255
 
 
 def sample_caller(environ: Mapping[str, Any]) -> Caller:
-    """The caller as the sample trusts it: ``X-Project-Id`` (default ``demo``), ``X-Roles``.
+    """The caller as the sample trusts it: ``X-Project-Id`` (default ``demo``), ``X-Roles``
+    (default ``member``), ``OpenStack-System-Scope``.
 
-    Trusting these headers is only safe behind an authentication middleware
-    that sets them; the sample has none.
+    A system-scoped caller (``OpenStack-System-Scope: all``) has no project. Trusting
+    these headers is only safe behind an authentication middleware that sets them;
+    the sample has none.
     """
     caller = keystone_caller(environ)
-    if caller.project_id is None:
+    if not caller.roles:
+        caller = dataclasses.replace(caller, roles=DEFAULT_ROLES)
+    if caller.project_id is None and caller.system_scope is None:
         return dataclasses.replace(caller, project_id=DEFAULT_PROJECT)
     return caller
 
@@ -577,7 +584,7 @@ def sample_settings(
     hooks: Iterable[Hook] = (),
 ) -> Settings:
     """The sample's toolkit settings: its caller getter, the OpenAPI document served, and
-    ``hooks`` (metrics, tracing)."""
+    ``hooks`` (metrics, tracing, notifications)."""
     return Settings(
         caller_getter=caller_getter, authorize=authorize, serve_openapi=True, hooks=hooks
     )

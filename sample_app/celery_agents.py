@@ -25,15 +25,19 @@ from tasktoolkit.orm import Job
 __all__ = ["make_bridge", "run_worker"]
 
 
-def make_bridge(toolkit: Toolkit, broker_url: str, *, task_delay: float) -> CeleryBridge:
+def make_bridge(
+    toolkit: Toolkit, broker_url: str, *, task_delay: float, peer_url: str | None = None
+) -> CeleryBridge:
     """The bridge of the port tasks on ``broker_url``, with their handlers bound.
+
+    :param peer_url: as for :class:`~sample_app.agents.Agents`.
 
     :raises tasktoolkit.errors.InvalidBrokerError: not a RabbitMQ or Redis URL.
     """
     bridge = CeleryBridge(toolkit, broker_url)
 
     def handle(job: Job) -> None:
-        do_job(bridge.worker(), job, task_delay=task_delay)
+        do_job(bridge.worker(), job, task_delay=task_delay, peer_url=peer_url)
 
     for name in PORT_TASKS:
         bridge.handler(name)(handle)

@@ -3,7 +3,8 @@
 A port has no stored ``PENDING_*`` status: its ``status`` is derived from its
 tasks through the toolkit's :attr:`~tasktoolkit.orm.TaskResource.task_status`
 (``BUILD`` while a task is pending or running, ``ERROR`` when the latest run of
-a task failed, ``ACTIVE`` otherwise). ``ports.network_id`` references networks
+a task failed, ``DOWN`` when none failed but the latest run of a task was
+cancelled, ``ACTIVE`` otherwise). ``ports.network_id`` references networks
 with ``ON DELETE CASCADE``, so deleting a network deletes its ports in the
 database, and the toolkit's own cascade deletes their tasks.
 
@@ -60,16 +61,18 @@ HEARTBEAT_TIMEOUT = 30
 #: A task waits this long before its second attempt (doubling after, jittered).
 RETRY_BACKOFF = timedelta(seconds=1)
 
-# Neutron's words for the toolkit's derived statuses.
+# Neutron's words for the toolkit's derived statuses: a port whose latest run of some
+# task was cancelled (and none failed) was never wired, so it is DOWN, not ACTIVE.
 _STATUS = {
     ResourceStatus.BUSY: "BUILD",
     ResourceStatus.ERROR: "ERROR",
+    ResourceStatus.CANCELLED: "DOWN",
     ResourceStatus.IDLE: "ACTIVE",
 }
 
 
 def status_of(task_status: str | None) -> str:
-    """The API status (``BUILD``, ``ACTIVE``, ``ERROR``) for a toolkit task status."""
+    """The API status (``BUILD``, ``ACTIVE``, ``DOWN``, ``ERROR``) for a toolkit task status."""
     return _STATUS.get(task_status or ResourceStatus.IDLE, "ACTIVE")
 
 
@@ -103,7 +106,7 @@ class _SampleResource(TaskResource):
 
     @property
     def status(self) -> str:
-        """``BUILD``, ``ACTIVE`` or ``ERROR``, derived from the tasks (one query)."""
+        """``BUILD``, ``ACTIVE``, ``DOWN`` or ``ERROR``, derived from the tasks (one query)."""
         return status_of(self.task_status)
 
     @classmethod

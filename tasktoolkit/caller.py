@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -51,6 +51,7 @@ __all__ = [
     "anonymous_caller",
     "check_caller",
     "default_authorize",
+    "implied_roles",
     "keystone_caller",
 ]
 
@@ -70,7 +71,8 @@ class Rule(str):
     once, in the endpoint table (:mod:`tasktoolkit.endpoints`).
 
     :param access: ``"read"`` (readers of the project, and system readers),
-        ``"act"`` (members of the project) or ``"admin"`` (admins only).
+        ``"act"`` (members of the project, and system admins) or ``"admin"``
+        (admins of the project, and system admins).
     """
 
     access: Access
@@ -114,6 +116,10 @@ RULES: tuple[Rule, ...] = (
 #: The rules that only read, which a system-scoped reader passes.
 READ_RULES = frozenset(rule for rule in RULES if rule.access == READ)
 _ACCESS: dict[str, Access] = {str(rule): rule.access for rule in RULES}
+#: The role each kind of rule needs (:func:`default_authorize`).
+_NEEDS: dict[Access, str] = {READ: "reader", ACT: "member", ADMIN: "admin"}
+#: keystone's default role implications, each role before the one it implies.
+_IMPLIES = (("admin", "member"), ("member", "reader"))
 
 #: The longest project or user id the records keep (their columns' size, in characters).
 CALLER_ID_LENGTH = 64
@@ -200,23 +206,35 @@ def check_caller(caller: Caller) -> Caller:
     return caller
 
 
-def default_authorize(caller: Caller, rule: str, target: Mapping[str, Any]) -> bool:
-    """The default rules, for every rule of :data:`RULES`, by its :attr:`Rule.access`.
+def implied_roles(roles: Iterable[str]) -> frozenset[str]:
+    """``roles`` with those keystone's default roles imply: ``admin`` implies ``member``,
+    which implies ``reader`` (a keystone token lists them all; a trusted header may not)."""
+    found = set(roles)
+    for role, implied in _IMPLIES:
+        if role in found:
+            found.add(implied)
+    return frozenset(found)
 
-    - a caller with the ``admin`` role may do everything, in every project;
-    - ``admin`` rules (hosts and tracebacks, :data:`TASKS_SHOW_HOST`) are for admins only;
-    - a system-scoped caller (``system_scope == "all"``) with the ``reader`` or
-      ``member`` role passes the ``read`` rules in every project;
-    - a caller in a project passes the ``read`` and ``act`` rules in that project.
+
+def default_authorize(caller: Caller, rule: str, target: Mapping[str, Any]) -> bool:
+    """keystone's secure RBAC, for every rule of :data:`RULES`, by its :attr:`Rule.access`.
+
+    - a ``read`` rule needs the ``reader`` role, an ``act`` rule ``member``, an
+      ``admin`` rule (hosts and tracebacks, :data:`TASKS_SHOW_HOST`) ``admin``;
+      admin implies member implies reader (:func:`implied_roles`);
+    - a project-scoped caller passes them in its own project only (a project
+      admin administers that project, not every one);
+    - a system-scoped caller (``system_scope == "all"``) passes the ``read``
+      rules in every project; only a system admin passes the others there;
+    - a caller with no role passes none.
     """
     access = _ACCESS.get(rule)
     if access is None:
         return False
-    if "admin" in caller.roles:
-        return True
-    if access == ADMIN:
+    roles = implied_roles(caller.roles)
+    if _NEEDS[access] not in roles:
         return False
-    if access == READ and caller.system_scope == "all" and caller.roles & {"reader", "member"}:
-        return True
+    if caller.system_scope == "all":
+        return access == READ or "admin" in roles
     project_id = target.get("project_id")
     return caller.project_id is not None and project_id == caller.project_id

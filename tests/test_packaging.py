@@ -129,6 +129,17 @@ def test_the_optional_bridges_are_imported_only_when_used() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_the_clients_and_the_broker_are_imported_only_when_used() -> None:
+    """``tasktoolkit.outgoing`` imports no HTTP client until its hook is used, and
+    ``tasktoolkit.oslo`` no oslo.messaging until notifications are made."""
+    code = (
+        "import sys, tasktoolkit.outgoing, tasktoolkit.oslo; print(sorted({m.split('.')[0] for m "
+        "in sys.modules} & {'requests', 'httpx', 'keystoneauth1', 'oslo_messaging'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_the_celery_extra_is_declared(wheel: tuple[Path, str]) -> None:
     with zipfile.ZipFile(wheel[0]) as archive:
         info = f"tasktoolkit-{tasktoolkit.__version__}.dist-info"

@@ -162,9 +162,10 @@ def _resource(call: Call, rule: str) -> tuple[str, str]:
         what = collection if model is None else model.__resource_type__
         raise NotFoundError(f"no {what} {raw!r}")
     resource_id = str(key)
-    admin = call.all_projects(rule)
-    visible = call.mounted.visibility(
-        call.session, model, resource_id, caller=call.caller, admin=admin
+    scope = call.scope(rule)
+    # A caller who may read nothing under ``rule`` (no role) sees no resource's tasks.
+    visible = (scope.all_projects or scope.project_id is not None) and call.mounted.visibility(
+        call.session, model, resource_id, caller=call.caller, admin=scope.all_projects
     )
     if not visible:
         raise NotFoundError(f"no {model.__resource_type__} {raw!r}")

@@ -30,6 +30,7 @@ from tasktoolkit._environ import (
     GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_REQUEST_ID_KEY,
+    OPERATION_ID_KEY,
     OPERATION_LOCATION_KEY,
     REQUEST_ID_KEY,
     SETTINGS_KEY,
@@ -209,6 +210,7 @@ class RequestIdMiddleware:
                     "request %s: the application raised while its body was sent",
                     request_id,
                     exc_info=exc,
+                    extra=_operation_of(environ),
                 )
                 return None
             # Called while ``exc`` is being handled: sys.exc_info() is its.
@@ -275,7 +277,12 @@ class RequestIdMiddleware:
             re-raises it if it has sent the headers already (the app used
             ``write()``) and aborts.
         """
-        _log.error("request %s: the application raised", request_id, exc_info=exc_info)
+        _log.error(
+            "request %s: the application raised",
+            request_id,
+            exc_info=exc_info,
+            extra=_operation_of(environ),
+        )
         error = ApplicationError("the server failed to answer; the error is logged with this id")
         response = response_for(environ, error)
         headers = list(response.headerlist)
@@ -285,6 +292,13 @@ class RequestIdMiddleware:
             headers.append(("Operation-Location", location))
         start_response(response.status, headers, exc_info if started else None)
         return [response.body]
+
+
+def _operation_of(environ: WSGIEnvironment) -> dict[str, str] | None:
+    """The request's operation id for a log line made once its operation's context is left
+    (the app raised through the operation middleware): every line of a request names it."""
+    operation_id = environ.get(OPERATION_ID_KEY)
+    return {"operation_id": operation_id} if isinstance(operation_id, str) else None
 
 
 def _leave(around: AbstractContextManager[object]) -> None:

@@ -113,6 +113,8 @@ class Operation(RecordBase):
         Index("ix_tasktoolkit_operations_expires", "expires_at"),
         # The reaper's lost requests: only requests still in flight have a deadline.
         Index("ix_tasktoolkit_operations_request_deadline", "request_deadline"),
+        # The notifications' sweep: finished, not notified, in a window of finish times.
+        Index("ix_tasktoolkit_operations_to_notify", "notified_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(exact_string(40), primary_key=True)
@@ -144,6 +146,9 @@ class Operation(RecordBase):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+    #: When the notification of its end was handed to the broker; ``None`` until
+    #: then (and for ever where nothing sends notifications).
+    notified_at: Mapped[datetime | None]
 
     @property
     def error(self) -> dict[str, str] | None:

@@ -100,6 +100,7 @@ class ResourceStatus:
 
     BUSY = "busy"
     ERROR = "error"
+    CANCELLED = "cancelled"
     IDLE = "idle"
 
 
@@ -188,7 +189,9 @@ class TaskResource:
     @hybrid_property
     def task_status(self) -> str:
         """``busy`` while a task is pending or running, ``error`` when the latest
-        run of some task name failed, else ``idle``. Expired tasks do not count.
+        run of some task name failed, ``cancelled`` when none failed but the latest
+        run of some task name was cancelled (its work was never done), else
+        ``idle``. Expired tasks do not count.
 
         Works on an instance (one query) and in SQL:
         ``select(Port).where(Port.task_status == "busy")``.
@@ -235,11 +238,16 @@ def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
         (later.c.created_at > t.c.created_at)
         | and_(later.c.created_at == t.c.created_at, later.c.id > t.c.id),
     )
-    failed_last = exists().where(
-        fk_t == pk, t.c.state == TaskState.FAILED.value, _live(t), ~newer_run
-    )
+
+    def ended_last(state: TaskState) -> ColumnElement[bool]:
+        """The latest run of some task name ended in ``state``."""
+        return exists().where(fk_t == pk, t.c.state == state.value, _live(t), ~newer_run)
+
     return case(
-        (busy, ResourceStatus.BUSY), (failed_last, ResourceStatus.ERROR), else_=ResourceStatus.IDLE
+        (busy, ResourceStatus.BUSY),
+        (ended_last(TaskState.FAILED), ResourceStatus.ERROR),
+        (ended_last(TaskState.CANCELLED), ResourceStatus.CANCELLED),
+        else_=ResourceStatus.IDLE,
     )
 
 

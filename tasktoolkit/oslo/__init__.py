@@ -6,6 +6,9 @@
   and of workers carry the right request, global request, user and project;
 - :class:`PolicyAuthorizer` and :func:`list_rules`: the toolkit's authorization
   hook answered by oslo.policy, with documented default rules;
+- :class:`Notifications`: ``tasktoolkit.operation.end`` on oslo.messaging's
+  notification bus when an operation ends, at least once (oslo.messaging is
+  imported only when one is made);
 - :func:`list_opts`, :func:`settings_from_config` and :func:`toolkit_from_config`:
   the toolkit's options in the service's configuration file (``[tasktoolkit]``),
   and its database from ``[database] connection``.
@@ -30,14 +33,24 @@ from tasktoolkit.oslo._config import (
     toolkit_from_config,
 )
 from tasktoolkit.oslo._context import OsloContextFilter, job_context, oslo_caller, oslo_context
+from tasktoolkit.oslo._notifications import (
+    EVENT_TYPE,
+    PAYLOAD_VERSION,
+    Notifications,
+    operation_payload,
+)
 from tasktoolkit.oslo._policy import PolicyAuthorizer, list_rules
 
 __all__ = [
+    "EVENT_TYPE",
+    "PAYLOAD_VERSION",
+    "Notifications",
     "OsloContextFilter",
     "PolicyAuthorizer",
     "job_context",
     "list_opts",
     "list_rules",
+    "operation_payload",
     "oslo_caller",
     "oslo_context",
     "register_opts",

@@ -8,21 +8,22 @@ from typing import Any
 from oslo_config import cfg
 from oslo_policy import policy
 
-from tasktoolkit.caller import ACT, ADMIN, READ, RULES, Caller, Rule
+from tasktoolkit.caller import ACT, ADMIN, READ, RULES, Caller, Rule, implied_roles
 from tasktoolkit.endpoints import ENDPOINTS
 
 __all__ = ["PolicyAuthorizer", "list_rules"]
 
-# keystone's default roles (admin implies member implies reader) and scopes.
-_ADMIN = "role:admin"
+# keystone's secure RBAC personas (admin implies member implies reader).
+_SYSTEM_ADMIN = "role:admin and system_scope:all"
 _SYSTEM_READER = "role:reader and system_scope:all"
-_PROJECT_READER = "role:reader and project_id:%(project_id)s"
+_PROJECT_ADMIN = "role:admin and project_id:%(project_id)s"
 _PROJECT_MEMBER = "role:member and project_id:%(project_id)s"
+_PROJECT_READER = "role:reader and project_id:%(project_id)s"
 #: The default check of each kind of rule (:attr:`tasktoolkit.caller.Rule.access`).
 _CHECKS = {
-    READ: f"({_ADMIN}) or ({_SYSTEM_READER}) or ({_PROJECT_READER})",
-    ACT: f"({_ADMIN}) or ({_PROJECT_MEMBER})",
-    ADMIN: _ADMIN,
+    READ: f"({_SYSTEM_READER}) or ({_PROJECT_READER})",
+    ACT: f"({_SYSTEM_ADMIN}) or ({_PROJECT_MEMBER})",
+    ADMIN: f"({_SYSTEM_ADMIN}) or ({_PROJECT_ADMIN})",
 }
 _SCOPES = ["system", "project"]
 
@@ -53,9 +54,14 @@ def list_rules() -> list[Any]:
     Each rule's check follows who passes it (:attr:`tasktoolkit.caller.Rule.access`);
     the requests it guards are the endpoint table's.
 
-    - a project reader sees its project's tasks and operations, a member cancels them;
-    - a system-scoped reader sees every project's, read only;
-    - an admin does everything, and alone sees hosts and tracebacks.
+    keystone's secure RBAC, as :func:`tasktoolkit.caller.default_authorize`:
+
+    - a project reader sees its project's tasks and operations, a member also
+      acts on them, an admin also sees their hosts and tracebacks: in that
+      project only;
+    - a system-scoped reader sees every project's, read only; a system admin
+      does everything in every project;
+    - a caller with no role gets nothing.
     """
     return [_default(rule) for rule in RULES]
 
@@ -71,7 +77,9 @@ class PolicyAuthorizer:
         one, so only the defaults apply.
 
     A target value that is ``None`` (``project_id`` of "every project") is left
-    out, so ``project_id:%(project_id)s`` does not hold for it.
+    out, so ``project_id:%(project_id)s`` does not hold for it. The caller's
+    roles go with those keystone's default roles imply
+    (:func:`~tasktoolkit.caller.implied_roles`), as a keystone token lists them.
 
     Example::
 
@@ -93,7 +101,7 @@ class PolicyAuthorizer:
         creds: dict[str, Any] = {
             "project_id": caller.project_id,
             "user_id": caller.user_id,
-            "roles": sorted(caller.roles),
+            "roles": sorted(implied_roles(caller.roles)),
             "system_scope": caller.system_scope,
         }
         kept = {key: value for key, value in target.items() if value is not None}

@@ -165,7 +165,10 @@ def api(served: Callable[..., tuple[str, Counted]]) -> str:
     return served()[0]
 
 
-ADMIN = "X-Roles: admin"  # the operations of these tests belong to no project
+#: A system admin: the operations of these tests belong to no project.
+ADMIN = "X-Roles: admin"
+SYSTEM = "OpenStack-System-Scope: all"
+AS_ADMIN = ("--header", ADMIN, "--header", SYSTEM)
 
 
 def test_watch_follows_an_operation_location_over_http(
@@ -177,7 +180,7 @@ def test_watch_follows_an_operation_location_over_http(
     rid, _ = spawn(session_factory, ["build"])
     job = claim(engine, ["build"])
     job.progress(30, "copying")
-    watch = Watch(capsys, ["watch", f"{api}/operations/{rid}", "--header", ADMIN])
+    watch = Watch(capsys, ["watch", f"{api}/operations/{rid}", *AS_ADMIN])
     assert f"{rid} POST /clusters: running (HTTP 202)" in watch.until("running")
     job.succeed(result={"ok": True})
     assert watch.ended() == 0
@@ -192,7 +195,7 @@ def test_watch_over_http_exits_3_when_the_operation_failed(
 ) -> None:
     rid, _ = spawn(session_factory, ["build"])
     claim(engine, ["build"]).fail("no_capacity", "the rack is full")
-    status, out, err = run(capsys, "watch", f"{api}/operations/{rid}", "--header", ADMIN)
+    status, out, err = run(capsys, "watch", f"{api}/operations/{rid}", *AS_ADMIN)
     assert (status, err) == (commands.EXIT_OPERATION_FAILED, "")
     assert "the rack is full" in out
 
@@ -202,7 +205,7 @@ def test_watch_over_http_exits_3_when_the_operation_failed(
     [
         pytest.param(
             "/operations/req-00000000-0000-4000-8000-000000000000",
-            [ADMIN],
+            [ADMIN, SYSTEM],
             "HTTP 404: no operation 'req-00000000-0000-4000-8000-000000000000'",
             id="unknown",
         ),
@@ -231,7 +234,7 @@ def test_watch_over_http_gives_up_after_its_timeout(
 ) -> None:
     rid, _ = spawn(session_factory, ["build"])
     url = f"{api}/operations/{rid}"
-    status, _, err = run(capsys, "watch", url, "--header", ADMIN, "--timeout", "1s")
+    status, _, err = run(capsys, "watch", url, *AS_ADMIN, "--timeout", "1s")
     assert status == commands.EXIT_ERROR
     assert err == f"tasktoolkit: error: {url} is still running after --timeout\n"
 
@@ -244,7 +247,7 @@ def test_watch_over_http_polls_as_retry_after_says_when_the_server_holds_no_wait
     api, counted = served(max_waiting=0)
     rid, _ = spawn(session_factory, ["build"])
     url = f"{api}/operations/{rid}"
-    status, _, err = run(capsys, "watch", url, "--header", ADMIN, "--timeout", "3s")
+    status, _, err = run(capsys, "watch", url, *AS_ADMIN, "--timeout", "3s")
     assert (status, err) == (1, f"tasktoolkit: error: {url} is still running after --timeout\n")
     assert 2 <= counted.requests <= 5  # one a second (Retry-After: 1), not one after another
 

@@ -55,11 +55,15 @@ def app(session_factory: sessionmaker[Session]) -> TestApp:
 
 
 def caller(project: str, *, admin: bool = False) -> dict[str, str]:
-    """Headers of a caller in ``project`` (as keystonemiddleware would set them)."""
-    headers = {"X-Project-Id": project, "X-User-Id": f"user-{project}"}
+    """Headers of a member of ``project``, or (``admin``) of a system admin, who administers
+    every project; as keystonemiddleware sets them from a token (implied roles listed)."""
     if admin:
-        headers["X-Roles"] = "admin,member"
-    return headers
+        return {
+            "X-User-Id": f"admin-{project}",
+            "X-Roles": "admin,member,reader",
+            "OpenStack-System-Scope": "all",
+        }
+    return {"X-Project-Id": project, "X-User-Id": f"user-{project}", "X-Roles": "member,reader"}
 
 
 @dataclass

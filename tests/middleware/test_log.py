@@ -70,3 +70,21 @@ def test_every_logger_through_the_handler_gets_the_ids(
     assert inside.request_id == response.headers["X-Request-Id"]  # type: ignore[attr-defined]
     assert inside.global_request_id == gid  # type: ignore[attr-defined]
     assert outside.request_id == "-"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("method", "operation"),
+    [
+        pytest.param("POST", True, id="a-mutating-request-names-its-operation"),
+        pytest.param("GET", False, id="a-read-has-none"),
+    ],
+)
+def test_the_line_of_an_app_that_raised_names_the_operation(
+    caplog: pytest.LogCaptureFixture, stack: webtest.TestApp, method: str, operation: bool
+) -> None:
+    caplog.handler.addFilter(RequestIdLogFilter())
+    response = stack.request("/raise", method=method, status=500)
+    request_id = response.headers["X-Request-Id"]
+    (raised,) = [r for r in caplog.records if "the application raised" in r.getMessage()]
+    assert raised.request_id == request_id  # type: ignore[attr-defined]
+    assert raised.operation_id == (request_id if operation else "-")  # type: ignore[attr-defined]

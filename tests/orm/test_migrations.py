@@ -127,7 +127,7 @@ def test_host_migrations_match_the_models(backend: str, empty_url: URL) -> None:
         "ck_tasktoolkit_tasks_progress",
         "ck_tasktoolkit_tasks_state",
     ]
-    assert len(result["datetime_types"]) == 17
+    assert len(result["datetime_types"]) == 18
     assert set(result["datetime_types"].values()) == {DATETIME_TYPE[backend]}
     assert "No new upgrade operations detected" in host_alembic("check", url=empty_url)
 
@@ -216,6 +216,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0007_observability"
+    assert "notified_at" not in {c["name"] for c in columns(empty_url, "tasktoolkit_operations")}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0006"
     assert "trace_context" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
     migrations.downgrade(empty_url, "-1")
@@ -247,7 +250,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0006"
     migrations.upgrade(empty_url, "+1")
-    head = "tasktoolkit_0007_observability"
+    assert migrations.current(empty_url) == "tasktoolkit_0007_observability"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0008_notifications"
     assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 
@@ -273,6 +278,39 @@ def test_tasks_already_there_get_three_heartbeat_timeouts_to_start(
                 text("SELECT id, redeliver_after FROM tasktoolkit_tasks ORDER BY id")
             ).all()
         assert [tuple(row) for row in found] == [("t1", 30), ("t2", 900)]
+    finally:
+        engine.dispose()
+
+
+def test_operations_already_finished_count_as_notified(backend: str, empty_url: URL) -> None:
+    migrations.upgrade(empty_url, "tasktoolkit_0007_observability")
+    engine = create_engine(empty_url)
+    finished = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            for operation_id, state, end in (
+                ("req-1", "running", None),
+                ("req-2", "succeeded", finished),
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO tasktoolkit_operations (id, method, path, state, created_at,"
+                        " updated_at, finished_at) VALUES (:id, 'POST', '/ports', :state, :now,"
+                        " :now, :end)"
+                    ).bindparams(bindparam("end", type_=UTCDateTime())),
+                    {"id": operation_id, "state": state, "now": finished, "end": end},
+                )
+        migrations.upgrade(empty_url)
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(text("id"), text("notified_at"))
+                .select_from(text("tasktoolkit_operations"))
+                .order_by(text("id"))
+            ).all()
+        assert [(row[0], row[1] is not None) for row in found] == [
+            ("req-1", False),
+            ("req-2", True),
+        ]
     finally:
         engine.dispose()
 

@@ -200,7 +200,23 @@ STATUS_CASES = [
     pytest.param([("a", "pending")], [], ResourceStatus.BUSY, id="pending-busy"),
     pytest.param([("a", "running")], [], ResourceStatus.BUSY, id="running-busy"),
     pytest.param([("a", "succeeded")], [], ResourceStatus.IDLE, id="succeeded-idle"),
-    pytest.param([("a", "cancelled")], [], ResourceStatus.IDLE, id="cancelled-idle"),
+    pytest.param([("a", "cancelled")], [], ResourceStatus.CANCELLED, id="cancelled"),
+    pytest.param(
+        [("a", "cancelled"), ("b", "cancelled")], [], ResourceStatus.CANCELLED, id="all-cancelled"
+    ),
+    pytest.param(
+        [("a", "cancelled"), ("a", "succeeded")],
+        [],
+        ResourceStatus.IDLE,
+        id="cancel-then-success",
+    ),
+    pytest.param(
+        [("a", "cancelled"), ("b", "failed")], [], ResourceStatus.ERROR, id="failure-over-cancel"
+    ),
+    pytest.param(
+        [("a", "cancelled"), ("b", "running")], [], ResourceStatus.BUSY, id="busy-over-cancel"
+    ),
+    pytest.param([("a", "cancelled")], [0], ResourceStatus.IDLE, id="expired-cancel-not-counted"),
     pytest.param([("a", "failed")], [], ResourceStatus.ERROR, id="failed-error"),
     pytest.param(
         [("a", "failed"), ("a", "succeeded")], [], ResourceStatus.IDLE, id="failure-then-success"

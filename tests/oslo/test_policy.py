@@ -20,7 +20,9 @@ from tasktoolkit.caller import (
     TASKS_LIST,
     TASKS_SHOW,
     TASKS_SHOW_HOST,
+    Authorize,
     Caller,
+    default_authorize,
 )
 from tasktoolkit.oslo import PolicyAuthorizer, list_rules, oslo_caller
 from tests.endpoints.conftest import Seeded, build_app
@@ -30,11 +32,6 @@ A, B = "project-a", "project-b"
 
 def who(project: str | None, *roles: str, system: str | None = None) -> Caller:
     return Caller(project_id=project, user_id="u", roles=frozenset(roles), system_scope=system)
-
-
-@pytest.fixture(scope="module")
-def authorize() -> PolicyAuthorizer:
-    return PolicyAuthorizer()
 
 
 def test_the_rules_are_the_toolkits() -> None:
@@ -59,42 +56,71 @@ def test_the_sample_generator_writes_them() -> None:
         assert f'#"{rule}": ' in result.stdout
 
 
+#: keystone's secure RBAC: (caller, rule, target project) -> allowed, for both authorizers.
+SECURE_RBAC = [
+    pytest.param(who(A, "reader"), TASKS_LIST, A, True, id="project-reader-lists-own"),
+    pytest.param(who(A, "reader"), TASKS_LIST, B, False, id="project-reader-not-other"),
+    pytest.param(who(A, "reader"), TASKS_LIST, None, False, id="project-reader-not-all"),
+    pytest.param(who(A, "reader"), TASKS_CANCEL, A, False, id="project-reader-cannot-cancel"),
+    pytest.param(who(A, "reader"), OPERATIONS_CANCEL, A, False, id="project-reader-no-op-cancel"),
+    pytest.param(who(A, "reader"), TASKS_SHOW_HOST, A, False, id="project-reader-no-hosts"),
+    pytest.param(who(A, "member", "reader"), TASKS_CANCEL, A, True, id="member-cancels-own"),
+    pytest.param(who(A, "member"), TASKS_SHOW, A, True, id="member-implies-reader"),
+    pytest.param(who(A, "member", "reader"), OPERATIONS_CANCEL, B, False, id="member-not-other"),
+    pytest.param(who(A, "member", "reader"), TASKS_SHOW_HOST, A, False, id="member-no-hosts"),
+    pytest.param(who(A), TASKS_SHOW, A, False, id="no-role-cannot-show"),
+    pytest.param(who(A), TASKS_LIST, A, False, id="no-role-cannot-list"),
+    pytest.param(who(A), TASKS_CANCEL, A, False, id="no-role-cannot-cancel"),
+    pytest.param(who(A, "observer"), TASKS_LIST, A, False, id="unknown-role-nothing"),
+    pytest.param(who(A, "admin"), TASKS_SHOW_HOST, A, True, id="project-admin-hosts-own"),
+    pytest.param(who(A, "admin"), TASKS_CANCEL, A, True, id="project-admin-cancels-own"),
+    pytest.param(who(A, "admin"), TASKS_LIST, A, True, id="project-admin-implies-reader"),
+    pytest.param(who(A, "admin"), TASKS_LIST, None, False, id="project-admin-not-all"),
+    pytest.param(who(A, "admin"), TASKS_SHOW_HOST, B, False, id="project-admin-not-other-hosts"),
+    pytest.param(who(A, "admin"), OPERATIONS_CANCEL, B, False, id="project-admin-not-other"),
+    pytest.param(
+        who(None, "reader", system="all"), OPERATIONS_LIST, None, True, id="system-reader-all"
+    ),
+    pytest.param(who(None, "reader", system="all"), TASKS_SHOW, B, True, id="system-reader-shows"),
+    pytest.param(
+        who(None, "reader", system="all"), TASKS_CANCEL, B, False, id="system-reader-read-only"
+    ),
+    pytest.param(
+        who(None, "reader", system="all"), TASKS_SHOW_HOST, B, False, id="system-reader-no-hosts"
+    ),
+    pytest.param(
+        who(None, "member", system="all"), TASKS_LIST, None, True, id="system-member-reads-all"
+    ),
+    pytest.param(
+        who(None, "member", system="all"), TASKS_CANCEL, B, False, id="system-member-cannot-act"
+    ),
+    pytest.param(who(None, system="all"), TASKS_LIST, None, False, id="system-no-role-nothing"),
+    pytest.param(who(None, "admin", system="all"), TASKS_LIST, None, True, id="system-admin-all"),
+    pytest.param(
+        who(None, "admin", system="all"), TASKS_CANCEL, B, True, id="system-admin-acts-anywhere"
+    ),
+    pytest.param(
+        who(None, "admin", system="all"), TASKS_SHOW_HOST, B, True, id="system-admin-hosts"
+    ),
+    pytest.param(who(None, "reader"), TASKS_LIST, None, False, id="no-project-no-system"),
+    pytest.param(who(None, "admin"), TASKS_SHOW, A, False, id="unscoped-admin-nothing"),
+    pytest.param(
+        who(None, "admin", system="domain"), TASKS_LIST, None, False, id="other-system-scope"
+    ),
+    pytest.param(who(A, "reader"), "tasktoolkit:unknown", A, False, id="unknown-rule"),
+]
+
+
 @pytest.mark.parametrize(
-    ("caller", "rule", "project", "allowed"),
+    "authorize",
     [
-        pytest.param(who(A, "reader"), TASKS_LIST, A, True, id="project-reader-lists-own"),
-        pytest.param(who(A, "reader"), TASKS_LIST, B, False, id="project-reader-not-other"),
-        pytest.param(who(A, "reader"), TASKS_LIST, None, False, id="project-reader-not-all"),
-        pytest.param(who(A, "reader"), TASKS_CANCEL, A, False, id="project-reader-cannot-cancel"),
-        pytest.param(who(A, "member", "reader"), TASKS_CANCEL, A, True, id="member-cancels-own"),
-        pytest.param(
-            who(A, "member", "reader"), OPERATIONS_CANCEL, B, False, id="member-not-other"
-        ),
-        pytest.param(who(A), TASKS_SHOW, A, False, id="no-role-nothing"),
-        pytest.param(
-            who(None, "reader", system="all"), OPERATIONS_LIST, None, True, id="system-reader-all"
-        ),
-        pytest.param(
-            who(None, "reader", system="all"), TASKS_SHOW, B, True, id="system-reader-shows"
-        ),
-        pytest.param(
-            who(None, "reader", system="all"), TASKS_CANCEL, B, False, id="system-reader-read-only"
-        ),
-        pytest.param(
-            who(None, "reader", system="all"),
-            TASKS_SHOW_HOST,
-            B,
-            False,
-            id="system-reader-no-hosts",
-        ),
-        pytest.param(who(None, "reader"), TASKS_LIST, None, False, id="no-project-no-system"),
-        pytest.param(who(A, "admin"), TASKS_LIST, None, True, id="admin-all"),
-        pytest.param(who(A, "admin"), TASKS_SHOW_HOST, B, True, id="admin-hosts"),
-        pytest.param(who(A, "reader"), "tasktoolkit:unknown", A, False, id="unknown-rule"),
+        pytest.param(default_authorize, id="default"),
+        pytest.param(PolicyAuthorizer(), id="oslo.policy"),
     ],
 )
-def test_default_rules(
-    authorize: PolicyAuthorizer, caller: Caller, rule: str, project: str | None, allowed: bool
+@pytest.mark.parametrize(("caller", "rule", "project", "allowed"), SECURE_RBAC)
+def test_both_authorizers_follow_secure_rbac(
+    authorize: Authorize, caller: Caller, rule: str, project: str | None, allowed: bool
 ) -> None:
     assert authorize(caller, rule, {"project_id": project}) is allowed
 
@@ -124,7 +150,7 @@ def test_the_endpoints_under_the_default_policy(
     a, b = projects
     app = build_app(session_factory, caller_getter=oslo_caller, authorize=PolicyAuthorizer())
     reader, member = _headers(A, "reader"), _headers(A, "member,reader")
-    system, admin = _headers(None, "reader", system=True), _headers(B, "admin,member,reader")
+    system, admin = _headers(None, "reader", system=True), _headers(A, "admin,member,reader")
     every = set(a.task_ids) | set(b.task_ids)
 
     assert {t["id"] for t in app.get("/tasks", headers=reader).json["tasks"]} == set(a.task_ids)

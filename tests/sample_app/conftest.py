@@ -47,12 +47,22 @@ class Http(Client):
     """The sample's own client, sending through plain ``http.client`` (so a test can send
     raw bytes) and strict about JSON: a body that is not JSON fails the test."""
 
-    def __init__(self, base_url: str, project: str | None = None, roles: str | None = None):
-        super().__init__(base_url, project=project, roles=roles)
+    def __init__(
+        self,
+        base_url: str,
+        project: str | None = None,
+        roles: str | None = None,
+        system_scope: str | None = None,
+    ):
+        super().__init__(base_url, project=project, roles=roles, system_scope=system_scope)
         self.project, self.roles = project, roles
 
     def as_project(self, project: str, roles: str | None = None) -> Http:
         return Http(self.base_url, project, roles)
+
+    def as_system(self, roles: str) -> Http:
+        """A system-scoped caller (``OpenStack-System-Scope: all``), of no project."""
+        return Http(self.base_url, roles=roles, system_scope="all")
 
     def request(
         self,

@@ -263,6 +263,33 @@ def test_cancelled_pending_task(api: webtest.TestApp, worker: Worker) -> None:
     assert run_all(worker) == 3
     states = {t["name"]: t["state"] for t in api.get(f"/ports/{port_id}/tasks").json["tasks"]}
     assert states["anti_spoofing"] == "cancelled"
+    assert status(api, port_id) == "DOWN"  # never fully wired
+
+
+def test_a_port_whose_create_was_cancelled_is_down_until_wired_again(
+    api: webtest.TestApp, worker: Worker
+) -> None:
+    reply = api.post_json("/ports", {"port": {"network_id": network(api), "name": "p"}})
+    port_id = reply.json["port"]["id"]
+    api.post(f"/operations/{reply.headers['X-Request-Id']}/cancel", status=202)
+    assert {t["state"] for t in api.get(f"/ports/{port_id}/tasks").json["tasks"]} == {"cancelled"}
+    assert status(api, port_id) == "DOWN"
+    api.put_json(f"/ports/{port_id}", {"port": {"name": "again"}}, status=202)
+    assert status(api, port_id) == "BUILD"
+    run_all(worker)
+    assert status(api, port_id) == "DOWN"  # security_groups ran again; l2_wiring did not
+
+
+def test_a_project_reader_may_not_cancel(api: webtest.TestApp) -> None:
+    reply = api.post_json("/ports", {"port": {"network_id": network(api), "name": "p"}})
+    port_id, operation_id = reply.json["port"]["id"], reply.headers["X-Request-Id"]
+    task_id = api.get(f"/ports/{port_id}/tasks").json["tasks"][0]["id"]
+    reader = {"X-Roles": "reader"}
+    assert len(api.get(f"/ports/{port_id}/tasks", headers=reader).json["tasks"]) == 4
+    refused = api.post(f"/ports/{port_id}/tasks/{task_id}/cancel", headers=reader, status=403)
+    assert refused.json["errors"][0]["code"] == "tasktoolkit.forbidden"
+    api.post(f"/operations/{operation_id}/cancel", headers=reader, status=403)
+    assert status(api, port_id) == "BUILD"
 
 
 def test_bulk_create_is_all_or_nothing(api: webtest.TestApp) -> None:
@@ -355,7 +382,7 @@ def test_admin_port_on_another_projects_network_belongs_to_that_project(
     reply = api.post_json(
         "/ports",
         {"port": {"network_id": network_id}},
-        headers={"X-Project-Id": "ops", "X-Roles": "member,admin"},
+        headers={"X-Roles": "admin", "OpenStack-System-Scope": "all"},
     )
     assert reply.json["port"]["project_id"] == "tenant-a"
     listed = api.get("/ports", headers={"X-Project-Id": "tenant-a"}).json["ports"]

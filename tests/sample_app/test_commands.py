@@ -239,7 +239,7 @@ README_EXAMPLE_DRIVER = """
 import webtest
 from urllib.parse import urlsplit
 example_operation = urlsplit(dict(headers)["Operation-Location"]).path
-client = webtest.TestApp(app, extra_environ={"HTTP_X_PROJECT_ID": "demo"})
+client = webtest.TestApp(app, extra_environ={"HTTP_X_PROJECT_ID": "demo", "HTTP_X_ROLES": "member"})
 reply = client.post("/ports", status=202)
 port_id = reply.json["port"]["id"]
 assert reply.headers["Operation-Location"].endswith(reply.headers["X-Request-Id"])
