@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.error import HTTPError, URLError
@@ -48,7 +48,7 @@ from tasktoolkit.errors import InvalidDurationError, TaskToolkitError
 from tasktoolkit.orm import Scope, Task, get_operation, operation_tasks, prepare_engine, purge, reap
 from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._lifespan import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, check_batch_size
-from tasktoolkit.orm._reaper import NOT_STARTED, WORKER_LOST
+from tasktoolkit.orm._reaper import DEFAULT_EVERY, NOT_STARTED, WORKER_LOST
 
 if TYPE_CHECKING:
     from tasktoolkit.celery import CeleryBridge
@@ -192,6 +192,14 @@ def _reap_arguments(reap: _Parser) -> None:
         help="also fail tasks pending since their spawn for longer (default: their rules')",
     )
     reap.add_argument(
+        "--every",
+        type=_positive_duration,
+        default=DEFAULT_EVERY,
+        metavar="DURATION",
+        help="how often reapers run (default 1m): after a longer gap, workers get their "
+        "heartbeat timeout again before any is called lost",
+    )
+    reap.add_argument(
         "--celery",
         default=None,
         metavar="MODULE:BRIDGE",
@@ -330,18 +338,18 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _purge_on(engine: Engine, args: argparse.Namespace) -> int:
-    now = datetime.now(UTC)
-    cutoff = now - args.older_than
-    expired = purge(engine, older_than=args.older_than, now=now, dry_run=True)
-    what = f"expired before {_iso(cutoff)}"
+    # The cutoff is the database's time, not this host's (one clock).
+    expired = purge(engine, older_than=args.older_than, dry_run=True)
     if args.dry_run:
+        what = f"expired before {_iso(expired.cutoff)}"
         print(f"would purge {_counts(expired.tasks, expired.operations)} ({what})")
         return EXIT_OK
     show = _Progress(sys.stderr, {"tasks": expired.tasks, "operations": expired.operations})
     result = purge(
-        engine, older_than=args.older_than, batch_size=args.batch_size, now=now, progress=show
+        engine, older_than=args.older_than, batch_size=args.batch_size, progress=show
     )
     show.done()
+    what = f"expired before {_iso(result.cutoff)}"
     print(f"purged {_counts(result.tasks, result.operations)} ({what}) in {result.seconds:.1f} s")
     return EXIT_OK
 
@@ -399,6 +407,7 @@ def _reap(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             request_timeout=args.request_timeout,
             start_timeout=args.start_timeout,
+            every=args.every,
         )
     print(
         f"reaped {_plural(result.total, 'task')}: "

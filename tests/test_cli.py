@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import routes
-from sqlalchemy import Table, delete, func, inspect, select, update
+from sqlalchemy import delete, func, inspect, select, update
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,9 +25,10 @@ from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.errors import InvalidDurationError
 from tasktoolkit.orm import Job, TaskRules, Worker, cancel_task
+from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
-from tasktoolkit.orm._types import utcnow
+from tests.clock import age, watched
 from tests.middleware.test_concurrency import Served
 from tests.models import Cluster
 
@@ -71,8 +72,8 @@ def spawn(
 
 
 def expire_all(engine: Engine, ago: timedelta) -> None:
-    """Make every task and operation finished and expired ``ago``."""
-    moment = utcnow() - ago
+    """Make every task and operation finished and expired ``ago`` (on the database's clock)."""
+    moment = later(db_now(), -ago)
     with engine.begin() as conn:
         conn.execute(update(tasks_table).values(state="succeeded", expires_at=moment))
         conn.execute(update(operations_table).values(state="succeeded", expires_at=moment))
@@ -189,13 +190,6 @@ def test_purge_shows_progress_on_a_terminal(
     assert "\rpurging tasks: 1 of 3 (33%)" in err
 
 
-def age(engine: Engine, table: Table, **ago: timedelta) -> None:
-    """Set these times of every row of ``table`` to that long ago."""
-    now = utcnow()
-    with engine.begin() as conn:
-        conn.execute(update(table).values({name: now - d for name, d in ago.items()}))
-
-
 Left = dict[str, str]
 """What a reap case left in the database: ``{"operation": id}``, and ``"task"`` when it has one."""
 
@@ -205,6 +199,7 @@ def lost_worker(engine: Engine, session_factory: sessionmaker[Session], **spawne
     rid, [task_id] = spawn(session_factory, ["a"], **spawned)
     Worker(engine, host="gone").start(task_id)
     age(engine, tasks_table, heartbeat_at=timedelta(seconds=301))
+    watched(engine, timedelta(seconds=301))
     return {"operation": rid, "task": task_id}
 
 

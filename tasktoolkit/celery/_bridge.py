@@ -25,7 +25,6 @@ from tasktoolkit.orm import Job, Worker, prepare_engine
 from tasktoolkit.orm._events import DISPATCHER
 from tasktoolkit.orm._publishing import backoffs, mark_published, unpublished
 from tasktoolkit.orm._retry import short_sessions
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import TaskChange
 
 if TYPE_CHECKING:
@@ -180,12 +179,11 @@ class CeleryBridge:
         logged, never raised: the tasks stay unpublished and :meth:`sweep`
         publishes them later.
         """
-        moment = utcnow()
         requeued = [t.task_id for t in tasks if t.old_state is not None]
         try:
             if requeued:
                 with self.engine.connect() as connection:
-                    later = backoffs(connection, requeued, moment)
+                    later = backoffs(connection, requeued)
             else:
                 later = {}
             sent = self._send([(t.task_id, t.name, t.queue) for t in tasks], later)
@@ -194,7 +192,7 @@ class CeleryBridge:
             return
         try:
             with self.engine.begin() as connection:
-                mark_published(connection, sent, moment)
+                mark_published(connection, sent)
         except Exception as exc:  # published all the same: a sweep sends them once more
             _log.warning("%d published task(s) not marked published: %s", len(sent), exc)
 
@@ -248,12 +246,12 @@ class CeleryBridge:
         run at once: each row is taken by one (``SKIP LOCKED`` where the database
         has it). Stops at the first batch the broker refuses (logged).
         """
-        before = utcnow() - (self.sweep_after if older_than is None else older_than)
+        waited = self.sweep_after if older_than is None else older_than
         sessions = short_sessions(self.engine)
         total = 0
         while True:
             with sessions() as session, session.begin():
-                rows = unpublished(session, self.names, before=before, limit=batch_size)
+                rows = unpublished(session, self.names, older_than=waited, limit=batch_size)
                 if not rows:
                     return total
                 try:
@@ -261,7 +259,7 @@ class CeleryBridge:
                 except Exception as exc:
                     _log.warning("sweep: broker unavailable, %d task(s) wait: %s", len(rows), exc)
                     return total
-                mark_published(session.connection(), sent, utcnow())
+                mark_published(session.connection(), sent)
             total += len(sent)
             _log.info("sweep: published %d task(s) left unpublished", len(sent))
             if len(rows) < batch_size:

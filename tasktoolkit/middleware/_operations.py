@@ -87,7 +87,6 @@ from tasktoolkit.orm._operations import (
     write_finished,
 )
 from tasktoolkit.orm._retry import retrying
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
 
 if TYPE_CHECKING:
@@ -344,7 +343,6 @@ class OperationMiddleware:
             global_request_id=ctx.global_request_id,
             project_id=caller.project_id,
             user_id=caller.user_id,
-            created_at=utcnow(),
         )
         pending = PendingOperation(fields, self._ttl_seconds, self.request_timeout)
         keyed = None
@@ -485,7 +483,6 @@ class OperationMiddleware:
                 pending.fields.id,
                 http_status,
                 target=to,
-                ttl_seconds=pending.ttl_seconds,
                 read_back=bool(signals.operation_finished.receivers),
             ),
             "could not record the end of its request",

@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Insert, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from tasktoolkit.errors import IdempotencyInProgressError, IdempotencyKeyReusedError
+from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._expiry import DEFAULT_TTL
 from tasktoolkit.orm._operations import DEFAULT_REQUEST_TIMEOUT, OperationFields, open_operation
 from tasktoolkit.orm._records import idempotency_keys_table as _K
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._states import OperationState
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
 
 __all__ = ["MAX_KEY_LENGTH", "StoredResponse", "record_response", "reserve"]
@@ -69,7 +69,9 @@ def _skipping_duplicates(dialect: str) -> Insert:
 
 # The rowcount says who inserted: SQLAlchemy keeps an INSERT's only when asked.
 _RESERVE = {
-    name: _skipping_duplicates(name).execution_options(preserve_rowcount=True)
+    name: _skipping_duplicates(name)
+    .values(created_at=db_now())
+    .execution_options(preserve_rowcount=True)
     for name in ("postgresql", "sqlite", "mysql")
 }
 _READ = (
@@ -92,7 +94,6 @@ def reserve(
     fingerprint: str,
     ttl: timedelta | None = DEFAULT_TTL,
     request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT,
-    now: datetime | None = None,
 ) -> OperationChange | StoredResponse:
     """Write the request's operation and reserve its key for it, or say why not.
 
@@ -103,15 +104,13 @@ def reserve(
     :raises IdempotencyKeyReusedError: the key was sent with another request.
     :raises IdempotencyInProgressError: the request first sent with it still runs.
     """
-    now = now or utcnow()
     project = _scope(fields.project_id)
-    opened = open_operation(connection, fields, ttl=ttl, request_timeout=request_timeout, now=now)
+    opened = open_operation(connection, fields, ttl=ttl, request_timeout=request_timeout)
     values = {
         "project_id": project,
         "key": key,
         "fingerprint": fingerprint,
         "operation_id": fields.id,
-        "created_at": now,
     }
     dialect = "mysql" if connection.dialect.name == "mariadb" else connection.dialect.name
     if connection.execute(_RESERVE[dialect], values).rowcount == 1:
@@ -135,7 +134,7 @@ def reserve(
                 _K.c.operation_id == row.operation_id,
                 _K.c.status.is_(None),
             )
-            .values(operation_id=fields.id, created_at=now)
+            .values(operation_id=fields.id, created_at=db_now())
         )
         if taken.rowcount == 1:
             return opened

@@ -199,7 +199,7 @@ TASK_STATEMENTS = [
         id="claim-queues-and-default",
     ),
     pytest.param(
-        lambda s: unpublished(s, WORKER_NAMES, before=utcnow(), limit=500),
+        lambda s: unpublished(s, WORKER_NAMES, older_than=timedelta(minutes=1), limit=500),
         "ix_tasktoolkit_tasks_unpublished",
         (),
         id="sweeper-unpublished",

@@ -7,7 +7,9 @@ test models: a worker enforces each task's rules from its row alone.
 - ``graceful``: claim one ``hold`` task and work on it for ever; on SIGTERM, stop
   with a grace period of SECONDS (the task is then handed back) and exit 0;
 - ``work``: run ``work`` tasks of SECONDS each, reporting progress, until none
-  is left; claims and outcomes ride out a database that goes away for a while.
+  is left; claims and outcomes ride out a database that goes away for a while;
+- ``claim``: claim one ``hold`` task if one is ready, print its id (or ``none``)
+  and exit, leaving it running.
 """
 
 from __future__ import annotations
@@ -81,7 +83,10 @@ def main(url: str, mode: str, seconds: float) -> None:
     engine = prepare_engine(create_engine(url))
     names = ["work"] if mode == "work" else ["hold"]
     worker = Worker(engine, names)
-    if mode == "hold":
+    if mode == "claim":
+        job = claim(worker)
+        print(job.id if job is not None else "none", flush=True)
+    elif mode == "hold":
         hold(worker)
     elif mode == "graceful":
         graceful(worker, seconds)
