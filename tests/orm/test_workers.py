@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +35,7 @@ from tasktoolkit.orm._workers import claim_task, heartbeat
 from tests.clock import age, watched
 from tests.models import Cluster
 from tests.orm._db import load, load_operation
+from tests.proxy import TcpProxy
 
 Spawn = Callable[..., list[str]]
 Claimed = Callable[..., tuple[str, Job]]
@@ -432,3 +433,75 @@ def test_default_host_is_unique_per_process(engine: Engine) -> None:
 def test_bad_host_is_refused(engine: Engine, host: str) -> None:
     with pytest.raises(ValueError, match="host"):
         Worker(engine, host=host)
+
+
+# -- the database away ---------------------------------------------------------------
+
+#: Servers nothing listens on: a job's own database that is away, as its real driver says.
+AWAY = [
+    pytest.param("postgresql+psycopg://postgres@127.0.0.1:1/away", id="postgresql-away"),
+    pytest.param("mysql+pymysql://root@127.0.0.1:1/away", id="mariadb-away"),
+]
+
+
+@pytest.mark.parametrize("away", AWAY)
+def test_a_database_error_in_a_jobs_own_code_is_a_retryable_failure(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    session: Session,
+    caplog: pytest.LogCaptureFixture,
+    away: str,
+) -> None:
+    with session_factory() as s:
+        cluster = Cluster(name="c")
+        s.add(cluster)
+        s.flush()
+        rules = orm.TaskRules(max_attempts=2, backoff=timedelta(0), jitter=0)
+        [task] = cluster.spawn_tasks(["build"], rules=rules)
+        s.commit()
+    worker = Worker(engine, ["build"], host="w")
+    job = worker.claim()
+    assert job is not None
+    gone = create_engine(away)
+    try:
+        with caplog.at_level(logging.WARNING, "tasktoolkit.worker"), job:
+            gone.connect()  # the job's own reads meet an outage
+    finally:
+        gone.dispose()
+
+    [line] = [r for r in caplog.records if r.name == "tasktoolkit.worker"]
+    assert "transient database error" in line.getMessage() and line.exc_info is None
+    task = load(session, task.id)
+    assert (task.state, task.attempts, task.error) == ("pending", 1, None)
+    [attempt] = task.attempt_records
+    assert (attempt.outcome, attempt.error_code) == ("failed", "worker_error")
+    again = worker.claim()
+    assert again is not None and again.attempts == 2
+    with again:
+        pass
+    assert load(session, task.id).state == "succeeded"
+
+
+def _lines(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == name and r.levelno >= logging.WARNING]
+
+
+def test_claims_ride_out_an_outage_saying_so_once_and_once_back(
+    proxied: tuple[TcpProxy, Engine], spawn: Spawn, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, through = proxied
+    worker = Worker(through, ["build"], host="w", deadline=1)
+    assert worker.claim() is None  # a pooled connection, as a running worker has
+    with caplog.at_level(logging.DEBUG, "tasktoolkit.worker"):
+        proxy.cut()
+        try:
+            assert worker.claim(wait=3.5) is None  # four looks, none raises
+        finally:
+            proxy.restore()
+        [task_id] = spawn(["build"])
+        job = worker.claim(wait=10)
+    worker.close()
+    assert job is not None and job.id == task_id
+    away, back = _lines(caplog, "tasktoolkit.worker")
+    assert "database unavailable" in away.getMessage() and "back after" in back.getMessage()
+    assert away.exc_info is None and back.exc_info is None
