@@ -147,6 +147,8 @@ def _watch(dialect: str) -> Insert:
 
 
 _WATCHES = {name: _watch(name) for name in ("postgresql", "sqlite", "mysql")}
+#: The reapers' last recorded look, and the database's now.
+_LAST_LOOK = select(_W.c.seen_at, db_now()).where(_W.c.name == _WATCH)
 #: When the reapers' current watch began.
 _WATCHED_SINCE = select(_W.c.since).where(_W.c.name == _WATCH).scalar_subquery()
 
@@ -191,13 +193,23 @@ def _moved(session: Session, ids: list[str], move: Callable[[str], Any]) -> list
     return moved
 
 
-def _lost_batch(session: Session, *, limit: int, watch: float | None) -> ReapResult:
-    """One batch of lost workers' tasks; the first of a pass (``watch``: its gap
-    allowance in seconds) records the reapers' look first."""
+def _look(session: Session, every: timedelta) -> None:
+    """Record a reaper's look in the watch, when the last one recorded is older than half
+    of ``every``: a read each pass, a write now and then (on SQLite a write takes the
+    file's one writer's lock from the workers)."""
+    last = session.execute(_LAST_LOOK).one_or_none()
+    if last is not None and last[1] - last[0] < every / 2:
+        return
+    dialect = session.get_bind().dialect.name
+    statement = _WATCHES["mysql" if dialect == "mariadb" else dialect]
+    session.execute(statement, {"tt_gap": 2 * every.total_seconds() + _SLACK})
+
+
+def _lost_batch(session: Session, *, limit: int, watch: timedelta | None) -> ReapResult:
+    """One batch of lost workers' tasks; the first of a pass (``watch``: how often reapers
+    run) records the reapers' look first."""
     if watch is not None:
-        dialect = session.get_bind().dialect.name
-        statement = _WATCHES["mysql" if dialect == "mariadb" else dialect]
-        session.execute(statement, {"tt_gap": watch})
+        _look(session, watch)
     running = _T.c.state == TaskState.RUNNING.value
     ids = _candidates(session, running & _lost(), [_T.c.created_at, _T.c.id], limit)
     moved = _moved(session, ids, lambda task_id: reap_lost(session, task_id))
@@ -309,10 +321,9 @@ def reap(
         raise ValueError(f"every must be a timedelta over 0 and within {MAX_TTL.days} days")
     seconds = check_deadline(deadline)
     sessions = short_sessions(bind)
-    gap = 2 * every.total_seconds() + _SLACK
 
     def lost(first: bool) -> _Batch:
-        return partial(_lost_batch, limit=limit, watch=gap if first else None)
+        return partial(_lost_batch, limit=limit, watch=every if first else None)
 
     def not_started(first: bool) -> _Batch:
         return partial(_not_started_batch, limit=limit, start_timeout=start_timeout)
