@@ -7,32 +7,36 @@ progress, success, failure) is refused with :class:`TaskNotHeldError`, and
 writes nothing, when the task is no longer held: the reaper re-queued or
 failed it, or another worker took it after a re-queue.
 
-Claiming takes the oldest pending task among the given names. On PostgreSQL,
-MariaDB 10.6+ and MySQL 8 it selects with ``FOR UPDATE SKIP LOCKED``, so
-concurrent workers pass over each other's candidates instead of queueing on
-them; elsewhere (SQLite) it tries candidates oldest first with the
-compare-and-set of :func:`~tasktoolkit.orm.transition`. Either way a task is
-started by exactly one worker.
-
-Claims skip a task whose ``not_before`` is still ahead (a retry waiting for
-its backoff).
+Claiming takes the oldest task among the given names that is ready to run
+(the one rule of :mod:`tasktoolkit.orm._ready`: a retry's backoff is over, on
+the database's clock). On PostgreSQL, MariaDB 10.6+ and MySQL 8 it selects
+with ``FOR UPDATE SKIP LOCKED``, so concurrent workers pass over each other's
+candidates instead of queueing on them; elsewhere (SQLite) it tries
+candidates oldest first with the compare-and-set of
+:func:`~tasktoolkit.orm.transition`. Either way a task is started by exactly
+one worker. Every time a worker writes (its start, heartbeats, progress, its
+finish) is the database's, never its host's (:mod:`tasktoolkit.orm._clock`).
 
 Two layers:
 
 - functions taking a :class:`~sqlalchemy.orm.Session` (:func:`claim_task`,
   :func:`heartbeat`, and the moves of :mod:`tasktoolkit.orm._transitions`
   given a ``host``), which never commit;
-- :class:`Worker`, which runs each of them in a short transaction of its own,
-  and :class:`Job`, a claimed task whose ``with`` block records the outcome.
+- :class:`Worker`, which claims and starts tasks, each call a short
+  transaction of its own, and :class:`Job`, the one handle on a task it
+  holds: its reports, and its outcome (recorded when its ``with`` block ends).
 
 While a job's ``with`` block runs, the job's request context is bound
 (:mod:`tasktoolkit.context`), so log records carry its request id, operation
 id and global request id (:class:`~tasktoolkit.middleware.RequestIdLogFilter`).
 A job's outcome survives a short database outage: recording it is tried
 again, with backoff, for as long as the task is still held (its heartbeat
-timeout since the last contact). A worker asked to stop (:meth:`Worker.stop`)
-claims no more, lets its jobs finish within a grace period, and hands back
-those still running then as ``pending`` (not a failed attempt).
+timeout since the last contact); a refused outcome (the reaper took the task
+meanwhile) is said once, in a log line and on the attempt. An outage is
+logged once when it starts and once when it ends, never a traceback per try.
+A worker asked to stop (:meth:`Worker.stop`) claims no more, lets its jobs
+finish within a grace period, and hands back those still running then as
+``pending`` (not a failed attempt).
 
 Example::
 
