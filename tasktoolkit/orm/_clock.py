@@ -48,6 +48,28 @@ __all__ = ["Moment", "db_now", "later", "read_now"]
 Moment = datetime | ColumnElement[datetime]
 
 
+#: The database's now, per database (SQLite: what any other gets). Milliseconds are all
+#: SQLite's clock has; the zeros make the stored format's six digits.
+_NOW = {
+    "postgresql": "statement_timestamp()",
+    "mysql": "UTC_TIMESTAMP(6)",
+    "sqlite": "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')",
+}
+#: A time plus seconds, per database, as the columns store it.
+_PLUS = {
+    "postgresql": "({moment} + make_interval(0, 0, 0, 0, 0, 0, {seconds}))",
+    "mysql": "TIMESTAMPADD(MICROSECOND, ROUND(({seconds}) * 1000000), {moment})",
+    "sqlite": (
+        "(strftime('%Y-%m-%d %H:%M:%f', julianday({moment}) + ({seconds}) / 86400.0) || '000')"
+    ),
+}
+
+
+def _family(compiler: SQLCompiler) -> str:
+    name = compiler.dialect.name
+    return "mysql" if name == "mariadb" else name if name in _NOW else "sqlite"
+
+
 class db_now(FunctionElement[datetime]):
     """The database's current time, UTC, as the time columns store it (see the module docs)."""
 
@@ -57,20 +79,8 @@ class db_now(FunctionElement[datetime]):
 
 
 @compiles(db_now)
-def _now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    # Milliseconds are all SQLite's clock has; the zeros make the stored format's six digits.
-    return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
-
-
-@compiles(db_now, "postgresql")
-def _now_postgresql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    return "statement_timestamp()"
-
-
-@compiles(db_now, "mysql")
-@compiles(db_now, "mariadb")
-def _now_mysql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
-    return "UTC_TIMESTAMP(6)"
+def _compile_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return _NOW[_family(compiler)]
 
 
 class _plus_seconds(FunctionElement[datetime]):
@@ -82,24 +92,9 @@ class _plus_seconds(FunctionElement[datetime]):
 
 
 @compiles(_plus_seconds)
-def _plus_sqlite(element: _plus_seconds, compiler: SQLCompiler, **kw: Any) -> str:
+def _compile_plus(element: _plus_seconds, compiler: SQLCompiler, **kw: Any) -> str:
     moment, seconds = (compiler.process(c, **kw) for c in element.clauses)
-    return (
-        f"(strftime('%Y-%m-%d %H:%M:%f', julianday({moment}) + ({seconds}) / 86400.0) || '000')"
-    )
-
-
-@compiles(_plus_seconds, "postgresql")
-def _plus_postgresql(element: _plus_seconds, compiler: SQLCompiler, **kw: Any) -> str:
-    moment, seconds = (compiler.process(c, **kw) for c in element.clauses)
-    return f"({moment} + make_interval(0, 0, 0, 0, 0, 0, {seconds}))"
-
-
-@compiles(_plus_seconds, "mysql")
-@compiles(_plus_seconds, "mariadb")
-def _plus_mysql(element: _plus_seconds, compiler: SQLCompiler, **kw: Any) -> str:
-    moment, seconds = (compiler.process(c, **kw) for c in element.clauses)
-    return f"TIMESTAMPADD(MICROSECOND, ROUND(({seconds}) * 1000000), {moment})"
+    return _PLUS[_family(compiler)].format(moment=moment, seconds=seconds)
 
 
 def _seconds(seconds: float | timedelta | ColumnElement[Any]) -> ColumnElement[Any]:

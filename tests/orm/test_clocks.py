@@ -5,7 +5,7 @@ runs with its clock faked by libfaketime (Debian's ``faketime``: 10 minutes
 or 2 hours off, both ways; its monotonic clock is left alone), against the
 test's database, while the test itself and the database keep the real time.
 A worker process (``tests/orm/worker_process.py``), a reaper process (the
-``tasktoolkit reap`` command), an API process (``tests/orm/api_process.py``)
+``tasktoolkit reap`` command), an API process (``tests/middleware/request_process.py``)
 and ``tasktoolkit purge`` each write and compare every time on the database's
 clock, so none of them sees anything the others would not.
 
@@ -17,7 +17,6 @@ whose processes share one machine, and one clock.
 from __future__ import annotations
 
 import glob
-import os
 import signal
 import subprocess
 import sys
@@ -37,8 +36,8 @@ from tests.clock import age, database_now
 from tests.databases import in_ci
 from tests.orm._db import operation_row, task_row
 from tests.orm.test_processes import attempts, spawn, state_of, wait_for
+from tests.processes import ROOT, Processes
 
-ROOT = Path(__file__).resolve().parents[2]
 #: A short heartbeat timeout, so that a test watches it pass.
 TIMEOUT = 3
 RULES = TaskRules(max_attempts=2, heartbeat_timeout=timedelta(seconds=TIMEOUT))
@@ -74,30 +73,17 @@ def faked(backend: str, tmp_path: Path) -> Iterator[Faked]:
         if in_ci():
             pytest.fail(f"{message}; CI=true: the clock tests must run")
         pytest.skip(message)
-    started: list[subprocess.Popen[str]] = []
+    processes = Processes(tmp_path, "faked")
+    # The library preloaded into python itself (the faketime command would run it as a
+    # child, which a SIGKILL to the command leaves running).
+    faking = {"LD_PRELOAD": library, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
     def start(offset: str, *args: str) -> subprocess.Popen[str]:
-        log = (tmp_path / f"faked-{len(started)}.log").open("w")
-        # The library preloaded into python itself (the faketime command would
-        # run it as a child, which a SIGKILL to the command leaves running).
-        faking = {"LD_PRELOAD": library, "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.faked_clock", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env={**os.environ, **faking},
-        )
-        log.close()
-        started.append(process)
-        return process
+        env = {**faking, "FAKETIME": offset}
+        return processes.start("tests.faked_clock", *args, env=env, piped=True)
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
+    processes.close()
 
 
 def _url(engine: Engine) -> str:
@@ -183,7 +169,8 @@ def test_a_reaper_whose_clock_is_off_takes_nothing_healthy_and_notices_the_dead(
 def test_an_api_host_whose_clock_is_off_writes_the_databases_time(
     engine: Engine, faked: Faked, offset: str
 ) -> None:
-    request_id = _output(faked(offset, "tests.orm.api_process", _url(engine))).strip()
+    host = ("tests.middleware.request_process", _url(engine), "answered")
+    request_id = _output(faked(offset, *host)).strip()
     now = database_now(engine)
     op = operation_row(engine, request_id)
     with engine.connect() as conn:
