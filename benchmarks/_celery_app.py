@@ -14,14 +14,13 @@ import time
 from sqlalchemy import create_engine
 
 from benchmarks.celery_dispatch import BARE, BRIDGED
+from tasktoolkit import Toolkit
 from tasktoolkit.celery import CeleryBridge
 from tasktoolkit.orm import Job
 from tests import models  # noqa: F401  (the resource types)
 
-bridge = CeleryBridge(
-    os.environ["TASKTOOLKIT_BENCH_BROKER_URL"],
-    create_engine(os.environ["TASKTOOLKIT_BENCH_DB_URL"], pool_size=2),
-)
+toolkit = Toolkit(create_engine(os.environ["TASKTOOLKIT_BENCH_DB_URL"], pool_size=2))
+bridge = CeleryBridge(toolkit, os.environ["TASKTOOLKIT_BENCH_BROKER_URL"])
 app = bridge.app
 
 

@@ -33,6 +33,7 @@ import kombu.pools
 from sqlalchemy.orm import Session
 
 from benchmarks._harness import Bench, fresh_engine
+from tasktoolkit import Toolkit
 from tasktoolkit.celery import CeleryBridge
 from tests.brokers import private_broker
 from tests.models import Cluster
@@ -82,7 +83,7 @@ def run(bench: Bench) -> dict[str, float]:
                 cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
-            bridge = CeleryBridge(broker_url, engine, names=[BRIDGED])
+            bridge = CeleryBridge(Toolkit(engine), broker_url, names=[BRIDGED])
             with Session(engine, expire_on_commit=False) as session:
                 cluster = Cluster(name="dispatch", project_id="p")
                 session.add(cluster)

@@ -7,7 +7,9 @@ stacks are timed side by side, in one run:
 - **bare**: the app alone;
 - **with the middleware**: ``RequestIdMiddleware`` + ``OperationMiddleware``,
   whose operation rides in the app's transaction (the spawn writes it) and
-  whose end is one statement after the body is closed;
+  whose end is handed, once the body is closed, to the process's end writer,
+  which writes the ends it holds in one statement a round, off the request's
+  thread;
 - **Nova's pattern**: the same request recorded the way Nova records an
   instance action: an ``INSERT`` committed before the app's work, an
   ``UPDATE`` after it.
@@ -23,10 +25,12 @@ beside them. On SQLite these are measured in WAL mode (``journal_mode=WAL``,
 ``post_ratio_vs_bare_default_journal`` with SQLite's default journal beside
 them. PostgreSQL and MariaDB run with their default settings.
 
-The middleware's ``close()`` (the end of the request, one statement after the
-body) is timed within the same calls: ``post_end_after_body_ms``, and
-``post_ratio_vs_bare_before_the_end``, the ratio without it: what a request
-would cost if its end were written off the request's thread.
+Each stack is timed over runs of POSTs, and a run of the middleware's ends
+only once every end of it has landed (the end writer flushed, inside the
+timing): the ends are not left for after the clock stops. Beside it, the
+middleware's ``close()`` (the hand-over of the end) within the same calls,
+``post_end_after_body_ms``, and ``post_end_lag_p99_ms``: the 99th percentile
+of the writer's lag, from a request's close to its end's commit (bar: 50).
 
 Warning: drops and re-creates the toolkit's and the sample's tables in the
 database at ``--db-url``.
@@ -212,9 +216,33 @@ def _wal(dbapi_connection: Any, record: Any) -> None:
 _END = "end after the body"
 
 
+#: The writer's lag, close to commit, 99th percentile.
+_LAG = "end lag p99"
+#: POSTs in one timed run (the middleware's ends all landed before its run's clock stops).
+_RUN = 5
+
+
+def _runs(post: Callable[[], None], flush: Callable[[], object] | None) -> Callable[[], None]:
+    """A run of :data:`_RUN` POSTs, then (the middleware's) the writer's flush."""
+
+    def run() -> None:
+        for _ in range(_RUN):
+            post()
+        if flush is not None:
+            flush()
+
+    return run
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, tuple[int, int]]]:
-    """Median seconds and statements before the response, of each stack; and, as
-    :data:`_END`, the median seconds of the middleware's ``close()``."""
+    """Median seconds per POST and statements before the response, of each stack; as
+    :data:`_END`, the median seconds of the middleware's ``close()``; as :data:`_LAG`,
+    the 99th percentile of the end writer's lag."""
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session:
         network = Network(name="bench", project_id="bench")
@@ -237,6 +265,7 @@ def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, t
         for call in candidates.values():  # warm up: pools, dialect caches
             for _ in range(20):
                 call()
+        operations.flush_ends()
         closes.clear()
         statements = {
             name: statements_before_response(
@@ -244,11 +273,21 @@ def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, t
             )
             for name, stack in stacks.items()
         }
-        rounds, per_round = (40, 3) if quick else (200, 5)
-        times = interleaved(candidates, rounds=rounds, per_round=per_round)
+        operations.flush_ends()
+        operations.ends.lags.clear()
+        runs = {
+            name: _runs(call, operations.flush_ends if name == "with middleware" else None)
+            for name, call in candidates.items()
+        }
+        rounds = 40 if quick else 200
+        times = {
+            name: seconds / _RUN for name, seconds in interleaved(runs, rounds=rounds).items()
+        }
+        lags = list(operations.ends.lags)
     finally:
         operations.close()
     times[_END] = statistics.median(closes)
+    times[_LAG] = _p99(lags)
     return times, statements
 
 
@@ -276,11 +315,13 @@ def run(bench: Bench) -> dict[str, float]:
     sqlite = bench.backend == "sqlite"
     times, statements = _run_on(bench, wal=sqlite)
     end = times.pop(_END)
+    lag = times.pop(_LAG)
     rows: list[tuple[object, ...]] = [
         (name, times[name] * 1e3, times[name] / times["bare app"], *statements[name])
         for name in times
     ]
     rows.insert(2, (f"  of which {_END}", end * 1e3, end / times["bare app"], "", ""))
+    rows.insert(3, (f"  {_LAG} (close to commit)", lag * 1e3, "", "", ""))
     figures = {
         "post_bare_ms": times["bare app"] * 1e3,
         "post_with_middleware_ms": times["with middleware"] * 1e3,
@@ -288,6 +329,7 @@ def run(bench: Bench) -> dict[str, float]:
         "post_ratio_vs_bare": times["with middleware"] / times["bare app"],
         "post_ratio_vs_nova_pattern": times["with middleware"] / times["nova pattern"],
         "post_end_after_body_ms": end * 1e3,
+        "post_end_lag_p99_ms": lag * 1e3,
         "post_ratio_vs_bare_before_the_end": (times["with middleware"] - end) / times["bare app"],
         "post_extra_statements_before_response": float(statements["with middleware"][0]),
         "post_app_statements_for_the_operation": float(
@@ -296,7 +338,7 @@ def run(bench: Bench) -> dict[str, float]:
     }
     if sqlite:
         default, _ = _run_on(bench, wal=False)
-        del default[_END]
+        del default[_END], default[_LAG]
         rows += [
             (
                 f"{name}, default journal",

@@ -167,10 +167,12 @@ def _agents_of(
 def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
     """The Celery bridge of ``--broker``, or ``None`` after saying in one line why not."""
     from sample_app.celery_agents import make_bridge
+    from tasktoolkit import Settings, Toolkit
     from tasktoolkit.errors import InvalidBrokerError
 
     try:
-        return make_bridge(engine, args.broker, task_delay=args.task_delay)
+        toolkit = Toolkit(engine, Settings(sweep_after="5s"))
+        return make_bridge(toolkit, args.broker, task_delay=args.task_delay)
     except (InvalidBrokerError, ImportError) as exc:
         print(f"sample_app: cannot use --broker {args.broker!r}: {exc}", file=sys.stderr)
         return None

@@ -40,7 +40,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sample_app.engine import DEADLINE, create_sample_engine
+from sample_app.engine import DEADLINE
 from sample_app.models import (
     PORT_CREATE_TASKS,
     PORT_DELETE_TASK,
@@ -49,6 +49,7 @@ from sample_app.models import (
     Port,
     port_task_rules,
 )
+from tasktoolkit import Settings, Toolkit
 from tasktoolkit.caller import (
     TASKS_LIST,
     Authorize,
@@ -59,13 +60,14 @@ from tasktoolkit.caller import (
     keystone_caller,
 )
 from tasktoolkit.endpoints import Router, mount
-from tasktoolkit.errors import DatabaseUnavailableError, InvalidCallerError, database_unavailable
-from tasktoolkit.http_errors import error_response, response_for
-from tasktoolkit.middleware import (
-    OperationMiddleware,
-    RequestIdMiddleware,
-    set_operation_target,
+from tasktoolkit.errors import (
+    DatabaseUnavailableError,
+    InvalidCallerError,
+    TaskToolkitError,
+    database_unavailable,
 )
+from tasktoolkit.http_errors import error_response, response_for
+from tasktoolkit.middleware import set_operation_target
 from tasktoolkit.orm import (
     ACTIVE_TASK_STATES,
     Task,
@@ -73,6 +75,8 @@ from tasktoolkit.orm import (
     prepare_engine,
     spawn_tasks,
 )
+from tasktoolkit.wsgi_input import MAX_BODY as WSGI_MAX_BODY
+from tasktoolkit.wsgi_input import query_pairs, read_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -80,18 +84,19 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PROJECT",
     "SampleAPI",
-    "app_factory",
     "make_app",
     "make_router",
     "sample_caller",
+    "sample_settings",
 ]
 
 #: The project of a request without ``X-Project-Id``.
 DEFAULT_PROJECT = "demo"
 #: The most ports one bulk request may create.
 MAX_BULK = 100
-#: The largest request body accepted, in bytes.
-MAX_BODY = 1 << 20
+#: The largest request body accepted, in bytes (the toolkit's, which a keyed request's
+#: fingerprint reads too).
+MAX_BODY = WSGI_MAX_BODY
 _NAME_MAX = 255
 
 
@@ -131,11 +136,8 @@ def _json(body: object, status: int = 200) -> webob.Response:
 
 
 def _read_json(request: webob.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise APIError(413, "sample_app.body_too_large", f"the body is over {MAX_BODY} bytes")
-    raw = request.body_file.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise APIError(413, "sample_app.body_too_large", f"the body is over {MAX_BODY} bytes")
+    # Bounded, and a body shorter than its Content-Length is a 400 (the toolkit's errors).
+    raw = read_body(request.environ, limit=MAX_BODY)
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -329,6 +331,8 @@ class SampleAPI:
                 return handler(request, session, caller)
         except APIError as exc:
             return error_response(request.environ, exc.status, exc.code, exc.detail)
+        except TaskToolkitError as exc:  # a body or a query the toolkit's readers refuse
+            return response_for(request.environ, exc)
         except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
             if not database_unavailable(exc):
                 raise
@@ -432,14 +436,15 @@ class SampleAPI:
     # -- ports ---------------------------------------------------------------
 
     def list_ports(self, request: webob.Request, session: Session, caller: Caller) -> Any:
-        unknown = sorted(set(request.GET) - {"network_id"})
+        params = query_pairs(request.environ)
+        unknown = sorted({name for name, _ in params} - {"network_id"})
         if unknown:
             raise _bad_request(
                 f"unknown query parameter {unknown[0]!r}; allowed: network_id",
                 code="sample_app.invalid_filter",
             )
         query = select(Port, Port.status_expression()).where(self._visible(caller, Port))
-        network_ids = request.GET.getall("network_id")
+        network_ids = [value for name, value in params if name == "network_id"]
         if network_ids:
             query = query.where(Port.network_id.in_([_uuid("network_id", v) for v in network_ids]))
         rows = session.execute(query.order_by(Port.created_at, Port.id)).all()
@@ -555,12 +560,20 @@ def _route_id(request: webob.Request) -> str:
 
 
 def _no_query(request: webob.Request) -> None:
-    if request.GET:
-        name = next(iter(request.GET))
+    params = query_pairs(request.environ)
+    if params:
+        name = params[0][0]
         raise _bad_request(
             f"unknown query parameter {name!r}; this resource takes none",
             code="sample_app.invalid_filter",
         )
+
+
+def sample_settings(
+    *, caller_getter: CallerGetter = sample_caller, authorize: Authorize = default_authorize
+) -> Settings:
+    """The sample's toolkit settings: its caller getter, the OpenAPI document served."""
+    return Settings(caller_getter=caller_getter, authorize=authorize, serve_openapi=True)
 
 
 def make_router(
@@ -601,42 +614,11 @@ def make_app(
 ) -> WSGIApplication:
     """The whole stack: the toolkit's two middlewares around :func:`make_router`.
 
-    The same as ``api-paste.ini``'s pipeline, in code. ``start_timeout`` as for
-    :class:`SampleAPI`.
+    The same as ``api-paste.ini``'s pipeline (:mod:`sample_app.wsgi`), in code.
+    ``start_timeout`` as for :class:`SampleAPI`.
     """
     router = make_router(
         engine, caller_getter=caller_getter, authorize=authorize, start_timeout=start_timeout
     )
-    operations = OperationMiddleware(router, engine=engine, caller_getter=caller_getter)
-    return RequestIdMiddleware(operations, caller_getter=caller_getter)
-
-
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
-
-
-def app_factory(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplication:
-    """``paste.app_factory``: the API without middleware (the paste pipeline adds it).
-
-    Options of the ``[app:...]`` section (``global_conf`` is not read):
-
-    :param db_url: the SQLAlchemy URL of the database (required).
-    :param create_tables: ``true`` (default) creates missing tables at start; set
-        ``false`` where migrations create them (and with several gunicorn
-        workers on a fresh database, which would race to create them).
-    :param start_timeout: seconds within which an agent must start a task.
-    """
-    conf = dict(local_conf)
-    start_timeout = conf.pop("start_timeout", "").strip() or None
-    url = conf.pop("db_url", "").strip()
-    if not url:
-        raise ValueError("sample_app: set db_url in the [app:...] section of the paste file")
-    create = conf.pop("create_tables", "true").strip().lower()
-    if create not in _TRUE | _FALSE:
-        raise ValueError(f"sample_app: create_tables must be true or false, got {create!r}")
-    if conf:
-        raise ValueError(f"sample_app: unknown option {sorted(conf)[0]!r}")
-    seconds = None if start_timeout is None else float(start_timeout)
-    if seconds is not None and not 1 <= seconds <= 86400:
-        raise ValueError(f"sample_app: start_timeout must be 1 to 86400 seconds, got {seconds}")
-    return make_router(create_sample_engine(url, create=create in _TRUE), start_timeout=seconds)
+    settings = sample_settings(caller_getter=caller_getter, authorize=authorize)
+    return Toolkit(engine, settings).wsgi(router)

@@ -4,33 +4,33 @@
 handlers do what the database agents do (:func:`sample_app.agents.do_job`);
 ``python -m sample_app serve --agents 0 --broker URL`` publishes the port
 tasks the API spawns to it. Both sides build the same bridge with
-:func:`make_bridge`; the API side also sweeps (a reaper thread of
-:class:`~sample_app.agents.Agents` with ``count=0``).
+:func:`make_bridge` from their toolkit; the API side also sweeps (a reaper
+thread of :class:`~sample_app.agents.Agents` with ``count=0``).
 
 Example::
 
-    bridge = make_bridge(engine, "redis://127.0.0.1:6379/0", task_delay=0.5)
+    toolkit = Toolkit(engine, Settings(sweep_after="5s"))
+    bridge = make_bridge(toolkit, "redis://127.0.0.1:6379/0", task_delay=0.5)
     run_worker(bridge, concurrency=2)    # until SIGTERM or Ctrl-C
 """
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
-
 from sample_app.agents import Agents, do_job
 from sample_app.models import PORT_TASKS
+from tasktoolkit import Toolkit
 from tasktoolkit.celery import CeleryBridge
 from tasktoolkit.orm import Job
 
 __all__ = ["make_bridge", "run_worker"]
 
 
-def make_bridge(engine: Engine, broker_url: str, *, task_delay: float) -> CeleryBridge:
+def make_bridge(toolkit: Toolkit, broker_url: str, *, task_delay: float) -> CeleryBridge:
     """The bridge of the port tasks on ``broker_url``, with their handlers bound.
 
     :raises tasktoolkit.errors.InvalidBrokerError: not a RabbitMQ or Redis URL.
     """
-    bridge = CeleryBridge(broker_url, engine, sweep_after=5)
+    bridge = CeleryBridge(toolkit, broker_url)
 
     def handle(job: Job) -> None:
         do_job(bridge.worker(), job, task_delay=task_delay)

@@ -21,3 +21,6 @@ OPERATION_LOCATION_KEY = "tasktoolkit.operation_location"
 OPERATION_TARGET_KEY = "tasktoolkit.operation_target"
 #: Where Routes (and any wsgiorg router) publishes the route match.
 ROUTING_ARGS_KEY = "wsgiorg.routing_args"
+#: The :class:`~tasktoolkit.settings.Settings` the request is served with, set by the
+#: request-id middleware (the ``Retry-After`` of a 503 comes from it).
+SETTINGS_KEY = "tasktoolkit.settings"

@@ -17,7 +17,7 @@ Example::
         token = environ["my.auth.token"]
         return Caller(project_id=token.project, user_id=token.user, roles=frozenset(token.roles))
 
-    OperationMiddleware(app, engine=engine, caller_getter=my_caller)
+    toolkit = Toolkit(engine, Settings(caller_getter=my_caller))
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ __all__ = [
     "Authorize",
     "Caller",
     "CallerGetter",
+    "anonymous_caller",
     "check_caller",
     "default_authorize",
     "keystone_caller",
@@ -122,6 +123,12 @@ def keystone_caller(environ: Mapping[str, Any]) -> Caller:
         else frozenset(),
         system_scope=_header(environ, "HTTP_OPENSTACK_SYSTEM_SCOPE"),
     )
+
+
+def anonymous_caller(environ: Mapping[str, Any]) -> Caller:
+    """Nobody: for a filter placed before the authentication, whose caller headers are
+    still the client's own (``caller_getter = tasktoolkit.caller:anonymous_caller``)."""
+    return Caller(project_id=None, user_id=None)
 
 
 def caller_id_fits(value: object) -> bool:

@@ -18,7 +18,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from tasktoolkit._request_protocol import RequestOperation
 
 __all__ = [
     "REQUEST_ID_PATTERN",
@@ -46,9 +49,8 @@ class RequestContext(NamedTuple):
     :param user_id: the caller.
     :param operation_id: the id of the operation of this request, if it has
         one (the request id itself, under the operation middleware).
-    :param operation: the operation middleware's record of that operation until
-        it is written, which the ORM writes with the request's first spawn
-        (opaque here).
+    :param operation: that operation as the request's protocol keeps it, which
+        the ORM writes with the request's first spawn (and tells of its commit).
 
     Immutable, and cheap to make (one per request: a named tuple).
     """
@@ -58,7 +60,7 @@ class RequestContext(NamedTuple):
     project_id: str | None = None
     user_id: str | None = None
     operation_id: str | None = None
-    operation: object | None = None
+    operation: RequestOperation | None = None
 
     def with_operation(self, operation_id: str | None) -> RequestContext:
         """A copy of this context with ``operation_id`` set."""

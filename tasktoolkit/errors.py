@@ -10,11 +10,14 @@ from sqlalchemy import exc as sqlalchemy_exc
 
 __all__ = [
     "ApplicationError",
+    "BodyTooLargeError",
+    "ConfigurationError",
     "DatabaseUnavailableError",
     "ForbiddenError",
     "HandlerConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
+    "IncompleteBodyError",
     "InvalidBrokerError",
     "InvalidCallerError",
     "InvalidDurationError",
@@ -77,7 +80,14 @@ class InvalidTTLError(TaskToolkitError, ValueError):
     code = "tasktoolkit.invalid_ttl"
 
 
-class InvalidDurationError(TaskToolkitError, ValueError):
+class ConfigurationError(TaskToolkitError, ValueError):
+    """A setting that cannot be: an unknown option, a value out of bounds, a name
+    that imports nothing. Raised when the settings (or a part) are made, never later."""
+
+    code = "tasktoolkit.invalid_configuration"
+
+
+class InvalidDurationError(ConfigurationError):
     """A duration that cannot be parsed (``--older-than 7x``), is negative or absurd."""
 
     status = 400
@@ -277,7 +287,7 @@ class InvalidTaskOptionError(TaskToolkitError, ValueError):
     code = "tasktoolkit.invalid_task_option"
 
 
-class InvalidTaskRulesError(TaskToolkitError, ValueError):
+class InvalidTaskRulesError(ConfigurationError):
     """A task name's rules that cannot be: an unknown option, a negative or absurd
     timeout, ``max_attempts`` under 1, a backoff cap under its base, a bad jitter,
     or a ``__task_rules__`` that is not a mapping of task names to rules."""
@@ -299,7 +309,7 @@ class HandlerConflictError(TaskToolkitError, ValueError):
     code = "tasktoolkit.handler_conflict"
 
 
-class InvalidBrokerError(TaskToolkitError, ValueError):
+class InvalidBrokerError(ConfigurationError):
     """A broker URL whose scheme the queue bridge does not run on (not RabbitMQ or Redis)."""
 
     code = "tasktoolkit.invalid_broker"
@@ -308,21 +318,14 @@ class InvalidBrokerError(TaskToolkitError, ValueError):
 class DatabaseUnavailableError(TaskToolkitError):
     """The database could not be reached; the request may be retried.
 
-    :param retry_after: seconds a client should wait before retrying (``Retry-After``).
+    Its response's ``Retry-After`` is the settings' ``unavailable_retry_after``
+    (:func:`tasktoolkit.http_errors.response_for` reads it from the request).
     """
 
     status = 503
     code = "tasktoolkit.database_unavailable"
-    #: The ``Retry-After`` of every 503 the toolkit answers, unless configured otherwise.
-    RETRY_AFTER = 5
 
-    def __init__(
-        self,
-        detail: str = "the database is unavailable; retry later",
-        *,
-        retry_after: int = RETRY_AFTER,
-    ) -> None:
-        self.retry_after = retry_after
+    def __init__(self, detail: str = "the database is unavailable; retry later") -> None:
         super().__init__(detail)
 
 
@@ -363,6 +366,20 @@ class ApplicationError(TaskToolkitError):
 
     status = 500
     code = "tasktoolkit.internal_error"
+
+
+class BodyTooLargeError(TaskToolkitError, ValueError):
+    """A request body over the limit the toolkit reads (:data:`tasktoolkit.wsgi_input.MAX_BODY`)."""
+
+    status = 413
+    code = "tasktoolkit.body_too_large"
+
+
+class IncompleteBodyError(TaskToolkitError, ValueError):
+    """A request body shorter than its ``Content-Length`` (the client stopped sending)."""
+
+    status = 400
+    code = "tasktoolkit.incomplete_body"
 
 
 class InvalidCallerError(TaskToolkitError, ValueError):

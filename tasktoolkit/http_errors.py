@@ -7,7 +7,8 @@ Every error response is::
                  "status": 400, "title": "Bad Request", "detail": "..."}]}
 
 with the request's id inside (the request-id middleware's, from the environ).
-A ``503`` carries ``Retry-After``.
+A ``503`` carries ``Retry-After``: the settings' ``unavailable_retry_after``,
+from the settings the request-id middleware put in the environ.
 
 Example (a WSGI app answering with a typed error)::
 
@@ -19,16 +20,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from functools import cache
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from webob import Response
 
 from tasktoolkit import context
-from tasktoolkit._environ import REQUEST_ID_KEY
+from tasktoolkit._environ import REQUEST_ID_KEY, SETTINGS_KEY
 from tasktoolkit.errors import DatabaseUnavailableError, TaskToolkitError
 
-__all__ = ["JSON_CONTENT_TYPE", "error_body", "error_response", "request_id_of", "response_for"]
+if TYPE_CHECKING:
+    from tasktoolkit.settings import Settings
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "error_body",
+    "error_response",
+    "request_id_of",
+    "response_for",
+    "unavailable_retry_after",
+]
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -81,6 +93,20 @@ def error_response(
     return response
 
 
+def unavailable_retry_after(environ: Mapping[str, Any]) -> str:
+    """The ``Retry-After`` of a 503 to this request: its settings' ``unavailable_retry_after``
+    (the defaults' outside the toolkit's middleware)."""
+    settings = environ.get(SETTINGS_KEY) or _default_settings()
+    return str(int(settings.unavailable_retry_after.total_seconds()))
+
+
+@cache
+def _default_settings() -> Settings:
+    from tasktoolkit.settings import Settings
+
+    return Settings()
+
+
 def response_for(
     environ: Mapping[str, Any],
     error: TaskToolkitError,
@@ -92,5 +118,5 @@ def response_for(
     A :class:`~tasktoolkit.errors.DatabaseUnavailableError` gets its ``Retry-After``.
     """
     if isinstance(error, DatabaseUnavailableError):
-        headers = [("Retry-After", str(error.retry_after)), *headers]
+        headers = [("Retry-After", unavailable_retry_after(environ)), *headers]
     return error_response(environ, error.status, error.code, str(error), headers=headers)

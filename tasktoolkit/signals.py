@@ -8,7 +8,13 @@ receiver cannot trigger lazy loads on a finished session.
 A receiver's failure is the receiver's: the toolkit sends every signal through
 :func:`send`, which logs a receiver that raises (with the signal's name and
 the change) and goes on with the other receivers and the other signals. It
-never turns a committed change into an error.
+never turns a committed change into an error. Receivers are called
+synchronously: connecting a coroutine function is refused (``TypeError``),
+rather than its coroutine being made and never awaited.
+
+Signals are for a host's own code; cross-cutting work (metrics, tracing)
+belongs in a :class:`~tasktoolkit.hooks.Hook`, which sees more (attempts'
+outcomes, batches, outages).
 
 Example::
 
@@ -21,10 +27,14 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
-from blinker import NamedSignal, Namespace
+from blinker import ANY, NamedSignal, Namespace
 
 __all__ = [
     "OperationChange",
@@ -36,8 +46,32 @@ __all__ = [
     "task_state_changed",
 ]
 
-_signals = Namespace()
 _log = logging.getLogger("tasktoolkit.signals")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _Signal(NamedSignal):
+    """A blinker signal that refuses coroutine receivers when they connect."""
+
+    def connect(self, receiver: _F, sender: Any = ANY, weak: bool = True) -> _F:
+        if inspect.iscoroutinefunction(receiver) or inspect.iscoroutinefunction(
+            getattr(receiver, "__call__", None)  # noqa: B004  (an object with async __call__)
+        ):
+            raise TypeError(
+                f"{self.name}: {receiver!r} is a coroutine function; the toolkit's receivers "
+                "are called synchronously (schedule your coroutine from a synchronous one)"
+            )
+        return super().connect(receiver, sender, weak)
+
+
+class _Namespace(Namespace):
+    def signal(self, name: str, doc: str | None = None) -> NamedSignal:
+        if name not in self:
+            self[name] = _Signal(name, doc)
+        return self[name]
+
+
+_signals = _Namespace()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +80,14 @@ class TaskChange:
 
     ``old_state`` is ``None`` for a task that was just created; ``queue`` is
     where the task is routed (``None``: the default queue).
+
+    A move that ends an attempt (from ``running``) says how: ``outcome`` is the
+    attempt's (``succeeded``, ``failed``, ``cancelled``, or ``handed_back`` by
+    a stopping worker; a retryable failure put back to ``pending`` is
+    ``failed``), ``error_code`` its error's code. ``attempt`` is the number of
+    the task's latest start (0 before the first). ``created_at``,
+    ``started_at`` (of the latest attempt) and ``moved_at`` time the move:
+    how long a task waited to start, how long an attempt ran.
     """
 
     task_id: str
@@ -56,6 +98,12 @@ class TaskChange:
     old_state: str | None
     new_state: str
     queue: str | None = None
+    attempt: int = 0
+    outcome: str | None = None
+    error_code: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    moved_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,13 @@ Who owns what:
   behind a long task in a busy process. Celery's own retries are off: a
   retryable failure goes back to ``pending`` in the database, and the bridge
   publishes it again.
+- **Celery's tools** are told what the toolkit recorded (its task state,
+  events and result backend, when the app has one; see
+  :mod:`tasktoolkit.celery._outcome`): results are not ignored, so that
+  ``AsyncResult`` and Flower show a failed task as ``FAILURE``. A message that
+  is lost (a broker without persistence restarted, a purged or deleted
+  queue, a dead worker holding it reserved) is published again by the
+  sweeper after the task's ``redeliver_after``.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ TASK_OPTIONS: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "acks_on_failure_or_timeout": True,
-    "ignore_result": True,
     "max_retries": 0,
     "typing": False,
 }

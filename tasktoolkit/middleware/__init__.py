@@ -1,10 +1,15 @@
 """WSGI middleware: request ids for every request, an operation for every mutating one.
 
-Example::
+A host gets both from its :class:`~tasktoolkit.Toolkit` (``toolkit.wsgi(app)``);
+by hand, each takes the one :class:`~tasktoolkit.Settings`::
 
     from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 
-    app = RequestIdMiddleware(OperationMiddleware(app, engine=engine))
+    operations = OperationMiddleware(app, engine=engine, settings=settings)
+    app = RequestIdMiddleware(operations, settings=settings)
+
+The ends of requests are written off their threads by the process's end
+writer; :func:`flush_ends` writes what it holds (a server's worker-exit hook).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from tasktoolkit._environ import (
     OPERATION_TARGET_KEY,
     REQUEST_ID_KEY,
 )
+from tasktoolkit.middleware._ends import flush_ends
 from tasktoolkit.middleware._log import RequestIdLogFilter
 from tasktoolkit.middleware._operations import (
     DEFAULT_METHODS,
@@ -44,5 +50,6 @@ __all__ = [
     "RequestIdLogFilter",
     "RequestIdMiddleware",
     "fast_request_id",
+    "flush_ends",
     "set_operation_target",
 ]

@@ -10,9 +10,11 @@ When a middleware in front (oslo.middleware's ``RequestId``) already gave the
 request an id, in ``openstack.request_id``, that id is this request's id and
 its ``openstack.global_request_id`` the global one: one id per request.
 
+Every request runs inside the hooks' ``around_request`` (the app and its body).
+
 Example (the header OpenStack services answer with)::
 
-    app = RequestIdMiddleware(app, header="X-OpenStack-Request-ID")
+    app = RequestIdMiddleware(app, settings=Settings(request_id_header="X-OpenStack-Request-ID"))
 """
 
 from __future__ import annotations
@@ -20,23 +22,26 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from tasktoolkit._checks import HTTP_TOKEN
 from tasktoolkit._environ import (
     GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_REQUEST_ID_KEY,
     OPERATION_LOCATION_KEY,
     REQUEST_ID_KEY,
+    SETTINGS_KEY,
 )
-from tasktoolkit.caller import CallerGetter, caller_id_fits, keystone_caller
+from tasktoolkit.caller import caller_id_fits, keystone_caller
 from tasktoolkit.context import RequestContext, bind, is_valid_request_id, reset
 from tasktoolkit.errors import ApplicationError
+from tasktoolkit.hooks import RequestInfo
 from tasktoolkit.http_errors import response_for
-from tasktoolkit.middleware._config import aslist, resolve
 from tasktoolkit.middleware._iter import ClosingIterator
+from tasktoolkit.middleware._paste import settings_for
+from tasktoolkit.settings import Settings
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -79,6 +84,17 @@ def _environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
+def opens_operation(settings: Settings, environ: Mapping[str, Any]) -> bool:
+    """Whether the request gets an operation: a configured method, a path not excluded."""
+    if environ.get("REQUEST_METHOD") not in settings.methods:
+        return False
+    path_info = environ.get("PATH_INFO", "")
+    for prefix in settings.exclude_paths:
+        if prefix == "/" or path_info == prefix or path_info.startswith(prefix + "/"):
+            return False
+    return True
+
+
 class RequestIdMiddleware:
     """Give every request a fresh id; bind a :class:`~tasktoolkit.context.RequestContext`.
 
@@ -87,39 +103,28 @@ class RequestIdMiddleware:
     (reset once the response body is closed, or when the app raises), and to
     the response header, unless the app already set that header.
 
-    :param header: the response header, also read for an inbound global id;
-        OpenStack services should use ``X-OpenStack-Request-ID``.
-    :param compat_headers: more headers to answer with (and to read an inbound
-        id from), e.g. ``("X-Request-Id",)``. ``X-OpenStack-Request-ID`` is
-        always read for an inbound id.
-    :param caller_getter: reads the project and user for the context from the
-        environ; ``None`` leaves them unset.
+    :param settings: its knobs: ``request_id_header`` (the response header,
+        also read for an inbound global id; OpenStack services should use
+        ``X-OpenStack-Request-ID``), ``compat_headers`` (more headers to answer
+        with and to read an inbound id from; ``X-OpenStack-Request-ID`` is
+        always read), ``caller_getter`` (the project and user for the
+        context), ``hooks`` (``around_request``).
     """
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        *,
-        header: str = "X-Request-Id",
-        compat_headers: Iterable[str] = (),
-        caller_getter: CallerGetter | None = keystone_caller,
-    ) -> None:
+    def __init__(self, app: WSGIApplication, *, settings: Settings | None = None) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI application, got {app!r}")
-        if isinstance(compat_headers, str):
-            raise TypeError("compat_headers must be a list of header names, not a string")
-        headers = [header, *compat_headers]
-        for name in headers:
-            if not isinstance(name, str) or not HTTP_TOKEN.match(name):
-                raise ValueError(f"not a valid HTTP header name: {name!r}")
-        if caller_getter is not None and not callable(caller_getter):
-            raise TypeError(f"caller_getter must be callable, got {caller_getter!r}")
+        if settings is None:
+            settings = Settings()
+        if not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
         self.app = app
-        self.header = header
-        self.compat_headers = tuple(compat_headers)
-        self.caller_getter = caller_getter
+        self.settings = settings
+        self.header = settings.request_id_header
+        self.compat_headers = settings.compat_headers
+        self.caller_getter = settings.caller_getter
         unique: dict[str, str] = {}
-        for name in headers:
+        for name in (self.header, *self.compat_headers):
             unique.setdefault(name.lower(), name)
         self._response_headers = tuple((name, lower) for lower, name in unique.items())
         inbound = [*unique.values(), OPENSTACK_HEADER]
@@ -128,28 +133,15 @@ class RequestIdMiddleware:
     @classmethod
     def factory(
         cls, global_conf: Mapping[str, str], **local_conf: str
-    ) -> Any:  # Callable[[WSGIApplication], RequestIdMiddleware]
-        """``paste.filter_factory``: options ``header``, ``compat_headers``, ``caller_getter``.
-
-        ``compat_headers`` is a comma or space separated list; ``caller_getter``
-        a ``package.module:function`` name, or ``none``. Only the filter's own
-        options are read, never ``global_conf``.
+    ) -> Callable[[WSGIApplication], RequestIdMiddleware]:
+        """``paste.filter_factory``: the toolkit's options (``request_id_header``,
+        ``compat_headers``, ``caller_getter``, ...), over the settings of the
+        ``toolkit`` it names, if any. ``global_conf`` is not read.
         """
-        options: dict[str, Any] = {}
-        for key, value in local_conf.items():
-            if key == "header":
-                options["header"] = value.strip()
-            elif key == "compat_headers":
-                options["compat_headers"] = aslist(value, name=key)
-            elif key == "caller_getter":
-                options["caller_getter"] = (
-                    None if value.strip().lower() == "none" else resolve(value, name=key)
-                )
-            else:
-                raise ValueError(f"request_id filter: unknown option {key!r}")
+        _, settings = settings_for(local_conf)
 
         def filter_(app: WSGIApplication) -> RequestIdMiddleware:
-            return cls(app, **options)
+            return cls(app, settings=settings)
 
         return filter_
 
@@ -157,6 +149,41 @@ class RequestIdMiddleware:
         request_id, global_id = self._ids(environ)
         environ[REQUEST_ID_KEY] = environ[OPENSTACK_REQUEST_ID_KEY] = request_id
         environ[GLOBAL_REQUEST_ID_KEY] = environ[OPENSTACK_GLOBAL_REQUEST_ID_KEY] = global_id
+        environ[SETTINGS_KEY] = self.settings
+        if self.settings.hooks:
+            return self._around(environ, start_response, request_id)
+        return self._serve(environ, start_response, request_id, global_id)
+
+    def _around(
+        self, environ: WSGIEnvironment, start_response: StartResponse, request_id: str
+    ) -> Iterable[bytes]:
+        """The request inside the hooks' ``around_request``, left when its body is closed."""
+        settings = self.settings
+        info = RequestInfo(
+            request_id,
+            str(environ.get("REQUEST_METHOD", "")),
+            str(environ.get("PATH_INFO", "")),
+            environ,
+            request_id if opens_operation(settings, environ) else None,
+        )
+        around = settings.hooks.around_request(info)
+        around.__enter__()
+        try:
+            result = self._serve(
+                environ, start_response, request_id, environ[GLOBAL_REQUEST_ID_KEY]
+            )
+        except BaseException as exc:
+            around.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return ClosingIterator(result, lambda: _leave(around))
+
+    def _serve(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        request_id: str,
+        global_id: str | None,
+    ) -> Iterable[bytes]:
         project_id, user_id = self._caller_ids(environ)
         response_headers = self._response_headers
         started: list[bool] = []
@@ -224,8 +251,6 @@ class RequestIdMiddleware:
         getter = self.caller_getter
         if getter is keystone_caller:
             project_id, user_id = _keystone_ids(environ)
-        elif getter is None:
-            return None, None
         else:
             caller = getter(environ)
             project_id, user_id = caller.project_id, caller.user_id
@@ -260,6 +285,10 @@ class RequestIdMiddleware:
             headers.append(("Operation-Location", location))
         start_response(response.status, headers, exc_info if started else None)
         return [response.body]
+
+
+def _leave(around: AbstractContextManager[object]) -> None:
+    around.__exit__(None, None, None)
 
 
 def _reset_quietly(token: Any) -> None:

@@ -16,41 +16,50 @@ its own), and a transaction that ends without a commit drops them all, so no
 receiver ever hears of a change that was not committed. A dispatcher's work
 is queued the same way, whether or not any signal has receivers.
 
-A dispatcher (``tasktoolkit.celery.CeleryBridge``) is found on the connection
-the moves are counted on, under the execution option :data:`DISPATCHER` that
-the bridge sets on its engine: only that engine's sessions publish, and a
-session with nothing to publish pays one dictionary look-up.
+Which dispatcher runs a task is chosen per task name: an engine carries one
+:class:`Dispatchers` (task name -> dispatcher) under the execution option
+:data:`DISPATCHER`, found on the connection the moves are counted on, and each
+queue bridge made on that engine binds its names there (a name bound to two
+is refused). So two backends share one database (two bridges, or a bridge
+and database workers), only that engine's sessions publish, and a session
+with nothing to publish pays a dictionary look-up per task made pending.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
 from blinker import NamedSignal
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 
 from tasktoolkit import signals
+from tasktoolkit._request_protocol import RequestOperation, announce
+from tasktoolkit.errors import HandlerConflictError
+from tasktoolkit.hooks import Hooks, hooks_of
 from tasktoolkit.orm._operations import (
-    PendingOperation,
     count_task_transition,
     notify_changed,
     open_or_count,
     pending_key,
 )
 from tasktoolkit.orm._records import Task
-from tasktoolkit.orm._states import OperationState, TaskState
+from tasktoolkit.orm._states import TaskState
 from tasktoolkit.signals import OperationChange, TaskChange
 
 __all__ = [
     "DISPATCHER",
     "Dispatcher",
+    "Dispatchers",
     "change_of",
+    "dispatchers",
     "queue_cancel_asked",
     "queue_operation_finished",
     "record_moves",
@@ -59,16 +68,14 @@ __all__ = [
 _QUEUE = "tasktoolkit.signals"
 _LISTENING = "tasktoolkit.listening"
 _log = logging.getLogger("tasktoolkit.dispatch")
-#: The engine execution option that carries the engine's :class:`Dispatcher`.
-DISPATCHER = "tasktoolkit_dispatcher"
+#: The engine execution option that carries the engine's :class:`Dispatchers`.
+DISPATCHER = "tasktoolkit_dispatchers"
+#: Held while an engine gets its :class:`Dispatchers` (once per engine).
+_MAKING = threading.Lock()
 
 
 class Dispatcher(Protocol):
     """What a queue bridge does after a commit. Neither method may raise."""
-
-    def dispatches(self, name: str) -> bool:
-        """Whether tasks named ``name`` run on this bridge's queue."""
-        ...
 
     def publish(self, tasks: Sequence[TaskChange]) -> None:
         """Publish these tasks, which are now committed ``pending``."""
@@ -77,6 +84,58 @@ class Dispatcher(Protocol):
     def revoke(self, tasks: Sequence[TaskChange]) -> None:
         """Ask the queue to stop these running tasks, whose cancellation was committed."""
         ...
+
+
+class Dispatchers:
+    """Which dispatcher runs the tasks of each name, for one engine.
+
+    A task name is bound to one dispatcher at most: binding it to another is
+    refused, so a task is never published to two queues. A name bound to none
+    is left to the database workers.
+    """
+
+    __slots__ = ("_by_name", "_lock")
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Dispatcher] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, name: str, dispatcher: Dispatcher) -> None:
+        """Run the tasks named ``name`` on ``dispatcher`` (again: nothing changes).
+
+        :raises HandlerConflictError: ``name`` is bound to another dispatcher.
+        """
+        with self._lock:
+            bound = self._by_name.setdefault(name, dispatcher)
+        if bound is not dispatcher:
+            raise HandlerConflictError(
+                f"task {name!r} already runs on {bound!r}: a task name has one dispatcher"
+            )
+
+    def release(self, dispatcher: Dispatcher) -> None:
+        """Unbind every name of ``dispatcher``."""
+        with self._lock:
+            for name in [n for n, d in self._by_name.items() if d is dispatcher]:
+                del self._by_name[name]
+
+    def get(self, name: str) -> Dispatcher | None:
+        """The dispatcher of ``name``, or ``None``."""
+        return self._by_name.get(name)
+
+    def names(self, dispatcher: Dispatcher) -> frozenset[str]:
+        """The names bound to ``dispatcher``."""
+        with self._lock:
+            return frozenset(n for n, d in self._by_name.items() if d is dispatcher)
+
+
+def dispatchers(engine: Engine) -> Dispatchers:
+    """The :class:`Dispatchers` of ``engine``, made (and carried by it) on first use."""
+    with _MAKING:
+        found = engine.get_execution_options().get(DISPATCHER)
+        if not isinstance(found, Dispatchers):
+            found = Dispatchers()
+            engine.update_execution_options(**{DISPATCHER: found})
+        return found
 
 
 class _Queued:
@@ -97,8 +156,17 @@ class _Queued:
         self.rank = rank
 
 
-def change_of(task: Task, old_state: str | None) -> TaskChange:
-    """The :class:`TaskChange` of ``task`` (as it is now) moving from ``old_state``."""
+def change_of(
+    task: Task,
+    old_state: str | None,
+    *,
+    outcome: str | None = None,
+    moved_at: datetime | None = None,
+) -> TaskChange:
+    """The :class:`TaskChange` of ``task`` (as it is now) moving from ``old_state``.
+
+    :param outcome: the outcome of the attempt this move ends, if it ends one.
+    """
     return TaskChange(
         task.id,
         task.request_id,
@@ -108,6 +176,12 @@ def change_of(task: Task, old_state: str | None) -> TaskChange:
         old_state,
         task.state,
         task.queue,
+        attempt=task.attempts or 0,
+        outcome=outcome,
+        error_code=task.error_code if outcome is not None else None,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        moved_at=moved_at,
     )
 
 
@@ -116,7 +190,7 @@ def record_moves(
     changes: Sequence[TaskChange],
     *,
     connection: Connection | None = None,
-    opening: PendingOperation | None = None,
+    opening: RequestOperation | None = None,
 ) -> None:
     """Roll ``changes`` into their operations' counts and queue their signals.
 
@@ -145,7 +219,7 @@ def record_moves(
         if opening is not None and old is None and operation_id == opening.fields.id:
             if open_or_count(conn, opening, count, notify=wake):
                 wake = []  # sent with it
-            _queue(session, partial(_written, opening), -1)
+            _queue(session, opening.spawn_committed, -1)
         else:
             finished.append(
                 count_task_transition(conn, operation_id, old, new, count=count)
@@ -155,25 +229,33 @@ def record_moves(
     for change in changes:
         signal = signals.task_created if change.old_state is None else signals.task_state_changed
         _queue_signal(session, signal, change, 0)
+    hooks = hooks_of(conn)
+    if hooks:
+        _queue(session, partial(hooks.task_moved, list(changes)), 0)
     for operation in finished:
-        queue_operation_finished(session, operation)
-    dispatcher = _dispatcher(conn)
-    if dispatcher is not None:
-        published = [c for c in ready if dispatcher.dispatches(c.name)]
-        if published:
-            _queue(session, partial(_guarded, dispatcher.publish, published), -1)
+        queue_operation_finished(session, operation, hooks)
+    registry = _dispatchers(conn)
+    if registry is not None and ready:
+        published: dict[Dispatcher, list[TaskChange]] = {}
+        for change in ready:
+            dispatcher = registry.get(change.name)
+            if dispatcher is not None:
+                published.setdefault(dispatcher, []).append(change)
+        for dispatcher, tasks in published.items():
+            _queue(session, partial(_guarded, dispatcher.publish, tasks), -1)
 
 
-def _dispatcher(connection: Connection) -> Dispatcher | None:
-    found: Dispatcher | None = connection.get_execution_options().get(DISPATCHER)
+def _dispatchers(connection: Connection) -> Dispatchers | None:
+    found: Dispatchers | None = connection.get_execution_options().get(DISPATCHER)
     return found
 
 
 def queue_cancel_asked(session: Session, change: TaskChange) -> None:
-    """Once ``session`` commits, tell the engine's dispatcher that a running task was
-    asked to stop (a task that runs on its queue)."""
-    dispatcher = _dispatcher(session.connection())
-    if dispatcher is not None and dispatcher.dispatches(change.name):
+    """Once ``session`` commits, tell the dispatcher of the task's name that a running
+    task was asked to stop (a task that runs on a queue)."""
+    registry = _dispatchers(session.connection())
+    dispatcher = None if registry is None else registry.get(change.name)
+    if dispatcher is not None:
         _queue(session, partial(_guarded, dispatcher.revoke, [change]), -1)
 
 
@@ -185,23 +267,19 @@ def _guarded(run: Callable[[Sequence[TaskChange]], None], changes: Sequence[Task
         _log.exception("dispatching %d committed task(s) failed", len(changes))
 
 
-def _written(pending: PendingOperation) -> None:
-    """A transaction that wrote the request's operation committed: it exists now."""
-    pending.spawned = True
-    if pending.written:  # a keyed request's, written before its app ran
+def queue_operation_finished(
+    session: Session, change: OperationChange | None, hooks: Hooks | None = None
+) -> None:
+    """Announce ``change`` (the signal and the hooks: :func:`announce`) once ``session`` commits.
+
+    :param hooks: the engine's hooks, when the caller has them at hand.
+    """
+    if change is None:
         return
-    pending.written = True
-    fields = pending.fields
-    opened = OperationChange(
-        fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
-    )
-    signals.send(signals.operation_opened, opened)
-
-
-def queue_operation_finished(session: Session, change: OperationChange | None) -> None:
-    """Send ``operation_finished`` for ``change`` once ``session`` commits."""
-    if change is not None:
-        _queue_signal(session, signals.operation_finished, change, 1)
+    if hooks is None:
+        hooks = hooks_of(session.connection())
+    if hooks or signals.operation_finished.receivers:
+        _queue(session, partial(announce, hooks, change), 1)
 
 
 def _queue_signal(

@@ -22,13 +22,13 @@ These functions take a Core :class:`~sqlalchemy.engine.Connection` and never com
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Insert, bindparam, insert, select, update
+from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from tasktoolkit._request_protocol import StoredResponse
 from tasktoolkit.errors import IdempotencyInProgressError, IdempotencyKeyReusedError
 from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._expiry import DEFAULT_TTL
@@ -38,23 +38,10 @@ from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._states import OperationState
 from tasktoolkit.signals import OperationChange
 
-__all__ = ["MAX_KEY_LENGTH", "StoredResponse", "record_response", "reserve"]
+__all__ = ["MAX_KEY_LENGTH", "StoredResponse", "free_key", "record_response", "reserve"]
 
 #: The longest key (the column's size).
 MAX_KEY_LENGTH = 255
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    """The response a keyed request is replayed with.
-
-    :param body: ``None`` when it was too large to keep (only the status and
-        headers are replayed).
-    """
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes | None
 
 
 def _skipping_duplicates(dialect: str) -> Insert:
@@ -74,6 +61,24 @@ _RESERVE = {
     .execution_options(preserve_rowcount=True)
     for name in ("postgresql", "sqlite", "mysql")
 }
+# The statements of every keyed request, built once.
+_THIS_KEY = (
+    (_K.c.project_id == bindparam("k_project"))
+    & (_K.c.key == bindparam("k_key"))
+    & (_K.c.operation_id == bindparam("k_operation"))
+    & _K.c.status.is_(None)
+)
+_TAKE_OVER = (
+    update(_K)
+    .where(_THIS_KEY)
+    .values(operation_id=bindparam("k_new"), created_at=db_now())
+)
+_RECORD = (
+    update(_K)
+    .where(_THIS_KEY)
+    .values(status=bindparam("k_status"), headers=bindparam("k_headers"), body=bindparam("k_body"))
+)
+_FREE = delete(_K).where(_THIS_KEY)
 _READ = (
     select(_K.c.fingerprint, _K.c.operation_id, _K.c.status, _K.c.headers, _K.c.body, _O.c.state)
     .join(_O, _O.c.id == _K.c.operation_id)
@@ -127,14 +132,13 @@ def reserve(
         # Its request never recorded a response and the reaper closed its
         # operation: the key is free again, for whoever takes it first.
         taken = connection.execute(
-            update(_K)
-            .where(
-                _K.c.project_id == project,
-                _K.c.key == key,
-                _K.c.operation_id == row.operation_id,
-                _K.c.status.is_(None),
-            )
-            .values(operation_id=fields.id, created_at=db_now())
+            _TAKE_OVER,
+            {
+                "k_project": project,
+                "k_key": key,
+                "k_operation": row.operation_id,
+                "k_new": fields.id,
+            },
         )
         if taken.rowcount == 1:
             return opened
@@ -156,17 +160,28 @@ def record_response(
     :returns: whether it was kept (the key is still this operation's).
     """
     result = connection.execute(
-        update(_K)
-        .where(
-            _K.c.project_id == _scope(project_id),
-            _K.c.key == key,
-            _K.c.operation_id == operation_id,
-            _K.c.status.is_(None),
-        )
-        .values(
-            status=response.status,
-            headers=json.dumps([list(pair) for pair in response.headers]),
-            body=response.body,
-        )
+        _RECORD,
+        {
+            "k_project": _scope(project_id),
+            "k_key": key,
+            "k_operation": operation_id,
+            "k_status": response.status,
+            "k_headers": json.dumps([list(pair) for pair in response.headers]),
+            "k_body": response.body,
+        },
+    )
+    return bool(result.rowcount == 1)
+
+
+def free_key(
+    connection: Connection, *, project_id: str | None, key: str, operation_id: str
+) -> bool:
+    """Let go of ``key`` for a request that kept nothing on it (the app refused it before
+    doing anything), so the next request with it runs; one statement.
+
+    :returns: whether it was freed (the key was still this operation's, without a response).
+    """
+    result = connection.execute(
+        _FREE, {"k_project": _scope(project_id), "k_key": key, "k_operation": operation_id}
     )
     return bool(result.rowcount == 1)

@@ -34,11 +34,11 @@ finishes the operation when nothing is left active (:func:`settle_operation`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from sqlalchemy import (
     Float,
@@ -62,7 +62,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import ColumnElement
 
-from tasktoolkit.orm._clock import db_now, later
+from tasktoolkit._request_protocol import OperationFields, RequestEnd, RequestOperation, Target
+from tasktoolkit.orm._clock import db_now, later, read_now
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import DEFAULT_TTL, MAX_TTL, check_ttl
 from tasktoolkit.orm._records import operations_table as _T
@@ -76,12 +77,12 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "REQUEST_LOST",
     "OperationFields",
-    "PendingOperation",
     "Target",
     "check_request_timeout",
     "count_task_transition",
     "end_lost_request",
     "end_request",
+    "end_requests",
     "lost_requests",
     "notify_changed",
     "open_operation",
@@ -139,48 +140,11 @@ def notify_changed(connection: Connection, ids: Iterable[str | None]) -> None:
         connection.execute(_NOTIFY, {"ids": changed})
 
 
-@dataclass(frozen=True, slots=True)
-class OperationFields:
-    """What is known of an operation when its request starts."""
-
-    id: str
-    method: str
-    path: str
-    global_request_id: str | None = None
-    action: str | None = None
-    resource_type: str | None = None
-    resource_id: str | None = None
-    project_id: str | None = None
-    user_id: str | None = None
-
-
 class _FromRow:
     """The operation's own ttl, read from its row."""
 
 
 _FROM_ROW = _FromRow()
-
-
-@dataclass(slots=True)
-class PendingOperation:
-    """The operation of a request being served, not yet written.
-
-    The request's first spawn writes it in the app's own transaction
-    (:func:`open_or_count`), so the operation commits with what the request
-    created or not at all; ``written`` turns true when such a transaction
-    commits. A request that never got that far has it written, already
-    finished, when its response starts (:func:`write_finished`).
-
-    :param ttl_seconds: how long it is kept once finished; ``None`` keeps it.
-    """
-
-    fields: OperationFields
-    ttl_seconds: int | None
-    #: When it is written ``running``, its request has this long to record its end.
-    request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT
-    written: bool = False
-    #: A transaction of the request that spawned tasks committed.
-    spawned: bool = False
 
 
 def _row(
@@ -234,7 +198,7 @@ def open_operation(
 
 def open_or_count(
     connection: Connection,
-    pending: PendingOperation,
+    pending: RequestOperation,
     count: int,
     *,
     notify: Iterable[str | None] = (),
@@ -261,35 +225,13 @@ def open_or_count(
     return True
 
 
-class Target(NamedTuple):
-    """What a request did, known once it has been routed and answered.
-
-    :param action: the route's action.
-    :param resource_type: with ``resource_id``, the one resource the request
-        targeted; one without the other is dropped.
-    """
-
-    action: str | None = None
-    resource_type: str | None = None
-    resource_id: str | None = None
-
-    def cleaned(self) -> Target:
-        """Each value cut to its column (64), and a resource only with both halves."""
-        action, kind, ident = (None if v is None else v[:64] for v in self)
-        return (
-            Target(action, None, None)
-            if kind is None or ident is None
-            else Target(action, kind, ident)
-        )
-
-
 #: Nothing known of what the request did.
 _NO_TARGET = Target()
 
 
 def write_finished(
     connection: Connection,
-    pending: PendingOperation,
+    pending: RequestOperation,
     http_status: int,
     *,
     target: Target = _NO_TARGET,
@@ -361,6 +303,53 @@ def end_request(
     if row is None or row.state == OperationState.RUNNING or not row.ended_here:
         return None
     return OperationChange(operation_id, row.state, http_status, row.method, row.path)
+
+
+def end_requests(
+    connection: Connection,
+    ends: Sequence[RequestEnd],
+    *,
+    read_back: bool = False,
+) -> list[OperationChange]:
+    """Record the ends of many requests in one statement (an ``executemany`` of
+    :func:`end_request`'s update), as the end writer does once per round; no commit.
+
+    Each end finishes its operation when no task of it is active, as
+    :func:`end_request` does; an operation that already has its status (its end
+    written before) is left alone, so an end is never written twice. Every end
+    of the round is at one time, the database's, read once for the round (one
+    statement a round, whatever its size), which also tells the operations it
+    finished from those a worker finished since.
+
+    :param read_back: read the operations this finished (one statement more),
+        to announce them.
+    :returns: the changes of the operations this finished (with ``read_back``).
+    """
+    if not ends:
+        return []
+    now = read_now(connection)
+    rows = []
+    for end in sorted(ends, key=lambda e: e.operation_id):  # one lock order for every writer
+        action, resource_type, resource_id = end.target.cleaned()
+        rows.append(
+            {
+                "op_id": end.operation_id,
+                "op_status": end.http_status,
+                "op_now": now,
+                "op_action": action,
+                "op_resource_type": resource_type,
+                "op_resource_id": resource_id,
+            }
+        )
+    connection.execute(_END_ROUND, rows)
+    ids = [end.operation_id for end in ends]
+    notify_changed(connection, ids)
+    if not read_back:
+        return []
+    return [
+        OperationChange(row.id, row.state, row.http_status, row.method, row.path)
+        for row in connection.execute(_READ_ENDED_MANY, {"op_ids": ids, "op_now": now})
+    ]
 
 
 def count_task_transition(
@@ -472,29 +461,45 @@ _INSERT_FINISHED = (
 _ENDED_AT = _ended_at(keep=True)
 #: The end finished the operation (with RETURNING: its own row as it left it).
 _ENDED = (_T.c.state, _T.c.method, _T.c.path, _T.c.finished_at.is_not(None).label("ended_here"))
-_END = (
-    update(_T)
-    .where(_T.c.id == _ID, _T.c.http_status.is_(None), _T.c.state == OperationState.RUNNING.value)
-    .values(
-        http_status=_STATUS,
-        request_deadline=None,
-        updated_at=_ENDED_AT,
-        # None keeps what was recorded.
-        action=func.coalesce(bindparam("op_action", type_=String), _T.c.action),
-        resource_type=func.coalesce(
-            bindparam("op_resource_type", type_=String), _T.c.resource_type
-        ),
-        resource_id=func.coalesce(bindparam("op_resource_id", type_=String), _T.c.resource_id),
-        # Finished here when no task is active. The status is the parameter,
-        # not the column: MariaDB would read the column as this update set it.
-        state=case(
-            (_IDLE, _final_state(_STATUS, _T.c.tasks_failed, _T.c.tasks_cancelled)),
-            else_=_T.c.state,
-        ),
-        finished_at=case((_IDLE, _ENDED_AT), else_=None),
-        expires_at=case((_IDLE, later(_ENDED_AT, _T.c.ttl_seconds)), else_=None),
+
+
+def _end_statement(ended_at: ColumnElement[Any]) -> Update:
+    """The end of a request at ``ended_at``: its status, and its finish when no task is
+    active (expiring after the operation's own ttl)."""
+    return (
+        update(_T)
+        .where(
+            _T.c.id == _ID, _T.c.http_status.is_(None), _T.c.state == OperationState.RUNNING.value
+        )
+        .values(
+            http_status=_STATUS,
+            request_deadline=None,
+            updated_at=ended_at,
+            # None keeps what was recorded.
+            action=func.coalesce(bindparam("op_action", type_=String), _T.c.action),
+            resource_type=func.coalesce(
+                bindparam("op_resource_type", type_=String), _T.c.resource_type
+            ),
+            resource_id=func.coalesce(
+                bindparam("op_resource_id", type_=String), _T.c.resource_id
+            ),
+            # Finished here when no task is active. The status is the parameter,
+            # not the column: MariaDB would read the column as this update set it.
+            state=case(
+                (_IDLE, _final_state(_STATUS, _T.c.tasks_failed, _T.c.tasks_cancelled)),
+                else_=_T.c.state,
+            ),
+            finished_at=case((_IDLE, ended_at), else_=None),
+            expires_at=case((_IDLE, later(ended_at, _T.c.ttl_seconds)), else_=None),
+        )
     )
-)
+
+
+#: One request's end, at the database's time when it runs.
+_END = _end_statement(_ENDED_AT)
+#: A round of ends (the end writer's), at the database's time read for the round.
+_ROUND_AT = bindparam("op_now", type_=_T.c.updated_at.type)
+_END_ROUND = _end_statement(_ROUND_AT)
 _END_RETURNING = _END.returning(*_ENDED)
 #: Sends :func:`notify_changed`'s NOTIFY for the ids in ``op_notify``, from the
 #: statement returning it (PostgreSQL), so that it costs no round trip.
@@ -506,6 +511,12 @@ _READ_ENDED = select(
     _T.c.path,
     func.coalesce(_T.c.finished_at == _ended_at(keep=False), False).label("ended_here"),
 ).where(_T.c.id == _ID)
+#: The operations a round of ends finished (their finishing time is the round's).
+_READ_ENDED_MANY = select(_T.c.id, _T.c.state, _T.c.http_status, _T.c.method, _T.c.path).where(
+    _T.c.id.in_(bindparam("op_ids", expanding=True)),
+    _T.c.finished_at == _ROUND_AT,
+    _T.c.state != OperationState.RUNNING.value,
+)
 #: What deciding to finish an operation reads of it.
 _FINISH_COLUMNS = (
     _T.c.state,

@@ -220,6 +220,8 @@ class Task(RecordBase):
     #: When a queue bridge last published the task; ``None`` while it waits to
     #: be published (again, after a re-queue).
     published_at: Mapped[datetime | None]
+    #: Seconds a published task may stay pending before a bridge publishes it again.
+    redeliver_after: Mapped[int] = mapped_column(Integer, default=900, server_default=text("900"))
     created_at: Mapped[datetime] = mapped_column(default=db_now())
     started_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=db_now())

@@ -79,7 +79,6 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.orm._clock import db_now, read_now
 from tasktoolkit.orm._events import change_of, record_moves
-from tasktoolkit.orm._operations import PendingOperation
 from tasktoolkit.orm._ready import start_deadline
 from tasktoolkit.orm._records import Task, tasks_table
 from tasktoolkit.orm._rules import DEFAULT_NAME, DEFAULT_RULES, TaskRules, check_rules_table
@@ -434,11 +433,10 @@ def spawn_tasks(
     _insert_spawned(session, rows)
     created = [_persistent_task(_columns(row)) for row in rows]
     session.add_all(created)  # detached -> persistent: no SQL
-    opening = ctx.operation if ctx is not None else None
     record_moves(
         session,
         [change_of(task, None) for task in created],
-        opening=opening if isinstance(opening, PendingOperation) else None,
+        opening=ctx.operation if ctx is not None else None,
     )
     for resource, _ in items:
         loaded = inspect(resource).dict

@@ -46,6 +46,8 @@ __all__ = ["DEFAULT_NAME", "DEFAULT_RULES", "RowRules", "TaskRules", "check_rule
 #: The key of a model's default rules in ``__task_rules__``.
 DEFAULT_NAME = "*"
 _MAX_ATTEMPTS = 1000
+#: A published task not started within this many heartbeat timeouts is published again.
+_REDELIVER_TIMEOUTS = 3
 
 
 def _duration(value: object, what: str, *, optional: bool, minimum: timedelta) -> None:
@@ -81,6 +83,14 @@ class TaskRules:
     :param heartbeat_timeout: a ``running`` task without a heartbeat for
         longer is taken from its worker (re-queued or failed ``worker_lost``);
         whole seconds, at least one.
+    :param redeliver_after: a task a queue bridge published that has not
+        started within it (from its publish, and from the end of its backoff)
+        is published again by the bridge's sweeper, as a broker's visibility
+        timeout hands back a message nobody acknowledged: the broker lost the
+        message, or a dead worker holds it. Whole seconds, at least one;
+        ``None``: three heartbeat timeouts. Keep it above the longest a task
+        waits in a healthy queue: a backlog older than it is published twice
+        (the second delivery runs nothing).
     :param max_attempts: how many times the task may start; a retryable
         failure or a lost worker re-queues it until they are used up.
     :param backoff: the wait before the second attempt; it doubles with each
@@ -97,6 +107,7 @@ class TaskRules:
 
     start_timeout: timedelta | None
     heartbeat_timeout: timedelta
+    redeliver_after: timedelta | None
     max_attempts: int
     backoff: timedelta
     backoff_cap: timedelta
@@ -109,6 +120,7 @@ class TaskRules:
         *,
         start_timeout: timedelta | None = timedelta(hours=1),
         heartbeat_timeout: timedelta = timedelta(minutes=5),
+        redeliver_after: timedelta | None = None,
         max_attempts: int = 1,
         backoff: timedelta = timedelta(seconds=10),
         backoff_cap: timedelta = timedelta(minutes=10),
@@ -123,6 +135,7 @@ class TaskRules:
         _duration(
             heartbeat_timeout, "heartbeat_timeout", optional=False, minimum=timedelta(seconds=1)
         )
+        _duration(redeliver_after, "redeliver_after", optional=True, minimum=timedelta(seconds=1))
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
             raise InvalidTaskRulesError(f"max_attempts: expected an integer, got {max_attempts!r}")
         if not 1 <= max_attempts <= _MAX_ATTEMPTS:
@@ -146,6 +159,7 @@ class TaskRules:
         values = {
             "start_timeout": start_timeout,
             "heartbeat_timeout": heartbeat_timeout,
+            "redeliver_after": redeliver_after,
             "max_attempts": max_attempts,
             "backoff": backoff,
             "backoff_cap": backoff_cap,
@@ -157,6 +171,11 @@ class TaskRules:
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
+
+    @property
+    def redelivery(self) -> timedelta:
+        """:attr:`redeliver_after`, or three heartbeat timeouts when it is ``None``."""
+        return self.redeliver_after or _REDELIVER_TIMEOUTS * self.heartbeat_timeout
 
     def ttl_for(self, state: str) -> timedelta | None:
         """The time-to-live of a task that finished in ``state``."""
@@ -181,6 +200,7 @@ class TaskRules:
         return {
             "max_attempts": self.max_attempts,
             "heartbeat_timeout": math.ceil(self.heartbeat_timeout.total_seconds()),
+            "redeliver_after": math.ceil(self.redelivery.total_seconds()),
             "rules": self.encoded,
         }
 

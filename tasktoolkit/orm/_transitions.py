@@ -269,8 +269,9 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
         if result.rowcount != 1:
             continue  # another process changed it first: read again and decide again
         old_state = task.state
+        moved_at = now if isinstance(now, datetime) else None
         if change.attempt is not None:
-            _end_attempt(session, task, change.attempt, now)
+            moved_at = _end_attempt(session, task, change.attempt, now)
         for key, value in change.values.items():
             # A time computed in the statement is not known here: the snapshot
             # keeps its own (the job that holds it is done with it).
@@ -278,15 +279,20 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
                 set_committed_value(task, key, value)
         if change.target is not None:
             _refresh_active_tasks(session, task)
-            record_moves(session, [change_of(task, old_state)])
+            outcome = None if change.attempt is None else change.attempt["outcome"]
+            moved = change_of(task, old_state, outcome=outcome, moved_at=moved_at)
+            record_moves(session, [moved])
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
     raise InvalidTransitionError(task_id, "contended", what)
 
 
-def _end_attempt(session: Session, task: Task, outcome: dict[str, Any], now: Moment) -> None:
-    """Write the row of the attempt that ``task`` (as read, still ``running``) ends now."""
+def _end_attempt(
+    session: Session, task: Task, outcome: dict[str, Any], now: Moment
+) -> datetime | None:
+    """Write the row of the attempt that ``task`` (as read, still ``running``) ends now;
+    the time it ended (computed in the statement, returned where the database can)."""
     row = {
         "task_id": task.id,
         "number": task.attempts,
@@ -298,7 +304,17 @@ def _end_attempt(session: Session, task: Task, outcome: dict[str, Any], now: Mom
         "error_traceback": None,
         **outcome,
     }
-    session.execute(insert(attempts_table).values(row))
+    statement = insert(attempts_table).values(row)
+    if isinstance(now, datetime):
+        session.execute(statement)
+        return now
+    if not session.get_bind().dialect.insert_returning:
+        session.execute(statement)
+        return None
+    ended: datetime = session.execute(
+        statement.returning(attempts_table.c.finished_at)
+    ).scalar_one()
+    return ended
 
 
 def _attempt_of(target: TaskState, values: dict[str, Any]) -> dict[str, Any]:
@@ -482,7 +498,12 @@ def start_oldest(
     for task, _ in started:
         _refresh_active_tasks(session, task)
     if started:
-        record_moves(session, [change_of(task, TaskState.PENDING.value) for task, _ in started])
+        # The start's time is the database's, returned with each row.
+        moves = [
+            change_of(task, TaskState.PENDING.value, moved_at=task.started_at)
+            for task, _ in started
+        ]
+        record_moves(session, moves)
     return started
 
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine
 
-from tasktoolkit.celery import CeleryBridge, check_broker_url
+from tasktoolkit import Toolkit
+from tasktoolkit.celery import CeleryBridge, TaskFailed, check_broker_url
 from tasktoolkit.errors import HandlerConflictError, InvalidBrokerError, InvalidTaskNameError
 from tasktoolkit.orm import Job
 
@@ -20,10 +20,10 @@ def backend() -> str:
 
 
 @pytest.fixture
-def memory_engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
-    yield engine
-    engine.dispose()
+def toolkit() -> Iterator[Toolkit]:
+    made = Toolkit(create_engine("sqlite://"))
+    yield made
+    made.engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -41,9 +41,9 @@ def memory_engine() -> Iterator[Engine]:
         pytest.param("127.0.0.1:5672", "not '127.0.0.1:5672'", id="no-scheme"),
     ],
 )
-def test_an_unknown_broker_scheme_is_refused(memory_engine: Engine, url: str, says: str) -> None:
+def test_an_unknown_broker_scheme_is_refused(toolkit: Toolkit, url: str, says: str) -> None:
     with pytest.raises(InvalidBrokerError, match=r"RabbitMQ or Redis|broker URL") as raised:
-        CeleryBridge(url, memory_engine)
+        CeleryBridge(toolkit, url)
     assert says in str(raised.value)
 
 
@@ -67,8 +67,8 @@ def test_rabbitmq_and_redis_urls_are_taken(url: str) -> None:
     assert check_broker_url(url) == url
 
 
-def test_a_handler_bound_twice_is_refused(memory_engine: Engine) -> None:
-    bridge = CeleryBridge("redis://127.0.0.1:6379/0", memory_engine)
+def test_a_handler_bound_twice_is_refused(toolkit: Toolkit) -> None:
+    bridge = CeleryBridge(toolkit, "redis://127.0.0.1:6379/0")
 
     @bridge.handler("wire")
     def wire(job: Job) -> None:
@@ -85,21 +85,36 @@ def test_a_handler_bound_twice_is_refused(memory_engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "two words", "-leading", 7])
-def test_a_bad_task_name_is_refused(memory_engine: Engine, name: object) -> None:
+def test_a_bad_task_name_is_refused(toolkit: Toolkit, name: object) -> None:
     with pytest.raises(InvalidTaskNameError):
-        CeleryBridge("redis://127.0.0.1:6379/0", memory_engine, names=[name])  # type: ignore[list-item]
-    bridge = CeleryBridge("redis://127.0.0.1:6379/0", memory_engine)
+        CeleryBridge(toolkit, "redis://127.0.0.1:6379/0", names=[name])  # type: ignore[list-item]
+    bridge = CeleryBridge(toolkit, "redis://127.0.0.1:6379/0")
     with pytest.raises(InvalidTaskNameError):
         bridge.handler(name)  # type: ignore[arg-type]
 
 
-def test_the_bridge_needs_an_engine() -> None:
-    with pytest.raises(TypeError, match="needs an Engine"):
-        CeleryBridge("redis://127.0.0.1:6379/0", "sqlite://")  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    "made_from",
+    [
+        pytest.param(create_engine("sqlite://"), id="an-engine"),
+        pytest.param("sqlite://", id="a-url"),
+    ],
+)
+def test_a_bridge_is_made_from_a_toolkit(made_from: object) -> None:
+    with pytest.raises(TypeError, match=r"needs a tasktoolkit\.Toolkit"):
+        CeleryBridge(made_from, "redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
 
 
-def test_the_bridge_sets_what_celery_needs(memory_engine: Engine) -> None:
-    bridge = CeleryBridge("amqp://guest:guest@127.0.0.1:5672//", memory_engine)
+def test_names_already_bound_bind_none(toolkit: Toolkit) -> None:
+    first = CeleryBridge(toolkit, "redis://127.0.0.1:6379/0", names=["wire", "boot"])
+    with pytest.raises(HandlerConflictError, match="'boot' already runs on"):
+        CeleryBridge(toolkit, "redis://127.0.0.1:6379/0", names=["scan", "boot"])
+    second = CeleryBridge(toolkit, "redis://127.0.0.1:6379/0", names=["scan"])  # "scan" is free
+    assert (first.names, second.names) == ({"wire", "boot"}, {"scan"})
+
+
+def test_the_bridge_sets_what_celery_needs(toolkit: Toolkit) -> None:
+    bridge = CeleryBridge(toolkit, "amqp://guest:guest@127.0.0.1:5672//")
 
     @bridge.handler("wire")
     def wire(job: Job) -> None:
@@ -107,5 +122,6 @@ def test_the_bridge_sets_what_celery_needs(memory_engine: Engine) -> None:
 
     task = bridge.app.tasks["tasktoolkit.wire"]
     assert (task.acks_late, task.reject_on_worker_lost, task.max_retries) == (True, True, 0)
+    assert (task.ignore_result, task.throws) == (False, (TaskFailed,))  # results say the truth
     assert bridge.app.conf.worker_prefetch_multiplier == 1
     assert bridge.app.conf.broker_transport_options["confirm_publish"] is True

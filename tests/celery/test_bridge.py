@@ -22,13 +22,15 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import cli, orm
+from tasktoolkit import Toolkit, cli, orm
+from tasktoolkit.bridges import Message
 from tasktoolkit.celery import CeleryBridge
-from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import Task, TaskRules, cancel_task
+from tasktoolkit.errors import HandlerConflictError
+from tasktoolkit.orm import Task, TaskRules, Worker, cancel_task
 from tasktoolkit.orm._events import DISPATCHER, change_of
-from tests.celery.conftest import Workers, wait_for
+from tests.celery.conftest import Counting, Events, Workers, wait_for
 from tests.middleware.apps import cluster_app
+from tests.middleware.stacks import Stacks
 from tests.models import Cluster
 from tests.orm._db import task_row
 from tests.proxy import TcpProxy
@@ -65,17 +67,13 @@ def make_stack(
     engine: Engine, sessions: sessionmaker[Session]
 ) -> Iterator[Callable[[list[str]], webtest.TestApp]]:
     """``make_stack(task_names)``: the whole stack over an app spawning those tasks."""
-    made: list[OperationMiddleware] = []
+    stacks = Stacks(engine)
 
     def make(task_names: list[str]) -> webtest.TestApp:
-        made.append(
-            OperationMiddleware(cluster_app(sessions, task_names=task_names), engine=engine)
-        )
-        return webtest.TestApp(RequestIdMiddleware(made[-1]), lint=True)
+        return stacks.test_app(cluster_app(sessions, task_names=task_names))
 
     yield make
-    for middleware in made:
-        middleware.close()
+    stacks.close()
 
 
 def test_a_request_publishes_its_tasks_after_commit(
@@ -136,13 +134,36 @@ def test_a_message_delivered_twice_runs_once(
     )
     assert [e for _, _, e, _, _ in workers.runs(task_id)] == ["ran"]
     assert task_row(engine, task_id)["attempts"] == 1  # type: ignore[index]
+    # Each of the three deliveries ran inside the hooks' around_delivery, the skips too.
+    wait_for(lambda: len(workers.deliveries(task_id)) == 6, "3 deliveries through the hook")
+    assert Counter(workers.deliveries(task_id)) == {"enter": 3, "exit": 3}  # maybe at once
+
+
+def test_the_bridge_announces_its_publishes_and_sweeps(
+    bridge: CeleryBridge,
+    counting: Counting,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    proxy: TcpProxy,
+) -> None:
+    before = Counter(counting.counts)
+    ids = spawn(sessions, "quick", 2)
+    assert counting.counts["published"] - before["published"] == 2  # told after the commit
+    with proxy.down():
+        (late,) = spawn(sessions, "quick")  # nothing published: nothing told
+    assert counting.counts - before == {"published": 2}
+    assert bridge.sweep() == 1
+    assert counting.counts - before == {"published": 2, "swept": 1}
+    for task_id in [*ids, late]:
+        wait_state(engine, task_id, "succeeded")
 
 
 def test_a_message_for_no_task_is_acknowledged(
     bridge: CeleryBridge, engine: Engine, sessions: sessionmaker[Session], workers: Workers
 ) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
-    bridge._send([(missing, "quick", None)] * 3)
+    bridge._send([Message(missing, "quick")] * 3)
     wait_for(lambda: workers.log().count(f"task {missing} does not exist") == 3, "3 skips")
     (task_id,) = spawn(sessions, "quick")  # the workers go on
     wait_state(engine, task_id, "succeeded")
@@ -161,7 +182,7 @@ def test_a_task_cancelled_while_pending_is_skipped_when_its_message_arrives(
     with sessions() as session:
         cancel_task(session, task_id)
         session.commit()
-    bridge._send([(task_id, "quick", None)])  # its message arrives after all
+    bridge._send([Message(task_id, "quick")])  # its message arrives after all
     wait_for(lambda: f"task {task_id} is cancelled" in workers.log(), "the skip")
     assert workers.runs(task_id) == []
     assert state_of(engine, task_id) == "cancelled"
@@ -313,3 +334,147 @@ def test_tasktoolkit_reap_sweeps_with_a_bridge(
     status = cli.main(["reap", "--db-url", url, "--celery", f"{__name__}:workers"])
     assert status == cli.EXIT_ERROR
     assert "not a CeleryBridge" in capsys.readouterr().err
+
+
+# -- Celery's own tools say what the toolkit recorded ------------------------------
+
+
+def celery_state(bridge: CeleryBridge, task_id: str) -> tuple[str, object]:
+    """Celery's result backend's ``(state, result)`` of ``task_id``."""
+    result = bridge.app.AsyncResult(task_id)
+    return result.state, result.result
+
+
+def wait_events(events: Events, task_id: str, last: str) -> list[str]:
+    """The task's events once ``last`` was heard."""
+    wait_for(lambda: last in events.of(task_id), f"event {last} of {task_id}")
+    return events.of(task_id)
+
+
+@pytest.mark.parametrize(
+    ("name", "cancel", "error"),
+    [
+        pytest.param("doomed", False, "doomed: it always fails", id="failed"),
+        pytest.param("polite", True, "cancelled as asked", id="cancelled"),
+    ],
+)
+def test_a_task_recorded_failed_or_cancelled_is_a_failure_in_celery(
+    bridge: CeleryBridge,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    events: Events,
+    name: str,
+    cancel: bool,
+    error: str,
+) -> None:
+    (task_id,) = spawn(sessions, name)
+    if cancel:
+        wait_for(lambda: workers.runs(task_id), "the handler to start")
+        with sessions() as session:
+            cancel_task(session, task_id)
+            session.commit()
+    wait_state(engine, task_id, "cancelled" if cancel else "failed")
+    kinds = wait_events(events, task_id, "task-failed")
+    assert "task-succeeded" not in kinds, kinds
+    state, result = celery_state(bridge, task_id)
+    assert state == "FAILURE"
+    assert type(result).__name__ == ("TaskCancelled" if cancel else "TaskFailed")
+    assert str(result) == error
+
+
+def test_a_retried_task_is_a_retry_then_a_success_in_celery(
+    bridge: CeleryBridge,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    events: Events,
+) -> None:
+    rules = TaskRules(max_attempts=2, backoff=timedelta(0), jitter=0)
+    (task_id,) = spawn(sessions, "flaky", rules=rules)
+    wait_state(engine, task_id, "succeeded")
+    wait_events(events, task_id, "task-succeeded")
+    wait_events(events, task_id, "task-retried")  # two workers' events: in either order
+    ends = ("task-retried", "task-succeeded", "task-failed")
+    outcomes = Counter(k for k in events.of(task_id) if k in ends)
+    assert outcomes == {"task-retried": 1, "task-succeeded": 1}, events.of(task_id)
+    assert celery_state(bridge, task_id) == ("SUCCESS", None)
+
+
+@pytest.mark.parametrize(
+    ("name", "state", "celery"),
+    [
+        pytest.param("quick", "succeeded", "SUCCESS", id="after-a-success"),
+        pytest.param("doomed", "failed", "FAILURE", id="after-a-failure"),
+    ],
+)
+def test_a_duplicate_delivery_is_no_second_outcome_in_celery(
+    bridge: CeleryBridge,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+    events: Events,
+    name: str,
+    state: str,
+    celery: str,
+) -> None:
+    (task_id,) = spawn(sessions, name)
+    wait_state(engine, task_id, state)
+    final = "task-succeeded" if celery == "SUCCESS" else "task-failed"
+    wait_events(events, task_id, final)
+    before = celery_state(bridge, task_id)
+    bridge._send([Message(task_id, name)])  # a late second message
+    skip = f"task {task_id} is {state}: not started again"
+    wait_for(lambda: skip in workers.log(), "the skipped delivery")
+    # The second delivery was received and acknowledged, with no outcome of its own.
+    wait_for(lambda: events.of(task_id).count("task-received") == 2, "its task-received")
+    assert events.of(task_id).count(final) == 1, events.of(task_id)
+    assert "task-succeeded" not in events.of(task_id)[events.of(task_id).index(final) + 1 :]
+    assert repr(celery_state(bridge, task_id)) == repr(before)  # exceptions compare by identity
+    assert before[0] == celery
+
+
+# -- two backends on one database ----------------------------------------------------
+
+
+def test_a_bridge_and_database_workers_share_one_database(
+    bridge: CeleryBridge,
+    toolkit: Toolkit,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    workers: Workers,
+) -> None:
+    with sessions() as session:
+        cluster = Cluster(name="c", project_id="p1")
+        session.add(cluster)
+        session.flush()
+        on_celery, local = (t.id for t in cluster.spawn_tasks(["quick", "local"]))
+        session.commit()
+    assert task_row(engine, local)["published_at"] is None  # type: ignore[index]
+    worker = Worker(engine, ["local"])
+    try:
+        job = worker.claim()
+        assert job is not None and job.id == local
+        with job:
+            pass
+    finally:
+        worker.close()
+    wait_state(engine, on_celery, "succeeded")
+    assert state_of(engine, local) == "succeeded"
+    assert workers.runs(local) == []  # never on Celery
+
+
+def test_a_task_name_runs_on_one_bridge_of_an_engine(
+    bridge: CeleryBridge, toolkit: Toolkit, broker_url: str
+) -> None:
+    with pytest.raises(HandlerConflictError, match="'quick' already runs on"):
+        CeleryBridge(toolkit, broker_url, names=["quick"])
+    other = CeleryBridge(toolkit, broker_url, names=["elsewhere"])
+    try:
+        with pytest.raises(HandlerConflictError, match="'slow' already runs on"):
+            other.handler("slow")(lambda job: None)
+        assert other.names == {"elsewhere"} and "elsewhere" not in bridge.names
+    finally:
+        other.close()
+    again = CeleryBridge(toolkit, broker_url, names=["elsewhere"])  # released by close()
+    again.close()

@@ -15,7 +15,6 @@ from webtest import TestApp
 
 from tasktoolkit import context, orm
 from tasktoolkit.errors import InvalidFilterError
-from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import ListParams, Scope, Task, TaskRules, Worker
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._resource import resource_class
@@ -23,6 +22,7 @@ from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm._workers import WORKER_ERROR_MESSAGE
 from tests.endpoints.conftest import Seeded, build_app, caller, random_task_id, seed_project
+from tests.middleware.stacks import Stacks
 from tests.models import Cluster
 
 ISO_Z = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
@@ -507,15 +507,12 @@ def test_whole_stack_with_the_middleware(
 ) -> None:
     # Under a prefix the middleware is told where the operations are: it sits
     # outside the router and cannot know.
-    operations = OperationMiddleware(
-        build_app(session_factory, path_prefix=prefix).app,
-        engine=engine,
-        operations_path=f"{prefix}/operations",
-    )
+    stacks = Stacks(engine)
     try:
-        _drive_whole_stack(TestApp(RequestIdMiddleware(operations)), seeded, prefix)
+        app = build_app(session_factory, path_prefix=prefix).app
+        _drive_whole_stack(stacks.test_app(app, path_prefix=prefix), seeded, prefix)
     finally:
-        operations.close()  # its writer pool is its own
+        stacks.close()  # its writer pool is its own
 
 
 def _drive_whole_stack(app: TestApp, seeded: Seeded, prefix: str) -> None:

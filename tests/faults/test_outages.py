@@ -136,11 +136,8 @@ def gunicorn(
     tmp = tmp_path_factory.mktemp("gunicorn")
     paste = (ROOT / "sample_app" / "api-paste.ini").read_text()
     paste = paste.replace(
-        "database_url = sqlite:///sample_app.db", f"database_url = {database.url}"
-    )
-    paste = paste.replace(
-        "use = egg:tasktoolkit#sample_app",
-        "use = egg:tasktoolkit#sample_app\ncreate_tables = false",
+        "paste.app_factory = sample_app.wsgi:app_factory",
+        "paste.app_factory = sample_app.wsgi:app_factory\ncreate_tables = false",
     )
     ini = tmp / "api-paste.ini"
     ini.write_text(paste)
@@ -170,6 +167,7 @@ def gunicorn(
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "SAMPLE_APP_DB_URL": str(database.url)},
         )
     server = Gunicorn(port, process, log)
     try:

@@ -12,12 +12,10 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import context
+from tasktoolkit import Toolkit, context
 from tasktoolkit.middleware import REQUEST_ID_KEY, set_operation_target
-from tasktoolkit.orm import prepare_engine
 from tests.models import Cluster
 
 log = logging.getLogger("tests.middleware.app")
@@ -103,9 +101,12 @@ class Streaming:
         self.closed = True
 
 
+#: The host's Toolkit for the api-paste.ini test (set by the test).
+TOOLKIT: Toolkit | None = None
+
+
 def app_factory(global_conf: dict[str, str], **local_conf: str) -> Any:
-    """``paste.app_factory`` for the api-paste.ini test: the cluster app on ``db_url``."""
-    engine = prepare_engine(create_engine(local_conf["db_url"]))
-    app = cluster_app(sessionmaker(engine, expire_on_commit=False))
-    app.engine = engine  # type: ignore[attr-defined]  # for the test to dispose
-    return app
+    """``paste.app_factory`` for the api-paste.ini test: the cluster app on the host's
+    :data:`TOOLKIT` (its sessions), as the filters use it."""
+    assert TOOLKIT is not None, "set tests.middleware.apps.TOOLKIT first"
+    return cluster_app(TOOLKIT.sessions)

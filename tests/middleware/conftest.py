@@ -13,28 +13,31 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import context
-from tasktoolkit.middleware import OperationMiddleware, RequestIdLogFilter, RequestIdMiddleware
+from tasktoolkit.middleware import RequestIdLogFilter
 from tasktoolkit.orm import Operation, Task
 from tests.middleware.apps import cluster_app
+from tests.middleware.stacks import Stacks
+
+
+@pytest.fixture
+def stacks(engine: Engine) -> Iterator[Stacks]:
+    """Whole stacks (``Toolkit(engine, Settings(...)).wsgi(app)``), closed after the test."""
+    made = Stacks(engine)
+    yield made
+    made.close()
 
 
 @pytest.fixture
 def make_stack(
-    engine: Engine, session_factory: sessionmaker[Session]
-) -> Iterator[Callable[..., webtest.TestApp]]:
-    """``make_stack(app=None, **operation_options)``: a TestApp (lint on) of the whole stack."""
-    made: list[OperationMiddleware] = []
+    stacks: Stacks, session_factory: sessionmaker[Session]
+) -> Callable[..., webtest.TestApp]:
+    """``make_stack(app=None, **settings)``: a TestApp (lint on) of the whole stack, which
+    waits after each request until the request's end is written."""
 
-    def make(app: Any = None, *, request_id: dict[str, Any] | None = None, **options: Any) -> Any:
-        operations = OperationMiddleware(
-            app or cluster_app(session_factory), engine=options.pop("engine", engine), **options
-        )
-        made.append(operations)
-        return webtest.TestApp(RequestIdMiddleware(operations, **(request_id or {})), lint=True)
+    def make(app: Any = None, **options: Any) -> webtest.TestApp:
+        return stacks.test_app(app or cluster_app(session_factory), **options)
 
-    yield make
-    for middleware in made:
-        middleware.close()
+    return make
 
 
 @pytest.fixture

@@ -18,17 +18,29 @@ import sys
 import threading
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.orm import sessionmaker
-
-from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
-from tasktoolkit.orm import prepare_engine
+from tasktoolkit import Toolkit
+from tasktoolkit.middleware import OPERATION_ID_KEY, flush_ends
 from tests.models import Cluster
 
 
+def post_environ() -> dict[str, Any]:
+    """The environ of a ``POST /clusters`` in project ``p1``."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/clusters",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "HTTP_X_PROJECT_ID": "p1",
+    }
+
+
 def main(url: str, mode: str = "killed") -> None:
-    engine = prepare_engine(create_engine(url))
-    sessions = sessionmaker(engine, expire_on_commit=False)
+    toolkit = Toolkit(url)
+    sessions = toolkit.sessions
     killed = mode == "killed"
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -45,23 +57,11 @@ def main(url: str, mode: str = "killed") -> None:
         start_response("202 Accepted", [("Content-Type", "text/plain")])
         return [environ[OPERATION_ID_KEY].encode()]
 
-    operations = OperationMiddleware(app, engine=engine)
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/clusters",
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "HTTP_X_PROJECT_ID": "p1",
-    }
-    body = RequestIdMiddleware(operations)(environ, lambda status, headers, exc_info=None: None)
+    stack = toolkit.wsgi(app)
+    body = stack(post_environ(), lambda status, headers, exc_info=None: None)
     request_id = b"".join(body).decode()
-    body.close()  # type: ignore[attr-defined]  # the request's end is recorded here
-    operations.close()
-    engine.dispose()
+    body.close()  # type: ignore[attr-defined]  # the request's end goes to the end writer
+    flush_ends()  # written before the process goes
     print(request_id, flush=True)
 
 

@@ -17,9 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.context import is_valid_request_id
-from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import Operation, Task
 from tests.middleware.apps import cluster_app
+from tests.middleware.stacks import Stacks, operations_of
 
 CLIENTS = 8
 REQUESTS_PER_CLIENT = 6
@@ -85,6 +85,7 @@ def request(address: tuple[str, int], method: str, path: str) -> tuple[int, str,
 
 
 def test_concurrent_requests_keep_their_own_ids(
+    stacks: Stacks,
     engine: Engine,
     session_factory: sessionmaker[Session],
     serve: Callable[[Any], Served],
@@ -92,8 +93,9 @@ def test_concurrent_requests_keep_their_own_ids(
     operation: Callable[[str], Operation | None],
     tasks_of: Callable[[str], list[Task]],
 ) -> None:
-    operations = OperationMiddleware(cluster_app(session_factory), engine=engine)
-    served = serve(RequestIdMiddleware(operations))
+    stack = stacks.wsgi(cluster_app(session_factory))
+    operations = operations_of(stack)
+    served = serve(stack)
 
     def client(n: int) -> list[tuple[str, str, int, str, dict[str, Any]]]:
         done = []

@@ -7,14 +7,12 @@ projects' keys never meet; of many identical requests at once exactly one runs.
 
 from __future__ import annotations
 
-import contextvars
 import http.client
 import json
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 import pytest
@@ -24,14 +22,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.middleware._idempotency import MAX_REPLAYED_BODY
 from tasktoolkit.orm import Operation, purge, reap
 from tasktoolkit.orm._records import idempotency_keys_table
 from tasktoolkit.orm._types import utcnow
+from tasktoolkit.wsgi_input import MAX_BODY
 from tests.clock import passed
 from tests.databases import engine_for
 from tests.middleware.apps import cluster_app
+from tests.middleware.stacks import Stacks
 from tests.middleware.test_concurrency import Served
 from tests.models import Cluster
 from tests.orm._db import operation_row
@@ -207,8 +206,8 @@ def test_a_body_over_1_mib_is_replayed_as_status_and_headers(make_stack: Stack) 
 def test_a_body_of_exactly_1_mib_is_replayed_whole(make_stack: Stack) -> None:
     app = _answer("202 Accepted", b"y" * MAX_REPLAYED_BODY)
     stack = make_stack(app)
-    first = stack.post("/big", b"z" * 3_000_000, headers=keyed("fits"), status=202)
-    again = stack.post("/big", b"z" * 3_000_000, headers=keyed("fits"), status=202)
+    first = stack.post("/big", b"z" * 300_000, headers=keyed("fits"), status=202)
+    again = stack.post("/big", b"z" * 300_000, headers=keyed("fits"), status=202)
     assert again.body == first.body and "Idempotent-Body-Omitted" not in again.headers
     assert len(app.calls) == 1
 
@@ -216,7 +215,6 @@ def test_a_body_of_exactly_1_mib_is_replayed_whole(make_stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("status", "replayed"),
     [
-        pytest.param("409 Conflict", 409, id="client-error"),
         pytest.param("503 Service Unavailable", 503, id="server-error-answered"),
         pytest.param("204 No Content", 204, id="no-content"),
     ],
@@ -251,19 +249,67 @@ def state_of(engine: Engine, operation_id: str) -> str:
     return str(operation_row(engine, operation_id)["state"])
 
 
-def post_never_closed(stack: webtest.TestApp, key: str) -> Callable[[], None]:
-    """A keyed ``POST /clusters`` whose caller reads the response but never closes
-    its body (its process died there): the end of the request is never recorded.
+def post_hung(stack: webtest.TestApp, key: str) -> Callable[[], None]:
+    """A keyed ``POST /clusters`` whose app committed, then hung before answering (its
+    process died there, as far as the database knows): neither its response nor its
+    end is ever recorded, until the returned function lets it answer after all.
 
-    The request binds its context in a copy of this one, where it stays bound.
-    Returns the body's ``close()``, for a request that ends after all.
+    The app must be a :func:`hanging` one; the request runs on a thread of its own.
     """
     environ = webob.Request.blank("/clusters", method="POST", body=b"{}", headers=keyed(key))
     statuses: list[str] = []
-    own = contextvars.copy_context()
-    body = own.run(stack.app, environ.environ, lambda status, *_: statuses.append(status))
-    assert own.run(b"".join, body) and statuses == ["201 Created"]
-    return partial(own.run, body.close)
+
+    def serve() -> None:
+        body = stack.app(environ.environ, lambda status, *_: statuses.append(status))
+        try:
+            b"".join(body)
+        finally:
+            body.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    assert HUNG.wait_hung(), "the keyed request did not reach its app"
+
+    def answer() -> None:
+        HUNG.release.set()
+        thread.join(30)
+        assert statuses == ["201 Created"]
+
+    return answer
+
+
+class _Hung:
+    def __init__(self) -> None:
+        self.hung = threading.Event()
+        self.release = threading.Event()
+
+    def wait_hung(self) -> bool:
+        return self.hung.wait(30)
+
+
+HUNG = _Hung()
+
+
+def hanging(app: Any) -> Any:
+    """``app``, whose first call hangs after the app's work, until :func:`post_hung` says."""
+    calls: list[int] = []
+
+    def hung(environ: dict[str, Any], start_response: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            return app(environ, start_response)
+        answered: list[Any] = []
+
+        def late_start(*args: Any) -> None:
+            answered.append(args)
+
+        body = app(environ, late_start)
+        HUNG.hung.set()
+        HUNG.release.wait(60)
+        start_response(*answered[0])
+        return body
+
+    return hung
 
 
 @pytest.mark.parametrize(
@@ -286,8 +332,9 @@ def test_a_key_whose_operation_the_reaper_closed_is_free_again(
 ) -> None:
     runs: list[int] = []
     app = cluster_app(session_factory, task_names=task_names, on_request=lambda _: runs.append(1))
-    stack = make_stack(app)
-    late_close = post_never_closed(stack, "lost")
+    stack = make_stack(hanging(app))
+    HUNG.__init__()  # type: ignore[misc]
+    late_close = post_hung(stack, "lost")
     (key,) = keys_of(engine)
     assert key["status"] is None and state_of(engine, key["operation_id"]) == "running"
     stack.post("/clusters", "{}", headers=keyed("lost"), status=409)
@@ -315,6 +362,7 @@ def test_a_key_whose_operation_the_reaper_closed_is_free_again(
 
     # The lost request ending after all takes nothing back.
     late_close()
+    stack.operations.flush_ends()
     assert keys_of(engine) == [after]
     assert state_of(engine, key["operation_id"]) == "failed"
     assert stack.post("/clusters", "{}", headers=keyed("lost")).json == taken.json
@@ -341,7 +389,10 @@ CLIENTS = 8
 
 
 def test_of_8_identical_keyed_posts_at_once_exactly_one_runs_the_app(
-    engine: Engine, session_factory: sessionmaker[Session], stack: webtest.TestApp
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    stack: webtest.TestApp,
+    stacks: Stacks,
 ) -> None:
     """Two servers with engines of their own (two processes, as far as the database
     knows), four clients each; the first to reserve holds its app until every other
@@ -354,14 +405,12 @@ def test_of_8_identical_keyed_posts_at_once_exactly_one_runs_the_app(
             assert answered.acquire(timeout=60), "the other requests were not answered"
         released.set()
 
-    stacks, servers = [], []
+    servers, owns = [], []
     for _ in range(2):
         own = engine_for(engine.url)
-        middleware = OperationMiddleware(
-            cluster_app(sessionmaker(own, expire_on_commit=False), on_request=hold), engine=own
-        )
-        stacks.append((middleware, own))
-        servers.append(Served(RequestIdMiddleware(middleware)))
+        owns.append(own)
+        app = cluster_app(sessionmaker(own, expire_on_commit=False), on_request=hold)
+        servers.append(Served(stacks.wsgi(app, engine=own)))
     start = threading.Barrier(CLIENTS)
 
     def client(n: int) -> tuple[int, dict[str, str], bytes]:
@@ -383,8 +432,8 @@ def test_of_8_identical_keyed_posts_at_once_exactly_one_runs_the_app(
     finally:
         for server in servers:
             server.stop()
-        for middleware, own in stacks:
-            middleware.close()
+        stacks.close()
+        for own in owns:
             own.dispose()
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [201] + [409] * (CLIENTS - 1), statuses
@@ -397,3 +446,154 @@ def test_of_8_identical_keyed_posts_at_once_exactly_one_runs_the_app(
             assert json.loads(body)["errors"][0]["code"] == "tasktoolkit.idempotency_in_progress"
     # Once it has ended, every repeat is its replay.
     assert stack.post("/clusters", "{}", headers=keyed("together")).body == winner
+
+
+# -- kept before the last byte, and nothing kept for a refusal ---------------------
+
+
+RETRIES = 200
+
+
+def _post(address: tuple[str, int], key: str) -> tuple[int, dict[str, str], bytes]:
+    """One keyed POST on a connection of its own, its answer read whole, then closed."""
+    connection = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        connection.request("POST", "/clusters", body=b"{}", headers=keyed(key))
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+def test_a_client_that_read_the_whole_answer_and_retries_gets_the_replay(
+    stacks: Stacks, session_factory: sessionmaker[Session]
+) -> None:
+    """200 times: the answer read whole, the retry sent at once on a fresh connection."""
+    served = Served(stacks.wsgi(cluster_app(session_factory)))
+    outcomes: list[tuple[int, str | None]] = []
+    try:
+        for n in range(RETRIES):
+            status, _, body = _post(served.address, f"retry-{n}")
+            assert status == 201, body
+            again, headers, replayed = _post(served.address, f"retry-{n}")
+            outcomes.append((again, headers.get("Idempotent-Replayed")))
+            assert replayed == body or again != 201
+    finally:
+        served.stop()
+    assert outcomes == [(201, "true")] * RETRIES
+
+
+def test_a_streamed_keyed_response_is_kept_before_its_last_chunk(
+    make_stack: Stack, engine: Engine
+) -> None:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield from (b"one ", b"two ", b"three")
+
+    stack = make_stack(app)
+    environ = webob.Request.blank("/things", method="POST", headers=keyed("streamed")).environ
+    body = stack.app(environ, lambda status, headers, exc_info=None: None)
+    chunks = iter(body)
+    assert [next(chunks), next(chunks)] == [b"one ", b"two "]
+    (key,) = keys_of(engine)
+    assert key["status"] is None  # more may come
+    assert next(chunks) == b"three"  # the last: the client may have it all now
+    (key,) = keys_of(engine)
+    assert (key["status"], key["body"]) == (200, b"one two three")
+    assert list(chunks) == []
+    body.close()
+
+
+def _refusing(status: str, spawn: bool, session_factory: sessionmaker[Session]) -> Any:
+    calls: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        calls.append(1)
+        if spawn:
+            spawning = {**environ, "PATH_INFO": "/clusters"}
+            cluster_app(session_factory)(spawning, lambda *args: None)
+        start_response(status, [("Content-Type", "application/json")])
+        return [b'{"errors": []}']
+
+    app.calls = calls  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.mark.parametrize(
+    ("status", "spawn", "kept"),
+    [
+        pytest.param("400 Bad Request", False, False, id="400-validation"),
+        pytest.param("404 Not Found", False, False, id="404-no-such-path"),
+        pytest.param("405 Method Not Allowed", False, False, id="405-not-served"),
+        pytest.param("409 Conflict", True, True, id="409-after-spawning"),
+        pytest.param("500 Internal Server Error", False, True, id="500-kept"),
+    ],
+)
+def test_a_refusal_before_the_app_did_anything_keeps_nothing_and_frees_the_key(
+    make_stack: Stack,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    operation: Callable[[str], Operation | None],
+    status: str,
+    spawn: bool,
+    kept: bool,
+) -> None:
+    app = _refusing(status, spawn, session_factory)
+    stack = make_stack(app)
+    code = int(status[:3])
+    first = stack.post("/things", b'{"bad": 1}', headers=keyed("fix-me"), status=code)
+    op = operation(first.headers["X-Request-Id"])
+    state = "running" if spawn else "failed"  # one that spawned runs on with its tasks
+    assert op is not None and (op.state, op.http_status) == (state, code)
+    assert first.headers["Operation-Location"].endswith(op.id)
+    again = stack.post("/things", b'{"bad": 1}', headers=keyed("fix-me"), status=code)
+    if kept:
+        assert again.headers["Idempotent-Replayed"] == "true" and len(app.calls) == 1
+        return
+    # Nothing kept: the same request runs again, and so does a fixed one with the key.
+    assert "Idempotent-Replayed" not in again.headers and len(app.calls) == 2
+    assert keys_of(engine) == []
+    fixed = make_stack(cluster_app(session_factory))
+    made = fixed.post("/things", b'{"good": 1}', headers=keyed("fix-me"), status=200)
+    (key,) = keys_of(engine)
+    assert key["operation_id"] == made.headers["X-Request-Id"] and key["status"] == 200
+
+
+class _Endless:
+    """A request body that never ends (a chunked upload), counting what was read of it."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = 65536 if size is None or size < 0 else size
+        self.read_bytes += size
+        return b"x" * size
+
+
+@pytest.mark.parametrize(
+    "chunked",
+    [pytest.param(False, id="content-length-over"), pytest.param(True, id="chunked-endless")],
+)
+def test_a_keyed_body_over_the_limit_is_413_without_spooling(
+    make_stack: Stack,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    chunked: bool,
+) -> None:
+    app = _refusing("201 Created", False, session_factory)
+    stack = make_stack(app)
+    endless = _Endless()
+    request = webob.Request.blank("/things", method="POST", headers=keyed("huge"))
+    request.environ["wsgi.input"] = endless
+    if chunked:
+        request.environ.pop("CONTENT_LENGTH", None)
+        request.environ["wsgi.input_terminated"] = True
+    else:
+        request.environ["CONTENT_LENGTH"] = str(256 * 1024 * 1024)
+    reply = request.get_response(stack.app)
+    assert reply.status_int == 413
+    assert reply.json["errors"][0]["code"] == "tasktoolkit.body_too_large"
+    assert reply.json["errors"][0]["request_id"] == reply.headers["X-Request-Id"]
+    assert endless.read_bytes <= (MAX_BODY + 65536 if chunked else 0)
+    assert app.calls == [] and keys_of(engine) == [] and count(session_factory, Operation) == 0

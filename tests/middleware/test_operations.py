@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import context, signals
 from tasktoolkit.context import is_valid_request_id, new_request_id
-from tasktoolkit.errors import InvalidTTLError
-from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware, RequestIdMiddleware
+from tasktoolkit.middleware import OPERATION_ID_KEY, OperationMiddleware
 from tasktoolkit.orm import Operation, Task, Worker, reap
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tests.clock import passed
 from tests.middleware.apps import Streaming, cluster_app
+from tests.middleware.stacks import Stacks, operations_of
 from tests.models import Cluster
 
 OperationGetter = Callable[[str], Operation | None]
@@ -87,9 +87,9 @@ def test_operation_location_header(stack: webtest.TestApp) -> None:
         ),
         pytest.param(
             {"SCRIPT_NAME": "/v2", "wsgi.url_scheme": "https", "HTTP_HOST": "h"},
-            {"operations_path": "/tasking/operations/"},
+            {"path_prefix": "/tasking"},
             "https://h/v2/tasking/operations/",
-            id="operations-path",
+            id="path-prefix",
         ),
         pytest.param(
             {"HTTP_HOST": "internal:8080"},
@@ -100,19 +100,15 @@ def test_operation_location_header(stack: webtest.TestApp) -> None:
     ],
 )
 def test_operation_location_respects_the_application_url(
-    engine: Engine,
+    stacks: Stacks,
     session_factory: sessionmaker[Session],
     environ: dict[str, str],
     options: dict[str, Any],
     expected: str,
 ) -> None:
-    operations = OperationMiddleware(cluster_app(session_factory), engine=engine, **options)
-    try:
-        request = webob.Request.blank("/clusters", method="POST", environ=environ)
-        response = request.get_response(RequestIdMiddleware(operations))
-        response.body  # noqa: B018  (reading the body closes it, as a server would)
-    finally:
-        operations.close()
+    request = webob.Request.blank("/clusters", method="POST", environ=environ)
+    response = request.get_response(stacks.wsgi(cluster_app(session_factory), **options))
+    response.body  # noqa: B018  (reading the body closes it, as a server would)
     assert response.status_int == 201
     rid = response.headers["X-Request-Id"]
     assert response.headers["Operation-Location"] == expected + rid
@@ -181,6 +177,7 @@ def test_app_that_raises_records_500_and_answers_it(
     ],
 )
 def test_error_while_streaming(
+    stacks: Stacks,
     engine: Engine,
     session_factory: sessionmaker[Session],
     operation: OperationGetter,
@@ -196,36 +193,30 @@ def test_error_while_streaming(
         yield b"partial"
         raise RuntimeError("mid-body")
 
-    operations = OperationMiddleware(app, engine=engine)
+    stack = stacks.wsgi(app)
     environ = webob.Request.blank("/clusters", method="POST").environ
-    try:
-        result: Any = RequestIdMiddleware(operations)(
-            environ, lambda status, headers, exc_info=None: None
-        )
-        with pytest.raises(RuntimeError, match="mid-body"):
-            list(result)
-        result.close()
-    finally:
-        operations.close()
+    result: Any = stack(environ, lambda status, headers, exc_info=None: None)
+    with pytest.raises(RuntimeError, match="mid-body"):
+        list(result)
+    result.close()
+    operations_of(stack).flush_ends()
     op = operation(environ[OPERATION_ID_KEY])
     assert op is not None and (op.state, op.http_status) == expected
 
 
 def test_a_body_never_closed_leaves_the_request_to_the_reaper(
-    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+    stacks: Stacks,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    operation: OperationGetter,
 ) -> None:
     timeout = timedelta(minutes=3)
-    operations = OperationMiddleware(
-        cluster_app(session_factory), engine=engine, request_timeout=timeout
-    )
+    stack = stacks.wsgi(cluster_app(session_factory), request_timeout=timeout)
     # webob's get_response hands the body over unclosed: the end is never recorded
     # (nor the request's context unbound, hence a context of the test's own).
-    try:
-        with context.request_context(None):
-            stack = RequestIdMiddleware(operations)
-            reply = webob.Request.blank("/clusters", method="POST").get_response(stack)
-    finally:
-        operations.close()
+    with context.request_context(None):
+        reply = webob.Request.blank("/clusters", method="POST").get_response(stack)
+    operations_of(stack).close()
     op = operation(reply.headers["X-Request-Id"])
     assert op is not None and (op.state, op.http_status, op.tasks_pending) == ("running", None, 2)
     assert op.request_deadline == op.created_at + timeout
@@ -244,22 +235,21 @@ def test_a_body_never_closed_leaves_the_request_to_the_reaper(
 
 
 def test_streaming_body_is_not_buffered_and_closed_before_the_end_is_recorded(
-    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+    stacks: Stacks,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    operation: OperationGetter,
 ) -> None:
-    operations = OperationMiddleware(cluster_app(session_factory), engine=engine)
+    stack = stacks.wsgi(cluster_app(session_factory))
     environ = webob.Request.blank("/stream", method="POST").environ
-    try:
-        result: Any = RequestIdMiddleware(operations)(
-            environ, lambda status, headers, exc_info=None: None
-        )
-        rid = environ["tasktoolkit.request_id"]
-        streaming: Streaming = environ["tests.streaming"]
-        assert next(iter(result)) == b"one "  # one chunk at a time
-        assert len(streaming.seen_while_iterating) == 1
-        assert list(result) == [b"two ", b"three"]
-        result.close()
-    finally:
-        operations.close()
+    result: Any = stack(environ, lambda status, headers, exc_info=None: None)
+    rid = environ["tasktoolkit.request_id"]
+    streaming: Streaming = environ["tests.streaming"]
+    assert next(iter(result)) == b"one "  # one chunk at a time
+    assert len(streaming.seen_while_iterating) == 1
+    assert list(result) == [b"two ", b"three"]
+    result.close()
+    operations_of(stack).flush_ends()
     assert streaming.closed
     assert all(s["operation_id"] == rid for s in streaming.seen_while_iterating)
     op = operation(rid)
@@ -441,42 +431,32 @@ def test_a_caller_id_that_does_not_fit_is_a_400_never_cut(
 
 
 def test_outside_request_id_middleware_is_a_clear_error(
-    engine: Engine, session_factory: sessionmaker[Session]
+    stacks: Stacks, engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
-    operations = OperationMiddleware(cluster_app(session_factory), engine=engine)
-    try:
-        with pytest.raises(RuntimeError, match="wrapped by RequestIdMiddleware"):
-            webob.Request.blank("/clusters", method="POST").get_response(operations)
-        # a read request does not need it
-        response = webob.Request.blank("/x").get_response(operations)
-        assert response.status_int == 200 and response.json["operation_id"] is None
-    finally:
-        operations.close()
+    operations = operations_of(stacks.wsgi(cluster_app(session_factory)))
+    with pytest.raises(RuntimeError, match="wrapped by RequestIdMiddleware"):
+        webob.Request.blank("/clusters", method="POST").get_response(operations)
+    # a read request does not need it
+    response = webob.Request.blank("/x").get_response(operations)
+    assert response.status_int == 200 and response.json["operation_id"] is None
 
 
 @pytest.mark.parametrize(
-    ("options", "error"),
+    ("arguments", "error"),
     [
         pytest.param({"engine": "sqlite://"}, TypeError, id="engine-not-an-engine"),
-        pytest.param({"methods": "POST"}, TypeError, id="methods-as-string"),
-        pytest.param({"methods": ["PO ST"]}, ValueError, id="bad-method"),
-        pytest.param({"exclude_paths": ["health"]}, ValueError, id="relative-exclude"),
-        pytest.param({"operations_path": "operations"}, ValueError, id="relative-operations"),
-        pytest.param({"base_url": "api.example"}, ValueError, id="base-url-not-absolute"),
-        pytest.param({"ttl": -5}, InvalidTTLError, id="ttl-not-a-timedelta"),
-        pytest.param({"ttl": timedelta(seconds=-5)}, InvalidTTLError, id="negative-ttl"),
-        pytest.param({"ttl": timedelta(days=100_000)}, InvalidTTLError, id="absurd-ttl"),
-        pytest.param({"request_timeout": 600}, TypeError, id="request-timeout-not-a-timedelta"),
-        pytest.param({"request_timeout": timedelta(0)}, ValueError, id="request-timeout-zero"),
-        pytest.param({"request_timeout": None}, TypeError, id="request-timeout-none"),
+        pytest.param({"settings": {"deadline": 2}}, TypeError, id="settings-not-settings"),
+        pytest.param({"app": None}, TypeError, id="app-not-callable"),
     ],
 )
-def test_bad_configuration_fails_at_construction(
-    engine: Engine, options: dict[str, Any], error: type[Exception]
+def test_bad_arguments_fail_at_construction(
+    engine: Engine, arguments: dict[str, Any], error: type[Exception]
 ) -> None:
-    options.setdefault("engine", engine)
+    given: dict[str, Any] = {"app": cluster_app(sessionmaker(engine)), "engine": engine}
+    given.update(arguments)
+    app = given.pop("app")
     with pytest.raises(error):
-        OperationMiddleware(cluster_app(sessionmaker(engine)), **options)
+        OperationMiddleware(app, **given)
 
 
 @pytest.mark.parametrize(
@@ -484,28 +464,31 @@ def test_bad_configuration_fails_at_construction(
     [pytest.param(False, "off", id="default-not-durable"), pytest.param(True, "on", id="durable")],
 )
 def test_durable_decides_postgresql_synchronous_commit(
+    stacks: Stacks,
     engine: Engine,
     session_factory: sessionmaker[Session],
     operation: OperationGetter,
     durable: bool,
     expected: str,
 ) -> None:
-    operations = OperationMiddleware(cluster_app(session_factory), engine=engine, durable=durable)
-    try:
-        response = webtest.TestApp(RequestIdMiddleware(operations)).post("/clusters", status=201)
-        if engine.dialect.name == "postgresql":
-            with operations._writer.connect() as conn:
-                setting = conn.exec_driver_sql("SHOW synchronous_commit").scalar()
-            assert setting == expected
-            with engine.connect() as conn:  # the app's own connections are never touched
-                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
-    finally:
-        operations.close()
+    stack = stacks.wsgi(cluster_app(session_factory), durable=durable)
+    operations = operations_of(stack)
+    response = webtest.TestApp(stack).post("/clusters", status=201)
+    operations.flush_ends()
+    if engine.dialect.name == "postgresql":
+        with operations._writer.connect() as conn:
+            setting = conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+        assert setting == expected
+        with engine.connect() as conn:  # the app's own connections are never touched
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
     assert operation(response.headers["X-Request-Id"]) is not None
 
 
 def test_the_apps_pooled_connections_are_the_apps_alone(
-    engine: Engine, session_factory: sessionmaker[Session], operation: OperationGetter
+    stacks: Stacks,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    operation: OperationGetter,
 ) -> None:
     # The middleware's statements run on a pool of its own, on SQLite files too:
     # switching the app's connections in and out of AUTOCOMMIT costs every request.
@@ -514,13 +497,13 @@ def test_the_apps_pooled_connections_are_the_apps_alone(
     def count(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         checkouts.append(dbapi_connection)
 
-    operations = OperationMiddleware(cluster_app(session_factory), engine=engine)
+    stack = stacks.wsgi(cluster_app(session_factory))
     event.listen(engine.pool, "checkout", count)
     try:
-        response = webtest.TestApp(RequestIdMiddleware(operations)).post("/clusters", status=201)
+        response = webtest.TestApp(stack).post("/clusters", status=201)
     finally:
         event.remove(engine.pool, "checkout", count)
-        operations.close()
+        operations_of(stack).close()
     assert len(checkouts) == 1  # the app's one session, not the operation's end
     found = operation(response.headers["X-Request-Id"])
     assert found is not None and found.http_status == 201
@@ -564,6 +547,7 @@ def test_tasks_done_before_the_request_ends_finish_the_operation_at_its_end(
     ],
 )
 def test_no_statement_before_the_response_and_one_for_the_operation(
+    stacks: Stacks,
     engine: Engine,
     session_factory: sessionmaker[Session],
     path: str,
@@ -590,8 +574,8 @@ def test_no_statement_before_the_response_and_one_for_the_operation(
 
         return inner(environ, start)
 
-    operations = OperationMiddleware(app, engine=engine)
-    stack = RequestIdMiddleware(operations)
+    stack = stacks.wsgi(app)
+    operations = operations_of(stack)
 
     def rollbacks() -> int:
         # MariaDB counts them per connection; the pool holds one after a request
@@ -608,6 +592,7 @@ def test_no_statement_before_the_response_and_one_for_the_operation(
             phase[0] = "after"
             list(result)
             result.close()
+            operations.flush_ends()  # the end, written by the end writer's thread
         finally:
             event.remove(Engine, "before_cursor_execute", count)
         after_rollbacks = rollbacks() if engine.dialect.name == "mysql" else 0
@@ -640,9 +625,7 @@ def _accepting(
     ("status", "spawn", "headers", "options", "expected"),
     [
         pytest.param("202 Accepted", True, (), {}, "1", id="202-spawned"),
-        pytest.param(
-            "202 Accepted", True, (), {"accepted_retry_after": 3}, "3", id="202-configured"
-        ),
+        pytest.param("202 Accepted", True, (), {"retry_after": "3s"}, "3", id="202-configured"),
         pytest.param("202 Accepted", True, (("Retry-After", "9"),), {}, "9", id="202-the-apps-own"),
         pytest.param("202 Accepted", False, (), {}, None, id="202-nothing-spawned"),
         pytest.param("201 Created", True, (), {}, None, id="201-spawned"),
@@ -661,10 +644,3 @@ def test_a_202_that_spawned_tasks_carries_retry_after(
     response = stack.post("/clusters", status=int(status[:3]))
     assert response.headers.get("Retry-After") == expected
     assert response.headers.getall("Retry-After") == ([] if expected is None else [expected])
-
-
-def test_retry_after_of_a_202_is_checked_at_construction(engine: Engine) -> None:
-    with pytest.raises(ValueError, match="accepted_retry_after"):
-        OperationMiddleware(
-            cluster_app(sessionmaker(engine)), engine=engine, accepted_retry_after=-1
-        )

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
-import webtest
 from paste.deploy import loadapp
 from sqlalchemy.engine import Engine
 
+from tasktoolkit import Settings, Toolkit
 from tasktoolkit.caller import keystone_caller
 from tasktoolkit.context import is_valid_request_id
+from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
 from tasktoolkit.orm import Operation
+from tests.middleware import apps
+from tests.middleware.stacks import FlushingTestApp
 
 OperationGetter = Callable[[str], Operation | None]
 
@@ -38,49 +41,58 @@ pipeline = request_id operations cluster
 
 [filter:request_id]
 use = egg:tasktoolkit#request_id
-header = X-OpenStack-Request-ID
+toolkit = tests.middleware.apps:TOOLKIT
 compat_headers = X-Request-Id, X-Compute-Request-Id
-caller_getter = tasktoolkit.caller:keystone_caller
 
 [filter:operations]
 use = egg:tasktoolkit#operations
-db_url = {db_url}
+toolkit = tests.middleware.apps:TOOLKIT
 methods = POST, put DELETE
 exclude_paths = /healthcheck
-ttl = 3600
+operation_ttl = 1h
 durable = yes
-request_timeout = 120
-sqlalchemy.pool_size = 3
+request_timeout = 2m
 
 [app:cluster]
 paste.app_factory = tests.middleware.apps:app_factory
-db_url = {db_url}
 """
 
 
-def test_api_paste_ini_pipeline_loads_and_serves(
-    engine: Engine, tmp_path: Path, operation: OperationGetter
+@pytest.fixture
+def host_toolkit(engine: Engine) -> Iterator[Toolkit]:
+    """The host's Toolkit, as a paste pipeline names it (``tests.middleware.apps:TOOLKIT``)."""
+    toolkit = Toolkit(engine, Settings(request_id_header="X-OpenStack-Request-ID"))
+    apps.TOOLKIT = toolkit
+    yield toolkit
+    apps.TOOLKIT = None
+    toolkit.close()
+
+
+def test_api_paste_ini_pipeline_uses_the_hosts_toolkit(
+    host_toolkit: Toolkit, tmp_path: Path, operation: OperationGetter
 ) -> None:
-    db_url = engine.url.render_as_string(hide_password=False)
     ini = tmp_path / "api-paste.ini"
-    ini.write_text(PIPELINE.format(db_url=db_url))
+    ini.write_text(PIPELINE)
     pipeline = loadapp(f"config:{ini}")
     request_id: RequestIdMiddleware = pipeline
     operations: OperationMiddleware = pipeline.app
     try:
         assert isinstance(request_id, RequestIdMiddleware)
+        # the toolkit's settings, with the filter's options over them
         assert request_id.header == "X-OpenStack-Request-ID"
         assert request_id.compat_headers == ("X-Request-Id", "X-Compute-Request-Id")
         assert request_id.caller_getter is keystone_caller
         assert isinstance(operations, OperationMiddleware)
+        assert operations.engine is host_toolkit.engine  # its pool: no second engine
+        settings = operations.settings
         assert operations.methods == {"POST", "PUT", "DELETE"}
-        assert operations.exclude_paths == ("/healthcheck",)
-        assert operations.ttl == timedelta(hours=1)
-        assert operations.durable is True
-        assert operations.request_timeout == timedelta(minutes=2)
-        assert operations.engine.pool.size() == 3  # type: ignore[attr-defined]
+        assert settings.exclude_paths == ("/healthcheck",)
+        assert settings.operation_ttl == timedelta(hours=1)
+        assert settings.durable is True
+        assert settings.request_timeout == timedelta(minutes=2)
+        assert settings.request_id_header == "X-OpenStack-Request-ID"
 
-        app = webtest.TestApp(pipeline, lint=True)
+        app = FlushingTestApp(pipeline, lint=True)
         response = app.post("/clusters", headers={"X-Project-Id": "p1"}, status=201)
         rid = response.headers["X-OpenStack-Request-ID"]
         assert is_valid_request_id(rid)
@@ -93,73 +105,63 @@ def test_api_paste_ini_pipeline_loads_and_serves(
         assert app.patch("/clusters/1").json["operation_id"] is None  # PATCH not configured
     finally:
         operations.close()
-        operations.engine.dispose()
-        operations.app.engine.dispose()
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        pytest.param({}, "set db_url", id="no-database"),
-        pytest.param({"db_url": "sqlite://", "durable": "maybe"}, "durable", id="bad-bool"),
-        pytest.param({"db_url": "sqlite://", "deadline": "soon"}, "deadline", id="bad-deadline"),
-        pytest.param({"db_url": "sqlite://", "ttl": "a day"}, "ttl", id="bad-ttl"),
+        pytest.param({}, "set toolkit = package.module:attribute", id="no-toolkit"),
         pytest.param(
-            {"db_url": "sqlite://", "request_timeout": "0"}, "request_timeout", id="zero-timeout"
+            {"toolkit": "tests.middleware.apps:cluster_app"},
+            "not a tasktoolkit.Toolkit",
+            id="not-a-toolkit",
         ),
-        pytest.param({"db_url": "sqlite://", "colour": "red"}, "unknown option", id="unknown"),
+        pytest.param({"toolkit": "no.such.module:toolkit"}, "cannot import", id="toolkit-missing"),
         pytest.param(
-            {"db_url": "sqlite://", "caller_getter": "no.such.module:f"},
-            "cannot import",
-            id="getter-missing",
+            {"db_url": "sqlite://"}, "unknown option 'db_url'", id="no-url-in-the-pipeline"
         ),
+        pytest.param({"durable": "maybe"}, "durable", id="bad-bool"),
+        pytest.param({"deadline": "soon"}, "deadline", id="bad-deadline"),
+        pytest.param({"deadline": "0"}, "deadline", id="deadline-zero"),
+        pytest.param({"operation_ttl": "a day"}, "operation_ttl", id="bad-ttl"),
+        pytest.param({"request_timeout": "0"}, "request_timeout", id="zero-timeout"),
+        pytest.param({"colour": "red"}, "unknown option 'colour'", id="unknown"),
+        pytest.param({"caller_getter": "no.such.module:f"}, "cannot import", id="getter-missing"),
         pytest.param(
-            {"db_url": "sqlite://", "caller_getter": "keystone_caller"},
+            {"caller_getter": "keystone_caller"},
             "package.module:attribute",
             id="getter-not-dotted",
         ),
     ],
 )
-def test_operations_factory_rejects_bad_options(options: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_operations_factory_rejects_bad_options(
+    host_toolkit: Toolkit, options: dict[str, str], message: str
+) -> None:
+    if options and "toolkit" not in options:
+        options = {"toolkit": "tests.middleware.apps:TOOLKIT", **options}
+    with pytest.raises(ConfigurationError, match=message):
         OperationMiddleware.factory({}, **options)
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "1e9"])
-def test_operations_filter_refuses_a_deadline_out_of_range(value: str) -> None:
-    make = OperationMiddleware.factory({}, db_url="sqlite://", deadline=value)
-    with pytest.raises(ValueError, match="deadline must be more than 0"):
-        make(lambda environ, start_response: [])
-
-
-def test_operations_factory_accepts_sqlalchemy_url_and_none_ttl() -> None:
-    make = OperationMiddleware.factory(
-        {"db_url": "ignored: global_conf is never read"},
-        **{"sqlalchemy.url": "sqlite://", "ttl": "none", "durable": "TRUE", "deadline": "2.5"},
-    )
-    middleware = make(lambda environ, start_response: [])
-    try:
-        assert middleware.ttl is None and middleware.durable is True
-        assert middleware.deadline == 2.5
-        assert middleware.engine.dialect.name == "sqlite"
-    finally:
-        middleware.close()
-        middleware.engine.dispose()
-
-
 @pytest.mark.parametrize(
-    ("options", "expected"),
+    ("options", "attribute", "expected"),
     [
-        pytest.param({"caller_getter": "none"}, None, id="no-getter"),
-        pytest.param({"compat_headers": ""}, (), id="empty-compat"),
+        pytest.param({"compat_headers": ""}, "compat_headers", (), id="empty-compat"),
+        pytest.param(
+            {"request_id_header": "X-OpenStack-Request-ID"},
+            "header",
+            "X-OpenStack-Request-ID",
+            id="header",
+        ),
     ],
 )
-def test_request_id_factory_coerces(options: dict[str, str], expected: Any) -> None:
+def test_request_id_factory_reads_the_settings_options(
+    options: dict[str, str], attribute: str, expected: Any
+) -> None:
     middleware = RequestIdMiddleware.factory({}, **options)(lambda environ, start_response: [])
-    key = next(iter(options))
-    assert getattr(middleware, key) == expected
+    assert getattr(middleware, attribute) == expected
 
 
 def test_request_id_factory_rejects_unknown_options() -> None:
-    with pytest.raises(ValueError, match="unknown option 'headers'"):
-        RequestIdMiddleware.factory({}, headers="X-Id")
+    with pytest.raises(ConfigurationError, match="unknown option 'header'"):
+        RequestIdMiddleware.factory({}, header="X-Id")

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import webob
 import webtest
-from sqlalchemy.engine import Engine
 
-from tasktoolkit import context
+from tasktoolkit import Settings, context
 from tasktoolkit.caller import Caller
 from tasktoolkit.context import is_valid_request_id, new_request_id
+from tasktoolkit.hooks import Hook, RequestInfo
 from tasktoolkit.middleware import (
     GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_GLOBAL_REQUEST_ID_KEY,
     OPENSTACK_REQUEST_ID_KEY,
     REQUEST_ID_KEY,
-    OperationMiddleware,
     RequestIdMiddleware,
     fast_request_id,
 )
+from tests.middleware.stacks import Stacks
 
 
 def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -109,7 +110,10 @@ def test_invalid_inbound_ids_are_dropped(inbound: str) -> None:
 def test_compat_headers_answer_and_are_read() -> None:
     inbound = new_request_id()
     app = webtest.TestApp(
-        RequestIdMiddleware(echo, compat_headers=["X-OpenStack-Request-ID", "x-request-id"])
+        RequestIdMiddleware(
+            echo,
+            settings=Settings(compat_headers=["X-OpenStack-Request-ID", "x-request-id"]),
+        )
     )
     response = app.get("/", headers={"X-OpenStack-Request-ID": inbound})
     rid = response.headers["X-Request-Id"]
@@ -120,7 +124,9 @@ def test_compat_headers_answer_and_are_read() -> None:
 
 
 def test_header_name_is_configurable() -> None:
-    app = webtest.TestApp(RequestIdMiddleware(echo, header="X-OpenStack-Request-ID"))
+    app = webtest.TestApp(
+        RequestIdMiddleware(echo, settings=Settings(request_id_header="X-OpenStack-Request-ID"))
+    )
     response = app.get("/")
     assert is_valid_request_id(response.headers["X-OpenStack-Request-ID"])
     assert "X-Request-Id" not in response.headers
@@ -146,10 +152,16 @@ def test_caller_getter_fills_the_context() -> None:
     assert response.text.split()[-2:] == ["None", "None"]
 
     custom = webtest.TestApp(
-        RequestIdMiddleware(echo, caller_getter=lambda environ: Caller("proj", "usr"))
+        RequestIdMiddleware(
+            echo, settings=Settings(caller_getter=lambda environ: Caller("proj", "usr"))
+        )
     )
     assert custom.get("/").text.split()[-2:] == ["proj", "usr"]
-    nobody = webtest.TestApp(RequestIdMiddleware(echo, caller_getter=None))
+    nobody = webtest.TestApp(
+        RequestIdMiddleware(
+            echo, settings=Settings(caller_getter=lambda environ: Caller(None, None))
+        )
+    )
     assert nobody.get("/", headers={"X-Project-Id": "p1"}).text.split()[-2:] == ["None", "None"]
 
 
@@ -190,7 +202,8 @@ def test_an_app_that_raises_before_its_response_gets_the_contracts_500(
     app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     stack = webtest.TestApp(
-        RequestIdMiddleware(app, compat_headers=["X-OpenStack-Request-ID"]), lint=True
+        RequestIdMiddleware(app, settings=Settings(compat_headers=["X-OpenStack-Request-ID"])),
+        lint=True,
     )
     with caplog.at_level(logging.ERROR, logger="tasktoolkit.middleware"):
         response = stack.get("/", status=500)
@@ -248,17 +261,11 @@ def test_an_error_after_the_first_byte_is_logged_and_left_to_the_server(
     assert context.current() is None
 
 
-def test_an_app_that_raises_keeps_the_operations_location(engine: Engine) -> None:
+def test_an_app_that_raises_keeps_the_operations_location(stacks: Stacks) -> None:
     def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         raise RuntimeError("boom")
 
-    operations = OperationMiddleware(broken, engine=engine)
-    try:
-        response = webtest.TestApp(RequestIdMiddleware(operations), lint=True).post(
-            "/clusters", status=500
-        )
-    finally:
-        operations.close()
+    response = stacks.test_app(broken).post("/clusters", status=500)
     rid = response.headers["X-Request-Id"]
     assert response.json["errors"][0]["request_id"] == rid
     assert response.headers["Operation-Location"] == f"http://localhost:80/operations/{rid}"
@@ -316,8 +323,8 @@ def test_unstarted_body_is_still_closed_and_context_reset() -> None:
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        pytest.param({"header": "X Bad"}, ValueError, id="header-with-space"),
-        pytest.param({"header": "X-Id\r\n"}, ValueError, id="header-with-crlf"),
+        pytest.param({"request_id_header": "X Bad"}, ValueError, id="header-with-space"),
+        pytest.param({"request_id_header": "X-Id\r\n"}, ValueError, id="header-with-crlf"),
         pytest.param({"compat_headers": "X-One"}, TypeError, id="compat-as-string"),
         pytest.param({"compat_headers": ["ok", ""]}, ValueError, id="empty-compat"),
         pytest.param({"caller_getter": "keystone"}, TypeError, id="getter-not-callable"),
@@ -327,7 +334,7 @@ def test_bad_configuration_fails_at_construction(
     options: dict[str, Any], error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        RequestIdMiddleware(echo, **options)
+        RequestIdMiddleware(echo, settings=Settings(**options))
 
 
 # -- under oslo.middleware's RequestId ---------------------------------------
@@ -356,7 +363,9 @@ def failing(environ: dict[str, Any], start_response: Any) -> Any:
 )
 def test_under_oslo_request_id_a_request_has_one_id(header: str) -> None:
     """oslo's RequestId names the request first: the toolkit uses its id and global id."""
-    app = webtest.TestApp(_oslo_request_id(RequestIdMiddleware(echo, header=header)))
+    app = webtest.TestApp(
+        _oslo_request_id(RequestIdMiddleware(echo, settings=Settings(request_id_header=header)))
+    )
     inbound = new_request_id()
     response = app.get("/", headers={"X-OpenStack-Request-ID": inbound})
     oslo_id = response.headers["x-openstack-request-id"]
@@ -409,3 +418,39 @@ def test_keystoneauths_global_id_header_is_read_with_the_default_header() -> Non
     assert ids[1] == inbound and ids[0] != inbound
     assert response.headers["X-Request-Id"] == ids[0]
     assert "X-OpenStack-Request-ID" not in response.headers
+
+
+class Around(Hook):
+    """Notes each request it is around, and when it is left."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None]] = []
+
+    @contextmanager
+    def _around(self, request: RequestInfo) -> Iterator[None]:
+        self.events.append((f"enter {request.method} {request.path}", request.operation_id))
+        try:
+            yield
+        finally:
+            self.events.append(("leave", None))
+
+    def around_request(self, request: RequestInfo) -> Any:
+        return self._around(request)
+
+
+def test_every_request_runs_inside_the_hooks_around_request() -> None:
+    hook = Around()
+    settings = Settings(hooks=[hook], exclude_paths=["/health"])
+    app = webtest.TestApp(RequestIdMiddleware(echo, settings=settings))
+    rid = app.post("/things").headers["X-Request-Id"]
+    app.get("/things")
+    app.post("/health")
+    assert hook.events == [
+        ("enter POST /things", rid),  # a mutating request: its operation's id
+        ("leave", None),  # once the body is closed
+        ("enter GET /things", None),
+        ("leave", None),
+        ("enter POST /health", None),  # excluded: no operation
+        ("leave", None),
+    ]
+    assert context.current() is None

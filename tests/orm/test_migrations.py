@@ -217,8 +217,11 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
-    assert migrations.current(empty_url) == "tasktoolkit_0005"
+    assert migrations.current(empty_url) == "tasktoolkit_0006"
     assert "tasktoolkit_reaper_watch" not in tables(empty_url)
+    migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0005"
+    assert "redeliver_after" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0004"
     assert "queue" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
@@ -241,8 +244,36 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     assert migrations.current(empty_url) == "tasktoolkit_0001"
     migrations.upgrade(empty_url, "+3")
     assert migrations.current(empty_url) == "tasktoolkit_0004"
+    migrations.upgrade(empty_url, "+1")
+    assert migrations.current(empty_url) == "tasktoolkit_0005"
     migrations.upgrade(empty_url, "+2")
-    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0006"
+    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0007"
+
+
+def test_tasks_already_there_get_three_heartbeat_timeouts_to_start(
+    backend: str, empty_url: URL
+) -> None:
+    migrations.upgrade(empty_url, "tasktoolkit_0005")
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            for task_id, state in (("t1", "pending"), ("t2", "succeeded")):
+                conn.execute(
+                    text(
+                        "INSERT INTO tasktoolkit_tasks (id, resource_type, resource_id, name,"
+                        " state, heartbeat_timeout, created_at, updated_at) VALUES (:id, 'node',"
+                        " '1', 'boot', :state, 10, :now, :now)"
+                    ),
+                    {"id": task_id, "state": state, "now": datetime(2026, 1, 1)},
+                )
+        migrations.upgrade(empty_url)
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT id, redeliver_after FROM tasktoolkit_tasks ORDER BY id")
+            ).all()
+        assert [tuple(row) for row in found] == [("t1", 30), ("t2", 900)]
+    finally:
+        engine.dispose()
 
 
 def test_upgrade_with_a_connection_leaves_it_usable(backend: str, empty_url: URL) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import Result, Select, event, insert, select, text
 from sqlalchemy.orm import Session
 
 from tasktoolkit.orm import Operation, Task
-from tasktoolkit.orm._publishing import unpublished
+from tasktoolkit.orm._publishing import to_publish
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm._workers import claim_tasks
@@ -199,7 +199,7 @@ TASK_STATEMENTS = [
         id="claim-queues-and-default",
     ),
     pytest.param(
-        lambda s: unpublished(s, WORKER_NAMES, older_than=timedelta(minutes=1), limit=500),
+        lambda s: to_publish(s, WORKER_NAMES, sweep_after=timedelta(minutes=1), limit=500),
         "ix_tasktoolkit_tasks_unpublished",
         (),
         id="sweeper-unpublished",

@@ -337,3 +337,17 @@ def test_only_the_sessions_that_queue_signals_get_listeners(
     assert not event.contains(other_session, "after_commit", _send_queued)
     assert not event.contains(Session, "after_commit", _send_queued)
     assert names(heard) == ["task-created"]
+
+
+def test_a_coroutine_receiver_is_refused_when_it_connects() -> None:
+    async def receive(sender: Any, **extra: Any) -> None:
+        pass
+
+    class Receiver:
+        async def __call__(self, sender: Any, **extra: Any) -> None:
+            pass
+
+    for receiver in (receive, Receiver()):
+        with pytest.raises(TypeError, match="coroutine function"):
+            signals.task_created.connect(receiver)
+    assert not signals.task_created.receivers

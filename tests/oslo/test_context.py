@@ -14,10 +14,10 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import context
+from tasktoolkit import Toolkit, context
 from tasktoolkit.caller import Caller
 from tasktoolkit.context import RequestContext, new_request_id
-from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
+from tasktoolkit.middleware import RequestIdMiddleware
 from tasktoolkit.orm import Worker
 from tasktoolkit.oslo import job_context, oslo_caller
 from tests.endpoints.conftest import open_post
@@ -74,14 +74,13 @@ def test_the_toolkits_own_lines_carry_their_request_not_the_previous_one(
     oslo_lines: Callable[[], list[str]], unreachable: Engine
 ) -> None:
     """The host's context of request 1 stays in oslo's store; request 2's warning is its own."""
-    operations = OperationMiddleware(host_app, engine=unreachable)
-    stack = webtest.TestApp(RequestIdMiddleware(operations))
+    stack = webtest.TestApp(Toolkit(unreachable).wsgi(host_app))
     first = stack.get("/own-context", headers={"X-User-Id": "u1", "X-Project-Id": "p1"})
     # The database is away: the operation cannot be written, a warning says so.
     second = stack.post("/ports", headers={"X-User-Id": "u2", "X-Project-Id": "p2"})
     one, two = first.headers["X-Request-Id"], second.headers["X-Request-Id"]
     (warning,) = [line for line in oslo_lines() if line.startswith("WARNING")]
-    assert f"[None {two} u2 p2] operation {two} not written" in warning
+    assert f"[None {two} u2 p2] middleware.finished (operation {two} not written)" in warning
     assert one not in warning
     (handled,) = [line for line in oslo_lines() if "handled /own-context" in line]
     assert f"[None {one} u1 p1]" in handled

@@ -5,6 +5,7 @@ filters and the sample app, on each database; logged with oslo.log; called with 
 from __future__ import annotations
 
 import configparser
+import importlib
 import re
 import threading
 import uuid
@@ -21,9 +22,7 @@ from keystonemiddleware.fixture import AuthTokenFixture
 from paste.deploy import loadapp
 from sqlalchemy.engine import URL
 
-from sample_app.app import SampleAPI
 from tasktoolkit.context import is_valid_request_id, new_request_id
-from tasktoolkit.endpoints import Router
 from tasktoolkit.middleware import OperationMiddleware
 from tests.sample_app.conftest import ROOT, sample_db  # noqa: F401  (a fixture)
 
@@ -62,29 +61,32 @@ def tokens() -> Iterator[dict[str, str]]:
 
 
 def _close(app: Any) -> None:
-    """Close the pools the loaded pipeline made (the operations filter's, the app's)."""
+    """Close the pools the loaded pipeline used (the sample's toolkit's: one engine)."""
     while app is not None:
         if isinstance(app, OperationMiddleware):
             app.close()
-            app.engine.dispose()
-        if isinstance(app, Router):
-            for route in app.mapper.matchlist:
-                controller = route.defaults.get("controller")
-                if isinstance(controller, SampleAPI):
-                    controller.engine.dispose()
+            app.engine.dispose()  # the sample's toolkit's, which the app uses too
         app = next(
             (getattr(app, n) for n in ("app", "application", "_app") if hasattr(app, n)), None
         )
 
 
 @pytest.fixture
-def pipeline(sample_db: URL, tmp_path: Path, tokens: dict[str, str]) -> Iterator[Any]:  # noqa: F811
-    """The documented pipeline, its database and app made the sample's, loaded by PasteDeploy."""
+def pipeline(
+    sample_db: URL,  # noqa: F811
+    tmp_path: Path,
+    tokens: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Any]:
+    """The documented pipeline, its toolkit and app made the sample's, loaded by PasteDeploy."""
+    monkeypatch.setenv("SAMPLE_APP_DB_URL", sample_db.render_as_string(hide_password=False))
+    importlib.reload(importlib.import_module("sample_app.wsgi"))
     ini = configparser.ConfigParser(interpolation=None)
     ini.read_string(documented_ini())
-    url = sample_db.render_as_string(hide_password=False)
-    ini["filter:tasktoolkit_operations"]["db_url"] = url
-    ini["app:api"] = {"paste.app_factory": "sample_app.app:app_factory", "db_url": url}
+    for name in ("filter:tasktoolkit_request_id", "filter:tasktoolkit_operations"):
+        assert ini[name]["toolkit"] == "myservice.wsgi:toolkit"
+        ini[name]["toolkit"] = "sample_app.wsgi:toolkit"  # the host's Toolkit: the sample's
+    ini["app:api"] = {"paste.app_factory": "sample_app.wsgi:app_factory"}
     authtoken = ini["filter:authtoken"]
     del authtoken["oslo_config_project"]  # no service config file here: the options inline
     authtoken["delay_auth_decision"] = "false"

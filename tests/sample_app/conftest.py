@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from sample_app._client import Client, Reply
 from sample_app.app import make_app
 from tasktoolkit import orm
 from tests.databases import engine_for
+from tests.middleware.stacks import FlushingTestApp, operations_of
 
 ROOT = Path(__file__).resolve().parents[2]
 #: How long anything a test waits for may take before the test fails.
@@ -127,8 +128,10 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_process(args: list[str], stderr_path: Path) -> ServerProcess:
-    """Start ``args`` with stdout read line by line in a thread."""
+def start_process(
+    args: list[str], stderr_path: Path, *, env: Mapping[str, str] | None = None
+) -> ServerProcess:
+    """Start ``args`` with stdout read line by line in a thread (``env``: more variables)."""
     stderr_file = stderr_path.open("w")
     process = subprocess.Popen(
         args,
@@ -136,7 +139,7 @@ def start_process(args: list[str], stderr_path: Path) -> ServerProcess:
         stdout=subprocess.PIPE,
         stderr=stderr_file,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     stderr_file.close()
     lines: queue.Queue[str] = queue.Queue()
@@ -199,5 +202,5 @@ def api(engine: Engine, session_factory: sessionmaker[Session]) -> Iterator[webt
     No agents run: tasks stay where the test puts them. Rows go after the test.
     """
     stack = make_app(engine)
-    yield webtest.TestApp(stack, lint=True)
-    stack.app.close()  # type: ignore[attr-defined]  (the OperationMiddleware's own pool)
+    yield FlushingTestApp(stack, lint=True)  # each request's end written before it returns
+    operations_of(stack).close()  # its own pool

@@ -8,14 +8,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import URL
+
 from tests.sample_app.conftest import Http, ServerProcess, start_process, wait_for
 
 LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 
 
-def start_gunicorn(ini: Path, tmp_path: Path, log: Path, *options: str) -> ServerProcess:
+def start_gunicorn(
+    ini: Path, tmp_path: Path, log: Path, *options: str, db_url: str | URL | None = None
+) -> ServerProcess:
     """gunicorn serving ``ini``'s pipeline on a free port of 127.0.0.1, its control
-    socket in ``tmp_path``, with ``options`` (its workers, ...); its stderr to ``log``."""
+    socket in ``tmp_path``, with ``options`` (its workers, ...); its stderr to ``log``.
+
+    :param db_url: the sample's database (``SAMPLE_APP_DB_URL``).
+    """
     return start_process(
         [
             str(Path(sys.executable).with_name("gunicorn")),
@@ -28,7 +35,16 @@ def start_gunicorn(ini: Path, tmp_path: Path, log: Path, *options: str) -> Serve
             *options,
         ],
         log,
+        env=sample_env(db_url),
     )
+
+
+def sample_env(db_url: str | URL | None) -> dict[str, str]:
+    """The environment naming the sample's database for a server process."""
+    if db_url is None:
+        return {}
+    url = db_url if isinstance(db_url, str) else db_url.render_as_string(hide_password=False)
+    return {"SAMPLE_APP_DB_URL": url}
 
 
 def gunicorn_url(server: ServerProcess) -> str:

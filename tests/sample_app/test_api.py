@@ -6,11 +6,13 @@ shown without racing a worker.
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import webob
 import webtest
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
@@ -307,7 +309,39 @@ def test_bulk_limit(api: webtest.TestApp) -> None:
 def test_body_too_large(api: webtest.TestApp) -> None:
     body = b'{"network": {"name": "' + b"x" * (1 << 20) + b'"}}'
     reply = api.post("/networks", body, content_type="application/json", status=413)
-    assert reply.json["errors"][0]["code"] == "sample_app.body_too_large"
+    assert reply.json["errors"][0]["code"] == "tasktoolkit.body_too_large"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("/networks?x=%ff", id="value-not-utf8"),
+        pytest.param("/networks?%ff=1", id="name-not-utf8"),
+        pytest.param("/ports?network_id=%ff", id="filter-not-utf8"),
+        pytest.param(f"/networks/{uuid.uuid4()}?%c3%28=1", id="show-not-utf8"),
+    ],
+)
+def test_a_query_that_is_not_utf8_is_a_400_with_the_request_id(
+    api: webtest.TestApp, query: str
+) -> None:
+    reply = api.get(query, status=400)
+    (error,) = reply.json["errors"]
+    assert error["code"] == "tasktoolkit.invalid_filter"
+    assert error["request_id"] == reply.headers["X-Request-Id"]
+
+
+def test_a_body_shorter_than_its_content_length_is_a_400_with_the_request_id(
+    api: webtest.TestApp,
+) -> None:
+    sent = b'{"network": {"name": "cut'
+    request = webob.Request.blank("/networks", method="POST", content_type="application/json")
+    request.environ["wsgi.input"] = io.BytesIO(sent)
+    request.environ["CONTENT_LENGTH"] = str(len(sent) + 100)  # the client stopped sending
+    reply = request.get_response(api.app)
+    assert reply.status_int == 400
+    (error,) = reply.json["errors"]
+    assert error["code"] == "tasktoolkit.incomplete_body"
+    assert error["request_id"] == reply.headers["X-Request-Id"]
 
 
 def test_405_lists_the_allowed_methods(api: webtest.TestApp) -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import webtest
 from paste.deploy import loadapp
 
-from sample_app.app import app_factory
 from sample_app.demo import run_demo
 from tests.sample_app.conftest import DEADLINE, ROOT, Http, start_process, wait_for
 from tests.sample_app.servers import gunicorn_url, port_status, start_gunicorn
@@ -104,26 +106,27 @@ def test_serve_refuses_bad_options(args: list[str], message: str) -> None:
     assert message in result.stderr
 
 
-def paste_ini(tmp_path: Path) -> Path:
-    """A copy of the shipped api-paste.ini on a SQLite file in ``tmp_path``."""
-    text = PASTE_INI.read_text()
-    copy, count = re.subn(
-        r"(?m)^database_url = .*$", f"database_url = sqlite:///{tmp_path / 'paste.db'}", text
-    )
-    assert count == 1
-    path = tmp_path / "api-paste.ini"
-    path.write_text(copy)
-    return path
+@pytest.fixture
+def sample_wsgi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``sample_app.wsgi`` (its toolkit) made again on a SQLite file in ``tmp_path``."""
+    monkeypatch.setenv("SAMPLE_APP_DB_URL", f"sqlite:///{tmp_path / 'paste.db'}")
+    module = importlib.reload(importlib.import_module("sample_app.wsgi"))
+    yield module
+    module.toolkit.engine.dispose()
 
 
 def test_the_library_installs_no_sample_entry_point() -> None:
     # The sample is not installed with the library: api-paste.ini names its factory.
     assert not entry_points(group="paste.app_factory", name="sample_app")
-    assert "paste.app_factory = sample_app.app:app_factory" in PASTE_INI.read_text()
+    text = PASTE_INI.read_text()
+    assert "paste.app_factory = sample_app.wsgi:app_factory" in text
+    assert "url" not in text.split("[pipeline:main]")[1]  # no database URL in the pipeline
 
 
-def test_the_paste_pipeline_serves_the_api(tmp_path: Path) -> None:
-    app = webtest.TestApp(loadapp(f"config:{paste_ini(tmp_path)}"), lint=True)
+def test_the_paste_pipeline_serves_the_api(sample_wsgi: ModuleType) -> None:
+    pipeline = loadapp(f"config:{PASTE_INI}")
+    assert pipeline.app.engine is sample_wsgi.toolkit.engine  # one engine, one pool
+    app = webtest.TestApp(pipeline, lint=True)
     reply = app.post_json("/networks", {"network": {"name": "n"}}, status=201)
     request_id = reply.headers["X-Request-Id"]
     assert reply.headers["Operation-Location"].endswith(f"/operations/{request_id}")
@@ -135,26 +138,27 @@ def test_the_paste_pipeline_serves_the_api(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
-        pytest.param({}, "set db_url", id="no-url"),
-        pytest.param(
-            {"db_url": "sqlite:///x.db", "create_tables": "maybe"},
-            "true or false",
-            id="create-tables",
-        ),
-        pytest.param(
-            {"db_url": "sqlite:///x.db", "colour": "blue"}, "unknown option 'colour'", id="unknown"
-        ),
-        pytest.param({"db_url": "sqlite://"}, "not an in-memory database", id="memory"),
+        pytest.param({"create_tables": "maybe"}, "true or false", id="create-tables"),
+        pytest.param({"colour": "blue"}, "unknown option 'colour'", id="unknown"),
+        pytest.param({"db_url": "sqlite:///x.db"}, "unknown option 'db_url'", id="no-url"),
     ],
 )
-def test_app_factory_refuses_bad_configuration(conf: dict[str, str], message: str) -> None:
+def test_app_factory_refuses_bad_configuration(
+    sample_wsgi: ModuleType, conf: dict[str, str], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
-        app_factory({}, **conf)
+        sample_wsgi.app_factory({}, **conf)
+
+
+def test_the_sample_refuses_an_in_memory_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMPLE_APP_DB_URL", "sqlite://")
+    with pytest.raises(ValueError, match="not an in-memory database"):
+        importlib.reload(importlib.import_module("sample_app.wsgi"))
 
 
 def test_gunicorn_and_agents_serve_the_paste_pipeline(tmp_path: Path) -> None:
     """The production-style run of docs/sample_app.md: agents, then gunicorn workers."""
-    ini = paste_ini(tmp_path)
+    ini = PASTE_INI
     agents = start_process(
         [
             sys.executable,
@@ -172,7 +176,14 @@ def test_gunicorn_and_agents_serve_the_paste_pipeline(tmp_path: Path) -> None:
     try:
         # The agents create the tables before they say they run.
         assert agents.first_line("sample_app agents").startswith("2 agents running")
-        gunicorn = start_gunicorn(ini, tmp_path, tmp_path / "gunicorn.log", "--workers", "2")
+        gunicorn = start_gunicorn(
+            ini,
+            tmp_path,
+            tmp_path / "gunicorn.log",
+            "--workers",
+            "2",
+            db_url=f"sqlite:///{tmp_path / 'paste.db'}",
+        )
         url = wait_for(
             lambda: gunicorn_url(gunicorn),
             lambda found: found != "" or gunicorn.process.poll() is not None,

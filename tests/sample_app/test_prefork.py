@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.sample_app.conftest import ROOT, Http, ServerProcess, start_process, wait_for
-from tests.sample_app.servers import gunicorn_url, start_gunicorn
+from tests.sample_app.servers import gunicorn_url, sample_env, start_gunicorn
 from tests.sample_app.test_commands import PASTE_INI
 
 WORKERS = 4
@@ -29,15 +29,9 @@ CLIENTS = 8
 REQUESTS = 400
 
 
-def _paste_ini(tmp_path: Path, url: URL) -> Path:
-    """The shipped api-paste.ini on ``url``, creating its tables when the app loads."""
+def _paste_ini(tmp_path: Path) -> Path:
+    """The shipped api-paste.ini, creating its tables when the app loads."""
     text = PASTE_INI.read_text()
-    text, count = re.subn(
-        r"(?m)^database_url = .*$",
-        "database_url = " + url.render_as_string(hide_password=False).replace("%", "%%"),
-        text,
-    )
-    assert count == 1
     text, count = re.subn(r"(?m)^(paste\.app_factory = .*)$", r"\1\ncreate_tables = true", text)
     assert count == 1
     path = tmp_path / "api-paste.ini"
@@ -51,14 +45,20 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _gunicorn(ini: Path, tmp_path: Path) -> tuple[ServerProcess, Callable[[], str]]:
+def _gunicorn(ini: Path, tmp_path: Path, db_url: URL) -> tuple[ServerProcess, Callable[[], str]]:
     server = start_gunicorn(
-        ini, tmp_path, tmp_path / "server.log", "--preload", "--workers", str(WORKERS)
+        ini,
+        tmp_path,
+        tmp_path / "server.log",
+        "--preload",
+        "--workers",
+        str(WORKERS),
+        db_url=db_url,
     )
     return server, lambda: gunicorn_url(server)
 
 
-def _uwsgi(ini: Path, tmp_path: Path) -> tuple[ServerProcess, Callable[[], str]]:
+def _uwsgi(ini: Path, tmp_path: Path, db_url: URL) -> tuple[ServerProcess, Callable[[], str]]:
     port = _free_port()
     server = start_process(
         [
@@ -77,6 +77,7 @@ def _uwsgi(ini: Path, tmp_path: Path) -> tuple[ServerProcess, Callable[[], str]]
             "--disable-logging",
         ],
         tmp_path / "server.log",
+        env=sample_env(db_url),
     )
 
     def url() -> str:
@@ -128,11 +129,11 @@ def _traffic(client: Http, count: int, outcomes: Counter[str]) -> None:
 
 @pytest.mark.parametrize("start", SERVERS)
 def test_a_prefork_server_serves_every_request(
-    start: Callable[[Path, Path], tuple[ServerProcess, Callable[[], str]]],
+    start: Callable[[Path, Path, URL], tuple[ServerProcess, Callable[[], str]]],
     sample_db: URL,
     tmp_path: Path,
 ) -> None:
-    server, url = start(_paste_ini(tmp_path, sample_db), tmp_path)
+    server, url = start(_paste_ini(tmp_path), tmp_path, sample_db)
     try:
         base = wait_for(
             url, lambda found: bool(found) or server.process.poll() is not None, "server up"

@@ -1,0 +1,351 @@
+"""Hooks: the one seam for cross-cutting work (metrics, tracing, a host's own).
+
+A :class:`Hook` is a class whose methods the toolkit calls around its units of
+work and on everything that happens; it overrides only what it needs (every
+method of the base does nothing). The toolkit holds its hooks in one
+:class:`Hooks` (``Settings(hooks=Hooks(MyHook()))``), which calls them in order:
+
+- **around** a request, a job's run and a bridge's delivery: a context manager
+  (a span, a timer), entered before and left after;
+- on every **committed move** of a task (:meth:`Hook.task_moved`, with the
+  attempt's number, outcome and error code) and change of an operation
+  (opened, finished), after commit only, never for a rolled-back change;
+- on every **not-move** (:meth:`Hook.happened`): a cancel asked of a running
+  task, progress, a reaper's or a purge's batch, a bridge's publish or sweep;
+- when **the database is unavailable** (:meth:`Hooks.unavailable`): the one
+  policy of the toolkit for an outage it degrades through (a response without
+  ``Operation-Location``, a skipped heartbeat): one line logged, no traceback
+  (but at ``DEBUG``), every hook told, so a metric can count it.
+
+A hook that raises is the hook's problem: it is logged, and the toolkit's work
+and the other hooks go on. Hooks are called synchronously, from the thread that
+did the work; a coroutine method is refused when the hook is added, never
+silently dropped.
+
+Example::
+
+    class Timing(Hook):
+        def task_moved(self, change):
+            if change.outcome == "failed":
+                print(change.name, "failed:", change.error_code)
+
+        @contextmanager
+        def around_job(self, job):
+            began = time.monotonic()
+            yield
+            print(job.name, "ran", time.monotonic() - began, "s")
+
+    toolkit = Toolkit(engine, Settings(hooks=Hooks(Timing())))
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from tasktoolkit.errors import database_unavailable
+
+if TYPE_CHECKING:
+    from tasktoolkit.signals import OperationChange, TaskChange
+
+__all__ = [
+    "ENGINE_OPTION",
+    "EVENT_KINDS",
+    "NO_HOOKS",
+    "Delivery",
+    "Event",
+    "Hook",
+    "Hooks",
+    "JobInfo",
+    "RequestInfo",
+    "hooks_of",
+]
+
+_log = logging.getLogger("tasktoolkit.hooks")
+#: The engine execution option that carries a toolkit's :class:`Hooks` to the
+#: ORM, which counts moves and announces them after commit on the engine's
+#: connections (set by :class:`~tasktoolkit.Toolkit`).
+ENGINE_OPTION = "tasktoolkit_hooks"
+
+#: What :meth:`Hook.happened` may be told of (:attr:`Event.kind`).
+EVENT_KINDS = frozenset(
+    {
+        "cancel_asked",  # a running task was asked to stop: ``task``
+        "progress",  # a worker reported progress: ``task``, ``progress``
+        "reaped",  # a reaper's batch moved ``count`` rows for ``reason``
+        "purged",  # a purge batch deleted ``count`` rows of ``reason`` (tasks, operations)
+        "published",  # a bridge published ``count`` tasks (``reason``: the bridge)
+        "swept",  # a bridge's sweeper published ``count`` tasks again
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened that is not a committed move of a task.
+
+    :param kind: one of :data:`EVENT_KINDS`.
+    :param count: how many rows or tasks it concerns.
+    :param reason: what kind of rows (``worker_lost``, ``tasks``, ...), where it says.
+    :param task: the task it concerns, where there is one.
+    :param progress: the progress reported, for ``progress``.
+    """
+
+    kind: str
+    count: int = 1
+    reason: str | None = None
+    task: TaskChange | None = None
+    progress: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """A request the toolkit serves, as :meth:`Hook.around_request` sees it.
+
+    :param environ: the WSGI environ (read it; do not keep it).
+    :param operation_id: the request's operation id when it is a mutating
+        request, else ``None``.
+    """
+
+    request_id: str
+    method: str
+    path: str
+    environ: Any
+    operation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A held task about to run (a database worker's or a bridge's), for :meth:`Hook.around_job`."""
+
+    task_id: str
+    name: str
+    resource_type: str
+    resource_id: str
+    request_id: str | None
+    attempt: int
+    queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A bridge's delivery of a task's message, for :meth:`Hook.around_delivery`."""
+
+    bridge: str
+    task_id: str
+    name: str
+
+
+class Hook:
+    """The base of every hook: each method does nothing; override what you need.
+
+    The ``around_*`` methods return a context manager, or ``None`` for none.
+    """
+
+    def around_request(self, request: RequestInfo) -> AbstractContextManager[object] | None:
+        """Around one request (the app and its response body included)."""
+        return None
+
+    def around_job(self, job: JobInfo) -> AbstractContextManager[object] | None:
+        """Around one attempt of a task in its worker (the ``with job:`` block)."""
+        return None
+
+    def around_delivery(self, delivery: Delivery) -> AbstractContextManager[object] | None:
+        """Around one delivery of a bridge's message (the start, the run, the record)."""
+        return None
+
+    def task_moved(self, change: TaskChange) -> None:
+        """A task was created or moved, and it is committed."""
+
+    def operation_changed(self, change: OperationChange) -> None:
+        """An operation was opened or finished, and it is committed."""
+
+    def happened(self, event: Event) -> None:
+        """Something that is not a task's move happened (:data:`EVENT_KINDS`)."""
+
+    def database_unavailable(self, where: str, error: BaseException) -> None:
+        """The toolkit degraded at ``where`` because the database was unavailable."""
+
+
+_METHODS = tuple(name for name, _ in inspect.getmembers(Hook, inspect.isfunction))
+
+
+class Hooks:
+    """The toolkit's hooks, called in order; each one's failure logged, never raised.
+
+    :param hooks: the hooks, in the order they are called (``around_*``: entered
+        in that order, left in reverse).
+    :raises TypeError: a hook that is not a :class:`Hook`, or has a coroutine method.
+    """
+
+    __slots__ = ("_around_delivery", "_around_job", "_around_request", "_hooks")
+
+    def __init__(self, *hooks: Hook) -> None:
+        for hook in hooks:
+            if not isinstance(hook, Hook):
+                raise TypeError(f"a hook must be a tasktoolkit.hooks.Hook, got {hook!r}")
+            for name in _METHODS:
+                if inspect.iscoroutinefunction(getattr(hook, name)):
+                    raise TypeError(
+                        f"{type(hook).__name__}.{name} is a coroutine function: hooks are "
+                        "called synchronously (run your coroutine from a synchronous method)"
+                    )
+        self._hooks: tuple[Hook, ...] = hooks
+        # Only the hooks that override a method are asked for it: none costs nothing.
+        self._around_request = _overriding(hooks, "around_request")
+        self._around_job = _overriding(hooks, "around_job")
+        self._around_delivery = _overriding(hooks, "around_delivery")
+
+    def __bool__(self) -> bool:
+        return bool(self._hooks)
+
+    def __iter__(self) -> Iterator[Hook]:
+        return iter(self._hooks)
+
+    def __repr__(self) -> str:
+        return f"Hooks({', '.join(type(h).__name__ for h in self._hooks)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hooks) and self._hooks == other._hooks
+
+    def __hash__(self) -> int:
+        return hash(self._hooks)
+
+    def __add__(self, other: Hooks) -> Hooks:
+        return Hooks(*self._hooks, *other._hooks)
+
+    # -- around ------------------------------------------------------------
+
+    def around_request(self, request: RequestInfo) -> AbstractContextManager[object]:
+        """The hooks' context managers around a request, as one."""
+        if not self._around_request:
+            return nullcontext()
+        return _around(self._around_request, "around_request", request)
+
+    def around_job(self, job: JobInfo) -> AbstractContextManager[object]:
+        """The hooks' context managers around a job's run, as one."""
+        if not self._around_job:
+            return nullcontext()
+        return _around(self._around_job, "around_job", job)
+
+    def around_delivery(self, delivery: Delivery) -> AbstractContextManager[object]:
+        """The hooks' context managers around a bridge's delivery, as one."""
+        if not self._around_delivery:
+            return nullcontext()
+        return _around(self._around_delivery, "around_delivery", delivery)
+
+    # -- on ----------------------------------------------------------------
+
+    def task_moved(self, changes: Sequence[TaskChange]) -> None:
+        """Tell every hook of these committed moves."""
+        for hook in self._hooks:
+            for change in changes:
+                _call(hook, "task_moved", change)
+
+    def operation_changed(self, change: OperationChange) -> None:
+        """Tell every hook of this committed change of an operation."""
+        for hook in self._hooks:
+            _call(hook, "operation_changed", change)
+
+    def happened(self, event: Event) -> None:
+        """Tell every hook of ``event``."""
+        if event.kind not in EVENT_KINDS:
+            raise ValueError(f"not an event kind: {event.kind!r}")
+        for hook in self._hooks:
+            _call(hook, "happened", event)
+
+    def unavailable(self, where: str, error: BaseException, *, doing: str = "") -> bool:
+        """The toolkit's one policy for a database outage it can degrade through.
+
+        When ``error`` says the database is unavailable (SQLAlchemy's, the
+        drivers' or oslo.db's connection errors): one line is logged at
+        ``WARNING`` (the traceback only at ``DEBUG``), every hook is told, and
+        ``True`` is returned: the caller degrades. Any other error: ``False``,
+        nothing logged: the caller raises it.
+
+        :param where: where it happened, a short stable name (``middleware.end``),
+            which is also the ``where`` label a metric counts it by.
+        :param doing: what was not done, for the log line ("operation req-... not written").
+
+        Example::
+
+            except Exception as exc:
+                if not hooks.unavailable("worker.heartbeat", exc, doing=f"task {id}"):
+                    raise
+        """
+        if not database_unavailable(error):
+            return False
+        _log.warning(
+            "%s%s: the database is unavailable (%s)",
+            where,
+            f" ({doing})" if doing else "",
+            first_line(error),
+            exc_info=_log.isEnabledFor(logging.DEBUG),
+        )
+        for hook in self._hooks:
+            _call(hook, "database_unavailable", where, error)
+        return True
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of what ``error`` says (a driver's error, when SQLAlchemy wraps one)."""
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _overriding(hooks: Sequence[Hook], name: str) -> tuple[Hook, ...]:
+    return tuple(h for h in hooks if getattr(type(h), name) is not getattr(Hook, name))
+
+
+def _call(hook: Hook, name: str, *args: object) -> None:
+    try:
+        getattr(hook, name)(*args)
+    except Exception:
+        _log.exception("hook %s.%s failed on %r", type(hook).__name__, name, args[0])
+
+
+@contextmanager
+def _around(hooks: Sequence[Hook], name: str, info: object) -> Iterator[None]:
+    with ExitStack() as stack:
+        for hook in hooks:
+            try:
+                manager = getattr(hook, name)(info)
+                if manager is not None:
+                    stack.enter_context(_Guarded(f"{type(hook).__name__}.{name}", manager))
+            except Exception:
+                _log.exception("hook %s.%s failed on %r", type(hook).__name__, name, info)
+        yield
+
+
+class _Guarded:
+    """A hook's context manager whose failure on the way out is logged, not raised."""
+
+    __slots__ = ("manager", "name")
+
+    def __init__(self, name: str, manager: AbstractContextManager[object]) -> None:
+        self.name = name
+        self.manager = manager
+
+    def __enter__(self) -> object:
+        return self.manager.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Literal[False]:
+        try:
+            self.manager.__exit__(*exc_info)  # a hook never swallows the toolkit's error
+        except Exception:
+            _log.exception("hook %s failed on the way out", self.name)
+        return False
+
+
+#: No hooks: what an engine no toolkit was made on has.
+NO_HOOKS = Hooks()
+
+
+def hooks_of(bind: Any) -> Hooks:
+    """The hooks an engine (or connection) carries in :data:`ENGINE_OPTION`; else none."""
+    found = bind.get_execution_options().get(ENGINE_OPTION)
+    return found if isinstance(found, Hooks) else NO_HOOKS

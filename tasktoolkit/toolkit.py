@@ -1,0 +1,182 @@
+"""The composition root: one :class:`Toolkit` per database, and everything made from it.
+
+A host builds one ``Toolkit`` from its engine (or a URL) and one
+:class:`~tasktoolkit.settings.Settings`, as it builds one Celery app or one
+Flask-SQLAlchemy extension, and gets every part from it, each wired with the
+same settings and the same engine (one pool: the middleware's writes, the
+endpoints' reads and the workers' moves all go through it):
+
+- :meth:`Toolkit.wsgi`: the request-id and operation middlewares around an app;
+- :meth:`Toolkit.mount`: the task endpoints on a Routes mapper;
+- :meth:`Toolkit.worker`: a worker claiming tasks from the database;
+- :meth:`Toolkit.reap` and :meth:`Toolkit.purge`: the deadlines and the expiry;
+- the queue bridges, which a bridge class makes from a toolkit
+  (``CeleryBridge(toolkit, app)``).
+
+Example::
+
+    toolkit = Toolkit(engine, Settings(request_id_header="X-OpenStack-Request-ID"))
+    toolkit.mount(mapper, collections={"ports": Port})
+    app = toolkit.wsgi(Router(mapper))
+
+    worker = toolkit.worker(["l2_wiring"])           # in a worker process
+    toolkit.reap()                                   # in a periodic job
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.hooks import ENGINE_OPTION, hooks_of
+from tasktoolkit.settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+    from tasktoolkit.endpoints import ResourceVisibility, TaskEndpoints
+    from tasktoolkit.orm import PurgeResult, ReapResult, TaskResource, Worker
+
+__all__ = ["Toolkit"]
+
+
+class Toolkit:
+    """Everything the toolkit does for one database, with one :class:`Settings`.
+
+    :param bind: the host's engine (shared: the toolkit uses its pool), or a
+        database URL to make one from.
+    :param settings: every knob; default :class:`Settings()`.
+    :param engine_options: passed to ``create_engine`` when ``bind`` is a URL.
+    """
+
+    def __init__(
+        self,
+        bind: Engine | str | URL,
+        settings: Settings | None = None,
+        **engine_options: Any,
+    ) -> None:
+        from tasktoolkit.orm import prepare_engine
+
+        if isinstance(bind, str | URL):
+            bind = create_engine(bind, **engine_options)
+        elif engine_options:
+            raise TypeError("engine options are for a URL; the engine given is made already")
+        if not isinstance(bind, Engine):
+            raise TypeError(f"Toolkit needs an Engine or a database URL, got {bind!r}")
+        if settings is None:
+            settings = Settings()
+        if not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        self.engine: Engine = prepare_engine(bind)
+        self.settings: Settings = settings
+        if settings.hooks:
+            carried = hooks_of(self.engine)
+            if carried and carried != settings.hooks:
+                raise ConfigurationError(
+                    "this engine carries another toolkit's hooks already: one toolkit per engine"
+                )
+            self.engine.update_execution_options(**{ENGINE_OPTION: settings.hooks})
+        #: A session per unit of work, on the toolkit's engine.
+        self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Toolkit({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def wsgi(self, app: WSGIApplication) -> WSGIApplication:
+        """``app`` behind the toolkit's middlewares: request ids, then operations."""
+        from tasktoolkit.middleware import OperationMiddleware, RequestIdMiddleware
+
+        operations = OperationMiddleware(app, engine=self.engine, settings=self.settings)
+        return RequestIdMiddleware(operations, settings=self.settings)
+
+    def mount(
+        self,
+        mapper: Any,
+        *,
+        collections: Mapping[str, type[TaskResource]],
+        session_factory: Callable[[], Session] | None = None,
+        visibility: ResourceVisibility | None = None,
+    ) -> TaskEndpoints:
+        """Connect the task endpoints on a Routes ``mapper``; returns their WSGI app.
+
+        :param collections: URL collection name -> resource model (``{"ports": Port}``).
+        :param session_factory: the host's sessions (default: the toolkit's).
+        :param visibility: whether a caller may see a resource (default: it
+            exists and is in the caller's project).
+        """
+        from tasktoolkit.endpoints import mount
+
+        s = self.settings
+        return mount(
+            mapper,
+            collections=collections,
+            session_factory=session_factory or self.sessions,
+            caller_getter=s.caller_getter,
+            authorize=s.authorize,
+            visibility=visibility,
+            path_prefix=s.path_prefix,
+            retry_after=int(s.retry_after.total_seconds()),
+            deadline=s.deadline_seconds,
+            serve_openapi=s.serve_openapi,
+            max_wait=int(s.max_wait.total_seconds()),
+        )
+
+    # -- workers and upkeep ------------------------------------------------
+
+    def worker(
+        self,
+        names: Iterable[str],
+        *,
+        queues: Iterable[str | None] = (None,),
+        host: str | None = None,
+    ) -> Worker:
+        """A worker claiming tasks ``names`` from ``queues`` (``None``: the default queue).
+
+        :param host: its identity; ``<hostname>:<pid>`` by default.
+        """
+        from tasktoolkit.orm import Worker
+
+        s = self.settings
+        return Worker(
+            self.engine,
+            names,
+            queues=queues,
+            host=host,
+            deadline=s.deadline_seconds,
+            retryable=s.retryable,
+        )
+
+    def reap(self, **overrides: Any) -> ReapResult:
+        """Enforce every deadline of active records once (:func:`tasktoolkit.orm.reap`).
+
+        :param overrides: the reaper's own arguments (``start_timeout``, ...).
+        """
+        from tasktoolkit.orm import reap
+
+        s = self.settings
+        options: dict[str, Any] = {
+            "batch_size": s.batch_size,
+            "deadline": s.deadline_seconds,
+            "retryable": s.retryable,
+            **overrides,
+        }
+        return reap(self.engine, **options)
+
+    def purge(self, **overrides: Any) -> PurgeResult:
+        """Delete expired records in short batches (see :func:`tasktoolkit.orm.purge`)."""
+        from tasktoolkit.orm import purge
+
+        options: dict[str, Any] = {"retryable": self.settings.retryable, **overrides}
+        return purge(self.engine, **options)
+
+    def close(self) -> None:
+        """Take the toolkit's hooks off the engine (the host's engine and its pool stay)."""
+        if self.settings.hooks and hooks_of(self.engine) == self.settings.hooks:
+            self.engine.update_execution_options(**{ENGINE_OPTION: None})
