@@ -22,13 +22,9 @@ import logging
 import threading
 import time
 
-__all__ = ["Outage", "first_line"]
+from tasktoolkit.hooks import first_line
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message (a driver's text can run on for lines)."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+__all__ = ["Outage"]
 
 
 class Outage:
