@@ -122,6 +122,17 @@ def _spawn(engine: Engine, name: str, rules: TaskRules) -> str:
         return task.id
 
 
+def _our_tracebacks(log: str) -> int:
+    """Tracebacks in a worker's log but SQLAlchemy's pool's own, logged once per pooled
+    connection the server dropped ("Exception during reset or similar")."""
+    lines = log.splitlines()
+    return sum(
+        1
+        for number, line in enumerate(lines)
+        if line.startswith("Traceback") and not (number and "during reset" in lines[number - 1])
+    )
+
+
 def _running(engine: Engine, task_id: str) -> bool:
     return state_of(engine, task_id) == "running"
 
@@ -167,7 +178,7 @@ def test_a_10_s_outage_takes_no_task_from_a_healthy_worker(
             f"reaper passes {len(reaper.results)} ({reaper.failed_passes} failed), "
             f"tasks it moved {sum(r.total for r in reaper.results)}"
         )
-        assert "Traceback" not in log.read_text(), log.read_text()
+        assert _our_tracebacks(log.read_text()) == 0, log.read_text()
     assert outcomes == [("succeeded", [(1, "succeeded")])] * RUNS
 
 
@@ -196,4 +207,4 @@ def test_a_3_s_outage_inside_a_job_is_a_retryable_failure(
     )
     assert found == ("succeeded", [(1, "failed"), (2, "succeeded")])
     text = log.read_text()
-    assert "Traceback" not in text and "transient database error" in text, text
+    assert _our_tracebacks(text) == 0 and "transient database error" in text, text
