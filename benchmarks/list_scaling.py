@@ -49,7 +49,7 @@ from webob import Request
 
 from benchmarks._harness import Bench, interleaved, seeded_uuid, task_identity
 from sample_app.models import Network, Port
-from tasktoolkit import orm
+from tasktoolkit import Settings, orm
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.orm._records import operations_table, tasks_table
 
@@ -350,6 +350,7 @@ def _stack(engine: Engine) -> Router:
         mapper,
         collections={"ports": Port, "networks": Network},
         session_factory=sessionmaker(engine),
+        settings=Settings(),
     )
     return Router(mapper)
 

@@ -59,7 +59,7 @@ from tasktoolkit.caller import (
     default_authorize,
     keystone_caller,
 )
-from tasktoolkit.endpoints import Router, mount
+from tasktoolkit.endpoints import Router
 from tasktoolkit.errors import (
     DatabaseUnavailableError,
     InvalidCallerError,
@@ -576,31 +576,25 @@ def sample_settings(
     return Settings(caller_getter=caller_getter, authorize=authorize, serve_openapi=True)
 
 
-def make_router(
-    engine: Engine,
-    *,
-    caller_getter: CallerGetter = sample_caller,
-    authorize: Authorize = default_authorize,
-    start_timeout: float | None = None,
-) -> WSGIApplication:
-    """The API without middleware: the sample's routes and the toolkit's endpoints.
+def make_router(toolkit: Toolkit, *, start_timeout: float | None = None) -> WSGIApplication:
+    """The API without middleware, on ``toolkit``: the sample's routes and the toolkit's endpoints.
 
     The toolkit's endpoints are mounted for ``networks`` and ``ports``
-    (``/ports/<id>/tasks``, ...) plus ``/tasks`` and ``/operations``.
-    ``start_timeout`` as for :class:`SampleAPI`.
+    (``/ports/<id>/tasks``, ...) plus ``/tasks`` and ``/operations``; the sample's
+    own controllers read the same caller getter and authorizer, from the toolkit's
+    settings. ``start_timeout`` as for :class:`SampleAPI`.
     """
+    settings = toolkit.settings
     api = SampleAPI(
-        engine, caller_getter=caller_getter, authorize=authorize, start_timeout=start_timeout
+        toolkit.engine,
+        caller_getter=settings.caller_getter,
+        authorize=settings.authorize,
+        start_timeout=start_timeout,
     )
     mapper = Mapper()
     api.connect(mapper)
-    mount(
-        mapper,
-        collections={"networks": Network, "ports": Port},
-        session_factory=api.sessions,
-        caller_getter=caller_getter,
-        authorize=authorize,
-        serve_openapi=True,
+    toolkit.mount(
+        mapper, collections={"networks": Network, "ports": Port}, session_factory=api.sessions
     )
     return Router(mapper)
 
@@ -612,13 +606,11 @@ def make_app(
     authorize: Authorize = default_authorize,
     start_timeout: float | None = None,
 ) -> WSGIApplication:
-    """The whole stack: the toolkit's two middlewares around :func:`make_router`.
+    """The whole stack, from one :class:`~tasktoolkit.Toolkit`: its two middlewares
+    around :func:`make_router`.
 
     The same as ``api-paste.ini``'s pipeline (:mod:`sample_app.wsgi`), in code.
     ``start_timeout`` as for :class:`SampleAPI`.
     """
-    router = make_router(
-        engine, caller_getter=caller_getter, authorize=authorize, start_timeout=start_timeout
-    )
-    settings = sample_settings(caller_getter=caller_getter, authorize=authorize)
-    return Toolkit(engine, settings).wsgi(router)
+    toolkit = Toolkit(engine, sample_settings(caller_getter=caller_getter, authorize=authorize))
+    return toolkit.wsgi(make_router(toolkit, start_timeout=start_timeout))

@@ -60,4 +60,4 @@ def app_factory(global_conf: Mapping[str, str], **local_conf: str) -> WSGIApplic
         raise ValueError(f"sample_app: start_timeout must be 1 to 86400 seconds, got {seconds}")
     if create in _TRUE:
         orm.create_all(toolkit.engine)
-    return make_router(toolkit.engine, start_timeout=seconds)
+    return make_router(toolkit, start_timeout=seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tasktoolkit.cli import main
+from tasktoolkit.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

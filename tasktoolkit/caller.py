@@ -25,46 +25,84 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 from tasktoolkit.errors import InvalidCallerError
 
 __all__ = [
+    "ACT",
+    "ADMIN",
     "CALLER_ID_LENGTH",
     "OPERATIONS_CANCEL",
     "OPERATIONS_LIST",
     "OPERATIONS_SHOW",
+    "READ",
     "READ_RULES",
     "RULES",
     "TASKS_CANCEL",
     "TASKS_LIST",
     "TASKS_SHOW",
     "TASKS_SHOW_HOST",
+    "Access",
     "Authorize",
     "Caller",
     "CallerGetter",
+    "Rule",
     "anonymous_caller",
     "check_caller",
     "default_authorize",
     "keystone_caller",
 ]
 
+READ: Final = "read"
+ACT: Final = "act"
+ADMIN: Final = "admin"
+Access = Literal["read", "act", "admin"]
+
+
+class Rule(str):
+    """A rule name the toolkit asks the authorization hook about, with its default.
+
+    It is the name itself (a ``str``: hooks compare it as text), carrying who
+    passes it by default (:attr:`access`) and what it allows
+    (:attr:`description`). :func:`default_authorize` and the oslo.policy
+    defaults are both read from these; which endpoint asks which rule is said
+    once, in the endpoint table (:mod:`tasktoolkit.endpoints`).
+
+    :param access: ``"read"`` (readers of the project, and system readers),
+        ``"act"`` (members of the project) or ``"admin"`` (admins only).
+    """
+
+    access: Access
+    description: str
+
+    def __new__(cls, name: str, access: Access, description: str) -> Rule:
+        rule = super().__new__(cls, name)
+        rule.access = access
+        rule.description = description
+        return rule
+
+
 #: List tasks (``GET /tasks``, ``GET /<collection>/<id>/tasks``).
-TASKS_LIST = "tasktoolkit:tasks:list"
+TASKS_LIST: Final = Rule("tasktoolkit:tasks:list", READ, "List tasks.")
 #: Show one task.
-TASKS_SHOW = "tasktoolkit:tasks:show"
+TASKS_SHOW: Final = Rule("tasktoolkit:tasks:show", READ, "Show a task.")
 #: See the hosts that ran a task and the tracebacks of its failures.
-TASKS_SHOW_HOST = "tasktoolkit:tasks:show_host"
+TASKS_SHOW_HOST: Final = Rule(
+    "tasktoolkit:tasks:show_host", ADMIN, "See tasks' hosts and tracebacks."
+)
 #: Cancel a task.
-TASKS_CANCEL = "tasktoolkit:tasks:cancel"
+TASKS_CANCEL: Final = Rule("tasktoolkit:tasks:cancel", ACT, "Cancel a task.")
 #: List operations.
-OPERATIONS_LIST = "tasktoolkit:operations:list"
+OPERATIONS_LIST: Final = Rule("tasktoolkit:operations:list", READ, "List operations.")
 #: Show one operation (with its tasks).
-OPERATIONS_SHOW = "tasktoolkit:operations:show"
+OPERATIONS_SHOW: Final = Rule("tasktoolkit:operations:show", READ, "Show an operation.")
 #: Cancel every active task of an operation.
-OPERATIONS_CANCEL = "tasktoolkit:operations:cancel"
+OPERATIONS_CANCEL: Final = Rule(
+    "tasktoolkit:operations:cancel", ACT, "Cancel an operation's tasks."
+)
 #: Every rule the toolkit asks about.
-RULES = (
+RULES: tuple[Rule, ...] = (
     TASKS_LIST,
     TASKS_SHOW,
     TASKS_SHOW_HOST,
@@ -74,7 +112,8 @@ RULES = (
     OPERATIONS_CANCEL,
 )
 #: The rules that only read, which a system-scoped reader passes.
-READ_RULES = frozenset({TASKS_LIST, TASKS_SHOW, OPERATIONS_LIST, OPERATIONS_SHOW})
+READ_RULES = frozenset(rule for rule in RULES if rule.access == READ)
+_ACCESS: dict[str, Access] = {str(rule): rule.access for rule in RULES}
 
 #: The longest project or user id the records keep (their columns' size, in characters).
 CALLER_ID_LENGTH = 64
@@ -162,21 +201,22 @@ def check_caller(caller: Caller) -> Caller:
 
 
 def default_authorize(caller: Caller, rule: str, target: Mapping[str, Any]) -> bool:
-    """The default rules, for every rule of :data:`RULES`.
+    """The default rules, for every rule of :data:`RULES`, by its :attr:`Rule.access`.
 
     - a caller with the ``admin`` role may do everything, in every project;
+    - ``admin`` rules (hosts and tracebacks, :data:`TASKS_SHOW_HOST`) are for admins only;
     - a system-scoped caller (``system_scope == "all"``) with the ``reader`` or
-      ``member`` role may read every project's records (:data:`READ_RULES`);
-    - a caller in a project may list, show and cancel that project's records;
-    - hosts and tracebacks (:data:`TASKS_SHOW_HOST`) are for admins only.
+      ``member`` role passes the ``read`` rules in every project;
+    - a caller in a project passes the ``read`` and ``act`` rules in that project.
     """
-    if rule not in RULES:
+    access = _ACCESS.get(rule)
+    if access is None:
         return False
     if "admin" in caller.roles:
         return True
-    if rule == TASKS_SHOW_HOST:
+    if access == ADMIN:
         return False
-    if rule in READ_RULES and caller.system_scope == "all" and caller.roles & {"reader", "member"}:
+    if access == READ and caller.system_scope == "all" and caller.roles & {"reader", "member"}:
         return True
     project_id = target.get("project_id")
     return caller.project_id is not None and project_id == caller.project_id

@@ -135,6 +135,13 @@ OPTIONS: tuple[Option, ...] = (
         "The longest Prefer: wait honoured on a GET of an operation or a task.",
     ),
     Option(
+        "max_waiting",
+        "int",
+        "The most Prefer: wait requests one process holds at once, each on a thread of its "
+        "server: keep it to a share of the threads (half: gunicorn --threads 4, 2). Past it a "
+        "wait is answered at once, without Preference-Applied; 0: none waits.",
+    ),
+    Option(
         "durable",
         "bool",
         "Wait for the middleware's own writes to reach the disk (off: synchronous_commit = off on "
@@ -192,6 +199,7 @@ class Settings:
     retry_after: timedelta
     unavailable_retry_after: timedelta
     max_wait: timedelta
+    max_waiting: int
     durable: bool
     serve_openapi: bool
     batch_size: int
@@ -217,6 +225,7 @@ class Settings:
         retry_after: DurationLike = 1,
         unavailable_retry_after: DurationLike = 5,
         max_wait: DurationLike = 30,
+        max_waiting: int = 2,
         durable: bool = False,
         serve_openapi: bool = False,
         batch_size: int = 500,
@@ -246,6 +255,9 @@ class Settings:
                 unavailable_retry_after, "unavailable_retry_after"
             ),
             "max_wait": duration(max_wait, what="max_wait", maximum=timedelta(hours=1)),
+            "max_waiting": whole_number(
+                max_waiting, "max_waiting", minimum=0, maximum=100000, error=ConfigurationError
+            ),
             "durable": _bool(durable, "durable"),
             "serve_openapi": _bool(serve_openapi, "serve_openapi"),
             "batch_size": _batch_size(batch_size),

@@ -113,19 +113,12 @@ class Toolkit:
         """
         from tasktoolkit.endpoints import mount
 
-        s = self.settings
         return mount(
             mapper,
             collections=collections,
             session_factory=session_factory or self.sessions,
-            caller_getter=s.caller_getter,
-            authorize=s.authorize,
+            settings=self.settings,
             visibility=visibility,
-            path_prefix=s.path_prefix,
-            retry_after=int(s.retry_after.total_seconds()),
-            deadline=s.deadline_seconds,
-            serve_openapi=s.serve_openapi,
-            max_wait=int(s.max_wait.total_seconds()),
         )
 
     # -- workers and upkeep ------------------------------------------------

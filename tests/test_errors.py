@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, TimeoutError
 from sqlalchemy.orm import sessionmaker
 from webob import Request
 
+from tasktoolkit import Settings
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.errors import database_unavailable
 from tests.models import Cluster
@@ -54,7 +55,12 @@ def test_unreachable_database_is_a_503_with_retry_after(
 ) -> None:
     engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
     mapper = routes.Mapper()
-    mount(mapper, collections={"clusters": Cluster}, session_factory=sessionmaker(engine))
+    mount(
+        mapper,
+        collections={"clusters": Cluster},
+        session_factory=sessionmaker(engine),
+        settings=Settings(),
+    )
     response = Request.blank("/tasks", headers={"X-Project-Id": "a"}).get_response(Router(mapper))
     assert response.status_int == 503
     assert response.headers["Retry-After"] == "5"  # the toolkit's one Retry-After policy

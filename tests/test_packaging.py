@@ -102,7 +102,7 @@ def test_the_optional_bridges_are_imported_only_when_used() -> None:
     """Using the library (and its command) imports neither Celery nor oslo."""
     code = (
         "import sys, tasktoolkit.orm, tasktoolkit.middleware, tasktoolkit.endpoints, "
-        "tasktoolkit.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "tasktoolkit.commands; print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('celery', 'kombu', 'oslo_context', 'oslo_log', 'oslo_policy')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

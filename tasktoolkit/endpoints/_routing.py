@@ -2,7 +2,8 @@
 
 Each connected route's ``controller`` is a WSGI app (a :class:`TaskEndpoints`),
 as OpenStack's ``Router`` expects: it calls ``match["controller"]`` with the
-environ that ``RoutesMiddleware`` filled with ``wsgiorg.routing_args``.
+environ that ``RoutesMiddleware`` filled with ``wsgiorg.routing_args``. The
+routes are the endpoint table's (:data:`~tasktoolkit.endpoints._table.ENDPOINTS`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from routes.middleware import RoutesMiddleware
 from sqlalchemy.orm import Session
 
 from tasktoolkit._environ import ROUTING_ARGS_KEY
-from tasktoolkit.caller import Authorize, CallerGetter, default_authorize, keystone_caller
-from tasktoolkit.endpoints._app import ResourceVisibility, TaskEndpoints
-from tasktoolkit.endpoints._openapi import openapi_document
+from tasktoolkit.endpoints._app import TaskEndpoints
+from tasktoolkit.endpoints._table import ENDPOINTS
+from tasktoolkit.endpoints._visibility import ResourceVisibility
 from tasktoolkit.http_errors import error_response
 from tasktoolkit.orm import TaskResource
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE
 from tasktoolkit.orm._resource import resource_types
+from tasktoolkit.settings import Settings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["Router", "mount"]
 
 _COLLECTION = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-_PREFIX = re.compile(r"\A(/[A-Za-z0-9_.~-]+)*\Z")
-_RESERVED = frozenset({"tasks", "operations"})
+#: Names a collection cannot take: the first part of the toolkit's own paths.
+_RESERVED = frozenset(e.path.split("/")[1] for e in ENDPOINTS if not e.of_resource)
 
 
 def mount(
@@ -38,79 +39,42 @@ def mount(
     *,
     collections: Mapping[str, type[TaskResource]],
     session_factory: Callable[[], Session],
-    caller_getter: CallerGetter = keystone_caller,
-    authorize: Authorize = default_authorize,
+    settings: Settings,
     visibility: ResourceVisibility | None = None,
-    path_prefix: str = "",
-    retry_after: int = 1,
-    deadline: float | None = DEFAULT_DEADLINE,
-    serve_openapi: bool = False,
-    openapi_path: str = "/openapi.json",
-    max_wait: int = 30,
 ) -> TaskEndpoints:
     """Connect the task endpoints on a Routes ``mapper``; returns their WSGI app.
 
-    Connects, under ``path_prefix``, for each collection ``C`` of ``collections``:
-    ``/C/{resource_id}/tasks``, ``/C/{resource_id}/tasks/{task_id}``,
-    ``/C/{resource_id}/tasks/{task_id}/cancel``; and ``/tasks``,
-    ``/tasks/{task_id}``, ``/operations``, ``/operations/{operation_id}``,
-    ``/operations/{operation_id}/cancel``.
-    The host's own routes on the same mapper are untouched.
+    Connects every endpoint of the table under ``settings.path_prefix``: for
+    each collection ``C`` of ``collections``, ``/C/{resource_id}/tasks``,
+    ``/C/{resource_id}/tasks/{task_id}``, ``/C/{resource_id}/tasks/{task_id}/cancel``;
+    and ``/tasks``, ``/tasks/{task_id}``, ``/operations``,
+    ``/operations/{operation_id}``, ``/operations/{operation_id}/cancel``; with
+    ``settings.serve_openapi``, ``/openapi.json``. The host's own routes on the
+    same mapper are untouched. A :class:`~tasktoolkit.Toolkit` does this with its
+    settings: ``toolkit.mount(mapper, collections=...)``.
 
     :param collections: URL collection name -> resource model.
     :param session_factory: makes one session per request.
-    :param caller_getter: the caller from the environ (default: keystonemiddleware's headers).
-    :param authorize: ``authorize(caller, rule, target)``: whether the caller may do what
-        the rule names (``tasktoolkit:tasks:list``, ...) on the target (default:
-        :func:`~tasktoolkit.caller.default_authorize`; oslo.policy:
-        :class:`tasktoolkit.oslo.PolicyAuthorizer`).
+    :param settings: every knob (the caller getter, the authorization hook,
+        the path prefix, the deadline, the Retry-After, the waits, the hooks).
     :param visibility: whether a caller may see a resource (default: it exists and is in
         the caller's project; those who may list every project's tasks see all).
-    :param path_prefix: where the host's API lives on the mapper (``/v2.0``).
-    :param retry_after: seconds in ``Retry-After`` on a running operation.
-    :param deadline: seconds a request's database work may take before it is
-        answered ``503`` with ``Retry-After``; ``None``: no limit.
-    :param serve_openapi: also answer ``GET <path_prefix><openapi_path>`` with the
-        OpenAPI document of what is mounted (:func:`openapi_document`).
-    :param openapi_path: where the document is served.
-    :param max_wait: the longest ``Prefer: wait=<seconds>`` a ``GET`` of an
-        operation or a task is held for (a thread of the server each).
+    :raises ValueError: a collection name that cannot be mounted.
+    :raises TypeError: a model that is not a ``TaskResource``.
     """
-    _check_mount(collections, path_prefix, openapi_path)
+    _check_collections(collections)
     app = TaskEndpoints(
         collections=collections,
         session_factory=session_factory,
-        caller_getter=caller_getter,
-        authorize=authorize,
+        settings=settings,
         visibility=visibility,
-        retry_after=retry_after,
-        deadline=deadline,
-        openapi=_openapi(collections, path_prefix) if serve_openapi else None,
-        max_wait=max_wait,
     )
-    _connect(mapper, app, list(collections), path_prefix)
-    if serve_openapi:
-        mapper.connect(
-            "tasktoolkit.openapi", f"{path_prefix}{openapi_path}", controller=app, action="openapi"
-        )
+    _connect(mapper, app, list(collections), settings)
     return app
 
 
-def _openapi(collections: Mapping[str, type[TaskResource]], path_prefix: str) -> dict[str, Any]:
-    """The OpenAPI document of what is mounted."""
-    return openapi_document(
-        collections=list(collections), path_prefix=path_prefix, resource_types=resource_types()
-    )
-
-
-def _check_mount(
-    collections: Mapping[str, type[TaskResource]], path_prefix: object, openapi_path: object
-) -> None:
+def _check_collections(collections: Mapping[str, type[TaskResource]]) -> None:
     """Refuse what :func:`mount` cannot mount, before anything is connected."""
-    if not isinstance(path_prefix, str) or not _PREFIX.match(path_prefix):
-        raise ValueError(f"path_prefix must be '' or like '/v2.0' (no trailing /): {path_prefix!r}")
-    if not isinstance(openapi_path, str) or not openapi_path or not _PREFIX.match(openapi_path):
-        raise ValueError(f"openapi_path must be like '/openapi.json': {openapi_path!r}")
     known = set(resource_types().values())
     for name, model in collections.items():
         if not isinstance(name, str) or not _COLLECTION.match(name) or name in _RESERVED:
@@ -119,30 +83,27 @@ def _check_mount(
             raise TypeError(f"collection {name!r}: {model!r} is not a TaskResource model")
 
 
-def _connect(mapper: Any, app: TaskEndpoints, collections: list[str], prefix: str) -> None:
-    """Connect the toolkit's routes, each named ``tasktoolkit.<...>``, to ``app``."""
-    for name in collections:
-        base = f"{prefix}/{name}/{{resource_id}}/tasks"
-        for suffix, action, route in (
-            ("", "resource_tasks", "tasks"),
-            ("/{task_id}", "resource_task", "task"),
-            ("/{task_id}/cancel", "cancel", "cancel"),
-        ):
+def _connect(mapper: Any, app: TaskEndpoints, collections: Iterable[str], s: Settings) -> None:
+    """Connect the table's routes, each named ``tasktoolkit.[<collection>.]<name>``, to ``app``."""
+    for endpoint in ENDPOINTS:
+        if endpoint.name == "openapi" and not s.serve_openapi:
+            continue
+        if not endpoint.of_resource:
             mapper.connect(
-                f"tasktoolkit.{name}.{route}",
-                base + suffix,
+                f"tasktoolkit.{endpoint.name}",
+                s.path_prefix + endpoint.path,
                 controller=app,
-                action=action,
+                action=endpoint.name,
+            )
+            continue
+        for name in collections:
+            mapper.connect(
+                f"tasktoolkit.{name}.{endpoint.name}",
+                s.path_prefix + endpoint.path_of(name),
+                controller=app,
+                action=endpoint.name,
                 collection=name,
             )
-    for path, action in (
-        ("/tasks", "tasks"),
-        ("/tasks/{task_id}", "task"),
-        ("/operations", "operations"),
-        ("/operations/{operation_id}", "operation"),
-        ("/operations/{operation_id}/cancel", "cancel_operation"),
-    ):
-        mapper.connect(f"tasktoolkit.{action}", prefix + path, controller=app, action=action)
 
 
 class Router:

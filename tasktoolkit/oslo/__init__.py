@@ -17,8 +17,8 @@ Example::
 
     from tasktoolkit.oslo import PolicyAuthorizer, oslo_caller
 
-    mount(mapper, collections={"ports": Port}, session_factory=Session,
-          caller_getter=oslo_caller, authorize=PolicyAuthorizer())
+    settings = Settings(caller_getter=oslo_caller, authorize=PolicyAuthorizer())
+    Toolkit(engine, settings).mount(mapper, collections={"ports": Port})
 """
 
 from __future__ import annotations

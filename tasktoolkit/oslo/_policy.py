@@ -8,43 +8,41 @@ from typing import Any
 from oslo_config import cfg
 from oslo_policy import policy
 
-from tasktoolkit import caller as rules
-from tasktoolkit.caller import Caller
+from tasktoolkit.caller import ACT, ADMIN, READ, RULES, Caller, Rule
+from tasktoolkit.endpoints import ENDPOINTS
 
 __all__ = ["PolicyAuthorizer", "list_rules"]
 
 # keystone's default roles (admin implies member implies reader) and scopes.
-ADMIN = "role:admin"
-SYSTEM_READER = "role:reader and system_scope:all"
-PROJECT_READER = "role:reader and project_id:%(project_id)s"
-PROJECT_MEMBER = "role:member and project_id:%(project_id)s"
-_READ = f"({ADMIN}) or ({SYSTEM_READER}) or ({PROJECT_READER})"
-_WRITE = f"({ADMIN}) or ({PROJECT_MEMBER})"
+_ADMIN = "role:admin"
+_SYSTEM_READER = "role:reader and system_scope:all"
+_PROJECT_READER = "role:reader and project_id:%(project_id)s"
+_PROJECT_MEMBER = "role:member and project_id:%(project_id)s"
+#: The default check of each kind of rule (:attr:`tasktoolkit.caller.Rule.access`).
+_CHECKS = {
+    READ: f"({_ADMIN}) or ({_SYSTEM_READER}) or ({_PROJECT_READER})",
+    ACT: f"({_ADMIN}) or ({_PROJECT_MEMBER})",
+    ADMIN: _ADMIN,
+}
 _SCOPES = ["system", "project"]
 
 
-def _rule(name: str, check: str, description: str, method: str, path: str) -> Any:
+def _default(rule: Rule) -> Any:
+    """``rule``'s default, documented with every request of the endpoint table that asks it."""
+    operations: list[policy.Operation] = [
+        {"method": method, "path": endpoint.path}
+        for endpoint in ENDPOINTS
+        if rule in endpoint.rules
+        for method in endpoint.methods
+        if method != "HEAD"
+    ]
     return policy.DocumentedRuleDefault(
-        name=name,
-        check_str=check,
-        description=description,
-        operations=[{"method": method, "path": path}],
+        name=str(rule),
+        check_str=_CHECKS[rule.access],
+        description=rule.description,
+        operations=operations,
         scope_types=_SCOPES,
     )
-
-
-#: Each rule: its name, its default check, what it allows, and the request it guards.
-_T = "/{collection}/{resource_id}/tasks/{task_id}"
-_O = "/operations/{operation_id}"
-_RULES = (
-    (rules.TASKS_LIST, _READ, "List tasks.", "GET", "/tasks"),
-    (rules.TASKS_SHOW, _READ, "Show a task.", "GET", "/tasks/{task_id}"),
-    (rules.TASKS_SHOW_HOST, ADMIN, "See tasks' hosts and tracebacks.", "GET", "/tasks/{task_id}"),
-    (rules.TASKS_CANCEL, _WRITE, "Cancel a task.", "POST", f"{_T}/cancel"),
-    (rules.OPERATIONS_LIST, _READ, "List operations.", "GET", "/operations"),
-    (rules.OPERATIONS_SHOW, _READ, "Show an operation.", "GET", _O),
-    (rules.OPERATIONS_CANCEL, _WRITE, "Cancel an operation's tasks.", "POST", f"{_O}/cancel"),
-)
 
 
 def list_rules() -> list[Any]:
@@ -52,12 +50,14 @@ def list_rules() -> list[Any]:
 
     Also the ``oslo.policy.policies`` entry point ``tasktoolkit``, so
     ``oslopolicy-sample-generator --namespace tasktoolkit`` writes them out.
+    Each rule's check follows who passes it (:attr:`tasktoolkit.caller.Rule.access`);
+    the requests it guards are the endpoint table's.
 
     - a project reader sees its project's tasks and operations, a member cancels them;
     - a system-scoped reader sees every project's, read only;
     - an admin does everything, and alone sees hosts and tracebacks.
     """
-    return [_rule(*row) for row in _RULES]
+    return [_default(rule) for rule in RULES]
 
 
 class PolicyAuthorizer:
@@ -76,7 +76,7 @@ class PolicyAuthorizer:
     Example::
 
         enforcer = policy.Enforcer(CONF)
-        mount(mapper, ..., caller_getter=oslo_caller, authorize=PolicyAuthorizer(enforcer))
+        settings = Settings(caller_getter=oslo_caller, authorize=PolicyAuthorizer(enforcer))
     """
 
     def __init__(self, enforcer: Any | None = None, *, conf: Any | None = None) -> None:

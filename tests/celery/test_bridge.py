@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import Toolkit, cli, orm
+from tasktoolkit import Toolkit, commands, orm
 from tasktoolkit.bridges import Message
 from tasktoolkit.celery import CeleryBridge
 from tasktoolkit.errors import HandlerConflictError
@@ -308,7 +308,7 @@ def test_500_tasks_over_4_processes_none_lost_none_run_twice(
     assert len({pid for t, _, _, _, pid in workers.runs() if t in set(ids)}) >= 2
 
 
-#: The bridge ``tasktoolkit reap --celery tests.celery.test_bridge:CLI_BRIDGE`` sweeps with.
+#: The bridge ``tasktoolkit reap --bridge tests.celery.test_bridge:CLI_BRIDGE`` sweeps with.
 CLI_BRIDGE: CeleryBridge | None = None
 
 
@@ -325,15 +325,15 @@ def test_tasktoolkit_reap_sweeps_with_a_bridge(
         (task_id,) = spawn(sessions, "quick")
     monkeypatch.setattr(sys.modules[__name__], "CLI_BRIDGE", bridge)
     url = engine.url.render_as_string(hide_password=False)
-    status = cli.main(["reap", "--db-url", url, "--celery", f"{__name__}:CLI_BRIDGE"])
+    status = commands.main(["reap", "--db-url", url, "--bridge", f"{__name__}:CLI_BRIDGE"])
     assert (status, capsys.readouterr().out.splitlines()[-1]) == (
         0,
-        "published 1 task left unpublished",
+        "swept: published 1 task the queue did not have",
     )
     wait_state(engine, task_id, "succeeded")
-    status = cli.main(["reap", "--db-url", url, "--celery", f"{__name__}:workers"])
-    assert status == cli.EXIT_ERROR
-    assert "not a CeleryBridge" in capsys.readouterr().err
+    status = commands.main(["reap", "--db-url", url, "--bridge", f"{__name__}:spawn"])
+    assert status == commands.EXIT_ERROR
+    assert "is not a bridge" in capsys.readouterr().err
 
 
 # -- Celery's own tools say what the toolkit recorded ------------------------------

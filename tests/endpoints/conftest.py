@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from webtest import TestApp
 
-from tasktoolkit import context, orm
+from tasktoolkit import Settings, context, orm
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.orm import Task
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
@@ -26,18 +26,18 @@ from tests.models import Cluster, Node
 COLLECTIONS = {"clusters": Cluster, "nodes": Node}
 
 
-def build_app(
-    session_factory: sessionmaker[Session], *, path_prefix: str = "", **options: object
-) -> TestApp:
-    """The endpoints for clusters and nodes on a mapper beside a host route, behind a Router."""
+def build_app(session_factory: sessionmaker[Session], **settings: Any) -> TestApp:
+    """The endpoints for clusters and nodes on a mapper beside a host route, behind a Router.
+
+    :param settings: the :class:`~tasktoolkit.Settings` the endpoints read.
+    """
     mapper = routes.Mapper()
     mapper.connect("/clusters", controller=_host_app, action="index")
     mount(
         mapper,
         collections=COLLECTIONS,
         session_factory=session_factory,
-        path_prefix=path_prefix,
-        **options,  # type: ignore[arg-type]
+        settings=Settings(**settings),
     )
     return TestApp(Router(mapper))
 

@@ -22,6 +22,7 @@ from tasktoolkit.caller import (
     default_authorize,
     keystone_caller,
 )
+from tasktoolkit.endpoints import ENDPOINTS, Endpoint
 from tests.endpoints.conftest import Seeded, build_app, caller
 
 SYSTEM_READER = {"OpenStack-System-Scope": "all", "X-Roles": "reader", "X-User-Id": "auditor"}
@@ -188,3 +189,23 @@ def test_a_hook_may_show_hosts_to_a_project(
     assert "dhcp agent unreachable" in failed["error"]["traceback"]
     listed = app.get("/tasks", headers=caller(A)).json["tasks"]
     assert {t["host"] for t in listed if t["id"] == a.running_id} == {"worker-1"}
+
+
+@pytest.mark.parametrize(
+    "endpoint", [pytest.param(e, id=e.name) for e in ENDPOINTS if e.described is not None]
+)
+def test_the_table_names_every_rule_an_endpoint_asks(
+    session_factory: sessionmaker[Session], projects: tuple[Seeded, Seeded], endpoint: Endpoint
+) -> None:
+    """What the policy defaults document of each rule (its requests) is what is asked."""
+    a, _ = projects
+    hook = Recorder()
+    app = build_app(session_factory, authorize=hook)
+    path = endpoint.path_of("clusters") if endpoint.of_resource else endpoint.path
+    url = path.format(resource_id=a.cluster_id, task_id=a.pending_id, operation_id=a.operation_id)
+    app.request(url, method=endpoint.methods[0], headers=caller(A), status="2*")
+    assert {rule for rule, _ in hook.asked} == set(endpoint.rules)
+
+
+def test_every_rule_is_asked_by_an_endpoint_of_the_table() -> None:
+    assert set(RULES) == {rule for endpoint in ENDPOINTS for rule in endpoint.rules}

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import traceback
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import create_engine, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from webtest import TestApp
 
 from tasktoolkit import context, orm
 from tasktoolkit.errors import InvalidFilterError
+from tasktoolkit.hooks import Hook
 from tasktoolkit.orm import ListParams, Scope, Task, TaskRules, Worker
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._resource import resource_class
@@ -562,3 +564,29 @@ def test_an_unknown_resource_is_named_by_its_type(app: TestApp, path: str, detai
     random = random_task_id()
     body = app.get(path.format(random=random), headers=ADMIN, status=404).json
     assert body["errors"][0]["detail"] == detail.format(random=random)
+
+
+class Outages(Hook):
+    """A hook that keeps where the toolkit met an unavailable database."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def database_unavailable(self, where: str, error: BaseException) -> None:
+        self.seen.append(where)
+
+
+def test_a_database_outage_is_a_503_told_to_the_hooks_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outages = Outages()
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    app = build_app(sessionmaker(engine), hooks=[outages], unavailable_retry_after=7)
+    with caplog.at_level(logging.INFO, "tasktoolkit"):
+        response = app.get("/tasks", headers=caller("project-a"), status=503)
+    engine.dispose()
+    assert response.headers["Retry-After"] == "7"
+    assert response.json["errors"][0]["code"] == "tasktoolkit.database_unavailable"
+    assert outages.seen == ["endpoints"]
+    [line] = [r for r in caplog.records if r.name.startswith("tasktoolkit")]
+    assert "GET /tasks answered 503" in line.getMessage() and not line.exc_info

@@ -10,6 +10,7 @@ import routes
 from sqlalchemy.orm import sessionmaker
 from webob import Request
 
+from tasktoolkit import Settings
 from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.endpoints._params import OPERATION_LIST, TASK_LIST, ListKind, parse_list_query
 from tasktoolkit.errors import InvalidFilterError
@@ -111,19 +112,18 @@ def test_long_values_are_cut_in_errors() -> None:
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        pytest.param({"path_prefix": "v2.0"}, ValueError, id="prefix-without-slash"),
-        pytest.param({"path_prefix": "/v2.0/"}, ValueError, id="prefix-trailing-slash"),
         pytest.param({"collections": {"tasks": Cluster}}, ValueError, id="reserved-name"),
         pytest.param({"collections": {"a/b": Cluster}}, ValueError, id="slash-in-name"),
         pytest.param({"collections": {"bases": Base}}, TypeError, id="not-a-resource"),
-        pytest.param({"retry_after": -1}, ValueError, id="negative-retry-after"),
         pytest.param({"session_factory": None}, TypeError, id="no-session-factory"),
+        pytest.param({"settings": {"path_prefix": "/v2.0"}}, TypeError, id="not-settings"),
     ],
 )
 def test_mount_refuses_bad_configuration(options: dict[str, Any], error: type[Exception]) -> None:
     arguments: dict[str, Any] = {
         "collections": {"clusters": Cluster, "nodes": Node},
         "session_factory": sessionmaker(),
+        "settings": Settings(),
         **options,
     }
     with pytest.raises(error):
@@ -132,7 +132,12 @@ def test_mount_refuses_bad_configuration(options: dict[str, Any], error: type[Ex
 
 def test_unrouted_paths_are_404_in_the_error_format() -> None:
     mapper = routes.Mapper()
-    mount(mapper, collections={"clusters": Cluster}, session_factory=sessionmaker())
+    mount(
+        mapper,
+        collections={"clusters": Cluster},
+        session_factory=sessionmaker(),
+        settings=Settings(),
+    )
     response = Request.blank("/nothing/here").get_response(Router(mapper))
     assert response.status_int == 404
     assert response.json["errors"][0]["status"] == 404

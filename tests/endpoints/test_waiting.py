@@ -2,60 +2,83 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import routes
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from webob import Request, Response
 
-from tasktoolkit import context
+from tasktoolkit import Settings, context
 from tasktoolkit.endpoints import Router, TaskEndpoints, mount
-from tasktoolkit.endpoints._waiting import parse_prefer
-from tasktoolkit.errors import InvalidHeaderError
+from tasktoolkit.endpoints._waiting import PREFER_REFUSED, parse_prefer
+from tasktoolkit.errors import ConfigurationError, InvalidHeaderError
 from tasktoolkit.orm import prepare_engine
 from tasktoolkit.orm._listening import Listener
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._transitions import report_progress, start_task, succeed_task
 from tests.endpoints.conftest import COLLECTIONS, caller, open_post
+from tests.fuzzing import replayable
 from tests.models import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
 
 A = caller("project-a")
 
 
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        pytest.param(None, None, id="none"),
-        pytest.param("wait=5", 5, id="five"),
-        pytest.param("Wait=5", 5, id="any-case"),
-        pytest.param(" wait = 7 ", 7, id="spaces"),
-        pytest.param("wait=0", 0, id="zero"),
-        pytest.param("wait=999999999", 30, id="capped"),
-    ],
-)
-def test_prefer_wait_is_read_and_capped(header: str | None, expected: int | None) -> None:
-    assert parse_prefer(header, cap=30) == expected
-
-
+PREFER = [
+    pytest.param(None, None, id="none"),
+    pytest.param("wait=5", 5, id="five"),
+    pytest.param("Wait=5", 5, id="any-case"),
+    pytest.param(" wait = 7 ", 7, id="spaces"),
+    pytest.param("\twait=7\t", 7, id="tabs"),
+    pytest.param("wait=0", 0, id="zero"),
+    pytest.param('wait="5"', 5, id="quoted"),
+    pytest.param("wait=999999999", 30, id="capped"),
+    pytest.param("wait=2, return=minimal", 2, id="with-return-minimal"),
+    pytest.param("respond-async, wait=5", 5, id="after-another-preference"),
+    pytest.param("wait=5;x=1", 5, id="parameter-ignored"),
+    pytest.param("wait=5, wait=6", 5, id="the-first-wait-counts"),
+    pytest.param("wait=5, wait=bad", 5, id="a-later-wait-ignored"),
+    pytest.param("return=minimal", None, id="only-another-preference"),
+    pytest.param("", None, id="empty"),
+    pytest.param("waiting=1", None, id="another-name"),
+    pytest.param("x=wait, handling=lenient", None, id="wait-as-a-value"),
+    pytest.param(",,;=", None, id="nothing-named"),
+]
 BAD_PREFER = [
     pytest.param("wait=-1", id="negative"),
     pytest.param("wait=abc", id="not-a-number"),
     pytest.param("wait=", id="empty-wait"),
-    pytest.param("", id="empty"),
+    pytest.param("wait", id="no-value"),
     pytest.param("wait=1.5", id="fraction"),
-    pytest.param("wait=5, respond-async", id="other-preference"),
-    pytest.param("return=minimal", id="only-another-preference"),
-    pytest.param("wait=5;x=1", id="parameter"),
-    pytest.param("wait=5, wait=6", id="two-waits"),
+    pytest.param("return=minimal, wait=soon", id="after-another-preference"),
+    pytest.param("wait=5=6", id="two-equals"),
+    pytest.param('wait="5', id="unclosed-quote"),
+    pytest.param('wait=""', id="empty-quotes"),
     pytest.param("wait=1" + "0" * 20, id="huge"),
     pytest.param("wait=\x005", id="nul"),
 ]
+
+
+@pytest.mark.parametrize(("header", "expected"), PREFER)
+def test_prefer_wait_is_read_and_capped(header: str | None, expected: int | None) -> None:
+    assert parse_prefer(header, cap=30) == expected
 
 
 @pytest.mark.parametrize("header", BAD_PREFER)
@@ -64,18 +87,40 @@ def test_a_bad_prefer_is_refused(header: str) -> None:
         parse_prefer(header, cap=30)
 
 
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        *[pytest.param(p.values[0], True, id=p.id) for p in PREFER if p.values[0] is not None],
+        *[pytest.param(p.values[0], False, id=p.id) for p in BAD_PREFER],
+    ],
+)
+def test_the_documents_pattern_refuses_what_the_server_does(header: str, accepted: bool) -> None:
+    assert (re.search(PREFER_REFUSED, header) is None) is accepted
+
+
+@replayable(2000)
+@given(st.text(st.sampled_from(' \t,;="wWaAiItT059x-\x0b\xa0'), max_size=24))
+def test_the_pattern_and_the_parser_agree_on_any_header(header: str) -> None:
+    try:
+        parse_prefer(header, cap=30)
+        accepted = True
+    except InvalidHeaderError:
+        accepted = False
+    assert (re.search(PREFER_REFUSED, header) is None) is accepted
+
+
 @pytest.fixture
 def endpoints(session_factory: sessionmaker[Session]) -> Iterator[Callable[..., Any]]:
-    """``endpoints(**mount_options)``: (the routed app, the mounted TaskEndpoints)."""
+    """``endpoints(**settings)``: (the routed app, the mounted TaskEndpoints)."""
     made: list[TaskEndpoints] = []
 
-    def make(factory: Any = None, **options: Any) -> tuple[Router, TaskEndpoints]:
+    def make(factory: Any = None, **settings: Any) -> tuple[Router, TaskEndpoints]:
         mapper = routes.Mapper()
         mounted = mount(
             mapper,
             collections=COLLECTIONS,
             session_factory=factory or session_factory,
-            **options,
+            settings=Settings(**settings),
         )
         made.append(mounted)
         return Router(mapper), mounted
@@ -160,7 +205,7 @@ def first_task(response: Response) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("header", BAD_PREFER[:6])
-def test_a_bad_prefer_is_400_on_every_waiting_get(app: Router, path: str, header: str) -> None:
+def test_a_malformed_wait_is_400_on_every_waiting_get(app: Router, path: str, header: str) -> None:
     response = get(app, path, Prefer=header)
     assert response.status_int == 400
     (error,) = response.json["errors"]
@@ -237,6 +282,36 @@ def test_an_unknown_or_hidden_record_is_404_without_waiting(app: Router, one: On
         assert response.status_int == 404
 
 
+def test_other_preferences_are_answered_as_if_absent(app: Router, path: str) -> None:
+    alone = get(app, path, Prefer="return=minimal, respond-async")
+    assert alone.status_int == 200 and "Preference-Applied" not in alone.headers
+    beside = get(app, path, Prefer="wait=1, return=minimal")
+    assert beside.status_int == 200 and beside.headers["Preference-Applied"] == "wait=1"
+
+
+def test_past_max_waiting_a_wait_is_answered_at_once_without_preference_applied(
+    endpoints: Callable[..., Any], path: str, one: OneTask, session_factory: sessionmaker[Session]
+) -> None:
+    app, mounted = endpoints(max_waiting=1)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(get, app, path, Prefer="wait=30")
+        _until(lambda: mounted.waiting == 1, "the first wait is held")
+        refused = get(app, path, Prefer="wait=30")
+        assert refused.status_int == 200 and "Preference-Applied" not in refused.headers
+        assert record_of(refused)["state"] in ("pending", "running")
+        finish(session_factory, one.task_id)
+        assert held.result(timeout=30).headers["Preference-Applied"] == "wait=30"
+    assert mounted.waiting == 0
+    assert get(app, path, Prefer="wait=30").headers["Preference-Applied"] == "wait=30"
+
+
+def test_with_max_waiting_0_nothing_waits(endpoints: Callable[..., Any], path: str) -> None:
+    app, _ = endpoints(max_waiting=0)
+    response = get(app, path, Prefer="wait=30")
+    assert response.status_int == 200 and "Preference-Applied" not in response.headers
+    assert record_of(response)["state"] in ("pending", "running")
+
+
 def test_a_waiting_request_holds_no_pooled_connection(
     endpoints: Callable[..., Any], one: OneTask, engine: Engine
 ) -> None:
@@ -268,7 +343,7 @@ def listening(backend: str, endpoints: Callable[..., Any]) -> Listening:
     (only it listens); elsewhere waiters poll."""
     if backend != "postgresql":
         pytest.skip("only PostgreSQL listens; elsewhere waiters poll")
-    return endpoints()  # type: ignore[no-any-return]
+    return endpoints(max_waiting=20)  # type: ignore[no-any-return]
 
 
 def test_postgresql_wakes_a_waiter_within_200_ms_of_the_commit(
@@ -349,15 +424,10 @@ def test_the_listener_comes_back_after_its_connection_is_killed(
         assert waiting.result(timeout=30).json["operation"]["state"] == "succeeded"
 
 
-def test_mount_refuses_a_bad_max_wait(session_factory: sessionmaker[Session]) -> None:
-    for bad in (-1, 3601, "30", True):
-        with pytest.raises(ValueError, match="max_wait"):
-            mount(
-                routes.Mapper(),
-                collections=COLLECTIONS,
-                session_factory=session_factory,
-                max_wait=bad,  # type: ignore[arg-type]
-            )
+def test_the_settings_refuse_a_bad_max_wait() -> None:
+    for bad in (-1, 3601, "forever", True):
+        with pytest.raises(ConfigurationError, match="max_wait"):
+            Settings(max_wait=bad)
 
 
 def test_a_wait_longer_than_the_deadline_bounds_each_read_on_its_own(
@@ -367,3 +437,67 @@ def test_a_wait_longer_than_the_deadline_bounds_each_read_on_its_own(
     response = get(app, path, Prefer="wait=2")
     assert response.status_int == 200, response.text
     assert response.headers["Preference-Applied"] == "wait=2"
+
+
+@pytest.fixture
+def gunicorn(engine: Engine, tmp_path: Path) -> Iterator[str]:
+    """The endpoints on this test's database under gunicorn, 2 workers x 4 threads (the
+    documented server), with the default settings; their base URL."""
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "tests.endpoints.gunicorn_app:app"),
+                *("--bind", "127.0.0.1:0", "--workers", "2", "--threads", "4"),
+                *("--worker-class", "gthread", "--log-level", "info"),
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "TASKTOOLKIT_TEST_DB_URL": engine.url.render_as_string(hide_password=False),
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _until(lambda: len(re.findall(r"Booting worker", log.read_text())) == 2, "2 workers")
+        found = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", log.read_text())
+        assert found is not None, log.read_text()
+        yield found.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _http_get(base: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    url = urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=120)
+    try:
+        connection.request("GET", path, headers={**A, **headers})
+        reply = connection.getresponse()
+        return reply.status, dict(reply.getheaders()), reply.read()
+    finally:
+        connection.close()
+
+
+def test_under_gunicorn_a_client_holding_16_waits_starves_no_other_request(
+    gunicorn: str, one: OneTask, session_factory: sessionmaker[Session]
+) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        waits = [
+            pool.submit(_http_get, gunicorn, one.paths["operation"], Prefer="wait=30")
+            for _ in range(16)
+        ]
+        # Each process holds its share (2 of its 4 threads); the others answer at once.
+        _until(lambda: sum(w.done() for w in waits) >= 12, "the waits past the share answered")
+        other = _http_get(gunicorn, "/tasks?state=pending")
+        still_held = sum(not w.done() for w in waits)
+        finish(session_factory, one.task_id)
+        replies = [w.result(timeout=60) for w in waits]
+    assert other[0] == 200 and json.loads(other[2])["tasks"]
+    assert still_held >= 1  # answered while waits were held, not after them
+    assert {s for s, _, _ in replies} == {200}
+    held = [json.loads(b) for _, h, b in replies if h.get("Preference-Applied") == "wait=30"]
+    assert 1 <= len(held) <= 4  # at most 2 a process; the others answered at once
+    assert sum("Preference-Applied" not in h for _, h, _ in replies) == 16 - len(held)
+    assert {r["operation"]["state"] for r in held} == {"succeeded"}

@@ -284,7 +284,7 @@ def test_stop_ends_a_wait_for_work(engine: Engine, make_worker: Callable[..., Wo
 
 
 def test_a_task_view_shows_its_queue(spawn: Spawn, session: Session) -> None:
-    from tasktoolkit.endpoints._views import task_view
+    from tasktoolkit.views import task_view
 
     (routed,) = spawn(["build"], queue="host-1")
     assert task_view(session.get_one(orm.Task, routed), admin=False)["queue"] == "host-1"

@@ -2,12 +2,12 @@
 
 Every check runs, positive-data acceptance included: a request that is valid
 by the document must not be refused (no 400 for a value the document allows),
-no 5xx, no answer outside the document.
+no 5xx, no answer outside the document; but for the rules across parameters no
+document can state (``tests.fuzzing.CROSS_PARAMETER_RULES``).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,8 @@ from sqlalchemy.engine import make_url
 
 from sample_app.app import make_app
 from sample_app.engine import create_sample_engine
-from tasktoolkit.errors import InvalidHeaderError
-from tasktoolkit.middleware._idempotency import idempotency_key
 from tasktoolkit.orm import drop_all
-from tasktoolkit.orm._idempotency import MAX_KEY_LENGTH
-from tests.fuzzing import replayable
+from tests.fuzzing import fuzzed, replayable
 
 
 @pytest.fixture(scope="module")
@@ -68,48 +65,6 @@ def test_the_document_is_served_and_describes_the_mounted_collections(schema: An
     assert "/operations/{operation_id}" in paths
 
 
-def _expressible(case: Any) -> bool:
-    """Whether the case keeps the one rule no JSON Schema can say: ``changes-before``
-    not earlier than ``changes-since`` (two parameters; the document says it in words)."""
-    query = case.query or {}
-    since, before = query.get("changes-since"), query.get("changes-before")
-    if not isinstance(since, str) or not isinstance(before, str):
-        return True
-    from tasktoolkit.endpoints._params import _time
-
-    try:
-        return _time("changes-since", since) <= _time("changes-before", before)
-    except ValueError:
-        return True
-
-
-def _without_marker(case: Any) -> Any:
-    """The case without ``marker``: a well-formed id of no record of the list is a 400
-    by the contract, which no document can tell apart (tests/endpoints test markers)."""
-    if case.query:
-        case.query.pop("marker", None)
-    return case
-
-
-_KEYS = itertools.count()
-
-
-def _with_a_key_of_its_own(case: Any) -> Any:
-    """The case with an ``Idempotency-Key`` no case sent before, when it sends one the
-    server takes: the key sent before with another request is a 422 by the contract,
-    which no document can tell apart (tests/middleware test keys). A counter goes
-    before the key's own characters (its last 247: 255 at most)."""
-    key = (case.headers or {}).get("Idempotency-Key")
-    try:
-        idempotency_key({"HTTP_IDEMPOTENCY_KEY": key})
-    except InvalidHeaderError:
-        return case  # a malformed key: the 400 it must get is the server's to say
-    if isinstance(key, str):
-        prefix = f"{next(_KEYS):08d}"
-        case.headers["Idempotency-Key"] = prefix + key[len(prefix) - MAX_KEY_LENGTH :]
-    return case
-
-
 def _operations() -> list[tuple[str, str]]:
     from tasktoolkit.endpoints import openapi_document
 
@@ -143,7 +98,7 @@ def test_the_sample_keeps_to_its_served_document_with_every_check(
     )
 
     @replayable(60)
-    @given(case=cases.map(_without_marker).map(_with_a_key_of_its_own).filter(_expressible))
+    @given(case=fuzzed(cases))
     def check(case: Any) -> None:
         case.call_and_validate()  # every registered check
 

@@ -1,8 +1,16 @@
-"""JSON views of tasks and operations, as the contract shows them.
+"""Tasks and operations as documents: what the API, the command line and the pages show.
+
+One view per record, made of plain data (dicts, lists, text, numbers), so each
+front renders it its own way: the endpoints as JSON, ``tasktoolkit watch`` as
+lines, the pages as HTML. Nothing here knows of HTTP.
 
 Times are UTC, ISO 8601 with a ``Z``. Tracebacks and worker hosts are shown to
 admins only: for anyone else the keys are absent. So is the text of an
 unexpected worker error (``worker_error``): anyone else reads a generic message.
+
+Example::
+
+    document = {"task": task_view(task, admin=False)}
 """
 
 from __future__ import annotations

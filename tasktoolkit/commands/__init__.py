@@ -1,0 +1,43 @@
+"""The ``tasktoolkit`` command: ``purge``, ``reap``, ``db upgrade``, ``watch``.
+
+One module per command; each builds its :class:`~tasktoolkit.Toolkit` from
+``--db-url`` (or ``$TASKTOOLKIT_DB_URL``) and the toolkit's settings, read as
+text from the one declared list of options: ``--config FILE`` (``name = value``
+lines) and ``--set NAME=VALUE`` (repeatable). Durations take the one form
+(``90s``, ``15m``, ``1d12h``, or seconds).
+
+Exit status: 0 done; 1 an error (one line on standard error); 2 bad usage;
+3 (``watch``) the operation ended ``failed`` or ``cancelled``; 130 interrupted.
+
+Examples::
+
+    tasktoolkit purge --db-url postgresql+psycopg://app@db/app --older-than 1d
+    tasktoolkit purge --db-url sqlite:///app.db --dry-run
+    tasktoolkit reap --db-url mysql+pymysql://app@db/app --models myapp.models --set deadline=2s
+    tasktoolkit reap --db-url postgresql+psycopg://app@db/app --bridge myapp.tasks:bridge
+    tasktoolkit db upgrade --db-url postgresql+psycopg://app@db/app
+    tasktoolkit watch req-8c5a... --db-url sqlite:///app.db
+    tasktoolkit watch https://api.example/operations/req-8c5a... --header "X-Auth-Token: ..."
+"""
+
+from __future__ import annotations
+
+from tasktoolkit.commands._common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OPERATION_FAILED,
+    EXIT_USAGE,
+    CommandError,
+)
+from tasktoolkit.commands._main import main
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_OPERATION_FAILED",
+    "EXIT_USAGE",
+    "CommandError",
+    "main",
+]
