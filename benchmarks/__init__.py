@@ -1,1 +1,1 @@
-"""Benchmarks for the quality bars of DESIGN.md; run with ``python -m benchmarks``."""
+"""Benchmarks for the quality bars of docs/design.md; run with ``python -m benchmarks``."""

@@ -77,7 +77,7 @@ def run(bench: Bench) -> dict[str, float]:
         from oslo_middleware.request_id import RequestId
     except ImportError:
         raise SystemExit(
-            "get_overhead needs oslo.middleware: python -m pip install -e '.[bench]'"
+            "get_overhead needs oslo.middleware: python -m pip install --group bench"
         ) from None
     engine = create_engine(bench.db_url)
     operations = OperationMiddleware(bare, engine=engine)

@@ -3,6 +3,10 @@
 * ``demo``: a tour on a throw-away SQLite database; ends by itself.
 * ``serve``: the API and its agents in one process, until interrupted.
 * ``agents``: the agents alone, for when the API runs under gunicorn.
+
+Where the extras are installed, both count and trace what they do: ``serve``
+answers ``/metrics`` (``[metrics]``), and under ``opentelemetry-instrument``
+both send spans where the ``OTEL_*`` variables say (``[otel]``).
 """
 
 from __future__ import annotations
@@ -11,15 +15,17 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from sqlalchemy.engine import Engine
 
     from sample_app.agents import Agents
     from tasktoolkit.celery import CeleryBridge
+    from tasktoolkit.hooks import Hook
 
 __all__ = ["main"]
 
@@ -80,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         "--task-delay", type=_non_negative, default=0.4, metavar="S", help=_DELAY + " (0.4)"
     )
     demo.add_argument("--agents", type=_count, default=4, metavar="N", help=_AGENTS + " (4)")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving after the tour (its pages stay up) until interrupted",
+    )
 
     serve = commands.add_parser("serve", help="serve the API, with its agents, until interrupted")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -164,6 +175,40 @@ def _agents_of(
     )
 
 
+def _observability() -> list[Hook]:
+    """The hooks of the extras installed (nothing is imported of those that are not):
+    metrics with ``[metrics]``, spans with ``[otel]``."""
+    from importlib.util import find_spec
+
+    hooks: list[Hook] = []
+    if find_spec("prometheus_client") is not None:
+        from tasktoolkit.metrics import Metrics
+
+        hooks.append(Metrics())
+    if find_spec("opentelemetry") is not None:
+        from tasktoolkit.tracing import Tracing
+
+        hooks.append(Tracing())
+    return hooks
+
+
+def _with_metrics(app: WSGIApplication, engine: Engine, hooks: list[Hook]) -> WSGIApplication:
+    """``app`` answering ``/metrics`` too, with ``[metrics]`` (then ``hooks`` count)."""
+    from importlib.util import find_spec
+
+    if find_spec("prometheus_client") is None:
+        return app
+    from tasktoolkit import Settings, Toolkit
+    from tasktoolkit.metrics import metrics_app
+
+    scrape = metrics_app(Toolkit(engine, Settings(hooks=hooks)))
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return (scrape if environ.get("PATH_INFO") == "/metrics" else app)(environ, start_response)
+
+    return serve
+
+
 def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
     """The Celery bridge of ``--broker``, or ``None`` after saying in one line why not."""
     from sample_app.celery_agents import make_bridge
@@ -179,7 +224,7 @@ def _bridge(args: argparse.Namespace, engine: Engine) -> CeleryBridge | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sample_app._server import make_threaded_server, server_url
+    from sample_app._server import OperationPages, make_threaded_server, server_url
     from sample_app.app import make_app
 
     if args.broker is not None and args.agents:
@@ -193,7 +238,9 @@ def _serve(args: argparse.Namespace) -> int:
         engine.dispose()
         return 2
     try:
-        app = make_app(engine, start_timeout=args.start_timeout)
+        hooks = _observability()
+        app = make_app(engine, start_timeout=args.start_timeout, hooks=hooks)
+        app = OperationPages(_with_metrics(app, engine, hooks))
         server = make_threaded_server(app, args.host, args.port, log=args.log_requests)
     except OSError as exc:
         print(f"sample_app: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -213,6 +260,9 @@ def _agents(args: argparse.Namespace) -> int:
     engine = _engine(args.db_url)
     if engine is None:
         return 2
+    from tasktoolkit import Settings, Toolkit
+
+    Toolkit(engine, Settings(hooks=_observability()))  # its hooks ride on the engine
     if args.broker is None:
         return _until_stopped(
             args, engine, f"{args.agents} agents running", lambda stop: stop.wait()
@@ -237,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from sample_app.demo import run_demo
 
-        return run_demo(task_delay=args.task_delay, agents=args.agents)
+        return run_demo(task_delay=args.task_delay, agents=args.agents, stay=args.stay)
     if args.command == "serve":
         return _serve(args)
     return _agents(args)

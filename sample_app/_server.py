@@ -6,15 +6,27 @@ Good for the demo, the tests and trying the API; use gunicorn (see
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Iterable
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.util import application_uri
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["BackgroundServer", "ThreadingWSGIServer", "make_threaded_server", "server_url"]
+__all__ = [
+    "BackgroundServer",
+    "OperationPages",
+    "ThreadingWSGIServer",
+    "make_threaded_server",
+    "server_url",
+]
+
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -85,3 +97,37 @@ class BackgroundServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join()
+
+
+class OperationPages:
+    """Prints, for each mutating request, the URL of its operation's page (``serve`` does).
+
+    The operation's id is the request's (``X-Request-Id``): open the printed URL
+    in a browser to watch its tasks on the timeline. Wrap it around the whole
+    stack (outside the request-id middleware), e.g.::
+
+        POST /ports 202: http://127.0.0.1:8080/operations/req-3f2a...
+    """
+
+    def __init__(self, app: WSGIApplication, out: TextIO | None = None) -> None:
+        self.app = app
+        self.out = out
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in _MUTATING:
+            return self.app(environ, start_response)
+
+        def start(
+            status: str,
+            headers: list[tuple[str, str]],
+            exc_info: tuple[type[BaseException], BaseException, TracebackType] | None = None,
+        ) -> Any:
+            request_id = next((v for k, v in headers if k.lower() == "x-request-id"), None)
+            if request_id:
+                page = f"{application_uri(environ).rstrip('/')}/operations/{request_id}"
+                line = f"{method} {environ.get('PATH_INFO', '')} {status[:3]}: {page}"
+                print(line, file=self.out or sys.stdout, flush=True)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)

@@ -66,6 +66,7 @@ from tasktoolkit.errors import (
     TaskToolkitError,
     database_unavailable,
 )
+from tasktoolkit.hooks import Hook
 from tasktoolkit.http_errors import error_response, response_for
 from tasktoolkit.middleware import set_operation_target
 from tasktoolkit.orm import (
@@ -570,10 +571,16 @@ def _no_query(request: webob.Request) -> None:
 
 
 def sample_settings(
-    *, caller_getter: CallerGetter = sample_caller, authorize: Authorize = default_authorize
+    *,
+    caller_getter: CallerGetter = sample_caller,
+    authorize: Authorize = default_authorize,
+    hooks: Iterable[Hook] = (),
 ) -> Settings:
-    """The sample's toolkit settings: its caller getter, the OpenAPI document served."""
-    return Settings(caller_getter=caller_getter, authorize=authorize, serve_openapi=True)
+    """The sample's toolkit settings: its caller getter, the OpenAPI document served, and
+    ``hooks`` (metrics, tracing)."""
+    return Settings(
+        caller_getter=caller_getter, authorize=authorize, serve_openapi=True, hooks=hooks
+    )
 
 
 def make_router(toolkit: Toolkit, *, start_timeout: float | None = None) -> WSGIApplication:
@@ -605,12 +612,14 @@ def make_app(
     caller_getter: CallerGetter = sample_caller,
     authorize: Authorize = default_authorize,
     start_timeout: float | None = None,
+    hooks: Iterable[Hook] = (),
 ) -> WSGIApplication:
     """The whole stack, from one :class:`~tasktoolkit.Toolkit`: its two middlewares
     around :func:`make_router`.
 
     The same as ``api-paste.ini``'s pipeline (:mod:`sample_app.wsgi`), in code.
-    ``start_timeout`` as for :class:`SampleAPI`.
+    ``start_timeout`` as for :class:`SampleAPI`; ``hooks`` as for :func:`sample_settings`.
     """
-    toolkit = Toolkit(engine, sample_settings(caller_getter=caller_getter, authorize=authorize))
+    settings = sample_settings(caller_getter=caller_getter, authorize=authorize, hooks=hooks)
+    toolkit = Toolkit(engine, settings)
     return toolkit.wsgi(make_router(toolkit, start_timeout=start_timeout))

@@ -6,6 +6,8 @@ over HTTP: it creates a network and three ports in one bulk request, shows the
 twelve tasks move live, prints the operation, deletes a port and shows that
 its tasks are gone while its operation is still readable, and ends with a
 flaky port whose task fails once, retryably, and succeeds on its second attempt.
+It ends by printing the URL of the bulk operation's page (its timeline); with
+``stay`` it keeps serving, so the page can still be opened, until interrupted.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urljoin
 
 from sample_app._client import Client, Reply
 from sample_app._server import BackgroundServer
@@ -156,8 +160,12 @@ def run_demo(
     task_delay: float = 0.4,
     agents: int = 4,
     tty: bool | None = None,
+    stay: bool = False,
 ) -> int:
-    """Run the tour; returns the exit status (0 when everything went as shown)."""
+    """Run the tour; returns the exit status (0 when everything went as shown).
+
+    :param stay: keep serving after the tour, until Ctrl-C.
+    """
     out = out or sys.stdout
     tty = out.isatty() if tty is None else tty
     with tempfile.TemporaryDirectory(prefix="sample_app_demo_") as tmp:
@@ -169,13 +177,28 @@ def run_demo(
                 Agents(engine, count=agents, task_delay=task_delay),
             ):
                 _say(out, f"The sample API serves on {server.url} (SQLite in {tmp}).")
-                _tour(Client(server.url), out, tty)
+                bulk = _tour(Client(server.url), out, tty)
+                page = urljoin(server.url, bulk)
+                _say(out, f"\nThe bulk operation's timeline, in a browser: {page}")
+                if stay:
+                    _stay(out)
+                else:
+                    _say(out, "(served while the demo runs; --stay keeps it up after the tour)")
         except DemoError as exc:
             _say(out, f"\nThe demo stopped: {exc}")
             return 1
         finally:
             engine.dispose()
     return 0
+
+
+def _stay(out: TextIO) -> None:
+    """Serve until Ctrl-C."""
+    _say(out, "Serving until Ctrl-C.")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
 
 
 def _retried(client: Client, out: TextIO, network_id: str) -> None:
@@ -199,7 +222,8 @@ def _retried(client: Client, out: TextIO, network_id: str) -> None:
     _say(out, f"   the task is {task['state']}, the operation {operation['operation']['state']}")
 
 
-def _tour(client: Client, out: TextIO, tty: bool) -> None:
+def _tour(client: Client, out: TextIO, tty: bool) -> str:
+    """The steps; returns the path of the bulk operation (step 2)."""
     _say(out, "\n1. POST /networks: a network spawns no task, its operation ends at once.")
     reply = client.post("/networks", {"network": {"name": "demo-net"}})
     network = _expect(reply, 201, "POST /networks")["network"]
@@ -277,3 +301,4 @@ def _tour(client: Client, out: TextIO, tty: bool) -> None:
 
     _say(out, "\nTry it: python -m sample_app serve (docs/sample_app.md has curl examples).")
     _say(out, "A port named fail-dhcp_provisioning shows a failed task, its error, an ERROR port.")
+    return create_op

@@ -5,8 +5,12 @@ work and on everything that happens; it overrides only what it needs (every
 method of the base does nothing). The toolkit holds its hooks in one
 :class:`Hooks` (``Settings(hooks=Hooks(MyHook()))``), which calls them in order:
 
-- **around** a request, a job's run and a bridge's delivery: a context manager
-  (a span, a timer), entered before and left after;
+- **around** a request, a spawn, a bridge's publish, a job's run and a
+  bridge's delivery: a context manager (a span, a timer), entered before and
+  left after;
+- at a spawn, for the **trace context** to store on the tasks
+  (:meth:`Hook.trace_context`), which is handed back to whoever starts them
+  (:attr:`JobInfo.trace_context`);
 - on every **committed move** of a task (:meth:`Hook.task_moved`, with the
   attempt's number, outcome and error code) and change of an operation
   (opened, finished), after commit only, never for a rolled-back change;
@@ -41,9 +45,10 @@ Example::
 from __future__ import annotations
 
 import inspect
+import json
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,12 +61,16 @@ __all__ = [
     "ENGINE_OPTION",
     "EVENT_KINDS",
     "NO_HOOKS",
+    "TRACE_CONTEXT_LENGTH",
     "Delivery",
     "Event",
     "Hook",
     "Hooks",
     "JobInfo",
+    "PublishInfo",
     "RequestInfo",
+    "SpawnInfo",
+    "decode_trace_context",
     "hooks_of",
 ]
 
@@ -119,8 +128,37 @@ class RequestInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SpawnInfo:
+    """Tasks about to be spawned together (one statement), for :meth:`Hook.around_spawn`.
+
+    :param operation_id: the operation of the request spawning them, or ``None``.
+    :param names: the tasks' names, in spawn order.
+    """
+
+    operation_id: str | None
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishInfo:
+    """Committed tasks a queue bridge publishes, for :meth:`Hook.around_publish`.
+
+    :param bridge: the bridge's class name (``CeleryBridge``).
+    :param task_ids: the tasks published.
+    """
+
+    bridge: str
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class JobInfo:
-    """A held task about to run (a database worker's or a bridge's), for :meth:`Hook.around_job`."""
+    """A held task about to run (a database worker's or a bridge's), for :meth:`Hook.around_job`.
+
+    :param trace_context: the W3C trace context the task was spawned in
+        (``traceparent`` and ``tracestate``), as :meth:`Hook.trace_context` gave
+        it, or ``None``.
+    """
 
     task_id: str
     name: str
@@ -129,6 +167,7 @@ class JobInfo:
     request_id: str | None
     attempt: int
     queue: str | None = None
+    trace_context: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +189,22 @@ class Hook:
         """Around one request (the app and its response body included)."""
         return None
 
+    def around_spawn(self, spawn: SpawnInfo) -> AbstractContextManager[object] | None:
+        """Around one spawn of tasks (their insert), in the spawning transaction."""
+        return None
+
+    def trace_context(self) -> Mapping[str, str] | None:
+        """The W3C trace context to store on the tasks spawned now (asked inside
+        :meth:`around_spawn`): ``{"traceparent": ..., "tracestate": ...}``, or ``None``."""
+        return None
+
+    def around_publish(self, publish: PublishInfo) -> AbstractContextManager[object] | None:
+        """Around a queue bridge's publish of tasks once their spawn (or re-queue) commits."""
+        return None
+
     def around_job(self, job: JobInfo) -> AbstractContextManager[object] | None:
-        """Around one attempt of a task in its worker (the ``with job:`` block)."""
+        """Around one attempt of a task in its worker (the ``with job:`` block, its
+        outcome recorded inside: :meth:`task_moved` hears of it before this ends)."""
         return None
 
     def around_delivery(self, delivery: Delivery) -> AbstractContextManager[object] | None:
@@ -182,7 +235,15 @@ class Hooks:
     :raises TypeError: a hook that is not a :class:`Hook`, or has a coroutine method.
     """
 
-    __slots__ = ("_around_delivery", "_around_job", "_around_request", "_hooks")
+    __slots__ = (
+        "_around_delivery",
+        "_around_job",
+        "_around_publish",
+        "_around_request",
+        "_around_spawn",
+        "_hooks",
+        "_trace_context",
+    )
 
     def __init__(self, *hooks: Hook) -> None:
         for hook in hooks:
@@ -197,6 +258,9 @@ class Hooks:
         self._hooks: tuple[Hook, ...] = hooks
         # Only the hooks that override a method are asked for it: none costs nothing.
         self._around_request = _overriding(hooks, "around_request")
+        self._around_spawn = _overriding(hooks, "around_spawn")
+        self._around_publish = _overriding(hooks, "around_publish")
+        self._trace_context = _overriding(hooks, "trace_context")
         self._around_job = _overriding(hooks, "around_job")
         self._around_delivery = _overriding(hooks, "around_delivery")
 
@@ -224,19 +288,47 @@ class Hooks:
         """The hooks' context managers around a request, as one."""
         if not self._around_request:
             return nullcontext()
-        return _around(self._around_request, "around_request", request)
+        return _Around(self._around_request, "around_request", request)
+
+    def around_spawn(self, spawn: SpawnInfo) -> AbstractContextManager[object]:
+        """The hooks' context managers around a spawn, as one."""
+        if not self._around_spawn:
+            return nullcontext()
+        return _Around(self._around_spawn, "around_spawn", spawn)
+
+    def trace_context(self) -> str | None:
+        """The first trace context a hook gives, as the text a task stores; else ``None``.
+
+        Only ``traceparent`` and ``tracestate`` are kept, and ``tracestate`` only
+        while the whole fits :data:`TRACE_CONTEXT_LENGTH` characters.
+        """
+        for hook in self._trace_context:
+            try:
+                found = hook.trace_context()
+            except Exception:
+                _log.exception("hook %s.trace_context failed", type(hook).__name__)
+                continue
+            if found:
+                return _encode_trace_context(found)
+        return None
+
+    def around_publish(self, publish: PublishInfo) -> AbstractContextManager[object]:
+        """The hooks' context managers around a bridge's publish, as one."""
+        if not self._around_publish:
+            return nullcontext()
+        return _Around(self._around_publish, "around_publish", publish)
 
     def around_job(self, job: JobInfo) -> AbstractContextManager[object]:
         """The hooks' context managers around a job's run, as one."""
         if not self._around_job:
             return nullcontext()
-        return _around(self._around_job, "around_job", job)
+        return _Around(self._around_job, "around_job", job)
 
     def around_delivery(self, delivery: Delivery) -> AbstractContextManager[object]:
         """The hooks' context managers around a bridge's delivery, as one."""
         if not self._around_delivery:
             return nullcontext()
-        return _around(self._around_delivery, "around_delivery", delivery)
+        return _Around(self._around_delivery, "around_delivery", delivery)
 
     # -- on ----------------------------------------------------------------
 
@@ -291,6 +383,37 @@ class Hooks:
         return True
 
 
+#: The longest trace context a task stores (its ``trace_context`` column).
+TRACE_CONTEXT_LENGTH = 1024
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def _encode_trace_context(carrier: Mapping[str, str]) -> str | None:
+    kept = {k: carrier[k] for k in _TRACE_HEADERS if isinstance(carrier.get(k), str)}
+    if "traceparent" not in kept:
+        return None
+    text = json.dumps(kept, separators=(",", ":"))
+    if len(text) > TRACE_CONTEXT_LENGTH:
+        text = json.dumps({"traceparent": kept["traceparent"]}, separators=(",", ":"))
+    return text if len(text) <= TRACE_CONTEXT_LENGTH else None
+
+
+def decode_trace_context(text: str | None) -> dict[str, str] | None:
+    """The W3C trace context a task stores (see :meth:`Hooks.trace_context`), as headers.
+
+    ``None`` for none, or for text that is not one (never raises).
+    """
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or not isinstance(found.get("traceparent"), str):
+        return None
+    return {k: v for k, v in found.items() if k in _TRACE_HEADERS and isinstance(v, str)}
+
+
 def first_line(error: BaseException) -> str:
     """The first line of what ``error`` says (a driver's error, when SQLAlchemy wraps one)."""
     lines = str(getattr(error, "orig", None) or error).strip().splitlines()
@@ -308,36 +431,36 @@ def _call(hook: Hook, name: str, *args: object) -> None:
         _log.exception("hook %s.%s failed on %r", type(hook).__name__, name, args[0])
 
 
-@contextmanager
-def _around(hooks: Sequence[Hook], name: str, info: object) -> Iterator[None]:
-    with ExitStack() as stack:
-        for hook in hooks:
-            try:
-                manager = getattr(hook, name)(info)
-                if manager is not None:
-                    stack.enter_context(_Guarded(f"{type(hook).__name__}.{name}", manager))
-            except Exception:
-                _log.exception("hook %s.%s failed on %r", type(hook).__name__, name, info)
-        yield
+class _Around:
+    """The context managers of ``hooks`` for ``name(info)``, entered in order and left in
+    reverse; a hook's failure, on the way in or out, is logged, never raised, and never
+    swallows the toolkit's error. A plain class: it runs on every request and attempt."""
 
+    __slots__ = ("entered", "hooks", "info", "name")
 
-class _Guarded:
-    """A hook's context manager whose failure on the way out is logged, not raised."""
-
-    __slots__ = ("manager", "name")
-
-    def __init__(self, name: str, manager: AbstractContextManager[object]) -> None:
+    def __init__(self, hooks: Sequence[Hook], name: str, info: object) -> None:
+        self.hooks = hooks
         self.name = name
-        self.manager = manager
+        self.info = info
+        self.entered: list[tuple[Hook, AbstractContextManager[object]]] = []
 
-    def __enter__(self) -> object:
-        return self.manager.__enter__()
+    def __enter__(self) -> None:
+        for hook in self.hooks:
+            try:
+                manager = getattr(hook, self.name)(self.info)
+                if manager is not None:
+                    manager.__enter__()
+                    self.entered.append((hook, manager))
+            except Exception:
+                _log.exception("hook %s.%s failed on %r", type(hook).__name__, self.name, self.info)
 
     def __exit__(self, *exc_info: Any) -> Literal[False]:
-        try:
-            self.manager.__exit__(*exc_info)  # a hook never swallows the toolkit's error
-        except Exception:
-            _log.exception("hook %s failed on the way out", self.name)
+        while self.entered:
+            hook, manager = self.entered.pop()
+            try:
+                manager.__exit__(*exc_info)
+            except Exception:
+                _log.exception("hook %s.%s failed on the way out", type(hook).__name__, self.name)
         return False
 
 

@@ -152,6 +152,12 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         "Serve the OpenAPI document of what is mounted at <path_prefix>/openapi.json.",
     ),
+    Option(
+        "pages",
+        "bool",
+        "Answer a browser (Accept preferring text/html) with pages: the operation's timeline, the "
+        "lists; needs the [pages] extra (Jinja2).",
+    ),
     Option("batch_size", "int", "The most rows one reaper, sweeper or purge transaction handles."),
     Option(
         "sweep_after",
@@ -202,6 +208,7 @@ class Settings:
     max_waiting: int
     durable: bool
     serve_openapi: bool
+    pages: bool
     batch_size: int
     sweep_after: timedelta
     heartbeat_every: timedelta | None
@@ -228,6 +235,7 @@ class Settings:
         max_waiting: int = 2,
         durable: bool = False,
         serve_openapi: bool = False,
+        pages: bool = True,
         batch_size: int = 500,
         sweep_after: DurationLike = 60,
         heartbeat_every: DurationLike | None = None,
@@ -260,6 +268,7 @@ class Settings:
             ),
             "durable": _bool(durable, "durable"),
             "serve_openapi": _bool(serve_openapi, "serve_openapi"),
+            "pages": _bool(pages, "pages"),
             "batch_size": _batch_size(batch_size),
             "sweep_after": duration(sweep_after, what="sweep_after"),
             "heartbeat_every": optional_duration(

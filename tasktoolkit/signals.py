@@ -84,7 +84,8 @@ class TaskChange:
     A move that ends an attempt (from ``running``) says how: ``outcome`` is the
     attempt's (``succeeded``, ``failed``, ``cancelled``, or ``handed_back`` by
     a stopping worker; a retryable failure put back to ``pending`` is
-    ``failed``), ``error_code`` its error's code. ``attempt`` is the number of
+    ``failed``), ``error_code`` its error's code; a move to ``failed`` that
+    ends no attempt (``not_started``) has its code too. ``attempt`` is the number of
     the task's latest start (0 before the first). ``created_at``,
     ``started_at`` (of the latest attempt) and ``moved_at`` time the move:
     how long a task waited to start, how long an attempt ran.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
@@ -14,6 +15,24 @@ from tasktoolkit import context, orm
 from tasktoolkit.orm._engine import host_metadatas
 from tests import models  # noqa: F401  (declares the test resource types)
 from tests.databases import BACKENDS, engine_for, private_database
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Skipped tests, one line per reason with its count (``-r`` in pyproject.toml leaves
+    skips out): without the database servers most of the suite skips for one of two
+    reasons, and a line per test would bury the failures."""
+    reasons = Counter(_skip_reason(r) for r in terminalreporter.stats.get("skipped", []))
+    if reasons:
+        terminalreporter.section("skipped, by reason", sep="-")
+        for reason, count in reasons.most_common():
+            terminalreporter.line(f"{count:5} {reason}")
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """``reason`` of ``pytest.skip(reason)``, without where it was raised."""
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return text.removeprefix("Skipped: ")
 
 
 @pytest.fixture(autouse=True)

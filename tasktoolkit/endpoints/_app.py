@@ -25,7 +25,14 @@ from tasktoolkit._environ import ROUTING_ARGS_KEY, SETTINGS_KEY
 from tasktoolkit.caller import check_caller
 from tasktoolkit.endpoints._handlers import Call, Mounted
 from tasktoolkit.endpoints._openapi import openapi_document
-from tasktoolkit.endpoints._represent import Waiting, represent
+from tasktoolkit.endpoints._represent import (
+    Representation,
+    Waiting,
+    negotiate,
+    pages_of,
+    represent,
+    represent_error,
+)
 from tasktoolkit.endpoints._table import ENDPOINTS, Endpoint
 from tasktoolkit.endpoints._visibility import ResourceVisibility, resource_visible
 from tasktoolkit.endpoints._waiting import parse_prefer
@@ -40,6 +47,8 @@ from tasktoolkit.settings import Settings
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from tasktoolkit.pages import Pages
+
 __all__ = ["TaskEndpoints"]
 
 _BY_NAME: dict[str, Endpoint] = {endpoint.name: endpoint for endpoint in ENDPOINTS}
@@ -50,8 +59,8 @@ class TaskEndpoints:
 
     Every knob is read from ``settings``: the caller getter, the authorization
     hook, the path prefix, the deadline, ``retry_after``, ``max_wait``,
-    ``max_waiting``, ``serve_openapi`` and the hooks (a database outage is
-    answered ``503`` through :meth:`~tasktoolkit.hooks.Hooks.unavailable`).
+    ``max_waiting``, ``serve_openapi``, ``pages`` and the hooks (a database
+    outage is answered ``503`` through :meth:`~tasktoolkit.hooks.Hooks.unavailable`).
 
     :param collections: URL collection name -> resource model (``{"ports": Port}``).
     :param session_factory: makes a session per request (a ``sessionmaker``).
@@ -92,6 +101,13 @@ class TaskEndpoints:
             else None,
         )
         self._max_wait = int(settings.max_wait.total_seconds())
+        #: The pages a browser gets (:mod:`tasktoolkit.pages`), or ``None``: not
+        #: asked for (``settings.pages``), or Jinja2 is not installed.
+        self.pages: Pages | None = (
+            pages_of(self.collections, settings.path_prefix, self._max_wait)
+            if settings.pages
+            else None
+        )
         # The waits this process holds now (each holds a thread of the server).
         self._holding = 0
         self._holding_lock = threading.Lock()
@@ -138,26 +154,27 @@ class TaskEndpoints:
         settings = self.settings
         # The error responses read the request's settings (the middleware's, else these).
         environ.setdefault(SETTINGS_KEY, settings)
-        request = Request(environ)
+        how = negotiate(environ, endpoint.name, self.pages)
+        request = Request(environ if how.pages is None else how.pages.form_environ(environ))
         try:
             caller = check_caller(settings.caller_getter(environ))
             with deadline(settings.deadline_seconds), self.session_factory() as session:
                 call = Call(self._mounted, session, request, match, caller, settings.authorize)
                 answer = endpoint.handler(call)
                 if isinstance(answer, Waiting):
-                    return self._wait(answer, call)
-                return represent(answer, request)
+                    return self._wait(answer, call, how)
+                return represent(answer, request, how)
         except TaskToolkitError as error:
-            return response_for(environ, error)
+            return represent_error(response_for(environ, error), request, how)
         except Exception as error:  # the database's errors, SQLAlchemy's or oslo.db's
             doing = f"{method} {request.path} answered 503"
             if not settings.hooks.unavailable("endpoints", error, doing=doing):
                 raise
-            return response_for(environ, DatabaseUnavailableError())
+            return represent_error(response_for(environ, DatabaseUnavailableError()), request, how)
 
     # -- waiting -------------------------------------------------------------
 
-    def _wait(self, waiting: Waiting, call: Call) -> Response:
+    def _wait(self, waiting: Waiting, call: Call, how: Representation) -> Response:
         """The record's response, once ``Prefer: wait`` allows (see :mod:`._waiting`).
 
         Past :attr:`Settings.max_waiting` waits at once in this process, the
@@ -167,9 +184,9 @@ class TaskEndpoints:
         request = call.request
         wait = parse_prefer(request.headers.get("Prefer"), cap=self._max_wait)
         if wait is None or not self._hold():
-            return represent(waiting.read()[0], request)
+            return represent(waiting.read()[0], request, how)
         try:
-            response = self._held(waiting, call, wait)
+            response = self._held(waiting, call, wait, how)
         finally:
             with self._holding_lock:
                 self._holding -= 1
@@ -184,7 +201,7 @@ class TaskEndpoints:
             self._holding += 1
             return True
 
-    def _held(self, waiting: Waiting, call: Call, wait: int) -> Response:
+    def _held(self, waiting: Waiting, call: Call, wait: int, how: Representation) -> Response:
         until = time.monotonic() + wait
         conditional = "If-None-Match" in call.request.headers
         with self._waiter_of(call.session).subscribe(waiting.record_id) as changes:
@@ -195,7 +212,7 @@ class TaskEndpoints:
                 with fresh_deadline(self.settings.deadline_seconds) if reads else nullcontext():
                     answer, terminal = waiting.read()
                     call.session.close()  # no transaction, no connection held while waiting
-                response = represent(answer, call.request)
+                response = represent(answer, call.request, how)
                 reads += 1
                 remaining = until - time.monotonic()
                 if terminal or (conditional and response.status_int != 304) or remaining <= 0:

@@ -49,9 +49,11 @@ def mount(
     ``/C/{resource_id}/tasks/{task_id}``, ``/C/{resource_id}/tasks/{task_id}/cancel``;
     and ``/tasks``, ``/tasks/{task_id}``, ``/operations``,
     ``/operations/{operation_id}``, ``/operations/{operation_id}/cancel``; with
-    ``settings.serve_openapi``, ``/openapi.json``. The host's own routes on the
-    same mapper are untouched. A :class:`~tasktoolkit.Toolkit` does this with its
-    settings: ``toolkit.mount(mapper, collections=...)``.
+    ``settings.serve_openapi``, ``/openapi.json``; with ``settings.pages`` (and
+    Jinja2), the pages' stylesheet and script under ``/_tasktoolkit/``. The
+    host's own routes on the same mapper are untouched. A
+    :class:`~tasktoolkit.Toolkit` does this with its settings:
+    ``toolkit.mount(mapper, collections=...)``.
 
     :param collections: URL collection name -> resource model.
     :param session_factory: makes one session per request.
@@ -70,6 +72,11 @@ def mount(
         visibility=visibility,
     )
     _connect(mapper, app, list(collections), settings)
+    if app.pages is not None:  # their stylesheet and script, served here too
+        assets = app.pages.assets
+        mapper.connect(
+            "tasktoolkit.page_assets", settings.path_prefix + assets.route, controller=assets
+        )
     return app
 
 

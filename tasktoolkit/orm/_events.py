@@ -43,7 +43,7 @@ from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session
 from tasktoolkit import signals
 from tasktoolkit._request_protocol import RequestOperation, announce
 from tasktoolkit.errors import HandlerConflictError
-from tasktoolkit.hooks import Hooks, hooks_of
+from tasktoolkit.hooks import Hooks, PublishInfo, hooks_of
 from tasktoolkit.orm._operations import (
     count_task_transition,
     notify_changed,
@@ -162,10 +162,13 @@ def change_of(
     *,
     outcome: str | None = None,
     moved_at: datetime | None = None,
+    ended: datetime | None = None,
 ) -> TaskChange:
     """The :class:`TaskChange` of ``task`` (as it is now) moving from ``old_state``.
 
     :param outcome: the outcome of the attempt this move ends, if it ends one.
+    :param ended: when the attempt this move ends started (a re-queue clears the
+        task's own ``started_at``).
     """
     return TaskChange(
         task.id,
@@ -178,9 +181,11 @@ def change_of(
         task.queue,
         attempt=task.attempts or 0,
         outcome=outcome,
-        error_code=task.error_code if outcome is not None else None,
+        error_code=(
+            task.error_code if outcome is not None or task.state == TaskState.FAILED else None
+        ),
         created_at=task.created_at,
-        started_at=task.started_at,
+        started_at=task.started_at if outcome is None else ended or task.started_at,
         moved_at=moved_at,
     )
 
@@ -242,7 +247,7 @@ def record_moves(
             if dispatcher is not None:
                 published.setdefault(dispatcher, []).append(change)
         for dispatcher, tasks in published.items():
-            _queue(session, partial(_guarded, dispatcher.publish, tasks), -1)
+            _queue(session, partial(_publish, dispatcher, tasks, hooks), -1)
 
 
 def _dispatchers(connection: Connection) -> Dispatchers | None:
@@ -257,6 +262,13 @@ def queue_cancel_asked(session: Session, change: TaskChange) -> None:
     dispatcher = None if registry is None else registry.get(change.name)
     if dispatcher is not None:
         _queue(session, partial(_guarded, dispatcher.revoke, [change]), -1)
+
+
+def _publish(dispatcher: Dispatcher, changes: Sequence[TaskChange], hooks: Hooks) -> None:
+    """``dispatcher.publish(changes)`` inside the hooks' ``around_publish``; never raises."""
+    info = PublishInfo(type(dispatcher).__name__, tuple(c.task_id for c in changes))
+    with hooks.around_publish(info):
+        _guarded(dispatcher.publish, changes)
 
 
 def _guarded(run: Callable[[Sequence[TaskChange]], None], changes: Sequence[TaskChange]) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit._checks import whole_number
 from tasktoolkit.errors import InvalidDurationError
+from tasktoolkit.hooks import Event, hooks_of
 from tasktoolkit.orm._clock import read_now
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import MAX_TTL
@@ -200,6 +201,7 @@ def purge(
     if dry_run:
         tasks, operations = _count_expired(sessions, cutoff)
         return PurgeResult(tasks, operations, cutoff, True, time.perf_counter() - started)
+    hooks = hooks_of(bind)
     totals: dict[str, int] = {}
     for kind, table in (("tasks", tasks_table), ("operations", operations_table)):
         total = 0
@@ -209,6 +211,8 @@ def purge(
             batch = partial(_purge_batch, table=table, cutoff=cutoff, size=size, floor=floor)
             selected, deleted, floor, slowest = in_transaction(sessions, batch, predicate=retryable)
             total += deleted
+            if deleted and hooks:
+                hooks.happened(Event("purged", count=deleted, reason=kind))
             if progress is not None:
                 progress(kind, total)
             # Fewer than a batch: the rest is gone, or locked by another purge

@@ -58,6 +58,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import TaskToolkitError
+from tasktoolkit.hooks import Event, Hooks, hooks_of
 from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._deadline import deadline as within
@@ -83,7 +84,13 @@ from tasktoolkit.orm._transitions import (
     reap_lost,
 )
 
-__all__ = ["DEFAULT_EVERY", "NOT_STARTED", "WORKER_LOST", "ReapResult", "reap"]
+__all__ = ["DEFAULT_EVERY", "NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
+
+#: Why the reaper moves rows, as its ``reaped`` events say (``Event.reason``): a
+#: lost worker's task (failed, re-queued or cancelled), a task not started by its
+#: deadline, a request that never recorded its end, an operation whose tasks
+#: vanished with their resource.
+REAP_REASONS = (WORKER_LOST, NOT_STARTED, "request_lost", "orphaned")
 
 #: How often reapers are expected to pass, by default (the longest the docs advise).
 DEFAULT_EVERY = timedelta(minutes=1)
@@ -267,6 +274,7 @@ def _drain(
     batch: Callable[[bool], _Batch],
     seconds: float | None,
     retryable: RetryPredicate | None,
+    hooks: Hooks,
 ) -> ReapResult:
     """Run ``batch`` (told whether it is the first) in transactions of its own until
     one moves nothing.
@@ -281,7 +289,19 @@ def _drain(
         first = False
         if result == ReapResult():
             return total
+        _announce(hooks, result)
         total += result
+
+
+def _announce(hooks: Hooks, result: ReapResult) -> None:
+    """Tell the hooks what a committed batch did: ``reaped`` events, by reason."""
+    if not hooks:
+        return
+    lost = len(result.failed) + len(result.requeued) + len(result.cancelled)
+    counts = (lost, len(result.not_started), len(result.requests), len(result.operations))
+    for reason, count in zip(REAP_REASONS, counts, strict=True):
+        if count:
+            hooks.happened(Event("reaped", count=count, reason=reason))
 
 
 def reap(
@@ -331,16 +351,19 @@ def reap(
     def requests(first: bool) -> _Batch:
         return partial(_requests_batch, limit=limit, request_timeout=request_timeout)
 
+    hooks = hooks_of(bind)
     total = ReapResult()
     for batch in (lost, not_started, requests):
-        total += _drain(sessions, batch, seconds, retryable)
+        total += _drain(sessions, batch, seconds, retryable, hooks)
     with within(seconds), sessions() as session:
         orphans = orphaned_operations(session.connection(), limit=limit)
     for operation_id in orphans:
-        total += in_transaction(
+        settled = in_transaction(
             sessions,
             partial(_settle, operation_id=operation_id),
             seconds=seconds,
             predicate=retryable,
         )
+        _announce(hooks, settled)
+        total += settled
     return total

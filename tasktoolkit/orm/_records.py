@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from tasktoolkit.hooks import TRACE_CONTEXT_LENGTH
 from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._states import TERMINAL_TASK_STATES, OperationState, TaskState
 from tasktoolkit.orm._types import JSONObject, UTCDateTime, exact_string
@@ -180,8 +181,13 @@ class Task(RecordBase):
         Index("ix_tasktoolkit_tasks_expires", "expires_at"),
         # The reaper's pending tasks past their start deadline.
         Index("ix_tasktoolkit_tasks_start_deadline", "state", "start_deadline"),
-        # Claims by queue: seek (pending, queue) and take the oldest.
-        Index("ix_tasktoolkit_tasks_queue", "state", "queue", "created_at", "id"),
+        # Claims by queue: seek (pending, queue) and take the oldest. The name
+        # and not_before it carries let a metrics scrape read the active tasks
+        # per name and queue, and the oldest ready one, from it alone.
+        Index(
+            "ix_tasktoolkit_tasks_queue",
+            *("state", "queue", "created_at", "id", "name", "not_before"),
+        ),
         # The queue bridge's sweeper: pending tasks never published, oldest first.
         Index("ix_tasktoolkit_tasks_unpublished", "state", "published_at", "created_at"),
     )
@@ -229,6 +235,9 @@ class Task(RecordBase):
     expires_at: Mapped[datetime | None]
     #: What the worker reported with its success: a JSON object of at most 16 KiB.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONObject())
+    #: The W3C trace context the task was spawned in (``tasktoolkit.hooks``), for
+    #: whoever starts it to continue that trace; never shown.
+    trace_context: Mapped[str | None] = mapped_column(String(TRACE_CONTEXT_LENGTH))
 
     #: The attempts that ended, oldest first (the one in progress is the task's own
     #: ``host`` and ``started_at``). Not loaded unless asked for.

@@ -58,6 +58,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import (
     Mapped,
@@ -77,6 +78,7 @@ from tasktoolkit.errors import (
     ResourceTypeConflictError,
     TransientResourceError,
 )
+from tasktoolkit.hooks import SpawnInfo, hooks_of
 from tasktoolkit.orm._clock import db_now, read_now
 from tasktoolkit.orm._events import change_of, record_moves
 from tasktoolkit.orm._ready import start_deadline
@@ -417,12 +419,34 @@ def spawn_tasks(
     if not items:
         return []
     ctx = context.current()
+    connection = session.connection()
+    hooks = hooks_of(connection)
+    if not hooks:
+        return _spawn(session, connection, items, ctx, message, rules, queue, None)
+    operation_id = ctx.operation_id if ctx else None
+    with hooks.around_spawn(SpawnInfo(operation_id, tuple(name for _, name in items))):
+        trace = hooks.trace_context()
+        return _spawn(session, connection, items, ctx, message, rules, queue, trace)
+
+
+def _spawn(
+    session: Session,
+    connection: Connection,
+    items: list[tuple[TaskResource, str]],
+    ctx: context.RequestContext | None,
+    message: str | None,
+    rules: TaskRules | None,
+    queue: str | None,
+    trace_context: str | None,
+) -> list[Task]:
+    """Insert the checked ``items`` and count them; see :func:`spawn_tasks`."""
     options = {
         "message": message,
         "not_before": None,
         "queue": queue,
         "request_id": ctx.operation_id if ctx else None,
         "user_id": ctx.user_id if ctx else None,
+        "trace_context": trace_context,
     }
     rows = _rows(items, options, ctx.project_id if ctx else None, rules)
     # One Core INSERT of every row (batched into multi-row VALUES by the

@@ -268,7 +268,7 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
         result = _execute(session, update(_T).where(*where).values(change.values))
         if result.rowcount != 1:
             continue  # another process changed it first: read again and decide again
-        old_state = task.state
+        old_state, started_at = task.state, task.started_at
         moved_at = now if isinstance(now, datetime) else None
         if change.attempt is not None:
             moved_at = _end_attempt(session, task, change.attempt, now)
@@ -280,7 +280,9 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
         if change.target is not None:
             _refresh_active_tasks(session, task)
             outcome = None if change.attempt is None else change.attempt["outcome"]
-            moved = change_of(task, old_state, outcome=outcome, moved_at=moved_at)
+            moved = change_of(
+                task, old_state, outcome=outcome, moved_at=moved_at, ended=started_at
+            )
             record_moves(session, [moved])
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])

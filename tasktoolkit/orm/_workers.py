@@ -58,7 +58,7 @@ import threading
 import time
 import traceback as traceback_module
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -80,7 +80,7 @@ from tasktoolkit.errors import (
     WorkerStopping,
     database_unavailable,
 )
-from tasktoolkit.hooks import first_line
+from tasktoolkit.hooks import JobInfo, decode_trace_context, first_line, hooks_of
 from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
@@ -607,6 +607,8 @@ class Job:
     _token: Any = field(default=None, repr=False)
     #: The task as claimed: the move ending the job starts from it (``known_task``).
     _task: Task | None = field(default=None, repr=False)
+    #: The hooks' context around the ``with`` block, while it runs.
+    _around: AbstractContextManager[object] | None = field(default=None, repr=False)
 
     @classmethod
     def _of(cls, worker: Worker, task: Task, global_request_id: str | None = None) -> Job:
@@ -802,6 +804,11 @@ class Job:
         ctx = self.context
         if ctx is not None:
             self._token = context.bind(ctx)
+        engine = self.worker._engine
+        if engine is not None and (hooks := hooks_of(engine)):
+            # The hooks' (a span, a timer) hold the whole attempt, its outcome recorded.
+            self._around = hooks.around_job(self._info())
+            self._around.__enter__()
         return self
 
     def __exit__(
@@ -813,9 +820,25 @@ class Job:
         try:
             return self._record(exc)
         finally:
+            around, self._around = self._around, None
+            if around is not None:
+                around.__exit__(exc_type, exc, tb)
             if self._token is not None:
                 context.reset(self._token)
                 self._token = None
+
+    def _info(self) -> JobInfo:
+        task = self._task
+        return JobInfo(
+            self.id,
+            self.name,
+            self.resource_type,
+            self.resource_id,
+            self.request_id,
+            self.attempts,
+            queue=None if task is None else task.queue,
+            trace_context=None if task is None else decode_trace_context(task.trace_context),
+        )
 
     def _record(self, exc: BaseException | None) -> bool:
         """Record the outcome of the ``with`` block; whether to swallow ``exc``."""

@@ -124,7 +124,7 @@ def test_a_message_delivered_twice_runs_once(
 ) -> None:
     (task_id,) = spawn(sessions, "quick")
     with sessions() as session:
-        change = change_of(session.get_one(Task, task_id), "pending")
+        change = change_of(session.get(Task, task_id), "pending")
     bridge.publish([change])  # a second message while the first may be on its way
     wait_state(engine, task_id, "succeeded")
     bridge.publish([change])  # and a late one after the run
@@ -253,7 +253,7 @@ def test_a_handler_longer_than_its_heartbeat_timeout_is_kept_by_the_background_h
 
     wait_for(reaped_never_and_succeeded, f"task {task_id} succeeded", seconds=20)
     with sessions() as session:
-        attempts = session.get_one(Task, task_id).attempt_records
+        attempts = session.get(Task, task_id).attempt_records
         assert [(a.number, a.outcome, a.error_code) for a in attempts] == [(1, "succeeded", None)]
     row = task_row(engine, task_id)
     assert row is not None and row["attempts"] == 1
@@ -272,7 +272,7 @@ def test_a_retryable_failure_is_published_again_after_its_backoff(
     runs = workers.runs(task_id)
     assert [(n, e) for _, n, e, _, _ in runs] == [(1, "failed"), (2, "ran")]
     with sessions() as session:
-        task = session.get_one(Task, task_id)
+        task = session.get(Task, task_id)
         attempts = [(a.number, a.outcome, a.error_code) for a in task.attempt_records]
         first_ended, second_started = task.attempt_records[0].finished_at, task.started_at
     assert attempts == [(1, "failed", "flaky"), (2, "succeeded", None)]
@@ -294,7 +294,7 @@ def test_500_tasks_over_4_processes_none_lost_none_run_twice(
 ) -> None:
     ids = [i for _ in range(10) for i in spawn(sessions, "quick", 50)]
     with sessions() as session:  # and every tenth message sent twice
-        twice = [change_of(session.get_one(Task, i), "pending") for i in ids[::10]]
+        twice = [change_of(session.get(Task, i), "pending") for i in ids[::10]]
     bridge.publish(twice)
 
     def done() -> bool:

@@ -217,8 +217,11 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
-    assert migrations.current(empty_url) == "tasktoolkit_0006"
+    assert migrations.current(empty_url) == "tasktoolkit_0007_observability"
     assert "tasktoolkit_reaper_watch" not in tables(empty_url)
+    migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0006"
+    assert "trace_context" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0005"
     assert "redeliver_after" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
@@ -246,8 +249,10 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     assert migrations.current(empty_url) == "tasktoolkit_0004"
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0005"
+    migrations.upgrade(empty_url, "+1")
+    assert migrations.current(empty_url) == "tasktoolkit_0006"
     migrations.upgrade(empty_url, "+2")
-    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0007"
+    assert migrations.current(empty_url) == migrations.heads()[0] == "tasktoolkit_0008"
 
 
 def test_tasks_already_there_get_three_heartbeat_timeouts_to_start(

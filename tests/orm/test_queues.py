@@ -287,4 +287,4 @@ def test_a_task_view_shows_its_queue(spawn: Spawn, session: Session) -> None:
     from tasktoolkit.views import task_view
 
     (routed,) = spawn(["build"], queue="host-1")
-    assert task_view(session.get_one(orm.Task, routed), admin=False)["queue"] == "host-1"
+    assert task_view(session.get(orm.Task, routed), admin=False)["queue"] == "host-1"

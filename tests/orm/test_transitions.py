@@ -28,7 +28,7 @@ from tasktoolkit.orm._transitions import (
 from tests.models import Cluster, Node
 from tests.orm._db import PATH_FROM_PENDING, STATES, move_through, spawn, task_row
 
-# Written out from DESIGN.md's States, not derived from the code under test.
+# Written out from docs/design.md's States, not derived from the code under test.
 ALLOWED = {
     ("pending", "running"),
     ("pending", "cancelled"),

@@ -18,7 +18,9 @@ import pytest
 import webtest
 from keystoneauth1 import fixture as ks_tokens
 from keystoneauth1 import session as ks_session
+from keystoneauth1 import token_endpoint
 from keystonemiddleware.fixture import AuthTokenFixture
+from oslo_context.context import RequestContext
 from paste.deploy import loadapp
 from sqlalchemy.engine import URL
 
@@ -30,6 +32,14 @@ DOC = ROOT / "docs" / "openstack.md"
 ORIGIN = "https://dashboard.example.org"
 HEADER = "X-OpenStack-Request-ID"
 EXPOSED = {"X-OpenStack-Request-ID", "Operation-Location", "Retry-After", "ETag"}
+
+
+def documented_keystoneauth() -> str:
+    found = re.search(
+        r"<!-- keystoneauth-example -->\n```python\n(.*?)```", DOC.read_text(), re.DOTALL
+    )
+    assert found is not None, "docs/openstack.md has no python after <!-- keystoneauth-example -->"
+    return found.group(1)
 
 
 def documented_ini() -> str:
@@ -198,3 +208,22 @@ def test_keystoneauth_sends_a_global_id_that_is_kept(served: str, tokens: dict[s
     assert followed.status_code == 200, followed.text
     operation = followed.json()["operation"]
     assert (operation["id"], operation["global_request_id"]) == (request_id, global_id)
+
+
+def test_the_documented_adapter_sends_the_callers_global_id(
+    served: str, tokens: dict[str, str]
+) -> None:
+    """docs/openstack.md's client, run as written: its global id is the operation's."""
+    global_id = new_request_id()
+    names: dict[str, Any] = {
+        "auth": token_endpoint.Token(served, tokens["member"]),
+        "context": RequestContext(global_request_id=global_id),
+    }
+    exec(documented_keystoneauth(), names)
+    reply = names["reply"]
+    assert reply.status_code == 201, reply.text
+    followed = ks_session.Session().get(
+        reply.headers["Operation-Location"], headers={"X-Auth-Token": tokens["member"]}
+    )
+    operation = followed.json()["operation"]
+    assert (operation["id"], operation["global_request_id"]) == (reply.headers[HEADER], global_id)

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -62,6 +63,12 @@ def test_demo_command_runs_by_itself_in_under_a_minute() -> None:
         r"(?m)^   attempt 1: failed \(injected_failure: .*first attempt only\)\)$", out
     )
     assert re.search(r"(?m)^   attempt 2: succeeded$", out)
+    # It ends with the page of the bulk operation (step 2's).
+    assert re.search(
+        r"(?m)^The bulk operation's timeline, in a browser: "
+        r"http://127\.0\.0\.1:\d+/operations/req-[0-9a-f-]{36}$",
+        out,
+    )
     assert result.stderr == ""
 
 
@@ -71,6 +78,28 @@ def test_demo_redraws_in_place_on_a_terminal() -> None:
     text = out.getvalue()
     assert "\x1b[12A" in text  # the twelve lines of the board, redrawn
     assert "gone: deleted with its port" in text
+
+
+def test_serve_prints_the_page_of_each_mutating_requests_operation(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'serve.db'}"
+    running = start_process(
+        [sys.executable, "-m", "sample_app", "serve", "--port", "0", "--db-url", db],
+        tmp_path / "stderr.log",
+    )
+    try:
+        first = running.first_line("sample_app serve")
+        client = Http(first.split()[2].rstrip("/"))
+        client.get("/networks")  # a GET opens no operation: no line
+        reply = client.post("/networks", {"network": {"name": "n"}})
+        line = running.first_line("the operation's page").rstrip("\n")
+        expected = f"{client.base_url}/operations/{reply.header('X-Request-Id')}"
+        assert line == f"POST /networks 201: {expected}"
+        page = urllib.request.urlopen(
+            urllib.request.Request(expected, headers={"Accept": "text/html"}), timeout=DEADLINE
+        )
+        assert page.status == 200 and page.headers.get_content_type() == "text/html"
+    finally:
+        assert running.stop() == 0, running.stderr()
 
 
 def test_serve_refuses_a_bad_database_url() -> None:

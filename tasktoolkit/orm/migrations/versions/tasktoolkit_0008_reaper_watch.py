@@ -1,7 +1,7 @@
 """The reapers' watch: since when they have seen the database without a gap.
 
-Revision ID: tasktoolkit_0007
-Revises: tasktoolkit_0006
+Revision ID: tasktoolkit_0008
+Revises: tasktoolkit_0007_observability
 Create Date: 2026-12-06 12:00:00
 
 A worker is called lost only once the reapers, like the worker's silence,
@@ -19,8 +19,8 @@ from alembic import op
 
 from tasktoolkit.orm.migrations._columns import exact_string, utc_datetime
 
-revision: str = "tasktoolkit_0007"
-down_revision: str | None = "tasktoolkit_0006"
+revision: str = "tasktoolkit_0008"
+down_revision: str | None = "tasktoolkit_0007_observability"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
