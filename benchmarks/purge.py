@@ -127,7 +127,7 @@ def run(bench: Bench) -> dict[str, float]:
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     try:
-        result = orm.purge(engine, batch_size=1000, now=utcnow())
+        result = orm.purge(engine, batch_size=1000)
     finally:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)

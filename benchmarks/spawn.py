@@ -16,6 +16,7 @@ Warning: drops and re-creates the toolkit's and the test models' tables at ``--d
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
@@ -67,7 +68,7 @@ def run(bench: Bench) -> dict[str, float]:
 
     def core() -> None:
         now = utcnow()
-        rules = DEFAULT_RULES.row_values(now)  # what the API writes for a name's rules
+        rules = DEFAULT_RULES.row_values()  # what the API writes for a name's rules
         rows = [
             {
                 "id": str(uuid.uuid4()),
@@ -83,7 +84,7 @@ def run(bench: Bench) -> dict[str, float]:
                 "attempts": 0,
                 "max_attempts": rules["max_attempts"],
                 "heartbeat_timeout": rules["heartbeat_timeout"],
-                "start_deadline": rules["start_deadline"],
+                "start_deadline": now + (DEFAULT_RULES.start_timeout or timedelta(0)),
                 "not_before": None,
                 "rules": rules["rules"],
                 "cancel_requested": False,

@@ -38,7 +38,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
-from tasktoolkit.errors import TaskFailure, TaskToolkitError
+from tasktoolkit.errors import TaskFailure, TaskToolkitError, database_unavailable
 from tasktoolkit.orm import Job, Worker, reap
 
 __all__ = [
@@ -292,13 +292,23 @@ class Agents:
                 worker.wait(1.0)
 
     def _reap(self) -> None:
+        reaper_away = False
         while not self._stop.wait(self.reap_interval):
             try:
-                result = reap(self.engine, start_timeout=self.start_timeout)
+                result = reap(
+                    self.engine,
+                    start_timeout=self.start_timeout,
+                    every=timedelta(seconds=self.reap_interval),
+                )
                 swept = sum(sweep() for sweep in self.sweeps)
-            except Exception:
-                log.exception("reaper: unexpected error; trying again later")
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.exception("reaper: unexpected error; trying again later")
+                elif not reaper_away:  # one line for the outage, not one a pass
+                    log.warning("reaper: database unavailable; trying again every pass")
+                reaper_away = True
                 continue
+            reaper_away = False
             if swept:
                 log.warning("sweepers: %d tasks or operation ends left unsent sent", swept)
             if result.total:

@@ -34,7 +34,7 @@ one place, :func:`announce`, after the change is committed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import Enum
 from typing import NamedTuple
 
@@ -80,8 +80,6 @@ class OperationFields:
     resource_id: str | None = None
     project_id: str | None = None
     user_id: str | None = None
-    #: When the request started (default: when the row is written).
-    created_at: datetime | None = None
 
 
 class Target(NamedTuple):

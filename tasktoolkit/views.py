@@ -5,7 +5,8 @@ front renders it its own way: the endpoints as JSON, ``tasktoolkit watch`` as
 lines, the pages as HTML. Nothing here knows of HTTP.
 
 Times are UTC, ISO 8601 with a ``Z``. Tracebacks and worker hosts are shown to
-admins only: for anyone else the keys are absent.
+admins only: for anyone else the keys are absent. So is the text of an
+unexpected worker error (``worker_error``): anyone else reads a generic message.
 
 Example::
 
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasktoolkit.orm._records import Operation, Task, TaskAttempt
+from tasktoolkit.orm._workers import WORKER_ERROR, WORKER_ERROR_MESSAGE
 
 __all__ = ["attempts_view", "isoformat", "operation_view", "task_view"]
 
@@ -32,9 +34,10 @@ def isoformat(moment: datetime | None) -> str | None:
 def _error(record: Task | TaskAttempt, *, admin: bool) -> dict[str, Any] | None:
     if record.error_code is None and record.error_message is None:
         return None
+    shown = admin or record.error_code != WORKER_ERROR
     error: dict[str, Any] = {
         "code": record.error_code or "error",
-        "message": record.error_message or "",
+        "message": (record.error_message or "") if shown else WORKER_ERROR_MESSAGE,
     }
     if admin:
         error["traceback"] = record.error_traceback

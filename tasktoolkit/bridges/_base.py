@@ -43,7 +43,6 @@ from tasktoolkit.orm._publishing import (
     Recorded,
     ToPublish,
     backoffs,
-    database_now,
     mark_published,
     recorded,
     to_publish,
@@ -291,13 +290,7 @@ class Bridge(ABC):
     ) -> tuple[list[ToPublish], list[str] | None]:
         """One batch: what was found, and the ids sent (``None``: the queue refused)."""
         connection = session.connection()
-        found = to_publish(
-            session,
-            names,
-            now=database_now(connection),
-            sweep_after=self.settings.sweep_after,
-            limit=limit,
-        )
+        found = to_publish(session, names, sweep_after=self.settings.sweep_after, limit=limit)
         if not found:
             return found, []
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from tasktoolkit.commands._common import (
@@ -50,21 +50,18 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     changes = {} if args.batch_size is None else {"batch_size": args.batch_size}
     with toolkit(args, **changes) as kit:
-        now = datetime.now(UTC)
-        cutoff = now - args.older_than
-        expired = kit.purge(older_than=args.older_than, now=now, dry_run=True)
-        what = f"expired before {_iso(cutoff)}"
+        # The cutoff is the database's time, not this host's (one clock).
+        expired = kit.purge(older_than=args.older_than, dry_run=True)
         if args.dry_run:
+            what = f"expired before {_iso(expired.cutoff)}"
             print(f"would purge {_counts(expired.tasks, expired.operations)} ({what})")
             return EXIT_OK
         show = _Progress(sys.stderr, {"tasks": expired.tasks, "operations": expired.operations})
         result = kit.purge(
-            older_than=args.older_than,
-            batch_size=kit.settings.batch_size,
-            now=now,
-            progress=show,
+            older_than=args.older_than, batch_size=kit.settings.batch_size, progress=show
         )
         show.done()
+    what = f"expired before {_iso(result.cutoff)}"
     print(f"purged {_counts(result.tasks, result.operations)} ({what}) in {result.seconds:.1f} s")
     return EXIT_OK
 

@@ -27,7 +27,7 @@ from tasktoolkit.commands._common import (
     toolkit,
 )
 from tasktoolkit.errors import ConfigurationError
-from tasktoolkit.orm._reaper import NOT_STARTED, WORKER_LOST
+from tasktoolkit.orm._reaper import DEFAULT_EVERY, NOT_STARTED, WORKER_LOST
 from tasktoolkit.settings import resolve
 
 __all__ = ["Sweeper", "add_parser"]
@@ -62,6 +62,13 @@ def add_parser(commands: Any) -> None:
         "--start-timeout",
         "also fail tasks pending since their spawn for longer (default: their rules')",
     )
+    duration_option(
+        parser,
+        "--every",
+        "how often reapers run (default 1m): after a longer gap, workers get their heartbeat "
+        "timeout again before any is called lost",
+        default=DEFAULT_EVERY,
+    )
     parser.add_argument(
         "--bridge",
         default=None,
@@ -86,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
     bridge = None if args.bridge is None else _bridge(args.bridge)
     changes = {} if args.batch_size is None else {"batch_size": args.batch_size}
     with toolkit(args, **changes) as kit:
-        result = kit.reap(request_timeout=args.request_timeout, start_timeout=args.start_timeout)
+        result = kit.reap(
+            request_timeout=args.request_timeout,
+            start_timeout=args.start_timeout,
+            every=args.every,
+        )
     print(
         f"reaped {plural(result.total, 'task')}: "
         f"{len(result.failed):,} failed ({WORKER_LOST}), "

@@ -51,7 +51,6 @@ from tasktoolkit._request_protocol import RequestEnd, announce
 from tasktoolkit.hooks import Hooks
 from tasktoolkit.orm._operations import end_requests
 from tasktoolkit.orm._retry import retrying
-from tasktoolkit.orm._types import utcnow
 
 __all__ = ["EndWriter", "flush_ends"]
 
@@ -224,7 +223,7 @@ class EndWriter:
         with self.engine.begin() as connection:
             if self._non_durable:
                 connection.exec_driver_sql("SET LOCAL synchronous_commit TO off")
-            return end_requests(connection, ends, now=utcnow(), read_back=read_back)
+            return end_requests(connection, ends, read_back=read_back)
 
 
 def _not_recorded(ends: list[RequestEnd]) -> str:

@@ -82,7 +82,6 @@ from tasktoolkit.orm._engine import autocommit_engine, prepare_engine, read_comm
 from tasktoolkit.orm._idempotency import free_key, record_response, reserve
 from tasktoolkit.orm._operations import end_request, write_finished
 from tasktoolkit.orm._retry import retrying
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.settings import DEFAULT_METHODS, Settings
 from tasktoolkit.signals import OperationChange
 
@@ -313,7 +312,6 @@ class OperationMiddleware:
                     fields.id,
                     protocol.status,
                     target=target,
-                    ttl_seconds=protocol.operation.ttl_seconds,
                 )
 
         try:
@@ -363,7 +361,6 @@ class OperationMiddleware:
             global_request_id=ctx.global_request_id,
             project_id=caller.project_id,
             user_id=caller.user_id,
-            created_at=utcnow(),
         )
         operation = RequestOperation(
             fields,

@@ -52,7 +52,6 @@ from tasktoolkit.orm._operations import (
 )
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._states import TaskState
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange, TaskChange
 
 __all__ = [
@@ -195,21 +194,19 @@ def record_moves(
     session: Session,
     changes: Sequence[TaskChange],
     *,
-    now: datetime | None = None,
     connection: Connection | None = None,
     opening: RequestOperation | None = None,
 ) -> None:
     """Roll ``changes`` into their operations' counts and queue their signals.
 
     One count statement per operation and kind of move; an operation whose
-    last active task this ends is finished here too. No commit.
+    last active task this ends is finished here too, at the database's time. No commit.
 
     :param connection: the connection to count on (default: the session's).
     :param opening: the operation of the request being served, not yet known
         to be written: new tasks of it write it (or add to its count), and it
         is known written once this transaction commits.
     """
-    moment = now or utcnow()
     conn = connection if connection is not None else session.connection()
     per_operation = Counter(
         (c.request_id, c.old_state, c.new_state) for c in changes if c.request_id is not None
@@ -225,12 +222,12 @@ def record_moves(
     finished = []
     for (operation_id, old, new), count in per_operation.items():
         if opening is not None and old is None and operation_id == opening.fields.id:
-            if open_or_count(conn, opening, count, now=moment, notify=wake):
+            if open_or_count(conn, opening, count, notify=wake):
                 wake = []  # sent with it
             _queue(session, opening.spawn_committed, -1)
         else:
             finished.append(
-                count_task_transition(conn, operation_id, old, new, now=moment, count=count)
+                count_task_transition(conn, operation_id, old, new, count=count)
             )
     if wake:
         notify_changed(conn, wake)
@@ -372,4 +369,4 @@ def _task_added(mapper: Mapper[Any], connection: Connection, task: Task) -> None
     """A ``Task`` added to a session and flushed (not spawned): count it and announce it."""
     session = object_session(task)
     if session is not None:
-        record_moves(session, [change_of(task, None)], now=task.created_at, connection=connection)
+        record_moves(session, [change_of(task, None)], connection=connection)

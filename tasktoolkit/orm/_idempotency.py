@@ -22,7 +22,7 @@ These functions take a Core :class:`~sqlalchemy.engine.Connection` and never com
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,12 +30,12 @@ from sqlalchemy.engine import Connection
 
 from tasktoolkit._request_protocol import StoredResponse
 from tasktoolkit.errors import IdempotencyInProgressError, IdempotencyKeyReusedError
+from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._expiry import DEFAULT_TTL
 from tasktoolkit.orm._operations import DEFAULT_REQUEST_TIMEOUT, OperationFields, open_operation
 from tasktoolkit.orm._records import idempotency_keys_table as _K
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._states import OperationState
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
 
 __all__ = ["MAX_KEY_LENGTH", "StoredResponse", "free_key", "record_response", "reserve"]
@@ -56,7 +56,9 @@ def _skipping_duplicates(dialect: str) -> Insert:
 
 # The rowcount says who inserted: SQLAlchemy keeps an INSERT's only when asked.
 _RESERVE = {
-    name: _skipping_duplicates(name).execution_options(preserve_rowcount=True)
+    name: _skipping_duplicates(name)
+    .values(created_at=db_now())
+    .execution_options(preserve_rowcount=True)
     for name in ("postgresql", "sqlite", "mysql")
 }
 # The statements of every keyed request, built once.
@@ -69,7 +71,7 @@ _THIS_KEY = (
 _TAKE_OVER = (
     update(_K)
     .where(_THIS_KEY)
-    .values(operation_id=bindparam("k_new"), created_at=bindparam("k_now"))
+    .values(operation_id=bindparam("k_new"), created_at=db_now())
 )
 _RECORD = (
     update(_K)
@@ -97,7 +99,6 @@ def reserve(
     fingerprint: str,
     ttl: timedelta | None = DEFAULT_TTL,
     request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT,
-    now: datetime | None = None,
 ) -> OperationChange | StoredResponse:
     """Write the request's operation and reserve its key for it, or say why not.
 
@@ -108,15 +109,13 @@ def reserve(
     :raises IdempotencyKeyReusedError: the key was sent with another request.
     :raises IdempotencyInProgressError: the request first sent with it still runs.
     """
-    now = now or utcnow()
     project = _scope(fields.project_id)
-    opened = open_operation(connection, fields, ttl=ttl, request_timeout=request_timeout, now=now)
+    opened = open_operation(connection, fields, ttl=ttl, request_timeout=request_timeout)
     values = {
         "project_id": project,
         "key": key,
         "fingerprint": fingerprint,
         "operation_id": fields.id,
-        "created_at": now,
     }
     dialect = "mysql" if connection.dialect.name == "mariadb" else connection.dialect.name
     if connection.execute(_RESERVE[dialect], values).rowcount == 1:
@@ -139,7 +138,6 @@ def reserve(
                 "k_key": key,
                 "k_operation": row.operation_id,
                 "k_new": fields.id,
-                "k_now": now,
             },
         )
         if taken.rowcount == 1:

@@ -11,7 +11,9 @@ reports are the rows its own ``DELETE`` statements removed (``rowcount``),
 so two purges running at once never count a row twice.
 
 ``older_than`` narrows it to records that expired at least that long ago:
-a record goes when ``expires_at <= now - older_than``.
+a record goes when ``expires_at <= now - older_than``, ``now`` being the
+database's, read once when the purge starts (never the purging host's: one
+whose clock runs days fast would delete records that have not expired).
 
 Example::
 
@@ -35,11 +37,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from tasktoolkit._checks import whole_number
 from tasktoolkit.errors import InvalidDurationError
 from tasktoolkit.hooks import Event, hooks_of
+from tasktoolkit.orm._clock import read_now
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
-from tasktoolkit.orm._types import UTCDateTime, utcnow
+from tasktoolkit.orm._types import UTCDateTime
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -68,25 +71,30 @@ def check_batch_size(batch_size: object) -> int:
     return whole_number(batch_size, "batch size", maximum=MAX_BATCH_SIZE)
 
 
-def _cutoff(older_than: object, now: datetime | None) -> datetime:
+def _check_older_than(older_than: object) -> timedelta:
     if not isinstance(older_than, timedelta):
         raise InvalidDurationError(f"older_than must be a timedelta, got {older_than!r}")
     if older_than < timedelta(0) or older_than > MAX_TTL:
         raise InvalidDurationError(f"older_than must be within 0 and {MAX_TTL.days} days")
-    return (now or utcnow()) - older_than
+    return older_than
 
 
-def expired(table: Table, now: datetime | None = None) -> ColumnElement[bool]:
-    """``expires_at <= now`` for the tasks or operations table: the records purge removes."""
-    return table.c.expires_at <= literal(now or utcnow(), UTCDateTime())
+def expired(table: Table, cutoff: datetime) -> ColumnElement[bool]:
+    """``expires_at <= cutoff`` for the tasks or operations table: the records purge removes."""
+    return table.c.expires_at <= literal(cutoff, UTCDateTime())
 
 
 @dataclass(frozen=True, slots=True)
 class PurgeResult:
-    """What a purge removed (or, on a dry run, would remove)."""
+    """What a purge removed (or, on a dry run, would remove).
+
+    :param cutoff: the records that expired by then went (the database's time
+        when the purge started, less ``older_than``).
+    """
 
     tasks: int
     operations: int
+    cutoff: datetime
     dry_run: bool = False
     seconds: float = 0.0
 
@@ -165,33 +173,34 @@ def purge(
     older_than: timedelta = timedelta(0),
     batch_size: int = DEFAULT_BATCH_SIZE,
     dry_run: bool = False,
-    now: datetime | None = None,
     progress: Callable[[str, int], None] | None = None,
     retryable: RetryPredicate | None = None,
 ) -> PurgeResult:
     """Delete expired tasks, then expired operations, in short batches.
 
     :param older_than: only records that expired at least this long ago
-        (``expires_at <= now - older_than``).
+        (``expires_at <= now - older_than``, on the database's clock).
     :param batch_size: the most rows per batch (1..10000): one select and one
         delete, in a transaction of their own. The first batch takes at most
         100 rows; then a statement over 50 ms shrinks the next batches (at least
         by half, down to 10 rows) and quick ones grow them back by half, up to
         ``batch_size``, so statements stay short on a slow, busy or cold database.
     :param dry_run: count only; nothing is deleted.
-    :param now: the purge's notion of now (default: the current time).
     :param progress: called after every batch with ``("tasks" or "operations",
         rows deleted so far from that table)``.
     :param retryable: more errors on which a batch is run again (see
         :func:`tasktoolkit.orm._retry.is_retryable`).
     """
     batch_size = check_batch_size(batch_size)
-    cutoff = _cutoff(older_than, now)
+    older_than = _check_older_than(older_than)
     sessions = short_sessions(bind)
     started = time.perf_counter()
+    cutoff = in_transaction(
+        sessions, lambda s: read_now(s.connection()) - older_than, predicate=retryable
+    )
     if dry_run:
         tasks, operations = _count_expired(sessions, cutoff)
-        return PurgeResult(tasks, operations, True, time.perf_counter() - started)
+        return PurgeResult(tasks, operations, cutoff, True, time.perf_counter() - started)
     hooks = hooks_of(bind)
     totals: dict[str, int] = {}
     for kind, table in (("tasks", tasks_table), ("operations", operations_table)):
@@ -212,4 +221,5 @@ def purge(
                 break
             size = _next_batch_size(size, slowest, batch_size)
         totals[kind] = total
-    return PurgeResult(totals["tasks"], totals["operations"], False, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return PurgeResult(totals["tasks"], totals["operations"], cutoff, False, seconds)

@@ -11,7 +11,8 @@ of their queues).
   subscriptions of the keys it hears of: every move of a task, every change of
   an operation and every task made pending sends one in its own transaction
   (:func:`~tasktoolkit.orm._operations.notify_changed`, the one place that
-  sends them). While that connection is down, waiters poll.
+  sends them). While that connection is down, waiters poll, and it is made
+  again every few seconds (one log line when it is lost, one when it is back).
 - Elsewhere, a waiter polls: it looks again after 50 ms, then twice as long
   each time, up to 1 s.
 
@@ -36,6 +37,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 
 from tasktoolkit.orm._operations import CHANGES_CHANNEL
+from tasktoolkit.orm._outage import Outage
 
 __all__ = [
     "FIRST_POLL",
@@ -51,6 +53,8 @@ __all__ = [
 FIRST_POLL = 0.05
 #: The longest pause of a polling waiter.
 LAST_POLL = 1.0
+#: The longest pause between two tries to make the ``LISTEN`` connection again.
+_RECONNECT = 5.0
 _log = logging.getLogger("tasktoolkit.orm")
 #: The engine attribute holding its process's shared :class:`Listener`.
 _SHARED = "_tasktoolkit_listener"
@@ -179,25 +183,28 @@ class Listener:
 
     def _listen(self) -> None:
         pause = FIRST_POLL
+        outage = Outage(_log, "LISTEN connection")
         while not self._stop.is_set():
             try:
                 self._connection = self._connect()
                 self._connected.set()
+                outage.over()
                 self._wake(None)
                 pause = FIRST_POLL
                 while not self._stop.is_set():
                     for notification in self._connection.notifies(timeout=1.0):
                         self._wake(notification.payload)
-            except Exception:
+            except Exception as exc:
                 if not self._stop.is_set():
-                    _log.warning("not listening for changes; waiters poll", exc_info=True)
+                    # One line when it is lost and one when it is back, not one a try.
+                    outage.failed(exc, f"waiters poll; it is made again every {_RECONNECT:.0f} s")
             finally:
                 self._connected.clear()
                 if self._connection is not None:
                     self._connection.close()
                     self._connection = None
             self._stop.wait(pause)
-            pause = min(pause * 2, 5.0)
+            pause = min(pause * 2, _RECONNECT)
 
 
 def waiter_for(engine: Engine) -> Waiter:

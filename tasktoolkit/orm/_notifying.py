@@ -8,7 +8,7 @@ sender reads the operations it was told of (:func:`operations_to_notify` with
 ``settled`` ago, so that the process that finished them had its chance first,
 and at most ``within`` ago, so that a sweep that starts sending for the first
 time does not announce the whole history. Both bounds are on the database's
-clock, read once per transaction.
+clock, computed in SQL.
 
 Marking is a compare-and-set on ``notified_at IS NULL``: two senders that
 both sent an operation's end mark it once (and the consumer saw it twice:
@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from tasktoolkit.orm._publishing import database_now
+from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._records import Operation, operations_table
 
 __all__ = ["mark_notified", "operations_to_notify"]
@@ -60,9 +60,9 @@ def operations_to_notify(
         query = query.where(Operation.id.in_(ids))
     else:
         # Seeks (notified_at IS NULL, finished_at in the window) on its index.
-        now = database_now(session.connection())
         query = query.where(
-            Operation.finished_at >= now - within, Operation.finished_at <= now - settled
+            Operation.finished_at >= later(db_now(), -within.total_seconds()),
+            Operation.finished_at <= later(db_now(), -settled.total_seconds()),
         )
     query = query.order_by(Operation.finished_at, Operation.id).limit(limit)
     return list(session.scalars(query))
@@ -76,6 +76,6 @@ def mark_notified(connection: Connection, ids: Sequence[str]) -> int:
     result = connection.execute(
         update(operations_table)
         .where(o.id.in_(ids), o.notified_at.is_(None))
-        .values(notified_at=database_now(connection))
+        .values(notified_at=db_now())
     )
     return result.rowcount

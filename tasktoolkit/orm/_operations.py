@@ -7,7 +7,10 @@ in the same transaction, under the row lock its own count update took, so two
 processes can never both finish it or miss finishing it.
 
 These functions take a Core :class:`~sqlalchemy.engine.Connection` (a
-session's ``session.connection()`` works too) and never commit.
+session's ``session.connection()`` works too) and never commit. Every time
+they write or compare (created, updated, finished, expires, the request's
+deadline) is the database's, computed in the statement (see
+:mod:`tasktoolkit.orm._clock`).
 
 Requests that never ended
 -------------------------
@@ -33,11 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, cast
 
 from sqlalchemy import (
+    Float,
     String,
     and_,
     bindparam,
@@ -53,16 +57,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit._request_protocol import OperationFields, RequestEnd, RequestOperation, Target
+from tasktoolkit.orm._clock import db_now, later, read_now
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import DEFAULT_TTL, MAX_TTL, check_ttl
 from tasktoolkit.orm._records import operations_table as _T
 from tasktoolkit.orm._records import tasks_table as _TASKS
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
-from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm._types import UTCDateTime
 from tasktoolkit.signals import OperationChange
 
 __all__ = [
@@ -141,14 +148,11 @@ _FROM_ROW = _FromRow()
 
 
 def _row(
-    fields: OperationFields,
-    ttl_seconds: int | None,
-    now: datetime,
-    request_timeout: timedelta | None,
+    fields: OperationFields, ttl_seconds: int | None, request_timeout: timedelta | None
 ) -> dict[str, Any]:
-    """The columns of a new ``running`` operation (``request_timeout``: ``None`` for one
-    written finished, whose request has ended)."""
-    created_at = fields.created_at or now
+    """The values of a new ``running`` operation, for :data:`_INSERT` and its kin; its
+    times are the statement's (``request_timeout``: ``None`` for one written finished,
+    whose request has ended)."""
     return {
         "id": fields.id,
         "global_request_id": fields.global_request_id,
@@ -161,9 +165,9 @@ def _row(
         "user_id": fields.user_id,
         "state": OperationState.RUNNING.value,
         "ttl_seconds": ttl_seconds,
-        "request_deadline": None if request_timeout is None else created_at + request_timeout,
-        "created_at": created_at,
-        "updated_at": now,
+        "op_request_timeout": None
+        if request_timeout is None
+        else request_timeout.total_seconds(),
     }
 
 
@@ -178,7 +182,6 @@ def open_operation(
     *,
     ttl: timedelta | None = DEFAULT_TTL,
     request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT,
-    now: datetime | None = None,
 ) -> OperationChange:
     """Insert a ``running`` operation; one statement, no commit.
 
@@ -187,8 +190,7 @@ def open_operation(
         this long, the reaper ends it (:func:`end_lost_request`).
     """
     request_timeout = check_request_timeout(request_timeout)
-    row = _row(fields, _ttl_seconds(ttl), now or utcnow(), request_timeout)
-    connection.execute(_INSERT, row)
+    connection.execute(_INSERT, _row(fields, _ttl_seconds(ttl), request_timeout))
     return OperationChange(
         fields.id, OperationState.RUNNING.value, None, fields.method, fields.path
     )
@@ -199,7 +201,6 @@ def open_or_count(
     pending: RequestOperation,
     count: int,
     *,
-    now: datetime,
     notify: Iterable[str | None] = (),
 ) -> bool:
     """Write the request's operation with ``count`` more pending tasks; one statement.
@@ -213,7 +214,7 @@ def open_or_count(
         the database can (PostgreSQL: no round trip of its own).
     :returns: whether ``notify`` was sent.
     """
-    row = _row(pending.fields, pending.ttl_seconds, now, pending.request_timeout)
+    row = _row(pending.fields, pending.ttl_seconds, pending.request_timeout)
     row["tasks_pending"] = count
     statement = _open_or_count(connection.dialect.name)
     if connection.dialect.name != "postgresql":
@@ -234,7 +235,6 @@ def write_finished(
     http_status: int,
     *,
     target: Target = _NO_TARGET,
-    now: datetime | None = None,
 ) -> OperationChange | None:
     """Write the operation of a request that spawned nothing, already finished; one statement.
 
@@ -243,31 +243,17 @@ def write_finished(
 
     :returns: the finished operation's change.
     """
-    now = now or utcnow()
     action, resource_type, resource_id = target.cleaned()
     fields = replace(
         pending.fields, action=action, resource_type=resource_type, resource_id=resource_id
     )
-    row = _row(fields, pending.ttl_seconds, now, None)
+    row = _row(fields, pending.ttl_seconds, None)
     del row["state"]  # the statement's: from the status
-    row.update(
-        op_status=http_status,
-        finished_at=now,
-        expires_at=None
-        if pending.ttl_seconds is None
-        else now + timedelta(seconds=pending.ttl_seconds),
-    )
+    row.update(op_status=http_status, op_ttl=pending.ttl_seconds)
     try:
         state = connection.execute(_INSERT_FINISHED, row).scalar_one()
     except IntegrityError:
-        return end_request(
-            connection,
-            fields.id,
-            http_status,
-            target=target,
-            ttl_seconds=pending.ttl_seconds,
-            now=now,
-        )
+        return end_request(connection, fields.id, http_status, target=target)
     return OperationChange(fields.id, state, http_status, fields.method, fields.path)
 
 
@@ -277,9 +263,7 @@ def end_request(
     http_status: int,
     *,
     target: Target = _NO_TARGET,
-    ttl_seconds: int | _FromRow | None = _FROM_ROW,
     read_back: bool = True,
-    now: datetime | None = None,
 ) -> OperationChange | None:
     """Record the response status, and finish the operation if no task is active; one statement.
 
@@ -287,27 +271,20 @@ def end_request(
     workers finishing tasks at the same moment: the update serialises with
     their count updates on the row and reads the counts they left, and a
     worker finishes the operation only once the status is there, so exactly
-    one party finishes it.
+    one party finishes it. A finished operation expires after the ttl it was
+    opened with (its row's).
 
     :param target: what the request did, as far as known; ``None`` values keep
         what was recorded.
-    :param ttl_seconds: how long the operation is kept once finished, as it
-        was opened with (``None`` keeps it); read from its row (one statement
-        more) when not given.
     :param read_back: where ``UPDATE ... RETURNING`` is missing (MariaDB), read
         the row back (one statement more) to tell whether this finished it;
         without it, the answer is ``None``.
     :returns: the finished operation's change, or ``None`` while tasks still run.
     """
-    now = now or utcnow()
     action, resource_type, resource_id = target.cleaned()
-    if isinstance(ttl_seconds, _FromRow):
-        ttl_seconds = connection.execute(_READ_TTL, {"op_id": operation_id}).scalar()
     params = {
         "op_id": operation_id,
         "op_status": http_status,
-        "op_now": now,
-        "op_expires": None if ttl_seconds is None else now + timedelta(seconds=ttl_seconds),
         "op_action": action,
         "op_resource_type": resource_type,
         "op_resource_id": resource_id,
@@ -323,7 +300,7 @@ def end_request(
         row = connection.execute(_READ_ENDED, params).one_or_none()
     else:
         row = None
-    if row is None or row.finished_at != now or row.state == OperationState.RUNNING:
+    if row is None or row.state == OperationState.RUNNING or not row.ended_here:
         return None
     return OperationChange(operation_id, row.state, http_status, row.method, row.path)
 
@@ -332,7 +309,6 @@ def end_requests(
     connection: Connection,
     ends: Sequence[RequestEnd],
     *,
-    now: datetime,
     read_back: bool = False,
 ) -> list[OperationChange]:
     """Record the ends of many requests in one statement (an ``executemany`` of
@@ -340,7 +316,10 @@ def end_requests(
 
     Each end finishes its operation when no task of it is active, as
     :func:`end_request` does; an operation that already has its status (its end
-    written before) is left alone, so an end is never written twice.
+    written before) is left alone, so an end is never written twice. Every end
+    of the round is at one time, the database's, read once for the round (one
+    statement a round, whatever its size), which also tells the operations it
+    finished from those a worker finished since.
 
     :param read_back: read the operations this finished (one statement more),
         to announce them.
@@ -348,22 +327,21 @@ def end_requests(
     """
     if not ends:
         return []
+    now = read_now(connection)
     rows = []
     for end in sorted(ends, key=lambda e: e.operation_id):  # one lock order for every writer
         action, resource_type, resource_id = end.target.cleaned()
-        ttl = end.ttl_seconds
         rows.append(
             {
                 "op_id": end.operation_id,
                 "op_status": end.http_status,
                 "op_now": now,
-                "op_expires": None if ttl is None else now + timedelta(seconds=ttl),
                 "op_action": action,
                 "op_resource_type": resource_type,
                 "op_resource_id": resource_id,
             }
         )
-    connection.execute(_END, rows)
+    connection.execute(_END_ROUND, rows)
     ids = [end.operation_id for end in ends]
     notify_changed(connection, ids)
     if not read_back:
@@ -380,36 +358,59 @@ def count_task_transition(
     old_state: str | None,
     new_state: str,
     *,
-    now: datetime | None = None,
     count: int = 1,
 ) -> OperationChange | None:
     """Move ``count`` tasks of an operation from ``old_state`` (``None``: new) to ``new_state``.
 
     :returns: the operation's change when this finished it, else ``None``.
     """
-    now = now or utcnow()
-    params = {"op_id": operation_id, "op_now": now, "op_count": count}
+    params = {"op_id": operation_id, "op_count": count}
     if new_state in ACTIVE_TASK_STATES:
         connection.execute(_COUNT[old_state, new_state], params)
         return None
     if connection.dialect.update_returning:
         # One round trip: the count moved, and the row as it left it (to finish it).
         row = connection.execute(_COUNT_RETURNING[old_state, new_state], params).one_or_none()
-        return None if row is None else _finish_if_done(connection, operation_id, now, row)
+        return None if row is None else _finish_if_done(connection, operation_id, row)
     if connection.execute(_COUNT[old_state, new_state], params).rowcount == 0:
         return None
-    return _finish_if_done(connection, operation_id, now)
+    return _finish_if_done(connection, operation_id)
 
 
 # The statements of every mutating request and task transition, built once:
 # building and coercing a statement costs more than its round trip to SQLite.
-# Bind names are prefixed, as an UPDATE may not reuse a column's name.
+# Bind names are prefixed, as an UPDATE may not reuse a column's name. Their
+# times are the database's (db_now), computed where they run.
 _ID = bindparam("op_id", type_=_T.c.id.type)
-_NOW = bindparam("op_now", type_=_T.c.updated_at.type)
 _STATUS = bindparam("op_status", type_=_T.c.http_status.type)
-_EXPIRES = bindparam("op_expires", type_=_T.c.expires_at.type)
 #: No task of the operation is active.
 _IDLE = (_T.c.tasks_pending == 0) & (_T.c.tasks_running == 0)
+
+
+class _ended_at(ColumnElement[Any]):
+    """The time the request's end is recorded at (:data:`_END`), kept for the read back.
+
+    On MariaDB, which has no ``UPDATE ... RETURNING``, the end's time goes into
+    a variable of the connection as it is written, so that the read back can
+    tell an operation this end finished from one a worker finished just after.
+    """
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+    def __init__(self, *, keep: bool) -> None:
+        self.keep = keep
+
+
+@compiles(_ended_at)
+def _ended_at_default(element: _ended_at, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(db_now(), **kw)
+
+
+@compiles(_ended_at, "mysql")
+@compiles(_ended_at, "mariadb")
+def _ended_at_mysql(element: _ended_at, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(@tt_ended := UTC_TIMESTAMP(6))" if element.keep else "@tt_ended"
 
 
 def _final_state(
@@ -435,47 +436,85 @@ def _final_state(
     )
 
 
-_INSERT = insert(_T)
+#: A new running operation: its times the database's; its request's deadline
+#: ``op_request_timeout`` seconds on (``NULL``: none).
+_OPENED = {
+    "created_at": db_now(),
+    "updated_at": db_now(),
+    "request_deadline": later(db_now(), bindparam("op_request_timeout", type_=Float())),
+}
+_INSERT = insert(_T).values(_OPENED)
 #: A request that spawned nothing: its operation, finished (no task, so only its status counts).
 _INSERT_FINISHED = (
     insert(_T)
-    .values(state=_final_state(_STATUS, literal(0), literal(0)), http_status=_STATUS)
+    .values(
+        {
+            **_OPENED,
+            "state": _final_state(_STATUS, literal(0), literal(0)),
+            "http_status": _STATUS,
+            "finished_at": db_now(),
+            "expires_at": later(db_now(), bindparam("op_ttl", type_=Float())),
+        }
+    )
     .returning(_T.c.state)
 )
-_ENDED = (_T.c.state, _T.c.method, _T.c.path, _T.c.finished_at)
-_END = (
-    update(_T)
-    .where(_T.c.id == _ID, _T.c.http_status.is_(None), _T.c.state == OperationState.RUNNING.value)
-    .values(
-        http_status=_STATUS,
-        request_deadline=None,
-        updated_at=_NOW,
-        # None keeps what was recorded.
-        action=func.coalesce(bindparam("op_action", type_=String), _T.c.action),
-        resource_type=func.coalesce(
-            bindparam("op_resource_type", type_=String), _T.c.resource_type
-        ),
-        resource_id=func.coalesce(bindparam("op_resource_id", type_=String), _T.c.resource_id),
-        # Finished here when no task is active. The status is the parameter,
-        # not the column: MariaDB would read the column as this update set it.
-        state=case(
-            (_IDLE, _final_state(_STATUS, _T.c.tasks_failed, _T.c.tasks_cancelled)),
-            else_=_T.c.state,
-        ),
-        finished_at=case((_IDLE, _NOW), else_=None),
-        expires_at=case((_IDLE, _EXPIRES), else_=None),
+_ENDED_AT = _ended_at(keep=True)
+#: The end finished the operation (with RETURNING: its own row as it left it).
+_ENDED = (_T.c.state, _T.c.method, _T.c.path, _T.c.finished_at.is_not(None).label("ended_here"))
+
+
+def _end_statement(ended_at: ColumnElement[Any]) -> Update:
+    """The end of a request at ``ended_at``: its status, and its finish when no task is
+    active (expiring after the operation's own ttl)."""
+    return (
+        update(_T)
+        .where(
+            _T.c.id == _ID, _T.c.http_status.is_(None), _T.c.state == OperationState.RUNNING.value
+        )
+        .values(
+            http_status=_STATUS,
+            request_deadline=None,
+            updated_at=ended_at,
+            # None keeps what was recorded.
+            action=func.coalesce(bindparam("op_action", type_=String), _T.c.action),
+            resource_type=func.coalesce(
+                bindparam("op_resource_type", type_=String), _T.c.resource_type
+            ),
+            resource_id=func.coalesce(
+                bindparam("op_resource_id", type_=String), _T.c.resource_id
+            ),
+            # Finished here when no task is active. The status is the parameter,
+            # not the column: MariaDB would read the column as this update set it.
+            state=case(
+                (_IDLE, _final_state(_STATUS, _T.c.tasks_failed, _T.c.tasks_cancelled)),
+                else_=_T.c.state,
+            ),
+            finished_at=case((_IDLE, ended_at), else_=None),
+            expires_at=case((_IDLE, later(ended_at, _T.c.ttl_seconds)), else_=None),
+        )
     )
-)
+
+
+#: One request's end, at the database's time when it runs.
+_END = _end_statement(_ENDED_AT)
+#: A round of ends (the end writer's), at the database's time read for the round.
+_ROUND_AT = bindparam("op_now", type_=_T.c.updated_at.type)
+_END_ROUND = _end_statement(_ROUND_AT)
 _END_RETURNING = _END.returning(*_ENDED)
 #: Sends :func:`notify_changed`'s NOTIFY for the ids in ``op_notify``, from the
 #: statement returning it (PostgreSQL), so that it costs no round trip.
 _NOTIFIED = select(func.count(func.pg_notify(CHANGES_CHANNEL, _CHANGED))).scalar_subquery()
 _END_RETURNING_NOTIFIED = _END.returning(*_ENDED, _NOTIFIED)
-_READ_ENDED = select(*_ENDED).where(_T.c.id == _ID)
+_READ_ENDED = select(
+    _T.c.state,
+    _T.c.method,
+    _T.c.path,
+    func.coalesce(_T.c.finished_at == _ended_at(keep=False), False).label("ended_here"),
+).where(_T.c.id == _ID)
 #: The operations a round of ends finished (their finishing time is the round's).
 _READ_ENDED_MANY = select(_T.c.id, _T.c.state, _T.c.http_status, _T.c.method, _T.c.path).where(
     _T.c.id.in_(bindparam("op_ids", expanding=True)),
-    _T.c.finished_at == _NOW,
+    _T.c.finished_at == _ROUND_AT,
     _T.c.state != OperationState.RUNNING.value,
 )
 #: What deciding to finish an operation reads of it.
@@ -496,14 +535,14 @@ _FINISH = (
         state=_final_state(
             _T.c.http_status, _T.c.tasks_failed, _T.c.tasks_cancelled, _T.c.error_code
         ),
-        finished_at=_NOW,
-        updated_at=_NOW,
-        expires_at=_EXPIRES,
+        finished_at=db_now(),
+        updated_at=db_now(),
+        # The ttl it was opened with, which its row keeps (NULL keeps it).
+        expires_at=later(db_now(), _T.c.ttl_seconds),
     )
 )
 # The reaper's end of a request that never recorded one: a compare-and-set on
 # the deadline, so a late end of the request, or another reaper, wins or loses whole.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The operation never had a task.
 _NO_TASK = (
     _T.c.tasks_pending
@@ -516,25 +555,31 @@ _NO_TASK = (
 _REQUEST_LOST_MESSAGE = "its request never recorded its end, and spawned no task"
 
 
-def _overdue(cutoff: Any, started_before: Any) -> ColumnElement[bool]:
+#: Seconds back from now to the start of the requests an operator bounds (negative;
+#: ``NULL``: no bound).
+_BOUND = bindparam("op_bound", type_=Float())
+
+
+def _overdue() -> ColumnElement[bool]:
+    """The request is past its deadline, or started before the operator's bound."""
     # Only requests in flight have a deadline, so the index on it keeps both
     # branches short however many operations there are.
     overdue: ColumnElement[bool] = _T.c.request_deadline.is_not(None) & (
-        (_T.c.request_deadline <= cutoff) | (_T.c.created_at <= started_before)
+        (_T.c.request_deadline <= db_now()) | (_T.c.created_at <= later(db_now(), _BOUND))
     )
     return overdue
 
 
+def _bound(request_timeout: timedelta | None) -> float | None:
+    return None if request_timeout is None else -request_timeout.total_seconds()
+
+
 _END_LOST = (
     update(_T)
-    .where(
-        _T.c.id == _ID,
-        _T.c.http_status.is_(None),
-        _overdue(_NOW, bindparam("op_started_before", type_=_T.c.created_at.type)),
-    )
+    .where(_T.c.id == _ID, _T.c.http_status.is_(None), _overdue())
     .values(
         request_deadline=None,
-        updated_at=_NOW,
+        updated_at=db_now(),
         # With no task at all, nothing else will say what became of it.
         error_code=case((_NO_TASK, REQUEST_LOST), else_=_T.c.error_code),
         error_message=case((_NO_TASK, _REQUEST_LOST_MESSAGE), else_=_T.c.error_message),
@@ -543,7 +588,6 @@ _END_LOST = (
 
 _FINISH_RETURNING = _FINISH.returning(_T.c.state)
 _READ_STATE = select(_T.c.state).where(_T.c.id == _ID)
-_READ_TTL = select(_T.c.ttl_seconds).where(_T.c.id == _ID)
 
 
 def _open_or_count(dialect: str) -> Insert:
@@ -557,14 +601,16 @@ def _open_or_count(dialect: str) -> Insert:
     }
     statement: Insert
     if dialect in ("mysql", "mariadb"):
-        mysql_insert = mysql.insert(_T)
+        mysql_insert = mysql.insert(_T).values(_OPENED)
         statement = mysql_insert.on_duplicate_key_update(
             tasks_pending=_T.c.tasks_pending + mysql_insert.inserted.tasks_pending,
             updated_at=mysql_insert.inserted.updated_at,
             **reopen,
         )
     else:
-        upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
+        upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T).values(
+            _OPENED
+        )
         statement = upsert.on_conflict_do_update(
             index_elements=[_T.c.id],
             set_={
@@ -584,7 +630,7 @@ _OPEN_OR_COUNT: dict[str, Insert] = {}
 
 def _count_statement(old_state: str | None, new_state: str) -> Update:
     count = bindparam("op_count", type_=_T.c.tasks_pending.type)
-    values: dict[str, object] = {"updated_at": _NOW}
+    values: dict[str, object] = {"updated_at": db_now()}
     if old_state is not None:
         values[f"tasks_{old_state}"] = _T.c[f"tasks_{old_state}"] - count
     values[f"tasks_{new_state}"] = _T.c[f"tasks_{new_state}"] + count
@@ -608,7 +654,7 @@ _COUNT_RETURNING: Mapping[tuple[str | None, str], Update] = MappingProxyType(
 
 
 def _finish_if_done(
-    connection: Connection, operation_id: str, now: datetime, row: Any = None
+    connection: Connection, operation_id: str, row: Any = None
 ) -> OperationChange | None:
     """Finish the operation if its request has ended and no task is active.
 
@@ -625,11 +671,7 @@ def _finish_if_done(
         or not row.idle
     ):
         return None
-    params = {
-        "op_id": operation_id,
-        "op_now": now,
-        "op_expires": None if row.ttl_seconds is None else now + timedelta(seconds=row.ttl_seconds),
-    }
+    params = {"op_id": operation_id}
     if connection.dialect.update_returning:
         state = connection.execute(_FINISH_RETURNING, params).scalar()
     elif connection.execute(_FINISH, params).rowcount == 1:
@@ -642,7 +684,7 @@ def _finish_if_done(
 
 
 def lost_requests(
-    connection: Connection, *, now: datetime, limit: int, request_timeout: timedelta | None = None
+    connection: Connection, *, limit: int, request_timeout: timedelta | None = None
 ) -> list[str]:
     """Up to ``limit`` operations whose request is past its deadline without an end,
     locked (``SKIP LOCKED`` where the database has it) until the transaction ends.
@@ -650,23 +692,16 @@ def lost_requests(
     :param request_timeout: also those whose request started longer ago than
         this, whatever their own deadline.
     """
-    started_before = _EPOCH if request_timeout is None else now - request_timeout
-    query = (
-        select(_T.c.id)
-        .where(_overdue(now, started_before))
-        .order_by(_T.c.request_deadline)
-        .limit(limit)
-    )
+    query = select(_T.c.id).where(_overdue()).order_by(_T.c.request_deadline).limit(limit)
     if supports_skip_locked(connection):
         query = query.with_for_update(skip_locked=True)
-    return list(connection.execute(query).scalars())
+    return list(connection.execute(query, {"op_bound": _bound(request_timeout)}).scalars())
 
 
 def end_lost_request(
     connection: Connection,
     operation_id: str,
     *,
-    now: datetime,
     request_timeout: timedelta | None = None,
 ) -> tuple[bool, OperationChange | None]:
     """End the request of an operation past its deadline: its state follows its tasks.
@@ -678,13 +713,12 @@ def end_lost_request(
     :returns: whether this ended the request, and the operation's change when
         this finished the operation too.
     """
-    started_before = _EPOCH if request_timeout is None else now - request_timeout
     result = connection.execute(
-        _END_LOST, {"op_id": operation_id, "op_now": now, "op_started_before": started_before}
+        _END_LOST, {"op_id": operation_id, "op_bound": _bound(request_timeout)}
     )
     if result.rowcount != 1:
         return False, None
-    return True, _finish_if_done(connection, operation_id, now)
+    return True, _finish_if_done(connection, operation_id)
 
 
 def orphaned_operations(connection: Connection, *, limit: int) -> list[str]:
@@ -717,9 +751,7 @@ def orphaned_operations(connection: Connection, *, limit: int) -> list[str]:
     return list(connection.execute(candidates).scalars())
 
 
-def settle_operation(
-    connection: Connection, operation_id: str, now: datetime
-) -> OperationChange | None:
+def settle_operation(connection: Connection, operation_id: str) -> OperationChange | None:
     """Count the active tasks of an operation that vanished with their resource as cancelled.
 
     The operation's row is locked first (the lock every task transition and
@@ -747,7 +779,7 @@ def settle_operation(
     gone_pending = max(0, row.tasks_pending - states.count(TaskState.PENDING.value))
     gone_running = max(0, row.tasks_running - states.count(TaskState.RUNNING.value))
     if gone_pending + gone_running == 0:
-        return _finish_if_done(connection, operation_id, now)
+        return _finish_if_done(connection, operation_id)
     result = cast(
         CursorResult[Any],
         connection.execute(
@@ -762,11 +794,11 @@ def settle_operation(
                 tasks_pending=_T.c.tasks_pending - gone_pending,
                 tasks_running=_T.c.tasks_running - gone_running,
                 tasks_cancelled=_T.c.tasks_cancelled + gone_pending + gone_running,
-                updated_at=now,
+                updated_at=db_now(),
             )
         ),
     )
     if result.rowcount != 1:
         return None  # its counts moved meanwhile: the next sweep looks again
     notify_changed(connection, [operation_id])
-    return _finish_if_done(connection, operation_id, now)
+    return _finish_if_done(connection, operation_id)

@@ -15,16 +15,14 @@ A bridge publishes a task once it is committed ``pending`` (see
 The message is only a pointer: starting the task is a compare-and-set, so
 publishing twice costs a skipped delivery, never a second run.
 
-Every time here is the database's (one clock for every host): the sweeper
-reads it once per transaction (:func:`database_now`), marks are written with
-the server's own ``now``.
+Every time here is the database's (one clock for every host, see
+:mod:`tasktoolkit.orm._clock`), compared and written in the statements, and
+whether a task may run is the one rule of :mod:`tasktoolkit.orm._ready`.
 
 Example::
 
     with sessions.begin() as session:
-        now = database_now(session.connection())
-        found = to_publish(session, ["l2_wiring"], now=now, sweep_after=timedelta(minutes=1),
-                           limit=500)
+        found = to_publish(session, ["l2_wiring"], sweep_after=timedelta(minutes=1), limit=500)
         send(found)
         mark_published(session.connection(), [t.task_id for t in found], again=True)
 """
@@ -33,25 +31,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, literal, literal_column, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
+from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._engine import supports_skip_locked
+from tasktoolkit.orm._ready import not_ready, ready, ready_for
 from tasktoolkit.orm._records import attempts_table
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._states import TaskState
-from tasktoolkit.orm._types import UTCDateTime
 
 __all__ = [
     "Recorded",
     "ToPublish",
     "backoffs",
-    "database_now",
     "mark_published",
     "recorded",
     "to_publish",
@@ -84,56 +81,17 @@ class Recorded:
     retry_in: float | None = None
 
 
-def _now_sql(dialect: str) -> Any:
-    """The database server's current time, as the dialect stores the toolkit's times."""
-    if dialect == "postgresql":
-        return func.now()
-    if dialect in ("mysql", "mariadb"):
-        return func.utc_timestamp(6)
-    # SQLite keeps UTC as ISO text with microseconds (SQLAlchemy's format): 'now' has millis.
-    return func.strftime("%Y-%m-%d %H:%M:%f", "now").concat("000")
-
-
-def database_now(connection: Connection) -> datetime:
-    """The database server's current time (UTC): one read, for a transaction's comparisons."""
-    return _as_utc(connection.execute(select(_now_sql(connection.dialect.name))).scalar_one())
-
-
-def _as_utc(value: object) -> datetime:
-    """The server's time as a driver returns it (SQLite: text; MariaDB: naive UTC), aware."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else cast(datetime, value)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _elapsed(dialect: str, since: Any, seconds: Any, now: datetime) -> ColumnElement[bool]:
-    """``since`` + ``seconds`` (a column of whole seconds) is at or before ``now``, in SQL."""
-    moment = literal(now, UTCDateTime())
-    if dialect == "postgresql":
-        condition = since + func.make_interval(0, 0, 0, 0, 0, 0, seconds) <= moment
-    elif dialect in ("mysql", "mariadb"):
-        condition = func.timestampadd(literal_column("SECOND"), seconds, since) <= moment
-    else:  # SQLite: julianday() reads the ISO text as days
-        condition = func.julianday(since) + seconds / 86400.0 <= func.julianday(moment)
-    return cast(ColumnElement[bool], condition)
-
-
-def _may_run(now: datetime) -> ColumnElement[bool]:
-    """Whether a pending task may start at ``now``: its retry's backoff is over."""
-    return or_(_T.c.not_before.is_(None), _T.c.not_before <= now)
-
-
 def to_publish(
     session: Session,
     names: Iterable[str],
     *,
-    now: datetime,
     sweep_after: timedelta,
     limit: int,
 ) -> list[ToPublish]:
-    """Up to ``limit`` pending tasks named one of ``names`` that a sweeper publishes at ``now``
+    """Up to ``limit`` pending tasks named one of ``names`` that a sweeper publishes now
     (the database's time), oldest first:
 
-    - never published (since they were last made pending), and able to run
+    - never published (since they were last made pending), and ready to run
       since ``sweep_after`` at least (spawned, and any backoff over, by then);
     - then published but not started within their ``redeliver_after`` from
       their publish and from the end of their backoff (``again``).
@@ -147,32 +105,21 @@ def to_publish(
     wanted = sorted(set(names))
     if not wanted:
         return []
-    dialect = session.get_bind().dialect.name
-    waited = now - sweep_after
     columns = (_T.c.id, _T.c.name, _T.c.queue)
     never = (
         select(*columns)
-        .where(
-            _T.c.state == TaskState.PENDING.value,
-            _T.c.published_at.is_(None),
-            _T.c.created_at <= waited,
-            _may_run(waited),
-            _T.c.name.in_(wanted),
-        )
+        .where(ready_for(sweep_after), _T.c.published_at.is_(None), _T.c.name.in_(wanted))
         .order_by(_T.c.created_at)
     )
+    redeliver = _T.c.redeliver_after
     overdue = (
         select(*columns)
         .where(
-            _T.c.state == TaskState.PENDING.value,
+            ready(),
             _T.c.published_at.is_not(None),
             _T.c.name.in_(wanted),
-            _may_run(now),
-            _elapsed(dialect, _T.c.published_at, _T.c.redeliver_after, now),
-            or_(
-                _T.c.not_before.is_(None),
-                _elapsed(dialect, _T.c.not_before, _T.c.redeliver_after, now),
-            ),
+            later(_T.c.published_at, redeliver) <= db_now(),
+            or_(_T.c.not_before.is_(None), later(_T.c.not_before, redeliver) <= db_now()),
         )
         .order_by(_T.c.published_at)
     )
@@ -203,20 +150,17 @@ def mark_published(connection: Connection, task_ids: Sequence[str], *, again: bo
     where = [_T.c.id.in_(sorted(task_ids)), _T.c.state == TaskState.PENDING.value]
     if not again:
         where.append(_T.c.published_at.is_(None))
-    connection.execute(
-        update(_T).where(*where).values(published_at=_now_sql(connection.dialect.name))
-    )
+    connection.execute(update(_T).where(*where).values(published_at=db_now()))
 
 
 def backoffs(connection: Connection, task_ids: Sequence[str]) -> dict[str, float]:
-    """The seconds left of the backoff of those of these tasks whose retry waits for it
+    """The seconds left of the backoff of those of these tasks not ready to run yet
     (measured on the database's clock)."""
     if not task_ids:
         return {}
-    now = _now_sql(connection.dialect.name)
     rows = connection.execute(
-        select(_T.c.id, _T.c.not_before, now.label("now")).where(
-            _T.c.id.in_(sorted(task_ids)), _T.c.not_before > now
+        select(_T.c.id, _T.c.not_before, db_now().label("now")).where(
+            _T.c.id.in_(sorted(task_ids)), not_ready()
         )
     )
     return {row.id: _seconds_between(row.now, row.not_before) for row in rows}
@@ -231,7 +175,7 @@ def recorded(connection: Connection, task_id: str, attempt: int) -> Recorded | N
     and the task went back for another attempt (or was handed back).
     """
     a = attempts_table
-    now = _now_sql(connection.dialect.name)
+    now = db_now()
     row = connection.execute(
         select(
             _T.c.state,
@@ -261,6 +205,6 @@ def recorded(connection: Connection, task_id: str, attempt: int) -> Recorded | N
     return Recorded(TaskState.PENDING.value, row.error_code, row.error_message, retry_in=retry_in)
 
 
-def _seconds_between(now: object, later: datetime) -> float:
-    """Seconds from ``now`` (as the server gave it) to ``later``; 0 when past."""
-    return max((later - _as_utc(now)).total_seconds(), 0.0)
+def _seconds_between(now: datetime, moment: datetime) -> float:
+    """Seconds from ``now`` (the server's) to ``moment``; 0 when past."""
+    return max((moment - now).total_seconds(), 0.0)

@@ -3,8 +3,8 @@
 Everything the HTTP endpoints show is read through these functions, so the
 rules of the contract live in one place:
 
-- expired records (``expires_at <= now``) are never returned; pending and
-  running ones never expire, so they always are;
+- expired records (``expires_at <= now``, on the database's clock) are never
+  returned; pending and running ones never expire, so they always are;
 - a :class:`Scope` limits records to one project unless it allows all;
 - lists are ordered by ``sort_key`` then ``id`` (default ``created_at desc,
   id desc``) and paginated by *marker*, the id of the last record seen. A page
@@ -36,9 +36,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import InvalidFilterError, OperationNotFoundError, TaskNotFoundError
+from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._records import Operation, Task
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
-from tasktoolkit.orm._types import utcnow
 
 __all__ = [
     "ALL_PROJECTS",
@@ -138,7 +138,7 @@ class Page(Generic[_R]):
     has_more: bool = False
 
 
-def _live(model: type[Task] | type[Operation], now: datetime) -> ColumnElement[bool]:
+def _live(model: type[Task] | type[Operation]) -> ColumnElement[bool]:
     # Active records are shown whatever their expires_at says: only finished
     # records expire, and a stray value must not hide work in progress.
     active = (
@@ -146,7 +146,7 @@ def _live(model: type[Task] | type[Operation], now: datetime) -> ColumnElement[b
         if model is Task
         else Operation.state == OperationState.RUNNING.value
     )
-    return or_(model.expires_at.is_(None), model.expires_at > now, active)
+    return or_(model.expires_at.is_(None), model.expires_at > db_now(), active)
 
 
 def _scoped(model: type[Task] | type[Operation], scope: Scope) -> list[ColumnElement[bool]]:
@@ -166,7 +166,6 @@ def _filters(
     model: type[Task] | type[Operation],
     params: ListParams,
     scope: Scope,
-    now: datetime,
 ) -> list[ColumnElement[bool]]:
     _check_time(params.changes_since, "changes-since")
     _check_time(params.changes_before, "changes-before")
@@ -176,7 +175,7 @@ def _filters(
         and params.changes_before < params.changes_since
     ):
         raise InvalidFilterError("changes-before is earlier than changes-since")
-    where = [_live(model, now), *_scoped(model, scope)]
+    where = [_live(model), *_scoped(model, scope)]
     if params.states:
         where.append(model.state.in_(sorted(set(params.states))))
     if params.names:
@@ -229,7 +228,6 @@ def _page(
     model: type[_R],
     params: ListParams,
     scope: Scope,
-    now: datetime | None,
     sort_keys: Sequence[str],
 ) -> Page[_R]:
     if isinstance(params.limit, bool) or not isinstance(params.limit, int):
@@ -244,8 +242,7 @@ def _page(
         )
     if params.sort_dir not in ListParams.SORT_DIRS:
         raise InvalidFilterError(f"sort_dir: {params.sort_dir!r} is not one of asc, desc")
-    now = now or utcnow()
-    where = _filters(model, params, scope, now)
+    where = _filters(model, params, scope)
     column: InstrumentedAttribute[Any] = getattr(model, params.sort_key)
     ident: InstrumentedAttribute[str] = model.id
     descending = params.sort_dir == "desc"
@@ -278,25 +275,25 @@ def _page(
 
 
 def list_tasks(
-    session: Session, params: ListParams, *, scope: Scope, now: datetime | None = None
+    session: Session, params: ListParams, *, scope: Scope
 ) -> Page[Task]:
     """One page of the tasks ``scope`` may see that match ``params``.
 
     :raises InvalidFilterError: a bad state, limit, sort, time range or marker.
     """
     _check_states(params, TaskState, "a task state")
-    return _page(session, Task, params, scope, now, ListParams.TASK_SORT_KEYS)
+    return _page(session, Task, params, scope, ListParams.TASK_SORT_KEYS)
 
 
 def list_operations(
-    session: Session, params: ListParams, *, scope: Scope, now: datetime | None = None
+    session: Session, params: ListParams, *, scope: Scope
 ) -> Page[Operation]:
     """One page of the operations ``scope`` may see that match ``params``.
 
     :raises InvalidFilterError: a bad state, limit, sort, time range or marker.
     """
     _check_states(params, OperationState, "an operation state")
-    return _page(session, Operation, params, scope, now, ListParams.OPERATION_SORT_KEYS)
+    return _page(session, Operation, params, scope, ListParams.OPERATION_SORT_KEYS)
 
 
 def _check_states(params: ListParams, states: type[StrEnum], what: str) -> None:
@@ -312,13 +309,13 @@ def get_task(
     scope: Scope,
     resource_type: str | None = None,
     resource_id: str | None = None,
-    now: datetime | None = None,
+
 ) -> Task:
     """The task ``task_id`` if ``scope`` may see it (and, when given, it is on that resource).
 
     :raises TaskNotFoundError: no such live task, or one the caller may not see.
     """
-    where = [Task.id == task_id, _live(Task, now or utcnow()), *_scoped(Task, scope)]
+    where = [Task.id == task_id, _live(Task), *_scoped(Task, scope)]
     if resource_type is not None:
         where.append(Task.resource_type == resource_type)
     if resource_id is not None:
@@ -330,7 +327,7 @@ def get_task(
 
 
 def get_operation(
-    session: Session, operation_id: str, *, scope: Scope, now: datetime | None = None
+    session: Session, operation_id: str, *, scope: Scope
 ) -> Operation:
     """The operation ``operation_id`` if ``scope`` may see it.
 
@@ -339,7 +336,7 @@ def get_operation(
     operation = session.execute(
         select(Operation).where(
             Operation.id == operation_id,
-            _live(Operation, now or utcnow()),
+            _live(Operation),
             *_scoped(Operation, scope),
         )
     ).scalar_one_or_none()
@@ -349,12 +346,12 @@ def get_operation(
 
 
 def operation_tasks(
-    session: Session, operation_id: str, *, scope: Scope, now: datetime | None = None
+    session: Session, operation_id: str, *, scope: Scope
 ) -> list[Task]:
     """The live tasks of an operation that ``scope`` may see, oldest first."""
     statement = (
         select(Task)
-        .where(Task.request_id == operation_id, _live(Task, now or utcnow()), *_scoped(Task, scope))
+        .where(Task.request_id == operation_id, _live(Task), *_scoped(Task, scope))
         .order_by(Task.created_at, Task.id)
         .options(_WITH_ATTEMPTS)
     )

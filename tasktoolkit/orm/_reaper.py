@@ -1,18 +1,32 @@
 """The reaper: what no worker or request will finish, it finishes.
 
 Nothing stays active for ever: every active record has a deadline, and
-:func:`reap` enforces them all, in this order:
+:func:`reap` enforces them all, on the database's clock (never the reaper
+host's: see :mod:`tasktoolkit.orm._clock`), in this order:
 
 - a ``running`` task whose last heartbeat is older than its own
   ``heartbeat_timeout`` is taken from its worker (:func:`reap_lost`):
   cancelled when cancellation had been asked, re-queued after its backoff
   while its attempts allow, else failed with error code ``worker_lost``;
-- a ``pending`` task past its ``start_deadline`` (its name's start timeout)
-  is failed with code ``not_started`` (:func:`fail_not_started`);
+- a ``pending`` task past its ``start_deadline`` (its name's start timeout,
+  from the moment it became ready) is failed with code ``not_started``
+  (:func:`fail_not_started`);
 - an operation whose request has not recorded its end by its
   ``request_deadline`` has its request ended: its state then follows its
   tasks, ``failed`` with code ``request_lost`` when it has none;
 - an operation whose active tasks vanished with their resource is settled.
+
+An outage takes no task from a healthy worker: while the database is away no
+worker can heartbeat, and when it comes back every heartbeat looks old. So
+the reapers keep a *watch* in the database (``tasktoolkit_reaper_watch``):
+every pass records when it looked, and a pass that finds the last look older
+than twice ``every`` and a second (the database was out of every reaper's
+sight, or no reaper ran) starts the watch anew. A worker is called lost only
+when both its last heartbeat and the watch are older than its heartbeat
+timeout, so after an outage each worker has its whole timeout to heartbeat
+again. Run reapers at least every ``every``; an outage shorter than that
+allowance is not seen, so keep it under the shortest heartbeat timeout less
+the time between two heartbeats.
 
 Each move goes through the same compare-and-set as every other move of a
 task or operation (so a worker that heartbeats, or a request that ends, in
@@ -24,7 +38,7 @@ few statements however many finished rows the tables hold.
 
 Example::
 
-    result = reap(engine)
+    result = reap(engine, every=timedelta(seconds=10))     # from a loop, every 10 s
     result.failed, result.requeued, result.not_started, result.requests
 """
 
@@ -32,21 +46,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import func, literal, literal_column, select
+from sqlalchemy import Float, bindparam, case, func, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import TaskToolkitError
 from tasktoolkit.hooks import Event, Hooks, hooks_of
+from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._deadline import deadline as within
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._events import queue_operation_finished
+from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._lifespan import check_batch_size
 from tasktoolkit.orm._operations import (
     check_request_timeout,
@@ -55,6 +73,7 @@ from tasktoolkit.orm._operations import (
     orphaned_operations,
     settle_operation,
 )
+from tasktoolkit.orm._records import reaper_watch_table as _W
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._states import TaskState
@@ -64,9 +83,8 @@ from tasktoolkit.orm._transitions import (
     fail_not_started,
     reap_lost,
 )
-from tasktoolkit.orm._types import UTCDateTime, utcnow
 
-__all__ = ["NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
+__all__ = ["DEFAULT_EVERY", "NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
 
 #: Why the reaper moves rows, as its ``reaped`` events say (``Event.reason``): a
 #: lost worker's task (failed, re-queued or cancelled), a task not started by its
@@ -74,6 +92,13 @@ __all__ = ["NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
 #: vanished with their resource.
 REAP_REASONS = (WORKER_LOST, NOT_STARTED, "request_lost", "orphaned")
 
+#: How often reapers are expected to pass, by default (the longest the docs advise).
+DEFAULT_EVERY = timedelta(minutes=1)
+#: The one watch all reapers share.
+_WATCH = "reapers"
+#: Seconds a pass may come late, beyond twice ``every``, without breaking the watch (a
+#: busy host schedules a reaper's thread late; a shorter outage costs no worker anything).
+_SLACK = 1.0
 
 @dataclass(frozen=True, slots=True)
 class ReapResult:
@@ -104,20 +129,46 @@ class ReapResult:
         return ReapResult(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
-def _lost(dialect: str, now: datetime) -> ColumnElement[bool]:
-    """No heartbeat for longer than the task's own timeout, in SQL (as :func:`reap_lost`)."""
-    seen: Any = func.coalesce(_T.c.heartbeat_at, _T.c.started_at, _T.c.updated_at)
-    moment = literal(now, UTCDateTime())
-    if dialect == "postgresql":
-        deadline: Any = seen + func.make_interval(0, 0, 0, 0, 0, 0, _T.c.heartbeat_timeout)
-        condition = deadline < moment
-    elif dialect in ("mysql", "mariadb"):
-        condition = (
-            func.timestampadd(literal_column("SECOND"), _T.c.heartbeat_timeout, seen) < moment
+def _watch(dialect: str) -> Insert:
+    """Record a reaper's look: the watch goes on, or, after a gap longer than
+    ``tt_gap`` seconds since the last look, starts anew; one statement."""
+    gap = bindparam("tt_gap", type_=Float())
+    row = {"name": _WATCH, "since": db_now(), "seen_at": db_now()}
+    if dialect in ("mysql", "mariadb"):
+        upsert_mysql = mysql.insert(_W).values(row)
+        # In this order: ``since`` reads the last look before it is overwritten.
+        return upsert_mysql.on_duplicate_key_update(
+            [
+                ("since", case((_W.c.seen_at < later(db_now(), -gap), db_now()), else_=_W.c.since)),
+                ("seen_at", db_now()),
+            ]
         )
-    else:  # SQLite keeps datetimes as ISO text; julianday() reads them as days
-        condition = func.julianday(seen) + _T.c.heartbeat_timeout / 86400.0 < func.julianday(moment)
-    return cast(ColumnElement[bool], condition)
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_W).values(row)
+    return upsert.on_conflict_do_update(
+        index_elements=[_W.c.name],
+        set_={
+            "since": case((_W.c.seen_at < later(db_now(), -gap), db_now()), else_=_W.c.since),
+            "seen_at": db_now(),
+        },
+    )
+
+
+_WATCHES = {name: _watch(name) for name in ("postgresql", "sqlite", "mysql")}
+#: The reapers' last recorded look, and the database's now.
+_LAST_LOOK = select(_W.c.seen_at, db_now()).where(_W.c.name == _WATCH)
+#: When the reapers' current watch began.
+_WATCHED_SINCE = select(_W.c.since).where(_W.c.name == _WATCH).scalar_subquery()
+
+
+def _lost() -> ColumnElement[bool]:
+    """Silent for longer than its own heartbeat timeout, and watched that long (see the
+    module docs), on the database's clock (as :func:`reap_lost` decides)."""
+    seen: Any = func.coalesce(_T.c.heartbeat_at, _T.c.started_at, _T.c.updated_at)
+    timeout = _T.c.heartbeat_timeout
+    return cast(
+        ColumnElement[bool],
+        (later(seen, timeout) < db_now()) & (later(_WATCHED_SINCE, timeout) <= db_now()),
+    )
 
 
 def _candidates(
@@ -149,11 +200,26 @@ def _moved(session: Session, ids: list[str], move: Callable[[str], Any]) -> list
     return moved
 
 
-def _lost_batch(session: Session, *, now: datetime, limit: int) -> ReapResult:
-    lost = _lost(session.get_bind().dialect.name, now)
+def _look(session: Session, every: timedelta) -> None:
+    """Record a reaper's look in the watch, when the last one recorded is older than half
+    of ``every``: a read each pass, a write now and then (on SQLite a write takes the
+    file's one writer's lock from the workers)."""
+    last = session.execute(_LAST_LOOK).one_or_none()
+    if last is not None and last[1] - last[0] < every / 2:
+        return
+    dialect = session.get_bind().dialect.name
+    statement = _WATCHES["mysql" if dialect == "mariadb" else dialect]
+    session.execute(statement, {"tt_gap": 2 * every.total_seconds() + _SLACK})
+
+
+def _lost_batch(session: Session, *, limit: int, watch: timedelta | None) -> ReapResult:
+    """One batch of lost workers' tasks; the first of a pass (``watch``: how often reapers
+    run) records the reapers' look first."""
+    if watch is not None:
+        _look(session, watch)
     running = _T.c.state == TaskState.RUNNING.value
-    ids = _candidates(session, running & lost, [_T.c.created_at, _T.c.id], limit)
-    moved = _moved(session, ids, lambda task_id: reap_lost(session, task_id, now=now))
+    ids = _candidates(session, running & _lost(), [_T.c.created_at, _T.c.id], limit)
+    moved = _moved(session, ids, lambda task_id: reap_lost(session, task_id))
     by_state = {s: tuple(i for i, state in moved if state == s) for s in TaskState}
     result = ReapResult(
         failed=by_state[TaskState.FAILED],
@@ -164,39 +230,38 @@ def _lost_batch(session: Session, *, now: datetime, limit: int) -> ReapResult:
 
 
 def _not_started_batch(
-    session: Session, *, now: datetime, limit: int, started_before: datetime | None
+    session: Session, *, limit: int, start_timeout: timedelta | None
 ) -> ReapResult:
-    overdue = _T.c.start_deadline <= now
-    if started_before is not None:
-        overdue = overdue | (_T.c.not_before.is_(None) & (_T.c.created_at <= started_before))
+    overdue = _T.c.start_deadline <= db_now()
+    if start_timeout is not None:
+        spawned_before = later(db_now(), -start_timeout)
+        overdue = overdue | (_T.c.not_before.is_(None) & (_T.c.created_at <= spawned_before))
     pending = _T.c.state == TaskState.PENDING.value
     ids = _candidates(session, pending & overdue, [_T.c.start_deadline], limit)
     moved = _moved(
         session,
         ids,
-        lambda task_id: fail_not_started(session, task_id, now=now, started_before=started_before),
+        lambda task_id: fail_not_started(session, task_id, start_timeout=start_timeout),
     )
     return ReapResult(not_started=tuple(i for i, _ in moved))
 
 
 def _requests_batch(
-    session: Session, *, now: datetime, limit: int, request_timeout: timedelta | None
+    session: Session, *, limit: int, request_timeout: timedelta | None
 ) -> ReapResult:
     connection = session.connection()
-    ids = lost_requests(connection, now=now, limit=limit, request_timeout=request_timeout)
+    ids = lost_requests(connection, limit=limit, request_timeout=request_timeout)
     ended = []
     for operation_id in ids:
-        done, change = end_lost_request(
-            connection, operation_id, now=now, request_timeout=request_timeout
-        )
+        done, change = end_lost_request(connection, operation_id, request_timeout=request_timeout)
         queue_operation_finished(session, change)
         if done:
             ended.append(operation_id)
     return ReapResult(requests=tuple(ended))
 
 
-def _settle(session: Session, *, operation_id: str, now: datetime) -> ReapResult:
-    change = settle_operation(session.connection(), operation_id, now)
+def _settle(session: Session, *, operation_id: str) -> ReapResult:
+    change = settle_operation(session.connection(), operation_id)
     queue_operation_finished(session, change)
     return ReapResult(operations=() if change is None else (operation_id,))
 
@@ -206,22 +271,22 @@ _Batch = Callable[[Session], ReapResult]
 
 def _drain(
     sessions: sessionmaker[Session],
-    batch: Callable[[datetime], _Batch],
-    now: datetime | None,
+    batch: Callable[[bool], _Batch],
     seconds: float | None,
     retryable: RetryPredicate | None,
     hooks: Hooks,
 ) -> ReapResult:
-    """Run ``batch`` in transactions of its own until one moves nothing.
+    """Run ``batch`` (told whether it is the first) in transactions of its own until
+    one moves nothing.
 
     Not until one finds fewer rows than its limit: another reaper's locks
     make a batch find fewer while more rows are left.
     """
     total = ReapResult()
+    first = True
     while True:
-        result = in_transaction(
-            sessions, batch(now or utcnow()), seconds=seconds, predicate=retryable
-        )
+        result = in_transaction(sessions, batch(first), seconds=seconds, predicate=retryable)
+        first = False
         if result == ReapResult():
             return total
         _announce(hooks, result)
@@ -242,10 +307,10 @@ def _announce(hooks: Hooks, result: ReapResult) -> None:
 def reap(
     bind: Engine,
     *,
-    now: datetime | None = None,
     batch_size: int = 500,
     request_timeout: timedelta | None = None,
     start_timeout: timedelta | None = None,
+    every: timedelta = DEFAULT_EVERY,
     deadline: float | None = DEFAULT_DEADLINE,
     retryable: RetryPredicate | None = None,
 ) -> ReapResult:
@@ -256,6 +321,10 @@ def reap(
         than this, whatever the request timeout they were opened with.
     :param start_timeout: also fail the tasks pending since their spawn for
         longer than this, whatever their name's start timeout.
+    :param every: how often reapers run (from a loop, cron, a timer): a pass
+        that finds the reapers' last look older than twice this and a second
+        starts their watch anew, and no worker is called lost before the
+        watch has lasted its heartbeat timeout (see the module docs).
     :param deadline: seconds each transaction may take; one whose database does
         not answer in time is given up and run once more on a fresh connection,
         then raises SQLAlchemy's ``OperationalError``. ``None``: no limit.
@@ -268,29 +337,30 @@ def reap(
         check_request_timeout(request_timeout)
     if start_timeout is not None:
         check_request_timeout(start_timeout, "start_timeout")
+    if not isinstance(every, timedelta) or not timedelta(0) < every <= MAX_TTL:
+        raise ValueError(f"every must be a timedelta over 0 and within {MAX_TTL.days} days")
     seconds = check_deadline(deadline)
     sessions = short_sessions(bind)
 
-    def not_started(moment: datetime) -> _Batch:
-        started_before = None if start_timeout is None else moment - start_timeout
-        return partial(_not_started_batch, now=moment, limit=limit, started_before=started_before)
+    def lost(first: bool) -> _Batch:
+        return partial(_lost_batch, limit=limit, watch=every if first else None)
 
-    def requests(moment: datetime) -> _Batch:
-        return partial(_requests_batch, now=moment, limit=limit, request_timeout=request_timeout)
+    def not_started(first: bool) -> _Batch:
+        return partial(_not_started_batch, limit=limit, start_timeout=start_timeout)
 
-    def lost(moment: datetime) -> _Batch:
-        return partial(_lost_batch, now=moment, limit=limit)
+    def requests(first: bool) -> _Batch:
+        return partial(_requests_batch, limit=limit, request_timeout=request_timeout)
 
     hooks = hooks_of(bind)
     total = ReapResult()
     for batch in (lost, not_started, requests):
-        total += _drain(sessions, batch, now, seconds, retryable, hooks)
+        total += _drain(sessions, batch, seconds, retryable, hooks)
     with within(seconds), sessions() as session:
         orphans = orphaned_operations(session.connection(), limit=limit)
     for operation_id in orphans:
         settled = in_transaction(
             sessions,
-            partial(_settle, operation_id=operation_id, now=now or utcnow()),
+            partial(_settle, operation_id=operation_id),
             seconds=seconds,
             predicate=retryable,
         )

@@ -41,13 +41,15 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from tasktoolkit.hooks import TRACE_CONTEXT_LENGTH
+from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._states import TERMINAL_TASK_STATES, OperationState, TaskState
-from tasktoolkit.orm._types import JSONObject, UTCDateTime, exact_string, utcnow
+from tasktoolkit.orm._types import JSONObject, UTCDateTime, exact_string
 
 __all__ = [
     "NAMING_CONVENTION",
     "IdempotencyKey",
     "Operation",
+    "ReaperWatch",
     "RecordBase",
     "Task",
     "TaskAttempt",
@@ -55,6 +57,7 @@ __all__ = [
     "idempotency_keys_table",
     "metadata",
     "operations_table",
+    "reaper_watch_table",
     "tasks_table",
 ]
 
@@ -142,8 +145,8 @@ class Operation(RecordBase):
     tasks_succeeded: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     tasks_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     tasks_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=db_now())
+    updated_at: Mapped[datetime] = mapped_column(default=db_now())
     finished_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     #: When the notification of its end was handed to the broker; ``None`` until
@@ -230,9 +233,9 @@ class Task(RecordBase):
     published_at: Mapped[datetime | None]
     #: Seconds a published task may stay pending before a bridge publishes it again.
     redeliver_after: Mapped[int] = mapped_column(Integer, default=900, server_default=text("900"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=db_now())
     started_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=db_now())
     finished_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     #: What the worker reported with its success: a JSON object of at most 16 KiB.
@@ -261,10 +264,6 @@ class Task(RecordBase):
     def is_terminal(self) -> bool:
         """Whether the task has reached a final state."""
         return self.state in TERMINAL_TASK_STATES
-
-    def is_expired(self, now: datetime | None = None) -> bool:
-        """Whether the task's time-to-live has run out."""
-        return self.expires_at is not None and self.expires_at <= (now or utcnow())
 
     def __repr__(self) -> str:
         return _repr(self, "id", "resource_type", "resource_id", "name", "state")
@@ -295,7 +294,7 @@ class IdempotencyKey(RecordBase):
         ),
         index=True,
     )
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=db_now())
     status: Mapped[int | None] = mapped_column(Integer)
     #: The replayed headers, as a JSON list of ``[name, value]`` pairs.
     headers: Mapped[str | None] = mapped_column(Text)
@@ -331,8 +330,31 @@ class TaskAttempt(RecordBase):
         return _repr(self, "task_id", "number", "outcome")
 
 
+class ReaperWatch(RecordBase):
+    """Since when the reapers have watched the database without a gap (one row per watch).
+
+    Every pass of a reaper writes it (the database's times): a pass that finds
+    the last one older than its allowance (the database was out of every
+    reaper's sight meanwhile) starts the watch anew, and a worker is called
+    lost only once the watch, like its silence, has lasted its heartbeat
+    timeout (see :mod:`tasktoolkit.orm._reaper`).
+    """
+
+    __tablename__ = "tasktoolkit_reaper_watch"
+
+    name: Mapped[str] = mapped_column(exact_string(64), primary_key=True)
+    #: When the current watch began.
+    since: Mapped[datetime]
+    #: When a reaper last looked.
+    seen_at: Mapped[datetime]
+
+    def __repr__(self) -> str:
+        return _repr(self, "name", "since", "seen_at")
+
+
 #: The tables behind the records, typed as Core tables for statements.
 operations_table = cast(Table, Operation.__table__)
 tasks_table = cast(Table, Task.__table__)
 idempotency_keys_table = cast(Table, IdempotencyKey.__table__)
 attempts_table = cast(Table, TaskAttempt.__table__)
+reaper_watch_table = cast(Table, ReaperWatch.__table__)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     Column,
+    Float,
     ForeignKey,
     Index,
     and_,
@@ -78,11 +79,13 @@ from tasktoolkit.errors import (
     TransientResourceError,
 )
 from tasktoolkit.hooks import SpawnInfo, hooks_of
+from tasktoolkit.orm._clock import db_now, read_now
 from tasktoolkit.orm._events import change_of, record_moves
+from tasktoolkit.orm._ready import start_deadline
 from tasktoolkit.orm._records import Task, tasks_table
 from tasktoolkit.orm._rules import DEFAULT_NAME, DEFAULT_RULES, TaskRules, check_rules_table
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, TaskState
-from tasktoolkit.orm._types import UTCDateTime, utcnow
+from tasktoolkit.orm._types import UTCDateTime
 
 __all__ = [
     "ResourceStatus",
@@ -215,13 +218,12 @@ class TaskResource:
 
 
 def _live(table: Any) -> ColumnElement[bool]:
-    """Not expired, by the clock when the statement runs (not when it is built).
+    """Not expired, by the database's clock when the statement runs (not when it is built).
 
     A host may build ``select(Port).where(Port.task_status == "error")`` once
     and reuse it; a relationship's loader is built once too.
     """
-    now = bindparam("tt_now", type_=UTCDateTime(), callable_=utcnow, unique=True)
-    return or_(table.c.expires_at.is_(None), table.c.expires_at > now)
+    return or_(table.c.expires_at.is_(None), table.c.expires_at > db_now())
 
 
 def _status_expression(info: _ResourceInfo, pk: Any) -> ColumnElement[str]:
@@ -331,18 +333,52 @@ def _session_of(resource: TaskResource) -> Session:
     return session
 
 
-def _spawn_time(session: Session) -> datetime:
-    """Now, but strictly after the previous spawn in ``session``.
+#: When a spawn's tasks are created: the database's time, but strictly after the
+#: previous spawn of the session (``tt_after``), so that a later spawn sorts after it
+#: even where the clock repeats a moment (SQLite's has milliseconds).
+_AFTER = bindparam("tt_after", type_=UTCDateTime())
+_SPAWNED_AT = case((_AFTER > db_now(), _AFTER), else_=db_now())
+#: Every row of a spawn in one statement; the times it wrote come back with the rows.
+_SPAWN = (
+    insert(tasks_table)
+    .values(
+        created_at=_SPAWNED_AT,
+        updated_at=_SPAWNED_AT,
+        # Its name's start timeout (``tt_start``, NULL: none) counts from its spawn.
+        start_deadline=start_deadline(_SPAWNED_AT, bindparam("tt_start", type_=Float())),
+    )
+    .returning(
+        tasks_table.c.created_at, tasks_table.c.start_deadline, sort_by_parameter_order=True
+    )
+)
 
-    The clock can repeat a microsecond (or step back); a later spawn in the same
-    session must still sort after an earlier one.
-    """
-    now = utcnow()
+
+def _insert_spawned(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert the spawn's rows, and set on each the times the database gave it."""
+    connection = session.connection()
     last = session.info.get(_LAST_SPAWN)
-    if isinstance(last, datetime) and now <= last:
-        now = last + timedelta(microseconds=1)
-    session.info[_LAST_SPAWN] = now
-    return now
+    after = None if last is None else last + timedelta(microseconds=1)
+    for row in rows:
+        row["tt_after"] = after
+    written: list[tuple[datetime, datetime | None]]
+    if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
+        written = [(r[0], r[1]) for r in connection.execute(_SPAWN, rows)]
+    else:  # no INSERT ... RETURNING (MySQL): one read of the server's time first
+        now = read_now(connection)
+        at = now if after is None or now > after else after
+        for row in rows:
+            row.update(created_at=at, updated_at=at)
+            row["start_deadline"] = start_deadline(at, row["tt_start"])
+        connection.execute(insert(tasks_table), [_columns(row) for row in rows])
+        written = [(row["created_at"], row["start_deadline"]) for row in rows]
+    for row, (created_at, deadline) in zip(rows, written, strict=True):
+        row.update(created_at=created_at, updated_at=created_at, start_deadline=deadline)
+    session.info[_LAST_SPAWN] = max(created_at for created_at, _ in written)
+
+
+def _columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's columns, without the spawn statement's own parameters."""
+    return {key: value for key, value in row.items() if not key.startswith("tt_")}
 
 
 def _persistent_task(row: dict[str, Any]) -> Task:
@@ -412,30 +448,26 @@ def _spawn(
     trace_context: str | None,
 ) -> list[Task]:
     """Insert the checked ``items`` and count them; see :func:`spawn_tasks`."""
-    now = _spawn_time(session)
     options = {
         "message": message,
         "not_before": None,
         "queue": queue,
         "request_id": ctx.operation_id if ctx else None,
         "user_id": ctx.user_id if ctx else None,
-        "created_at": now,
-        "updated_at": now,
         "trace_context": trace_context,
     }
     rows = _rows(items, options, ctx.project_id if ctx else None, rules)
-    # One Core INSERT of every row (executemany, batched into multi-row VALUES by
-    # the dialect), then the Task objects made straight from the same values:
-    # building each object through its instrumented __init__ and flushing it
-    # through the unit of work costs more than the INSERT itself, and
-    # INSERT ... RETURNING doubles the statement's time on PostgreSQL.
-    connection.execute(insert(tasks_table), rows)
-    created = [_persistent_task(row) for row in rows]
+    # One Core INSERT of every row (batched into multi-row VALUES by the
+    # dialect), returning only the times the database gave them, then the Task
+    # objects made straight from the same values: building each object through
+    # its instrumented __init__ and flushing it through the unit of work costs
+    # more than the INSERT itself.
+    _insert_spawned(session, rows)
+    created = [_persistent_task(_columns(row)) for row in rows]
     session.add_all(created)  # detached -> persistent: no SQL
     record_moves(
         session,
         [change_of(task, None) for task in created],
-        now=now,
         opening=ctx.operation if ctx is not None else None,
     )
     for resource, _ in items:
@@ -487,7 +519,11 @@ def _rows(
         key = (info.resource_type, name)
         if key not in applied:
             named = rules if rules is not None else info.cls.task_rules(name)
-            applied[key] = named.row_values(options["created_at"])
+            timeout = named.start_timeout
+            applied[key] = {
+                **named.row_values(),
+                "tt_start": None if timeout is None else timeout.total_seconds(),
+            }
         row = {
             **options,
             **applied[key],

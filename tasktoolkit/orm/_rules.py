@@ -30,13 +30,14 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cached_property, lru_cache
 from types import MappingProxyType
 from typing import Any
 
 from tasktoolkit._checks import TASK_NAME
 from tasktoolkit.errors import InvalidTaskRulesError, InvalidTTLError
+from tasktoolkit.orm._clock import Moment, later
 from tasktoolkit.orm._expiry import DEFAULT_TTL, MAX_TTL, check_ttl
 from tasktoolkit.orm._states import TERMINAL_TASK_STATES
 
@@ -193,13 +194,13 @@ class TaskRules:
             sort_keys=True,
         )
 
-    def row_values(self, now: datetime) -> dict[str, Any]:
-        """The columns of a task spawned at ``now`` under these rules."""
+    def row_values(self) -> dict[str, Any]:
+        """The columns of a task spawned under these rules (its start deadline counts
+        from its spawn, on the database's clock: see :mod:`tasktoolkit.orm._ready`)."""
         return {
             "max_attempts": self.max_attempts,
             "heartbeat_timeout": math.ceil(self.heartbeat_timeout.total_seconds()),
             "redeliver_after": math.ceil(self.redelivery.total_seconds()),
-            "start_deadline": None if self.start_timeout is None else now + self.start_timeout,
             "rules": self.encoded,
         }
 
@@ -223,16 +224,10 @@ class RowRules:
         full = min(self.backoff_cap, self.backoff * 2 ** min(max(attempt - 1, 0), 60))
         return timedelta(seconds=full * (1 - self.jitter * random.random()))
 
-    def start_deadline(self, not_before: datetime) -> datetime | None:
-        """When a task claimable from ``not_before`` must have started."""
-        if self.start_timeout is None:
-            return None
-        return not_before + timedelta(seconds=self.start_timeout)
-
-    def expires_at(self, finished_at: datetime, state: str) -> datetime | None:
+    def expires_at(self, finished_at: Moment, state: str) -> Moment | None:
         """When a task that finished in ``state`` at ``finished_at`` expires."""
         ttl = self.ttl.get(state, DEFAULT_TTL.total_seconds())
-        return None if ttl is None else finished_at + timedelta(seconds=ttl)
+        return None if ttl is None else later(finished_at, ttl)
 
 
 @lru_cache(maxsize=256)

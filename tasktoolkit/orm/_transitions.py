@@ -45,7 +45,7 @@ from sqlalchemy import Select, case, insert, inspect, null, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 from tasktoolkit._checks import UNSTORABLE, storable
 from tasktoolkit.errors import (
@@ -58,8 +58,10 @@ from tasktoolkit.errors import (
     TaskNotFoundError,
     TaskNotHeldError,
 )
+from tasktoolkit.orm._clock import Moment, db_now, later
 from tasktoolkit.orm._events import change_of, queue_cancel_asked, record_moves
 from tasktoolkit.orm._operations import notify_changed
+from tasktoolkit.orm._ready import start_deadline
 from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
@@ -73,7 +75,7 @@ from tasktoolkit.orm._states import (
     TaskState,
     parse_task_state,
 )
-from tasktoolkit.orm._types import json_text, utcnow
+from tasktoolkit.orm._types import json_text
 
 __all__ = [
     "HANDED_BACK",
@@ -92,6 +94,7 @@ __all__ = [
     "hand_back",
     "known_task",
     "not_held",
+    "note_refused",
     "reap_lost",
     "report_progress",
     "start_oldest",
@@ -208,38 +211,53 @@ class _Change:
     attempt: dict[str, Any] | None = None
 
 
-#: Decides, from the task as read, the change to write, or the error to refuse with.
-_Decide = Callable[[Task], "_Change | Exception"]
+#: Decides, from the task as read and the database's time of that read, the change to
+#: write, or the error to refuse with.
+_Decide = Callable[[Task, Moment], "_Change | Exception"]
 
 
-def _load(session: Session, task_id: str, *, lock: bool) -> Task:
+def _load(session: Session, task_id: str, *, lock: bool) -> tuple[Task, datetime]:
+    """The task as committed, and the database's time, read in one statement."""
     # A retry reads with a lock: under REPEATABLE READ (MariaDB) a plain read
     # would keep returning the snapshot the failed compare-and-set was based on.
     # For the same reason a change is never refused on a plain read: the refusal
     # is confirmed on a locking read, which sees the latest committed row.
-    task = session.get(Task, task_id, populate_existing=True, with_for_update=lock or None)
-    if task is None:
+    query = select(Task, db_now()).where(Task.id == task_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.execute(query.execution_options(populate_existing=True)).one_or_none()
+    if row is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
-    return task
+    return row[0], row[1]
 
 
-def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: datetime) -> Task:
+def _read_time(now: Moment) -> datetime:
+    """``now`` as a value: a decision on times is made from a read, never a snapshot."""
+    if not isinstance(now, datetime):
+        raise TypeError("this move decides on times: it reads the task, not a snapshot")
+    return now
+
+
+def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
     """The read / decide / compare-and-set / retry loop of every change of a task.
 
+    The database's time comes with the read of the task: every time the
+    change writes is that one (one clock, see :mod:`tasktoolkit.orm._clock`).
     A task the caller already holds a snapshot of (:func:`known_task`, a
-    worker's claimed task) is not read first: the compare-and-set then also
-    requires every column a decision reads to be as in the snapshot, so a
-    stale one costs a locked read and a second decision, never a wrong move.
+    worker's claimed task) is not read first: the times are then computed in
+    the statements themselves, and the compare-and-set also requires every
+    column a decision reads to be as in the snapshot, so a stale one costs a
+    locked read and a second decision, never a wrong move.
     """
     snapshot = _known(session, task_id)
     for attempt in range(_MAX_RETRIES):
         locked = attempt > 0
-        task = (
-            snapshot
-            if snapshot is not None and not locked
-            else _load(session, task_id, lock=locked)
-        )
-        change = decide(task)
+        now: Moment
+        if snapshot is not None and not locked:
+            task, now = snapshot, db_now()
+        else:
+            task, now = _load(session, task_id, lock=locked)
+        change = decide(task, now)
         if isinstance(change, Exception):
             if locked:
                 raise change
@@ -251,23 +269,32 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str, now: date
         if result.rowcount != 1:
             continue  # another process changed it first: read again and decide again
         old_state, started_at = task.state, task.started_at
+        moved_at = now if isinstance(now, datetime) else None
         if change.attempt is not None:
-            _end_attempt(session, task, change.attempt, now)
+            moved_at = _end_attempt(session, task, change.attempt, now)
         for key, value in change.values.items():
-            set_committed_value(task, key, value)
+            # A time computed in the statement is not known here: the snapshot
+            # keeps its own (the job that holds it is done with it).
+            if not isinstance(value, ClauseElement):
+                set_committed_value(task, key, value)
         if change.target is not None:
             _refresh_active_tasks(session, task)
             outcome = None if change.attempt is None else change.attempt["outcome"]
-            moved = change_of(task, old_state, outcome=outcome, moved_at=now, ended=started_at)
-            record_moves(session, [moved], now=now)
+            moved = change_of(
+                task, old_state, outcome=outcome, moved_at=moved_at, ended=started_at
+            )
+            record_moves(session, [moved])
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
     raise InvalidTransitionError(task_id, "contended", what)
 
 
-def _end_attempt(session: Session, task: Task, outcome: dict[str, Any], now: datetime) -> None:
-    """Write the row of the attempt that ``task`` (as read, still ``running``) ends now."""
+def _end_attempt(
+    session: Session, task: Task, outcome: dict[str, Any], now: Moment
+) -> datetime | None:
+    """Write the row of the attempt that ``task`` (as read, still ``running``) ends now;
+    the time it ended (computed in the statement, returned where the database can)."""
     row = {
         "task_id": task.id,
         "number": task.attempts,
@@ -279,7 +306,17 @@ def _end_attempt(session: Session, task: Task, outcome: dict[str, Any], now: dat
         "error_traceback": None,
         **outcome,
     }
-    session.execute(insert(attempts_table), row)
+    statement = insert(attempts_table).values(row)
+    if isinstance(now, datetime):
+        session.execute(statement)
+        return now
+    if not session.get_bind().dialect.insert_returning:
+        session.execute(statement)
+        return None
+    ended: datetime = session.execute(
+        statement.returning(attempts_table.c.finished_at)
+    ).scalar_one()
+    return ended
 
 
 def _attempt_of(target: TaskState, values: dict[str, Any]) -> dict[str, Any]:
@@ -340,10 +377,10 @@ def _move(
     expected: TaskState | None,
     host: str | None,
     held: bool,
-    now: datetime,
+    now: Moment,
     values: dict[str, Any],
 ) -> _Change | Exception:
-    """The change moving ``task`` (as read) to ``target``, or why it may not move."""
+    """The change moving ``task`` (as read) to ``target`` at ``now``, or why it may not move."""
     current = parse_task_state(task.state)
     if (expected is not None and current != expected) or target not in TRANSITIONS[current]:
         return InvalidTransitionError(task.id, current.value, target.value)
@@ -368,14 +405,15 @@ def _move(
 
 
 def _requeue(
-    task: Task, now: datetime, *, delay: timedelta, message: str, attempt: dict[str, Any]
+    task: Task, now: Moment, *, delay: timedelta, message: str, attempt: dict[str, Any]
 ) -> _Change:
-    """The change putting a ``running`` task back to ``pending``, claimable after ``delay``.
+    """The change putting a ``running`` task back to ``pending``, ready after ``delay``.
 
     Its next attempt starts afresh: no host, no progress; the one that ended
-    is kept in its attempt row (``attempt``: its outcome and error).
+    is kept in its attempt row (``attempt``: its outcome and error). Its start
+    deadline counts from the end of the backoff, when it becomes ready again.
     """
-    not_before = now + delay
+    not_before = later(now, delay)
     written = {
         "state": TaskState.PENDING.value,
         "updated_at": now,
@@ -385,7 +423,7 @@ def _requeue(
         "progress": None,
         "cancel_requested": False,
         "not_before": not_before,
-        "start_deadline": row_rules(task.rules).start_deadline(not_before),
+        "start_deadline": start_deadline(not_before, row_rules(task.rules).start_timeout),
         "published_at": None,  # a queue bridge publishes it again
         "message": _message(message),
     }
@@ -398,7 +436,7 @@ def _retry_delay(task: Task) -> timedelta:
     return row_rules(task.rules).delay(task.attempts)
 
 
-def _started(now: datetime, host: str | None, *, previous: Any) -> dict[str, Any]:
+def _started(now: Moment, host: str | None, *, previous: Any) -> dict[str, Any]:
     """What a start writes: ``pending`` -> ``running``, the attempt counted, held by ``host``.
 
     :param previous: the attempts before this one (a number, or the column). After
@@ -427,7 +465,6 @@ def start_oldest(
     candidates: Select[Any],
     *,
     host: str,
-    now: datetime,
     count: int,
     also: ColumnElement[Any],
 ) -> list[tuple[Task, Any]]:
@@ -437,7 +474,8 @@ def start_oldest(
 
     The same move as :func:`start_task`, without reading the rows first: the
     locked rows are ``pending`` (the query says so, and the lock holds them),
-    and the ``UPDATE`` checks it again.
+    and the ``UPDATE`` checks it again. The start's times are the database's,
+    returned with the rows.
 
     :param also: one more value to return per task (a scalar subquery on the row).
     :returns: the started tasks, oldest first, each with its ``also``.
@@ -454,7 +492,7 @@ def start_oldest(
     statement = (
         update(Task)
         .where(Task.id == first.c.id, Task.state == TaskState.PENDING.value)
-        .values(_started(now, host, previous=Task.attempts))
+        .values(_started(db_now(), host, previous=Task.attempts))
         .returning(Task, also)
     )
     rows = session.execute(statement, execution_options={"synchronize_session": False})
@@ -462,8 +500,12 @@ def start_oldest(
     for task, _ in started:
         _refresh_active_tasks(session, task)
     if started:
-        moves = [change_of(task, TaskState.PENDING.value, moved_at=now) for task, _ in started]
-        record_moves(session, moves, now=now)
+        # The start's time is the database's, returned with each row.
+        moves = [
+            change_of(task, TaskState.PENDING.value, moved_at=task.started_at)
+            for task, _ in started
+        ]
+        record_moves(session, moves)
     return started
 
 
@@ -476,7 +518,6 @@ def transition(
     host: str | None = None,
     held: bool = False,
     values: dict[str, Any] | None = None,
-    now: datetime | None = None,
 ) -> Task:
     """Move a task to ``to_state``; the general form of the moves below.
 
@@ -493,25 +534,24 @@ def transition(
     expected_state = None if expected is None else parse_task_state(expected)
     if held:
         host, expected_state = check_host(host), TaskState.RUNNING
-    moment = now or utcnow()
     extra = values or {}
 
-    def decide(task: Task) -> _Change | Exception:
+    def decide(task: Task, now: Moment) -> _Change | Exception:
         return _move(
-            task, target, expected=expected_state, host=host, held=held, now=moment, values=extra
+            task, target, expected=expected_state, host=host, held=held, now=now, values=extra
         )
 
-    return _apply_as(session, task_id, decide, target.value, moment, host if held else None)
+    return _apply_as(session, task_id, decide, target.value, host if held else None)
 
 
 def _apply_as(
-    session: Session, task_id: str, decide: _Decide, what: str, now: datetime, holder: str | None
+    session: Session, task_id: str, decide: _Decide, what: str, holder: str | None
 ) -> Task:
     """:func:`_apply`; for a worker's report (``holder``), a refusal says who holds the task."""
     if holder is None:
-        return _apply(session, task_id, decide, what, now)
+        return _apply(session, task_id, decide, what)
     try:
-        return _apply(session, task_id, decide, what, now)
+        return _apply(session, task_id, decide, what)
     except (InvalidTransitionError, TaskNotHeldError):
         # The task is not running any more (the reaper failed or re-queued it):
         # for the worker, that is a task it does not hold.
@@ -527,13 +567,9 @@ def not_held(session: Session, task_id: str, host: str) -> TaskNotHeldError:
     return TaskNotHeldError(f"task {task_id} is not held by {host!r}: it is {row.state}{where}")
 
 
-def start_task(
-    session: Session, task_id: str, *, host: str | None = None, now: datetime | None = None
-) -> Task:
+def start_task(session: Session, task_id: str, *, host: str | None = None) -> Task:
     """``pending`` -> ``running``, recording the worker ``host``."""
-    return transition(
-        session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=host, now=now
-    )
+    return transition(session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=host)
 
 
 def succeed_task(
@@ -543,7 +579,6 @@ def succeed_task(
     message: str | None = None,
     result: dict[str, Any] | None = None,
     host: str | None = None,
-    now: datetime | None = None,
 ) -> Task:
     """``running`` -> ``succeeded`` (progress 100).
 
@@ -553,7 +588,7 @@ def succeed_task(
     :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
     """
     values = {} if result is None else {"result": check_result(result)}
-    return _end_run(session, task_id, TaskState.SUCCEEDED, message, host, now, values)
+    return _end_run(session, task_id, TaskState.SUCCEEDED, message, host, values)
 
 
 def _end_run(
@@ -562,7 +597,6 @@ def _end_run(
     target: TaskState,
     message: str | None,
     host: str | None,
-    now: datetime | None,
     values: dict[str, Any] | None = None,
 ) -> Task:
     """``running`` -> ``target`` with an optional message; held by ``host`` when given."""
@@ -577,7 +611,6 @@ def _end_run(
         host=host,
         held=host is not None,
         values=written,
-        now=now,
     )
 
 
@@ -590,7 +623,6 @@ def fail_task(
     traceback: str | None = None,
     host: str | None = None,
     retry: bool = False,
-    now: datetime | None = None,
 ) -> Task:
     """``pending`` or ``running`` -> ``failed`` with an error code and message.
 
@@ -600,15 +632,14 @@ def fail_task(
     :param traceback: kept for admins only (its last 16000 characters).
     :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
     :param retry: the failure is retryable: a ``running`` task whose
-        ``max_attempts`` allow another attempt goes back to ``pending``, claimable
-        after its backoff (``not_before``); the last failure is final.
+        ``max_attempts`` allow another attempt goes back to ``pending``, ready
+        again after its backoff (``not_before``); the last failure is final.
     """
     error = _error(code, message, traceback)
     held = host is not None
     holder = check_host(host) if held else None
-    moment = now or utcnow()
 
-    def decide(task: Task) -> _Change | Exception:
+    def decide(task: Task, now: Moment) -> _Change | Exception:
         if (
             retry
             and task.state == TaskState.RUNNING
@@ -620,7 +651,7 @@ def fail_task(
             why = f"attempt {task.attempts} of {task.max_attempts} failed ({code})"
             return _requeue(
                 task,
-                moment,
+                now,
                 delay=delay,
                 message=f"{why}; retrying in {delay.total_seconds():.1f} s",
                 attempt={"outcome": TaskState.FAILED.value, **error},
@@ -632,14 +663,14 @@ def fail_task(
             expected=expected,
             host=holder,
             held=held,
-            now=moment,
+            now=now,
             values=error,
         )
 
-    return _apply_as(session, task_id, decide, TaskState.FAILED.value, moment, holder)
+    return _apply_as(session, task_id, decide, TaskState.FAILED.value, holder)
 
 
-def hand_back(session: Session, task_id: str, *, host: str, now: datetime | None = None) -> Task:
+def hand_back(session: Session, task_id: str, *, host: str) -> Task:
     """``running`` -> ``pending`` at once: the worker ``host`` stops before finishing the task.
 
     Not a failed attempt: the attempt is recorded as ``handed_back`` and the
@@ -647,19 +678,18 @@ def hand_back(session: Session, task_id: str, *, host: str, now: datetime | None
     cancellation was asked is cancelled instead.
     """
     holder = check_host(host)
-    moment = now or utcnow()
 
-    def decide(task: Task) -> _Change | Exception:
+    def decide(task: Task, now: Moment) -> _Change | Exception:
         if task.state != TaskState.RUNNING or task.host != holder:
             return TaskNotHeldError(f"task {task.id} is not held by {holder!r}")
         if task.cancel_requested:  # nobody should take it up again: it was asked to stop
             message = f"cancelled as requested (its worker {holder} stopped)"
             return _move_from(
-                TaskState.RUNNING, task, TaskState.CANCELLED, moment, {"message": message}
+                TaskState.RUNNING, task, TaskState.CANCELLED, now, {"message": message}
             )
         change = _requeue(
             task,
-            moment,
+            now,
             delay=timedelta(0),
             message=f"handed back by {holder}: its worker stopped",
             attempt={"outcome": HANDED_BACK},
@@ -667,20 +697,24 @@ def hand_back(session: Session, task_id: str, *, host: str, now: datetime | None
         change.values["max_attempts"] = task.max_attempts + 1
         return change
 
-    return _apply_as(session, task_id, decide, TaskState.PENDING.value, moment, holder)
+    return _apply_as(session, task_id, decide, TaskState.PENDING.value, holder)
 
 
-def reap_lost(session: Session, task_id: str, *, now: datetime) -> Task:
-    """Take a ``running`` task whose worker stopped heartbeating for longer than its timeout.
+def reap_lost(session: Session, task_id: str) -> Task:
+    """Take a ``running`` task whose worker stopped heartbeating for longer than its timeout
+    (on the database's clock).
 
     It is cancelled when cancellation was asked (nobody is left to stop), else
     re-queued after its backoff while its attempts allow, else failed
     ``worker_lost``; the lost attempt is recorded as failed ``worker_lost``.
     Refused (:class:`InvalidTransitionError`) when the task is not lost (any
-    more): a heartbeat that lands first keeps it with its worker.
+    more): a heartbeat that lands first keeps it with its worker. Whether the
+    reapers have watched long enough to call a worker lost is the reaper's
+    (:mod:`tasktoolkit.orm._reaper`).
     """
 
-    def decide(task: Task) -> _Change | Exception:
+    def decide(task: Task, moment: Moment) -> _Change | Exception:
+        now = _read_time(moment)
         seen = task.heartbeat_at or task.started_at or task.updated_at
         if (
             task.state != TaskState.RUNNING
@@ -718,33 +752,35 @@ def reap_lost(session: Session, task_id: str, *, now: datetime) -> Task:
         )
         return change
 
-    return _apply(session, task_id, decide, "lost", now)
+    return _apply(session, task_id, decide, "lost")
 
 
 def _move_from(
-    expected: TaskState, task: Task, target: TaskState, now: datetime, values: dict[str, Any]
+    expected: TaskState, task: Task, target: TaskState, now: Moment, values: dict[str, Any]
 ) -> _Change | Exception:
     """:func:`_move` of a task no worker holds (the reaper's, an API's cancel)."""
     return _move(task, target, expected=expected, host=None, held=False, now=now, values=values)
 
 
 def fail_not_started(
-    session: Session, task_id: str, *, now: datetime, started_before: datetime | None = None
+    session: Session, task_id: str, *, start_timeout: timedelta | None = None
 ) -> Task:
-    """``pending`` -> ``failed`` with code ``not_started``: no worker started it in time.
+    """``pending`` -> ``failed`` with code ``not_started``: no worker started it in time
+    (its start deadline passed on the database's clock).
 
-    :param started_before: also fail it when it was spawned before this time
+    :param start_timeout: also fail it when it was spawned longer ago than this
         and never started, whatever its own deadline (an operator's bound).
     :raises InvalidTransitionError: it is not pending past its deadline (any more).
     """
 
-    def decide(task: Task) -> _Change | Exception:
+    def decide(task: Task, moment: Moment) -> _Change | Exception:
+        now = _read_time(moment)
         deadline = task.start_deadline
         overdue = deadline is not None and deadline <= now
         bounded = (
-            started_before is not None
+            start_timeout is not None
             and task.not_before is None
-            and task.created_at <= started_before
+            and task.created_at <= now - start_timeout
         )
         if task.state != TaskState.PENDING or not (overdue or bounded):
             return InvalidTransitionError(task.id, task.state, NOT_STARTED)
@@ -754,7 +790,7 @@ def fail_not_started(
             TaskState.PENDING, task, TaskState.FAILED, now, _error(NOT_STARTED, why, None)
         )
 
-    return _apply(session, task_id, decide, NOT_STARTED, now)
+    return _apply(session, task_id, decide, NOT_STARTED)
 
 
 def acknowledge_cancel(
@@ -763,37 +799,33 @@ def acknowledge_cancel(
     *,
     message: str | None = None,
     host: str | None = None,
-    now: datetime | None = None,
 ) -> Task:
     """``running`` -> ``cancelled``: the worker stopped because it was asked to.
 
     :param host: the worker holding the task (:class:`TaskNotHeldError` if it does not).
     """
-    return _end_run(session, task_id, TaskState.CANCELLED, message, host, now)
+    return _end_run(session, task_id, TaskState.CANCELLED, message, host)
 
 
-def cancel_task(session: Session, task_id: str, *, now: datetime | None = None) -> Task:
+def cancel_task(session: Session, task_id: str) -> Task:
     """Cancel a task: a ``pending`` one at once, a ``running`` one is asked to stop.
 
     A running task gets ``cancel_requested``; its worker sees it and calls
     :func:`acknowledge_cancel`. A terminal task raises :class:`InvalidTransitionError`.
     """
-    moment = now or utcnow()
 
-    def decide(task: Task) -> _Change | Exception:
+    def decide(task: Task, now: Moment) -> _Change | Exception:
         if task.state == TaskState.RUNNING:
-            return _Change({"cancel_requested": True, "updated_at": moment})
-        return _move_from(TaskState.PENDING, task, TaskState.CANCELLED, moment, {})
+            return _Change({"cancel_requested": True, "updated_at": now})
+        return _move_from(TaskState.PENDING, task, TaskState.CANCELLED, now, {})
 
-    task = _apply(session, task_id, decide, TaskState.CANCELLED.value, moment)
+    task = _apply(session, task_id, decide, TaskState.CANCELLED.value)
     if task.state == TaskState.RUNNING:
         queue_cancel_asked(session, change_of(task, task.state))
     return task
 
 
-def cancel_operation(
-    session: Session, operation_id: str, *, now: datetime | None = None
-) -> list[str]:
+def cancel_operation(session: Session, operation_id: str) -> list[str]:
     """Cancel every active task of a running operation, each with :func:`cancel_task`.
 
     Pending tasks are cancelled at once, running ones asked to stop; a task
@@ -805,7 +837,6 @@ def cancel_operation(
     :raises OperationNotFoundError: no such operation.
     :raises OperationTransitionError: the operation has ended.
     """
-    moment = now or utcnow()
     state = session.execute(
         select(_OPERATIONS.c.state).where(_OPERATIONS.c.id == operation_id)
     ).scalar()
@@ -826,7 +857,7 @@ def cancel_operation(
     cancelled = []
     for task_id in list(active):
         try:
-            cancel_task(session, task_id, now=moment)
+            cancel_task(session, task_id)
         except (InvalidTransitionError, TaskNotFoundError):
             continue  # it finished (or went with its resource) meanwhile
         cancelled.append(task_id)
@@ -840,24 +871,23 @@ def report_progress(
     *,
     message: str | None = None,
     host: str | None = None,
-    now: datetime | None = None,
 ) -> None:
     """Record progress (0..100) and an optional message on a task still in progress.
 
     One statement, a compare-and-set on the task being active (and, with
-    ``host``, held by it: the report then counts as a heartbeat too).
+    ``host``, held by it: the report then counts as a heartbeat too), its
+    times the database's.
 
     :raises InvalidProgressError: ``progress`` is not ``None`` or 0..100.
     :raises TaskNotHeldError: with ``host``, the task is not running on it.
     :raises InvalidTransitionError: without ``host``, the task is terminal.
     """
     progress = check_progress(progress)
-    moment = now or utcnow()
-    values: dict[str, Any] = {"updated_at": moment}
+    values: dict[str, Any] = {"updated_at": db_now()}
     where = [_T.c.id == task_id, _T.c.state.in_(ACTIVE_TASK_STATES)]
     if host is not None:
         host = check_host(host)
-        values["heartbeat_at"] = moment
+        values["heartbeat_at"] = db_now()
         where += [_T.c.state == TaskState.RUNNING.value, _T.c.host == host]
     if progress is not None:
         values["progress"] = progress
@@ -878,3 +908,23 @@ def report_progress(
     if state is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
     raise InvalidTransitionError(task_id, state, "progress")
+
+
+def note_refused(session: Session, task_id: str, *, attempt: int, host: str, outcome: str) -> None:
+    """Add to the error of an attempt that was taken from its worker (the reaper found
+    it lost) that the worker ``host`` reported ``outcome`` after all, not recorded.
+
+    Only the attempt ``host`` ran is touched, and only once it has ended: the
+    worker's word is kept on its own attempt, never on the task.
+    """
+    note = f"then its worker {host} reported {outcome}: not recorded"
+    message = attempts_table.c.error_message
+    session.execute(
+        update(attempts_table)
+        .where(
+            attempts_table.c.task_id == task_id,
+            attempts_table.c.number == attempt,
+            attempts_table.c.host == host,
+        )
+        .values(error_message=case((message.is_(None), note), else_=message + "; " + note))
+    )

@@ -7,32 +7,36 @@ progress, success, failure) is refused with :class:`TaskNotHeldError`, and
 writes nothing, when the task is no longer held: the reaper re-queued or
 failed it, or another worker took it after a re-queue.
 
-Claiming takes the oldest pending task among the given names. On PostgreSQL,
-MariaDB 10.6+ and MySQL 8 it selects with ``FOR UPDATE SKIP LOCKED``, so
-concurrent workers pass over each other's candidates instead of queueing on
-them; elsewhere (SQLite) it tries candidates oldest first with the
-compare-and-set of :func:`~tasktoolkit.orm.transition`. Either way a task is
-started by exactly one worker.
-
-Claims skip a task whose ``not_before`` is still ahead (a retry waiting for
-its backoff).
+Claiming takes the oldest task among the given names that is ready to run
+(the one rule of :mod:`tasktoolkit.orm._ready`: a retry's backoff is over, on
+the database's clock). On PostgreSQL, MariaDB 10.6+ and MySQL 8 it selects
+with ``FOR UPDATE SKIP LOCKED``, so concurrent workers pass over each other's
+candidates instead of queueing on them; elsewhere (SQLite) it tries
+candidates oldest first with the compare-and-set of
+:func:`~tasktoolkit.orm.transition`. Either way a task is started by exactly
+one worker. Every time a worker writes (its start, heartbeats, progress, its
+finish) is the database's, never its host's (:mod:`tasktoolkit.orm._clock`).
 
 Two layers:
 
 - functions taking a :class:`~sqlalchemy.orm.Session` (:func:`claim_task`,
   :func:`heartbeat`, and the moves of :mod:`tasktoolkit.orm._transitions`
   given a ``host``), which never commit;
-- :class:`Worker`, which runs each of them in a short transaction of its own,
-  and :class:`Job`, a claimed task whose ``with`` block records the outcome.
+- :class:`Worker`, which claims and starts tasks, each call a short
+  transaction of its own, and :class:`Job`, the one handle on a task it
+  holds: its reports, and its outcome (recorded when its ``with`` block ends).
 
 While a job's ``with`` block runs, the job's request context is bound
 (:mod:`tasktoolkit.context`), so log records carry its request id, operation
 id and global request id (:class:`~tasktoolkit.middleware.RequestIdLogFilter`).
 A job's outcome survives a short database outage: recording it is tried
 again, with backoff, for as long as the task is still held (its heartbeat
-timeout since the last contact). A worker asked to stop (:meth:`Worker.stop`)
-claims no more, lets its jobs finish within a grace period, and hands back
-those still running then as ``pending`` (not a failed attempt).
+timeout since the last contact); a refused outcome (the reaper took the task
+meanwhile) is said once, in a log line and on the attempt. An outage is
+logged once when it starts and once when it ends, never a traceback per try.
+A worker asked to stop (:meth:`Worker.stop`) claims no more, lets its jobs
+finish within a grace period, and hands back those still running then as
+``pending`` (not a failed attempt).
 
 Example::
 
@@ -56,7 +60,6 @@ import traceback as traceback_module
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -77,32 +80,37 @@ from tasktoolkit.errors import (
     WorkerStopping,
     database_unavailable,
 )
-from tasktoolkit.hooks import JobInfo, decode_trace_context, hooks_of
+from tasktoolkit.hooks import JobInfo, decode_trace_context, first_line, hooks_of
+from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._listening import Polling, Subscription, Waiter, waiter_for
 from tasktoolkit.orm._operations import pending_key
+from tasktoolkit.orm._outage import Outage
+from tasktoolkit.orm._ready import ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
-from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
+from tasktoolkit.orm._retry import RetryPredicate, in_transaction, is_retryable, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
+    HANDED_BACK,
     acknowledge_cancel,
     check_host,
     fail_task,
     hand_back,
     known_task,
     not_held,
+    note_refused,
     report_progress,
     start_oldest,
     succeed_task,
     transition,
 )
-from tasktoolkit.orm._types import utcnow
 
 __all__ = [
     "WORKER_ERROR",
+    "WORKER_ERROR_MESSAGE",
     "Job",
     "Worker",
     "cancel_requested",
@@ -121,8 +129,13 @@ _MAX_ROUNDS = 50
 _MOST = 1000
 #: The longest a worker waiting to be woken goes without looking for a task.
 _RECHECK = 10.0
+#: Seconds between two looks for a task while the database is unavailable.
+_RECLAIM = 1.0
 #: The error code of a task whose worker code raised an unexpected exception.
 WORKER_ERROR = "worker_error"
+#: What anyone but an admin is shown of a ``worker_error``: the exception's own text
+#: (a driver's can name hosts and ports) is for admins, like its traceback.
+WORKER_ERROR_MESSAGE = "the task's worker raised an unexpected error"
 #: The first and the longest pause between two tries to record an outcome.
 _RECORD_PAUSE = (0.1, 2.0)
 #: The global request id of a task's operation, read with the claim.
@@ -158,11 +171,9 @@ def _in_queues(queues: tuple[str | None, ...]) -> ColumnElement[bool]:
     return either[0] if len(either) == 1 else or_(*either)
 
 
-def claimable(
-    names: Iterable[str], queues: Iterable[str | None] = (None,), *, now: datetime
-) -> Select[Any]:
-    """The pending tasks named one of ``names`` on one of ``queues`` that may start at
-    ``now`` (no backoff ahead), oldest first.
+def claimable(names: Iterable[str], queues: Iterable[str | None] = (None,)) -> Select[Any]:
+    """The pending tasks named one of ``names`` on one of ``queues`` that are ready to
+    run now (:func:`~tasktoolkit.orm._ready.ready`), oldest first.
 
     One named queue is served by ``ix_tasktoolkit_tasks_queue`` (state, queue,
     created_at, id) on every database, the default queue too except on
@@ -173,10 +184,9 @@ def claimable(
     return (
         select(_T.c.id)
         .where(
-            _T.c.state == TaskState.PENDING.value,
+            ready(),
             _in_queues(_check_queues(queues)),
             _T.c.name.in_(_check_names(names)),
-            or_(_T.c.not_before.is_(None), _T.c.not_before <= now),
         )
         .order_by(_T.c.created_at, _T.c.id)
     )
@@ -188,9 +198,8 @@ def claim_task(
     *,
     host: str,
     queues: Iterable[str | None] = (None,),
-    now: datetime | None = None,
 ) -> Task | None:
-    """Start the oldest pending task named one of ``names`` that may start now, held by ``host``.
+    """Start the oldest pending task named one of ``names`` that is ready, held by ``host``.
 
     Call it at the start of a transaction and commit soon after: on
     PostgreSQL and MariaDB the claimed row stays locked until then.
@@ -199,7 +208,7 @@ def claim_task(
         tasks spawned without one).
     :returns: the started task, or ``None`` when no pending task is left.
     """
-    claimed = claim_tasks(session, names, host=host, queues=queues, count=1, now=now)
+    claimed = claim_tasks(session, names, host=host, queues=queues, count=1)
     return claimed[0][0] if claimed else None
 
 
@@ -210,10 +219,9 @@ def claim_tasks(
     host: str,
     queues: Iterable[str | None] = (None,),
     count: int,
-    now: datetime | None = None,
 ) -> list[tuple[Task, str | None]]:
-    """Start the ``count`` oldest pending tasks named one of ``names`` (fewer if fewer may
-    start), held by ``host``, oldest first, each with the global request id of its
+    """Start the ``count`` oldest ready tasks named one of ``names`` (fewer if fewer are
+    ready), held by ``host``, oldest first, each with the global request id of its
     operation; as :func:`claim_task`.
 
     On PostgreSQL one statement starts them all (``UPDATE ... FROM`` a
@@ -222,11 +230,10 @@ def claim_tasks(
     """
     host = check_host(host)
     whole_number(count, "count", maximum=_MOST)
-    moment = now or utcnow()
-    query = claimable(names, queues, now=moment)
+    query = claimable(names, queues)
     skip_locked = supports_skip_locked(session)
     if skip_locked and session.get_bind().dialect.update_returning:
-        return start_oldest(session, query, host=host, now=moment, count=count, also=_GLOBAL_ID)
+        return start_oldest(session, query, host=host, count=count, also=_GLOBAL_ID)
     started: list[tuple[Task, str | None]] = []
     with_global_id = query.add_columns(_GLOBAL_ID)
     for _ in range(_MAX_ROUNDS):
@@ -240,12 +247,7 @@ def claim_tasks(
         for task_id, global_id in candidates:
             try:
                 task = transition(
-                    session,
-                    task_id,
-                    TaskState.RUNNING,
-                    expected=TaskState.PENDING,
-                    host=host,
-                    now=moment,
+                    session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=host
                 )
             except (InvalidTransitionError, TaskNotFoundError):
                 continue  # another worker took it (or its resource went): try the next
@@ -266,8 +268,8 @@ def _global_id(session: Session, task: Task) -> str | None:
     return found
 
 
-def heartbeat(session: Session, task_id: str, *, host: str, now: datetime | None = None) -> bool:
-    """Record that ``host`` still works on the task.
+def heartbeat(session: Session, task_id: str, *, host: str) -> bool:
+    """Record that ``host`` still works on the task, at the database's time.
 
     A heartbeat is not a change API consumers see, so ``updated_at`` stays.
 
@@ -279,7 +281,7 @@ def heartbeat(session: Session, task_id: str, *, host: str, now: datetime | None
     result = cast(
         CursorResult[Any],
         session.execute(
-            update(_T).where(*held).values(heartbeat_at=now or utcnow()),
+            update(_T).where(*held).values(heartbeat_at=db_now()),
             execution_options={"synchronize_session": False},
         ),
     )
@@ -302,7 +304,8 @@ def cancel_requested(session: Session, task_id: str) -> bool:
 
 
 class Worker:
-    """A worker process's handle on the database: each call is one short transaction.
+    """A worker process's handle on the database: it claims tasks and starts them, each
+    call one short transaction, and hands out a :class:`Job` for each task it holds.
 
     :param bind: an engine, or a ``sessionmaker`` of the host app.
     :param names: the task names this worker does (for :meth:`claim`).
@@ -350,6 +353,8 @@ class Worker:
         self.retryable = retryable
         self._stopping = threading.Event()
         self._hand_back_at: float | None = None
+        #: The database as this worker's claims, reports and outcomes see it.
+        self._outage = Outage(_log, f"worker {self.host}")
 
     @staticmethod
     def default_host() -> str:
@@ -415,31 +420,40 @@ class Worker:
         pause, longest = _RECORD_PAUSE
         while True:
             try:
-                return self._run(work, session)
+                result = self._run(work, session)
             except Exception as exc:
                 if session is not None or not database_unavailable(exc):
                     raise
                 if time.monotonic() + pause > held_until:
                     raise
-                _log.warning("%s: database unavailable; trying again in %.1f s", self.host, pause)
-            time.sleep(pause)
-            pause = min(pause * 2, longest)
+                self._outage.failed(
+                    exc, f"outcomes are tried again every {longest:.0f} s at most while held"
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, longest)
+                continue
+            self._outage.over()
+            return result
 
-    # -- claims and reports ------------------------------------------------
+    # -- claims --------------------------------------------------------------
 
     def claim(self, names: Iterable[str] | None = None, *, wait: float = 0.0) -> Job | None:
-        """Start the oldest pending task among ``names`` (default: the worker's).
+        """Start the oldest ready task among ``names`` (default: the worker's).
 
-        :param wait: seconds to wait for a task when none is pending, holding no
+        :param wait: seconds to wait for a task when none is ready, holding no
             transaction and no connection meanwhile: on PostgreSQL the worker
             sleeps until a task is made pending on one of its queues (a
             ``NOTIFY`` sent in the spawning transaction, heard by the process's
             one ``LISTEN`` connection), looking again every 10 s at most (a
             retry whose backoff ends sends none); elsewhere it polls, 50 ms
             after the first look, then twice as long each time, up to 1 s.
-            :meth:`stop` ends the wait.
-        :returns: the claimed :class:`Job`, or ``None`` when nothing is pending
+            While the database is unavailable it looks again every second
+            (one log line when it goes, one when it is back). :meth:`stop`
+            ends the wait.
+        :returns: the claimed :class:`Job`, or ``None`` when nothing is ready
             (within ``wait``), or the worker is stopping.
+        :raises sqlalchemy.exc.OperationalError: without ``wait``, the database
+            is unavailable.
         """
         jobs = self.claim_many(1, names, wait=wait)
         return jobs[0] if jobs else None
@@ -447,7 +461,7 @@ class Worker:
     def claim_many(
         self, count: int, names: Iterable[str] | None = None, *, wait: float = 0.0
     ) -> list[Job]:
-        """Start up to ``count`` of the oldest pending tasks among ``names``, in one
+        """Start up to ``count`` of the oldest ready tasks among ``names``, in one
         transaction (one statement on PostgreSQL); oldest first. ``wait`` as for
         :meth:`claim`, until at least one is claimed.
 
@@ -457,27 +471,43 @@ class Worker:
         wanted = self.names if names is None else names
 
         def claim(session: Session) -> list[Job]:
-            claimed = claim_tasks(
-                session, wanted, host=self.host, queues=self.queues, count=count, now=utcnow()
-            )
+            claimed = claim_tasks(session, wanted, host=self.host, queues=self.queues, count=count)
             return [Job._of(self, task, global_id) for task, global_id in claimed]
 
         if self.stopping:
             return []
         if wait <= 0:
-            return self._run(claim)
+            return self._claim(claim)
         until = time.monotonic() + wait
         # Subscribed before the first look: a task spawned between a look
         # that found nothing and the sleep still wakes the sleep.
         with self._waiter().subscribe(*(pending_key(q) for q in self.queues)) as pending:
             while not self._stopping.is_set():
-                jobs = self._run(claim)
+                try:
+                    jobs = self._claim(claim)
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    jobs = None  # said once: look again shortly
                 left = until - time.monotonic()
                 if jobs or left <= 0:
-                    return jobs
-                if not self._sleep(pending, min(left, _RECHECK)) and time.monotonic() >= until:
+                    return jobs or []
+                if jobs is None:
+                    self._stopping.wait(min(left, _RECLAIM))
+                elif not self._sleep(pending, min(left, _RECHECK)) and time.monotonic() >= until:
                     return []  # nothing heard of until the end: no last look
         return []
+
+    def _claim(self, claim: Callable[[Session], list[Job]]) -> list[Job]:
+        """One look for tasks; an outage is said once, and so is its end."""
+        try:
+            jobs = self._run(claim)
+        except Exception as exc:
+            if database_unavailable(exc):
+                self._outage.failed(exc, f"claims look again every {_RECLAIM:.0f} s")
+            raise
+        self._outage.over()
+        return jobs
 
     def _sleep(self, pending: Subscription, seconds: float) -> bool:
         """Wait on ``pending`` up to ``seconds``, a second at a time so that :meth:`stop`
@@ -508,7 +538,8 @@ class Worker:
             waiting.close()
 
     def start(self, task_id: str) -> Job:
-        """Start one given pending task (``pending`` -> ``running``) for this worker.
+        """Start one given pending task (``pending`` -> ``running``) for this worker (a
+        queue bridge's delivery names it).
 
         :raises InvalidTransitionError: the task is not pending.
         """
@@ -521,83 +552,11 @@ class Worker:
 
         return self._run(start)
 
-    def heartbeat(self, task_id: str) -> bool:
-        """See :func:`heartbeat`; returns whether cancellation was asked."""
-        return self._run(lambda session: heartbeat(session, task_id, host=self.host))
-
-    def progress(self, task_id: str, progress: int | None, message: str | None = None) -> None:
-        """See :func:`report_progress`."""
-        self._run(
-            lambda session: report_progress(
-                session, task_id, progress, host=self.host, message=message
-            )
-        )
-
-    def cancel_requested(self, task_id: str) -> bool:
-        """See :func:`cancel_requested`."""
-        return self._run(lambda session: cancel_requested(session, task_id))
-
-    def succeed(
-        self,
-        task_id: str,
-        message: str | None = None,
-        *,
-        result: dict[str, Any] | None = None,
-        session: Session | None = None,
-    ) -> None:
-        """``running`` -> ``succeeded``.
-
-        :param result: a JSON object of at most 16 KiB, shown in the task's view.
-        :param session: do it in this session's transaction, with the host's own
-            changes (it then commits or rolls back with them), not in one of its own.
-        """
-        self._run(
-            lambda s: succeed_task(s, task_id, host=self.host, message=message, result=result),
-            session,
-        )
-
-    def fail(
-        self,
-        task_id: str,
-        code: str,
-        message: str,
-        traceback: str | None = None,
-        *,
-        retry: bool = False,
-        session: Session | None = None,
-    ) -> None:
-        """``running`` -> ``failed``; refused before any write unless ``code`` has 1 to 64
-        characters. With ``retry``, back to ``pending`` while attempts are left (see
-        :func:`~tasktoolkit.orm._transitions.fail_task`). ``session`` as for :meth:`succeed`."""
-        self._run(
-            lambda s: fail_task(
-                s,
-                task_id,
-                host=self.host,
-                code=code,
-                message=message,
-                traceback=traceback,
-                retry=retry,
-            ),
-            session,
-        )
-
-    def acknowledge_cancel(
-        self, task_id: str, message: str | None = None, *, session: Session | None = None
-    ) -> None:
-        """``running`` -> ``cancelled``: stopped as asked. ``session`` as for :meth:`succeed`."""
-        self._run(
-            lambda s: acknowledge_cancel(s, task_id, host=self.host, message=message), session
-        )
-
-    def hand_back(self, task_id: str) -> None:
-        """``running`` -> ``pending`` at once: this worker stops before finishing the task."""
-        self._run(lambda s: hand_back(s, task_id, host=self.host))
-
 
 @dataclass
 class Job:
-    """A task a :class:`Worker` holds: report on it, and finish it once.
+    """A task a :class:`Worker` holds, and the one handle on it: report on it, and
+    finish it once.
 
     Used as a context manager, it binds the task's request context (for
     logs) and records the outcome of the ``with`` block:
@@ -613,14 +572,20 @@ class Job:
       grace period is over), ``KeyboardInterrupt`` or ``SystemExit``: the task
       is handed back as ``pending`` (not a failed attempt); ``WorkerStopping``
       is swallowed, the others propagate;
+    - it raises a transient error of the database (unavailable, a deadlock, a
+      serialization failure: the job's own reads and writes met an outage or
+      a race): a retryable failure with code ``worker_error``, back to
+      ``pending`` while attempts are left; swallowed, with one log line;
     - it raises any other ``Exception``: ``failed`` with code ``worker_error``,
-      the exception's message and its traceback (for admins); re-raised.
+      the exception's message and its traceback (both for admins); re-raised.
 
-    When the task is no longer held (the reaper took it away), the outcome of
-    a failing block cannot be recorded: the original exception propagates
-    with a note saying so. A heartbeat or progress report that fails because
-    the database is away is logged and skipped; the outcome is recorded once
-    it is back (while the task is still held).
+    A heartbeat or progress report that fails because the database is away
+    is skipped (one log line while it is away, one when it is back); the
+    outcome is tried again, with backoff, for as long as the task is still
+    held (its heartbeat timeout since the last contact). When the task is no
+    longer held (the reaper took it while the database was away from this
+    worker), the outcome is refused: that is said in one log line and on the
+    attempt the reaper ended, and the ``with`` block raises nothing for it.
     """
 
     worker: Worker = field(repr=False)
@@ -636,6 +601,8 @@ class Job:
     global_request_id: str | None = None
     #: Whether the job was finished (through this object).
     finished: bool = False
+    #: Why its outcome was refused (the task was taken from this worker), if it was.
+    refused: str | None = None
     _contact: float = field(default_factory=time.monotonic, repr=False)
     _token: Any = field(default=None, repr=False)
     #: The task as claimed: the move ending the job starts from it (``known_task``).
@@ -670,22 +637,60 @@ class Job:
             operation_id=self.request_id,
         )
 
-    def _report(self, work: Callable[[], _R], default: _R) -> _R:
+    # -- reports ------------------------------------------------------------
+
+    def _report(self, work: Callable[[Session], _R], default: _R) -> _R:
         """A heartbeat or progress report; skipped (``default``) while the database is away."""
         try:
-            result = work()
+            result = self.worker._run(work)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            _log.warning("task %s: report skipped, database unavailable: %s", self.id, exc)
+            self.worker._outage.failed(exc, "reports are skipped until it is back")
             return default
+        self.worker._outage.over()
         self._contact = time.monotonic()
         return result
 
+    def heartbeat(self) -> bool:
+        """Record a heartbeat (at the database's time); returns whether cancellation was asked.
+
+        :raises TaskNotHeldError: the task is not running on this worker any more.
+        """
+        host = self.worker.host
+        return self._report(lambda s: heartbeat(s, self.id, host=host), False)
+
+    def progress(self, progress: int | None, message: str | None = None) -> None:
+        """Record progress (0..100) and a message; counts as a heartbeat."""
+        host = self.worker.host
+        self._report(
+            lambda s: report_progress(s, self.id, progress, host=host, message=message), None
+        )
+
+    def cancel_requested(self) -> bool:
+        """Whether cancellation was asked (one read, no heartbeat)."""
+        return self.worker._run(lambda s: cancel_requested(s, self.id))
+
+    def check_cancelled(self) -> None:
+        """Record a heartbeat; raise :class:`TaskCancelRequested` if asked to stop, or
+        :class:`~tasktoolkit.errors.WorkerStopping` once the worker's grace period is over."""
+        if self.worker.must_hand_back:
+            raise WorkerStopping(f"worker {self.worker.host} is stopping: task {self.id} goes back")
+        if self.heartbeat():
+            raise TaskCancelRequested(f"cancellation of task {self.id} was asked")
+
+    # -- the outcome ----------------------------------------------------------
+
     def _finish(
-        self, work: Callable[[Session], object], session: Session | None, *, wait: bool = True
+        self,
+        outcome: str,
+        work: Callable[[Session], object],
+        session: Session | None,
+        *,
+        wait: bool = True,
     ) -> None:
-        """``work``, the move ending the job, from the task as claimed: no read first."""
+        """``work``, the move ending the job as ``outcome``, from the task as claimed: no
+        read first."""
         held_until = self._contact + self.heartbeat_timeout if wait else 0.0
         snapshot = self._task
 
@@ -695,28 +700,34 @@ class Job:
             with known_task(s, snapshot):
                 return work(s)
 
-        self.worker._run_until(finish, session, held_until)
+        try:
+            self.worker._run_until(finish, session, held_until)
+        except TaskNotHeldError as refused:
+            self._refuse(outcome, refused)
+            raise
         self.finished = True
 
-    def heartbeat(self) -> bool:
-        """Record a heartbeat; returns whether cancellation was asked."""
-        return self._report(lambda: self.worker.heartbeat(self.id), False)
-
-    def progress(self, progress: int | None, message: str | None = None) -> None:
-        """Record progress (0..100) and a message; counts as a heartbeat."""
-        self._report(lambda: self.worker.progress(self.id, progress, message), None)
-
-    def cancel_requested(self) -> bool:
-        """Whether cancellation was asked."""
-        return self.worker.cancel_requested(self.id)
-
-    def check_cancelled(self) -> None:
-        """Record a heartbeat; raise :class:`TaskCancelRequested` if asked to stop, or
-        :class:`~tasktoolkit.errors.WorkerStopping` once the worker's grace period is over."""
-        if self.worker.must_hand_back:
-            raise WorkerStopping(f"worker {self.worker.host} is stopping: task {self.id} goes back")
-        if self.heartbeat():
-            raise TaskCancelRequested(f"cancellation of task {self.id} was asked")
+    def _refuse(self, outcome: str, refused: TaskNotHeldError) -> None:
+        """Say once, in a log line and on the attempt it ended, that the task was taken from
+        this worker before its outcome could be recorded."""
+        if self.refused is not None:
+            return  # said already
+        self.refused = str(refused)
+        _log.warning(
+            "task %s: outcome %s not recorded, the task was taken from this worker: %s",
+            self.id,
+            outcome,
+            refused,
+        )
+        host, number = self.worker.host, self.attempts
+        try:
+            self.worker._run(
+                lambda s: note_refused(s, self.id, attempt=number, host=host, outcome=outcome)
+            )
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            _log.warning("task %s: the refusal not noted on its attempt: %s", self.id, exc)
 
     def succeed(
         self,
@@ -730,6 +741,10 @@ class Job:
         :param result: what the work produced (a JSON object of at most 16 KiB,
             :class:`~tasktoolkit.errors.InvalidResultError` otherwise), shown
             as the task's ``result``.
+        :param session: do it in this session's transaction, with the host's own
+            changes (it then commits or rolls back with them), not in one of its own.
+        :raises TaskNotHeldError: the task was taken from this worker (said in a log
+            line and on its attempt; a ``with`` block swallows it).
 
         Example (the success and the host's own change commit together)::
 
@@ -742,7 +757,7 @@ class Job:
         def succeed(s: Session) -> object:
             return succeed_task(s, self.id, host=host, message=message, result=result)
 
-        self._finish(succeed, session)
+        self._finish(TaskState.SUCCEEDED.value, succeed, session)
 
     def fail(
         self,
@@ -753,9 +768,9 @@ class Job:
         retry: bool = False,
         session: Session | None = None,
     ) -> None:
-        """Finish as ``failed`` with an error code and message, or, with ``retry`` and
-        attempts left, go back to ``pending`` after the backoff; ``session`` as for
-        :meth:`succeed`."""
+        """Finish as ``failed`` with an error code (1 to 64 characters) and message, or,
+        with ``retry`` and attempts left, go back to ``pending`` after the backoff;
+        ``session`` as for :meth:`succeed`."""
         host = self.worker.host
 
         def fail(s: Session) -> object:
@@ -763,14 +778,18 @@ class Job:
                 s, self.id, host=host, code=code, message=message, traceback=traceback, retry=retry
             )
 
-        self._finish(fail, session)
+        self._finish(f"failed ({code})", fail, session)
 
     def acknowledge_cancel(
         self, message: str | None = None, *, session: Session | None = None
     ) -> None:
         """Finish as ``cancelled`` (stopped as asked); ``session`` as for :meth:`succeed`."""
         host = self.worker.host
-        self._finish(lambda s: acknowledge_cancel(s, self.id, host=host, message=message), session)
+        self._finish(
+            TaskState.CANCELLED.value,
+            lambda s: acknowledge_cancel(s, self.id, host=host, message=message),
+            session,
+        )
 
     def hand_back(self) -> None:
         """Give the task back as ``pending`` at once: this worker stops before finishing it.
@@ -779,7 +798,7 @@ class Job:
         (the reaper re-queues the task after its heartbeat timeout instead).
         """
         host = self.worker.host
-        self._finish(lambda s: hand_back(s, self.id, host=host), None, wait=False)
+        self._finish(HANDED_BACK, lambda s: hand_back(s, self.id, host=host), None, wait=False)
 
     def __enter__(self) -> Job:
         ctx = self.context
@@ -825,29 +844,54 @@ class Job:
         """Record the outcome of the ``with`` block; whether to swallow ``exc``."""
         if self.finished:
             return False
-        if exc is None:
-            self.succeed()
-            return False
+        if self.refused is not None:  # said already: nothing more to record
+            return isinstance(exc, TaskNotHeldError)
+        swallow = False
         try:
+            if exc is None:
+                self.succeed()
+                return False
             if isinstance(exc, WorkerStopping | KeyboardInterrupt | SystemExit):
                 return self._leave(exc)
             if not isinstance(exc, Exception):
                 return False  # some other way out of the process: left to the reaper
+            swallow = True
             if isinstance(exc, TaskCancelRequested):
                 self.acknowledge_cancel("cancelled as requested")
-                return True
-            if isinstance(exc, TaskFailure):
+            elif isinstance(exc, TaskFailure):
                 self.fail(exc.error_code, exc.message, _format(exc), retry=exc.retryable)
-                return True
-            self.fail(WORKER_ERROR, str(exc) or type(exc).__name__, _format(exc))
-        except TaskNotHeldError as lost:
-            exc.add_note(f"tasktoolkit: outcome not recorded: {lost}")
-        return False
+            elif database_unavailable(exc) or is_retryable(exc, self.worker.retryable):
+                _log.warning(
+                    "task %s: attempt %d of %d met a transient database error (%s)",
+                    self.id,
+                    self.attempts,
+                    self.max_attempts,
+                    first_line(exc),
+                )
+                self.fail(WORKER_ERROR, str(exc) or type(exc).__name__, _format(exc), retry=True)
+            else:
+                swallow = False
+                self.fail(WORKER_ERROR, str(exc) or type(exc).__name__, _format(exc))
+        except TaskNotHeldError as lost:  # said once (a log line, the attempt)
+            if exc is not None and not swallow:
+                exc.add_note(f"tasktoolkit: outcome not recorded: {lost}")
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            _log.warning(
+                "task %s: outcome not recorded, the database is unavailable past the task's "
+                "heartbeat timeout (%s): the reaper takes it",
+                self.id,
+                first_line(error),
+            )
+        return swallow
 
     def _leave(self, exc: BaseException) -> bool:
         """Hand the task back as the worker leaves; swallow only ``WorkerStopping``."""
         try:
             self.hand_back()
+        except TaskNotHeldError:
+            pass  # said once (a log line, the attempt)
         except Exception as error:
             if not database_unavailable(error):
                 raise

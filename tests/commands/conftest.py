@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasktoolkit import commands
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.orm import Job, TaskRules, Worker
+from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
-from tasktoolkit.orm._types import utcnow
 from tests.models import Cluster
 
 
@@ -70,8 +70,8 @@ def spawn(
 
 
 def expire_all(engine: Engine, ago: timedelta) -> None:
-    """Make every task and operation finished and expired ``ago``."""
-    moment = utcnow() - ago
+    """Make every task and operation finished and expired ``ago`` (on the database's clock)."""
+    moment = later(db_now(), -ago)
     with engine.begin() as conn:
         conn.execute(update(tasks_table).values(state="succeeded", expires_at=moment))
         conn.execute(update(operations_table).values(state="succeeded", expires_at=moment))

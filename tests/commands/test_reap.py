@@ -8,24 +8,16 @@ from functools import partial
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit import commands
 from tasktoolkit.orm import TaskRules, Worker, cancel_task
 from tasktoolkit.orm._records import operations_table, tasks_table
-from tasktoolkit.orm._types import utcnow
+from tests.clock import age, watched
 from tests.commands.conftest import assert_one_line_error, run, spawn
 from tests.models import Cluster
-
-
-def age(engine: Engine, table: Table, **ago: timedelta) -> None:
-    """Set these times of every row of ``table`` to that long ago."""
-    now = utcnow()
-    with engine.begin() as conn:
-        conn.execute(update(table).values({name: now - d for name, d in ago.items()}))
-
 
 Left = dict[str, str]
 """What a reap case left in the database: ``{"operation": id}``, and ``"task"`` when it has one."""
@@ -36,6 +28,7 @@ def lost_worker(engine: Engine, session_factory: sessionmaker[Session], **spawne
     rid, [task_id] = spawn(session_factory, ["a"], **spawned)
     Worker(engine, host="gone").start(task_id)
     age(engine, tasks_table, heartbeat_at=timedelta(seconds=301))
+    watched(engine, timedelta(seconds=301))  # the reapers watched all along
     return {"operation": rid, "task": task_id}
 
 

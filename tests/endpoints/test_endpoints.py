@@ -17,11 +17,12 @@ from webtest import TestApp
 from tasktoolkit import context, orm
 from tasktoolkit.errors import InvalidFilterError
 from tasktoolkit.hooks import Hook
-from tasktoolkit.orm import ListParams, Scope, Task, TaskRules
+from tasktoolkit.orm import ListParams, Scope, Task, TaskRules, Worker
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._resource import resource_class
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
+from tasktoolkit.orm._workers import WORKER_ERROR_MESSAGE
 from tests.endpoints.conftest import Seeded, build_app, caller, random_task_id, seed_project
 from tests.middleware.stacks import Stacks
 from tests.models import Cluster
@@ -149,6 +150,41 @@ def test_an_attempts_traceback_and_host_only_for_admins(
         body = app.get(path, headers=headers).text
         assert task_id in body
         assert ("disk controller hung" in body) is shown and ("worker-3" in body) is shown
+
+
+@pytest.mark.parametrize(
+    ("headers", "shown"),
+    [pytest.param(A, False, id="member"), pytest.param(ADMIN, True, id="admin")],
+)
+def test_an_unexpected_worker_errors_text_only_for_admins(
+    app: TestApp,
+    engine: Engine,
+    session: Session,
+    seeded: Seeded,
+    headers: dict[str, str],
+    shown: bool,
+) -> None:
+    cluster = session.get(Cluster, seeded.cluster_id)
+    assert cluster is not None
+    ctx = context.RequestContext(
+        seeded.operation_id, project_id=seeded.project, operation_id=seeded.operation_id
+    )
+    with context.request_context(ctx):
+        [task] = cluster.spawn_tasks(["inspect"])
+    session.commit()
+    job = Worker(engine, host="worker-9").start(task.id)
+    text = "could not connect to server at db-internal.example:5432"
+    with pytest.raises(RuntimeError), job:  # the job's own code: an unexpected error
+        raise RuntimeError(text)
+
+    view = app.get(f"/tasks/{task.id}", headers=headers).json["task"]
+
+    expected = text if shown else WORKER_ERROR_MESSAGE
+    assert view["error"]["code"] == "worker_error" and view["error"]["message"] == expected
+    [attempt] = view["attempts"]
+    assert attempt["error"]["message"] == expected
+    for path in ("/tasks", f"/operations/{seeded.operation_id}"):
+        assert (text in app.get(path, headers=headers).text) is shown
 
 
 @pytest.mark.parametrize(

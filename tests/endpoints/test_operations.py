@@ -12,6 +12,7 @@ from webtest import TestApp
 from tasktoolkit import context
 from tasktoolkit.orm import Operation, Task, Worker
 from tasktoolkit.orm._operations import OperationFields, Target, end_request, open_operation
+from tasktoolkit.orm._transitions import succeed_task
 from tests.endpoints.conftest import Seeded, caller, seed_project
 
 A = caller("project-a")
@@ -180,7 +181,8 @@ def test_cancel_racing_a_workers_finish_loses_no_count(
     def finish() -> None:
         try:
             barrier.wait()
-            worker.succeed(seeded.running_id, result={"round": round_})
+            with worker.transaction() as session:  # as the task's job would
+                succeed_task(session, seeded.running_id, host=worker.host, result={"round": round_})
         except BaseException as exc:  # reported below
             errors.append(exc)
 

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -265,10 +265,10 @@ def test_outages_cost_503s_within_the_deadline_and_nothing_else(
 
     engine = create_sample_engine(database.url)
     try:
-        # One reaper pass once the requests' timeout (10 minutes) has passed:
-        # operations whose end could not be written (the database was down when
-        # their body closed) are the reaper's to end.
-        reap(engine, now=datetime.now(UTC) + timedelta(minutes=11))
+        # One reaper pass bounding every request to a second (as if their timeout,
+        # 10 minutes, had passed): operations whose end could not be written (the
+        # database was down when their body closed) are the reaper's to end.
+        reap(engine, request_timeout=timedelta(seconds=1))
         with engine.connect() as conn:
             names = dict(
                 conn.execute(select(Network.name, func.count()).group_by(Network.name)).all()

@@ -27,8 +27,8 @@ from tasktoolkit import Toolkit, signals
 from tasktoolkit.hooks import Hook
 from tasktoolkit.middleware import flush_ends
 from tasktoolkit.orm import Worker, create_all, reap
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import OperationChange
+from tests.clock import passed
 from tests.middleware.apps import cluster_app
 from tests.middleware.stacks import Stacks, operations_of
 from tests.orm._db import operation_row
@@ -125,7 +125,8 @@ def test_a_crash_loses_the_held_ends_and_the_reaper_closes_them(
         (r["state"], r["http_status"], r["tasks_pending"]) == ("running", None, 2) for r in rows
     )
     # The request timeout (10 minutes) passed: the reaper ends those requests.
-    result = reap(engine, now=utcnow() + timedelta(minutes=11))
+    passed(engine, timedelta(minutes=11))
+    result = reap(engine)
     assert sorted(result.requests) == sorted(ids)
     worker = Worker(engine, ["provision", "configure"], host="w")
     while (job := worker.claim()) is not None:

@@ -27,6 +27,7 @@ from tasktoolkit.orm import Operation, purge, reap
 from tasktoolkit.orm._records import idempotency_keys_table
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.wsgi_input import MAX_BODY
+from tests.clock import passed
 from tests.databases import engine_for
 from tests.middleware.apps import cluster_app
 from tests.middleware.stacks import Stacks
@@ -338,13 +339,16 @@ def test_a_key_whose_operation_the_reaper_closed_is_free_again(
     assert key["status"] is None and state_of(engine, key["operation_id"]) == "running"
     stack.post("/clusters", "{}", headers=keyed("lost"), status=409)
 
-    reap(engine, now=utcnow() + timedelta(minutes=still_running_at))
+    passed(engine, timedelta(minutes=still_running_at))
+    reap(engine)
     assert state_of(engine, key["operation_id"]) == "running"
     stack.post("/clusters", "{}", headers=keyed("lost"), status=409)
 
     # The reaper closes the operation whose request never ended.
-    reap(engine, now=utcnow() + timedelta(minutes=reaped_at))
+    passed(engine, timedelta(minutes=reaped_at - still_running_at))
+    reap(engine)
     assert state_of(engine, key["operation_id"]) == "failed"
+    (key,) = keys_of(engine)  # as it is now (its times moved back with the clock)
     # Free for the request first sent with it; another request is still refused.
     other = stack.post("/clusters", "{'other': 1}", headers=keyed("lost"), status=422)
     assert other.json["errors"][0]["code"] == "tasktoolkit.idempotency_key_reused"

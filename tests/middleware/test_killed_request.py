@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.orm import Worker, reap
+from tests.clock import passed
 from tests.orm._db import operation_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,8 @@ def test_a_request_killed_after_the_apps_commit_is_ended_by_the_reaper(
 
     # Once the request timeout (10 minutes by default) has passed, the reaper
     # ends the request; its two tasks are still to be done, so it runs on.
-    reap(engine, now=datetime.now(UTC) + timedelta(minutes=11))
+    passed(engine, timedelta(minutes=11))
+    reap(engine)
     row = operation_row(engine, request_id)
     assert row["state"] == "running" and row["request_deadline"] is None
 

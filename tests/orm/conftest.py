@@ -16,8 +16,10 @@ from tasktoolkit.context import RequestContext, new_request_id
 from tasktoolkit.orm import Task
 from tasktoolkit.orm._expiry import DEFAULT_TTL
 from tasktoolkit.orm._operations import OperationFields, open_operation
+from tests.databases import engine_for
 from tests.models import Cluster, Node
 from tests.orm._db import InOperation, SpawnInOp, spawn
+from tests.proxy import TcpProxy
 
 
 @pytest.fixture
@@ -118,3 +120,19 @@ def other_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     """A second session (its own connection) on the same database."""
     with session_factory() as s:
         yield s
+
+
+@pytest.fixture
+def proxied(backend: str, engine: Engine) -> Iterator[tuple[TcpProxy, Engine]]:
+    """A proxy in front of the test's database server, and an engine through it."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no server to cut off: an embedded database cannot go away")
+    url = engine.url
+    assert url.host is not None and url.port is not None
+    proxy = TcpProxy(url.host, url.port)
+    through = engine_for(url.set(host="127.0.0.1", port=proxy.port))
+    try:
+        yield proxy, through
+    finally:
+        through.dispose()
+        proxy.close()

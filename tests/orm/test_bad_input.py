@@ -157,12 +157,13 @@ BAD_CODES = [
     pytest.param("bad\ud800code", id="lone-surrogate"),
 ]
 FAIL_FORMS = [
-    pytest.param(lambda s, w, t, c: fail_task(s, t, code=c, message="m"), id="fail_task"),
+    pytest.param(lambda s, j, t, c: fail_task(s, t, code=c, message="m"), id="fail_task"),
     pytest.param(
-        lambda s, w, t, c: fail_task(s, t, code=c, message="m", host=w.host), id="fail_task-held"
+        lambda s, j, t, c: fail_task(s, t, code=c, message="m", host=j.worker.host),
+        id="fail_task-held",
     ),
-    pytest.param(lambda s, w, t, c: w.fail(t, c, "m"), id="Worker.fail"),
-    pytest.param(lambda s, w, t, c: w.fail(t, c, "m", session=s), id="Worker.fail-in-session"),
+    pytest.param(lambda s, j, t, c: j.fail(c, "m"), id="Job.fail"),
+    pytest.param(lambda s, j, t, c: j.fail(c, "m", session=s), id="Job.fail-in-session"),
 ]
 
 
@@ -173,11 +174,11 @@ def test_a_bad_error_code_is_refused_before_the_database_sees_it(
     engine: Engine,
     node: Node,
     code: Any,
-    form: Callable[[Session, Worker, str, Any], Any],
+    form: Callable[[Session, Job, str, Any], Any],
 ) -> None:
     (task,) = spawn(session, node, "boot")
-    worker = Worker(engine, ["boot"], host="w1")
-    assert worker.claim() is not None
+    job = Worker(engine, ["boot"], host="w1").claim()
+    assert job is not None
     before = task_row(engine, task.id)
     statements: list[str] = []
 
@@ -187,7 +188,7 @@ def test_a_bad_error_code_is_refused_before_the_database_sees_it(
     event.listen(engine, "before_cursor_execute", seen)
     try:
         with pytest.raises(errors.InvalidErrorCodeError) as info:
-            form(session, worker, task.id, code)
+            form(session, job, task.id, code)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     session.commit()

@@ -1,7 +1,7 @@
 """Nothing stays active for ever: start deadlines, lost requests, retries, attempts, hand-back.
 
-Time is moved by passing ``now`` to the functions that take it (the reaper,
-claims), never by sleeping.
+Time is moved by moving the rows back on the database's clock (``passed``), never
+by sleeping or faking a host's clock.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from tasktoolkit.middleware import RequestIdLogFilter
 from tasktoolkit.orm import Operation, ReapResult, Task, TaskRules, Worker, reap
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._records import attempts_table
-from tasktoolkit.orm._types import utcnow
-from tasktoolkit.orm._workers import claim_task
+from tests.clock import database_now, passed
 from tests.models import Cluster
 from tests.orm._db import counts_of, operation_row, task_row
 from tests.orm._db import load as committed_task
@@ -72,9 +71,8 @@ def attempts(engine: Engine, task_id: str) -> list[tuple[int, str, str | None]]:
     return [tuple(row) for row in rows]
 
 
-def claim(engine: Engine, host: str, *, at: Any = None) -> Task | None:
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        return claim_task(session, ["build", "ship"], host=host, now=at)
+def claim(engine: Engine, host: str) -> orm.Job | None:
+    return Worker(engine, ["build", "ship"], host=host).claim()
 
 
 # -- start deadlines -------------------------------------------------------------
@@ -89,9 +87,13 @@ def test_a_pending_task_past_its_start_timeout_fails_not_started(
     with engine.begin() as conn:
         end_request(conn, rid, 202)
     assert cluster.task_status == "busy"
+    spawned = load(session, late)
+    assert spawned.start_deadline == spawned.created_at + timedelta(minutes=5)
 
-    assert reap(engine, now=utcnow() + timedelta(minutes=4)) == ReapResult()
-    result = reap(engine, now=utcnow() + timedelta(minutes=6))
+    passed(engine, timedelta(minutes=4))
+    assert reap(engine) == ReapResult()
+    passed(engine, timedelta(minutes=2))
+    result = reap(engine)
 
     assert result.not_started == (late,) and result.total == 1
     task = load(session, late)
@@ -107,24 +109,29 @@ def test_a_pending_task_past_its_start_timeout_fails_not_started(
 def test_default_start_timeout_is_an_hour_and_none_is_never(engine: Engine, tasks: Any) -> None:
     [default] = tasks("build")
     [never] = tasks("ship", rules=TaskRules(start_timeout=None))
-    assert reap(engine, now=utcnow() + timedelta(minutes=59)) == ReapResult()
-    assert reap(engine, now=utcnow() + timedelta(minutes=61)).not_started == (default,)
-    assert reap(engine, now=utcnow() + timedelta(days=365)) == ReapResult()
+    passed(engine, timedelta(minutes=59))
+    assert reap(engine) == ReapResult()
+    passed(engine, timedelta(minutes=2))
+    assert reap(engine).not_started == (default,)
+    passed(engine, timedelta(days=365))
+    assert reap(engine) == ReapResult()
     assert task_row(engine, never)["state"] == "pending"  # type: ignore[index]
 
 
 def test_reap_start_timeout_bounds_every_task(engine: Engine, tasks: Any) -> None:
     [task_id] = tasks("build", rules=TaskRules(start_timeout=None))
     bound = timedelta(seconds=30)
-    assert reap(engine, start_timeout=bound, now=utcnow() + timedelta(seconds=20)) == ReapResult()
-    result = reap(engine, start_timeout=bound, now=utcnow() + timedelta(seconds=40))
-    assert result.not_started == (task_id,)
+    passed(engine, timedelta(seconds=20))
+    assert reap(engine, start_timeout=bound) == ReapResult()
+    passed(engine, timedelta(seconds=20))
+    assert reap(engine, start_timeout=bound).not_started == (task_id,)
 
 
 def test_a_claim_wins_over_a_late_reaper(engine: Engine, session: Session, tasks: Any) -> None:
     [task_id] = tasks("build", rules=TaskRules(start_timeout=timedelta(seconds=60)))
     assert claim(engine, "w") is not None
-    assert reap(engine, now=utcnow() + timedelta(minutes=2)) == ReapResult()
+    passed(engine, timedelta(minutes=2))
+    assert reap(engine) == ReapResult()
     assert load(session, task_id).state == "running"
 
 
@@ -136,15 +143,18 @@ def test_an_operation_whose_request_never_ended_and_spawned_nothing_fails_reques
 ) -> None:
     rid = open_op()
     assert operation_row(engine, rid)["request_deadline"] is not None
-    assert reap(engine, now=utcnow() + timedelta(minutes=9)) == ReapResult()
+    passed(engine, timedelta(minutes=9))
+    assert reap(engine) == ReapResult()
 
-    result = reap(engine, now=utcnow() + timedelta(minutes=11))
+    passed(engine, timedelta(minutes=2))
+    result = reap(engine)
 
     assert result.requests == (rid,) and result.total == 0
     row = operation_row(engine, rid)
     assert (row["state"], row["http_status"], row["request_deadline"]) == ("failed", None, None)
     assert (row["error_code"], row["finished_at"] is not None) == ("request_lost", True)
-    assert reap(engine, now=utcnow() + timedelta(minutes=20)) == ReapResult()  # once
+    passed(engine, timedelta(minutes=20))
+    assert reap(engine) == ReapResult()  # once
 
 
 def test_a_lost_request_with_tasks_follows_its_tasks(
@@ -153,7 +163,8 @@ def test_a_lost_request_with_tasks_follows_its_tasks(
     rid = open_op()
     [task_id] = tasks("build", request_id=rid)
 
-    assert reap(engine, now=utcnow() + timedelta(minutes=11)).requests == (rid,)
+    passed(engine, timedelta(minutes=11))
+    assert reap(engine).requests == (rid,)
     assert operation_row(engine, rid)["state"] == "running"  # its task is still pending
 
     job = Worker(engine, host="w").start(task_id)
@@ -166,7 +177,8 @@ def test_a_request_that_ends_after_the_reaper_keeps_the_reapers_verdict(
     engine: Engine, open_op: Callable[..., str]
 ) -> None:
     rid = open_op()
-    reap(engine, now=utcnow() + timedelta(minutes=11))
+    passed(engine, timedelta(minutes=11))
+    reap(engine)
     with engine.begin() as conn:
         assert end_request(conn, rid, 201) is None
     row = operation_row(engine, rid)
@@ -178,7 +190,8 @@ def test_a_request_that_ended_is_never_reaped(engine: Engine, open_op: Callable[
     with engine.begin() as conn:
         end_request(conn, rid, 201)
     assert operation_row(engine, rid)["request_deadline"] is None
-    assert reap(engine, now=utcnow() + timedelta(days=1)) == ReapResult()
+    passed(engine, timedelta(days=1))
+    assert reap(engine) == ReapResult()
     assert operation_row(engine, rid)["state"] == "succeeded"
 
 
@@ -187,10 +200,10 @@ def test_reap_request_timeout_bounds_every_request(
 ) -> None:
     rid = open_op()
     bound = timedelta(seconds=30)
-    assert reap(engine, request_timeout=bound, now=utcnow() + timedelta(seconds=20)) == ReapResult()
-    assert reap(engine, request_timeout=bound, now=utcnow() + timedelta(seconds=40)).requests == (
-        rid,
-    )
+    passed(engine, timedelta(seconds=20))
+    assert reap(engine, request_timeout=bound) == ReapResult()
+    passed(engine, timedelta(seconds=20))
+    assert reap(engine, request_timeout=bound).requests == (rid,)
 
 
 # -- retries and attempts -----------------------------------------------------------
@@ -201,28 +214,29 @@ def test_a_retryable_failure_runs_again_after_its_backoff_up_to_max_attempts(
 ) -> None:
     rid = open_op()
     [task_id] = tasks("build", rules=RETRY, request_id=rid)
-    worker = Worker(engine, host="w1")
-    now = utcnow()
     for number, backoff in [(1, 10), (2, 20)]:
-        job = claim(engine, "w1", at=now)
+        job = claim(engine, "w1")
         assert job is not None and job.attempts == number
         assert load(session, task_id).message is None  # "retrying in ..." ended with its wait
-        worker.progress(task_id, 60)
-        worker.fail(task_id, "flaky", f"try {number}", retry=True)
+        job.progress(60)
+        job.fail("flaky", f"try {number}", retry=True)
         task = load(session, task_id)
         assert (task.state, task.host, task.progress, task.error) == ("pending", None, None, None)
         assert task.message is not None and task.message.endswith(f"retrying in {backoff}.0 s")
-        assert task.not_before is not None and task.not_before > now
+        assert task.not_before == task.updated_at + timedelta(seconds=backoff)
         # Still running, one task pending: the counts moved running -> pending.
         assert operation_row(engine, rid)["state"] == "running"
         assert counts_of(engine, rid) == {"pending": 1}
-        wait = task.not_before - utcnow()
+        wait = task.not_before - database_now(engine)
         assert timedelta(seconds=backoff - 1) < wait <= timedelta(seconds=backoff)
-        assert claim(engine, "w1", at=task.not_before - timedelta(seconds=1)) is None
-        now = task.not_before
-    assert claim(engine, "w1", at=now) is not None
+        assert claim(engine, "w1") is None  # its backoff is not over
+        passed(engine, timedelta(seconds=backoff - 1))
+        assert claim(engine, "w1") is None
+        passed(engine, timedelta(seconds=1))
+    job = claim(engine, "w1")
+    assert job is not None
     assert load(session, task_id).message is None
-    worker.fail(task_id, "flaky", "try 3", retry=True)  # the last failure is final
+    job.fail("flaky", "try 3", retry=True)  # the last failure is final
 
     task = load(session, task_id)
     assert (task.state, task.error_code, task.attempts) == ("failed", "flaky", 3)
@@ -268,12 +282,14 @@ def test_worker_lost_counts_as_an_attempt_and_is_recorded(
     rules = TaskRules(max_attempts=2, heartbeat_timeout=timedelta(seconds=30), jitter=0)
     [task_id] = tasks("build", rules=rules)
     Worker(engine, host="lost-1").start(task_id).progress(70)
-    later = utcnow() + timedelta(seconds=31)
-    assert reap(engine, now=later).requeued == (task_id,)
+    passed(engine, timedelta(seconds=31))
+    assert reap(engine).requeued == (task_id,)
     task = load(session, task_id)
-    assert (task.state, task.progress, task.not_before) == ("pending", None, later + rules.backoff)
+    assert (task.state, task.progress) == ("pending", None)
+    assert task.not_before == task.updated_at + rules.backoff
     Worker(engine, host="lost-2").start(task_id)
-    assert reap(engine, now=utcnow() + timedelta(seconds=31)).failed == (task_id,)
+    passed(engine, timedelta(seconds=31))
+    assert reap(engine).failed == (task_id,)
     assert attempts(engine, task_id) == [(1, "failed", "worker_lost"), (2, "failed", "worker_lost")]
     assert [a.host for a in load(session, task_id).attempt_records] == ["lost-1", "lost-2"]
 
@@ -325,7 +341,8 @@ def test_reporting_on_a_task_the_reaper_failed_is_refused_and_writes_nothing(
 ) -> None:
     [task_id] = tasks("build", rules=TaskRules(heartbeat_timeout=timedelta(seconds=5)))
     job = Worker(engine, host="w").start(task_id)
-    reap(engine, now=utcnow() + timedelta(seconds=6))
+    passed(engine, timedelta(seconds=6))
+    reap(engine)
     before = task_row(engine, task_id)
     for report in (job.succeed, job.hand_back, lambda: job.fail("x", "y", retry=True)):
         with pytest.raises(errors.TaskNotHeldError):
@@ -397,10 +414,10 @@ def test_two_reapers_racing_move_each_row_once(
             Worker(engine, host=f"w-{task_id}").start(task_id)
         lost += ids[:2]
         late += ids[2:]
-    later = utcnow() + timedelta(minutes=11)
+    passed(engine, timedelta(minutes=11))
 
     def run() -> ReapResult:
-        return reap(engine, now=later, batch_size=3)
+        return reap(engine, batch_size=3)
 
     first, second = at_once(run, run)
     for kind in ("failed", "not_started", "requests"):
@@ -423,12 +440,12 @@ def test_a_task_asked_to_cancel_is_not_taken_up_again(
 ) -> None:
     handed, failed = tasks("build", "ship", rules=RETRY)
     worker = Worker(engine, host="w")
+    jobs = {task_id: worker.start(task_id) for task_id in (handed, failed)}
     for task_id in (handed, failed):
-        worker.start(task_id)
         orm.cancel_task(session, task_id)
         session.commit()
-    worker.hand_back(handed)
-    worker.fail(failed, "flaky", "again", retry=True)
+    jobs[handed].hand_back()
+    jobs[failed].fail("flaky", "again", retry=True)
     assert load(session, handed).state == "cancelled"
     assert load(session, failed).state == "failed"
     assert attempts(engine, handed) == [(1, "cancelled", None)]

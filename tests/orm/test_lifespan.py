@@ -19,13 +19,17 @@ from tasktoolkit.orm._lifespan import _next_batch_size
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._transitions import start_task, transition
-from tasktoolkit.orm._types import utcnow
 from tasktoolkit.signals import TaskChange
+from tests.clock import database_now, passed
 from tests.models import Cluster
 from tests.orm._db import load
 from tests.threads import at_once
 
-NOW = utcnow()
+
+@pytest.fixture
+def now(engine: Engine) -> datetime:
+    """The database's time as the test starts."""
+    return database_now(engine)
 
 
 # -- purge ---------------------------------------------------------------------
@@ -92,19 +96,19 @@ def operation_ids(session: Session) -> set[str]:
 
 
 def test_purge_deletes_expired_records_and_nothing_else(
-    engine: Engine, session: Session, finished: Finished
+    now: datetime, engine: Engine, session: Session, finished: Finished
 ) -> None:
-    gone = {finished(NOW - timedelta(hours=2)), finished(NOW - timedelta(seconds=1))}
+    gone = {finished(now - timedelta(hours=2)), finished(now - timedelta(seconds=1))}
     kept = {
-        finished(NOW + timedelta(hours=1)),
+        finished(now + timedelta(hours=1)),
         finished(None),
         finished(None, state="pending"),
-        finished(NOW + timedelta(seconds=5), state="failed"),
+        finished(now + timedelta(seconds=5), state="failed"),
     }
-    old_op = operation(session, NOW - timedelta(minutes=1))
-    live_ops = {operation(session, NOW + timedelta(minutes=1)), operation(session, None)}
+    old_op = operation(session, now - timedelta(minutes=1))
+    live_ops = {operation(session, now + timedelta(minutes=1)), operation(session, None)}
 
-    result = purge(engine, now=NOW)
+    result = purge(engine)
 
     assert (result.tasks, result.operations, result.dry_run) == (2, 1, False)
     assert task_ids(session) == kept
@@ -113,28 +117,28 @@ def test_purge_deletes_expired_records_and_nothing_else(
 
 
 def test_purge_older_than_keeps_the_recently_expired(
-    engine: Engine, session: Session, finished: Finished
+    now: datetime, engine: Engine, session: Session, finished: Finished
 ) -> None:
-    finished(NOW - timedelta(hours=3))
-    recent = finished(NOW - timedelta(minutes=10))
+    finished(now - timedelta(hours=3))
+    recent = finished(now - timedelta(minutes=10))
 
-    result = purge(engine, older_than=timedelta(hours=1), now=NOW)
+    result = purge(engine, older_than=timedelta(hours=1))
 
     assert result.tasks == 1
     assert task_ids(session) == {recent}
 
 
 def test_dry_run_counts_and_deletes_nothing(
-    engine: Engine, session: Session, finished: Finished
+    now: datetime, engine: Engine, session: Session, finished: Finished
 ) -> None:
-    ids = {finished(NOW - timedelta(hours=1)) for _ in range(3)}
-    operation(session, NOW - timedelta(hours=1))
+    ids = {finished(now - timedelta(hours=1)) for _ in range(3)}
+    operation(session, now - timedelta(hours=1))
 
-    result = purge(engine, dry_run=True, now=NOW)
+    result = purge(engine, dry_run=True)
 
     assert (result.tasks, result.operations, result.dry_run) == (3, 1, True)
     assert task_ids(session) == ids
-    assert purge(engine, now=NOW, dry_run=True).tasks == 3
+    assert purge(engine, dry_run=True).tasks == 3
 
 
 @pytest.fixture
@@ -151,17 +155,18 @@ def statements(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
 
 
 def test_purge_works_in_batches_of_ids(
+    now: datetime,
     engine: Engine,
     session: Session,
     finished: Finished,
     statements: list[tuple[str, Any]],
 ) -> None:
     for _ in range(5):
-        finished(NOW - timedelta(hours=1))
+        finished(now - timedelta(hours=1))
     progress: list[tuple[str, int]] = []
     statements.clear()
 
-    result = purge(engine, batch_size=2, now=NOW, progress=lambda k, n: progress.append((k, n)))
+    result = purge(engine, batch_size=2, progress=lambda k, n: progress.append((k, n)))
 
     assert result.tasks == 5
     done = [n for kind, n in progress if kind == "tasks"]
@@ -188,11 +193,11 @@ def test_purge_works_in_batches_of_ids(
     ],
 )
 def test_purge_refuses_bad_options_and_deletes_nothing(
-    engine: Engine, session: Session, finished: Finished, options: dict[str, Any]
+    now: datetime, engine: Engine, session: Session, finished: Finished, options: dict[str, Any]
 ) -> None:
-    ids = {finished(NOW - timedelta(hours=1))}
+    ids = {finished(now - timedelta(hours=1))}
     with pytest.raises(ValueError):
-        purge(engine, now=NOW, **options)
+        purge(engine, **options)
     assert task_ids(session) == ids
 
 
@@ -214,9 +219,9 @@ def test_purged_tasks_leave_their_operation_counts(
         job = worker.claim()
         assert job is not None
         job.succeed()
-    later = utcnow() + timedelta(hours=25)
+    passed(engine, timedelta(hours=25))
 
-    assert purge(engine, now=later).tasks == 2
+    assert purge(engine).tasks == 2
 
     session.commit()
     op = session.get(Operation, rid, populate_existing=True)
@@ -232,6 +237,7 @@ def test_purged_tasks_leave_their_operation_counts(
 
 def expired_tasks(engine: Engine, count: int) -> None:
     """``count`` expired finished tasks, inserted in one statement."""
+    now = database_now(engine)
     rows = [
         {
             "id": f"00000000-0000-4000-8000-{n:012d}",
@@ -239,10 +245,10 @@ def expired_tasks(engine: Engine, count: int) -> None:
             "resource_id": "gone",
             "name": "build",
             "state": "succeeded",
-            "created_at": NOW,
-            "updated_at": NOW,
-            "finished_at": NOW,
-            "expires_at": NOW - timedelta(seconds=n),
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": now,
+            "expires_at": now - timedelta(seconds=1 + n),
         }
         for n in range(count)
     ]
@@ -250,13 +256,15 @@ def expired_tasks(engine: Engine, count: int) -> None:
         conn.execute(tasks_table.insert(), rows)
 
 
-def test_purge_starts_with_a_batch_of_at_most_100_rows(engine: Engine, session: Session) -> None:
+def test_purge_starts_with_a_batch_of_at_most_100_rows(
+    now: datetime, engine: Engine, session: Session
+) -> None:
     # The database's speed is not known yet: a thousand rows at once on a cold
     # MariaDB with its default buffer pool took 380 ms.
     expired_tasks(engine, 150)
     progress: list[tuple[str, int]] = []
 
-    result = purge(engine, batch_size=1000, now=NOW, progress=lambda k, n: progress.append((k, n)))
+    result = purge(engine, batch_size=1000, progress=lambda k, n: progress.append((k, n)))
 
     assert result.tasks == 150
     assert progress[0] == ("tasks", 100)
@@ -282,13 +290,13 @@ def test_next_batch_size(size: int, slowest: float, limit: int, expected: int) -
 
 
 def test_two_purges_at_once_delete_each_row_once(
-    engine: Engine, session: Session, session_factory: sessionmaker[Session]
+    now: datetime, engine: Engine, session: Session, session_factory: sessionmaker[Session]
 ) -> None:
     expired_tasks(engine, 600)
     kept = {_live_task(session_factory)}
 
     def run() -> orm.PurgeResult:
-        return purge(engine, batch_size=25, now=NOW)
+        return purge(engine, batch_size=25)
 
     results = at_once(run, run)
     assert sum(r.tasks for r in results) == 600
@@ -339,7 +347,8 @@ def running(session_factory: sessionmaker[Session], engine: Engine) -> Callable[
 def test_reaper_leaves_tasks_that_heartbeat(engine: Engine, running: Callable[..., str]) -> None:
     running()
     assert reap(engine).total == 0
-    assert reap(engine, now=utcnow() + timedelta(seconds=290)).total == 0
+    passed(engine, timedelta(seconds=290))
+    assert reap(engine).total == 0
 
 
 def test_reaper_fails_a_lost_task_and_its_operation_follows(
@@ -347,9 +356,9 @@ def test_reaper_fails_a_lost_task_and_its_operation_follows(
 ) -> None:
     rid = new_request_id()
     task_id = running(request_id=rid)
-    later = utcnow() + timedelta(seconds=301)
+    passed(engine, timedelta(seconds=301))
 
-    result = reap(engine, now=later)
+    result = reap(engine)
 
     assert result.failed == (task_id,) and result.total == 1
     task = load(session, task_id)
@@ -358,7 +367,7 @@ def test_reaper_fails_a_lost_task_and_its_operation_follows(
         "code": "worker_lost",
         "message": "worker lost sent no heartbeat for 300 s",
     }
-    assert task.finished_at == later and task.expires_at == later + timedelta(hours=24)
+    assert task.expires_at == task.finished_at + timedelta(hours=24)
     op = session.get(Operation, rid, populate_existing=True)
     assert op is not None and op.state == "failed"
     assert (op.tasks_running, op.tasks_failed) == (0, 1)
@@ -369,7 +378,8 @@ def test_each_task_is_judged_by_its_own_timeout(
 ) -> None:
     short = running(timeout=60)
     running(timeout=300)
-    assert reap(engine, now=utcnow() + timedelta(seconds=120)).failed == (short,)
+    passed(engine, timedelta(seconds=120))
+    assert reap(engine).failed == (short,)
 
 
 def test_reaper_requeues_while_attempts_remain(
@@ -378,7 +388,8 @@ def test_reaper_requeues_while_attempts_remain(
     rid = new_request_id()
     task_id = running(max_attempts=2, request_id=rid)
 
-    result = reap(engine, now=utcnow() + timedelta(seconds=301))
+    passed(engine, timedelta(seconds=301))
+    result = reap(engine)
 
     assert result.requeued == (task_id,)
     task = load(session, task_id)
@@ -391,7 +402,8 @@ def test_reaper_requeues_while_attempts_remain(
     # explicitly: a claim would wait for the backoff, in the future here.)
     second = Worker(engine, host="second").start(task_id)
     assert second is not None and (second.id, second.attempts) == (task_id, 2)
-    assert reap(engine, now=utcnow() + timedelta(seconds=301)).failed == (task_id,)
+    passed(engine, timedelta(seconds=301))
+    assert reap(engine).failed == (task_id,)
     assert load(session, task_id).error_code == "worker_lost"
 
 
@@ -402,7 +414,8 @@ def test_reaper_cancels_a_lost_task_whose_cancellation_was_asked(
     orm.cancel_task(session, task_id)
     session.commit()
 
-    assert reap(engine, now=utcnow() + timedelta(seconds=301)).cancelled == (task_id,)
+    passed(engine, timedelta(seconds=301))
+    assert reap(engine).cancelled == (task_id,)
     assert load(session, task_id).state == "cancelled"
 
 
@@ -422,8 +435,9 @@ def test_reaper_moves_are_signalled_after_commit(
     def receive(sender: str, change: TaskChange) -> None:
         heard.append(change)
 
+    passed(engine, timedelta(seconds=301))
     with signals.task_state_changed.connected_to(receive):
-        reap(engine, now=utcnow() + timedelta(seconds=301))
+        reap(engine)
     assert [(c.task_id, c.old_state, c.new_state) for c in heard] == [
         (task_id, "running", "pending")
     ]
@@ -433,7 +447,8 @@ def test_reaper_works_in_batches(
     engine: Engine, session: Session, running: Callable[..., str]
 ) -> None:
     ids = {running() for _ in range(5)}
-    result = reap(engine, now=utcnow() + timedelta(seconds=301), batch_size=2)
+    passed(engine, timedelta(seconds=301))
+    result = reap(engine, batch_size=2)
     assert set(result.failed) == ids
     session.commit()
     states = session.execute(select(tasks_table.c.state).distinct()).scalars().all()

@@ -25,9 +25,9 @@ from tasktoolkit.orm import TaskRules, reap
 from tasktoolkit.orm._records import attempts_table
 from tests.models import Cluster
 from tests.orm._db import task_row
+from tests.processes import ROOT, Processes
 from tests.proxy import TcpProxy
 
-ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60.0
 
 
@@ -49,33 +49,14 @@ def url(engine: Engine) -> URL:
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """``workers(url, mode, seconds)``: a worker process; all killed after the test."""
-    started: list[subprocess.Popen[str]] = []
+    processes = Processes(tmp_path, "worker")
 
     def start(url: URL, mode: str, seconds: float = 1.0) -> subprocess.Popen[str]:
-        log = (tmp_path / f"worker-{len(started)}.log").open("w")
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.orm.worker_process",
-                url.render_as_string(hide_password=False),
-                mode,
-                str(seconds),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        log.close()
-        started.append(process)
-        return process
+        rendered = url.render_as_string(hide_password=False)
+        return processes.start("tests.orm.worker_process", rendered, mode, str(seconds))
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    processes.close()
 
 
 def spawn(session: Session, names: list[str], rules: TaskRules) -> list[str]:

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.errors import InvalidTaskRulesError
 from tasktoolkit.orm import TaskRules, Worker, cancel_task
+from tasktoolkit.orm._clock import read_now as database_now
 from tasktoolkit.orm._publishing import (
     Recorded,
     backoffs,
-    database_now,
     mark_published,
     recorded,
     to_publish,
@@ -65,10 +65,7 @@ def spawn(session_factory: sessionmaker[Session], engine: Engine) -> Spawn:
 def found(engine: Engine, names: list[str] | None = None) -> dict[str, bool]:
     """What a sweep finds now: task id -> whether it is published again."""
     with Session(engine) as session, session.begin():
-        now = database_now(session.connection())
-        rows = to_publish(
-            session, names or ["wire"], now=now, sweep_after=SWEEP_AFTER, limit=100
-        )
+        rows = to_publish(session, names or ["wire"], sweep_after=SWEEP_AFTER, limit=100)
     return {row.task_id: row.again for row in rows}
 
 
@@ -124,8 +121,7 @@ def test_a_sweep_takes_the_unpublished_first_then_the_oldest_publish(
     early = spawn(published_at=60 * AGO)
     lost = spawn(created_at=60 * AGO)
     with Session(engine) as session, session.begin():
-        now = database_now(session.connection())
-        rows = to_publish(session, ["wire"], now=now, sweep_after=SWEEP_AFTER, limit=2)
+        rows = to_publish(session, ["wire"], sweep_after=SWEEP_AFTER, limit=2)
     assert [(r.task_id, r.again) for r in rows] == [(lost, False), (early, True)]
     assert late not in {r.task_id for r in rows}
 

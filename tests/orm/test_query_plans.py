@@ -199,7 +199,7 @@ TASK_STATEMENTS = [
         id="claim-queues-and-default",
     ),
     pytest.param(
-        lambda s: to_publish(s, WORKER_NAMES, now=utcnow(), sweep_after=timedelta(0), limit=500),
+        lambda s: to_publish(s, WORKER_NAMES, sweep_after=timedelta(minutes=1), limit=500),
         "ix_tasktoolkit_tasks_unpublished",
         (),
         id="sweeper-unpublished",

@@ -16,6 +16,7 @@ from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._resource import resource_class, resource_types
 from tasktoolkit.orm._transitions import start_task, succeed_task
 from tasktoolkit.orm._types import utcnow
+from tests.clock import database_now, wait_past
 from tests.models import Cluster, Node
 from tests.orm._db import (
     PATH_FROM_PENDING,
@@ -312,12 +313,10 @@ def test_task_status_query_built_once_reads_the_clock_when_run(
     in_error = select(Node.id).where(Node.task_status == ResourceStatus.ERROR)  # built once
     failed = _run(session, node, "a", "failed")
     assert session.scalars(in_error).all() == [node.id]
-    soon = utcnow() + timedelta(milliseconds=5)
+    soon = database_now(session) + timedelta(milliseconds=5)
     session.execute(update(Task).where(Task.id == failed.id).values(expires_at=soon))
     session.commit()
-    deadline = soon + timedelta(seconds=5)
-    while utcnow() <= soon:  # poll the clock past the expiry (no fixed sleep)
-        assert utcnow() < deadline
+    wait_past(session.get_bind(), soon)  # poll the database's clock past the expiry
     assert session.scalars(in_error).all() == []
 
 

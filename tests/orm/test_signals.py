@@ -19,8 +19,8 @@ from tasktoolkit.orm._events import _send_queued
 from tasktoolkit.orm._operations import end_request
 from tasktoolkit.orm._records import tasks_table
 from tasktoolkit.orm._transitions import fail_task, start_task, succeed_task
-from tasktoolkit.orm._types import utcnow
 from tests.cases import named_cases
+from tests.clock import passed
 from tests.models import Node
 from tests.orm._db import InOperation, SpawnInOp, count_rows, counts_of, spawn
 
@@ -195,7 +195,8 @@ def test_task_signals_come_before_the_operation_they_finish(
     with engine.begin() as conn:
         end_request(conn, op, 202)
     heard.clear()
-    reaped = reap(engine, now=utcnow() + timedelta(days=1))
+    passed(engine, timedelta(days=1))
+    reaped = reap(engine)
     assert reaped.failed == (task.id,)
     assert names(heard) == ["task-state-changed", "operation-finished"]
     assert heard[1][2].state == "failed"
@@ -245,7 +246,8 @@ def _by_reaper(session: Session, engine: Engine, node: Node, op: str) -> list[st
     session.commit()
     with engine.begin() as conn:
         end_request(conn, op, 202)
-    reap(engine, now=utcnow() + timedelta(days=1))
+    passed(engine, timedelta(days=1))
+    reap(engine)
     return ["task-state-changed", "task-state-changed", "operation-finished"]
 
 

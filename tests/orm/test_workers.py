@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,10 +25,17 @@ from tasktoolkit.orm import Job, Worker
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import tasks_table
-from tasktoolkit.orm._types import utcnow
-from tasktoolkit.orm._workers import claim_task
+from tasktoolkit.orm._transitions import (
+    acknowledge_cancel,
+    fail_task,
+    report_progress,
+    succeed_task,
+)
+from tasktoolkit.orm._workers import claim_task, heartbeat
+from tests.clock import age, watched
 from tests.models import Cluster
 from tests.orm._db import load, load_operation
+from tests.proxy import TcpProxy
 
 Spawn = Callable[..., list[str]]
 Claimed = Callable[..., tuple[str, Job]]
@@ -201,12 +209,28 @@ def test_bad_progress_is_refused_and_nothing_written(
 
 Report = Callable[[Worker, str], object]
 
+
+def _as(worker: Worker, report: Callable[[Session, str], object]) -> object:
+    """``report`` in a transaction of ``worker``'s (a report of its host's)."""
+    with worker.transaction() as session:
+        return report(session, worker.host)
+
+
 REPORTS = [
-    pytest.param(lambda w, t: w.heartbeat(t), id="heartbeat"),
-    pytest.param(lambda w, t: w.progress(t, 10, "x"), id="progress"),
-    pytest.param(lambda w, t: w.succeed(t), id="succeed"),
-    pytest.param(lambda w, t: w.fail(t, "boom", "it broke"), id="fail"),
-    pytest.param(lambda w, t: w.acknowledge_cancel(t), id="acknowledge-cancel"),
+    pytest.param(lambda w, t: _as(w, lambda s, h: heartbeat(s, t, host=h)), id="heartbeat"),
+    pytest.param(
+        lambda w, t: _as(w, lambda s, h: report_progress(s, t, 10, host=h, message="x")),
+        id="progress",
+    ),
+    pytest.param(lambda w, t: _as(w, lambda s, h: succeed_task(s, t, host=h)), id="succeed"),
+    pytest.param(
+        lambda w, t: _as(w, lambda s, h: fail_task(s, t, code="boom", message="x", host=h)),
+        id="fail",
+    ),
+    pytest.param(
+        lambda w, t: _as(w, lambda s, h: acknowledge_cancel(s, t, host=h)),
+        id="acknowledge-cancel",
+    ),
 ]
 
 
@@ -333,25 +357,48 @@ def test_job_block_interrupted_hands_the_task_back(claimed: Claimed, session: Se
     assert [(a.number, a.outcome) for a in task.attempt_records] == [(1, "handed_back")]
 
 
-def test_job_block_whose_task_was_taken_away_says_so(claimed: Claimed, session: Session) -> None:
-    task_id, job = claimed()
-    session.execute(
-        update(tasks_table)
-        .where(tasks_table.c.id == task_id)
-        .values(heartbeat_at=utcnow() - timedelta(hours=1))
-    )
-    session.commit()
-    assert orm.reap(session.get_bind()).failed == (task_id,)  # type: ignore[arg-type]
+def _taken_away(engine: Engine, task_id: str) -> None:
+    """The reaper takes the task: no heartbeat for an hour, watched all along."""
+    age(engine, tasks_table, tasks_table.c.id == task_id, heartbeat_at=timedelta(hours=1))
+    watched(engine, timedelta(hours=1))
+    assert orm.reap(engine).failed == (task_id,)
 
-    with pytest.raises(RuntimeError) as raised, job:
-        raise RuntimeError("late")
-    assert any("outcome not recorded" in note for note in raised.value.__notes__)
-    with pytest.raises(TaskNotHeldError), job:
-        pass
-    assert load(session, task_id).error == {
+
+def test_job_block_whose_task_was_taken_away_says_so_once(
+    claimed: Claimed, engine: Engine, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id, job = claimed()
+    _taken_away(engine, task_id)
+
+    with caplog.at_level(logging.WARNING, "tasktoolkit.worker"), job:
+        pass  # the work is done, but the task is not this worker's any more
+
+    [line] = [r for r in caplog.records if r.name == "tasktoolkit.worker"]
+    assert "outcome succeeded not recorded" in line.getMessage() and line.exc_info is None
+    assert job.refused is not None and not job.finished
+    task = load(session, task_id)
+    assert task.error == {
         "code": "worker_lost",
         "message": "worker worker-a sent no heartbeat for 300 s",
     }
+    [attempt] = task.attempt_records
+    assert (attempt.outcome, attempt.error_code) == ("failed", "worker_lost")
+    assert attempt.error_message == (
+        "worker worker-a sent no heartbeat for 300 s; "
+        "then its worker worker-a reported succeeded: not recorded"
+    )
+
+
+def test_job_block_raising_after_its_task_was_taken_away_keeps_its_error(
+    claimed: Claimed, engine: Engine
+) -> None:
+    task_id, job = claimed()
+    _taken_away(engine, task_id)
+    with pytest.raises(RuntimeError) as raised, job:
+        raise RuntimeError("late")
+    assert any("outcome not recorded" in note for note in raised.value.__notes__)
+    with pytest.raises(TaskNotHeldError):  # asked directly, it is refused
+        job.succeed()
 
 
 def test_start_takes_one_given_task(worker: Worker, spawn: Spawn, session: Session) -> None:
@@ -386,3 +433,75 @@ def test_default_host_is_unique_per_process(engine: Engine) -> None:
 def test_bad_host_is_refused(engine: Engine, host: str) -> None:
     with pytest.raises(ValueError, match="host"):
         Worker(engine, host=host)
+
+
+# -- the database away ---------------------------------------------------------------
+
+#: Servers nothing listens on: a job's own database that is away, as its real driver says.
+AWAY = [
+    pytest.param("postgresql+psycopg://postgres@127.0.0.1:1/away", id="postgresql-away"),
+    pytest.param("mysql+pymysql://root@127.0.0.1:1/away", id="mariadb-away"),
+]
+
+
+@pytest.mark.parametrize("away", AWAY)
+def test_a_database_error_in_a_jobs_own_code_is_a_retryable_failure(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    session: Session,
+    caplog: pytest.LogCaptureFixture,
+    away: str,
+) -> None:
+    with session_factory() as s:
+        cluster = Cluster(name="c")
+        s.add(cluster)
+        s.flush()
+        rules = orm.TaskRules(max_attempts=2, backoff=timedelta(0), jitter=0)
+        [task] = cluster.spawn_tasks(["build"], rules=rules)
+        s.commit()
+    worker = Worker(engine, ["build"], host="w")
+    job = worker.claim()
+    assert job is not None
+    gone = create_engine(away)
+    try:
+        with caplog.at_level(logging.WARNING, "tasktoolkit.worker"), job:
+            gone.connect()  # the job's own reads meet an outage
+    finally:
+        gone.dispose()
+
+    [line] = [r for r in caplog.records if r.name == "tasktoolkit.worker"]
+    assert "transient database error" in line.getMessage() and line.exc_info is None
+    task = load(session, task.id)
+    assert (task.state, task.attempts, task.error) == ("pending", 1, None)
+    [attempt] = task.attempt_records
+    assert (attempt.outcome, attempt.error_code) == ("failed", "worker_error")
+    again = worker.claim()
+    assert again is not None and again.attempts == 2
+    with again:
+        pass
+    assert load(session, task.id).state == "succeeded"
+
+
+def _lines(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == name and r.levelno >= logging.WARNING]
+
+
+def test_claims_ride_out_an_outage_saying_so_once_and_once_back(
+    proxied: tuple[TcpProxy, Engine], spawn: Spawn, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, through = proxied
+    worker = Worker(through, ["build"], host="w", deadline=1)
+    assert worker.claim() is None  # a pooled connection, as a running worker has
+    with caplog.at_level(logging.DEBUG, "tasktoolkit.worker"):
+        proxy.cut()
+        try:
+            assert worker.claim(wait=3.5) is None  # four looks, none raises
+        finally:
+            proxy.restore()
+        [task_id] = spawn(["build"])
+        job = worker.claim(wait=10)
+    worker.close()
+    assert job is not None and job.id == task_id
+    away, back = _lines(caplog, "tasktoolkit.worker")
+    assert "database unavailable" in away.getMessage() and "back after" in back.getMessage()
+    assert away.exc_info is None and back.exc_info is None

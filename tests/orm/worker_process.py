@@ -1,13 +1,18 @@
 """A worker in a process of its own, for the tests that signal, kill or cut it off.
 
-``python -m tests.orm.worker_process URL MODE [SECONDS]``; it never imports the
-test models: a worker enforces each task's rules from its row alone.
+``python -m tests.orm.worker_process URL MODE [SECONDS [EVERY]]``; it never
+imports the test models: a worker enforces each task's rules from its row alone.
 
 - ``hold``: claim one ``hold`` task and heartbeat until killed;
 - ``graceful``: claim one ``hold`` task and work on it for ever; on SIGTERM, stop
   with a grace period of SECONDS (the task is then handed back) and exit 0;
-- ``work``: run ``work`` tasks of SECONDS each, reporting progress, until none
-  is left; claims and outcomes ride out a database that goes away for a while.
+- ``work``: run ``work`` tasks of SECONDS each, reporting progress every EVERY
+  seconds (0.1 by default), until none is left; claims and outcomes ride out a
+  database that goes away for a while;
+- ``read``: as ``work``, but each step of a job reads the database itself (a
+  job's own code), so that an outage meets the job, not only its reports;
+- ``claim``: claim one ``hold`` task if one is ready, print its id (or ``none``)
+  and exit, leaving it running.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import sys
 import time
 from types import FrameType
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from tasktoolkit.errors import TaskToolkitError, database_unavailable
 from tasktoolkit.orm import Job, Worker, prepare_engine
@@ -58,7 +63,7 @@ def graceful(worker: Worker, grace: float) -> None:
             worker.wait(STEP)
 
 
-def work(worker: Worker, seconds: float) -> None:
+def work(worker: Worker, seconds: float, *, every: float = STEP, reads: bool = False) -> None:
     idle = 0
     while idle < 3:
         job = claim(worker)
@@ -69,26 +74,33 @@ def work(worker: Worker, seconds: float) -> None:
         idle = 0
         try:
             with job:
-                steps = max(1, round(seconds / STEP))
+                steps = max(1, round(seconds / every))
                 for step in range(steps):
-                    time.sleep(STEP)
+                    time.sleep(every)
+                    if reads:
+                        with worker.transaction() as session:
+                            session.execute(text("SELECT 1"))
                     job.progress(100 * (step + 1) // steps)
         except TaskToolkitError as exc:  # recorded by a try that the outage cut short
             logging.warning("%s: %s", job.id, exc)
 
 
-def main(url: str, mode: str, seconds: float) -> None:
+def main(url: str, mode: str, seconds: float, every: float = STEP) -> None:
     engine = prepare_engine(create_engine(url))
-    names = ["work"] if mode == "work" else ["hold"]
+    names = ["work"] if mode in ("work", "read") else ["hold"]
     worker = Worker(engine, names)
-    if mode == "hold":
+    if mode == "claim":
+        job = claim(worker)
+        print(job.id if job is not None else "none", flush=True)
+    elif mode == "hold":
         hold(worker)
     elif mode == "graceful":
         graceful(worker, seconds)
     else:
-        work(worker, seconds)
+        work(worker, seconds, every=every, reads=mode == "read")
     engine.dispose()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 1.0)
+    numbers = [float(n) for n in sys.argv[3:5]]
+    main(sys.argv[1], sys.argv[2], *(numbers or [1.0]))
