@@ -16,8 +16,8 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit.orm._notifying import mark_notified, operations_to_notify
 from tasktoolkit.orm._clock import read_now as database_now
+from tasktoolkit.orm._notifying import mark_notified, operations_to_notify
 from tasktoolkit.orm._records import operations_table
 
 SETTLED = timedelta(minutes=1)
