@@ -212,6 +212,22 @@ def toolkit(
         engine.dispose()
 
 
+#: The extra that installs the driver of a backend (its default one, as the docs use it).
+_DRIVER_EXTRAS = {
+    "postgresql": ("postgresql", "postgresql+psycopg://"),
+    "mysql": ("mysql", "mysql+pymysql://"),
+    "mariadb": ("mysql", "mariadb+pymysql://"),
+}
+
+
+def _install_hint(backend: str) -> str:
+    """``; pip install 'tasktoolkit[postgresql]' ...`` for a backend with an extra."""
+    if backend not in _DRIVER_EXTRAS:
+        return ""
+    extra, scheme = _DRIVER_EXTRAS[backend]
+    return f"; pip install 'tasktoolkit[{extra}]' (its driver, for {scheme} URLs)"
+
+
 def _connect(url: str | None, *, need_tables: bool) -> Engine:
     """An engine on ``url`` that has connected once (and, optionally, has our tables).
 
@@ -235,8 +251,12 @@ def _connect(url: str | None, *, need_tables: bool) -> Engine:
             raise CommandError(f"cannot connect to {shown}: no such database file")
     try:
         engine = prepare_engine(create_engine(parsed))
-    except (NoSuchModuleError, ImportError) as exc:
+    except NoSuchModuleError as exc:
         raise CommandError(f"cannot use {shown}: {first_line(exc)}") from None
+    except ImportError as exc:  # the dialect is there, its driver is not
+        raise CommandError(
+            f"cannot use {shown}: {first_line(exc)}{_install_hint(parsed.get_backend_name())}"
+        ) from None
     try:
         with engine.connect() as conn:
             has_tables = inspect(conn).has_table(Task.__tablename__)

@@ -2,17 +2,24 @@
 
 Bad input or a database that cannot be reached ends a command with exit
 status 1 and one line on standard error saying why; nothing is written.
+Ctrl-C ends it with 130, without a traceback.
+
+Every command is declared once, in :data:`COMMANDS`: a module whose
+``add_parser(commands)`` adds it (and its own subcommands). With argcomplete
+installed, the parser completes in the shell (``eval "$(register-python-argcomplete
+tasktoolkit)"``).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tasktoolkit import __version__
-from tasktoolkit.commands import _db, _purge, _reap, _watch
+from tasktoolkit.commands import _db, _purge, _reap, _records, _watch
 from tasktoolkit.commands._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -23,7 +30,11 @@ from tasktoolkit.commands._common import (
 )
 from tasktoolkit.errors import TaskToolkitError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: Every command, in the order ``--help`` lists them: each module's ``add_parser(commands)``
+#: adds its own (``_records`` adds ``tasks`` and ``operations``, with their actions).
+COMMANDS: tuple[ModuleType, ...] = (_purge, _reap, _db, _watch, _records)
 
 
 def build_parser() -> Parser:
@@ -31,14 +42,29 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Maintain tasktoolkit's tasks and operations.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (_purge, _reap, _db, _watch):
+    for command in COMMANDS:
         command.add_parser(commands)
     return parser
 
 
+def _complete(parser: Parser) -> None:
+    """Answer the shell's completion request (``$_ARGCOMPLETE``), when argcomplete is there:
+    it prints the choices and exits; otherwise nothing happens."""
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+        _complete(parser)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
     try:
         return int(args.run(args))
     except (CommandError, TaskToolkitError, ValueError) as exc:
@@ -48,8 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SQLAlchemyError as exc:
         return _fail(f"database error: {first_line(exc)}")
     except KeyboardInterrupt:
-        _fail("interrupted")
-        return EXIT_INTERRUPTED
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    print(f"{PROG}: error: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _fail(message: str) -> int:
