@@ -56,9 +56,7 @@ def _chosen(asked: Sequence[str], default: Sequence[str], known: Sequence[str]) 
         return list(default)
     unknown = [name for name in asked if known and name not in known]
     if unknown:
-        raise CommandError(
-            f"no column {unknown[0]!r}; the columns are: {', '.join(known)}"
-        )
+        raise CommandError(f"no column {unknown[0]!r}; the columns are: {', '.join(known)}")
     return list(dict.fromkeys(asked))
 
 
@@ -85,9 +83,7 @@ def print_list(
     columns = _chosen(args.columns, default, known)
     rows = [[record.get(name) for name in columns] for record in records]
     if args.format == "json":
-        json.dump(
-            [dict(zip(columns, row, strict=True)) for row in rows], stream, indent=2
-        )
+        json.dump([dict(zip(columns, row, strict=True)) for row in rows], stream, indent=2)
         stream.write("\n")
     elif args.format == "value":
         for row in rows:

@@ -133,8 +133,11 @@ FILTERS: tuple[Filter, ...] = (
     Filter("--method", "method", "of this HTTP method", kinds=("operations",)),
     Filter("--changes-since", "changes-since", "updated at or after this ISO 8601 time"),
     Filter("--changes-before", "changes-before", "updated at or before this ISO 8601 time"),
-    Filter("--limit", "limit", f"the most records (default {ListParams.DEFAULT_LIMIT}, "
-           f"at most {ListParams.MAX_LIMIT})"),
+    Filter(
+        "--limit",
+        "limit",
+        f"the most records (default {ListParams.DEFAULT_LIMIT}, at most {ListParams.MAX_LIMIT})",
+    ),
     Filter("--marker", "marker", "after this record (the last id of the previous page)"),
     Filter(
         "--sort-key",
@@ -343,8 +346,7 @@ ACTIONS: tuple[Action, ...] = (
     ),
     Action(
         "show",
-        lambda kind: f"Show one {kind.one}"
-        + (" with its tasks." if kind is OPERATIONS else "."),
+        lambda kind: f"Show one {kind.one}" + (" with its tasks." if kind is OPERATIONS else "."),
         _show_arguments,
         _show_database,
         _show_http,

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
-import routes
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import Settings, commands
+from tasktoolkit import commands
 from tasktoolkit.commands import _watch
-from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.orm import TaskRules, Worker
-from tests.commands.conftest import Watch, claim, run, spawn
-from tests.middleware.test_concurrency import Served
-from tests.models import Cluster
+from tests.commands.conftest import ADMIN, AS_ADMIN, SYSTEM, Counted, Watch, claim, run, spawn
 
 
 def test_watch_shows_a_finished_operation_and_its_outcome(
@@ -121,54 +116,6 @@ def test_watch_interrupted_exits_130(
     monkeypatch.setattr(_watch, "time", SimpleNamespace(monotonic=time.monotonic, sleep=ctrl_c))
     status, _, err = run(capsys, "watch", rid, "--db-url", db_url)
     assert (status, err) == (commands.EXIT_INTERRUPTED, "tasktoolkit: error: interrupted\n")
-
-
-class Counted:
-    """A WSGI app counting the requests it was given."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.requests = 0
-
-    def __call__(self, environ: Any, start_response: Any) -> Any:
-        self.requests += 1
-        return self.app(environ, start_response)
-
-
-@pytest.fixture
-def served(session_factory: sessionmaker[Session]) -> Iterator[Callable[..., tuple[str, Counted]]]:
-    """``served(**settings)``: the task endpoints over HTTP on this test's database, with
-    these settings; their base URL and the requests they were given."""
-    stop: list[Callable[[], None]] = []
-
-    def serve(**settings: Any) -> tuple[str, Counted]:
-        mapper = routes.Mapper()
-        mounted = mount(
-            mapper,
-            collections={"clusters": Cluster},
-            session_factory=session_factory,
-            settings=Settings(**settings),
-        )
-        counted = Counted(Router(mapper))
-        server = Served(counted)
-        stop.extend([server.stop, mounted.close])
-        return f"http://{server.address[0]}:{server.address[1]}", counted
-
-    yield serve
-    for done in stop:
-        done()
-
-
-@pytest.fixture
-def api(served: Callable[..., tuple[str, Counted]]) -> str:
-    """The task endpoints served over HTTP with the default settings; their base URL."""
-    return served()[0]
-
-
-#: A system admin: the operations of these tests belong to no project.
-ADMIN = "X-Roles: admin"
-SYSTEM = "OpenStack-System-Scope: all"
-AS_ADMIN = ("--header", ADMIN, "--header", SYSTEM)
 
 
 def test_watch_follows_an_operation_location_over_http(
