@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -123,3 +124,64 @@ def test_bad_settings_are_one_line(
     bad.write_text("deadline = 2s\njust words\n")
     argv = [a.replace("{bad}", str(bad)) for a in argv]
     assert_one_line_error(capsys, ["purge", "--db-url", "sqlite://", *argv], status, says)
+
+
+def _completions(line: str, tmp_path: Path) -> list[str]:
+    """What the shell would offer after ``line`` (but the options, ``-h``...): argcomplete's
+    own protocol (the variables its bash hook sets), answered by a real process."""
+    answer = tmp_path / "completions"
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "_ARGCOMPLETE_IFS": "\n",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "COMP_TYPE": "9",
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tasktoolkit"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return sorted(word for word in answer.read_text().split() if not word.startswith("-"))
+
+
+@pytest.mark.parametrize(
+    ("line", "offered"),
+    [
+        pytest.param(
+            "tasktoolkit ",
+            ["db", "operations", "purge", "reap", "tasks", "watch"],
+            id="commands",
+        ),
+        pytest.param("tasktoolkit ta", ["tasks"], id="a-prefix"),
+        pytest.param("tasktoolkit tasks ", ["cancel", "list", "show"], id="actions"),
+        pytest.param(
+            "tasktoolkit operations list -f ", ["csv", "json", "table", "value"], id="formats"
+        ),
+        pytest.param(
+            "tasktoolkit operations list --sort-key ",
+            ["created_at", "finished_at", "state", "updated_at"],
+            id="sort-keys",
+        ),
+    ],
+)
+def test_the_shell_completes_commands_and_choices(
+    tmp_path: Path, line: str, offered: list[str]
+) -> None:
+    pytest.importorskip("argcomplete")
+    assert _completions(line, tmp_path) == offered
+
+
+def test_a_missing_driver_names_the_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # not installed
+    url = "postgresql+psycopg://app@127.0.0.1:1/app"
+    assert_one_line_error(
+        capsys,
+        ["tasks", "list", "--db-url", url],
+        1,
+        f"cannot use {url}: import of psycopg halted; None in sys.modules; "
+        "pip install 'tasktoolkit[postgresql]'",
+    )
