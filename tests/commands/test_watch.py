@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -215,3 +220,58 @@ def test_watch_refuses_a_malformed_header(capsys: pytest.CaptureFixture[str], he
 def test_watch_by_id_takes_no_header(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
     status, _, err = run(capsys, "watch", "req-x", "--db-url", db_url, "--header", "A: b")
     assert status == commands.EXIT_ERROR and "--header is for an operation's URL" in err
+
+
+class Terminal(io.StringIO):
+    """A terminal of the width ``$COLUMNS`` says, as the screen sees one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        pytest.param("short", "short", id="fits"),
+        pytest.param("x" * 20, "x" * 20, id="exactly"),
+        pytest.param("y" * 21 + " message", "y" * 20, id="cut"),
+        pytest.param("端口" * 6, "端口" * 5, id="wide-characters-take-two"),
+        pytest.param("e\u0301" * 25, "e\u0301" * 20, id="combining-marks-take-none"),
+    ],
+)
+def test_on_a_terminal_each_line_is_cut_to_its_width(
+    monkeypatch: pytest.MonkeyPatch, line: str, shown: str
+) -> None:
+    """A line that wrapped would take two rows, and the redraw would climb one row short."""
+    monkeypatch.setenv("COLUMNS", "20")
+    screen = _watch._Screen(Terminal())
+    screen.show(["header", line])
+    screen.show(["header", line])
+    drawn = screen.stream.getvalue()  # type: ignore[attr-defined]
+    assert drawn == f"header\n{shown}\n\x1b[2F\x1b[Jheader\n{shown}\n"
+
+
+def test_elsewhere_lines_are_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "20")
+    stream = io.StringIO()
+    _watch._Screen(stream).show(["z" * 30])
+    assert stream.getvalue() == "z" * 30 + "\n"
+
+
+def test_watch_in_a_real_process_exits_130_on_ctrl_c(
+    tmp_path: Path, db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tasktoolkit", "watch", rid, "--db-url", db_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    assert rid in process.stdout.readline()  # drawn once: it is waiting now
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == commands.EXIT_INTERRUPTED
+    assert err == "tasktoolkit: error: interrupted\n"
