@@ -35,7 +35,7 @@ from urllib.request import Request, urlopen
 from tasktoolkit._checks import HTTP_TOKEN
 from tasktoolkit.commands._common import CommandError, first_line
 
-__all__ = ["URL_ENV", "Api", "api_of", "http_arguments", "uses_http"]
+__all__ = ["URL_ENV", "Api", "ApiError", "api_of", "http_arguments", "uses_http"]
 
 URL_ENV = "TASKTOOLKIT_URL"
 #: Where clouds.yaml is looked for, in this order (as openstacksdk looks).
@@ -48,12 +48,21 @@ _TIMEOUT = 60.0
 _EXTRA = "pip install 'tasktoolkit[oslo]'"
 
 
+class ApiError(CommandError):
+    """The service answered with an error (``status``), said in one line."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Api(Protocol):
     """The endpoints of one service, for one caller."""
 
     def request(self, method: str, path: str, query: str = "") -> tuple[int, dict[str, Any]]:
         """``method path?query``: the status and JSON document of a 2xx answer.
 
+        :raises ApiError: an error answer.
         :raises CommandError: anything else (said in one line).
         """
 
@@ -61,14 +70,14 @@ class Api(Protocol):
 def http_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that say which service to ask, and as whom."""
     group = parser.add_argument_group("over HTTP (instead of --db-url)")
+    # --url and --os-cloud default to their variables only when no --db-url is given
+    # (uses_http): a variable left in the environment never overrides an option.
     group.add_argument(
         "--url",
-        default=os.environ.get(URL_ENV),
         help=f"the service's endpoint, where /tasks and /operations are (default: ${URL_ENV})",
     )
     group.add_argument(
         "--os-cloud",
-        default=os.environ.get("OS_CLOUD"),
         metavar="NAME",
         help="the cloud of clouds.yaml to authenticate with (default: $OS_CLOUD; keystoneauth1)",
     )
@@ -122,8 +131,16 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def uses_http(args: argparse.Namespace) -> bool:
-    """Whether the command asks a service (``--url``, ``--os-cloud``, ``--os-service-type``)
-    rather than the database."""
+    """Whether the command asks a service rather than the database: ``--url``,
+    ``--os-cloud`` or ``--os-service-type`` was given; or no database was (``--db-url``,
+    ``$TASKTOOLKIT_DB_URL``) and ``$TASKTOOLKIT_URL`` or ``$OS_CLOUD`` says which service.
+
+    Fills ``args.url`` and ``args.os_cloud`` from their variables when a service is asked.
+    """
+    if not (args.url or args.os_cloud or args.os_service_type) and args.db_url:
+        return False
+    args.url = args.url or os.environ.get(URL_ENV)
+    args.os_cloud = args.os_cloud or os.environ.get("OS_CLOUD")
     return bool(args.url or args.os_cloud or args.os_service_type)
 
 
@@ -241,13 +258,13 @@ def _cloud(name: str) -> dict[str, Any]:
     raise CommandError(f"--os-cloud {name}: no clouds.yaml ({', '.join(map(str, paths))})")
 
 
-def _error(status: int, body: bytes, what: str) -> CommandError:
+def _error(status: int, body: bytes, what: str) -> ApiError:
     """One line of an error answer (the contract's ``errors[0].detail``)."""
     try:
         detail = f": {json.loads(body)['errors'][0]['detail']}"
     except (ValueError, KeyError, IndexError, TypeError):
         detail = ""
-    return CommandError(f"{what}: HTTP {status}{detail}")
+    return ApiError(f"{what}: HTTP {status}{detail}", status)
 
 
 def _document(status: int, body: bytes, what: str) -> tuple[int, dict[str, Any]]:

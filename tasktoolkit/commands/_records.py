@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,9 +36,8 @@ from tasktoolkit.commands._common import (
     command,
     toolkit,
 )
-from tasktoolkit.commands._http import Api, api_of, http_arguments, uses_http
+from tasktoolkit.commands._http import Api, ApiError, api_of, http_arguments, uses_http
 from tasktoolkit.commands._output import output_arguments, print_list, print_one
-from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.endpoints._params import OPERATION_LIST, TASK_LIST, ListKind, parse_list_query
 from tasktoolkit.orm import (
     ListParams,
@@ -75,18 +73,11 @@ class Kind:
     list_kind: ListKind
 
     def check_id(self, ident: str) -> str:
-        """``ident`` if it can be one of these records' ids, else a not-found error."""
-        valid = is_valid_request_id(ident) if self.name == "operations" else _is_uuid(ident)
-        if not valid:
+        """``ident`` if it can be one of these records' ids (as the endpoints check a
+        marker), else a not-found error."""
+        if not self.list_kind.is_record_id(ident):
             raise CommandError(f"no {self.one} {ident!r}")
         return ident
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False
 
 
 TASKS = Kind(
@@ -292,8 +283,8 @@ def _cancel_http(api: Api, kind: Kind, args: argparse.Namespace) -> Shown:
         path = f"/{quote(collection, safe='')}/{resource}/tasks/{ident}/cancel"
         try:
             _, document = api.request("POST", path)
-        except CommandError as exc:
-            if ": HTTP 404" in str(exc) and len(collections) > 1:
+        except ApiError as exc:
+            if exc.status == 404 and len(collections) > 1:
                 continue  # another type's collection: its resource is not there
             raise
         return Shown(record=_record_of(document, "task"))

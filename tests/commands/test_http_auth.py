@@ -33,6 +33,7 @@ OS_ENV = (
     "OS_INTERFACE",
     "OS_REGION_NAME",
     "TASKTOOLKIT_URL",
+    "TASKTOOLKIT_DB_URL",
 )
 SERVICE_TYPE = "task-records"
 

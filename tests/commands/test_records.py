@@ -14,7 +14,14 @@ from tasktoolkit import commands
 from tests.commands.conftest import AS_ADMIN, Counted, claim, run, spawn
 
 #: The variables that would send a command to a service instead of the database.
-SERVICE_ENV = ("TASKTOOLKIT_URL", "OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE", "OS_TOKEN")
+SERVICE_ENV = (
+    "TASKTOOLKIT_DB_URL",
+    "TASKTOOLKIT_URL",
+    "OS_CLOUD",
+    "OS_AUTH_URL",
+    "OS_AUTH_TYPE",
+    "OS_TOKEN",
+)
 UNKNOWN_TASK = "00000000-0000-4000-8000-000000000000"
 
 
@@ -232,3 +239,33 @@ def test_a_task_is_cancelled_under_the_collection_given(
     status, out, err = run(capsys, *argv)
     assert (status, out) == (commands.EXIT_ERROR, "") and "pass --collection" in err
     assert run(capsys, *argv, "--collection", "clusters") == (0, "cancelled\n", "")
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [pytest.param("TASKTOOLKIT_URL", id="url"), pytest.param("OS_CLOUD", id="cloud")],
+)
+def test_a_database_given_wins_over_a_service_in_the_environment(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
+    records: dict[str, str],
+    variable: str,
+) -> None:
+    monkeypatch.setenv(variable, "http://127.0.0.1:1" if variable.endswith("URL") else "nowhere")
+    argv = ["operations", "list", "--db-url", db_url, "-f", "value", "-c", "id"]
+    assert run(capsys, *argv) == (0, f"{records['rid']}\n", "")
+
+
+def test_without_a_database_the_service_in_the_environment_is_asked(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    served: Callable[..., tuple[str, Counted]],
+    records: dict[str, str],
+) -> None:
+    url, counted = served()
+    monkeypatch.delenv("TASKTOOLKIT_DB_URL", raising=False)
+    monkeypatch.setenv("TASKTOOLKIT_URL", url)
+    argv = ["operations", "list", *AS_ADMIN, "-f", "value", "-c", "id"]
+    assert run(capsys, *argv) == (0, f"{records['rid']}\n", "")
+    assert counted.requests == 1
