@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from tasktoolkit.commands._common import (
     EXIT_OK,
+    PROG,
     CommandError,
     Parser,
     command,
@@ -144,10 +145,14 @@ FILTERS: tuple[Filter, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Shown:
-    """What an action prints: ``records`` (a list) or ``record`` (one)."""
+    """What an action prints: ``records`` (a list) or ``record`` (one).
+
+    :param more: another page follows: the list's last id, its ``--marker``.
+    """
 
     records: list[View] | None = None
     record: View | None = None
+    more: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,15 +204,25 @@ def _list_database(session: Session, kind: Kind, args: argparse.Namespace) -> Sh
     rules = replace(kind.list_kind, check_resource_type=False)
     params, _ = parse_list_query(_query(kind, args), rules)
     if kind is TASKS:
-        tasks = list_tasks(session, params, scope=ALL_PROJECTS).records
-        return Shown(records=[task_view(t, admin=True) for t in tasks])
-    operations = list_operations(session, params, scope=ALL_PROJECTS).records
-    return Shown(records=[operation_view(o, admin=True) for o in operations])
+        tasks = list_tasks(session, params, scope=ALL_PROJECTS)
+        views = [task_view(t, admin=True) for t in tasks.records]
+        return _page(views, more=tasks.has_more)
+    operations = list_operations(session, params, scope=ALL_PROJECTS)
+    views = [operation_view(o, admin=True) for o in operations.records]
+    return _page(views, more=operations.has_more)
 
 
 def _list_http(api: Api, kind: Kind, args: argparse.Namespace) -> Shown:
     _, document = api.request("GET", f"/{kind.name}", _query(kind, args))
-    return Shown(records=_records_of(document, kind.name))
+    links = document.get(f"{kind.name}_links")
+    more = isinstance(links, list) and any(
+        isinstance(link, dict) and link.get("rel") == "next" for link in links
+    )
+    return _page(_records_of(document, kind.name), more=more)
+
+
+def _page(views: list[View], *, more: bool) -> Shown:
+    return Shown(records=views, more=str(views[-1].get("id")) if more and views else None)
 
 
 # -- show ------------------------------------------------------------------------
@@ -386,5 +401,8 @@ def _runner(action: Action, kind: Kind) -> Callable[[argparse.Namespace], int]:
 def _print(shown: Shown, kind: Kind, args: argparse.Namespace) -> None:
     if shown.records is not None:
         print_list(sys.stdout, args, shown.records, default=kind.columns)
+        if shown.more is not None:
+            # Beside the list, not in it: a script reading the output gets the records only.
+            print(f"{PROG}: more {kind.name} follow: --marker {shown.more}", file=sys.stderr)
     elif shown.record is not None:
         print_one(sys.stdout, args, shown.record)

@@ -269,3 +269,20 @@ def test_without_a_database_the_service_in_the_environment_is_asked(
     argv = ["operations", "list", *AS_ADMIN, "-f", "value", "-c", "id"]
     assert run(capsys, *argv) == (0, f"{records['rid']}\n", "")
     assert counted.requests == 1
+
+
+@pytest.mark.parametrize("kind", ["tasks", "operations"])
+def test_a_page_with_more_after_it_says_the_next_marker_beside_the_list(
+    capsys: pytest.CaptureFixture[str],
+    where: list[str],
+    session_factory: sessionmaker[Session],
+    kind: str,
+) -> None:
+    spawn(session_factory, ["build"])
+    spawn(session_factory, ["build"])
+    listed = [kind, "list", *where, "-f", "value", "-c", "id"]
+    status, out, err = run(capsys, *listed, "--limit", "1")
+    assert status == 0 and len(out.splitlines()) == 1
+    assert err == f"tasktoolkit: more {kind} follow: --marker {out.strip()}\n"
+    status, last, err = run(capsys, *listed, "--limit", "1", "--marker", out.strip())
+    assert (status, err) == (0, "") and len(last.splitlines()) == 1 and last != out
