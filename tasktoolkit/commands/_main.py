@@ -2,7 +2,8 @@
 
 Bad input or a database that cannot be reached ends a command with exit
 status 1 and one line on standard error saying why; nothing is written.
-Ctrl-C ends it with 130, without a traceback.
+Ctrl-C ends it with 130, without a traceback; so does a reader that goes away
+(``| head``), with 1 and nothing said.
 
 Every command is declared once, in :data:`COMMANDS`: a module whose
 ``add_parser(commands)`` adds it (and its own subcommands). With argcomplete
@@ -12,6 +13,7 @@ tasktoolkit)"``).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -66,7 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     try:
-        return int(args.run(args))
+        status = int(args.run(args))
+        sys.stdout.flush()  # a reader that went away (``| head``) is met here, not at exit
+        return status
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_ERROR
     except (CommandError, TaskToolkitError, ValueError) as exc:
         return _fail(str(exc))
     except DBAPIError as exc:
@@ -75,6 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"database error: {first_line(exc)}")
     except KeyboardInterrupt:
         return _interrupted()
+
+
+def _stdout_to_devnull() -> None:
+    """Nothing more can be written: what is left in the buffer goes nowhere, so that
+    Python's flush at exit does not print a traceback of its own."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _interrupted() -> int:

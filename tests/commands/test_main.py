@@ -185,3 +185,33 @@ def test_a_missing_driver_names_the_extra(
         f"cannot use {url}: import of psycopg halted; None in sys.modules; "
         "pip install 'tasktoolkit[postgresql]'",
     )
+
+
+def test_a_reader_that_went_away_ends_it_quietly(tmp_path: Path) -> None:
+    """``tasktoolkit ... | head -1``: the pipe's reader is gone before anything is written."""
+    database = f"sqlite:///{tmp_path / 'app.db'}"
+    assert commands.main(["db", "upgrade", "--db-url", database]) == 0
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tasktoolkit",
+                "operations",
+                "list",
+                "-f",
+                "json",
+                "--db-url",
+                database,
+            ],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (commands.EXIT_ERROR, "")
