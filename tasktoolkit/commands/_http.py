@@ -174,7 +174,7 @@ def _keystone_auth(args: argparse.Namespace) -> Api | None:
     except ImportError:
         if _keystone_wanted(args):
             what = "--os-cloud" if args.os_cloud else "the OS_* variables"
-            raise CommandError(f"{what} need keystoneauth1: {_EXTRA}") from None
+            raise CommandError(f"{what}: keystoneauth1 is not installed; {_EXTRA}") from None
         return None
     if not _keystone_wanted(args) and not args.os_token:
         return None

@@ -233,7 +233,7 @@ def test_a_token_alone_is_sent_as_it_is(
         pytest.param(
             ["--os-cloud", "devstack"],
             False,
-            "pip install 'tasktoolkit[oslo]'",
+            "--os-cloud: keystoneauth1 is not installed; pip install 'tasktoolkit[oslo]'",
             id="no-keystoneauth",
         ),
         pytest.param(
