@@ -11,6 +11,7 @@ declared list of options (:data:`tasktoolkit.settings.OPTIONS`) as text:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -206,10 +207,23 @@ def toolkit(
     """
     settings = settings_of(args, **changes)
     engine = _connect(args.db_url, need_tables=need_tables)
+    # Ctrl-C may land while the pool resets a connection the interrupted session gave
+    # back: the pool logs that with a traceback before the interrupt goes on to main,
+    # which says "interrupted" once. Only this engine's pool, only while the command runs.
+    logged = engine.pool.logger  # a Logger, or SQLAlchemy's wrapper of one (echo_pool)
+    pool_log = logged if isinstance(logged, logging.Logger) else logged.logger
+    pool_log.addFilter(_not_an_interrupt)
     try:
         yield Toolkit(engine, settings)
     finally:
         engine.dispose()
+        pool_log.removeFilter(_not_an_interrupt)
+
+
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    """A log filter: drop a record of an error that is no ``Exception`` (a Ctrl-C)."""
+    raised = record.exc_info[0] if record.exc_info else None
+    return raised is None or issubclass(raised, Exception)
 
 
 #: The extra that installs the driver of a backend (its default one, as the docs use it).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasktoolkit import commands
-from tasktoolkit.commands._common import settings_of
+from tasktoolkit.commands._common import settings_of, toolkit
 from tasktoolkit.commands._main import build_parser
 from tests.commands.conftest import assert_one_line_error
 
@@ -215,3 +216,26 @@ def test_a_reader_that_went_away_ends_it_quietly(tmp_path: Path) -> None:
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (commands.EXIT_ERROR, "")
+
+
+def test_an_interrupt_while_the_pool_resets_a_connection_is_not_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ctrl-C landing as a session gives its connection back: the pool would log it with a
+    traceback before ``main`` says "interrupted"; a real error is still logged."""
+    database = f"sqlite:///{tmp_path / 'app.db'}"
+    assert commands.main(["db", "upgrade", "--db-url", database]) == 0
+    args = build_parser().parse_args(["purge", "--db-url", database])
+    for raised in (KeyboardInterrupt, RuntimeError):
+
+        def reset(*_: object, raised: type[BaseException] = raised) -> None:
+            raise raised("while resetting")
+
+        with toolkit(args) as kit:
+            monkeypatch.setattr(kit.engine.dialect, "do_rollback", reset)
+            connection = kit.engine.connect()
+            with pytest.raises(KeyboardInterrupt) if raised is KeyboardInterrupt else nullcontext():
+                connection.close()
+            monkeypatch.undo()
+    logged = [r.exc_info[0] for r in caplog.records if r.exc_info and r.exc_info[0]]
+    assert logged == [RuntimeError]
