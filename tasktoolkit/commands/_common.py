@@ -44,6 +44,7 @@ __all__ = [
     "command",
     "duration_option",
     "first_line",
+    "interrupted",
     "plural",
     "settings_of",
     "toolkit",
@@ -221,9 +222,20 @@ def toolkit(
 
 
 def _not_an_interrupt(record: logging.LogRecord) -> bool:
-    """A log filter: drop a record of an error that is no ``Exception`` (a Ctrl-C)."""
-    raised = record.exc_info[0] if record.exc_info else None
-    return raised is None or issubclass(raised, Exception)
+    """A log filter: drop a record of a Ctrl-C, or of an error raised while one unwound."""
+    return not (record.exc_info and interrupted(record.exc_info[1]))
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a Ctrl-C (any error that is no ``Exception``), or was raised while
+    one was being handled (a rollback that failed as the interrupted session unwound)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if not isinstance(exc, Exception):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 #: The extra that installs the driver of a backend (its default one, as the docs use it).

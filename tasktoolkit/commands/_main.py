@@ -14,9 +14,12 @@ tasktoolkit)"``).
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from types import ModuleType
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType, ModuleType
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -29,6 +32,7 @@ from tasktoolkit.commands._common import (
     CommandError,
     Parser,
     first_line,
+    interrupted,
 )
 from tasktoolkit.errors import TaskToolkitError
 
@@ -67,21 +71,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return _interrupted()
-    try:
-        status = int(args.run(args))
-        sys.stdout.flush()  # a reader that went away (``| head``) is met here, not at exit
-        return status
-    except BrokenPipeError:
-        _stdout_to_devnull()
-        return EXIT_ERROR
-    except (CommandError, TaskToolkitError, ValueError) as exc:
-        return _fail(str(exc))
-    except DBAPIError as exc:
+    with _ctrl_c_seen() as seen:
+        try:
+            status = int(args.run(args))
+            sys.stdout.flush()  # a reader that went away (``| head``) is met here, not at exit
+            return status
+        except BrokenPipeError:
+            _stdout_to_devnull()
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return _interrupted()
+        except (CommandError, TaskToolkitError, ValueError, SQLAlchemyError) as exc:
+            # Ctrl-C in the middle of a query can leave the connection mid-reply: the
+            # rollback as the session unwinds then fails, and its error takes the place of
+            # the interrupt.
+            if seen or interrupted(exc):
+                return _interrupted()
+            return _error(exc)
+
+
+def _error(exc: Exception) -> int:
+    """One line of an error, as the command line says it."""
+    if isinstance(exc, DBAPIError):
         return _fail(f"database error: {first_line(exc.orig)}")
-    except SQLAlchemyError as exc:
+    if isinstance(exc, SQLAlchemyError):
         return _fail(f"database error: {first_line(exc)}")
-    except KeyboardInterrupt:
-        return _interrupted()
+    return _fail(str(exc))
+
+
+@contextmanager
+def _ctrl_c_seen() -> Iterator[list[bool]]:
+    """While a command runs in the main thread under Python's own SIGINT handler: a list
+    that is not empty once Ctrl-C was pressed (it still raises ``KeyboardInterrupt``)."""
+    seen: list[bool] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield seen  # a host's own handler (or SIG_IGN) is left alone
+        return
+
+    def pressed(signum: int, frame: FrameType | None) -> None:
+        seen.append(True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, pressed)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _stdout_to_devnull() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -11,11 +13,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.orm import Session
 
 from tasktoolkit import commands
+from tasktoolkit.commands import _records
 from tasktoolkit.commands._common import settings_of, toolkit
 from tasktoolkit.commands._main import build_parser
-from tests.commands.conftest import assert_one_line_error
+from tests.commands.conftest import assert_one_line_error, run
 
 
 def test_the_console_script_is_main() -> None:
@@ -239,3 +245,32 @@ def test_an_interrupt_while_the_pool_resets_a_connection_is_not_logged(
             monkeypatch.undo()
     logged = [r.exc_info[0] for r in caplog.records if r.exc_info and r.exc_info[0]]
     assert logged == [RuntimeError]
+
+
+def test_an_interrupt_whose_rollback_fails_is_still_an_interrupt(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C in the middle of a query can leave the connection mid-reply (seen on MariaDB):
+    the rollback as the session unwinds fails, and its error takes the interrupt's place."""
+    database = f"sqlite:///{tmp_path / 'app.db'}"
+    assert commands.main(["db", "upgrade", "--db-url", database]) == 0
+    capsys.readouterr()
+
+    def lost(*_: object) -> None:
+        raise sqlite3.OperationalError("the connection is mid-reply")
+
+    def ctrl_c_mid_query(session: Session, *_: object, **__: object) -> None:
+        session.execute(text("SELECT 1"))
+        monkeypatch.setattr(SQLiteDialect_pysqlite, "do_rollback", lost)
+        os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt here, as Ctrl-C would
+
+    monkeypatch.setattr(_records, "list_tasks", ctrl_c_mid_query)
+    assert run(capsys, "tasks", "list", "--db-url", database) == (
+        commands.EXIT_INTERRUPTED,
+        "",
+        "tasktoolkit: error: interrupted\n",
+    )
+    assert not [r for r in caplog.records if r.exc_info]

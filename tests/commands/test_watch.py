@@ -258,12 +258,20 @@ def test_elsewhere_lines_are_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stream.getvalue() == "z" * 30 + "\n"
 
 
+@pytest.mark.parametrize(
+    "interval",
+    [
+        pytest.param("1s", id="while-it-sleeps"),
+        pytest.param("1ms", id="while-it-reads-the-database"),
+    ],
+)
 def test_watch_in_a_real_process_exits_130_on_ctrl_c(
-    tmp_path: Path, db_url: str, session_factory: sessionmaker[Session]
+    tmp_path: Path, db_url: str, session_factory: sessionmaker[Session], interval: str
 ) -> None:
     rid, _ = spawn(session_factory, ["build"])
+    argv = ["watch", rid, "--db-url", db_url, "--interval", interval]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tasktoolkit", "watch", rid, "--db-url", db_url],
+        [sys.executable, "-m", "tasktoolkit", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -273,5 +281,7 @@ def test_watch_in_a_real_process_exits_130_on_ctrl_c(
     assert rid in process.stdout.readline()  # drawn once: it is waiting now
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == commands.EXIT_INTERRUPTED
-    assert err == "tasktoolkit: error: interrupted\n"
+    assert (process.returncode, err) == (
+        commands.EXIT_INTERRUPTED,
+        "tasktoolkit: error: interrupted\n",
+    )
