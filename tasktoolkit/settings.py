@@ -35,7 +35,7 @@ from tasktoolkit.hooks import Hook, Hooks
 if TYPE_CHECKING:
     RetryPredicate = Callable[[BaseException], bool]
 
-__all__ = ["DEFAULT_METHODS", "OPTIONS", "Option", "Settings"]
+__all__ = ["DEFAULT_METHODS", "OPTIONS", "Option", "Settings", "settings_or_default"]
 
 #: The methods that open an operation unless configured otherwise.
 DEFAULT_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -312,6 +312,21 @@ class Settings:
     def as_strings(self) -> dict[str, str]:
         """The settings as :meth:`from_strings` reads them (objects as ``module:name``)."""
         return {option.name: _format(option, getattr(self, option.name)) for option in OPTIONS}
+
+
+def settings_or_default(settings: Settings | None) -> Settings:
+    """``settings``, or the defaults when ``None``: how every part takes its settings.
+
+    >>> settings_or_default(None) == Settings()
+    True
+
+    :raises TypeError: ``settings`` is neither.
+    """
+    if settings is None:
+        return Settings()
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+    return settings
 
 
 def parse_option(option: Option, text: str) -> Any:

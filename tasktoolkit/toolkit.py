@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.hooks import ENGINE_OPTION, hooks_of
-from tasktoolkit.settings import Settings
+from tasktoolkit.settings import Settings, settings_or_default
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -68,10 +68,7 @@ class Toolkit:
             raise TypeError("engine options are for a URL; the engine given is made already")
         if not isinstance(bind, Engine):
             raise TypeError(f"Toolkit needs an Engine or a database URL, got {bind!r}")
-        if settings is None:
-            settings = Settings()
-        if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        settings = settings_or_default(settings)
         self.engine: Engine = prepare_engine(bind)
         self.settings: Settings = settings
         if settings.hooks:

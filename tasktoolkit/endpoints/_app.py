@@ -42,7 +42,7 @@ from tasktoolkit.orm import TaskResource, prepare_engine
 from tasktoolkit.orm._deadline import deadline, fresh_deadline
 from tasktoolkit.orm._listening import Waiter, waiter_for
 from tasktoolkit.orm._resource import resource_types
-from tasktoolkit.settings import Settings
+from tasktoolkit.settings import Settings, settings_or_default
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -79,8 +79,7 @@ class TaskEndpoints:
     ) -> None:
         if not callable(session_factory):
             raise TypeError("session_factory must make sessions (a sessionmaker)")
-        if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        settings = settings_or_default(settings)
         bind = getattr(session_factory, "kw", {}).get("bind")
         if isinstance(bind, Engine):
             prepare_engine(bind)  # lets the deadline reach its connections

@@ -82,7 +82,7 @@ from tasktoolkit.orm._engine import autocommit_engine, prepare_engine, read_comm
 from tasktoolkit.orm._idempotency import free_key, record_response, reserve
 from tasktoolkit.orm._operations import end_request, write_finished
 from tasktoolkit.orm._retry import retrying
-from tasktoolkit.settings import DEFAULT_METHODS, Settings
+from tasktoolkit.settings import DEFAULT_METHODS, Settings, settings_or_default
 from tasktoolkit.signals import OperationChange
 
 if TYPE_CHECKING:
@@ -158,10 +158,7 @@ class OperationMiddleware:
             raise TypeError(f"app must be a WSGI application, got {app!r}")
         if not isinstance(engine, Engine):
             raise TypeError(f"engine must be a SQLAlchemy Engine, got {engine!r}")
-        if settings is None:
-            settings = Settings()
-        if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        settings = settings_or_default(settings)
         self.app = app
         self.settings = settings
         self.engine = prepare_engine(engine)
