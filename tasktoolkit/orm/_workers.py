@@ -599,6 +599,9 @@ class Job:
     heartbeat_timeout: int
     #: The global request id of the task's operation, if it has one.
     global_request_id: str | None = None
+    #: The task's project and user (its operation's caller), if it has them.
+    project_id: str | None = None
+    user_id: str | None = None
     #: Whether the job was finished (through this object).
     finished: bool = False
     #: Why its outcome was refused (the task was taken from this worker), if it was.
@@ -623,17 +626,27 @@ class Job:
             task.max_attempts,
             task.heartbeat_timeout,
             global_request_id,
+            task.project_id,
+            task.user_id,
             _task=task,
         )
 
     @property
     def context(self) -> context.RequestContext | None:
-        """The request context the ``with`` block binds (``None`` for a task of no request)."""
+        """The request context the ``with`` block binds (``None`` for a task of no request).
+
+        A task spawned inside the block belongs to the job's operation (the
+        operation stays running until it ends too), with the operation's
+        project (where its resource has none) and user; a job of a task of no
+        request spawns tasks of no operation.
+        """
         if self.request_id is None:
             return None
         return context.RequestContext(
             request_id=self.request_id,
             global_request_id=self.global_request_id,
+            project_id=self.project_id,
+            user_id=self.user_id,
             operation_id=self.request_id,
         )
 

@@ -127,7 +127,7 @@ def test_worker_lines_carry_the_request_that_spawned_the_task(
     assert job is not None
     with job, job_context(job) as bound:
         host_log.info("building %s", job.resource_id)
-        assert bound.operation_id is None  # what the job spawns joins no operation
+        assert bound.operation_id == rid  # what the job spawns joins its operation
     assert context.current() is None
     (line,) = [line for line in oslo_lines() if "building" in line]
     assert f"[{global_id} {rid} u1 p1] building {cluster.id}" in line
