@@ -24,15 +24,15 @@ than twice ``reap_every`` (a setting) and a second (the database was out of
 every reaper's sight, or no reaper ran) starts the watch anew. A worker is
 called lost only when both its last heartbeat and the watch are older than its
 heartbeat timeout, so after an outage each worker has its whole timeout to
-heartbeat again. Run reapers at least every ``reap_every``; an outage shorter than that
-allowance is not seen, so keep it under the shortest heartbeat timeout less
-the time between two heartbeats.
+heartbeat again. Run reapers at least every ``reap_every``; an outage shorter
+than that allowance is not seen, so keep it under the shortest heartbeat
+timeout less the time between two heartbeats.
 
 Each move goes through the same compare-and-set as every other move of a
 task or operation (so a worker that heartbeats, or a request that ends, in
-between keeps what it has), in short transactions of ``batch_size`` rows (a setting) at
-most, selected with ``SKIP LOCKED`` where the database has it: any number of
-reapers can run at once, and each row is moved once. Every query is served by
+between keeps what it has), in short transactions of ``batch_size`` rows (a
+setting) at most, selected with ``SKIP LOCKED`` where the database has it: any
+number of reapers can run at once, and each row is moved once. Every query is served by
 an index on rows that are still active, so a pass that finds nothing costs a
 few statements however many finished rows the tables hold.
 
