@@ -38,6 +38,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
+from tasktoolkit import Settings
 from tasktoolkit.errors import TaskFailure, TaskToolkitError, database_unavailable
 from tasktoolkit.orm import Job, Worker, reap
 
@@ -231,6 +232,8 @@ class Agents:
         self.task_delay = task_delay
         self.idle_wait = idle_wait
         self.reap_interval = reap_interval
+        #: The reaper's knobs: how often it passes.
+        self.settings = Settings(reap_every=reap_interval or 1)
         self.start_timeout = None if start_timeout is None else timedelta(seconds=start_timeout)
         self.grace = grace
         self.sweeps = tuple(sweeps)
@@ -295,11 +298,7 @@ class Agents:
         reaper_away = False
         while not self._stop.wait(self.reap_interval):
             try:
-                result = reap(
-                    self.engine,
-                    start_timeout=self.start_timeout,
-                    every=timedelta(seconds=self.reap_interval),
-                )
+                result = reap(self.engine, settings=self.settings, start_timeout=self.start_timeout)
                 swept = sum(sweep() for sweep in self.sweeps)
             except Exception as exc:
                 if not database_unavailable(exc):

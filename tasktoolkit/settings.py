@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tasktoolkit._checks import HTTP_TOKEN, whole_number
 from tasktoolkit.caller import Authorize, CallerGetter, default_authorize, keystone_caller
 from tasktoolkit.durations import DurationLike, duration, format_duration, optional_duration
-from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.errors import ConfigurationError, InvalidBatchSizeError
 from tasktoolkit.hooks import Hook, Hooks
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_METHODS", "OPTIONS", "Option", "Settings", "settings_or_defa
 
 #: The methods that open an operation unless configured otherwise.
 DEFAULT_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-#: The most rows one reaper or sweeper transaction looks at.
+#: The most rows one reaper, sweeper or purge transaction looks at.
 MAX_BATCH_SIZE = 10000
 _PREFIX = re.compile(r"\A(/[A-Za-z0-9_.~-]+)*\Z")
 _BASE_URL = re.compile(r"\Ahttps?://[!-~]+\Z")
@@ -160,6 +160,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("batch_size", "int", "The most rows one reaper, sweeper or purge transaction handles."),
     Option(
+        "reap_every",
+        "duration",
+        "How often reapers run (a loop, cron, a timer): a pass that finds the reapers' last look "
+        "older than twice this and a second starts their watch anew, and no worker is called "
+        "lost before the watch has lasted its heartbeat timeout.",
+    ),
+    Option(
         "sweep_after",
         "duration",
         "How long a task may stay pending and unpublished before a bridge's sweeper publishes it.",
@@ -210,6 +217,7 @@ class Settings:
     serve_openapi: bool
     pages: bool
     batch_size: int
+    reap_every: timedelta
     sweep_after: timedelta
     heartbeat_every: timedelta | None
     retryable: RetryPredicate | None
@@ -237,6 +245,7 @@ class Settings:
         serve_openapi: bool = False,
         pages: bool = True,
         batch_size: int = 500,
+        reap_every: DurationLike = 60,
         sweep_after: DurationLike = 60,
         heartbeat_every: DurationLike | None = None,
         retryable: RetryPredicate | None = None,
@@ -270,6 +279,9 @@ class Settings:
             "serve_openapi": _bool(serve_openapi, "serve_openapi"),
             "pages": _bool(pages, "pages"),
             "batch_size": _batch_size(batch_size),
+            "reap_every": duration(
+                reap_every, what="reap_every", minimum=timedelta(milliseconds=1)
+            ),
             "sweep_after": duration(sweep_after, what="sweep_after"),
             "heartbeat_every": optional_duration(
                 heartbeat_every, what="heartbeat_every", minimum=timedelta(milliseconds=100)
@@ -467,4 +479,4 @@ def _whole_seconds(value: DurationLike, name: str) -> timedelta:
 
 
 def _batch_size(value: object) -> int:
-    return whole_number(value, "batch_size", maximum=MAX_BATCH_SIZE, error=ConfigurationError)
+    return whole_number(value, "batch_size", maximum=MAX_BATCH_SIZE, error=InvalidBatchSizeError)

@@ -82,7 +82,6 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.hooks import JobInfo, decode_trace_context, first_line, hooks_of
 from tasktoolkit.orm._clock import db_now
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._listening import Polling, Subscription, Waiter, waiter_for
 from tasktoolkit.orm._operations import pending_key
@@ -91,7 +90,7 @@ from tasktoolkit.orm._ready import ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
-from tasktoolkit.orm._retry import RetryPredicate, in_transaction, is_retryable, short_sessions
+from tasktoolkit.orm._retry import in_transaction, is_retryable, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
     HANDED_BACK,
@@ -107,6 +106,7 @@ from tasktoolkit.orm._transitions import (
     succeed_task,
     transition,
 )
+from tasktoolkit.settings import Settings, settings_or_default
 
 __all__ = [
     "WORKER_ERROR",
@@ -314,13 +314,12 @@ class Worker:
         one. Default: the default queue only.
     :param host: the worker's identity; ``<hostname>:<pid>`` by default. Give
         each thread of a process its own if several claim tasks.
-    :param deadline: seconds each of its own transactions may take; one whose
-        database does not answer in time is given up and run once more on a
-        fresh connection, then raises SQLAlchemy's ``OperationalError``.
-        ``None``: no limit.
-    :param retryable: more errors on which a call's transaction is run again
-        (see :func:`tasktoolkit.orm._retry.is_retryable`), for an engine whose errors
-        the toolkit does not know.
+    :param settings: its knobs (default :class:`~tasktoolkit.Settings()`): the
+        ``deadline`` of each of its own transactions (one whose database does
+        not answer in time is given up and run once more on a fresh connection,
+        then raises SQLAlchemy's ``OperationalError``), and ``retryable``, more
+        errors on which a call's transaction is run again (see
+        :func:`tasktoolkit.orm._retry.is_retryable`).
     """
 
     def __init__(
@@ -330,8 +329,7 @@ class Worker:
         *,
         queues: Iterable[str | None] = (None,),
         host: str | None = None,
-        deadline: float | None = DEFAULT_DEADLINE,
-        retryable: RetryPredicate | None = None,
+        settings: Settings | None = None,
     ) -> None:
         if isinstance(bind, Engine):
             self._sessions: sessionmaker[Session] = short_sessions(bind)
@@ -347,10 +345,8 @@ class Worker:
         self._lock = threading.Lock()
         self._waiting: Waiter | None = None
         self.host = check_host(self.default_host() if host is None else host)
-        self.deadline = check_deadline(deadline)
-        if retryable is not None and not callable(retryable):
-            raise TypeError(f"retryable must be callable, got {retryable!r}")
-        self.retryable = retryable
+        #: The knobs it reads: ``deadline`` and ``retryable``.
+        self.settings: Settings = settings_or_default(settings)
         self._stopping = threading.Event()
         self._hand_back_at: float | None = None
         #: The database as this worker's claims, reports and outcomes see it.
@@ -410,7 +406,10 @@ class Worker:
         own, run again when it loses a lock race."""
         if session is not None:
             return work(session)
-        return in_transaction(self._sessions, work, seconds=self.deadline, predicate=self.retryable)
+        s = self.settings
+        return in_transaction(
+            self._sessions, work, seconds=s.deadline_seconds, predicate=s.retryable
+        )
 
     def _run_until(
         self, work: Callable[[Session], _R], session: Session | None, held_until: float
@@ -873,7 +872,7 @@ class Job:
                 self.acknowledge_cancel("cancelled as requested")
             elif isinstance(exc, TaskFailure):
                 self.fail(exc.error_code, exc.message, _format(exc), retry=exc.retryable)
-            elif database_unavailable(exc) or is_retryable(exc, self.worker.retryable):
+            elif database_unavailable(exc) or is_retryable(exc, self.worker.settings.retryable):
                 _log.warning(
                     "task %s: attempt %d of %d met a transient database error (%s)",
                     self.id,

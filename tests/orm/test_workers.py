@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import orm
+from tasktoolkit import Settings, orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import (
     InvalidProgressError,
@@ -490,7 +490,7 @@ def test_claims_ride_out_an_outage_saying_so_once_and_once_back(
     proxied: tuple[TcpProxy, Engine], spawn: Spawn, caplog: pytest.LogCaptureFixture
 ) -> None:
     proxy, through = proxied
-    worker = Worker(through, ["build"], host="w", deadline=1)
+    worker = Worker(through, ["build"], host="w", settings=Settings(deadline=1))
     assert worker.claim() is None  # a pooled connection, as a running worker has
     with caplog.at_level(logging.DEBUG, "tasktoolkit.worker"):
         proxy.cut()
