@@ -35,12 +35,21 @@ from tasktoolkit.hooks import Hook, Hooks
 if TYPE_CHECKING:
     RetryPredicate = Callable[[BaseException], bool]
 
-__all__ = ["DEFAULT_METHODS", "OPTIONS", "Option", "Settings", "settings_or_default"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_METHODS",
+    "OPTIONS",
+    "Option",
+    "Settings",
+    "settings_or_default",
+]
 
 #: The methods that open an operation unless configured otherwise.
 DEFAULT_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 #: The most rows one reaper, sweeper or purge transaction looks at.
 MAX_BATCH_SIZE = 10000
+#: Seconds the toolkit's own database work may take before it gives up (the ``deadline``).
+DEFAULT_DEADLINE = 5.0
 _PREFIX = re.compile(r"\A(/[A-Za-z0-9_.~-]+)*\Z")
 _BASE_URL = re.compile(r"\Ahttps?://[!-~]+\Z")
 _SECOND = timedelta(seconds=1)
@@ -234,7 +243,7 @@ class Settings:
         caller_getter: CallerGetter = keystone_caller,
         authorize: Authorize = default_authorize,
         hooks: Hooks | Iterable[Hook] = (),
-        deadline: DurationLike | None = 5,
+        deadline: DurationLike | None = DEFAULT_DEADLINE,
         request_timeout: DurationLike = "10m",
         operation_ttl: DurationLike | None = "24h",
         retry_after: DurationLike = 1,

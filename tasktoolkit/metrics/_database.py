@@ -14,10 +14,11 @@ from sqlalchemy import Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.engine import Engine
 
 from tasktoolkit.hooks import hooks_of
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, deadline
+from tasktoolkit.orm._deadline import deadline
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, TaskState
 from tasktoolkit.orm._types import UTCDateTime, utcnow
+from tasktoolkit.settings import DEFAULT_DEADLINE
 
 __all__ = ["CACHE_SECONDS", "DatabaseCollector", "active_tasks"]
 

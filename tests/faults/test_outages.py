@@ -45,7 +45,7 @@ from sample_app.models import Network
 from tasktoolkit import Settings
 from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.orm import Operation, Worker, purge, reap
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE
+from tasktoolkit.settings import DEFAULT_DEADLINE
 from tests.databases import in_ci
 from tests.faults.servers import PrivateServer, free_port, private_server, wait_until
 
