@@ -52,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -91,6 +92,7 @@ from tasktoolkit.orm._ready import ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
+from tasktoolkit.orm._registry import Announcement, beat, leave
 from tasktoolkit.orm._retry import RetryPredicate, in_transaction, is_retryable, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
@@ -109,6 +111,7 @@ from tasktoolkit.orm._transitions import (
 )
 
 __all__ = [
+    "DEFAULT_BEAT_TIMEOUT",
     "WORKER_ERROR",
     "WORKER_ERROR_MESSAGE",
     "Job",
@@ -136,6 +139,8 @@ WORKER_ERROR = "worker_error"
 #: What anyone but an admin is shown of a ``worker_error``: the exception's own text
 #: (a driver's can name hosts and ports) is for admins, like its traceback.
 WORKER_ERROR_MESSAGE = "the task's worker raised an unexpected error"
+#: Seconds after its last beat at which a worker is not live, by default.
+DEFAULT_BEAT_TIMEOUT = 60.0
 #: The first and the longest pause between two tries to record an outcome.
 _RECORD_PAUSE = (0.1, 2.0)
 #: The global request id of a task's operation, read with the claim.
@@ -321,6 +326,13 @@ class Worker:
     :param retryable: more errors on which a call's transaction is run again
         (see :func:`tasktoolkit.orm._retry.is_retryable`), for an engine whose errors
         the toolkit does not know.
+    :param beat_timeout: seconds after its last beat at which the worker is not
+        live any more (:mod:`tasktoolkit.orm._registry`). A worker with task
+        names announces itself with its first call and beats with the calls it
+        makes anyway (its claims, its jobs' heartbeats and progress), in their
+        transactions, at most every third of this; :meth:`close` takes it off
+        the list. So call :meth:`claim` (a ``wait`` looks every 10 s at most)
+        or heartbeat a job more often than this.
     """
 
     def __init__(
@@ -332,6 +344,7 @@ class Worker:
         host: str | None = None,
         deadline: float | None = DEFAULT_DEADLINE,
         retryable: RetryPredicate | None = None,
+        beat_timeout: float = DEFAULT_BEAT_TIMEOUT,
     ) -> None:
         if isinstance(bind, Engine):
             self._sessions: sessionmaker[Session] = short_sessions(bind)
@@ -355,6 +368,17 @@ class Worker:
         self._hand_back_at: float | None = None
         #: The database as this worker's claims, reports and outcomes see it.
         self._outage = Outage(_log, f"worker {self.host}")
+        if not isinstance(beat_timeout, int | float) or not 3 <= beat_timeout <= 86400:
+            raise ValueError(f"beat_timeout must be 3 to 86400 seconds, got {beat_timeout!r}")
+        self.beat_timeout = beat_timeout
+        #: What it says of itself as it beats; ``None``: it runs no names (a bridge's).
+        self._announcement = (
+            Announcement(self.host, "database", self.names, self.queues, math.ceil(beat_timeout))
+            if self.names
+            else None
+        )
+        #: When (monotonic) it last beat; ``None``: not yet.
+        self._beaten: float | None = None
 
     @staticmethod
     def default_host() -> str:
@@ -410,7 +434,25 @@ class Worker:
         own, run again when it loses a lock race."""
         if session is not None:
             return work(session)
-        return in_transaction(self._sessions, work, seconds=self.deadline, predicate=self.retryable)
+        announcement = self._announcement
+        now = time.monotonic()
+        due = announcement is not None and (
+            self._beaten is None or now - self._beaten >= self.beat_timeout / 3
+        )
+        if not due or announcement is None:
+            return in_transaction(
+                self._sessions, work, seconds=self.deadline, predicate=self.retryable
+            )
+
+        def beating(s: Session) -> _R:
+            beat(s.connection(), announcement)
+            return work(s)
+
+        result = in_transaction(
+            self._sessions, beating, seconds=self.deadline, predicate=self.retryable
+        )
+        self._beaten = now
+        return result
 
     def _run_until(
         self, work: Callable[[Session], _R], session: Session | None, held_until: float
@@ -530,12 +572,25 @@ class Worker:
             return self._waiting
 
     def close(self) -> None:
-        """Let go of what :meth:`claim` waits with (the process's ``LISTEN`` connection
-        is closed with its last user)."""
+        """Leave the list of live workers, and let go of what :meth:`claim` waits with
+        (the process's ``LISTEN`` connection is closed with its last user)."""
         with self._lock:
             waiting, self._waiting = self._waiting, None
+            beaten, self._beaten = self._beaten, None
         if waiting is not None:
             waiting.close()
+        if beaten is not None:
+            try:
+                in_transaction(
+                    self._sessions,
+                    lambda s: leave(s.connection(), self.host),
+                    seconds=self.deadline,
+                    predicate=self.retryable,
+                )
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                _log.warning("worker %s: not taken off the list of workers: %s", self.host, exc)
 
     def start(self, task_id: str) -> Job:
         """Start one given pending task (``pending`` -> ``running``) for this worker (a
