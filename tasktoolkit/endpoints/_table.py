@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from tasktoolkit import caller as rules
 from tasktoolkit.caller import Rule
 from tasktoolkit.endpoints import _handlers as handlers
-from tasktoolkit.endpoints._described import Described, accepted, listing, record
+from tasktoolkit.endpoints._described import Described, accepted, forbidding, listing, record
 
 __all__ = ["ENDPOINTS", "OPENAPI_PATH", "RESOURCE_PREFIX", "Endpoint"]
 
@@ -184,6 +184,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "Accepted: the operation with its tasks, as the cancel left them",
             ),
             _KEY,
+        ),
+    ),
+    Endpoint(
+        "workers",
+        "/workers",
+        _GET,
+        handlers.workers,
+        (rules.WORKERS_LIST,),
+        Described(
+            "listWorkers",
+            "The workers and when each last beat (admins and system readers)",
+            forbidding(listing("WorkerList")),
         ),
     ),
     Endpoint("openapi", OPENAPI_PATH, _GET, handlers.openapi, (), None),

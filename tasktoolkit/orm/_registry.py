@@ -34,22 +34,30 @@ from typing import Any, cast
 from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.engine import Connection, CursorResult
 
-from tasktoolkit.orm._clock import db_now, later
+from tasktoolkit.orm._clock import db_now, later, read_now
 from tasktoolkit.orm._records import workers_table as _W
 
 __all__ = [
+    "BACKOFF",
     "KINDS",
+    "NO_WORKER",
     "Announcement",
     "LiveWorker",
+    "Waits",
     "beat",
     "leave",
     "list_workers",
     "purge_gone",
+    "read_waits",
     "serves",
 ]
 
 #: What a worker is: one that claims from the database, a Celery worker, a reaper.
 KINDS = ("database", "celery", "reaper")
+#: A pending task's ``waiting``: its retry's backoff is not over.
+BACKOFF = "backoff"
+#: A pending task's ``waiting``: no live worker serves its name and queue.
+NO_WORKER = "no_worker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +172,31 @@ def list_workers(connection: Connection) -> list[LiveWorker]:
 def serves(workers: Iterable[LiveWorker], name: str, queue: str | None) -> bool:
     """Whether a live worker among ``workers`` runs task ``name`` from ``queue``."""
     return any(w.live and name in w.names and queue in w.queues for w in workers)
+
+
+@dataclass(frozen=True, slots=True)
+class Waits:
+    """What says why pending tasks wait: the database's now and the workers, read once
+    for a whole list (:func:`read_waits`)."""
+
+    now: datetime
+    workers: Sequence[LiveWorker]
+
+    def why(
+        self, state: str, name: str, queue: str | None, not_before: datetime | None
+    ) -> str | None:
+        """A task's ``waiting``: :data:`BACKOFF` while its retry's backoff lasts,
+        :data:`NO_WORKER` while no live worker serves its name and queue; ``None`` when
+        it is not pending or nothing holds it."""
+        if state != "pending":
+            return None
+        if not_before is not None and not_before > self.now:
+            return BACKOFF
+        if not serves(self.workers, name, queue):
+            return NO_WORKER
+        return None
+
+
+def read_waits(connection: Connection) -> Waits:
+    """The database's now and every worker: two statements, whatever the list's length."""
+    return Waits(read_now(connection), list_workers(connection))
