@@ -20,9 +20,17 @@ from typing import Any
 
 from tasktoolkit.orm._records import Operation, Task, TaskAttempt
 from tasktoolkit.orm._registry import LiveWorker, Waits
+from tasktoolkit.orm._stats import TaskStats
 from tasktoolkit.orm._workers import WORKER_ERROR, WORKER_ERROR_MESSAGE
 
-__all__ = ["attempts_view", "isoformat", "operation_view", "task_view", "worker_view"]
+__all__ = [
+    "attempts_view",
+    "isoformat",
+    "operation_view",
+    "stats_view",
+    "task_view",
+    "worker_view",
+]
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -156,4 +164,24 @@ def worker_view(worker: LiveWorker) -> dict[str, Any]:
         "beat_at": isoformat(worker.beat_at),
         "timeout": worker.timeout,
         "live": worker.live,
+    }
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def stats_view(stats: TaskStats) -> dict[str, Any]:
+    """One task name's figures on one queue, as ``GET /tasks/stats`` and ``tasktoolkit
+    stats`` show them (seconds, to the millisecond)."""
+    return {
+        "name": stats.name,
+        "queue": stats.queue,
+        "pending": stats.pending,
+        "running": stats.running,
+        "oldest_pending_seconds": _seconds(stats.oldest_pending_seconds),
+        "failed_last_hour": dict(sorted(stats.failed_last_hour.items())),
+        "attempts_last_hour": stats.attempts_last_hour,
+        "run_seconds_p50": _seconds(stats.run_seconds_p50),
+        "run_seconds_p95": _seconds(stats.run_seconds_p95),
     }

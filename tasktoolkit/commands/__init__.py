@@ -1,5 +1,5 @@
-"""The ``tasktoolkit`` command: ``purge``, ``reap``, ``db upgrade``, ``watch``, ``workers``,
-``health``.
+"""The ``tasktoolkit`` command: ``purge``, ``reap``, ``db upgrade``, ``watch``, ``stats``,
+``workers``, ``health``.
 
 One module per command; each builds its :class:`~tasktoolkit.Toolkit` from
 ``--db-url`` (or ``$TASKTOOLKIT_DB_URL``) and the toolkit's settings, read as
@@ -19,6 +19,7 @@ Examples::
     tasktoolkit db upgrade --db-url postgresql+psycopg://app@db/app
     tasktoolkit watch req-8c5a... --db-url sqlite:///app.db
     tasktoolkit watch https://api.example/operations/req-8c5a... --header "X-Auth-Token: ..."
+    tasktoolkit stats --db-url postgresql+psycopg://app@db/app
     tasktoolkit workers --db-url postgresql+psycopg://app@db/app
     tasktoolkit health --db-url postgresql+psycopg://app@db/app --pid $MAINPID
 """

@@ -67,8 +67,9 @@ from tasktoolkit.orm import (
 )
 from tasktoolkit.orm._queries import Page
 from tasktoolkit.orm._registry import Waits, list_workers, read_waits
+from tasktoolkit.orm._stats import task_stats
 from tasktoolkit.orm._transitions import cancel_operation as cancel_operations_tasks
-from tasktoolkit.views import operation_view, task_view, worker_view
+from tasktoolkit.views import operation_view, stats_view, task_view, worker_view
 
 __all__ = [
     "Call",
@@ -81,6 +82,7 @@ __all__ = [
     "operations",
     "resource_task",
     "resource_tasks",
+    "stats",
     "task",
     "tasks",
     "workers",
@@ -230,6 +232,13 @@ def cancel_resource_task(call: Call) -> Answer:
 def tasks(call: Call) -> Answer:
     """``GET /tasks``."""
     return _listing(call, TASK_LIST, TASKS_LIST, list_tasks, "tasks")
+
+
+def stats(call: Call) -> Answer:
+    """``GET /tasks/stats``: per task name and queue, of the tasks the caller may list."""
+    refuse_any(call.request.query_string)
+    found = task_stats(call.session.connection(), scope=call.scope(TASKS_LIST))
+    return Answer({"stats": [stats_view(s) for s in found]})
 
 
 def task(call: Call) -> Waiting:

@@ -122,6 +122,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             (*_LIST, *_SORT, "resource_type", "resource_id"),
         ),
     ),
+    # Before /tasks/{task_id}, which would take "stats" for an id.
+    Endpoint(
+        "stats",
+        "/tasks/stats",
+        _GET,
+        handlers.stats,
+        (rules.TASKS_LIST,),
+        Described(
+            "showTaskStats",
+            "Per task name and queue: pending, running, the oldest pending, the last hour's "
+            "failures by error code and run times",
+            listing("TaskStatsList"),
+        ),
+    ),
     Endpoint(
         "task",
         "/tasks/{task_id}",

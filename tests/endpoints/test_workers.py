@@ -134,3 +134,35 @@ def test_a_pending_task_waits_out_its_backoff_on_the_database_clock(
     # age() sets the time that long before the database's now: a negative age is ahead.
     age(engine, tasks_table, tasks_table.c.id == seeded.pending_id, not_before=not_before)
     assert _waiting(app, seeded) == waiting
+
+
+@pytest.mark.parametrize(
+    ("who", "boot_pending", "security_groups_pending"),
+    [
+        pytest.param(MEMBER, 1, 1, id="member-own-project"),
+        pytest.param(ADMIN, 2, 2, id="admin-every-project"),
+        pytest.param(SYSTEM_READER, 2, 2, id="system-reader-every-project"),
+    ],
+)
+def test_task_stats_count_the_projects_the_caller_may_list(
+    app: TestApp,
+    projects: tuple[Seeded, Seeded],
+    who: dict[str, str],
+    boot_pending: int,
+    security_groups_pending: int,
+) -> None:
+    stats = app.get("/tasks/stats", headers=who).json["stats"]
+    by_name = {s["name"]: s for s in stats}
+    assert by_name["boot"]["pending"] == boot_pending
+    assert by_name["security_groups"]["pending"] == security_groups_pending
+    assert by_name["l2_wiring"]["running"] == boot_pending
+    assert by_name["dhcp"]["failed_last_hour"] == {"dhcp_down": boot_pending}
+    assert by_name["boot"]["oldest_pending_seconds"] >= 0
+    assert by_name["anti_spoofing"]["attempts_last_hour"] == boot_pending
+
+
+def test_task_stats_of_a_caller_without_a_role_are_empty(
+    app: TestApp, projects: tuple[Seeded, Seeded]
+) -> None:
+    assert app.get("/tasks/stats", headers={}).json == {"stats": []}
+    app.get("/tasks/stats?name=boot", headers=ADMIN, status=400)
