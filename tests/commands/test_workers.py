@@ -133,3 +133,17 @@ def test_no_workers_is_a_header_alone(
 ) -> None:
     status, out, _ = run(capsys, "workers", "--db-url", db_url)
     assert status == 0 and len(out.splitlines()) == 1
+
+
+def test_health_of_a_reaper_follows_its_passes(
+    capsys: pytest.CaptureFixture[str],
+    engine: Engine,
+    db_url: str,
+    session_factory: sessionmaker[Session],
+) -> None:
+    assert health(capsys, db_url, "--kind", "reaper")[0] == 1
+    assert run(capsys, "reap", "--db-url", db_url, "--every", "10s")[0] == 0
+    status, out, _ = health(capsys, db_url, "--kind", "reaper")
+    assert status == 0 and "(reaper)" in out and "within 21s" in out
+    age(engine, workers_table, beat_at=timedelta(seconds=30))  # it missed two passes
+    assert health(capsys, db_url, "--kind", "reaper")[0] == 1
