@@ -138,8 +138,18 @@ def _gone() -> Any:
 
 
 def purge_gone(connection: Connection) -> int:
-    """Delete the rows of workers that are not live; how many."""
-    result = cast(CursorResult[Any], connection.execute(delete(_W).where(_gone())))
+    """Delete the rows of workers that are not live; how many.
+
+    Found by a plain read first, then deleted by key (still gone): a delete that
+    scanned the table would lock every live worker's row (InnoDB locks what it
+    reads), and their beats would wait for the reaper's transaction.
+    """
+    gone = connection.execute(select(_W.c.id).where(_gone())).scalars().all()
+    if not gone:
+        return 0
+    result = cast(
+        CursorResult[Any], connection.execute(delete(_W).where(_W.c.id.in_(gone), _gone()))
+    )
     return int(result.rowcount)
 
 

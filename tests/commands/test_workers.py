@@ -1,4 +1,5 @@
-"""``tasktoolkit workers`` and ``tasktoolkit health``, against real worker processes."""
+"""``tasktoolkit workers`` and ``tasktoolkit health`` (against real worker processes), and
+``tasktoolkit stats``."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.orm import Worker
-from tasktoolkit.orm._records import workers_table
+from tasktoolkit.orm._records import tasks_table, workers_table
 from tests.clock import age
-from tests.commands.conftest import assert_one_line_error, run
+from tests.commands.conftest import assert_one_line_error, run, spawn
 from tests.processes import Processes
 
 DEADLINE = 30.0
@@ -147,3 +148,30 @@ def test_health_of_a_reaper_follows_its_passes(
     assert status == 0 and "(reaper)" in out and "within 21s" in out
     age(engine, workers_table, beat_at=timedelta(seconds=30))  # it missed two passes
     assert health(capsys, db_url, "--kind", "reaper")[0] == 1
+
+
+def test_stats_print_each_task_name_and_queue(
+    capsys: pytest.CaptureFixture[str],
+    engine: Engine,
+    db_url: str,
+    session_factory: sessionmaker[Session],
+) -> None:
+    spawn(session_factory, ["boot", "boot", "wire"])
+    age(engine, tasks_table, created_at=timedelta(minutes=2))
+    status, out, err = run(capsys, "stats", "--db-url", db_url)
+    assert (status, err) == (0, "")
+    header, *lines = out.splitlines()
+    assert header.split() == [
+        "name", "queue", "pending", "running", "oldest", "failed_1h", "p50", "p95"
+    ]  # fmt: skip
+    assert [line.split()[:4] for line in lines] == [
+        ["boot", "-", "2", "0"],
+        ["wire", "-", "1", "0"],
+    ]
+    assert lines[0].split()[4].endswith("s") and float(lines[0].split()[4][:-1]) >= 120
+    status, out, _ = run(capsys, "stats", "--db-url", db_url, "-f", "json")
+    listed = json.loads(out)["stats"]
+    assert [(s["name"], s["queue"], s["pending"]) for s in listed] == [
+        ("boot", None, 2),
+        ("wire", None, 1),
+    ]
