@@ -144,6 +144,7 @@ class Toolkit:
             host=host,
             deadline=s.deadline_seconds,
             retryable=s.retryable,
+            beat_timeout=s.worker_beat_timeout.total_seconds(),
         )
 
     def reap(self, **overrides: Any) -> ReapResult:

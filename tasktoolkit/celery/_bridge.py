@@ -73,7 +73,7 @@ class CeleryBridge(Bridge):
         from tasktoolkit.celery._presence import Presence
 
         #: This bridge's Celery worker in the list of live workers (when Celery runs one).
-        self.presence = Presence(self)
+        self.presence = Presence(self, self.settings.worker_beat_timeout.total_seconds())
 
     def close(self) -> None:
         """Stop publishing, and let go of the Celery app's connection pool.

@@ -2,8 +2,8 @@
 
 A Celery worker runs its tasks in pool processes and idles in Celery's own
 loop, which makes no call to the database: so the main process of each worker
-running a bridge beats from a daemon thread of its own, every third of
-:data:`~tasktoolkit.orm._workers.DEFAULT_BEAT_TIMEOUT`, while Celery runs it.
+running a bridge beats from a daemon thread of its own, every third of the
+toolkit's ``Settings.worker_beat_timeout`` (60 s by default), while Celery runs it.
 Its row (:mod:`tasktoolkit.orm._registry`) is named by the worker's node name
 (``-n``, ``celery@<hostname>`` by default), of kind ``celery``, with the
 bridge's task names and the queues it consumes from (Celery's default queue is

@@ -10,6 +10,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tasktoolkit import Settings, Toolkit
+from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.orm import Worker, reap
 from tasktoolkit.orm._records import workers_table
 from tasktoolkit.orm._registry import Announcement, LiveWorker, beat, list_workers, serves
@@ -111,3 +113,27 @@ def test_a_purged_worker_announces_itself_again(engine: Engine) -> None:
 def test_an_unknown_kind_is_refused(engine: Engine) -> None:
     with pytest.raises(ValueError, match="kind must be one of"), engine.begin() as conn:
         beat(conn, Announcement("h:1:g", "cron", [], [], 30))
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param(None, 60, id="default"),
+        pytest.param("2m", 120, id="text"),
+        pytest.param(timedelta(seconds=9), 9, id="timedelta"),
+    ],
+)
+def test_the_toolkit_gives_its_workers_the_beat_timeout_setting(
+    engine: Engine, value: object, seconds: int
+) -> None:
+    settings = Settings() if value is None else Settings(worker_beat_timeout=value)
+    worker = Toolkit(engine, settings).worker(["l2_wiring"], host="h:1:s")
+    worker.claim()
+    assert worker.beat_timeout == seconds
+    assert workers(engine)["h:1:s"].timeout == seconds
+
+
+@pytest.mark.parametrize("value", ["1s", "2d", "soon"])
+def test_a_beat_timeout_out_of_bounds_is_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="worker_beat_timeout"):
+        Settings(worker_beat_timeout=value)
