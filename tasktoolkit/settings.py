@@ -187,6 +187,12 @@ OPTIONS: tuple[Option, ...] = (
         "timeout.",
     ),
     Option(
+        "worker_beat_timeout",
+        "duration",
+        "How long after its last beat a worker is not live any more (GET /workers, waiting: "
+        "no_worker, tasktoolkit health); it beats every third of it.",
+    ),
+    Option(
         "retryable",
         "object",
         "package.module:function telling which more database errors are worth running a "
@@ -229,6 +235,7 @@ class Settings:
     reap_every: timedelta
     sweep_after: timedelta
     heartbeat_every: timedelta | None
+    worker_beat_timeout: timedelta
     retryable: RetryPredicate | None
 
     def __init__(
@@ -257,6 +264,7 @@ class Settings:
         reap_every: DurationLike = 60,
         sweep_after: DurationLike = 60,
         heartbeat_every: DurationLike | None = None,
+        worker_beat_timeout: DurationLike = 60,
         retryable: RetryPredicate | None = None,
     ) -> None:
         values: dict[str, Any] = {
@@ -294,6 +302,12 @@ class Settings:
             "sweep_after": duration(sweep_after, what="sweep_after"),
             "heartbeat_every": optional_duration(
                 heartbeat_every, what="heartbeat_every", minimum=timedelta(milliseconds=100)
+            ),
+            "worker_beat_timeout": duration(
+                worker_beat_timeout,
+                what="worker_beat_timeout",
+                minimum=timedelta(seconds=3),
+                maximum=_DAY,
             ),
             "retryable": None if retryable is None else _callable(retryable, "retryable"),
         }

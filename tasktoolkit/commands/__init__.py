@@ -1,4 +1,5 @@
-"""The ``tasktoolkit`` command: ``purge``, ``reap``, ``db upgrade``, ``watch``.
+"""The ``tasktoolkit`` command: ``purge``, ``reap``, ``db upgrade``, ``watch``, ``stats``,
+``workers``, ``health``.
 
 One module per command; each builds its :class:`~tasktoolkit.Toolkit` from
 ``--db-url`` (or ``$TASKTOOLKIT_DB_URL``) and the toolkit's settings, read as
@@ -18,6 +19,9 @@ Examples::
     tasktoolkit db upgrade --db-url postgresql+psycopg://app@db/app
     tasktoolkit watch req-8c5a... --db-url sqlite:///app.db
     tasktoolkit watch https://api.example/operations/req-8c5a... --header "X-Auth-Token: ..."
+    tasktoolkit stats --db-url postgresql+psycopg://app@db/app
+    tasktoolkit workers --db-url postgresql+psycopg://app@db/app
+    tasktoolkit health --db-url postgresql+psycopg://app@db/app --pid $MAINPID
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tasktoolkit import __version__
-from tasktoolkit.commands import _db, _purge, _reap, _watch
+from tasktoolkit.commands import _db, _health, _purge, _reap, _stats, _watch, _workers
 from tasktoolkit.commands._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -31,7 +31,7 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Maintain tasktoolkit's tasks and operations.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (_purge, _reap, _db, _watch):
+    for command in (_purge, _reap, _db, _watch, _stats, _workers, _health):
         command.add_parser(commands)
     return parser
 

@@ -14,7 +14,10 @@ host's: see :mod:`tasktoolkit.orm._clock`), in this order:
 - an operation whose request has not recorded its end by its
   ``request_deadline`` has its request ended: its state then follows its
   tasks, ``failed`` with code ``request_lost`` when it has none;
-- an operation whose active tasks vanished with their resource is settled.
+- an operation whose active tasks vanished with their resource is settled;
+- the rows of workers that stopped beating leave the list of live workers
+  (:mod:`tasktoolkit.orm._registry`), where each pass of a reaper beats too
+  (``<hostname>:<pid>:reaper``, live until it misses two passes).
 
 An outage takes no task from a healthy worker: while the database is away no
 worker can heartbeat, and when it comes back every heartbeat looks old. So
@@ -44,6 +47,9 @@ Example::
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -72,6 +78,7 @@ from tasktoolkit.orm._operations import (
 )
 from tasktoolkit.orm._records import reaper_watch_table as _W
 from tasktoolkit.orm._records import tasks_table as _T
+from tasktoolkit.orm._registry import Announcement, beat, purge_gone
 from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
@@ -209,11 +216,21 @@ def _look(session: Session, every: timedelta) -> None:
     session.execute(statement, {"tt_gap": 2 * every.total_seconds() + _SLACK})
 
 
+def _reaper_beat(session: Session, every: timedelta) -> None:
+    """This reaper beats in the list of workers (live until it misses two passes), and
+    the rows of workers that are not live any more go."""
+    timeout = math.ceil(2 * every.total_seconds() + _SLACK)
+    me = f"{socket.gethostname()}:{os.getpid()}:reaper"
+    beat(session.connection(), Announcement(me, "reaper", (), (), timeout))
+    purge_gone(session.connection())
+
+
 def _lost_batch(session: Session, *, limit: int, watch: timedelta | None) -> ReapResult:
     """One batch of lost workers' tasks; the first of a pass (``watch``: how often reapers
-    run) records the reapers' look first."""
+    run) records the reapers' look and this reaper's beat first."""
     if watch is not None:
         _look(session, watch)
+        _reaper_beat(session, watch)
     running = _T.c.state == TaskState.RUNNING.value
     ids = _candidates(session, running & _lost(), [_T.c.created_at, _T.c.id], limit)
     moved = _moved(session, ids, lambda task_id: reap_lost(session, task_id))

@@ -52,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -90,6 +91,7 @@ from tasktoolkit.orm._ready import ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
+from tasktoolkit.orm._registry import Announcement, beat, leave
 from tasktoolkit.orm._retry import in_transaction, is_retryable, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
@@ -319,7 +321,14 @@ class Worker:
         not answer in time is given up and run once more on a fresh connection,
         then raises SQLAlchemy's ``OperationalError``), and ``retryable``, more
         errors on which a call's transaction is run again (see
-        :func:`tasktoolkit.orm._retry.is_retryable`).
+        :func:`tasktoolkit.orm._retry.is_retryable`), and ``worker_beat_timeout``:
+        after its last beat the worker is not live any more
+        (:mod:`tasktoolkit.orm._registry`). A worker with task names announces
+        itself with its first call and beats with the calls it makes anyway (its
+        claims, its jobs' heartbeats and progress), in their transactions, at
+        most every third of this; :meth:`close` takes it off the list. So call
+        :meth:`claim` (a ``wait`` looks every 10 s at most) or heartbeat a job
+        more often than this.
     """
 
     def __init__(
@@ -345,12 +354,24 @@ class Worker:
         self._lock = threading.Lock()
         self._waiting: Waiter | None = None
         self.host = check_host(self.default_host() if host is None else host)
-        #: The knobs it reads: ``deadline`` and ``retryable``.
+        #: The knobs it reads: ``deadline``, ``retryable``, ``worker_beat_timeout``.
         self.settings: Settings = settings_or_default(settings)
         self._stopping = threading.Event()
         self._hand_back_at: float | None = None
         #: The database as this worker's claims, reports and outcomes see it.
         self._outage = Outage(_log, f"worker {self.host}")
+        #: Seconds after its last beat at which it is not live (``worker_beat_timeout``).
+        self.beat_timeout = self.settings.worker_beat_timeout.total_seconds()
+        #: What it says of itself as it beats; ``None``: it runs no names (a bridge's).
+        self._announcement = (
+            Announcement(
+                self.host, "database", self.names, self.queues, math.ceil(self.beat_timeout)
+            )
+            if self.names
+            else None
+        )
+        #: When (monotonic) it last beat; ``None``: not yet.
+        self._beaten: float | None = None
 
     @staticmethod
     def default_host() -> str:
@@ -407,9 +428,25 @@ class Worker:
         if session is not None:
             return work(session)
         s = self.settings
-        return in_transaction(
-            self._sessions, work, seconds=s.deadline_seconds, predicate=s.retryable
+        announcement = self._announcement
+        now = time.monotonic()
+        due = announcement is not None and (
+            self._beaten is None or now - self._beaten >= self.beat_timeout / 3
         )
+        if not due or announcement is None:
+            return in_transaction(
+                self._sessions, work, seconds=s.deadline_seconds, predicate=s.retryable
+            )
+
+        def beating(session: Session) -> _R:
+            beat(session.connection(), announcement)
+            return work(session)
+
+        result = in_transaction(
+            self._sessions, beating, seconds=s.deadline_seconds, predicate=s.retryable
+        )
+        self._beaten = now
+        return result
 
     def _run_until(
         self, work: Callable[[Session], _R], session: Session | None, held_until: float
@@ -529,12 +566,25 @@ class Worker:
             return self._waiting
 
     def close(self) -> None:
-        """Let go of what :meth:`claim` waits with (the process's ``LISTEN`` connection
-        is closed with its last user)."""
+        """Leave the list of live workers, and let go of what :meth:`claim` waits with
+        (the process's ``LISTEN`` connection is closed with its last user)."""
         with self._lock:
             waiting, self._waiting = self._waiting, None
+            beaten, self._beaten = self._beaten, None
         if waiting is not None:
             waiting.close()
+        if beaten is not None:
+            try:
+                in_transaction(
+                    self._sessions,
+                    lambda s: leave(s.connection(), self.host),
+                    seconds=self.settings.deadline_seconds,
+                    predicate=self.settings.retryable,
+                )
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                _log.warning("worker %s: not taken off the list of workers: %s", self.host, exc)
 
     def start(self, task_id: str) -> Job:
         """Start one given pending task (``pending`` -> ``running``) for this worker (a
