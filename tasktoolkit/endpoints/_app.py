@@ -133,6 +133,13 @@ class TaskEndpoints:
         response = self.respond(environ)
         return response(environ, start_response)  # type: ignore[no-any-return]
 
+    def serves(self, environ: WSGIEnvironment, match: Mapping[str, Any]) -> bool:
+        """Whether a request routed here with ``match`` has an endpoint that takes its method
+        (else :meth:`respond` answers it 404 or 405 before doing anything)."""
+        action = match.get("action")
+        endpoint = _BY_NAME.get(action) if isinstance(action, str) else None
+        return endpoint is not None and environ.get("REQUEST_METHOD", "GET") in endpoint.methods
+
     def respond(self, environ: WSGIEnvironment) -> Response:
         """The response to one request routed here."""
         routing = environ.get(ROUTING_ARGS_KEY)
