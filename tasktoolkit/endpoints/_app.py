@@ -168,6 +168,7 @@ class TaskEndpoints:
             with deadline(settings.deadline_seconds), self.session_factory() as session:
                 call = Call(self._mounted, session, request, match, caller, settings.authorize)
                 answer = endpoint.handler(call)
+                settings.hooks.available("endpoints")
                 if isinstance(answer, Waiting):
                     return self._wait(answer, call, how)
                 return represent(answer, request, how)

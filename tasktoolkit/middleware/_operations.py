@@ -281,6 +281,7 @@ class OperationMiddleware:
 
         with deadline(self._deadline):
             outcome = retrying(transaction)
+        self.hooks.available("middleware.reserve")
         if isinstance(outcome, StoredResponse):
             return outcome
         protocol.reserved()
@@ -298,6 +299,7 @@ class OperationMiddleware:
             self._degrade("middleware.finished", exc, f"operation {operation_id} not written")
             protocol.wrote_finished(None, written=False)
             return
+        self.hooks.available("middleware.finished")
         protocol.wrote_finished(change, written=True)
 
     def _free_key(self, environ: WSGIEnvironment, protocol: RequestProtocol, key: str) -> None:
@@ -322,6 +324,7 @@ class OperationMiddleware:
             self._degrade("middleware.free_key", exc, f"the key of operation {fields.id}")
             protocol.wrote_finished(None, written=False)
             return
+        self.hooks.available("middleware.free_key")
         protocol.wrote_finished(change, written=True)
 
     def _keep(self, protocol: RequestProtocol, key: str, response: StoredResponse) -> None:
@@ -339,6 +342,8 @@ class OperationMiddleware:
             )
         except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
             self._degrade("middleware.keep", exc, f"the response of operation {fields.id}")
+            return
+        self.hooks.available("middleware.keep")
 
     # -- WSGI ------------------------------------------------------------------
 
