@@ -40,6 +40,7 @@ from sqlalchemy.engine import Engine
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
 from tasktoolkit import Settings
 from tasktoolkit.errors import TaskFailure, TaskToolkitError, database_unavailable
+from tasktoolkit.hooks import Outage
 from tasktoolkit.orm import Job, Worker, reap
 
 __all__ = [
@@ -295,7 +296,7 @@ class Agents:
                 worker.wait(1.0)
 
     def _reap(self) -> None:
-        reaper_away = False
+        outage = Outage(log, "reaper")  # one line for the outage, one when it is back
         while not self._stop.wait(self.reap_interval):
             try:
                 result = reap(self.engine, settings=self.settings, start_timeout=self.start_timeout)
@@ -303,11 +304,10 @@ class Agents:
             except Exception as exc:
                 if not database_unavailable(exc):
                     log.exception("reaper: unexpected error; trying again later")
-                elif not reaper_away:  # one line for the outage, not one a pass
-                    log.warning("reaper: database unavailable; trying again every pass")
-                reaper_away = True
+                else:
+                    outage.failed(exc, f"trying again every {self.reap_interval:g} s")
                 continue
-            reaper_away = False
+            outage.over()
             if swept:
                 log.warning("sweepers: %d tasks or operation ends left unsent sent", swept)
             if result.total:

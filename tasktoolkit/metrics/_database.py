@@ -98,6 +98,7 @@ class DatabaseCollector(Collector):
             if not hooks_of(self.engine).unavailable("metrics.scrape", exc):
                 raise
             return []
+        hooks_of(self.engine).available("metrics.scrape")
         tasks = GaugeMetricFamily(
             "tasktoolkit_tasks",
             "Active tasks (pending, running) in the database, by name, queue and state.",

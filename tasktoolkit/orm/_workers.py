@@ -81,12 +81,11 @@ from tasktoolkit.errors import (
     WorkerStopping,
     database_unavailable,
 )
-from tasktoolkit.hooks import JobInfo, decode_trace_context, first_line, hooks_of
+from tasktoolkit.hooks import JobInfo, Outage, decode_trace_context, first_line, hooks_of
 from tasktoolkit.orm._clock import db_now
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._listening import Polling, Subscription, Waiter, waiter_for
 from tasktoolkit.orm._operations import pending_key
-from tasktoolkit.orm._outage import Outage
 from tasktoolkit.orm._ready import ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
