@@ -32,7 +32,7 @@ from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import Engine
 
 from benchmarks._harness import Bench, fresh_engine
-from tasktoolkit import orm
+from tasktoolkit import Settings, orm
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tasktoolkit.orm._types import utcnow
 from tests import models  # noqa: F401  (the test resource types, as in the other benchmarks)
@@ -127,7 +127,7 @@ def run(bench: Bench) -> dict[str, float]:
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     try:
-        result = orm.purge(engine, batch_size=1000)
+        result = orm.purge(engine, settings=Settings(batch_size=1000))
     finally:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)

@@ -38,7 +38,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
 from sample_app.models import PORT_DELETE_TASK, PORT_TASKS, Port
+from tasktoolkit import Settings
 from tasktoolkit.errors import TaskFailure, TaskToolkitError, database_unavailable
+from tasktoolkit.hooks import Outage
 from tasktoolkit.orm import Job, Worker, reap
 
 __all__ = [
@@ -231,6 +233,8 @@ class Agents:
         self.task_delay = task_delay
         self.idle_wait = idle_wait
         self.reap_interval = reap_interval
+        #: The reaper's knobs: how often it passes.
+        self.settings = Settings(reap_every=reap_interval or 1)
         self.start_timeout = None if start_timeout is None else timedelta(seconds=start_timeout)
         self.grace = grace
         self.sweeps = tuple(sweeps)
@@ -292,23 +296,18 @@ class Agents:
                 worker.wait(1.0)
 
     def _reap(self) -> None:
-        reaper_away = False
+        outage = Outage(log, "reaper")  # one line for the outage, one when it is back
         while not self._stop.wait(self.reap_interval):
             try:
-                result = reap(
-                    self.engine,
-                    start_timeout=self.start_timeout,
-                    every=timedelta(seconds=self.reap_interval),
-                )
+                result = reap(self.engine, settings=self.settings, start_timeout=self.start_timeout)
                 swept = sum(sweep() for sweep in self.sweeps)
             except Exception as exc:
                 if not database_unavailable(exc):
                     log.exception("reaper: unexpected error; trying again later")
-                elif not reaper_away:  # one line for the outage, not one a pass
-                    log.warning("reaper: database unavailable; trying again every pass")
-                reaper_away = True
+                else:
+                    outage.failed(exc, f"trying again every {self.reap_interval:g} s")
                 continue
-            reaper_away = False
+            outage.over()
             if swept:
                 log.warning("sweepers: %d tasks or operation ends left unsent sent", swept)
             if result.total:

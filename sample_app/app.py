@@ -311,6 +311,10 @@ class SampleAPI:
 
     # -- WSGI ----------------------------------------------------------------
 
+    def serves(self, environ: WSGIEnvironment, match: Mapping[str, Any]) -> bool:
+        """Whether the route matched takes the method (the router asks; else a 405)."""
+        return match.get("action") != "method_not_allowed"
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = webob.Request(environ)
         response = self._dispatch(request)

@@ -43,6 +43,7 @@ __all__ = [
     "TASKS_LIST",
     "TASKS_SHOW",
     "TASKS_SHOW_HOST",
+    "WORKERS_LIST",
     "Access",
     "Authorize",
     "Caller",
@@ -103,6 +104,9 @@ OPERATIONS_SHOW: Final = Rule("tasktoolkit:operations:show", READ, "Show an oper
 OPERATIONS_CANCEL: Final = Rule(
     "tasktoolkit:operations:cancel", ACT, "Cancel an operation's tasks."
 )
+#: List the workers (``GET /workers``): hosts of every project, so asked of no project,
+#: which only system-scoped readers (and system admins) pass.
+WORKERS_LIST: Final = Rule("tasktoolkit:workers:list", READ, "List the live workers.")
 #: Every rule the toolkit asks about.
 RULES: tuple[Rule, ...] = (
     TASKS_LIST,
@@ -112,6 +116,7 @@ RULES: tuple[Rule, ...] = (
     OPERATIONS_LIST,
     OPERATIONS_SHOW,
     OPERATIONS_CANCEL,
+    WORKERS_LIST,
 )
 #: The rules that only read, which a system-scoped reader passes.
 READ_RULES = frozenset(rule for rule in RULES if rule.access == READ)

@@ -18,6 +18,7 @@ __all__ = [
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
     "IncompleteBodyError",
+    "InvalidBatchSizeError",
     "InvalidBrokerError",
     "InvalidCallerError",
     "InvalidDurationError",
@@ -92,6 +93,12 @@ class InvalidDurationError(ConfigurationError):
 
     status = 400
     code = "tasktoolkit.invalid_duration"
+
+
+class InvalidBatchSizeError(ConfigurationError):
+    """A batch size (the rows of one reaper, sweeper or purge transaction) out of bounds."""
+
+    code = "tasktoolkit.invalid_batch_size"
 
 
 class InvalidFilterError(TaskToolkitError, ValueError):

@@ -47,6 +47,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -67,6 +69,7 @@ __all__ = [
     "Hook",
     "Hooks",
     "JobInfo",
+    "Outage",
     "PublishInfo",
     "RequestInfo",
     "SpawnInfo",
@@ -242,6 +245,8 @@ class Hooks:
         "_around_request",
         "_around_spawn",
         "_hooks",
+        "_outages",
+        "_outages_lock",
         "_trace_context",
     )
 
@@ -263,6 +268,9 @@ class Hooks:
         self._trace_context = _overriding(hooks, "trace_context")
         self._around_job = _overriding(hooks, "around_job")
         self._around_delivery = _overriding(hooks, "around_delivery")
+        #: Each ``where``'s outage, as :meth:`unavailable` and :meth:`available` see it.
+        self._outages: dict[str, Outage] = {}
+        self._outages_lock = threading.Lock()
 
     def __bool__(self) -> bool:
         return bool(self._hooks)
@@ -354,10 +362,14 @@ class Hooks:
         """The toolkit's one policy for a database outage it can degrade through.
 
         When ``error`` says the database is unavailable (SQLAlchemy's, the
-        drivers' or oslo.db's connection errors): one line is logged at
-        ``WARNING`` (the traceback only at ``DEBUG``), every hook is told, and
+        drivers' or oslo.db's connection errors): every hook is told, and
         ``True`` is returned: the caller degrades. Any other error: ``False``,
         nothing logged: the caller raises it.
+
+        One line per change, never one per try: the first failure at ``where``
+        is logged at ``WARNING`` (no traceback), the next ones only at
+        ``DEBUG`` (with theirs), until :meth:`available` says ``where`` wrote
+        again ("database back after 12.3 s (40 tries failed)"), once.
 
         :param where: where it happened, a short stable name (``middleware.end``),
             which is also the ``where`` label a metric counts it by.
@@ -371,16 +383,94 @@ class Hooks:
         """
         if not database_unavailable(error):
             return False
-        _log.warning(
-            "%s%s: the database is unavailable (%s)",
-            where,
-            f" ({doing})" if doing else "",
-            first_line(error),
-            exc_info=_log.isEnabledFor(logging.DEBUG),
-        )
+        with self._outages_lock:
+            outage = self._outages.get(where)
+            if outage is None:
+                outage = self._outages[where] = Outage(_log, where)
+        outage.failed(error, doing or "degraded until it is back")
         for hook in self._hooks:
             _call(hook, "database_unavailable", where, error)
         return True
+
+    def available(self, where: str) -> None:
+        """``where`` reached the database again: the end of its outage is logged, once
+        (nothing when it had none). Call it after each success of what
+        :meth:`unavailable` degraded."""
+        outage = self._outages.get(where)
+        if outage is not None:
+            outage.over()
+
+
+class Outage:
+    """The availability of the database as one party sees it, logged when it changes.
+
+    While the database is away, whoever keeps trying (the ``LISTEN``
+    connection, a worker's claims, the end writer, a reaper's passes) tries
+    again; a line per try, with its traceback, would bury the one thing an
+    operator needs to read: when it went, how it is retried, and when it came back.
+
+    :param log: where the two lines go (a warning each; the tries between them
+        at debug level, with their tracebacks).
+    :param what: who is speaking, as the lines start with it.
+
+    Example::
+
+        outage = Outage(logging.getLogger("myservice.reaper"), "reaper")
+        try:
+            reap(engine)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            outage.failed(exc, "trying again every 1 s")  # logged the first time only
+        else:
+            outage.over()                                  # "back after 12.3 s", once
+    """
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self._log = log
+        self.what = what
+        self._since: float | None = None
+        self._tries = 0
+        self._lock = threading.Lock()
+
+    @property
+    def ongoing(self) -> bool:
+        """Whether the last try failed."""
+        return self._since is not None
+
+    def failed(self, exc: BaseException, retrying: str) -> None:
+        """A try failed because the database is away; ``retrying`` says what happens next."""
+        with self._lock:
+            first, self._since = self._since is None, self._since or time.monotonic()
+            self._tries += 1
+        if first:
+            # exc_info False: no traceback, nor oslo.log's summary of the exception handled.
+            self._log.warning(
+                "%s: database unavailable (%s); %s",
+                self.what,
+                first_line(exc),
+                retrying,
+                exc_info=False,
+            )
+        else:
+            self._log.debug("%s: database still unavailable", self.what, exc_info=exc)
+
+    def over(self) -> None:
+        """A try succeeded: say so once if the database had been away."""
+        if self._since is None:  # the usual case, without the lock
+            return
+        with self._lock:
+            since, self._since = self._since, None
+            tries, self._tries = self._tries, 0
+        if since is not None:
+            self._log.warning(
+                "%s: database back after %.1f s (%d %s failed)",
+                self.what,
+                time.monotonic() - since,
+                tries,
+                "try" if tries == 1 else "tries",
+                exc_info=False,
+            )
 
 
 #: The longest trace context a task stores (its ``trace_context`` column).

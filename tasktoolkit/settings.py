@@ -29,18 +29,27 @@ from typing import TYPE_CHECKING, Any, Literal
 from tasktoolkit._checks import HTTP_TOKEN, whole_number
 from tasktoolkit.caller import Authorize, CallerGetter, default_authorize, keystone_caller
 from tasktoolkit.durations import DurationLike, duration, format_duration, optional_duration
-from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.errors import ConfigurationError, InvalidBatchSizeError
 from tasktoolkit.hooks import Hook, Hooks
 
 if TYPE_CHECKING:
     RetryPredicate = Callable[[BaseException], bool]
 
-__all__ = ["DEFAULT_METHODS", "OPTIONS", "Option", "Settings"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_METHODS",
+    "OPTIONS",
+    "Option",
+    "Settings",
+    "settings_or_default",
+]
 
 #: The methods that open an operation unless configured otherwise.
 DEFAULT_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-#: The most rows one reaper or sweeper transaction looks at.
+#: The most rows one reaper, sweeper or purge transaction looks at.
 MAX_BATCH_SIZE = 10000
+#: Seconds the toolkit's own database work may take before it gives up (the ``deadline``).
+DEFAULT_DEADLINE = 5.0
 _PREFIX = re.compile(r"\A(/[A-Za-z0-9_.~-]+)*\Z")
 _BASE_URL = re.compile(r"\Ahttps?://[!-~]+\Z")
 _SECOND = timedelta(seconds=1)
@@ -160,6 +169,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("batch_size", "int", "The most rows one reaper, sweeper or purge transaction handles."),
     Option(
+        "reap_every",
+        "duration",
+        "How often reapers run (a loop, cron, a timer): a pass that finds the reapers' last look "
+        "older than twice this and a second starts their watch anew, and no worker is called "
+        "lost before the watch has lasted its heartbeat timeout.",
+    ),
+    Option(
         "sweep_after",
         "duration",
         "How long a task may stay pending and unpublished before a bridge's sweeper publishes it.",
@@ -169,6 +185,12 @@ OPTIONS: tuple[Option, ...] = (
         "optional_duration",
         "Seconds between a bridge's background heartbeats; none: a third of the task's heartbeat "
         "timeout.",
+    ),
+    Option(
+        "worker_beat_timeout",
+        "duration",
+        "How long after its last beat a worker is not live any more (GET /workers, waiting: "
+        "no_worker, tasktoolkit health); it beats every third of it.",
     ),
     Option(
         "retryable",
@@ -210,8 +232,10 @@ class Settings:
     serve_openapi: bool
     pages: bool
     batch_size: int
+    reap_every: timedelta
     sweep_after: timedelta
     heartbeat_every: timedelta | None
+    worker_beat_timeout: timedelta
     retryable: RetryPredicate | None
 
     def __init__(
@@ -226,7 +250,7 @@ class Settings:
         caller_getter: CallerGetter = keystone_caller,
         authorize: Authorize = default_authorize,
         hooks: Hooks | Iterable[Hook] = (),
-        deadline: DurationLike | None = 5,
+        deadline: DurationLike | None = DEFAULT_DEADLINE,
         request_timeout: DurationLike = "10m",
         operation_ttl: DurationLike | None = "24h",
         retry_after: DurationLike = 1,
@@ -237,8 +261,10 @@ class Settings:
         serve_openapi: bool = False,
         pages: bool = True,
         batch_size: int = 500,
+        reap_every: DurationLike = 60,
         sweep_after: DurationLike = 60,
         heartbeat_every: DurationLike | None = None,
+        worker_beat_timeout: DurationLike = 60,
         retryable: RetryPredicate | None = None,
     ) -> None:
         values: dict[str, Any] = {
@@ -270,9 +296,18 @@ class Settings:
             "serve_openapi": _bool(serve_openapi, "serve_openapi"),
             "pages": _bool(pages, "pages"),
             "batch_size": _batch_size(batch_size),
+            "reap_every": duration(
+                reap_every, what="reap_every", minimum=timedelta(milliseconds=1)
+            ),
             "sweep_after": duration(sweep_after, what="sweep_after"),
             "heartbeat_every": optional_duration(
                 heartbeat_every, what="heartbeat_every", minimum=timedelta(milliseconds=100)
+            ),
+            "worker_beat_timeout": duration(
+                worker_beat_timeout,
+                what="worker_beat_timeout",
+                minimum=timedelta(seconds=3),
+                maximum=_DAY,
             ),
             "retryable": None if retryable is None else _callable(retryable, "retryable"),
         }
@@ -312,6 +347,21 @@ class Settings:
     def as_strings(self) -> dict[str, str]:
         """The settings as :meth:`from_strings` reads them (objects as ``module:name``)."""
         return {option.name: _format(option, getattr(self, option.name)) for option in OPTIONS}
+
+
+def settings_or_default(settings: Settings | None) -> Settings:
+    """``settings``, or the defaults when ``None``: how every part takes its settings.
+
+    >>> settings_or_default(None) == Settings()
+    True
+
+    :raises TypeError: ``settings`` is neither.
+    """
+    if settings is None:
+        return Settings()
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+    return settings
 
 
 def parse_option(option: Option, text: str) -> Any:
@@ -452,4 +502,4 @@ def _whole_seconds(value: DurationLike, name: str) -> timedelta:
 
 
 def _batch_size(value: object) -> int:
-    return whole_number(value, "batch_size", maximum=MAX_BATCH_SIZE, error=ConfigurationError)
+    return whole_number(value, "batch_size", maximum=MAX_BATCH_SIZE, error=InvalidBatchSizeError)

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine
@@ -34,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.hooks import ENGINE_OPTION, hooks_of
-from tasktoolkit.settings import Settings
+from tasktoolkit.settings import Settings, settings_or_default
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -68,10 +69,7 @@ class Toolkit:
             raise TypeError("engine options are for a URL; the engine given is made already")
         if not isinstance(bind, Engine):
             raise TypeError(f"Toolkit needs an Engine or a database URL, got {bind!r}")
-        if settings is None:
-            settings = Settings()
-        if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        settings = settings_or_default(settings)
         self.engine: Engine = prepare_engine(bind)
         self.settings: Settings = settings
         if settings.hooks:
@@ -136,38 +134,55 @@ class Toolkit:
         """
         from tasktoolkit.orm import Worker
 
-        s = self.settings
-        return Worker(
-            self.engine,
-            names,
-            queues=queues,
-            host=host,
-            deadline=s.deadline_seconds,
-            retryable=s.retryable,
-        )
+        return Worker(self.engine, names, queues=queues, host=host, settings=self.settings)
 
-    def reap(self, **overrides: Any) -> ReapResult:
-        """Enforce every deadline of active records once (:func:`tasktoolkit.orm.reap`).
+    def reap(
+        self,
+        *,
+        request_timeout: timedelta | None = None,
+        start_timeout: timedelta | None = None,
+    ) -> ReapResult:
+        """Enforce every deadline of active records once (:func:`tasktoolkit.orm.reap`),
+        with the toolkit's settings (``batch_size``, ``reap_every``, ``deadline``, ...).
 
-        :param overrides: the reaper's own arguments (``start_timeout``, ...).
+        :param request_timeout: also end the requests that started longer ago
+            than this, whatever the request timeout they were opened with.
+        :param start_timeout: also fail the tasks pending since their spawn for
+            longer than this, whatever their name's start timeout.
         """
         from tasktoolkit.orm import reap
 
-        s = self.settings
-        options: dict[str, Any] = {
-            "batch_size": s.batch_size,
-            "deadline": s.deadline_seconds,
-            "retryable": s.retryable,
-            **overrides,
-        }
-        return reap(self.engine, **options)
+        return reap(
+            self.engine,
+            settings=self.settings,
+            request_timeout=request_timeout,
+            start_timeout=start_timeout,
+        )
 
-    def purge(self, **overrides: Any) -> PurgeResult:
-        """Delete expired records in short batches (see :func:`tasktoolkit.orm.purge`)."""
+    def purge(
+        self,
+        *,
+        older_than: timedelta = timedelta(0),
+        dry_run: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> PurgeResult:
+        """Delete expired records in short batches (:func:`tasktoolkit.orm.purge`), with
+        the toolkit's settings (``batch_size``, ``deadline``, ``retryable``).
+
+        :param older_than: only records that expired at least this long ago.
+        :param dry_run: count only; nothing is deleted.
+        :param progress: called after every batch with ``("tasks" or "operations",
+            rows deleted so far from that table)``.
+        """
         from tasktoolkit.orm import purge
 
-        options: dict[str, Any] = {"retryable": self.settings.retryable, **overrides}
-        return purge(self.engine, **options)
+        return purge(
+            self.engine,
+            settings=self.settings,
+            older_than=older_than,
+            dry_run=dry_run,
+            progress=progress,
+        )
 
     def close(self) -> None:
         """Take the toolkit's hooks off the engine (the host's engine and its pool stay)."""

@@ -19,9 +19,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasktoolkit.orm._records import Operation, Task, TaskAttempt
+from tasktoolkit.orm._registry import LiveWorker, Waits
+from tasktoolkit.orm._stats import TaskStats
 from tasktoolkit.orm._workers import WORKER_ERROR, WORKER_ERROR_MESSAGE
 
-__all__ = ["attempts_view", "isoformat", "operation_view", "task_view"]
+__all__ = [
+    "attempts_view",
+    "isoformat",
+    "operation_view",
+    "stats_view",
+    "task_view",
+    "worker_view",
+]
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -72,8 +81,12 @@ def attempts_view(task: Task, *, admin: bool) -> list[dict[str, Any]]:
     return views
 
 
-def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
-    """The task as the API shows it to a caller (``admin``: with tracebacks and hosts)."""
+def task_view(task: Task, *, admin: bool, waits: Waits | None = None) -> dict[str, Any]:
+    """The task as the API shows it to a caller (``admin``: with tracebacks and hosts).
+
+    :param waits: the database's now and its workers, which say why a pending
+        task waits (``waiting``); without them ``waiting`` is ``None``.
+    """
     error = _error(task, admin=admin)
     view: dict[str, Any] = {
         "id": task.id,
@@ -97,15 +110,23 @@ def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
         result=task.result,
         not_before=isoformat(task.not_before) if task.state == "pending" else None,
         queue=task.queue,
+        waiting=None
+        if waits is None
+        else waits.why(task.state, task.name, task.queue, task.not_before),
         attempts=attempts_view(task, admin=admin),
     )
     return view
 
 
 def operation_view(
-    operation: Operation, *, admin: bool, tasks: list[Task] | None = None
+    operation: Operation,
+    *,
+    admin: bool,
+    tasks: list[Task] | None = None,
+    waits: Waits | None = None,
 ) -> dict[str, Any]:
-    """The operation as the API shows it; with ``tasks`` (its own GET) when given."""
+    """The operation as the API shows it; with ``tasks`` (its own GET) when given, their
+    ``waiting`` said by ``waits``."""
     view: dict[str, Any] = {
         "id": operation.id,
         "global_request_id": operation.global_request_id,
@@ -126,5 +147,41 @@ def operation_view(
         "expires_at": isoformat(operation.expires_at),
     }
     if tasks is not None:
-        view["tasks"] = [task_view(task, admin=admin) for task in tasks]
+        view["tasks"] = [task_view(task, admin=admin, waits=waits) for task in tasks]
     return view
+
+
+def worker_view(worker: LiveWorker) -> dict[str, Any]:
+    """A worker as ``GET /workers`` and ``tasktoolkit workers`` show it."""
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "kind": worker.kind,
+        "names": list(worker.names),
+        "queues": list(worker.queues),
+        "started_at": isoformat(worker.started_at),
+        "beat_at": isoformat(worker.beat_at),
+        "timeout": worker.timeout,
+        "live": worker.live,
+    }
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def stats_view(stats: TaskStats) -> dict[str, Any]:
+    """One task name's figures on one queue, as ``GET /tasks/stats`` and ``tasktoolkit
+    stats`` show them (seconds, to the millisecond)."""
+    return {
+        "name": stats.name,
+        "queue": stats.queue,
+        "pending": stats.pending,
+        "running": stats.running,
+        "oldest_pending_seconds": _seconds(stats.oldest_pending_seconds),
+        "failed_last_hour": dict(sorted(stats.failed_last_hour.items())),
+        "attempts_last_hour": stats.attempts_last_hour,
+        "run_seconds_p50": _seconds(stats.run_seconds_p50),
+        "run_seconds_p95": _seconds(stats.run_seconds_p95),
+    }

@@ -97,20 +97,26 @@ def test_an_unknown_event_kind_is_refused() -> None:
         Hooks().happened(Event("exploded"))
 
 
-def test_the_outage_policy_logs_one_line_and_tells_every_hook(
+def test_the_outage_policy_logs_one_line_per_change_and_tells_every_hook_each_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     log: list[str] = []
     hooks = Hooks(Recorder("a", log))
     down = OperationalError("SELECT 1", {}, Exception("connection refused\ndetails"))
     with caplog.at_level(logging.WARNING, logger="tasktoolkit.hooks"):
-        assert hooks.unavailable("worker.heartbeat", down, doing="task t1") is True
-    (record,) = caplog.records
-    assert record.getMessage() == (
-        "worker.heartbeat (task t1): the database is unavailable (connection refused)"
+        hooks.available("worker.heartbeat")  # no outage: nothing to say
+        for n in range(3):
+            assert hooks.unavailable("worker.heartbeat", down, doing=f"task t{n}") is True
+        hooks.available("worker.heartbeat")
+        hooks.available("worker.heartbeat")  # said once
+    lost, back = caplog.records
+    assert lost.getMessage() == (
+        "worker.heartbeat: database unavailable (connection refused); task t0"
     )
-    assert not record.exc_info  # no traceback but at DEBUG
-    assert log == ["a unavailable worker.heartbeat"]
+    assert back.getMessage().startswith("worker.heartbeat: database back after ")
+    assert back.getMessage().endswith(" s (3 tries failed)")
+    assert not lost.exc_info and not back.exc_info  # no traceback but at DEBUG
+    assert log == ["a unavailable worker.heartbeat"] * 3
 
 
 def test_the_outage_policy_leaves_other_errors_to_the_caller(

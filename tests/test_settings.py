@@ -8,7 +8,7 @@ import pytest
 
 from tasktoolkit import Settings
 from tasktoolkit.caller import keystone_caller
-from tasktoolkit.errors import ConfigurationError, InvalidDurationError
+from tasktoolkit.errors import ConfigurationError, InvalidBatchSizeError, InvalidDurationError
 from tasktoolkit.hooks import Hook, Hooks
 from tasktoolkit.settings import OPTIONS
 
@@ -21,6 +21,8 @@ def test_defaults() -> None:
     assert settings.methods == ("POST", "PUT", "PATCH", "DELETE")
     assert settings.caller_getter is keystone_caller
     assert not settings.hooks
+    assert settings.batch_size == 500
+    assert settings.reap_every == timedelta(minutes=1)
 
 
 def test_every_option_is_a_setting_and_every_setting_an_option() -> None:
@@ -48,6 +50,7 @@ def test_settings_read_back_from_their_own_strings() -> None:
         pytest.param({"methods": "POST, put"}, {"methods": ("POST", "PUT")}, id="list"),
         pytest.param({"durable": "yes"}, {"durable": True}, id="bool"),
         pytest.param({"batch_size": "20"}, {"batch_size": 20}, id="int"),
+        pytest.param({"reap_every": "10s"}, {"reap_every": timedelta(seconds=10)}, id="reap-every"),
         pytest.param({"base_url": "none"}, {"base_url": None}, id="optional-str"),
         pytest.param(
             {"caller_getter": "tasktoolkit.caller:keystone_caller"},
@@ -67,7 +70,7 @@ def test_from_strings(options: dict[str, str], expected: dict[str, object]) -> N
         pytest.param({"nope": "1"}, ConfigurationError, "unknown option 'nope'", id="unknown"),
         pytest.param({"deadline": "7x"}, InvalidDurationError, "deadline: '7x'", id="duration"),
         pytest.param({"durable": "maybe"}, ConfigurationError, "durable: expected", id="bool"),
-        pytest.param({"batch_size": "0"}, ConfigurationError, "batch_size must be", id="batch"),
+        pytest.param({"batch_size": "0"}, InvalidBatchSizeError, "batch_size must be", id="batch"),
         pytest.param({"batch_size": "x"}, ConfigurationError, "whole number", id="not-int"),
         pytest.param({"methods": "GE/T"}, ConfigurationError, "methods:", id="method"),
         pytest.param(
@@ -99,6 +102,33 @@ def test_a_bad_option_is_a_configuration_error_naming_it(
 )
 def test_a_value_of_the_wrong_kind_is_a_type_error(kwargs: dict[str, object], error: type) -> None:
     with pytest.raises(error):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        pytest.param({"batch_size": 0}, InvalidBatchSizeError, "from 1 to 10000", id="batch-zero"),
+        pytest.param(
+            {"batch_size": 10001}, InvalidBatchSizeError, "from 1 to 10000", id="batch-huge"
+        ),
+        pytest.param({"batch_size": True}, InvalidBatchSizeError, "got True", id="batch-bool"),
+        pytest.param({"batch_size": 2.5}, InvalidBatchSizeError, "got 2.5", id="batch-float"),
+        pytest.param({"reap_every": 0}, InvalidDurationError, "reap_every: 0s is under", id="zero"),
+        pytest.param({"reap_every": "-1s"}, InvalidDurationError, "reap_every", id="negative"),
+        pytest.param(
+            {"reap_every": "40000d"}, InvalidDurationError, "reap_every: .* longer", id="absurd"
+        ),
+        pytest.param({"reap_every": "soon"}, InvalidDurationError, "reap_every", id="not-a-time"),
+        pytest.param({"reap_every": None}, InvalidDurationError, "reap_every", id="none"),
+        pytest.param({"deadline": 0}, InvalidDurationError, "deadline: 0s is under", id="deadline"),
+        pytest.param({"retryable": "x"}, TypeError, "retryable must be callable", id="retryable"),
+    ],
+)
+def test_the_reaper_and_purge_knobs_are_checked_when_made(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
         Settings(**kwargs)  # type: ignore[arg-type]
 
 

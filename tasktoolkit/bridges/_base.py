@@ -269,6 +269,7 @@ class Bridge(ABC):
                 if not self.hooks.unavailable("bridge.sweep", exc, doing="nothing swept"):
                     raise
                 return total
+            self.hooks.available("bridge.sweep")
             if sent is None:
                 return total
             if sent:

@@ -122,6 +122,7 @@ class Heartbeats:
         while not self._stop.wait(self.every):
             try:
                 self.job.heartbeat()
+                self.hooks.available("bridge.heartbeat")
             except TaskNotHeldError:
                 return  # taken away by the reaper: the outcome will not be recorded
             except Exception as exc:

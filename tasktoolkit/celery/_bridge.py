@@ -70,6 +70,10 @@ class CeleryBridge(Bridge):
         configure(app)
         self.app: Celery = app
         super().__init__(toolkit, names=names)
+        from tasktoolkit.celery._presence import Presence
+
+        #: This bridge's Celery worker in the list of live workers (when Celery runs one).
+        self.presence = Presence(self, self.settings.worker_beat_timeout.total_seconds())
 
     def close(self) -> None:
         """Stop publishing, and let go of the Celery app's connection pool.
@@ -78,6 +82,7 @@ class CeleryBridge(Bridge):
         broker: ``kombu.pools.reset()`` closes them, once nothing publishes any more.
         """
         super().close()
+        self.presence.close()
         self.app.close()
 
     # -- the primitives ------------------------------------------------------

@@ -1,6 +1,7 @@
 # PYTHON_ARGCOMPLETE_OK  (argcomplete's global completion looks for this mark here)
 """The ``tasktoolkit`` command: ``tasks`` and ``operations`` (``list``, ``show``,
-``cancel``), ``watch``, ``purge``, ``reap``, ``db upgrade`` (``docs/cli.md``).
+``cancel``), ``watch``, ``purge``, ``reap``, ``db upgrade``, ``stats``, ``workers``,
+``health`` (``docs/cli.md``).
 
 One module per command; each builds its :class:`~tasktoolkit.Toolkit` from
 ``--db-url`` (or ``$TASKTOOLKIT_DB_URL``) and the toolkit's settings, read as
@@ -24,6 +25,9 @@ Examples::
     tasktoolkit db upgrade --db-url postgresql+psycopg://app@db/app
     tasktoolkit watch req-8c5a... --db-url sqlite:///app.db
     tasktoolkit watch https://api.example/operations/req-8c5a... --header "X-Auth-Token: ..."
+    tasktoolkit stats --db-url postgresql+psycopg://app@db/app
+    tasktoolkit workers --db-url postgresql+psycopg://app@db/app
+    tasktoolkit health --db-url postgresql+psycopg://app@db/app --pid $MAINPID
 """
 
 from __future__ import annotations

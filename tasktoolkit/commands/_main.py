@@ -24,7 +24,7 @@ from types import FrameType, ModuleType
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tasktoolkit import __version__
-from tasktoolkit.commands import _db, _purge, _reap, _records, _watch
+from tasktoolkit.commands import _db, _health, _purge, _reap, _records, _stats, _watch, _workers
 from tasktoolkit.commands._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -40,7 +40,16 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Every command, in the order ``--help`` lists them: each module's ``add_parser(commands)``
 #: adds its own (``_records`` adds ``tasks`` and ``operations``, with their actions).
-COMMANDS: tuple[ModuleType, ...] = (_purge, _reap, _db, _watch, _records)
+COMMANDS: tuple[ModuleType, ...] = (
+    _purge,
+    _reap,
+    _db,
+    _watch,
+    _records,
+    _stats,
+    _workers,
+    _health,
+)
 
 
 def build_parser() -> Parser:

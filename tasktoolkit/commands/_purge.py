@@ -57,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"would purge {_counts(expired.tasks, expired.operations)} ({what})")
             return EXIT_OK
         show = _Progress(sys.stderr, {"tasks": expired.tasks, "operations": expired.operations})
-        result = kit.purge(
-            older_than=args.older_than, batch_size=kit.settings.batch_size, progress=show
-        )
+        result = kit.purge(older_than=args.older_than, progress=show)
         show.done()
     what = f"expired before {_iso(result.cutoff)}"
     print(f"purged {_counts(result.tasks, result.operations)} ({what}) in {result.seconds:.1f} s")

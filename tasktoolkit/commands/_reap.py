@@ -27,7 +27,7 @@ from tasktoolkit.commands._common import (
     toolkit,
 )
 from tasktoolkit.errors import ConfigurationError
-from tasktoolkit.orm._reaper import DEFAULT_EVERY, NOT_STARTED, WORKER_LOST
+from tasktoolkit.orm._reaper import NOT_STARTED, WORKER_LOST
 from tasktoolkit.settings import resolve
 
 __all__ = ["Sweeper", "add_parser"]
@@ -65,9 +65,8 @@ def add_parser(commands: Any) -> None:
     duration_option(
         parser,
         "--every",
-        "how often reapers run (default 1m): after a longer gap, workers get their heartbeat "
-        "timeout again before any is called lost",
-        default=DEFAULT_EVERY,
+        "how often reapers run (default: the reap_every setting, 1m): after a longer gap, "
+        "workers get their heartbeat timeout again before any is called lost",
     )
     parser.add_argument(
         "--bridge",
@@ -91,13 +90,10 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise CommandError(f"--models {module}: {first_line(exc)}") from None
     bridge = None if args.bridge is None else _bridge(args.bridge)
-    changes = {} if args.batch_size is None else {"batch_size": args.batch_size}
-    with toolkit(args, **changes) as kit:
-        result = kit.reap(
-            request_timeout=args.request_timeout,
-            start_timeout=args.start_timeout,
-            every=args.every,
-        )
+    changes = {"batch_size": args.batch_size, "reap_every": args.every}
+    given = {name: value for name, value in changes.items() if value is not None}
+    with toolkit(args, **given) as kit:
+        result = kit.reap(request_timeout=args.request_timeout, start_timeout=args.start_timeout)
     print(
         f"reaped {plural(result.total, 'task')}: "
         f"{len(result.failed):,} failed ({WORKER_LOST}), "

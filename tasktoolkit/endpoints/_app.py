@@ -42,7 +42,7 @@ from tasktoolkit.orm import TaskResource, prepare_engine
 from tasktoolkit.orm._deadline import deadline, fresh_deadline
 from tasktoolkit.orm._listening import Waiter, waiter_for
 from tasktoolkit.orm._resource import resource_types
-from tasktoolkit.settings import Settings
+from tasktoolkit.settings import Settings, settings_or_default
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -79,8 +79,7 @@ class TaskEndpoints:
     ) -> None:
         if not callable(session_factory):
             raise TypeError("session_factory must make sessions (a sessionmaker)")
-        if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        settings = settings_or_default(settings)
         bind = getattr(session_factory, "kw", {}).get("bind")
         if isinstance(bind, Engine):
             prepare_engine(bind)  # lets the deadline reach its connections
@@ -133,6 +132,13 @@ class TaskEndpoints:
         response = self.respond(environ)
         return response(environ, start_response)  # type: ignore[no-any-return]
 
+    def serves(self, environ: WSGIEnvironment, match: Mapping[str, Any]) -> bool:
+        """Whether a request routed here with ``match`` has an endpoint that takes its method
+        (else :meth:`respond` answers it 404 or 405 before doing anything)."""
+        action = match.get("action")
+        endpoint = _BY_NAME.get(action) if isinstance(action, str) else None
+        return endpoint is not None and environ.get("REQUEST_METHOD", "GET") in endpoint.methods
+
     def respond(self, environ: WSGIEnvironment) -> Response:
         """The response to one request routed here."""
         routing = environ.get(ROUTING_ARGS_KEY)
@@ -161,6 +167,7 @@ class TaskEndpoints:
             with deadline(settings.deadline_seconds), self.session_factory() as session:
                 call = Call(self._mounted, session, request, match, caller, settings.authorize)
                 answer = endpoint.handler(call)
+                settings.hooks.available("endpoints")
                 if isinstance(answer, Waiting):
                     return self._wait(answer, call, how)
                 return represent(answer, request, how)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Described", "accepted", "listing", "record", "ref"]
+__all__ = ["Described", "accepted", "forbidding", "listing", "record", "ref"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,11 @@ def listing(schema: str, *, of_resource: bool = False) -> dict[str, Any]:
     return responses
 
 
+def forbidding(responses: dict[str, Any]) -> dict[str, Any]:
+    """``responses`` and a ``403``: the caller may not ask this at all."""
+    return {**responses, "403": ref("responses", "Forbidden")}
+
+
 def record(schema: str, *, retry_after: bool = False) -> dict[str, Any]:
     """The responses of one record a client may wait on: tagged, ``304``, not found."""
     headers = _headers("ETag", *(["Retry-After"] if retry_after else []), "Preference-Applied")
@@ -90,5 +95,3 @@ def accepted(schema: str, description: str = "Accepted") -> dict[str, Any]:
         "409": ref("responses", "IdempotencyConflict"),
         "422": ref("responses", "KeyReused"),
     }
-
-

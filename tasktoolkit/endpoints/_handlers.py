@@ -27,6 +27,7 @@ from tasktoolkit.caller import (
     TASKS_LIST,
     TASKS_SHOW,
     TASKS_SHOW_HOST,
+    WORKERS_LIST,
     Authorize,
     Caller,
 )
@@ -65,8 +66,10 @@ from tasktoolkit.orm import (
     operation_tasks,
 )
 from tasktoolkit.orm._queries import Page
+from tasktoolkit.orm._registry import Waits, list_workers, read_waits
+from tasktoolkit.orm._stats import task_stats
 from tasktoolkit.orm._transitions import cancel_operation as cancel_operations_tasks
-from tasktoolkit.views import operation_view, task_view
+from tasktoolkit.views import operation_view, stats_view, task_view, worker_view
 
 __all__ = [
     "Call",
@@ -79,8 +82,10 @@ __all__ = [
     "operations",
     "resource_task",
     "resource_tasks",
+    "stats",
     "task",
     "tasks",
+    "workers",
 ]
 
 #: Every project's records.
@@ -218,7 +223,7 @@ def cancel_resource_task(call: Call) -> Answer:
     task = cancel_task(call.session, found.id)
     call.session.commit()
     hosts = call.allowed(TASKS_SHOW_HOST, target)
-    return Answer({"task": task_view(task, admin=hosts)}, status=202)
+    return Answer({"task": task_view(task, admin=hosts, waits=_waits(call, [task]))}, status=202)
 
 
 # -- across resources --------------------------------------------------------------
@@ -227,6 +232,13 @@ def cancel_resource_task(call: Call) -> Answer:
 def tasks(call: Call) -> Answer:
     """``GET /tasks``."""
     return _listing(call, TASK_LIST, TASKS_LIST, list_tasks, "tasks")
+
+
+def stats(call: Call) -> Answer:
+    """``GET /tasks/stats``: per task name and queue, of the tasks the caller may list."""
+    refuse_any(call.request.query_string)
+    found = task_stats(call.session.connection(), scope=call.scope(TASKS_LIST))
+    return Answer({"stats": [stats_view(s) for s in found]})
 
 
 def task(call: Call) -> Waiting:
@@ -246,7 +258,7 @@ def task(call: Call) -> Waiting:
 
 def _task_answer(call: Call, task: Task, target: Mapping[str, Any]) -> Answer:
     hosts = call.allowed(TASKS_SHOW_HOST, target)
-    return Answer({"task": task_view(task, admin=hosts)}, tagged=True)
+    return Answer({"task": task_view(task, admin=hosts, waits=_waits(call, [task]))}, tagged=True)
 
 
 def operations(call: Call) -> Answer:
@@ -264,12 +276,11 @@ def _visible_operation(call: Call) -> tuple[Operation, dict[str, Any]]:
     return found, target
 
 
-def _operation_document(
-    call: Call, found: Operation, target: Mapping[str, Any]
-) -> dict[str, Any]:
+def _operation_document(call: Call, found: Operation, target: Mapping[str, Any]) -> dict[str, Any]:
     found_tasks = operation_tasks(call.session, found.id, scope=call.scope(TASKS_SHOW))
     hosts = call.allowed(TASKS_SHOW_HOST, target)
-    return {"operation": operation_view(found, admin=hosts, tasks=found_tasks)}
+    waits = _waits(call, found_tasks)
+    return {"operation": operation_view(found, admin=hosts, tasks=found_tasks, waits=waits)}
 
 
 def operation(call: Call) -> Waiting:
@@ -296,6 +307,22 @@ def cancel_operation(call: Call) -> Answer:
     call.session.commit()
     call.session.refresh(found)  # its counts, as the cancels left them
     return Answer(_operation_document(call, found, target), status=202)
+
+
+def _waits(call: Call, tasks: list[Task]) -> Waits | None:
+    """What says why the pending ones among ``tasks`` wait: read once, and only when one is."""
+    if not any(task.state == "pending" for task in tasks):
+        return None
+    return read_waits(call.session.connection())
+
+
+def workers(call: Call) -> Answer:
+    """``GET /workers``: every worker's row (for admins and system readers)."""
+    refuse_any(call.request.query_string)
+    if not call.all_projects(WORKERS_LIST):
+        raise ForbiddenError("listing workers is for admins and system readers")
+    found = list_workers(call.session.connection())
+    return Answer({"workers": [worker_view(w) for w in found]})
 
 
 def openapi(call: Call) -> Answer:
@@ -369,8 +396,11 @@ def _list(
 
     :param hosts: whether the views show hosts and tracebacks.
     """
+    waits = _waits(call, [r for r in page.records if isinstance(r, Task)])
     views = [
-        task_view(r, admin=hosts) if isinstance(r, Task) else operation_view(r, admin=hosts)
+        task_view(r, admin=hosts, waits=waits)
+        if isinstance(r, Task)
+        else operation_view(r, admin=hosts)
         for r in page.records
     ]
     links: list[dict[str, str]] = []

@@ -131,6 +131,24 @@ class Router:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return self._routes(environ, start_response)  # type: ignore[no-any-return]
 
+    def serves(self, environ: WSGIEnvironment) -> bool:
+        """Whether a route takes this request's path and method (else it is answered 404 or
+        405 before anything runs): a route matches and its controller, when it can tell
+        (a ``serves(environ, match)`` method, as :class:`TaskEndpoints` has), takes the method.
+
+        The operation middleware asks it before reserving an ``Idempotency-Key``: a key
+        sent with a request no route serves is answered as if it had none.
+        """
+        found = self.mapper.routematch(environ=environ)
+        if not found:
+            return False
+        match = found[0]
+        controller = match.get("controller")
+        if controller is None or not callable(controller):
+            return False
+        takes = getattr(controller, "serves", None)
+        return bool(takes(environ, match)) if callable(takes) else True
+
     @staticmethod
     def _dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         routing = environ.get(ROUTING_ARGS_KEY)

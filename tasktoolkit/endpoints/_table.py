@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from tasktoolkit import caller as rules
 from tasktoolkit.caller import Rule
 from tasktoolkit.endpoints import _handlers as handlers
-from tasktoolkit.endpoints._described import Described, accepted, listing, record
+from tasktoolkit.endpoints._described import Described, accepted, forbidding, listing, record
 
 __all__ = ["ENDPOINTS", "OPENAPI_PATH", "RESOURCE_PREFIX", "Endpoint"]
 
@@ -122,6 +122,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             (*_LIST, *_SORT, "resource_type", "resource_id"),
         ),
     ),
+    # Before /tasks/{task_id}, which would take "stats" for an id.
+    Endpoint(
+        "stats",
+        "/tasks/stats",
+        _GET,
+        handlers.stats,
+        (rules.TASKS_LIST,),
+        Described(
+            "showTaskStats",
+            "Per task name and queue: pending, running, the oldest pending, the last hour's "
+            "failures by error code and run times",
+            listing("TaskStatsList"),
+        ),
+    ),
     Endpoint(
         "task",
         "/tasks/{task_id}",
@@ -184,6 +198,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "Accepted: the operation with its tasks, as the cancel left them",
             ),
             _KEY,
+        ),
+    ),
+    Endpoint(
+        "workers",
+        "/workers",
+        _GET,
+        handlers.workers,
+        (rules.WORKERS_LIST,),
+        Described(
+            "listWorkers",
+            "The workers and when each last beat (admins and system readers)",
+            forbidding(listing("WorkerList")),
         ),
     ),
     Endpoint("openapi", OPENAPI_PATH, _GET, handlers.openapi, (), None),

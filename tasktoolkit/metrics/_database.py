@@ -14,10 +14,12 @@ from sqlalchemy import Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.engine import Engine
 
 from tasktoolkit.hooks import hooks_of
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, deadline
+from tasktoolkit.orm._deadline import deadline
 from tasktoolkit.orm._records import tasks_table as _T
+from tasktoolkit.orm._registry import list_workers
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, TaskState
 from tasktoolkit.orm._types import UTCDateTime, utcnow
+from tasktoolkit.settings import DEFAULT_DEADLINE
 
 __all__ = ["CACHE_SECONDS", "DatabaseCollector", "active_tasks"]
 
@@ -54,18 +56,18 @@ def active_tasks() -> Select[Any]:
 
 
 class DatabaseCollector(Collector):
-    """``tasktoolkit_tasks{name,queue,state}`` (active tasks) and
-    ``tasktoolkit_oldest_pending_age_seconds{name,queue}``, read from the database.
+    """``tasktoolkit_tasks{name,queue,state}`` (active tasks),
+    ``tasktoolkit_oldest_pending_age_seconds{name,queue}`` and
+    ``tasktoolkit_workers{name,queue}`` (live workers serving each task name and
+    queue), read from the database.
 
-    One statement per scrape at most, its answer kept :data:`CACHE_SECONDS`
+    Two statements per scrape at most (the active tasks; the workers' small
+    table, read whole), their answer kept :data:`CACHE_SECONDS`
     (several Prometheus servers, or a dashboard, scraping at once cost one
     read). ``queue=""`` is the default queue. While the database is
-    unavailable a scrape leaves these two out and the rest is served: the
+    unavailable a scrape leaves these out and the rest is served: the
     toolkit's outage policy (one line logged, the hooks told, so
     ``tasktoolkit_database_unavailable_total{where="metrics.scrape"}`` counts it).
-
-    ``tasktoolkit_workers{name,queue}`` (live workers) joins these once
-    workers announce themselves.
 
     :param seconds: the longest a read may wait for the database (``None``: no limit).
     """
@@ -91,10 +93,12 @@ class DatabaseCollector(Collector):
         try:
             with deadline(self.seconds), self.engine.connect() as connection:
                 rows = connection.execute(self._query, {"now": now}).all()
+                found = list_workers(connection)
         except Exception as exc:
             if not hooks_of(self.engine).unavailable("metrics.scrape", exc):
                 raise
             return []
+        hooks_of(self.engine).available("metrics.scrape")
         tasks = GaugeMetricFamily(
             "tasktoolkit_tasks",
             "Active tasks (pending, running) in the database, by name, queue and state.",
@@ -111,4 +115,18 @@ class DatabaseCollector(Collector):
             if isinstance(ready_since, datetime):
                 age = max(0.0, (now - ready_since).total_seconds())
                 oldest.add_metric([name, queue or ""], age)
-        return [tasks, oldest]
+        served: dict[tuple[str, str], int] = {}
+        for worker in found:
+            if worker.live:
+                for name in worker.names:
+                    for queue in worker.queues:
+                        key = (name, queue or "")
+                        served[key] = served.get(key, 0) + 1
+        workers = GaugeMetricFamily(
+            "tasktoolkit_workers",
+            "Live workers (that beat within their timeout) serving each task name and queue.",
+            labels=["name", "queue"],
+        )
+        for (name, queue), count in sorted(served.items()):
+            workers.add_metric([name, queue], count)
+        return [tasks, oldest, workers]

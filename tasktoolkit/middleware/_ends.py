@@ -214,6 +214,7 @@ class EndWriter:
             if not self.hooks.unavailable("middleware.end", exc, doing=doing):
                 _log.exception("the end writer failed to record %d request end(s)", len(ends))
             return
+        self.hooks.available("middleware.end")
         landed = time.monotonic()
         self.lags.extend(landed - handed for _, handed in batch)
         for change in finished:

@@ -14,7 +14,8 @@ chunks, its ``close()``, an exception) and does the I/O it asks for:
 - a request that spawned nothing gets its operation, already finished, in
   one statement when its response starts (unless the app answered 503);
 - a request with an ``Idempotency-Key`` has its operation and its key written
-  in one transaction before the app runs, its response kept on the key
+  in one transaction before the app runs (if the app serves its path and
+  method: else it is answered as without a key), its response kept on the key
   before the last byte of its body goes out, and a repeat replayed without
   calling the app; a 4xx the app answered before doing anything frees the key.
 
@@ -82,7 +83,7 @@ from tasktoolkit.orm._engine import autocommit_engine, prepare_engine, read_comm
 from tasktoolkit.orm._idempotency import free_key, record_response, reserve
 from tasktoolkit.orm._operations import end_request, write_finished
 from tasktoolkit.orm._retry import retrying
-from tasktoolkit.settings import DEFAULT_METHODS, Settings
+from tasktoolkit.settings import DEFAULT_METHODS, Settings, settings_or_default
 from tasktoolkit.signals import OperationChange
 
 if TYPE_CHECKING:
@@ -158,10 +159,7 @@ class OperationMiddleware:
             raise TypeError(f"app must be a WSGI application, got {app!r}")
         if not isinstance(engine, Engine):
             raise TypeError(f"engine must be a SQLAlchemy Engine, got {engine!r}")
-        if settings is None:
-            settings = Settings()
-        if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        settings = settings_or_default(settings)
         self.app = app
         self.settings = settings
         self.engine = prepare_engine(engine)
@@ -280,6 +278,7 @@ class OperationMiddleware:
 
         with deadline(self._deadline):
             outcome = retrying(transaction)
+        self.hooks.available("middleware.reserve")
         if isinstance(outcome, StoredResponse):
             return outcome
         protocol.reserved()
@@ -297,6 +296,7 @@ class OperationMiddleware:
             self._degrade("middleware.finished", exc, f"operation {operation_id} not written")
             protocol.wrote_finished(None, written=False)
             return
+        self.hooks.available("middleware.finished")
         protocol.wrote_finished(change, written=True)
 
     def _free_key(self, environ: WSGIEnvironment, protocol: RequestProtocol, key: str) -> None:
@@ -321,6 +321,7 @@ class OperationMiddleware:
             self._degrade("middleware.free_key", exc, f"the key of operation {fields.id}")
             protocol.wrote_finished(None, written=False)
             return
+        self.hooks.available("middleware.free_key")
         protocol.wrote_finished(change, written=True)
 
     def _keep(self, protocol: RequestProtocol, key: str, response: StoredResponse) -> None:
@@ -338,6 +339,8 @@ class OperationMiddleware:
             )
         except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
             self._degrade("middleware.keep", exc, f"the response of operation {fields.id}")
+            return
+        self.hooks.available("middleware.keep")
 
     # -- WSGI ------------------------------------------------------------------
 
@@ -372,6 +375,8 @@ class OperationMiddleware:
             key = idempotency_key(environ)
         except TaskToolkitError as error:
             return _answer(environ, start_response, error)
+        if key is not None and not _served(self.app, environ):
+            key = None  # answered as without a key: the app's 404 or 405
         protocol = RequestProtocol(
             operation,
             location=self._location(environ, request_id),
@@ -390,6 +395,19 @@ class OperationMiddleware:
                 return replay(stored, start_response)
         environ[OPERATION_ID_KEY] = request_id
         return _Request(self, environ, protocol, key).run(ctx, start_response)
+
+
+def _served(app: WSGIApplication, environ: WSGIEnvironment) -> bool:
+    """Whether ``app`` serves the request's path and method, as far as it can tell.
+
+    An app with a ``serves(environ)`` method (the toolkit's
+    :class:`~tasktoolkit.endpoints.Router`) is asked; any other is taken to serve
+    it. A keyed request the app does not serve reserves no key: as Stripe routes
+    before it looks at a key, its 404 or 405 is the answer, never a 422 for a key
+    sent before with another request.
+    """
+    serves = getattr(app, "serves", None)
+    return bool(serves(environ)) if callable(serves) else True
 
 
 def _answer(

@@ -17,39 +17,56 @@ The options a filter sets are laid over the toolkit's settings.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeGuard
+
+from sqlalchemy.engine import Engine
 
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.settings import Settings, resolve
 
-if TYPE_CHECKING:
-    from tasktoolkit.toolkit import Toolkit
+__all__ = ["TOOLKIT_OPTION", "Composed", "settings_for"]
 
-__all__ = ["TOOLKIT_OPTION", "settings_for"]
+
+class Composed(Protocol):
+    """What a filter reads of the host's :class:`~tasktoolkit.Toolkit`: its engine and settings.
+
+    The root composes the middleware; the middleware never imports the root.
+    """
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def settings(self) -> Settings: ...
 
 #: The filter option naming the host's ``Toolkit`` (``package.module:attribute``).
 TOOLKIT_OPTION = "toolkit"
 
 
-def _toolkit_for(local_conf: Mapping[str, str]) -> Toolkit | None:
+def _composes(found: object) -> TypeGuard[Composed]:
+    """Whether ``found`` has an engine and settings, as a ``Toolkit`` has."""
+    return isinstance(getattr(found, "engine", None), Engine) and isinstance(
+        getattr(found, "settings", None), Settings
+    )
+
+
+def _toolkit_for(local_conf: Mapping[str, str]) -> Composed | None:
     """The host's ``Toolkit`` a filter's options name, or ``None`` when they name none.
 
-    :raises ConfigurationError: the name does not import, or is not a ``Toolkit``.
+    :raises ConfigurationError: the name does not import, or has no engine and settings.
     """
-    from tasktoolkit.toolkit import Toolkit
-
     name = local_conf.get(TOOLKIT_OPTION)
     if name is None:
         return None
     found = resolve(name, TOOLKIT_OPTION)
-    if not isinstance(found, Toolkit):
+    if not _composes(found):
         raise ConfigurationError(
             f"{TOOLKIT_OPTION}: {name.strip()!r} is not a tasktoolkit.Toolkit, but {found!r}"
         )
     return found
 
 
-def settings_for(local_conf: Mapping[str, str]) -> tuple[Toolkit | None, Settings]:
+def settings_for(local_conf: Mapping[str, str]) -> tuple[Composed | None, Settings]:
     """The toolkit a filter's options name (if any) and the settings they make over its own.
 
     ``global_conf`` is never read: only the filter's own options.

@@ -42,7 +42,7 @@ from tasktoolkit.hooks import RequestInfo
 from tasktoolkit.http_errors import response_for
 from tasktoolkit.middleware._iter import ClosingIterator
 from tasktoolkit.middleware._paste import settings_for
-from tasktoolkit.settings import Settings
+from tasktoolkit.settings import Settings, settings_or_default
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -115,10 +115,7 @@ class RequestIdMiddleware:
     def __init__(self, app: WSGIApplication, *, settings: Settings | None = None) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI application, got {app!r}")
-        if settings is None:
-            settings = Settings()
-        if not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tasktoolkit.Settings, got {settings!r}")
+        settings = settings_or_default(settings)
         self.app = app
         self.settings = settings
         self.header = settings.request_id_header

@@ -46,16 +46,12 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
-    "DEFAULT_DEADLINE",
     "check_deadline",
     "deadline",
     "fresh_deadline",
     "install",
     "remaining",
 ]
-
-#: Seconds the toolkit's own database work may take before it gives up.
-DEFAULT_DEADLINE = 5.0
 
 # (monotonic time when the deadline passes, its length in seconds)
 _deadline: ContextVar[tuple[float, float] | None] = ContextVar("tasktoolkit.deadline", default=None)

@@ -1,7 +1,7 @@
 """Lifespan: purging expired tasks and operations, in short batches.
 
 :func:`purge` deletes tasks and operations whose ``expires_at`` has passed,
-in batches: each batch selects up to ``batch_size`` ids through the
+in batches: each batch selects up to ``batch_size`` ids (a setting) through the
 ``expires_at`` index (``FOR UPDATE SKIP LOCKED`` where the database has it,
 so two purges take different rows and neither waits for rows an API request
 holds), then deletes exactly those ids, re-checking ``expires_at``, in its
@@ -15,9 +15,13 @@ a record goes when ``expires_at <= now - older_than``, ``now`` being the
 database's, read once when the purge starts (never the purging host's: one
 whose clock runs days fast would delete records that have not expired).
 
+Each transaction is bounded by the settings' ``deadline`` (see
+:mod:`tasktoolkit.orm._deadline`): a database that stops answering costs a
+purge that long, then one more try on a fresh connection, then an error.
+
 Example::
 
-    purge(engine, older_than=timedelta(days=1), batch_size=1000)
+    purge(engine, settings=Settings(batch_size=1000), older_than=timedelta(days=1))
 """
 
 from __future__ import annotations
@@ -34,27 +38,18 @@ from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from tasktoolkit._checks import whole_number
 from tasktoolkit.errors import InvalidDurationError
 from tasktoolkit.hooks import Event, hooks_of
 from tasktoolkit.orm._clock import read_now
+from tasktoolkit.orm._deadline import deadline as within
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import MAX_TTL
 from tasktoolkit.orm._records import operations_table, tasks_table
-from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
+from tasktoolkit.orm._retry import in_transaction, short_sessions
 from tasktoolkit.orm._types import UTCDateTime
+from tasktoolkit.settings import Settings, settings_or_default
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "MAX_BATCH_SIZE",
-    "PurgeResult",
-    "check_batch_size",
-    "expired",
-    "purge",
-]
-
-DEFAULT_BATCH_SIZE = 1000
-MAX_BATCH_SIZE = 10000
+__all__ = ["PurgeResult", "expired", "purge"]
 
 #: How long the slower of a batch's two statements (select, delete) should take at
 #: most. A fifth of the 250 ms bar: a statement that meets a busy server (a cold
@@ -64,11 +59,6 @@ _STATEMENT_TARGET_S = 0.05
 #: not known yet (a thousand rows on a cold default MariaDB took 380 ms).
 _FIRST_BATCH = 100
 _MIN_BATCH = 10
-
-
-def check_batch_size(batch_size: object) -> int:
-    """``batch_size`` if it is an integer from 1 to :data:`MAX_BATCH_SIZE`."""
-    return whole_number(batch_size, "batch size", maximum=MAX_BATCH_SIZE)
 
 
 def _check_older_than(older_than: object) -> timedelta:
@@ -99,8 +89,10 @@ class PurgeResult:
     seconds: float = 0.0
 
 
-def _count_expired(sessions: sessionmaker[Session], cutoff: datetime) -> tuple[int, int]:
-    with sessions() as session:
+def _count_expired(
+    sessions: sessionmaker[Session], cutoff: datetime, seconds: float | None
+) -> tuple[int, int]:
+    with within(seconds), sessions() as session:
         tasks, operations = (
             session.execute(
                 select(func.count()).select_from(t).where(expired(t, cutoff))
@@ -170,36 +162,44 @@ def _purge_batch(
 def purge(
     bind: Engine,
     *,
+    settings: Settings | None = None,
     older_than: timedelta = timedelta(0),
-    batch_size: int = DEFAULT_BATCH_SIZE,
     dry_run: bool = False,
     progress: Callable[[str, int], None] | None = None,
-    retryable: RetryPredicate | None = None,
 ) -> PurgeResult:
     """Delete expired tasks, then expired operations, in short batches.
 
+    :param settings: the knobs it reads (default :class:`~tasktoolkit.Settings()`):
+        ``batch_size``, the most rows per batch: one select and one delete, in a
+        transaction of their own (the first batch takes at most 100 rows; then
+        a statement over 50 ms shrinks the next batches, at least by half, down
+        to 10 rows, and quick ones grow them back by half, up to ``batch_size``,
+        so statements stay short on a slow, busy or cold database);
+        ``deadline``, the time each transaction (and a dry run's count) may
+        take (one whose database does not answer in time is given up and run
+        once more on a fresh connection, then raises SQLAlchemy's
+        ``OperationalError``); ``retryable``, more errors on which a batch is
+        run again (see :func:`tasktoolkit.orm._retry.is_retryable`).
     :param older_than: only records that expired at least this long ago
         (``expires_at <= now - older_than``, on the database's clock).
-    :param batch_size: the most rows per batch (1..10000): one select and one
-        delete, in a transaction of their own. The first batch takes at most
-        100 rows; then a statement over 50 ms shrinks the next batches (at least
-        by half, down to 10 rows) and quick ones grow them back by half, up to
-        ``batch_size``, so statements stay short on a slow, busy or cold database.
     :param dry_run: count only; nothing is deleted.
     :param progress: called after every batch with ``("tasks" or "operations",
         rows deleted so far from that table)``.
-    :param retryable: more errors on which a batch is run again (see
-        :func:`tasktoolkit.orm._retry.is_retryable`).
     """
-    batch_size = check_batch_size(batch_size)
+    settings = settings_or_default(settings)
     older_than = _check_older_than(older_than)
+    batch_size, retryable = settings.batch_size, settings.retryable
+    seconds = settings.deadline_seconds
     sessions = short_sessions(bind)
     started = time.perf_counter()
     cutoff = in_transaction(
-        sessions, lambda s: read_now(s.connection()) - older_than, predicate=retryable
+        sessions,
+        lambda s: read_now(s.connection()) - older_than,
+        seconds=seconds,
+        predicate=retryable,
     )
     if dry_run:
-        tasks, operations = _count_expired(sessions, cutoff)
+        tasks, operations = _count_expired(sessions, cutoff, seconds)
         return PurgeResult(tasks, operations, cutoff, True, time.perf_counter() - started)
     hooks = hooks_of(bind)
     totals: dict[str, int] = {}
@@ -209,7 +209,9 @@ def purge(
         floor: datetime | None = None
         while True:
             batch = partial(_purge_batch, table=table, cutoff=cutoff, size=size, floor=floor)
-            selected, deleted, floor, slowest = in_transaction(sessions, batch, predicate=retryable)
+            selected, deleted, floor, slowest = in_transaction(
+                sessions, batch, seconds=seconds, predicate=retryable
+            )
             total += deleted
             if deleted and hooks:
                 hooks.happened(Event("purged", count=deleted, reason=kind))

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
+from tasktoolkit.hooks import Outage
 from tasktoolkit.orm._operations import CHANGES_CHANNEL
-from tasktoolkit.orm._outage import Outage
 
 __all__ = [
     "FIRST_POLL",

@@ -14,36 +14,42 @@ host's: see :mod:`tasktoolkit.orm._clock`), in this order:
 - an operation whose request has not recorded its end by its
   ``request_deadline`` has its request ended: its state then follows its
   tasks, ``failed`` with code ``request_lost`` when it has none;
-- an operation whose active tasks vanished with their resource is settled.
+- an operation whose active tasks vanished with their resource is settled;
+- the rows of workers that stopped beating leave the list of live workers
+  (:mod:`tasktoolkit.orm._registry`), where each pass of a reaper beats too
+  (``<hostname>:<pid>:reaper``, live until it misses two passes).
 
 An outage takes no task from a healthy worker: while the database is away no
 worker can heartbeat, and when it comes back every heartbeat looks old. So
 the reapers keep a *watch* in the database (``tasktoolkit_reaper_watch``):
 every pass records when it looked, and a pass that finds the last look older
-than twice ``every`` and a second (the database was out of every reaper's
-sight, or no reaper ran) starts the watch anew. A worker is called lost only
-when both its last heartbeat and the watch are older than its heartbeat
-timeout, so after an outage each worker has its whole timeout to heartbeat
-again. Run reapers at least every ``every``; an outage shorter than that
-allowance is not seen, so keep it under the shortest heartbeat timeout less
-the time between two heartbeats.
+than twice ``reap_every`` (a setting) and a second (the database was out of
+every reaper's sight, or no reaper ran) starts the watch anew. A worker is
+called lost only when both its last heartbeat and the watch are older than its
+heartbeat timeout, so after an outage each worker has its whole timeout to
+heartbeat again. Run reapers at least every ``reap_every``; an outage shorter
+than that allowance is not seen, so keep it under the shortest heartbeat
+timeout less the time between two heartbeats.
 
 Each move goes through the same compare-and-set as every other move of a
 task or operation (so a worker that heartbeats, or a request that ends, in
-between keeps what it has), in short transactions of ``batch_size`` rows at
-most, selected with ``SKIP LOCKED`` where the database has it: any number of
-reapers can run at once, and each row is moved once. Every query is served by
+between keeps what it has), in short transactions of ``batch_size`` rows (a
+setting) at most, selected with ``SKIP LOCKED`` where the database has it: any
+number of reapers can run at once, and each row is moved once. Every query is served by
 an index on rows that are still active, so a pass that finds nothing costs a
 few statements however many finished rows the tables hold.
 
 Example::
 
-    result = reap(engine, every=timedelta(seconds=10))     # from a loop, every 10 s
+    result = reap(engine, settings=Settings(reap_every="10s"))   # from a loop, every 10 s
     result.failed, result.requeued, result.not_started, result.requests
 """
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -60,12 +66,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from tasktoolkit.errors import TaskToolkitError
 from tasktoolkit.hooks import Event, Hooks, hooks_of
 from tasktoolkit.orm._clock import db_now, later
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._deadline import deadline as within
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._events import queue_operation_finished
-from tasktoolkit.orm._expiry import MAX_TTL
-from tasktoolkit.orm._lifespan import check_batch_size
 from tasktoolkit.orm._operations import (
     check_request_timeout,
     end_lost_request,
@@ -75,6 +78,7 @@ from tasktoolkit.orm._operations import (
 )
 from tasktoolkit.orm._records import reaper_watch_table as _W
 from tasktoolkit.orm._records import tasks_table as _T
+from tasktoolkit.orm._registry import Announcement, beat, purge_gone
 from tasktoolkit.orm._retry import RetryPredicate, in_transaction, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
@@ -83,8 +87,9 @@ from tasktoolkit.orm._transitions import (
     fail_not_started,
     reap_lost,
 )
+from tasktoolkit.settings import Settings, settings_or_default
 
-__all__ = ["DEFAULT_EVERY", "NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
+__all__ = ["NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapResult", "reap"]
 
 #: Why the reaper moves rows, as its ``reaped`` events say (``Event.reason``): a
 #: lost worker's task (failed, re-queued or cancelled), a task not started by its
@@ -92,13 +97,12 @@ __all__ = ["DEFAULT_EVERY", "NOT_STARTED", "REAP_REASONS", "WORKER_LOST", "ReapR
 #: vanished with their resource.
 REAP_REASONS = (WORKER_LOST, NOT_STARTED, "request_lost", "orphaned")
 
-#: How often reapers are expected to pass, by default (the longest the docs advise).
-DEFAULT_EVERY = timedelta(minutes=1)
 #: The one watch all reapers share.
 _WATCH = "reapers"
-#: Seconds a pass may come late, beyond twice ``every``, without breaking the watch (a
+#: Seconds a pass may come late, beyond twice ``reap_every``, without breaking the watch (a
 #: busy host schedules a reaper's thread late; a shorter outage costs no worker anything).
 _SLACK = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class ReapResult:
@@ -212,11 +216,21 @@ def _look(session: Session, every: timedelta) -> None:
     session.execute(statement, {"tt_gap": 2 * every.total_seconds() + _SLACK})
 
 
+def _reaper_beat(session: Session, every: timedelta) -> None:
+    """This reaper beats in the list of workers (live until it misses two passes), and
+    the rows of workers that are not live any more go."""
+    timeout = math.ceil(2 * every.total_seconds() + _SLACK)
+    me = f"{socket.gethostname()}:{os.getpid()}:reaper"
+    beat(session.connection(), Announcement(me, "reaper", (), (), timeout))
+    purge_gone(session.connection())
+
+
 def _lost_batch(session: Session, *, limit: int, watch: timedelta | None) -> ReapResult:
     """One batch of lost workers' tasks; the first of a pass (``watch``: how often reapers
-    run) records the reapers' look first."""
+    run) records the reapers' look and this reaper's beat first."""
     if watch is not None:
         _look(session, watch)
+        _reaper_beat(session, watch)
     running = _T.c.state == TaskState.RUNNING.value
     ids = _candidates(session, running & _lost(), [_T.c.created_at, _T.c.id], limit)
     moved = _moved(session, ids, lambda task_id: reap_lost(session, task_id))
@@ -307,39 +321,37 @@ def _announce(hooks: Hooks, result: ReapResult) -> None:
 def reap(
     bind: Engine,
     *,
-    batch_size: int = 500,
+    settings: Settings | None = None,
     request_timeout: timedelta | None = None,
     start_timeout: timedelta | None = None,
-    every: timedelta = DEFAULT_EVERY,
-    deadline: float | None = DEFAULT_DEADLINE,
-    retryable: RetryPredicate | None = None,
 ) -> ReapResult:
     """Enforce every deadline of active tasks and operations (see the module docs).
 
-    :param batch_size: the most tasks (or operations) looked at per transaction.
+    :param settings: the knobs it reads (default :class:`~tasktoolkit.Settings()`):
+        ``batch_size``, the most tasks (or operations) looked at per transaction;
+        ``reap_every``, how often reapers run (from a loop, cron, a timer): a pass
+        that finds the reapers' last look older than twice this and a second
+        starts their watch anew, and no worker is called lost before the watch
+        has lasted its heartbeat timeout (see the module docs); ``deadline``, the
+        time each transaction may take (one whose database does not answer in
+        time is given up and run once more on a fresh connection, then raises
+        SQLAlchemy's ``OperationalError``); ``retryable``, more errors on which a
+        batch is run again (see :func:`tasktoolkit.orm._retry.is_retryable`).
+        The hooks told of each batch are the engine's (a toolkit puts its
+        settings' hooks there).
     :param request_timeout: also end the requests that started longer ago
         than this, whatever the request timeout they were opened with.
     :param start_timeout: also fail the tasks pending since their spawn for
         longer than this, whatever their name's start timeout.
-    :param every: how often reapers run (from a loop, cron, a timer): a pass
-        that finds the reapers' last look older than twice this and a second
-        starts their watch anew, and no worker is called lost before the
-        watch has lasted its heartbeat timeout (see the module docs).
-    :param deadline: seconds each transaction may take; one whose database does
-        not answer in time is given up and run once more on a fresh connection,
-        then raises SQLAlchemy's ``OperationalError``. ``None``: no limit.
-    :param retryable: more errors on which a batch is run again (see
-        :func:`tasktoolkit.orm._retry.is_retryable`).
     :returns: the ids moved, by what was done with them.
     """
-    limit = check_batch_size(batch_size)
+    settings = settings_or_default(settings)
     if request_timeout is not None:
         check_request_timeout(request_timeout)
     if start_timeout is not None:
         check_request_timeout(start_timeout, "start_timeout")
-    if not isinstance(every, timedelta) or not timedelta(0) < every <= MAX_TTL:
-        raise ValueError(f"every must be a timedelta over 0 and within {MAX_TTL.days} days")
-    seconds = check_deadline(deadline)
+    limit, every = settings.batch_size, settings.reap_every
+    seconds, retryable = settings.deadline_seconds, settings.retryable
     sessions = short_sessions(bind)
 
     def lost(first: bool) -> _Batch:

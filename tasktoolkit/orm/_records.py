@@ -53,12 +53,14 @@ __all__ = [
     "RecordBase",
     "Task",
     "TaskAttempt",
+    "WorkerRecord",
     "attempts_table",
     "idempotency_keys_table",
     "metadata",
     "operations_table",
     "reaper_watch_table",
     "tasks_table",
+    "workers_table",
 ]
 
 #: Constraint names, so that migrations are stable on every database.
@@ -195,6 +197,8 @@ class Task(RecordBase):
         ),
         # The queue bridge's sweeper: pending tasks never published, oldest first.
         Index("ix_tasktoolkit_tasks_unpublished", "state", "published_at", "created_at"),
+        # The stats' recent failures: failed tasks in a window of finish times.
+        Index("ix_tasktoolkit_tasks_finished", "state", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(exact_string(36), primary_key=True)
@@ -310,6 +314,10 @@ class TaskAttempt(RecordBase):
     """One start of a task that has ended: where it ran, when, and how it ended."""
 
     __tablename__ = "tasktoolkit_task_attempts"
+    __table_args__ = (
+        # The stats' run times: the attempts that ended in a window of finish times.
+        Index("ix_tasktoolkit_task_attempts_finished", "finished_at"),
+    )
 
     task_id: Mapped[str] = mapped_column(
         exact_string(36), ForeignKey("tasktoolkit_tasks.id", ondelete="CASCADE"), primary_key=True
@@ -352,9 +360,41 @@ class ReaperWatch(RecordBase):
         return _repr(self, "name", "since", "seen_at")
 
 
+class WorkerRecord(RecordBase):
+    """A live worker, as it announced itself: one row per worker, beaten while it runs.
+
+    Every time is the database's. A row whose ``beat_at`` is older than its
+    ``timeout`` is not live (the worker died or lost the database); the reaper
+    and purge delete such rows, and a worker that stops cleanly deletes its own
+    (see :mod:`tasktoolkit.orm._registry`).
+    """
+
+    __tablename__ = "tasktoolkit_workers"
+
+    #: The worker's identity (a database worker's ``host``, ``<hostname>:<pid>`` by default).
+    id: Mapped[str] = mapped_column(exact_string(255), primary_key=True)
+    #: The machine it runs on (its hostname).
+    host: Mapped[str] = mapped_column(exact_string(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: ``database`` (claims from the database), ``celery`` (a Celery worker), ``reaper``.
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The task names it runs, as a JSON list.
+    names: Mapped[str] = mapped_column(Text)
+    #: The queues it serves, as a JSON list (``null`` in it: the default queue).
+    queues: Mapped[str] = mapped_column(Text)
+    #: Seconds without a beat after which it is not live.
+    timeout: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=db_now())
+    beat_at: Mapped[datetime] = mapped_column(default=db_now())
+
+    def __repr__(self) -> str:
+        return _repr(self, "id", "kind", "beat_at")
+
+
 #: The tables behind the records, typed as Core tables for statements.
 operations_table = cast(Table, Operation.__table__)
 tasks_table = cast(Table, Task.__table__)
 idempotency_keys_table = cast(Table, IdempotencyKey.__table__)
 attempts_table = cast(Table, TaskAttempt.__table__)
 reaper_watch_table = cast(Table, ReaperWatch.__table__)
+workers_table = cast(Table, WorkerRecord.__table__)

@@ -52,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -80,18 +81,17 @@ from tasktoolkit.errors import (
     WorkerStopping,
     database_unavailable,
 )
-from tasktoolkit.hooks import JobInfo, decode_trace_context, first_line, hooks_of
+from tasktoolkit.hooks import JobInfo, Outage, decode_trace_context, first_line, hooks_of
 from tasktoolkit.orm._clock import db_now
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE, check_deadline
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._listening import Polling, Subscription, Waiter, waiter_for
 from tasktoolkit.orm._operations import pending_key
-from tasktoolkit.orm._outage import Outage
 from tasktoolkit.orm._ready import ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
-from tasktoolkit.orm._retry import RetryPredicate, in_transaction, is_retryable, short_sessions
+from tasktoolkit.orm._registry import Announcement, beat, leave
+from tasktoolkit.orm._retry import in_transaction, is_retryable, short_sessions
 from tasktoolkit.orm._states import TaskState
 from tasktoolkit.orm._transitions import (
     HANDED_BACK,
@@ -107,6 +107,7 @@ from tasktoolkit.orm._transitions import (
     succeed_task,
     transition,
 )
+from tasktoolkit.settings import Settings, settings_or_default
 
 __all__ = [
     "WORKER_ERROR",
@@ -314,13 +315,19 @@ class Worker:
         one. Default: the default queue only.
     :param host: the worker's identity; ``<hostname>:<pid>`` by default. Give
         each thread of a process its own if several claim tasks.
-    :param deadline: seconds each of its own transactions may take; one whose
-        database does not answer in time is given up and run once more on a
-        fresh connection, then raises SQLAlchemy's ``OperationalError``.
-        ``None``: no limit.
-    :param retryable: more errors on which a call's transaction is run again
-        (see :func:`tasktoolkit.orm._retry.is_retryable`), for an engine whose errors
-        the toolkit does not know.
+    :param settings: its knobs (default :class:`~tasktoolkit.Settings()`): the
+        ``deadline`` of each of its own transactions (one whose database does
+        not answer in time is given up and run once more on a fresh connection,
+        then raises SQLAlchemy's ``OperationalError``), and ``retryable``, more
+        errors on which a call's transaction is run again (see
+        :func:`tasktoolkit.orm._retry.is_retryable`), and ``worker_beat_timeout``:
+        after its last beat the worker is not live any more
+        (:mod:`tasktoolkit.orm._registry`). A worker with task names announces
+        itself with its first call and beats with the calls it makes anyway (its
+        claims, its jobs' heartbeats and progress), in their transactions, at
+        most every third of this; :meth:`close` takes it off the list. So call
+        :meth:`claim` (a ``wait`` looks every 10 s at most) or heartbeat a job
+        more often than this.
     """
 
     def __init__(
@@ -330,8 +337,7 @@ class Worker:
         *,
         queues: Iterable[str | None] = (None,),
         host: str | None = None,
-        deadline: float | None = DEFAULT_DEADLINE,
-        retryable: RetryPredicate | None = None,
+        settings: Settings | None = None,
     ) -> None:
         if isinstance(bind, Engine):
             self._sessions: sessionmaker[Session] = short_sessions(bind)
@@ -347,14 +353,24 @@ class Worker:
         self._lock = threading.Lock()
         self._waiting: Waiter | None = None
         self.host = check_host(self.default_host() if host is None else host)
-        self.deadline = check_deadline(deadline)
-        if retryable is not None and not callable(retryable):
-            raise TypeError(f"retryable must be callable, got {retryable!r}")
-        self.retryable = retryable
+        #: The knobs it reads: ``deadline``, ``retryable``, ``worker_beat_timeout``.
+        self.settings: Settings = settings_or_default(settings)
         self._stopping = threading.Event()
         self._hand_back_at: float | None = None
         #: The database as this worker's claims, reports and outcomes see it.
         self._outage = Outage(_log, f"worker {self.host}")
+        #: Seconds after its last beat at which it is not live (``worker_beat_timeout``).
+        self.beat_timeout = self.settings.worker_beat_timeout.total_seconds()
+        #: What it says of itself as it beats; ``None``: it runs no names (a bridge's).
+        self._announcement = (
+            Announcement(
+                self.host, "database", self.names, self.queues, math.ceil(self.beat_timeout)
+            )
+            if self.names
+            else None
+        )
+        #: When (monotonic) it last beat; ``None``: not yet.
+        self._beaten: float | None = None
 
     @staticmethod
     def default_host() -> str:
@@ -410,7 +426,26 @@ class Worker:
         own, run again when it loses a lock race."""
         if session is not None:
             return work(session)
-        return in_transaction(self._sessions, work, seconds=self.deadline, predicate=self.retryable)
+        s = self.settings
+        announcement = self._announcement
+        now = time.monotonic()
+        due = announcement is not None and (
+            self._beaten is None or now - self._beaten >= self.beat_timeout / 3
+        )
+        if not due or announcement is None:
+            return in_transaction(
+                self._sessions, work, seconds=s.deadline_seconds, predicate=s.retryable
+            )
+
+        def beating(session: Session) -> _R:
+            beat(session.connection(), announcement)
+            return work(session)
+
+        result = in_transaction(
+            self._sessions, beating, seconds=s.deadline_seconds, predicate=s.retryable
+        )
+        self._beaten = now
+        return result
 
     def _run_until(
         self, work: Callable[[Session], _R], session: Session | None, held_until: float
@@ -530,12 +565,25 @@ class Worker:
             return self._waiting
 
     def close(self) -> None:
-        """Let go of what :meth:`claim` waits with (the process's ``LISTEN`` connection
-        is closed with its last user)."""
+        """Leave the list of live workers, and let go of what :meth:`claim` waits with
+        (the process's ``LISTEN`` connection is closed with its last user)."""
         with self._lock:
             waiting, self._waiting = self._waiting, None
+            beaten, self._beaten = self._beaten, None
         if waiting is not None:
             waiting.close()
+        if beaten is not None:
+            try:
+                in_transaction(
+                    self._sessions,
+                    lambda s: leave(s.connection(), self.host),
+                    seconds=self.settings.deadline_seconds,
+                    predicate=self.settings.retryable,
+                )
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                _log.warning("worker %s: not taken off the list of workers: %s", self.host, exc)
 
     def start(self, task_id: str) -> Job:
         """Start one given pending task (``pending`` -> ``running``) for this worker (a
@@ -599,6 +647,9 @@ class Job:
     heartbeat_timeout: int
     #: The global request id of the task's operation, if it has one.
     global_request_id: str | None = None
+    #: The task's project and user (its operation's caller), if it has them.
+    project_id: str | None = None
+    user_id: str | None = None
     #: Whether the job was finished (through this object).
     finished: bool = False
     #: Why its outcome was refused (the task was taken from this worker), if it was.
@@ -623,17 +674,27 @@ class Job:
             task.max_attempts,
             task.heartbeat_timeout,
             global_request_id,
+            task.project_id,
+            task.user_id,
             _task=task,
         )
 
     @property
     def context(self) -> context.RequestContext | None:
-        """The request context the ``with`` block binds (``None`` for a task of no request)."""
+        """The request context the ``with`` block binds (``None`` for a task of no request).
+
+        A task spawned inside the block belongs to the job's operation (the
+        operation stays running until it ends too), with the operation's
+        project (where its resource has none) and user; a job of a task of no
+        request spawns tasks of no operation.
+        """
         if self.request_id is None:
             return None
         return context.RequestContext(
             request_id=self.request_id,
             global_request_id=self.global_request_id,
+            project_id=self.project_id,
+            user_id=self.user_id,
             operation_id=self.request_id,
         )
 
@@ -860,7 +921,7 @@ class Job:
                 self.acknowledge_cancel("cancelled as requested")
             elif isinstance(exc, TaskFailure):
                 self.fail(exc.error_code, exc.message, _format(exc), retry=exc.retryable)
-            elif database_unavailable(exc) or is_retryable(exc, self.worker.retryable):
+            elif database_unavailable(exc) or is_retryable(exc, self.worker.settings.retryable):
                 _log.warning(
                     "task %s: attempt %d of %d met a transient database error (%s)",
                     self.id,

@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from oslo_context import context as oslo
-from sqlalchemy import select
 
 from tasktoolkit import context
 from tasktoolkit.caller import Caller
 from tasktoolkit.context import RequestContext, new_request_id
-from tasktoolkit.orm import Job, Operation, Task
+from tasktoolkit.orm import Job
 
 __all__ = ["OsloContextFilter", "job_context", "oslo_caller", "oslo_context"]
 
@@ -97,10 +96,12 @@ class OsloContextFilter(logging.Filter):
 def job_context(job: Job) -> Iterator[RequestContext]:
     """Bind the request that spawned ``job`` for the ``with`` block (worker log lines).
 
-    The request id, global request id, project and user are those of the
-    task's operation; a task spawned outside a request gets a fresh request
-    id. Tasks spawned in the block belong to no operation, and take the
-    job's project and user where their resource has none.
+    The context is the job's own (:attr:`Job.context <tasktoolkit.orm.Job.context>`):
+    the request id, global request id, project and user of the task's
+    operation, and tasks spawned in the block belong to that operation, as
+    they do in a plain ``with job``. A task spawned outside a request gets a
+    fresh request id for its log lines, and what it spawns belongs to no
+    operation, with the job's project and user where their resource has none.
 
     Example::
 
@@ -108,18 +109,8 @@ def job_context(job: Job) -> Iterator[RequestContext]:
             with job, job_context(job):
                 log.info("wiring %s", job.resource_id)   # [req-... user project] under oslo.log
     """
-    with job.worker.transaction() as session:
-        row = session.execute(
-            select(Task.project_id, Task.user_id, Operation.global_request_id)
-            .outerjoin(Operation, Operation.id == Task.request_id)
-            .where(Task.id == job.id)
-        ).one_or_none()
-    project_id, user_id, global_id = row if row is not None else (None, None, None)
-    bound = RequestContext(
-        request_id=job.request_id or new_request_id(),
-        global_request_id=global_id,
-        project_id=project_id,
-        user_id=user_id,
+    bound = job.context or RequestContext(
+        request_id=new_request_id(), project_id=job.project_id, user_id=job.user_id
     )
     with context.request_context(bound):
         yield bound

@@ -47,7 +47,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from tasktoolkit.durations import DurationLike, duration
-from tasktoolkit.hooks import Hook, first_line
+from tasktoolkit.errors import database_unavailable
+from tasktoolkit.hooks import Hook, Outage, first_line
 from tasktoolkit.orm import Operation, OperationState, deadline, prepare_engine
 from tasktoolkit.orm._notifying import mark_notified, operations_to_notify
 from tasktoolkit.signals import OperationChange
@@ -153,6 +154,8 @@ class Notifications(Hook):
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._transport: Any = oslo_messaging.get_notification_transport(conf, url=url)
+        #: The database as the sender and the sweep see it: a line when it goes, one when back.
+        self._outage = Outage(_log, "notifications")
 
     def __repr__(self) -> str:
         return f"Notifications(topics={list(self.topics)!r}, publisher_id={self.publisher_id!r})"
@@ -224,6 +227,7 @@ class Notifications(Hook):
     def _forked(self) -> None:
         """In a child of a fork: the parent's thread, ends and broker connections are not ours."""
         self._pid = os.getpid()
+        self._outage = Outage(_log, "notifications")
         self._waiting = []
         self._busy = False
         self._thread = None
@@ -260,8 +264,14 @@ class Notifications(Hook):
                     limit=self.batch_size,
                 )
         except Exception as exc:  # the database's errors, SQLAlchemy's or oslo.db's
-            _log.warning("notifications: cannot read the operations to notify: %s", first_line(exc))
+            if database_unavailable(exc):
+                self._outage.failed(exc, "the ends are read again by the next sweep")
+            else:
+                _log.warning(
+                    "notifications: cannot read the operations to notify: %s", first_line(exc)
+                )
             return 0, False
+        self._outage.over()
         sent: list[str] = []
         for operation in found:  # no transaction is held while the broker is asked
             try:
@@ -282,12 +292,15 @@ class Notifications(Hook):
             with deadline(self.deadline), self.engine.begin() as connection:
                 mark_notified(connection, sent)
         except Exception as exc:
-            _log.warning(
-                "notifications: %d sent operation end(s) not marked (a sweep sends them "
-                "again): %s",
-                len(sent),
-                first_line(exc),
-            )
+            if database_unavailable(exc):
+                self._outage.failed(exc, "ends sent but not marked are sent again by a sweep")
+            else:
+                _log.warning(
+                    "notifications: %d sent operation end(s) not marked (a sweep sends them "
+                    "again): %s",
+                    len(sent),
+                    first_line(exc),
+                )
             return len(sent), False  # read again, they would be sent again at once
         return len(sent), len(sent) == len(found)
 

@@ -105,10 +105,10 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
 
 def test_settings_come_from_the_config_file_then_each_set(tmp_path: Path) -> None:
     config = tmp_path / "tasktoolkit.conf"
-    config.write_text("# the reaper's\n\nbatch_size = 50\ndeadline = 3s\n")
+    config.write_text("# the reaper's\n\nbatch_size = 50\ndeadline = 3s\nreap_every = 5m\n")
     argv = ["reap", "--config", str(config), "--set", "deadline=2s", "--set", "max_wait=1m"]
     settings = settings_of(build_parser().parse_args(argv))
-    assert settings.batch_size == 50
+    assert (settings.batch_size, settings.reap_every) == (50, timedelta(minutes=5))
     assert (settings.deadline, settings.max_wait) == (timedelta(seconds=2), timedelta(minutes=1))
 
 
@@ -158,7 +158,7 @@ def _completions(line: str, tmp_path: Path) -> list[str]:
     [
         pytest.param(
             "tasktoolkit ",
-            ["db", "operations", "purge", "reap", "tasks", "watch"],
+            ["db", "health", "operations", "purge", "reap", "stats", "tasks", "watch", "workers"],
             id="commands",
         ),
         pytest.param("tasktoolkit ta", ["tasks"], id="a-prefix"),

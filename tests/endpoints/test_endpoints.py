@@ -68,9 +68,10 @@ def test_task_view_fields_and_times(app: TestApp, seeded: Seeded) -> None:
         "result",
         "not_before",
         "queue",
+        "waiting",
         "attempts",
     }
-    assert (task["result"], task["queue"]) == (None, None)
+    assert (task["result"], task["queue"], task["waiting"]) == (None, None, None)
     assert task["error"] == {"code": "dhcp_down", "message": "no dhcp agent"}
     assert (task["attempts"], task["not_before"]) == ([], None)  # failed before it started
     assert task["request_id"] == seeded.operation_id

@@ -88,6 +88,7 @@ class Stack:
             "/nodes": {"resource_id": str(seeded.node_id), "task_id": seeded.task_ids[4]},
             "/tasks": {"task_id": seeded.running_id},
             "/operations": {"operation_id": seeded.operation_id},
+            "/workers": {},
         }
         self.schema = schemathesis.openapi.from_wsgi("/openapi.json", self.app)
 

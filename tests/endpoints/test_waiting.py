@@ -490,7 +490,9 @@ def test_under_gunicorn_a_client_holding_16_waits_starves_no_other_request(
         ]
         # Each process holds its share (2 of its 4 threads); the others answer at once.
         _until(lambda: sum(w.done() for w in waits) >= 12, "the waits past the share answered")
+        asked = time.monotonic()
         other = _http_get(gunicorn, "/tasks?state=pending")
+        took = time.monotonic() - asked
         still_held = sum(not w.done() for w in waits)
         finish(session_factory, one.task_id)
         replies = [w.result(timeout=60) for w in waits]
@@ -501,3 +503,6 @@ def test_under_gunicorn_a_client_holding_16_waits_starves_no_other_request(
     assert 1 <= len(held) <= 4  # at most 2 a process; the others answered at once
     assert sum("Preference-Applied" not in h for _, h, _ in replies) == 16 - len(held)
     assert {r["operation"]["state"] for r in held} == {"succeeded"}
+    assert took < 5, f"an unrelated GET waited {took:.1f} s behind the held waits"
+    print(f"\n[exhaustion] 16 waits held by one client: {len(held)} held, the others answered")
+    print(f"  at once; an unrelated GET answered in {took * 1000:.0f} ms meanwhile")

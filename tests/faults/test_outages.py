@@ -42,9 +42,10 @@ from sqlalchemy.exc import OperationalError
 
 from sample_app.engine import create_sample_engine
 from sample_app.models import Network
+from tasktoolkit import Settings
 from tasktoolkit.context import is_valid_request_id
-from tasktoolkit.orm import Operation, Worker, reap
-from tasktoolkit.orm._deadline import DEFAULT_DEADLINE
+from tasktoolkit.orm import Operation, Worker, purge, reap
+from tasktoolkit.settings import DEFAULT_DEADLINE
 from tests.databases import in_ci
 from tests.faults.servers import PrivateServer, free_port, private_server, wait_until
 
@@ -332,16 +333,21 @@ def test_outages_cost_503s_within_the_deadline_and_nothing_else(
     assert (running, ended) == (0, 0), f"{running} operations still running ({ended} ended)"
 
 
+#: The knobs of the workers, the reaper and purge below: give up after a second.
+GIVE_UP = Settings(deadline=1)
+
+
 @pytest.mark.parametrize(
     "work",
     [
         pytest.param(
-            lambda engine: Worker(engine, ["boot"], deadline=1).claim(), id="worker-claim"
+            lambda engine: Worker(engine, ["boot"], settings=GIVE_UP).claim(), id="worker-claim"
         ),
-        pytest.param(lambda engine: reap(engine, deadline=1), id="reaper"),
+        pytest.param(lambda engine: reap(engine, settings=GIVE_UP), id="reaper"),
+        pytest.param(lambda engine: purge(engine, settings=GIVE_UP), id="purge"),
     ],
 )
-def test_workers_and_the_reaper_give_up_on_a_frozen_database_and_work_after(
+def test_workers_the_reaper_and_purge_give_up_on_a_frozen_database_and_work_after(
     database: PrivateServer, work: Callable[[Engine], object]
 ) -> None:
     engine = create_sample_engine(database.url)

@@ -34,6 +34,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from tasktoolkit import Settings
 from tasktoolkit.errors import database_unavailable
 from tasktoolkit.orm import ReapResult, TaskRules, create_all, prepare_engine, reap
 from tests.databases import engine_for, in_ci
@@ -50,6 +51,8 @@ SHORT_OUTAGE = 3.0
 RUNS = 4
 #: Seconds between a worker's reports (the sample's agents: 2 s), and the reaper's passes.
 REPORTS, _EVERY = 2.0, 0.5
+#: The test's reaper: it passes every half second, each transaction given two.
+_REAPER = Settings(reap_every=_EVERY, deadline=2)
 
 
 def _server(backend: str) -> PrivateServer:
@@ -104,8 +107,7 @@ class Reaper:
     def _run(self) -> None:
         while not self._stop.wait(_EVERY):
             try:
-                every = timedelta(seconds=_EVERY)
-                self.results.append(reap(self.engine, every=every, deadline=2))
+                self.results.append(reap(self.engine, settings=_REAPER))
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise

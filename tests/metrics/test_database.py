@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 
 from tasktoolkit import Settings, Toolkit
 from tasktoolkit.metrics import DatabaseCollector, Metrics, metrics_registry
-from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm import Worker
+from tasktoolkit.orm._records import tasks_table, workers_table
 from tasktoolkit.orm._types import utcnow
+from tests.clock import age
 from tests.metrics.scrapes import Scrape, family, parse
 from tests.models import Node
 
@@ -138,8 +140,13 @@ def test_scrapes_within_a_second_read_the_database_once(engine: Engine) -> None:
             names = [f.name for f in collector.collect()]
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert names == ["tasktoolkit_tasks", "tasktoolkit_oldest_pending_age_seconds"]
+    assert names == [
+        "tasktoolkit_tasks",
+        "tasktoolkit_oldest_pending_age_seconds",
+        "tasktoolkit_workers",
+    ]
     assert len([s for s in statements if "tasktoolkit_tasks" in s]) == 1
+    assert len([s for s in statements if "tasktoolkit_workers" in s]) == 1
 
 
 def test_a_scrape_while_the_database_is_away_serves_the_rest_and_counts_it() -> None:
@@ -154,4 +161,19 @@ def test_a_scrape_while_the_database_is_away_serves_the_rest_and_counts_it() -> 
     assert family(read, "tasktoolkit_tasks") == {}
     assert family(read, "tasktoolkit_database_unavailable_total") == {
         (("where", "metrics.scrape"),): 1.0
+    }
+
+
+def test_the_workers_gauge_counts_the_live_workers_of_each_name_and_queue(
+    engine: Engine, session: Session, scrape: Callable[[], Scrape]
+) -> None:
+    Worker(engine, ["boot", "wire"], queues=[None, "host-1"], host="w:1").claim()
+    Worker(engine, ["boot"], host="w:2").claim()
+    Worker(engine, ["wire"], queues=["host-2"], host="w:3").claim()
+    age(engine, workers_table, workers_table.c.id == "w:3", beat_at=timedelta(minutes=5))
+    assert family(scrape(), "tasktoolkit_workers") == {
+        (("name", "boot"), ("queue", "")): 2.0,
+        (("name", "boot"), ("queue", "host-1")): 1.0,
+        (("name", "wire"), ("queue", "")): 1.0,
+        (("name", "wire"), ("queue", "host-1")): 1.0,
     }

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from tasktoolkit import Toolkit
 from tasktoolkit.errors import TaskFailure
 from tasktoolkit.orm import TaskRules, cancel_task, spawn_tasks
-from tasktoolkit.orm._types import utcnow
+from tests.clock import passed
 from tests.metrics.scrapes import Scrape, family, value
 from tests.models import Node
 from tests.orm._db import InOperation
@@ -55,10 +55,11 @@ def test_every_family_counts_what_was_committed(
     (age,) = family(before, "tasktoolkit_oldest_pending_age_seconds").values()
     assert 0 <= age < 60
 
-    later = utcnow() + timedelta(hours=2)
-    reaped = toolkit.reap(now=later)
+    passed(toolkit.engine, timedelta(hours=2))
+    reaped = toolkit.reap()
     assert (len(reaped.failed), len(reaped.not_started), len(reaped.requests)) == (1, 1, 1)
-    purged = toolkit.purge(now=later + timedelta(days=30))
+    passed(toolkit.engine, timedelta(days=30))
+    purged = toolkit.purge()
     assert (purged.tasks, purged.operations) == (6, 1)
     after = scrape()
 

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from tasktoolkit import Settings
 from tasktoolkit.orm import ReapResult, TaskRules, reap
 from tasktoolkit.orm._records import tasks_table
 from tests.clock import age, database_now
@@ -42,7 +43,7 @@ from tests.processes import ROOT, Processes
 TIMEOUT = 3
 RULES = TaskRules(max_attempts=2, heartbeat_timeout=timedelta(seconds=TIMEOUT))
 #: How often the test's own reaper (on the real clock) passes.
-EVERY = timedelta(seconds=0.2)
+REAPER = Settings(reap_every="200ms")
 
 OFF = [
     pytest.param("-10m", id="10-min-behind"),
@@ -127,12 +128,12 @@ def test_a_worker_whose_clock_is_off_keeps_its_task_and_is_missed_when_killed(
         seconds=5
     ), "the worker's heartbeat is the database's time, not its own"
 
-    _watch_healthy(task_id, engine, lambda: reap(engine, every=EVERY))
+    _watch_healthy(task_id, engine, lambda: reap(engine, settings=REAPER))
 
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=60)
     killed = time.monotonic()
-    wait_for(lambda: reap(engine, every=EVERY).requeued == (task_id,), "the reaper noticed")
+    wait_for(lambda: reap(engine, settings=REAPER).requeued == (task_id,), "the reaper noticed")
     assert time.monotonic() - killed < TIMEOUT + 1.5  # its timeout, a heartbeat, a pass
     assert attempts(engine, task_id) == [(1, "failed")]
 

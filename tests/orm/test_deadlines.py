@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import errors, orm
+from tasktoolkit import Settings, errors, orm
 from tasktoolkit.context import RequestContext, new_request_id
 from tasktoolkit.middleware import RequestIdLogFilter
 from tasktoolkit.orm import Operation, ReapResult, Task, TaskRules, Worker, reap
@@ -417,7 +417,7 @@ def test_two_reapers_racing_move_each_row_once(
     passed(engine, timedelta(minutes=11))
 
     def run() -> ReapResult:
-        return reap(engine, batch_size=3)
+        return reap(engine, settings=Settings(batch_size=3))
 
     first, second = at_once(run, run)
     for kind in ("failed", "not_started", "requests"):

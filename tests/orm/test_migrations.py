@@ -36,6 +36,7 @@ TOOLKIT_TABLES = {
     "tasktoolkit_idempotency_keys",
     "tasktoolkit_task_attempts",
     "tasktoolkit_reaper_watch",
+    "tasktoolkit_workers",
     migrations.VERSION_TABLE,
 }
 HOST_TABLES = {"volumes", "snapshots", "alembic_version"}
@@ -128,7 +129,7 @@ def test_host_migrations_match_the_models(backend: str, empty_url: URL) -> None:
         "ck_tasktoolkit_tasks_progress",
         "ck_tasktoolkit_tasks_state",
     ]
-    assert len(result["datetime_types"]) == 20
+    assert len(result["datetime_types"]) == 22
     assert set(result["datetime_types"].values()) == {DATETIME_TYPE[backend]}
     assert "No new upgrade operations detected" in host_alembic("check", url=empty_url)
 
@@ -217,6 +218,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
+    assert "tasktoolkit_workers" not in tables(empty_url)
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0008_notifications"
     assert "tasktoolkit_reaper_watch" not in tables(empty_url)
     migrations.downgrade(empty_url, "-1")
@@ -240,6 +244,7 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
         "tasktoolkit_idempotency_keys",
         "tasktoolkit_task_attempts",
         "tasktoolkit_reaper_watch",
+        "tasktoolkit_workers",
     }
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
@@ -259,7 +264,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0008_notifications"
     migrations.upgrade(empty_url, "+1")
-    head = "tasktoolkit_0009_reaper_watch"
+    assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0010_workers"
     assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 

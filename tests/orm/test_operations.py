@@ -310,9 +310,3 @@ def test_settle_before_the_request_ends_only_fixes_counts(
     assert counts_of(engine, op) == {"cancelled": 1}
     change = _end(engine, op, 204)
     assert change is not None and change.state == "cancelled"
-
-
-@pytest.mark.parametrize("limit", [pytest.param(0, id="zero"), pytest.param(True, id="bool")])
-def test_settle_bad_limit(engine: Engine, limit: Any) -> None:
-    with pytest.raises(ValueError, match="batch size"):
-        reap(engine, batch_size=limit)

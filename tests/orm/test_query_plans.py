@@ -11,12 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Result, Select, event, insert, select, text
+from sqlalchemy import Result, Select, event, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from tasktoolkit.orm import Operation, Task
+from tasktoolkit.orm import Operation, Scope, Task
 from tasktoolkit.orm._publishing import to_publish
-from tasktoolkit.orm._records import operations_table, tasks_table
+from tasktoolkit.orm._records import attempts_table, operations_table, tasks_table
+from tasktoolkit.orm._stats import task_stats
 from tasktoolkit.orm._types import utcnow
 from tasktoolkit.orm._workers import claim_tasks
 from tests.models import Node
@@ -284,3 +285,66 @@ def test_claims_and_sweeps_seek_their_index(
         seeks = (f"table=tasktoolkit_tasks type={how} key={index}" for how in ("ref", "range"))
         assert any(seek in plan for seek in seeks), plan
         assert "table=tasktoolkit_tasks type=ALL" not in plan, plan
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        pytest.param(Scope(all_projects=True), id="every-project"),
+        pytest.param(Scope(project_id="p1"), id="one-project"),
+    ],
+)
+def test_the_stats_seek_their_indexes(
+    session: Session, backend: str, queued_tasks: None, scope: Scope
+) -> None:
+    # Ten projects; an ended attempt for each task not pending, ended over the last two days.
+    for digit in range(10):
+        session.execute(
+            update(tasks_table)
+            .where(tasks_table.c.id.like(f"%{digit}"))
+            .values(project_id=f"p{digit}")
+        )
+    now = utcnow()
+    session.execute(
+        insert(attempts_table),
+        [
+            {
+                "task_id": f"task-{n:08d}",
+                "number": 1,
+                "started_at": now - timedelta(seconds=86 * n + 1),
+                "finished_at": now - timedelta(seconds=86 * n),
+                "outcome": "succeeded",
+            }
+            for n in range(2000)
+            if n % 10
+        ],
+    )
+    for table in ("tasktoolkit_tasks", "tasktoolkit_task_attempts"):
+        session.execute(text(f"{'ANALYZE TABLE' if backend == 'mariadb' else 'ANALYZE'} {table}"))
+    sent: list[tuple[str, Any]] = []
+
+    def catch(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "tasktoolkit_tasks" in statement:
+            sent.append((statement, parameters))
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", catch)
+    try:
+        task_stats(connection, scope=scope)
+    finally:
+        event.remove(connection, "before_cursor_execute", catch)
+    assert len(sent) == 3
+    explain = "EXPLAIN QUERY PLAN" if backend == "sqlite" else "EXPLAIN"
+    if backend == "postgresql":
+        session.execute(text("SET LOCAL enable_seqscan = off"))  # small tables: ask for the index
+    for statement, parameters in sent:
+        plan = _plan_text(backend, connection.exec_driver_sql(f"{explain} {statement}", parameters))
+        if backend == "sqlite":
+            assert "SCAN tasktoolkit_tasks\n" not in plan + "\n", plan
+            assert "SCAN tasktoolkit_task_attempts\n" not in plan + "\n", plan
+        elif backend == "postgresql":
+            assert "Seq Scan on tasktoolkit_tasks" not in plan, plan
+            assert "Seq Scan on tasktoolkit_task_attempts" not in plan, plan
+        else:
+            assert "table=tasktoolkit_tasks type=ALL" not in plan, plan
+            assert "table=tasktoolkit_task_attempts type=ALL" not in plan, plan

@@ -2,7 +2,7 @@
 
 A worker is called lost only when both its last heartbeat and the reapers'
 unbroken watch of the database are older than its heartbeat timeout; a pass
-that finds the reapers' last look older than twice ``every`` and a second
+that finds the reapers' last look older than twice ``reap_every`` and a second
 starts the watch anew. Times are moved on the database's clock.
 """
 
@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from tasktoolkit import Settings
 from tasktoolkit.orm import ReapResult, TaskRules, Worker, reap
 from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._records import reaper_watch_table, tasks_table
@@ -22,7 +23,7 @@ from tests.clock import age, database_now, watched
 from tests.orm.test_processes import spawn, state_of
 
 TIMEOUT = timedelta(seconds=300)
-EVERY = timedelta(minutes=1)
+SETTINGS = Settings(reap_every="1m")
 
 
 @pytest.fixture
@@ -50,15 +51,16 @@ def _since(engine: Engine) -> timedelta:
 def test_a_silent_worker_is_lost_only_once_the_reapers_watched_its_timeout(
     engine: Engine, silent: str
 ) -> None:
-    assert reap(engine, every=EVERY) == ReapResult()  # the first look of all: the watch begins
+    # The first look of all: the watch begins.
+    assert reap(engine, settings=SETTINGS) == ReapResult()
     assert _since(engine) < timedelta(seconds=5)
     assert state_of(engine, silent) == "running"
 
     watched(engine, TIMEOUT - timedelta(seconds=5))
-    assert reap(engine, every=EVERY) == ReapResult()
+    assert reap(engine, settings=SETTINGS) == ReapResult()
 
     watched(engine, TIMEOUT)
-    assert reap(engine, every=EVERY).failed == (silent,)
+    assert reap(engine, settings=SETTINGS).failed == (silent,)
 
 
 @pytest.mark.parametrize(
@@ -74,27 +76,15 @@ def test_a_gap_in_the_watch_gives_every_worker_its_timeout_again(
     watched(engine, timedelta(hours=1))
     _last_look(engine, gap)  # no reaper saw the database since
 
-    result = reap(engine, every=EVERY)
+    result = reap(engine, settings=SETTINGS)
 
     assert result.failed == ((silent,) if lost else ())
     assert (_since(engine) > timedelta(minutes=59)) is lost
 
 
-def test_each_reaper_judges_gaps_by_its_own_every(engine: Engine, silent: str) -> None:
+def test_each_reaper_judges_gaps_by_its_own_reap_every(engine: Engine, silent: str) -> None:
     watched(engine, timedelta(hours=1))
     _last_look(engine, timedelta(minutes=5))
     # A reaper run every 10 minutes (from cron) sees no gap in 5.
-    assert reap(engine, every=timedelta(minutes=10)).failed == (silent,)
+    assert reap(engine, settings=Settings(reap_every="10m")).failed == (silent,)
 
-
-@pytest.mark.parametrize(
-    "every",
-    [
-        pytest.param(timedelta(0), id="zero"),
-        pytest.param(timedelta(days=40000), id="absurd"),
-        pytest.param(60, id="not-a-timedelta"),
-    ],
-)
-def test_every_is_checked(engine: Engine, every: object) -> None:
-    with pytest.raises(ValueError, match="every"):
-        reap(engine, every=every)  # type: ignore[arg-type]

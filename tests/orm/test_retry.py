@@ -19,6 +19,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from tasktoolkit import Settings, Toolkit
 from tasktoolkit.orm import Worker, purge, reap
 from tasktoolkit.orm._retry import is_retryable, retrying
 from tests.models import Cluster
@@ -217,6 +218,12 @@ CALLS = [
     pytest.param(lambda engine, **kw: Worker(engine, ["build"], **kw).claim(), id="worker-claim"),
     pytest.param(lambda engine, **kw: reap(engine, **kw), id="reap"),
     pytest.param(lambda engine, **kw: purge(engine, **kw), id="purge"),
+    pytest.param(
+        lambda engine, **kw: Toolkit(engine, **kw).worker(["build"]).claim(),
+        id="toolkit-worker-claim",
+    ),
+    pytest.param(lambda engine, **kw: Toolkit(engine, **kw).reap(), id="toolkit-reap"),
+    pytest.param(lambda engine, **kw: Toolkit(engine, **kw).purge(), id="toolkit-purge"),
 ]
 
 
@@ -240,7 +247,7 @@ def fails_once(engine: Engine) -> Iterator[None]:
 def test_every_retrying_call_takes_the_host_predicate(
     engine: Engine, fails_once: None, call: Callable[..., object]
 ) -> None:
-    call(engine, retryable=lambda exc: isinstance(exc, HostError))
+    call(engine, settings=Settings(retryable=lambda exc: isinstance(exc, HostError)))
 
 
 @pytest.mark.parametrize("call", CALLS)

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import orm
+from tasktoolkit import Settings, orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import (
     InvalidProgressError,
@@ -490,7 +490,7 @@ def test_claims_ride_out_an_outage_saying_so_once_and_once_back(
     proxied: tuple[TcpProxy, Engine], spawn: Spawn, caplog: pytest.LogCaptureFixture
 ) -> None:
     proxy, through = proxied
-    worker = Worker(through, ["build"], host="w", deadline=1)
+    worker = Worker(through, ["build"], host="w", settings=Settings(deadline=1))
     assert worker.claim() is None  # a pooled connection, as a running worker has
     with caplog.at_level(logging.DEBUG, "tasktoolkit.worker"):
         proxy.cut()
@@ -504,4 +504,49 @@ def test_claims_ride_out_an_outage_saying_so_once_and_once_back(
     assert job is not None and job.id == task_id
     away, back = _lines(caplog, "tasktoolkit.worker")
     assert "database unavailable" in away.getMessage() and "back after" in back.getMessage()
-    assert away.exc_info is None and back.exc_info is None
+    assert not away.exc_info and not back.exc_info  # no traceback
+
+
+@pytest.mark.parametrize(
+    "of_request",
+    [pytest.param(True, id="of-an-operation"), pytest.param(False, id="of-no-request")],
+)
+def test_a_task_spawned_inside_a_job_belongs_to_the_jobs_operation(
+    worker: Worker, session_factory: sessionmaker[Session], session: Session, of_request: bool
+) -> None:
+    rid = new_request_id() if of_request else None
+    with session_factory() as s:
+        cluster = Cluster(name="c")  # a resource of no project: the task's comes from its caller
+        s.add(cluster)
+        s.flush()
+        ctx = None
+        if rid is not None:
+            fields = OperationFields(rid, "POST", "/clusters", project_id="p1", user_id="u1")
+            open_operation(s.connection(), fields)
+            ctx = RequestContext(rid, project_id="p1", user_id="u1", operation_id=rid)
+        with request_context(ctx):
+            [parent] = cluster.spawn_tasks(["build"])
+        if rid is not None:
+            end_request(s.connection(), rid, 202)
+        s.commit()
+        cluster_id = cluster.id
+
+    job = worker.claim(["build"])
+    assert job is not None and job.id == parent.id
+    with job, session_factory() as s:
+        child = s.get_one(Cluster, cluster_id).spawn_tasks(["wire"])[0]
+        s.commit()
+
+    spawned = load(session, child.id)
+    assert (spawned.request_id, spawned.project_id, spawned.user_id) == (
+        (rid, "p1", "u1") if of_request else (None, None, None)
+    )
+    if rid is None:
+        return
+    assert load_operation(session, rid).state == "running"  # the job's follow-up is its work too
+    follow_up = worker.claim(["wire"])
+    assert follow_up is not None and follow_up.id == child.id
+    with follow_up:
+        pass
+    operation = load_operation(session, rid)
+    assert (operation.state, operation.task_counts["succeeded"]) == ("succeeded", 2)

@@ -12,7 +12,9 @@ imports the test models: a worker enforces each task's rules from its row alone.
 - ``read``: as ``work``, but each step of a job reads the database itself (a
   job's own code), so that an outage meets the job, not only its reports;
 - ``claim``: claim one ``hold`` task if one is ready, print its id (or ``none``)
-  and exit, leaving it running.
+  and exit, leaving it running;
+- ``idle``: wait for ``hold`` tasks that never come, beating as an idle worker
+  does; on SIGTERM, stop, leave the list of workers and exit 0.
 """
 
 from __future__ import annotations
@@ -63,6 +65,16 @@ def graceful(worker: Worker, grace: float) -> None:
             worker.wait(STEP)
 
 
+def idle(worker: Worker) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        worker.stop(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    while not worker.stopping:
+        worker.claim(["nothing"], wait=1.0)
+    worker.close()
+
+
 def work(worker: Worker, seconds: float, *, every: float = STEP, reads: bool = False) -> None:
     idle = 0
     while idle < 3:
@@ -96,6 +108,8 @@ def main(url: str, mode: str, seconds: float, every: float = STEP) -> None:
         hold(worker)
     elif mode == "graceful":
         graceful(worker, seconds)
+    elif mode == "idle":
+        idle(worker)
     else:
         work(worker, seconds, every=every, reads=mode == "read")
     engine.dispose()

@@ -80,7 +80,8 @@ def test_the_toolkits_own_lines_carry_their_request_not_the_previous_one(
     second = stack.post("/ports", headers={"X-User-Id": "u2", "X-Project-Id": "p2"})
     one, two = first.headers["X-Request-Id"], second.headers["X-Request-Id"]
     (warning,) = [line for line in oslo_lines() if line.startswith("WARNING")]
-    assert f"[None {two} u2 p2] middleware.finished (operation {two} not written)" in warning
+    assert f"[None {two} u2 p2] middleware.finished: database unavailable" in warning
+    assert f"operation {two} not written" in warning
     assert one not in warning
     (handled,) = [line for line in oslo_lines() if "handled /own-context" in line]
     assert f"[None {one} u1 p1]" in handled
@@ -127,7 +128,7 @@ def test_worker_lines_carry_the_request_that_spawned_the_task(
     assert job is not None
     with job, job_context(job) as bound:
         host_log.info("building %s", job.resource_id)
-        assert bound.operation_id is None  # what the job spawns joins no operation
+        assert bound.operation_id == rid  # what the job spawns joins its operation
     assert context.current() is None
     (line,) = [line for line in oslo_lines() if "building" in line]
     assert f"[{global_id} {rid} u1 p1] building {cluster.id}" in line

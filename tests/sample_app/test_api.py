@@ -377,6 +377,31 @@ def test_405_lists_the_allowed_methods(api: webtest.TestApp) -> None:
     assert reply.json["errors"][0]["request_id"] == reply.headers["X-Request-Id"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        pytest.param("PATCH", "/networks", 405, "sample_app.method_not_allowed", id="sample-405"),
+        pytest.param("PUT", "/networks/{id}", 405, "sample_app.method_not_allowed", id="item-405"),
+        pytest.param("POST", "/nowhere", 404, "tasktoolkit.not_found", id="no-route-404"),
+        pytest.param("DELETE", "/tasks", 405, "tasktoolkit.method_not_allowed", id="toolkit-405"),
+        pytest.param("POST", "/ports", 422, "tasktoolkit.idempotency_key_reused", id="served-422"),
+    ],
+)
+def test_a_key_reused_for_a_request_the_app_does_not_serve_is_answered_as_without_it(
+    api: webtest.TestApp, method: str, path: str, status: int, code: str
+) -> None:
+    key = {"X-Project-Id": "demo", "Idempotency-Key": "reused"}
+    first = api.post_json("/networks", {"network": {"name": "n"}}, headers=key, status=201)
+    path = path.format(id=first.json["network"]["id"])
+    reply = api.request(path, method=method, body=b"{}", headers=key, status=status)
+    (error,) = reply.json["errors"]
+    assert error["code"] == code
+    assert error["request_id"] == reply.headers["X-Request-Id"]
+    again = api.post_json("/networks", {"network": {"name": "n"}}, headers=key, status=201)
+    assert again.headers["Idempotent-Replayed"] == "true"  # the key still the first request's
+    assert again.json == first.json
+
+
 def test_admin_port_on_another_projects_network_belongs_to_that_project(
     api: webtest.TestApp,
 ) -> None:

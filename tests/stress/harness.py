@@ -33,7 +33,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import Session
 
-from tasktoolkit import orm
+from tasktoolkit import Settings, orm
 from tasktoolkit.context import RequestContext, new_request_id, request_context
 from tasktoolkit.errors import InvalidTransitionError, TaskCancelRequested, TaskFailure
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
@@ -274,7 +274,7 @@ def purger_process(url: str, stop: Any, out: str, deadline: float) -> None:
     try:
         while True:
             stopping = stop.is_set()
-            result = orm.purge(engine, batch_size=25)
+            result = orm.purge(engine, settings=Settings(batch_size=25))
             tasks += result.tasks
             operations += result.operations
             reaped += orm.reap(engine).total
