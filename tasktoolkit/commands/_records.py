@@ -42,6 +42,7 @@ from tasktoolkit.commands._output import output_arguments, print_list, print_one
 from tasktoolkit.endpoints._params import OPERATION_LIST, TASK_LIST, ListKind, parse_list_query
 from tasktoolkit.orm import (
     ListParams,
+    Task,
     cancel_task,
     get_operation,
     get_task,
@@ -50,6 +51,7 @@ from tasktoolkit.orm import (
     operation_tasks,
 )
 from tasktoolkit.orm._queries import ALL_PROJECTS
+from tasktoolkit.orm._registry import Waits, waits_of
 from tasktoolkit.orm._transitions import cancel_operation
 from tasktoolkit.views import operation_view, task_view
 
@@ -205,7 +207,8 @@ def _list_database(session: Session, kind: Kind, args: argparse.Namespace) -> Sh
     params, _ = parse_list_query(_query(kind, args), rules)
     if kind is TASKS:
         tasks = list_tasks(session, params, scope=ALL_PROJECTS)
-        views = [task_view(t, admin=True) for t in tasks.records]
+        waits = _waits(session, tasks.records)
+        views = [task_view(t, admin=True, waits=waits) for t in tasks.records]
         return _page(views, more=tasks.has_more)
     operations = list_operations(session, params, scope=ALL_PROJECTS)
     views = [operation_view(o, admin=True) for o in operations.records]
@@ -241,10 +244,17 @@ def _show_arguments(parser: argparse.ArgumentParser, kind: Kind) -> None:
 def _show_database(session: Session, kind: Kind, args: argparse.Namespace) -> Shown:
     ident = kind.check_id(args.id)
     if kind is TASKS:
-        return Shown(record=task_view(get_task(session, ident, scope=ALL_PROJECTS), admin=True))
+        task = get_task(session, ident, scope=ALL_PROJECTS)
+        return Shown(record=task_view(task, admin=True, waits=_waits(session, [task])))
     operation = get_operation(session, ident, scope=ALL_PROJECTS)
     tasks = operation_tasks(session, ident, scope=ALL_PROJECTS)
-    return Shown(record=operation_view(operation, admin=True, tasks=tasks))
+    waits = _waits(session, tasks)
+    return Shown(record=operation_view(operation, admin=True, tasks=tasks, waits=waits))
+
+
+def _waits(session: Session, tasks: Sequence[Task]) -> Waits | None:
+    """Why the pending ones among ``tasks`` wait (``waiting``), as the endpoints say it."""
+    return waits_of(session.connection(), (task.state for task in tasks))
 
 
 def _show_http(api: Api, kind: Kind, args: argparse.Namespace) -> Shown:
@@ -273,7 +283,7 @@ def _cancel_database(session: Session, kind: Kind, args: argparse.Namespace) -> 
         get_task(session, ident, scope=ALL_PROJECTS)  # not found: as the API says it
         task = cancel_task(session, ident)
         session.commit()
-        return Shown(record=task_view(task, admin=True))
+        return Shown(record=task_view(task, admin=True, waits=_waits(session, [task])))
     get_operation(session, ident, scope=ALL_PROJECTS)
     cancel_operation(session, ident)
     session.commit()
