@@ -11,6 +11,7 @@ declared list of options (:data:`tasktoolkit.settings.OPTIONS`) as text:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ __all__ = [
     "command",
     "duration_option",
     "first_line",
+    "interrupted",
     "plural",
     "settings_of",
     "toolkit",
@@ -206,10 +208,50 @@ def toolkit(
     """
     settings = settings_of(args, **changes)
     engine = _connect(args.db_url, need_tables=need_tables)
+    # Ctrl-C may land while the pool resets a connection the interrupted session gave
+    # back: the pool logs that with a traceback before the interrupt goes on to main,
+    # which says "interrupted" once. Only this engine's pool, only while the command runs.
+    logged = engine.pool.logger  # a Logger, or SQLAlchemy's wrapper of one (echo_pool)
+    pool_log = logged if isinstance(logged, logging.Logger) else logged.logger
+    pool_log.addFilter(_not_an_interrupt)
     try:
         yield Toolkit(engine, settings)
     finally:
         engine.dispose()
+        pool_log.removeFilter(_not_an_interrupt)
+
+
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    """A log filter: drop a record of a Ctrl-C, or of an error raised while one unwound."""
+    return not (record.exc_info and interrupted(record.exc_info[1]))
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a Ctrl-C (any error that is no ``Exception``), or was raised while
+    one was being handled (a rollback that failed as the interrupted session unwound)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if not isinstance(exc, Exception):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
+#: The extra that installs the driver of a backend (its default one, as the docs use it).
+_DRIVER_EXTRAS = {
+    "postgresql": ("postgresql", "postgresql+psycopg://"),
+    "mysql": ("mysql", "mysql+pymysql://"),
+    "mariadb": ("mysql", "mariadb+pymysql://"),
+}
+
+
+def _install_hint(backend: str) -> str:
+    """``; pip install 'tasktoolkit[postgresql]' ...`` for a backend with an extra."""
+    if backend not in _DRIVER_EXTRAS:
+        return ""
+    extra, scheme = _DRIVER_EXTRAS[backend]
+    return f"; pip install 'tasktoolkit[{extra}]' (its driver, for {scheme} URLs)"
 
 
 def _connect(url: str | None, *, need_tables: bool) -> Engine:
@@ -235,8 +277,12 @@ def _connect(url: str | None, *, need_tables: bool) -> Engine:
             raise CommandError(f"cannot connect to {shown}: no such database file")
     try:
         engine = prepare_engine(create_engine(parsed))
-    except (NoSuchModuleError, ImportError) as exc:
+    except NoSuchModuleError as exc:
         raise CommandError(f"cannot use {shown}: {first_line(exc)}") from None
+    except ImportError as exc:  # the dialect is there, its driver is not
+        raise CommandError(
+            f"cannot use {shown}: {first_line(exc)}{_install_hint(parsed.get_backend_name())}"
+        ) from None
     try:
         with engine.connect() as conn:
             has_tables = inspect(conn).has_table(Task.__tablename__)

@@ -27,6 +27,9 @@ def add_parser(commands: Any) -> None:
 def upgrade_run(args: argparse.Namespace) -> int:
     from tasktoolkit.orm import migrations
 
+    # A revision the toolkit does not have is refused before anything is made (a new
+    # SQLite file is made by connecting to it).
+    migrations.check_revision(args.revision)
     with toolkit(args, need_tables=False) as kit:
         migrations.upgrade(kit.engine, args.revision)
         print(f"database is at {args.revision} ({migrations.current(kit.engine) or 'empty'})")

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
+import unicodedata
 from datetime import timedelta
 from typing import Any, TextIO
 from urllib.error import HTTPError, URLError
@@ -216,19 +219,41 @@ def _attempt_lines(task: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _clip(line: str, width: int) -> str:
+    """``line`` cut to ``width`` columns of a terminal (a wide character takes two)."""
+    used = 0
+    for index, char in enumerate(line):
+        if unicodedata.combining(char):
+            continue
+        used += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        if used > width:
+            return line[:index]
+    return line
+
+
 class _Screen:
-    """On a terminal, redraws the block in place; elsewhere prints lines that changed."""
+    """On a terminal, redraws the block in place, each line cut to the terminal's width
+    (a line that wrapped would take two rows, and the redraw would climb one short);
+    elsewhere prints lines that changed, whole."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.lines: list[str] = []
 
+    def width(self) -> int:
+        """The terminal's width now (it may have been resized since the last draw)."""
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError):
+            return shutil.get_terminal_size().columns
+
     def show(self, lines: list[str]) -> None:
         if self.tty:
             if self.lines:
                 self.stream.write(f"\x1b[{len(self.lines)}F\x1b[J")
-            self.stream.write("".join(line + "\n" for line in lines))
+            width = self.width()
+            self.stream.write("".join(_clip(line, width) + "\n" for line in lines))
         else:
             seen = set(self.lines)
             self.stream.write("".join(line + "\n" for line in lines if line not in seen))

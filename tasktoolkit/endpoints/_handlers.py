@@ -66,7 +66,7 @@ from tasktoolkit.orm import (
     operation_tasks,
 )
 from tasktoolkit.orm._queries import Page
-from tasktoolkit.orm._registry import Waits, list_workers, read_waits
+from tasktoolkit.orm._registry import Waits, list_workers, waits_of
 from tasktoolkit.orm._stats import task_stats
 from tasktoolkit.orm._transitions import cancel_operation as cancel_operations_tasks
 from tasktoolkit.views import operation_view, stats_view, task_view, worker_view
@@ -311,9 +311,7 @@ def cancel_operation(call: Call) -> Answer:
 
 def _waits(call: Call, tasks: list[Task]) -> Waits | None:
     """What says why the pending ones among ``tasks`` wait: read once, and only when one is."""
-    if not any(task.state == "pending" for task in tasks):
-        return None
-    return read_waits(call.session.connection())
+    return waits_of(call.session.connection(), (task.state for task in tasks))
 
 
 def workers(call: Call) -> Answer:

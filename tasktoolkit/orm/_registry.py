@@ -50,6 +50,7 @@ __all__ = [
     "purge_gone",
     "read_waits",
     "serves",
+    "waits_of",
 ]
 
 #: What a worker is: one that claims from the database, a Celery worker, a reaper.
@@ -210,3 +211,11 @@ class Waits:
 def read_waits(connection: Connection) -> Waits:
     """The database's now and every worker: two statements, whatever the list's length."""
     return Waits(read_now(connection), list_workers(connection))
+
+
+def waits_of(connection: Connection, states: Iterable[str]) -> Waits | None:
+    """What says why the pending ones among tasks in ``states`` wait (their views'
+    ``waiting``): read once, and only when one of them is pending."""
+    if not any(state == "pending" for state in states):
+        return None
+    return read_waits(connection)

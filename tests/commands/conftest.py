@@ -1,22 +1,28 @@
-"""Helpers of the command tests: running ``main``, and records in the states they need."""
+"""Helpers of the command tests: running ``main``, records in the states they need, and the
+task endpoints served over HTTP on the test's database."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+import routes
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import commands
+from tasktoolkit import Settings, commands
 from tasktoolkit.context import RequestContext, new_request_id, request_context
+from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.orm import Job, TaskRules, Worker
 from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
 from tasktoolkit.orm._records import operations_table, tasks_table
+from tests.middleware.test_concurrency import Served
 from tests.models import Cluster
 
 
@@ -117,3 +123,53 @@ class Watch:
         self.out += self.capsys.readouterr().out
         [status] = self.statuses
         return status
+
+
+class Counted:
+    """A WSGI app counting the requests it was given (and keeping their ``X-Auth-Token``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests = 0
+        self.tokens: list[str | None] = []
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        self.requests += 1
+        self.tokens.append(environ.get("HTTP_X_AUTH_TOKEN"))
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def served(session_factory: sessionmaker[Session]) -> Iterator[Callable[..., tuple[str, Counted]]]:
+    """``served(**settings)``: the task endpoints over HTTP on this test's database, with
+    these settings; their base URL and the requests they were given."""
+    stop: list[Callable[[], None]] = []
+
+    def serve(**settings: Any) -> tuple[str, Counted]:
+        mapper = routes.Mapper()
+        mounted = mount(
+            mapper,
+            collections={"clusters": Cluster},
+            session_factory=session_factory,
+            settings=Settings(**{"serve_openapi": True, **settings}),
+        )
+        counted = Counted(Router(mapper))
+        server = Served(counted)
+        stop.extend([server.stop, mounted.close])
+        return f"http://{server.address[0]}:{server.address[1]}", counted
+
+    yield serve
+    for done in stop:
+        done()
+
+
+@pytest.fixture
+def api(served: Callable[..., tuple[str, Counted]]) -> str:
+    """The task endpoints served over HTTP with the default settings; their base URL."""
+    return served()[0]
+
+
+#: A system admin: the operations of these tests belong to no project.
+ADMIN = "X-Roles: admin"
+SYSTEM = "OpenStack-System-Scope: all"
+AS_ADMIN = ("--header", ADMIN, "--header", SYSTEM)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.engine import create_engine
 
-from tests.commands.conftest import run
+from tests.commands.conftest import assert_one_line_error, run
 
 
 def test_db_upgrade_creates_the_tables(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -21,3 +21,14 @@ def test_db_upgrade_creates_the_tables(capsys: pytest.CaptureFixture[str], tmp_p
     engine.dispose()
 
 
+@pytest.mark.parametrize(
+    "revision",
+    [pytest.param("bad", id="unknown"), pytest.param("tasktoolkit@nowhere", id="unknown-branch")],
+)
+def test_db_upgrade_to_a_bad_revision_makes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, revision: str
+) -> None:
+    path = tmp_path / "new.db"
+    argv = ["db", "upgrade", "--db-url", f"sqlite:///{path}", "--revision", revision]
+    assert_one_line_error(capsys, argv, 1, "toolkit migrations:")
+    assert not path.exists()

@@ -119,5 +119,3 @@ def test_purge_refuses_a_bad_older_than(
 ) -> None:
     argv = ["purge", "--db-url", "sqlite://", f"--older-than={text}"]
     assert_one_line_error(capsys, argv, commands.EXIT_USAGE, f"{text!r} {says}")
-
-

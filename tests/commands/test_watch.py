@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
-import routes
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit import Settings, commands
+from tasktoolkit import commands
 from tasktoolkit.commands import _watch
-from tasktoolkit.endpoints import Router, mount
 from tasktoolkit.orm import TaskRules, Worker
-from tests.commands.conftest import Watch, claim, run, spawn
-from tests.middleware.test_concurrency import Served
-from tests.models import Cluster
+from tests.commands.conftest import ADMIN, AS_ADMIN, SYSTEM, Counted, Watch, claim, run, spawn
 
 
 def test_watch_shows_a_finished_operation_and_its_outcome(
@@ -123,54 +123,6 @@ def test_watch_interrupted_exits_130(
     assert (status, err) == (commands.EXIT_INTERRUPTED, "tasktoolkit: error: interrupted\n")
 
 
-class Counted:
-    """A WSGI app counting the requests it was given."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.requests = 0
-
-    def __call__(self, environ: Any, start_response: Any) -> Any:
-        self.requests += 1
-        return self.app(environ, start_response)
-
-
-@pytest.fixture
-def served(session_factory: sessionmaker[Session]) -> Iterator[Callable[..., tuple[str, Counted]]]:
-    """``served(**settings)``: the task endpoints over HTTP on this test's database, with
-    these settings; their base URL and the requests they were given."""
-    stop: list[Callable[[], None]] = []
-
-    def serve(**settings: Any) -> tuple[str, Counted]:
-        mapper = routes.Mapper()
-        mounted = mount(
-            mapper,
-            collections={"clusters": Cluster},
-            session_factory=session_factory,
-            settings=Settings(**settings),
-        )
-        counted = Counted(Router(mapper))
-        server = Served(counted)
-        stop.extend([server.stop, mounted.close])
-        return f"http://{server.address[0]}:{server.address[1]}", counted
-
-    yield serve
-    for done in stop:
-        done()
-
-
-@pytest.fixture
-def api(served: Callable[..., tuple[str, Counted]]) -> str:
-    """The task endpoints served over HTTP with the default settings; their base URL."""
-    return served()[0]
-
-
-#: A system admin: the operations of these tests belong to no project.
-ADMIN = "X-Roles: admin"
-SYSTEM = "OpenStack-System-Scope: all"
-AS_ADMIN = ("--header", ADMIN, "--header", SYSTEM)
-
-
 def test_watch_follows_an_operation_location_over_http(
     capsys: pytest.CaptureFixture[str],
     api: str,
@@ -268,3 +220,68 @@ def test_watch_refuses_a_malformed_header(capsys: pytest.CaptureFixture[str], he
 def test_watch_by_id_takes_no_header(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
     status, _, err = run(capsys, "watch", "req-x", "--db-url", db_url, "--header", "A: b")
     assert status == commands.EXIT_ERROR and "--header is for an operation's URL" in err
+
+
+class Terminal(io.StringIO):
+    """A terminal of the width ``$COLUMNS`` says, as the screen sees one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        pytest.param("short", "short", id="fits"),
+        pytest.param("x" * 20, "x" * 20, id="exactly"),
+        pytest.param("y" * 21 + " message", "y" * 20, id="cut"),
+        pytest.param("端口" * 6, "端口" * 5, id="wide-characters-take-two"),
+        pytest.param("e\u0301" * 25, "e\u0301" * 20, id="combining-marks-take-none"),
+    ],
+)
+def test_on_a_terminal_each_line_is_cut_to_its_width(
+    monkeypatch: pytest.MonkeyPatch, line: str, shown: str
+) -> None:
+    """A line that wrapped would take two rows, and the redraw would climb one row short."""
+    monkeypatch.setenv("COLUMNS", "20")
+    screen = _watch._Screen(Terminal())
+    screen.show(["header", line])
+    screen.show(["header", line])
+    drawn = screen.stream.getvalue()  # type: ignore[attr-defined]
+    assert drawn == f"header\n{shown}\n\x1b[2F\x1b[Jheader\n{shown}\n"
+
+
+def test_elsewhere_lines_are_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "20")
+    stream = io.StringIO()
+    _watch._Screen(stream).show(["z" * 30])
+    assert stream.getvalue() == "z" * 30 + "\n"
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [
+        pytest.param("1s", id="while-it-sleeps"),
+        pytest.param("1ms", id="while-it-reads-the-database"),
+    ],
+)
+def test_watch_in_a_real_process_exits_130_on_ctrl_c(
+    tmp_path: Path, db_url: str, session_factory: sessionmaker[Session], interval: str
+) -> None:
+    rid, _ = spawn(session_factory, ["build"])
+    argv = ["watch", rid, "--db-url", db_url, "--interval", interval]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tasktoolkit", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    assert rid in process.stdout.readline()  # drawn once: it is waiting now
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (
+        commands.EXIT_INTERRUPTED,
+        "tasktoolkit: error: interrupted\n",
+    )

@@ -42,6 +42,7 @@ __all__ = [
     "VERSION_TABLE",
     "Bind",
     "alembic_config",
+    "check_revision",
     "compare_server_default",
     "current",
     "downgrade",
@@ -128,11 +129,23 @@ def _url_of(bind: Bind) -> URL | str:
     return bind
 
 
-def _run(bind: Bind, revision: str, *, down: bool, sql: bool, output: TextIO | None) -> None:
+def check_revision(revision: str, *, down: bool = False, sql: bool = False) -> None:
+    """Refuse a ``revision`` that :func:`upgrade` (``down``: :func:`downgrade`) would refuse,
+    without connecting to anything: call it before making a database (a new SQLite file).
+
+    Relative steps (``+1``, ``-1``) resolve only against a database: they pass.
+
+    :raises InvalidRevisionError: for a revision the toolkit does not have.
+    """
+    _resolved(ScriptDirectory.from_config(alembic_config()), revision, down=down, sql=sql)
+
+
+def _resolved(
+    script: ScriptDirectory, revision: str, *, down: bool, sql: bool
+) -> tuple[str | None, str]:
+    """``(starting_rev, revision)`` of a checked ``revision`` (a range only with ``sql``)."""
     if not isinstance(revision, str) or not revision:
         raise InvalidRevisionError(f"revision must be a non-empty string, got {revision!r}")
-    cfg = alembic_config(output=output)
-    script = ScriptDirectory.from_config(cfg)
     starting_rev: str | None = None
     if ":" in revision:
         if not sql:
@@ -148,6 +161,13 @@ def _run(bind: Bind, revision: str, *, down: bool, sql: bool, output: TextIO | N
                 script.revision_map.get_revisions(rev)
             except RevisionError as exc:
                 raise InvalidRevisionError(f"toolkit migrations: {exc}") from exc
+    return starting_rev, revision
+
+
+def _run(bind: Bind, revision: str, *, down: bool, sql: bool, output: TextIO | None) -> None:
+    cfg = alembic_config(output=output)
+    script = ScriptDirectory.from_config(cfg)
+    starting_rev, revision = _resolved(script, revision, down=down, sql=sql)
 
     def steps(rev: Any, context: MigrationContext) -> Any:
         if down:
