@@ -110,6 +110,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
     ),
     Endpoint(
+        "retry",
+        f"{RESOURCE_PREFIX}/tasks/{{task_id}}/retry",
+        ("POST",),
+        handlers.retry_resource_task,
+        (rules.TASKS_RETRY, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
+        Described(
+            "retryResourceTask",
+            "Re-run a failed or cancelled task, as the request's own operation",
+            accepted("TaskDocument", "Accepted: the task, pending again"),
+            _KEY,
+        ),
+    ),
+    Endpoint(
         "tasks",
         "/tasks",
         _GET,
@@ -129,6 +142,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         handlers.task,
         (rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
         Described("showTask", "One task", record("TaskDocument"), _WAIT),
+    ),
+    Endpoint(
+        "retry_task",
+        "/tasks/{task_id}/retry",
+        ("POST",),
+        handlers.retry_task,
+        (rules.TASKS_RETRY, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
+        Described(
+            "retryTask",
+            "Re-run a failed or cancelled task, as the request's own operation",
+            accepted("TaskDocument", "Accepted: the task, pending again"),
+            _KEY,
+        ),
     ),
     Endpoint(
         "operations",
@@ -182,6 +208,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             accepted(
                 "OperationDocument",
                 "Accepted: the operation with its tasks, as the cancel left them",
+            ),
+            _KEY,
+        ),
+    ),
+    Endpoint(
+        "retry_operation",
+        "/operations/{operation_id}/retry",
+        ("POST",),
+        handlers.retry_operation,
+        (rules.OPERATIONS_RETRY, rules.OPERATIONS_SHOW, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
+        Described(
+            "retryOperation",
+            "Re-run every failed or cancelled task of an operation, as the request's own "
+            "operation (its retry_of names the one re-run)",
+            accepted(
+                "OperationDocument",
+                "Accepted: the re-run, with its tasks",
             ),
             _KEY,
         ),

@@ -66,6 +66,7 @@ from tasktoolkit._request_protocol import OperationFields, RequestEnd, RequestOp
 from tasktoolkit.orm._clock import db_now, later, read_now
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import DEFAULT_TTL, MAX_TTL, check_ttl
+from tasktoolkit.orm._records import operation_resources_table as _RESOURCES
 from tasktoolkit.orm._records import operations_table as _T
 from tasktoolkit.orm._records import tasks_table as _TASKS
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
@@ -83,12 +84,14 @@ __all__ = [
     "end_lost_request",
     "end_request",
     "end_requests",
+    "keep_first_failure",
     "lost_requests",
     "notify_changed",
     "open_operation",
     "open_or_count",
     "orphaned_operations",
     "pending_key",
+    "record_resources",
     "settle_operation",
     "write_finished",
 ]
@@ -350,6 +353,63 @@ def end_requests(
         OperationChange(row.id, row.state, row.http_status, row.method, row.path)
         for row in connection.execute(_READ_ENDED_MANY, {"op_ids": ids, "op_now": now})
     ]
+
+
+def record_resources(connection: Connection, touched: Sequence[tuple[str, str, str]]) -> None:
+    """Keep that operations touched resources: ``(operation_id, resource_type,
+    resource_id)`` each; one statement. One already kept, or of an operation not
+    written, is left out."""
+    connection.execute(
+        _record_resources(connection.dialect.name),
+        [{"op_id": o, "op_resource_type": t, "op_resource_id": r} for o, t, r in touched],
+    )
+
+
+def _record_resources(dialect: str) -> Insert:
+    """``INSERT ... SELECT`` from the operation's row (none: nothing), ignoring a repeat."""
+    if dialect in _RECORD_RESOURCES:
+        return _RECORD_RESOURCES[dialect]
+    source = select(
+        _T.c.id,
+        bindparam("op_resource_type", type_=String),
+        bindparam("op_resource_id", type_=String),
+    ).where(_T.c.id == _ID)
+    columns = ["operation_id", "resource_type", "resource_id"]
+    statement: Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(_RESOURCES).from_select(columns, source)
+        statement = statement.on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = insert(_RESOURCES).from_select(columns, source).prefix_with("OR IGNORE")
+    else:
+        statement = insert(_RESOURCES).from_select(columns, source).prefix_with("IGNORE")
+    _RECORD_RESOURCES[dialect] = statement
+    return statement
+
+
+_RECORD_RESOURCES: dict[str, Insert] = {}
+
+
+def keep_first_failure(connection: Connection, operation_id: str, task_id: str) -> None:
+    """Make the failure of ``task_id`` (just written) its operation's ``error``, unless
+    the operation has one already; one statement."""
+    connection.execute(_KEEP_FAILURE, {"op_id": operation_id, "op_task": task_id})
+
+
+def _of_task(column: str) -> Any:
+    return select(_TASKS.c[column]).where(_TASKS.c.id == bindparam("op_task")).scalar_subquery()
+
+
+_KEEP_FAILURE = (
+    update(_T)
+    .where(_T.c.id == bindparam("op_id"), _T.c.error_code.is_(None))
+    .values(
+        error_code=_of_task("error_code"),
+        error_message=_of_task("error_message"),
+        error_task_id=_of_task("id"),
+        error_task_name=_of_task("name"),
+    )
+)
 
 
 def count_task_transition(

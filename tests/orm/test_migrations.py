@@ -36,6 +36,7 @@ TOOLKIT_TABLES = {
     "tasktoolkit_idempotency_keys",
     "tasktoolkit_task_attempts",
     "tasktoolkit_reaper_watch",
+    "tasktoolkit_operation_resources",
     migrations.VERSION_TABLE,
 }
 HOST_TABLES = {"volumes", "snapshots", "alembic_version"}
@@ -217,6 +218,10 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
+    assert "tasktoolkit_operation_resources" not in tables(empty_url)
+    assert "retry_of" not in {c["name"] for c in columns(empty_url, "tasktoolkit_operations")}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0008_notifications"
     assert "tasktoolkit_reaper_watch" not in tables(empty_url)
     migrations.downgrade(empty_url, "-1")
@@ -240,6 +245,7 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
         "tasktoolkit_idempotency_keys",
         "tasktoolkit_task_attempts",
         "tasktoolkit_reaper_watch",
+        "tasktoolkit_operation_resources",
     }
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
@@ -259,7 +265,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0008_notifications"
     migrations.upgrade(empty_url, "+1")
-    head = "tasktoolkit_0009_reaper_watch"
+    assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0011_rerun"
     assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 
