@@ -37,10 +37,21 @@ RESOURCE_PREFIX = "/{collection}/{resource_id}"
 #: Where the document of what is mounted is served, under the path prefix.
 OPENAPI_PATH = "/openapi.json"
 _GET = ("GET", "HEAD")
-_LIST = ("state", "name", "request_id", "changes-since", "changes-before", "limit", "marker")
+_LIST = (
+    "state",
+    "name",
+    "request_id",
+    "changes-since",
+    "changes-before",
+    "limit",
+    "marker",
+    "If-None-Match",
+)
 _SORT = ("sort_key", "sort_dir")
 _WAIT = ("If-None-Match", "Prefer")
 _KEY = ("Idempotency-Key",)
+#: Who asked, and how it failed: filters of /tasks and /operations.
+_CALLER = ("global_request_id", "user_id", "error_code")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +143,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "listTasks",
             "Every task the caller may see",
             listing("TaskList"),
-            (*_LIST, *_SORT, "resource_type", "resource_id"),
+            (*_LIST, *_SORT, "resource_type", "resource_id", *_CALLER, "queue"),
         ),
     ),
     Endpoint(
@@ -173,12 +184,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "action",
                 "method",
                 "resource_id",
+                *_CALLER,
                 "changes-since",
                 "changes-before",
                 "limit",
                 "operation_marker",
                 "operation_sort_key",
                 "sort_dir",
+                "If-None-Match",
             ),
         ),
     ),
