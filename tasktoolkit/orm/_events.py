@@ -204,8 +204,9 @@ def record_moves(
     One count statement per operation and kind of move; an operation whose
     last active task this ends is finished here too, at the database's time.
     A task that joins an operation (spawned, or re-run from a final state:
-    it counts as new in its new operation, whose resources it adds to) and an
-    operation's first failed task (its ``error``) cost one statement each. No commit.
+    it counts as new in its new operation, whose resources it adds to, here or,
+    for the request being served, with its end) and an operation's first failed
+    task (its ``error``) cost one statement each. No commit.
 
     :param connection: the connection to count on (default: the session's).
     :param opening: the operation of the request being served, not yet known
@@ -234,7 +235,14 @@ def record_moves(
             finished.append(
                 count_task_transition(conn, operation_id, old, new, count=count)
             )
-    joined = [c for c in changes if c.request_id is not None and _counted_from(c) is None]
+    # The resources tasks join an operation on: those of the request being served
+    # are kept with its end, off its thread (record_ended_resources); others now.
+    serving = None if opening is None else opening.fields.id
+    joined = [
+        c
+        for c in changes
+        if c.request_id not in (None, serving) and _counted_from(c) is None
+    ]
     if joined:
         record_resources(
             conn,

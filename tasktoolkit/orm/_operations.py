@@ -60,7 +60,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, Update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from tasktoolkit._request_protocol import OperationFields, RequestEnd, RequestOperation, Target
 from tasktoolkit.orm._clock import db_now, later, read_now
@@ -91,6 +91,7 @@ __all__ = [
     "open_or_count",
     "orphaned_operations",
     "pending_key",
+    "record_ended_resources",
     "record_resources",
     "settle_operation",
     "write_finished",
@@ -303,6 +304,7 @@ def end_request(
         row = connection.execute(_READ_ENDED, params).one_or_none()
     else:
         row = None
+    record_ended_resources(connection, [operation_id])
     if row is None or row.state == OperationState.RUNNING or not row.ended_here:
         return None
     return OperationChange(operation_id, row.state, http_status, row.method, row.path)
@@ -346,6 +348,7 @@ def end_requests(
         )
     connection.execute(_END_ROUND, rows)
     ids = [end.operation_id for end in ends]
+    record_ended_resources(connection, ids)
     notify_changed(connection, ids)
     if not read_back:
         return []
@@ -353,6 +356,45 @@ def end_requests(
         OperationChange(row.id, row.state, row.http_status, row.method, row.path)
         for row in connection.execute(_READ_ENDED_MANY, {"op_ids": ids, "op_now": now})
     ]
+
+
+def record_ended_resources(connection: Connection, operation_ids: Sequence[str]) -> None:
+    """Keep the resources the tasks of these operations touched, as their requests end
+    (the end writer's round, the reaper's end of a lost request); one statement.
+
+    A request's own spawns and re-runs leave their resources to its end, off the
+    request's thread: its transaction pays no statement for them (see :func:`record_moves
+    <tasktoolkit.orm._events.record_moves>`).
+    """
+    if operation_ids:
+        statement = _record_ended(connection.dialect.name)
+        connection.execute(statement, {"op_ids": sorted(set(operation_ids))})
+
+
+def _ignoring_repeats(dialect: str, source: Any) -> Insert:
+    """``INSERT INTO`` the resources table ``FROM`` ``source``, ignoring a row already kept."""
+    columns = ["operation_id", "resource_type", "resource_id"]
+    if dialect == "postgresql":
+        return postgresql.insert(_RESOURCES).from_select(columns, source).on_conflict_do_nothing()
+    prefix = "OR IGNORE" if dialect == "sqlite" else "IGNORE"
+    return insert(_RESOURCES).from_select(columns, source).prefix_with(prefix)
+
+
+def _record_ended(dialect: str) -> Insert:
+    if dialect not in _RECORD_ENDED:
+        ids: BindParameter[Any] = bindparam("op_ids", expanding=True)
+        source = (
+            select(_TASKS.c.request_id, _TASKS.c.resource_type, _TASKS.c.resource_id)
+            .distinct()
+            # Only an operation that is written keeps resources (a foreign key).
+            .join(_T, _T.c.id == _TASKS.c.request_id)
+            .where(_TASKS.c.request_id.in_(ids))
+        )
+        _RECORD_ENDED[dialect] = _ignoring_repeats(dialect, source)
+    return _RECORD_ENDED[dialect]
+
+
+_RECORD_ENDED: dict[str, Insert] = {}
 
 
 def record_resources(connection: Connection, touched: Sequence[tuple[str, str, str]]) -> None:
@@ -374,15 +416,7 @@ def _record_resources(dialect: str) -> Insert:
         bindparam("op_resource_type", type_=String),
         bindparam("op_resource_id", type_=String),
     ).where(_T.c.id == _ID)
-    columns = ["operation_id", "resource_type", "resource_id"]
-    statement: Insert
-    if dialect == "postgresql":
-        statement = postgresql.insert(_RESOURCES).from_select(columns, source)
-        statement = statement.on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = insert(_RESOURCES).from_select(columns, source).prefix_with("OR IGNORE")
-    else:
-        statement = insert(_RESOURCES).from_select(columns, source).prefix_with("IGNORE")
+    statement = _ignoring_repeats(dialect, source)
     _RECORD_RESOURCES[dialect] = statement
     return statement
 
@@ -778,6 +812,7 @@ def end_lost_request(
     )
     if result.rowcount != 1:
         return False, None
+    record_ended_resources(connection, [operation_id])
     return True, _finish_if_done(connection, operation_id)
 
 
