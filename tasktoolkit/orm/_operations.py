@@ -366,9 +366,22 @@ def record_ended_resources(connection: Connection, operation_ids: Sequence[str])
     request's thread: its transaction pays no statement for them (see :func:`record_moves
     <tasktoolkit.orm._events.record_moves>`).
     """
-    if operation_ids:
-        statement = _record_ended(connection.dialect.name)
-        connection.execute(statement, {"op_ids": sorted(set(operation_ids))})
+    if not operation_ids:
+        return
+    params = {"op_ids": sorted(set(operation_ids))}
+    dialect = connection.dialect.name
+    if dialect not in ("mysql", "mariadb"):
+        connection.execute(_record_ended(dialect), params)
+        return
+    # InnoDB's INSERT ... SELECT locks the rows it reads (REPEATABLE READ): the
+    # tasks a worker is moving, whose operation's row it takes next. A plain read
+    # takes no lock; the insert then locks only what it writes.
+    rows = connection.execute(_ENDED_TOUCHED, params).all()
+    if rows:
+        connection.execute(
+            _INSERT_IGNORE,
+            [{"operation_id": o, "resource_type": t, "resource_id": r} for o, t, r in rows],
+        )
 
 
 def _ignoring_repeats(dialect: str, source: Any) -> Insert:
@@ -380,17 +393,21 @@ def _ignoring_repeats(dialect: str, source: Any) -> Insert:
     return insert(_RESOURCES).from_select(columns, source).prefix_with(prefix)
 
 
+_ENDED_IDS: BindParameter[Any] = bindparam("op_ids", expanding=True)
+#: The resources the tasks of ended requests touched (of written operations only: a
+#: foreign key).
+_ENDED_TOUCHED = (
+    select(_TASKS.c.request_id, _TASKS.c.resource_type, _TASKS.c.resource_id)
+    .distinct()
+    .join(_T, _T.c.id == _TASKS.c.request_id)
+    .where(_TASKS.c.request_id.in_(_ENDED_IDS))
+)
+_INSERT_IGNORE = insert(_RESOURCES).prefix_with("IGNORE")
+
+
 def _record_ended(dialect: str) -> Insert:
     if dialect not in _RECORD_ENDED:
-        ids: BindParameter[Any] = bindparam("op_ids", expanding=True)
-        source = (
-            select(_TASKS.c.request_id, _TASKS.c.resource_type, _TASKS.c.resource_id)
-            .distinct()
-            # Only an operation that is written keeps resources (a foreign key).
-            .join(_T, _T.c.id == _TASKS.c.request_id)
-            .where(_TASKS.c.request_id.in_(ids))
-        )
-        _RECORD_ENDED[dialect] = _ignoring_repeats(dialect, source)
+        _RECORD_ENDED[dialect] = _ignoring_repeats(dialect, _ENDED_TOUCHED)
     return _RECORD_ENDED[dialect]
 
 

@@ -599,6 +599,9 @@ def test_no_statement_before_the_response_and_one_for_the_operation(
         after_rollbacks = rollbacks() if engine.dialect.name == "mysql" else 0
     finally:
         operations.close()
+    if engine.dialect.name == "mysql" and after:
+        # MariaDB reads the resources, then inserts them (no locking read of the tasks).
+        after = [*after[:-1], "SELECT"]
     assert executed == {"before": [], "app": in_app, "start": at_start, "after": after}
     assert after_rollbacks == before  # an AUTOCOMMIT connection is not rolled back on return
 
