@@ -35,12 +35,14 @@ __all__ = [
     "CALLER_ID_LENGTH",
     "OPERATIONS_CANCEL",
     "OPERATIONS_LIST",
+    "OPERATIONS_RETRY",
     "OPERATIONS_SHOW",
     "READ",
     "READ_RULES",
     "RULES",
     "TASKS_CANCEL",
     "TASKS_LIST",
+    "TASKS_RETRY",
     "TASKS_SHOW",
     "TASKS_SHOW_HOST",
     "WORKERS_LIST",
@@ -96,6 +98,8 @@ TASKS_SHOW_HOST: Final = Rule(
 )
 #: Cancel a task.
 TASKS_CANCEL: Final = Rule("tasktoolkit:tasks:cancel", ACT, "Cancel a task.")
+#: Re-run a failed or cancelled task.
+TASKS_RETRY: Final = Rule("tasktoolkit:tasks:retry", ACT, "Re-run a failed or cancelled task.")
 #: List operations.
 OPERATIONS_LIST: Final = Rule("tasktoolkit:operations:list", READ, "List operations.")
 #: Show one operation (with its tasks).
@@ -107,16 +111,22 @@ OPERATIONS_CANCEL: Final = Rule(
 #: List the workers (``GET /workers``): hosts of every project, so asked of no project,
 #: which only system-scoped readers (and system admins) pass.
 WORKERS_LIST: Final = Rule("tasktoolkit:workers:list", READ, "List the live workers.")
+#: Re-run every failed or cancelled task of an operation.
+OPERATIONS_RETRY: Final = Rule(
+    "tasktoolkit:operations:retry", ACT, "Re-run an operation's failed or cancelled tasks."
+)
 #: Every rule the toolkit asks about.
 RULES: tuple[Rule, ...] = (
     TASKS_LIST,
     TASKS_SHOW,
     TASKS_SHOW_HOST,
     TASKS_CANCEL,
+    TASKS_RETRY,
     OPERATIONS_LIST,
     OPERATIONS_SHOW,
     OPERATIONS_CANCEL,
     WORKERS_LIST,
+    OPERATIONS_RETRY,
 )
 #: The rules that only read, which a system-scoped reader passes.
 READ_RULES = frozenset(rule for rule in RULES if rule.access == READ)

@@ -37,6 +37,7 @@ __all__ = [
     "InvalidTransitionError",
     "NotAResourceError",
     "NotFoundError",
+    "NothingToRerunError",
     "OperationNotFoundError",
     "OperationTransitionError",
     "ResourceTypeConflictError",
@@ -171,6 +172,14 @@ class OperationTransitionError(TaskToolkitError):
         self.current = current
         self.requested = requested
         super().__init__(f"operation {operation_id} cannot go from {current!r} to {requested!r}")
+
+
+class NothingToRerunError(TaskToolkitError):
+    """A re-run with nothing to re-run: the task (or every task of the operation) is not
+    ``failed`` or ``cancelled``, or is gone with its resource; nothing was changed."""
+
+    status = 409
+    code = "tasktoolkit.nothing_to_rerun"
 
 
 class TaskNotHeldError(TaskToolkitError):

@@ -24,9 +24,11 @@ from tasktoolkit.orm._stats import TaskStats
 from tasktoolkit.orm._workers import WORKER_ERROR, WORKER_ERROR_MESSAGE
 
 __all__ = [
+    "REQUEST_FAILED",
     "attempts_view",
     "isoformat",
     "operation_view",
+    "resources_view",
     "stats_view",
     "task_view",
     "worker_view",
@@ -118,6 +120,36 @@ def task_view(task: Task, *, admin: bool, waits: Waits | None = None) -> dict[st
     return view
 
 
+#: The error code of an operation whose response was a 4xx or 5xx, when no task failed.
+REQUEST_FAILED = "request_failed"
+
+
+def _operation_error(operation: Operation, *, admin: bool) -> dict[str, Any] | None:
+    """Why the operation failed: its first failed task's error (with the task), its own
+    (``request_lost``), or its failed response's; ``None`` otherwise."""
+    error: dict[str, Any] | None = operation.error
+    if error is None:
+        status = operation.http_status
+        if status is None or status < 400:
+            return None
+        return {"code": REQUEST_FAILED, "message": f"the request was answered {status}"}
+    if not admin and error["code"] == WORKER_ERROR:
+        error["message"] = WORKER_ERROR_MESSAGE
+    return error
+
+
+def resources_view(operation: Operation) -> list[dict[str, str]]:
+    """Every resource the operation touched (its target first, if it had one)."""
+    seen: list[tuple[str, str]] = []
+    if operation.resource_type is not None and operation.resource_id is not None:
+        seen.append((operation.resource_type, operation.resource_id))
+    for touched in operation.resource_records:
+        key = (touched.resource_type, touched.resource_id)
+        if key not in seen:
+            seen.append(key)
+    return [{"type": kind, "id": ident} for kind, ident in seen]
+
+
 def operation_view(
     operation: Operation,
     *,
@@ -126,7 +158,11 @@ def operation_view(
     waits: Waits | None = None,
 ) -> dict[str, Any]:
     """The operation as the API shows it; with ``tasks`` (its own GET) when given, their
-    ``waiting`` said by ``waits``."""
+    ``waiting`` said by ``waits``.
+
+    Its ``error`` shows members a generic message for an unexpected worker error,
+    as a task's view does.
+    """
     view: dict[str, Any] = {
         "id": operation.id,
         "global_request_id": operation.global_request_id,
@@ -139,8 +175,10 @@ def operation_view(
         "user_id": operation.user_id,
         "state": operation.state,
         "http_status": operation.http_status,
-        "error": operation.error,
+        "error": _operation_error(operation, admin=admin),
         "task_counts": operation.task_counts,
+        "resources": resources_view(operation),
+        "retry_of": operation.retry_of,
         "created_at": isoformat(operation.created_at),
         "updated_at": isoformat(operation.updated_at),
         "finished_at": isoformat(operation.finished_at),

@@ -55,9 +55,12 @@ _ERRORS = {
 
 
 def listing(schema: str, *, of_resource: bool = False) -> dict[str, Any]:
-    """The responses of a list: its page, a bad parameter; a resource not found."""
+    """The responses of a list: its page (with a weak ``ETag``; ``304``), a bad parameter;
+    a resource not found."""
+    headers = _headers("ETag")
     responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": _json_body(schema)},
+        "200": {"description": "OK", "content": _json_body(schema), "headers": headers},
+        "304": {"description": "Not Modified (If-None-Match)", "headers": headers},
         **_ERRORS,
     }
     if of_resource:

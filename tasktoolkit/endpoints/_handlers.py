@@ -19,12 +19,15 @@ from urllib.parse import urlencode
 from sqlalchemy.orm import Session
 from webob import Request
 
+from tasktoolkit import context
 from tasktoolkit.caller import (
     OPERATIONS_CANCEL,
     OPERATIONS_LIST,
+    OPERATIONS_RETRY,
     OPERATIONS_SHOW,
     TASKS_CANCEL,
     TASKS_LIST,
+    TASKS_RETRY,
     TASKS_SHOW,
     TASKS_SHOW_HOST,
     WORKERS_LIST,
@@ -69,6 +72,7 @@ from tasktoolkit.orm._queries import Page
 from tasktoolkit.orm._registry import Waits, list_workers, waits_of
 from tasktoolkit.orm._stats import task_stats
 from tasktoolkit.orm._transitions import cancel_operation as cancel_operations_tasks
+from tasktoolkit.orm._transitions import rerun_operation, rerun_task
 from tasktoolkit.views import operation_view, stats_view, task_view, worker_view
 
 __all__ = [
@@ -82,6 +86,9 @@ __all__ = [
     "operations",
     "resource_task",
     "resource_tasks",
+    "retry_operation",
+    "retry_resource_task",
+    "retry_task",
     "stats",
     "task",
     "tasks",
@@ -226,6 +233,22 @@ def cancel_resource_task(call: Call) -> Answer:
     return Answer({"task": task_view(task, admin=hosts, waits=_waits(call, [task]))}, status=202)
 
 
+def retry_resource_task(call: Call) -> Answer:
+    """``POST /<collection>/<id>/tasks/<task_id>/retry``."""
+    return _retry(call, _resource_task(call))
+
+
+def _retry(call: Call, found: Task) -> Answer:
+    """Re-run ``found`` in the request's operation: 202 with the task as it is now pending."""
+    target = _target(found)
+    if not call.allowed(TASKS_RETRY, target):
+        raise ForbiddenError(f"not allowed to re-run task {found.id}")
+    task = rerun_task(call.session, found.id)
+    call.session.commit()
+    hosts = call.allowed(TASKS_SHOW_HOST, target)
+    return Answer({"task": task_view(task, admin=hosts, waits=_waits(call, [task]))}, status=202)
+
+
 # -- across resources --------------------------------------------------------------
 
 
@@ -254,6 +277,16 @@ def task(call: Call) -> Waiting:
         return _task_answer(call, found, target), found.is_terminal
 
     return Waiting(task_id, read)
+
+
+def retry_task(call: Call) -> Answer:
+    """``POST /tasks/<task_id>/retry``."""
+    refuse_any(call.request.query_string)
+    task_id = _task_id(call)
+    found = get_task(call.session, task_id, scope=_EVERYONE)
+    if not call.allowed(TASKS_SHOW, _target(found)):
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    return _retry(call, found)
 
 
 def _task_answer(call: Call, task: Task, target: Mapping[str, Any]) -> Answer:
@@ -321,6 +354,26 @@ def workers(call: Call) -> Answer:
         raise ForbiddenError("listing workers is for admins and system readers")
     found = list_workers(call.session.connection())
     return Answer({"workers": [worker_view(w) for w in found]})
+
+
+def retry_operation(call: Call) -> Answer:
+    """``POST /operations/<request_id>/retry``: 202 with the re-run, the request's own
+    operation (as ``Operation-Location`` says); outside a request's operation (no
+    middleware), with the operation whose tasks were re-run."""
+    refuse_any(call.request.query_string)
+    found, target = _visible_operation(call)
+    if not call.allowed(OPERATIONS_RETRY, target):
+        raise ForbiddenError(f"not allowed to re-run operation {found.id}")
+    rerun_operation(call.session, found.id)
+    call.session.commit()
+    ctx = context.current()
+    if ctx is not None and ctx.operation_id is not None:
+        try:
+            found = get_operation(call.session, ctx.operation_id, scope=_EVERYONE)
+        except OperationNotFoundError:
+            pass
+    call.session.refresh(found)
+    return Answer(_operation_document(call, found, _target(found)), status=202)
 
 
 def openapi(call: Call) -> Answer:
@@ -406,4 +459,6 @@ def _list(
         kept = [(name, value) for name, value in pairs if name != "marker"]
         query = urlencode([*kept, ("marker", views[-1]["id"])])
         links.append({"rel": "next", "href": f"{call.request.path_url}?{query}"})
-    return Answer({key: views, f"{key}_links": links})
+    # A weak tag of what the page shows: a list changes under a client as its
+    # records do, and If-None-Match spares it the page it already has.
+    return Answer({key: views, f"{key}_links": links}, tagged=True, weak=True)

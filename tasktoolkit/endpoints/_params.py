@@ -26,6 +26,7 @@ from tasktoolkit._checks import (
     ACTION,
     DIGITS,
     HTTP_TOKEN,
+    QUEUE,
     RESOURCE_ID,
     RESOURCE_TYPE,
     TASK_NAME,
@@ -75,6 +76,10 @@ _COMMON = frozenset(
     }
 )
 _RESOURCE_FILTERS = frozenset({"resource_type", "resource_id"})
+#: Who asked, and how it failed: on ``/tasks`` and ``/operations``.
+_CALLER_FILTERS = frozenset({"global_request_id", "user_id", "error_code"})
+#: Text a user id or an error code may be: 1 to 64 characters, no control character.
+_STORED_TEXT = re.compile(r"\A[^\x00-\x1f\x7f\ud800-\udfff]{1,64}\Z")
 _TASK_STATES = tuple(s.value for s in TaskState)
 
 
@@ -92,10 +97,13 @@ RESOURCE_TASK_LIST = ListKind(
     check_resource_type=True,
 )
 #: ``GET /tasks``: across resources, so they may be filtered by.
-TASK_LIST = replace(RESOURCE_TASK_LIST, allowed=RESOURCE_TASK_LIST.allowed | _RESOURCE_FILTERS)
+TASK_LIST = replace(
+    RESOURCE_TASK_LIST,
+    allowed=RESOURCE_TASK_LIST.allowed | _RESOURCE_FILTERS | _CALLER_FILTERS | {"queue"},
+)
 #: ``GET /operations`` (operations have no name; ``active`` means ``running``).
 OPERATION_LIST = ListKind(
-    allowed=_COMMON | _RESOURCE_FILTERS | {"action", "method"},
+    allowed=_COMMON | _RESOURCE_FILTERS | _CALLER_FILTERS | {"action", "method"},
     states=tuple(s.value for s in OperationState),
     active=(OperationState.RUNNING.value,),
     sort_keys=ListParams.OPERATION_SORT_KEYS,
@@ -213,6 +221,18 @@ def _record_filters(
                 f"request_id: {_shown(get['request_id'])} is not a request id (req-<uuid>)"
             )
         options["request_id"] = get["request_id"]
+    if "global_request_id" in get:
+        if not is_valid_request_id(get["global_request_id"]):
+            raise InvalidFilterError(
+                f"global_request_id: {_shown(get['global_request_id'])} is not a request id "
+                "(req-<uuid>)"
+            )
+        options["global_request_id"] = get["global_request_id"]
+    for name, what in (("user_id", "a user id"), ("error_code", "an error code")):
+        if name in get:
+            options[name] = _match(name, get[name], _STORED_TEXT, what)
+    if "queue" in get:
+        options["queue"] = _match("queue", get["queue"], QUEUE, "a queue name")
     if "resource_type" in get:
         value = _match("resource_type", get["resource_type"], RESOURCE_TYPE, "a resource type")
         known = sorted(resource_types())

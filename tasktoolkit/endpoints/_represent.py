@@ -55,14 +55,17 @@ class Answer:
     :param document: the body as data (views, links).
     :param status: the HTTP status.
     :param headers: more headers (``Retry-After``), kept on a ``304`` too.
-    :param tagged: a single record: it carries an ``ETag`` and answers ``304``
-        to an ``If-None-Match`` that holds it.
+    :param tagged: it carries an ``ETag`` (of its body) and answers ``304`` to an
+        ``If-None-Match`` that holds it: a single record, or a list's page.
+    :param weak: the ``ETag`` is weak (``W/"..."``): a list's, which says what
+        the page shows, not the bytes of one representation of a record.
     """
 
     document: Mapping[str, Any]
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     tagged: bool = False
+    weak: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +132,15 @@ def represent(answer: Answer, request: Request, how: Representation = JSON) -> R
     or the endpoint's page (its script waits on the JSON with that ``ETag``)."""
     body = json.dumps(answer.document, separators=(",", ":")).encode("utf-8")
     etag = hashlib.sha256(body).hexdigest()[:32] if answer.tagged else None
+    tag = None if etag is None else f'{"W/" if answer.weak else ""}"{etag}"'
     if how.pages is not None:
         response = how.pages.response(
             how.endpoint,
             answer.document,
             request,
             status=answer.status,
-            etag=None if etag is None else f'"{etag}"',
+            # A page's script waits on its record's JSON: a list's page has none.
+            etag=None if answer.weak else tag,
         )
     else:
         response = Response(
@@ -145,7 +150,7 @@ def represent(answer: Answer, request: Request, how: Representation = JSON) -> R
             if _matches(request.headers.get("If-None-Match"), etag):
                 response = Response(status=304, charset=None)
                 response.headers.pop("Content-Type", None)
-            response.headers["ETag"] = f'"{etag}"'
+            response.headers["ETag"] = tag
     for name, value in answer.headers:
         response.headers[name] = value
     if how.varies:

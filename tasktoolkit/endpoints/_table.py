@@ -37,10 +37,21 @@ RESOURCE_PREFIX = "/{collection}/{resource_id}"
 #: Where the document of what is mounted is served, under the path prefix.
 OPENAPI_PATH = "/openapi.json"
 _GET = ("GET", "HEAD")
-_LIST = ("state", "name", "request_id", "changes-since", "changes-before", "limit", "marker")
+_LIST = (
+    "state",
+    "name",
+    "request_id",
+    "changes-since",
+    "changes-before",
+    "limit",
+    "marker",
+    "If-None-Match",
+)
 _SORT = ("sort_key", "sort_dir")
 _WAIT = ("If-None-Match", "Prefer")
 _KEY = ("Idempotency-Key",)
+#: Who asked, and how it failed: filters of /tasks and /operations.
+_CALLER = ("global_request_id", "user_id", "error_code")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +121,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
     ),
     Endpoint(
+        "retry",
+        f"{RESOURCE_PREFIX}/tasks/{{task_id}}/retry",
+        ("POST",),
+        handlers.retry_resource_task,
+        (rules.TASKS_RETRY, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
+        Described(
+            "retryResourceTask",
+            "Re-run a failed or cancelled task, as the request's own operation",
+            accepted("TaskDocument", "Accepted: the task, pending again"),
+            _KEY,
+        ),
+    ),
+    Endpoint(
         "tasks",
         "/tasks",
         _GET,
@@ -119,7 +143,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "listTasks",
             "Every task the caller may see",
             listing("TaskList"),
-            (*_LIST, *_SORT, "resource_type", "resource_id"),
+            (*_LIST, *_SORT, "resource_type", "resource_id", *_CALLER, "queue"),
         ),
     ),
     # Before /tasks/{task_id}, which would take "stats" for an id.
@@ -145,6 +169,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Described("showTask", "One task", record("TaskDocument"), _WAIT),
     ),
     Endpoint(
+        "retry_task",
+        "/tasks/{task_id}/retry",
+        ("POST",),
+        handlers.retry_task,
+        (rules.TASKS_RETRY, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
+        Described(
+            "retryTask",
+            "Re-run a failed or cancelled task, as the request's own operation",
+            accepted("TaskDocument", "Accepted: the task, pending again"),
+            _KEY,
+        ),
+    ),
+    Endpoint(
         "operations",
         "/operations",
         _GET,
@@ -161,12 +198,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "action",
                 "method",
                 "resource_id",
+                *_CALLER,
                 "changes-since",
                 "changes-before",
                 "limit",
                 "operation_marker",
                 "operation_sort_key",
                 "sort_dir",
+                "If-None-Match",
             ),
         ),
     ),
@@ -210,6 +249,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "listWorkers",
             "The workers and when each last beat (admins and system readers)",
             forbidding(listing("WorkerList")),
+        ),
+    ),
+    Endpoint(
+        "retry_operation",
+        "/operations/{operation_id}/retry",
+        ("POST",),
+        handlers.retry_operation,
+        (rules.OPERATIONS_RETRY, rules.OPERATIONS_SHOW, rules.TASKS_SHOW, rules.TASKS_SHOW_HOST),
+        Described(
+            "retryOperation",
+            "Re-run every failed or cancelled task of an operation, as the request's own "
+            "operation (its retry_of names the one re-run)",
+            accepted(
+                "OperationDocument",
+                "Accepted: the re-run, with its tasks",
+            ),
+            _KEY,
         ),
     ),
     Endpoint("openapi", OPENAPI_PATH, _GET, handlers.openapi, (), None),

@@ -46,12 +46,14 @@ from tasktoolkit.errors import HandlerConflictError
 from tasktoolkit.hooks import Hooks, PublishInfo, hooks_of
 from tasktoolkit.orm._operations import (
     count_task_transition,
+    keep_first_failure,
     notify_changed,
     open_or_count,
     pending_key,
+    record_resources,
 )
 from tasktoolkit.orm._records import Task
-from tasktoolkit.orm._states import TaskState
+from tasktoolkit.orm._states import TERMINAL_TASK_STATES, TaskState
 from tasktoolkit.signals import OperationChange, TaskChange
 
 __all__ = [
@@ -200,7 +202,11 @@ def record_moves(
     """Roll ``changes`` into their operations' counts and queue their signals.
 
     One count statement per operation and kind of move; an operation whose
-    last active task this ends is finished here too, at the database's time. No commit.
+    last active task this ends is finished here too, at the database's time.
+    A task that joins an operation (spawned, or re-run from a final state:
+    it counts as new in its new operation, whose resources it adds to, here or,
+    for the request being served, with its end) and an operation's first failed
+    task (its ``error``) cost one statement each. No commit.
 
     :param connection: the connection to count on (default: the session's).
     :param opening: the operation of the request being served, not yet known
@@ -209,7 +215,7 @@ def record_moves(
     """
     conn = connection if connection is not None else session.connection()
     per_operation = Counter(
-        (c.request_id, c.old_state, c.new_state) for c in changes if c.request_id is not None
+        (c.request_id, _counted_from(c), c.new_state) for c in changes if c.request_id is not None
     )
     ready = [c for c in changes if c.new_state == TaskState.PENDING]
     # Waiting requests: the moved tasks and every operation whose counts moved;
@@ -229,6 +235,22 @@ def record_moves(
             finished.append(
                 count_task_transition(conn, operation_id, old, new, count=count)
             )
+    # The resources tasks join an operation on: those of the request being served
+    # are kept with its end, off its thread (record_ended_resources); others now.
+    serving = None if opening is None else opening.fields.id
+    joined = [
+        c
+        for c in changes
+        if c.request_id not in (None, serving) and _counted_from(c) is None
+    ]
+    if joined:
+        record_resources(
+            conn,
+            sorted({(c.request_id or "", c.resource_type, c.resource_id) for c in joined}),
+        )
+    for change in changes:
+        if change.request_id is not None and change.new_state == TaskState.FAILED:
+            keep_first_failure(conn, change.request_id, change.task_id)
     if wake:
         notify_changed(conn, wake)
     for change in changes:
@@ -248,6 +270,15 @@ def record_moves(
                 published.setdefault(dispatcher, []).append(change)
         for dispatcher, tasks in published.items():
             _queue(session, partial(_publish, dispatcher, tasks, hooks), -1)
+
+
+def _counted_from(change: TaskChange) -> str | None:
+    """The state an operation's counts move ``change`` from: ``None`` for a task new to
+    the operation (spawned, or re-run from a final state by the operation re-running it;
+    the operation it ended in keeps its counts)."""
+    if change.old_state in TERMINAL_TASK_STATES:
+        return None
+    return change.old_state
 
 
 def _dispatchers(connection: Connection) -> Dispatchers | None:

@@ -31,7 +31,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from tasktoolkit.orm._clock import db_now, later
 from tasktoolkit.orm._records import Operation, operations_table
@@ -65,6 +65,8 @@ def operations_to_notify(
             Operation.finished_at <= later(db_now(), -settled.total_seconds()),
         )
     query = query.order_by(Operation.finished_at, Operation.id).limit(limit)
+    # Their views are made once the session is closed: with what they show, loaded.
+    query = query.options(selectinload(Operation.resource_records))
     return list(session.scalars(query))
 
 

@@ -60,12 +60,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, Update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from tasktoolkit._request_protocol import OperationFields, RequestEnd, RequestOperation, Target
 from tasktoolkit.orm._clock import db_now, later, read_now
 from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._expiry import DEFAULT_TTL, MAX_TTL, check_ttl
+from tasktoolkit.orm._records import operation_resources_table as _RESOURCES
 from tasktoolkit.orm._records import operations_table as _T
 from tasktoolkit.orm._records import tasks_table as _TASKS
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
@@ -83,12 +84,15 @@ __all__ = [
     "end_lost_request",
     "end_request",
     "end_requests",
+    "keep_first_failure",
     "lost_requests",
     "notify_changed",
     "open_operation",
     "open_or_count",
     "orphaned_operations",
     "pending_key",
+    "record_ended_resources",
+    "record_resources",
     "settle_operation",
     "write_finished",
 ]
@@ -300,6 +304,7 @@ def end_request(
         row = connection.execute(_READ_ENDED, params).one_or_none()
     else:
         row = None
+    record_ended_resources(connection, [operation_id])
     if row is None or row.state == OperationState.RUNNING or not row.ended_here:
         return None
     return OperationChange(operation_id, row.state, http_status, row.method, row.path)
@@ -343,6 +348,7 @@ def end_requests(
         )
     connection.execute(_END_ROUND, rows)
     ids = [end.operation_id for end in ends]
+    record_ended_resources(connection, ids)
     notify_changed(connection, ids)
     if not read_back:
         return []
@@ -350,6 +356,111 @@ def end_requests(
         OperationChange(row.id, row.state, row.http_status, row.method, row.path)
         for row in connection.execute(_READ_ENDED_MANY, {"op_ids": ids, "op_now": now})
     ]
+
+
+def record_ended_resources(connection: Connection, operation_ids: Sequence[str]) -> None:
+    """Keep the resources the tasks of these operations touched, as their requests end
+    (the end writer's round, the reaper's end of a lost request); one statement.
+
+    A request's own spawns and re-runs leave their resources to its end, off the
+    request's thread: its transaction pays no statement for them (see :func:`record_moves
+    <tasktoolkit.orm._events.record_moves>`).
+    """
+    if not operation_ids:
+        return
+    params = {"op_ids": sorted(set(operation_ids))}
+    dialect = connection.dialect.name
+    if dialect not in ("mysql", "mariadb"):
+        connection.execute(_record_ended(dialect), params)
+        return
+    # InnoDB's INSERT ... SELECT locks the rows it reads (REPEATABLE READ): the
+    # tasks a worker is moving, whose operation's row it takes next. A plain read
+    # takes no lock; the insert then locks only what it writes.
+    rows = connection.execute(_ENDED_TOUCHED, params).all()
+    if rows:
+        connection.execute(
+            _INSERT_IGNORE,
+            [{"operation_id": o, "resource_type": t, "resource_id": r} for o, t, r in rows],
+        )
+
+
+def _ignoring_repeats(dialect: str, source: Any) -> Insert:
+    """``INSERT INTO`` the resources table ``FROM`` ``source``, ignoring a row already kept."""
+    columns = ["operation_id", "resource_type", "resource_id"]
+    if dialect == "postgresql":
+        return postgresql.insert(_RESOURCES).from_select(columns, source).on_conflict_do_nothing()
+    prefix = "OR IGNORE" if dialect == "sqlite" else "IGNORE"
+    return insert(_RESOURCES).from_select(columns, source).prefix_with(prefix)
+
+
+_ENDED_IDS: BindParameter[Any] = bindparam("op_ids", expanding=True)
+#: The resources the tasks of ended requests touched (of written operations only: a
+#: foreign key).
+_ENDED_TOUCHED = (
+    select(_TASKS.c.request_id, _TASKS.c.resource_type, _TASKS.c.resource_id)
+    .distinct()
+    .join(_T, _T.c.id == _TASKS.c.request_id)
+    .where(_TASKS.c.request_id.in_(_ENDED_IDS))
+)
+_INSERT_IGNORE = insert(_RESOURCES).prefix_with("IGNORE")
+
+
+def _record_ended(dialect: str) -> Insert:
+    if dialect not in _RECORD_ENDED:
+        _RECORD_ENDED[dialect] = _ignoring_repeats(dialect, _ENDED_TOUCHED)
+    return _RECORD_ENDED[dialect]
+
+
+_RECORD_ENDED: dict[str, Insert] = {}
+
+
+def record_resources(connection: Connection, touched: Sequence[tuple[str, str, str]]) -> None:
+    """Keep that operations touched resources: ``(operation_id, resource_type,
+    resource_id)`` each; one statement. One already kept, or of an operation not
+    written, is left out."""
+    connection.execute(
+        _record_resources(connection.dialect.name),
+        [{"op_id": o, "op_resource_type": t, "op_resource_id": r} for o, t, r in touched],
+    )
+
+
+def _record_resources(dialect: str) -> Insert:
+    """``INSERT ... SELECT`` from the operation's row (none: nothing), ignoring a repeat."""
+    if dialect in _RECORD_RESOURCES:
+        return _RECORD_RESOURCES[dialect]
+    source = select(
+        _T.c.id,
+        bindparam("op_resource_type", type_=String),
+        bindparam("op_resource_id", type_=String),
+    ).where(_T.c.id == _ID)
+    statement = _ignoring_repeats(dialect, source)
+    _RECORD_RESOURCES[dialect] = statement
+    return statement
+
+
+_RECORD_RESOURCES: dict[str, Insert] = {}
+
+
+def keep_first_failure(connection: Connection, operation_id: str, task_id: str) -> None:
+    """Make the failure of ``task_id`` (just written) its operation's ``error``, unless
+    the operation has one already; one statement."""
+    connection.execute(_KEEP_FAILURE, {"op_id": operation_id, "op_task": task_id})
+
+
+def _of_task(column: str) -> Any:
+    return select(_TASKS.c[column]).where(_TASKS.c.id == bindparam("op_task")).scalar_subquery()
+
+
+_KEEP_FAILURE = (
+    update(_T)
+    .where(_T.c.id == bindparam("op_id"), _T.c.error_code.is_(None))
+    .values(
+        error_code=_of_task("error_code"),
+        error_message=_of_task("error_message"),
+        error_task_id=_of_task("id"),
+        error_task_name=_of_task("name"),
+    )
+)
 
 
 def count_task_transition(
@@ -718,6 +829,7 @@ def end_lost_request(
     )
     if result.rowcount != 1:
         return False, None
+    record_ended_resources(connection, [operation_id])
     return True, _finish_if_done(connection, operation_id)
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tasktoolkit.errors import InvalidFilterError, OperationNotFoundError, TaskNotFoundError
 from tasktoolkit.orm._clock import db_now
-from tasktoolkit.orm._records import Operation, Task
+from tasktoolkit.orm._records import Operation, OperationResource, Task
 from tasktoolkit.orm._states import ACTIVE_TASK_STATES, OperationState, TaskState
 
 __all__ = [
@@ -54,6 +54,8 @@ __all__ = [
 
 #: Tasks are shown with their attempts: one more query per list, not one per task.
 _WITH_ATTEMPTS = selectinload(Task.attempt_records)
+#: Operations with the resources they touched, likewise.
+_WITH_RESOURCES = selectinload(Operation.resource_records)
 #: Sort keys whose column may be NULL; NULLs sort last in both directions.
 _NULLABLE_KEYS = frozenset({"finished_at"})
 
@@ -88,6 +90,12 @@ class ListParams:
     :param resource_id: keep the records of the resource with this id.
     :param action: keep operations whose route's action is this (operations only).
     :param method: keep operations of this HTTP method (operations only).
+    :param global_request_id: keep operations with this global request id, and
+        the tasks of those operations.
+    :param user_id: keep the records of this user.
+    :param error_code: keep the tasks that failed with this code, and the
+        operations whose first failure had it.
+    :param queue: keep the tasks routed to this queue (tasks only).
     :param changes_since: keep records updated at or after this time.
     :param changes_before: keep records updated at or before this time.
     :param limit: the page size, 1..:attr:`MAX_LIMIT`.
@@ -122,6 +130,10 @@ class ListParams:
     resource_id: str | None = None
     action: str | None = None
     method: str | None = None
+    global_request_id: str | None = None
+    user_id: str | None = None
+    error_code: str | None = None
+    queue: str | None = None
     changes_since: datetime | None = None
     changes_before: datetime | None = None
     limit: int = 100
@@ -190,15 +202,45 @@ def _filters(
             if model is not Operation:
                 raise InvalidFilterError(f"{name}: tasks have no {name}")
             where.append(getattr(Operation, name) == value)
-    if params.resource_type is not None:
-        where.append(model.resource_type == params.resource_type)
-    if params.resource_id is not None:
-        where.append(model.resource_id == params.resource_id)
+    if params.queue is not None:
+        if model is not Task:
+            raise InvalidFilterError("queue: operations have no queue")
+        where.append(Task.queue == params.queue)
+    if params.global_request_id is not None:
+        of_request = Operation.global_request_id == params.global_request_id
+        # A task keeps no global request id: its operation does (and its index finds them).
+        where.append(
+            of_request
+            if model is Operation
+            else Task.request_id.in_(select(Operation.id).where(of_request))
+        )
+    if params.user_id is not None:
+        where.append(model.user_id == params.user_id)
+    if params.error_code is not None:
+        where.append(model.error_code == params.error_code)
+    where += _resource_filters(model, params)
     if params.changes_since is not None:
         where.append(model.updated_at >= params.changes_since)
     if params.changes_before is not None:
         where.append(model.updated_at <= params.changes_before)
     return where
+
+
+def _resource_filters(
+    model: type[Task] | type[Operation], params: ListParams
+) -> list[ColumnElement[bool]]:
+    """A resource's records: for operations, those that targeted it or touched it (a bulk
+    create touches many), found through the index of the resources they touched."""
+    kind, ident = params.resource_type, params.resource_id
+    if model is Task or ident is None:
+        where = [] if kind is None else [model.resource_type == kind]
+        return where + ([] if ident is None else [model.resource_id == ident])
+    targeted = Operation.resource_id == ident
+    touched = select(OperationResource.operation_id).where(OperationResource.resource_id == ident)
+    if kind is not None:
+        targeted = and_(targeted, Operation.resource_type == kind)
+        touched = touched.where(OperationResource.resource_type == kind)
+    return [or_(targeted, Operation.id.in_(touched))]
 
 
 def _after(
@@ -268,15 +310,12 @@ def _page(
     order: list[Any] = [column.is_(None)] if nullable else []
     order += [column.desc(), ident.desc()] if descending else [column.asc(), ident.asc()]
     statement: Select[_R] = select(model).where(*where).order_by(*order).limit(params.limit + 1)
-    if model is Task:
-        statement = statement.options(_WITH_ATTEMPTS)
+    statement = statement.options(_WITH_ATTEMPTS if model is Task else _WITH_RESOURCES)
     rows = list(session.execute(statement).scalars())
     return Page(records=rows[: params.limit], has_more=len(rows) > params.limit)
 
 
-def list_tasks(
-    session: Session, params: ListParams, *, scope: Scope
-) -> Page[Task]:
+def list_tasks(session: Session, params: ListParams, *, scope: Scope) -> Page[Task]:
     """One page of the tasks ``scope`` may see that match ``params``.
 
     :raises InvalidFilterError: a bad state, limit, sort, time range or marker.
@@ -285,9 +324,7 @@ def list_tasks(
     return _page(session, Task, params, scope, ListParams.TASK_SORT_KEYS)
 
 
-def list_operations(
-    session: Session, params: ListParams, *, scope: Scope
-) -> Page[Operation]:
+def list_operations(session: Session, params: ListParams, *, scope: Scope) -> Page[Operation]:
     """One page of the operations ``scope`` may see that match ``params``.
 
     :raises InvalidFilterError: a bad state, limit, sort, time range or marker.
@@ -309,7 +346,6 @@ def get_task(
     scope: Scope,
     resource_type: str | None = None,
     resource_id: str | None = None,
-
 ) -> Task:
     """The task ``task_id`` if ``scope`` may see it (and, when given, it is on that resource).
 
@@ -326,28 +362,26 @@ def get_task(
     return task
 
 
-def get_operation(
-    session: Session, operation_id: str, *, scope: Scope
-) -> Operation:
+def get_operation(session: Session, operation_id: str, *, scope: Scope) -> Operation:
     """The operation ``operation_id`` if ``scope`` may see it.
 
     :raises OperationNotFoundError: no such live operation, or one the caller may not see.
     """
     operation = session.execute(
-        select(Operation).where(
+        select(Operation)
+        .where(
             Operation.id == operation_id,
             _live(Operation),
             *_scoped(Operation, scope),
         )
+        .options(_WITH_RESOURCES)
     ).scalar_one_or_none()
     if operation is None:
         raise OperationNotFoundError(f"no operation {operation_id!r}")
     return operation
 
 
-def operation_tasks(
-    session: Session, operation_id: str, *, scope: Scope
-) -> list[Task]:
+def operation_tasks(session: Session, operation_id: str, *, scope: Scope) -> list[Task]:
     """The live tasks of an operation that ``scope`` may see, oldest first."""
     statement = (
         select(Task)

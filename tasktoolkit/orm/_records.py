@@ -49,6 +49,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "IdempotencyKey",
     "Operation",
+    "OperationResource",
     "ReaperWatch",
     "RecordBase",
     "Task",
@@ -57,6 +58,7 @@ __all__ = [
     "attempts_table",
     "idempotency_keys_table",
     "metadata",
+    "operation_resources_table",
     "operations_table",
     "reaper_watch_table",
     "tasks_table",
@@ -120,6 +122,15 @@ class Operation(RecordBase):
         Index("ix_tasktoolkit_operations_request_deadline", "request_deadline"),
         # The notifications' sweep: finished, not notified, in a window of finish times.
         Index("ix_tasktoolkit_operations_to_notify", "notified_at", "finished_at"),
+        # The re-runs of an operation.
+        Index("ix_tasktoolkit_operations_retry_of", "retry_of"),
+        # /operations?global_request_id=|user_id=|error_code=, newest first; and
+        # /tasks?global_request_id= (the tasks of the operations it finds).
+        Index(
+            "ix_tasktoolkit_operations_global_request", "global_request_id", "created_at", "id"
+        ),
+        Index("ix_tasktoolkit_operations_user", "user_id", "created_at", "id"),
+        Index("ix_tasktoolkit_operations_error_code", "error_code", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(exact_string(40), primary_key=True)
@@ -136,9 +147,15 @@ class Operation(RecordBase):
     #: When the reaper ends the operation if its request has not recorded its
     #: end; ``None`` once the end is recorded (or the request was found lost).
     request_deadline: Mapped[datetime | None]
-    #: Why the operation failed when no task and no response say it (``request_lost``).
+    #: Why the operation failed: its own error (``request_lost``), or its first
+    #: task's failure, kept when that task is re-run or gone.
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    #: The task whose failure :attr:`error_code` is, if a task's.
+    error_task_id: Mapped[str | None] = mapped_column(exact_string(36))
+    error_task_name: Mapped[str | None] = mapped_column(exact_string(128))
+    #: The operation this one re-ran (``POST .../retry``), or ``None``.
+    retry_of: Mapped[str | None] = mapped_column(exact_string(40))
     #: Seconds a finished operation is kept; ``None`` keeps it. Stored per row so
     #: that whichever process finishes the operation (often a worker) knows it.
     ttl_seconds: Mapped[int | None] = mapped_column(Integer)
@@ -155,12 +172,25 @@ class Operation(RecordBase):
     #: then (and for ever where nothing sends notifications).
     notified_at: Mapped[datetime | None]
 
+    #: Every resource the operation touched, kept after they are gone. Not
+    #: loaded unless asked for.
+    resource_records: Mapped[list[OperationResource]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="(OperationResource.resource_type, OperationResource.resource_id)",
+        lazy="select",
+    )
+
     @property
     def error(self) -> dict[str, str] | None:
-        """``{"code", "message"}`` when the operation itself failed (``request_lost``)."""
+        """``{"code", "message"}`` (and ``task_id``, ``task_name`` for a task's failure)
+        when the operation failed for a reason of its own or of its first failed task."""
         if self.error_code is None:
             return None
-        return {"code": self.error_code, "message": self.error_message or ""}
+        error = {"code": self.error_code, "message": self.error_message or ""}
+        if self.error_task_id is not None:
+            error.update(task_id=self.error_task_id, task_name=self.error_task_name or "")
+        return error
 
     @property
     def task_counts(self) -> dict[str, int]:
@@ -199,6 +229,10 @@ class Task(RecordBase):
         Index("ix_tasktoolkit_tasks_unpublished", "state", "published_at", "created_at"),
         # The stats' recent failures: failed tasks in a window of finish times.
         Index("ix_tasktoolkit_tasks_finished", "state", "finished_at"),
+        # /tasks?user_id=|error_code=|queue=, newest first, whatever the state.
+        Index("ix_tasktoolkit_tasks_user", "user_id", "created_at", "id"),
+        Index("ix_tasktoolkit_tasks_error_code", "error_code", "created_at", "id"),
+        Index("ix_tasktoolkit_tasks_queue_listed", "queue", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(exact_string(36), primary_key=True)
@@ -310,6 +344,35 @@ class IdempotencyKey(RecordBase):
         return _repr(self, "project_id", "key", "operation_id", "status")
 
 
+class OperationResource(RecordBase):
+    """A resource an operation touched (spawned or re-ran a task on), kept after it is gone.
+
+    Owned by its operation (``ON DELETE CASCADE``): purged with it.
+    ``/operations?resource_id=`` finds a bulk operation from any of its
+    resources through the index on ``(resource_id, resource_type)``.
+    """
+
+    __tablename__ = "tasktoolkit_operation_resources"
+    __table_args__ = (
+        Index("ix_tasktoolkit_operation_resources_resource", "resource_id", "resource_type"),
+    )
+
+    operation_id: Mapped[str] = mapped_column(
+        exact_string(40),
+        ForeignKey(
+            "tasktoolkit_operations.id",
+            ondelete="CASCADE",
+            name="fk_tasktoolkit_operation_resources_operation",
+        ),
+        primary_key=True,
+    )
+    resource_type: Mapped[str] = mapped_column(exact_string(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(exact_string(64), primary_key=True)
+
+    def __repr__(self) -> str:
+        return _repr(self, "operation_id", "resource_type", "resource_id")
+
+
 class TaskAttempt(RecordBase):
     """One start of a task that has ended: where it ran, when, and how it ended."""
 
@@ -396,5 +459,6 @@ operations_table = cast(Table, Operation.__table__)
 tasks_table = cast(Table, Task.__table__)
 idempotency_keys_table = cast(Table, IdempotencyKey.__table__)
 attempts_table = cast(Table, TaskAttempt.__table__)
+operation_resources_table = cast(Table, OperationResource.__table__)
 reaper_watch_table = cast(Table, ReaperWatch.__table__)
 workers_table = cast(Table, WorkerRecord.__table__)

@@ -47,12 +47,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
+from tasktoolkit import context
 from tasktoolkit._checks import UNSTORABLE, storable
+from tasktoolkit._request_protocol import RequestOperation
 from tasktoolkit.errors import (
     InvalidErrorCodeError,
     InvalidProgressError,
     InvalidResultError,
     InvalidTransitionError,
+    NothingToRerunError,
     OperationNotFoundError,
     OperationTransitionError,
     TaskNotFoundError,
@@ -66,7 +69,7 @@ from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
 from tasktoolkit.orm._resource import _REGISTRY
-from tasktoolkit.orm._rules import row_rules
+from tasktoolkit.orm._rules import DEFAULT_RULES, row_rules
 from tasktoolkit.orm._states import (
     ACTIVE_TASK_STATES,
     TERMINAL_TASK_STATES,
@@ -82,6 +85,7 @@ __all__ = [
     "MAX_ERROR_CODE",
     "MAX_RESULT_BYTES",
     "NOT_STARTED",
+    "RERUNNABLE",
     "WORKER_LOST",
     "acknowledge_cancel",
     "cancel_operation",
@@ -97,6 +101,8 @@ __all__ = [
     "note_refused",
     "reap_lost",
     "report_progress",
+    "rerun_operation",
+    "rerun_task",
     "start_oldest",
     "start_task",
     "succeed_task",
@@ -238,7 +244,14 @@ def _read_time(now: Moment) -> datetime:
     return now
 
 
-def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
+def _apply(
+    session: Session,
+    task_id: str,
+    decide: _Decide,
+    what: str,
+    *,
+    opening: RequestOperation | None = None,
+) -> Task:
     """The read / decide / compare-and-set / retry loop of every change of a task.
 
     The database's time comes with the read of the task: every time the
@@ -248,6 +261,9 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
     the statements themselves, and the compare-and-set also requires every
     column a decision reads to be as in the snapshot, so a stale one costs a
     locked read and a second decision, never a wrong move.
+
+    :param opening: the operation of the request being served, which a task
+        joining it (a re-run) writes, as a spawn does (see :func:`record_moves`).
     """
     snapshot = _known(session, task_id)
     for attempt in range(_MAX_RETRIES):
@@ -283,7 +299,7 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
             moved = change_of(
                 task, old_state, outcome=outcome, moved_at=moved_at, ended=started_at
             )
-            record_moves(session, [moved])
+            record_moves(session, [moved], opening=opening)
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
@@ -862,6 +878,118 @@ def cancel_operation(session: Session, operation_id: str) -> list[str]:
             continue  # it finished (or went with its resource) meanwhile
         cancelled.append(task_id)
     return cancelled
+
+
+#: What a task may be re-run from.
+RERUNNABLE = frozenset({TaskState.FAILED.value, TaskState.CANCELLED.value})
+
+
+def _rerun(task: Task, now: Moment, request_id: str | None) -> _Change | Exception:
+    """The change putting a ``failed`` or ``cancelled`` task back to ``pending``, in the
+    operation ``request_id`` (the re-run's; ``None``: none).
+
+    Its attempts are kept (rows and count), and its name's attempts are
+    counted afresh from them; nothing of its last run is left on the task
+    (error, result, host, progress, times). Ready at once: its start deadline
+    counts from now, as a hand-back's does.
+    """
+    if task.state not in RERUNNABLE:
+        return NothingToRerunError(
+            f"task {task.id} is {task.state}: only a failed or cancelled task is re-run"
+        )
+    info = _REGISTRY.get(task.resource_type)
+    declared = DEFAULT_RULES if info is None else info.cls.task_rules(task.name)
+    written: dict[str, Any] = {
+        "state": TaskState.PENDING.value,
+        "request_id": request_id,
+        "updated_at": now,
+        "host": None,
+        "heartbeat_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "expires_at": None,
+        "progress": None,
+        "message": None,
+        "result": None,
+        "error_code": None,
+        "error_message": None,
+        "error_traceback": None,
+        "cancel_requested": False,
+        "max_attempts": task.attempts + declared.max_attempts,
+        "not_before": now,
+        "start_deadline": start_deadline(now, row_rules(task.rules).start_timeout),
+        "published_at": None,  # a queue bridge publishes it again
+    }
+    return _Change(written, [_T.c.attempts == task.attempts], TaskState.PENDING)
+
+
+def rerun_task(session: Session, task_id: str) -> Task:
+    """Re-run a ``failed`` or ``cancelled`` task: back to ``pending``, as part of the
+    operation of the request being served (the re-run is its own operation), or of
+    none outside a request.
+
+    The operation it ended in keeps its counts and its ``error``; the task now
+    counts in the re-run's operation, which touched its resource. No commit.
+
+    :raises NothingToRerunError: it is not failed or cancelled (any more).
+    :raises TaskNotFoundError: no such task.
+    """
+    ctx = context.current()
+    request_id = ctx.operation_id if ctx is not None else None
+    ended_in: list[str | None] = [None]
+
+    def decide(task: Task, now: Moment) -> _Change | Exception:
+        ended_in[0] = task.request_id
+        return _rerun(task, now, request_id)
+
+    task = _apply(
+        session,
+        task_id,
+        decide,
+        TaskState.PENDING.value,
+        opening=ctx.operation if ctx is not None else None,
+    )
+    if request_id is not None and ended_in[0] not in (None, request_id):
+        session.execute(
+            update(_OPERATIONS)
+            .where(_OPERATIONS.c.id == request_id, _OPERATIONS.c.retry_of.is_(None))
+            .values(retry_of=ended_in[0])
+        )
+    return task
+
+
+def rerun_operation(session: Session, operation_id: str) -> list[str]:
+    """Re-run every ``failed`` or ``cancelled`` task of an operation, each with
+    :func:`rerun_task`, in the operation of the request being served. No commit.
+
+    :returns: the ids of the tasks re-run, in id order.
+    :raises OperationNotFoundError: no such operation.
+    :raises NothingToRerunError: no task of it is failed or cancelled (or left).
+    """
+    found = session.execute(
+        select(_OPERATIONS.c.id).where(_OPERATIONS.c.id == operation_id)
+    ).scalar()
+    if found is None:
+        raise OperationNotFoundError(f"no operation {operation_id!r}")
+    # The rows are locked in id order, the order every re-run and cancel takes them.
+    ended = session.execute(
+        select(_T.c.id)
+        .where(_T.c.request_id == operation_id, _T.c.state.in_(RERUNNABLE))
+        .order_by(_T.c.id)
+        .with_for_update()
+    ).scalars()
+    rerun = []
+    for task_id in list(ended):
+        try:
+            rerun_task(session, task_id)
+        except (NothingToRerunError, TaskNotFoundError):
+            continue  # re-run by another request (or gone with its resource) meanwhile
+        rerun.append(task_id)
+    if not rerun:
+        raise NothingToRerunError(
+            f"operation {operation_id} has no failed or cancelled task to re-run"
+        )
+    return rerun
 
 
 def report_progress(

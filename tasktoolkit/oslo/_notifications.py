@@ -62,7 +62,8 @@ _log = logging.getLogger("tasktoolkit.notifications")
 EVENT_TYPE = "tasktoolkit.operation.end"
 #: The payload's version: the minor grows when a field is added, the major when
 #: one is removed or changes meaning (Nova's rule for its versioned notifications).
-PAYLOAD_VERSION = "1.0"
+#: 1.1: ``resources`` and ``retry_of``; ``error`` may name the first failed task.
+PAYLOAD_VERSION = "1.1"
 _PAYLOAD_NAME = "OperationPayload"
 _NAMESPACE = "tasktoolkit"
 #: The longest a process keeps ends waiting for its sender; past it, the sweep sends them.
@@ -76,7 +77,7 @@ def operation_payload(operation: Operation) -> dict[str, Any]:
 
         {"tasktoolkit_object.name": "OperationPayload",
          "tasktoolkit_object.namespace": "tasktoolkit",
-         "tasktoolkit_object.version": "1.0",
+         "tasktoolkit_object.version": "1.1",
          "tasktoolkit_object.data": {"id": "req-...", "state": "succeeded", ...}}
     """
     return {

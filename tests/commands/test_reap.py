@@ -95,7 +95,7 @@ Seed = Callable[[Engine, sessionmaker[Session]], Left]
             lost_worker,
             [],
             reaped("1 task", failed=1),
-            {"task": ("failed", "worker_lost"), "operation": ("failed", None)},
+            {"task": ("failed", "worker_lost"), "operation": ("failed", "worker_lost")},
             id="worker_lost",
         ),
         pytest.param(
@@ -116,7 +116,7 @@ Seed = Callable[[Engine, sessionmaker[Session]], Left]
             partial(pending, start_deadline=SECOND),
             [],
             reaped("1 task", not_started=1),
-            {"task": ("failed", "not_started"), "operation": ("failed", None)},
+            {"task": ("failed", "not_started"), "operation": ("failed", "not_started")},
             id="not_started",
         ),
         pytest.param(
@@ -130,7 +130,7 @@ Seed = Callable[[Engine, sessionmaker[Session]], Left]
             partial(pending, created_at=TWO_MINUTES),
             ["--start-timeout", "1m"],
             reaped("1 task", not_started=1),
-            {"task": ("failed", "not_started"), "operation": ("failed", None)},
+            {"task": ("failed", "not_started"), "operation": ("failed", "not_started")},
             id="not_started-by-start-timeout",
         ),
         pytest.param(

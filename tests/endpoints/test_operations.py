@@ -39,20 +39,21 @@ def _operation(
 
 @pytest.fixture
 def history(session: Session, seeded: Seeded) -> dict[str, str]:
-    """Operations of project-a (and one of project-b) with actions, methods and targets."""
+    """Operations of project-a (and one of project-b) with actions, methods and targets
+    (ids no node of the seeded create, whose operation touched it, can have)."""
     return {
         "create": seeded.operation_id,  # POST, action create, target cluster/None
         "update": _operation(
-            session, "project-a", "PUT", "update", resource_type="node", resource_id="7"
+            session, "project-a", "PUT", "update", resource_type="node", resource_id="n7"
         ),
         "delete": _operation(
-            session, "project-a", "DELETE", "delete", resource_type="node", resource_id="7"
+            session, "project-a", "DELETE", "delete", resource_type="node", resource_id="n7"
         ),
         "other-node": _operation(
-            session, "project-a", "DELETE", "delete", resource_type="node", resource_id="8"
+            session, "project-a", "DELETE", "delete", resource_type="node", resource_id="n8"
         ),
         "other-project": _operation(
-            session, "project-b", "DELETE", "delete", resource_type="node", resource_id="7"
+            session, "project-b", "DELETE", "delete", resource_type="node", resource_id="n7"
         ),
     }
 
@@ -66,9 +67,9 @@ def history(session: Session, seeded: Seeded) -> dict[str, str]:
         pytest.param("method=DELETE", {"delete", "other-node"}, id="method"),
         pytest.param("method=put", {"update"}, id="method-any-case"),
         pytest.param("resource_type=node", {"update", "delete", "other-node"}, id="type"),
-        pytest.param("resource_type=node&resource_id=7", {"update", "delete"}, id="type-and-id"),
-        pytest.param("resource_id=8", {"other-node"}, id="resource-id"),
-        pytest.param("action=delete&resource_id=7", {"delete"}, id="combined"),
+        pytest.param("resource_type=node&resource_id=n7", {"update", "delete"}, id="type-and-id"),
+        pytest.param("resource_id=n8", {"other-node"}, id="resource-id"),
+        pytest.param("action=delete&resource_id=n7", {"delete"}, id="combined"),
         pytest.param("state=running", {"create"}, id="state"),
         pytest.param("state=succeeded&method=PUT", {"update"}, id="state-and-method"),
     ],
@@ -94,7 +95,7 @@ def test_operation_filters_page_with_every_filter_kept(
 
 
 def test_admins_filter_across_projects(app: TestApp, history: dict[str, str]) -> None:
-    body = app.get("/operations?resource_type=node&resource_id=7&method=DELETE", headers=ADMIN)
+    body = app.get("/operations?resource_type=node&resource_id=n7&method=DELETE", headers=ADMIN)
     assert {o["id"] for o in body.json["operations"]} == {
         history["delete"],
         history["other-project"],

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +22,7 @@ from tasktoolkit.context import RequestContext, new_request_id
 from tasktoolkit.middleware import RequestIdLogFilter
 from tasktoolkit.orm import Operation, ReapResult, Task, TaskRules, Worker, reap
 from tasktoolkit.orm._operations import end_request
-from tasktoolkit.orm._records import attempts_table
+from tasktoolkit.orm._records import attempts_table, operation_resources_table
 from tests.clock import database_now, passed
 from tests.models import Cluster
 from tests.orm._db import counts_of, operation_row, task_row
@@ -449,3 +449,19 @@ def test_a_task_asked_to_cancel_is_not_taken_up_again(
     assert load(session, handed).state == "cancelled"
     assert load(session, failed).state == "failed"
     assert attempts(engine, handed) == [(1, "cancelled", None)]
+
+
+def test_the_reapers_end_of_a_lost_request_keeps_the_resources_its_tasks_touched(
+    engine: Engine, open_op: Callable[..., str], tasks: Any
+) -> None:
+    rid = open_op()
+    tasks("build", request_id=rid)
+    with engine.begin() as conn:
+        # As a request's own spawn leaves them, to be kept with its end.
+        conn.execute(delete(operation_resources_table))
+    passed(engine, timedelta(minutes=11))
+    assert reap(engine).requests == (rid,)
+    kept = operation_resources_table.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(kept.operation_id, kept.resource_type)).all()
+    assert [tuple(row) for row in rows] == [(rid, "cluster")]

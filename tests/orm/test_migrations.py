@@ -37,6 +37,7 @@ TOOLKIT_TABLES = {
     "tasktoolkit_task_attempts",
     "tasktoolkit_reaper_watch",
     "tasktoolkit_workers",
+    "tasktoolkit_operation_resources",
     migrations.VERSION_TABLE,
 }
 HOST_TABLES = {"volumes", "snapshots", "alembic_version"}
@@ -218,6 +219,10 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0010_workers"
+    assert "tasktoolkit_operation_resources" not in tables(empty_url)
+    assert "retry_of" not in {c["name"] for c in columns(empty_url, "tasktoolkit_operations")}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
     assert "tasktoolkit_workers" not in tables(empty_url)
     migrations.downgrade(empty_url, "-1")
@@ -245,6 +250,7 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
         "tasktoolkit_task_attempts",
         "tasktoolkit_reaper_watch",
         "tasktoolkit_workers",
+        "tasktoolkit_operation_resources",
     }
     migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0001"
@@ -266,7 +272,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
     migrations.upgrade(empty_url, "+1")
-    head = "tasktoolkit_0010_workers"
+    assert migrations.current(empty_url) == "tasktoolkit_0010_workers"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0011_rerun"
     assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 

@@ -46,6 +46,7 @@ OPERATION_FIELDS = [
     "state",
     "http_status",
     "task_counts",
+    "retry_of",
     "created_at",
     "updated_at",
     "finished_at",

@@ -43,6 +43,8 @@ FIELDS_1_0 = {
     "finished_at",
     "expires_at",
 }
+#: Version 1.1 adds the resources the operation touched and the operation it re-ran.
+FIELDS_1_1 = FIELDS_1_0 | {"resources", "retry_of"}
 # oslo.messaging drops a connection whose first connect failed (the proxy cut) without
 # closing its socket: Python warns when the socket is collected, in whichever test then.
 pytestmark = pytest.mark.filterwarnings(
@@ -154,9 +156,9 @@ def test_an_operation_end_is_notified_with_its_view(
     payload = message["payload"]
     assert payload["tasktoolkit_object.name"] == "OperationPayload"
     assert payload["tasktoolkit_object.namespace"] == "tasktoolkit"
-    assert payload["tasktoolkit_object.version"] == PAYLOAD_VERSION == "1.0"
+    assert payload["tasktoolkit_object.version"] == PAYLOAD_VERSION == "1.1"
     data = payload["tasktoolkit_object.data"]
-    assert set(data) == FIELDS_1_0
+    assert set(data) == FIELDS_1_1
     assert (data["state"], data["http_status"], data["project_id"]) == (state, status, "p1")
     assert data["task_counts"]["succeeded"] == len(tasks)
 

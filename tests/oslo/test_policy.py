@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasktoolkit.caller import (
     OPERATIONS_CANCEL,
     OPERATIONS_LIST,
+    OPERATIONS_RETRY,
     RULES,
     TASKS_CANCEL,
     TASKS_LIST,
+    TASKS_RETRY,
     TASKS_SHOW,
     TASKS_SHOW_HOST,
     Authorize,
@@ -108,6 +110,17 @@ SECURE_RBAC = [
         who(None, "admin", system="domain"), TASKS_LIST, None, False, id="other-system-scope"
     ),
     pytest.param(who(A, "reader"), "tasktoolkit:unknown", A, False, id="unknown-rule"),
+    pytest.param(who(A, "reader"), TASKS_RETRY, A, False, id="project-reader-cannot-rerun"),
+    pytest.param(who(A, "reader"), OPERATIONS_RETRY, A, False, id="reader-no-op-rerun"),
+    pytest.param(who(A, "member"), TASKS_RETRY, A, True, id="member-reruns-own"),
+    pytest.param(who(A, "member"), OPERATIONS_RETRY, A, True, id="member-reruns-own-op"),
+    pytest.param(who(A, "member"), TASKS_RETRY, B, False, id="member-no-rerun-other"),
+    pytest.param(
+        who(None, "reader", system="all"), OPERATIONS_RETRY, B, False, id="system-reader-no-rerun"
+    ),
+    pytest.param(
+        who(None, "admin", system="all"), TASKS_RETRY, B, True, id="system-admin-reruns-anywhere"
+    ),
 ]
 
 
