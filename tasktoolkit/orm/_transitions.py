@@ -280,9 +280,7 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
         if change.target is not None:
             _refresh_active_tasks(session, task)
             outcome = None if change.attempt is None else change.attempt["outcome"]
-            moved = change_of(
-                task, old_state, outcome=outcome, moved_at=moved_at, ended=started_at
-            )
+            moved = change_of(task, old_state, outcome=outcome, moved_at=moved_at, ended=started_at)
             record_moves(session, [moved])
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
@@ -465,12 +463,11 @@ def start_oldest(
     candidates: Select[Any],
     *,
     host: str,
-    count: int,
     also: ColumnElement[Any],
 ) -> list[tuple[Task, Any]]:
-    """Start the first ``count`` of ``candidates`` (a query of task ids, oldest first) that no
-    one else holds, in one statement: ``UPDATE ... FROM`` a materialized ``SELECT ... FOR
-    UPDATE SKIP LOCKED LIMIT n ... RETURNING``. For PostgreSQL.
+    """Start ``candidates`` (a query of task ids, oldest first, locked ``FOR UPDATE SKIP
+    LOCKED`` and limited to the tasks to start) in one statement: ``UPDATE ... FROM`` it
+    materialized ``... RETURNING``. For PostgreSQL.
 
     The same move as :func:`start_task`, without reading the rows first: the
     locked rows are ``pending`` (the query says so, and the lock holds them),
@@ -482,13 +479,8 @@ def start_oldest(
     """
     # Materialized, so evaluated once: as "id IN (SELECT ... SKIP LOCKED)" the
     # subquery may run again per row, each run skipping the rows the last one
-    # locked, and start more than ``count`` tasks.
-    first = (
-        candidates.limit(count)
-        .with_for_update(skip_locked=True)
-        .cte("tt_claimed")
-        .prefix_with("MATERIALIZED")
-    )
+    # locked, and start more tasks than asked.
+    first = candidates.cte("tt_claimed").prefix_with("MATERIALIZED")
     statement = (
         update(Task)
         .where(Task.id == first.c.id, Task.state == TaskState.PENDING.value)
