@@ -51,6 +51,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -233,6 +234,24 @@ def claimable(
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _claim_query(
+    names: tuple[str, ...],
+    queues: tuple[str | None, ...],
+    backend: str,
+    *,
+    limit: int,
+    skip_locked: bool,
+    global_id: bool,
+) -> Select[Any]:
+    """:func:`claimable`, built once per worker's claim (it holds no value of the moment:
+    its times are the database's, computed as it runs)."""
+    also = (_GLOBAL_ID.label("global_request_id"),) if global_id else ()
+    return claimable(
+        names, queues, limit=limit, backend=backend, skip_locked=skip_locked, also=also
+    )
+
+
 def claim_task(
     session: Session,
     names: Iterable[str],
@@ -273,17 +292,12 @@ def claim_tasks(
     whole_number(count, "count", maximum=_MOST)
     dialect = session.get_bind().dialect
     skip_locked = supports_skip_locked(session)
+    key = (tuple(_check_names(names)), _check_queues(queues), dialect.name)
     if skip_locked and dialect.update_returning:
-        oldest = claimable(names, queues, limit=count, backend=dialect.name, skip_locked=True)
+        oldest = _claim_query(*key, limit=count, skip_locked=True, global_id=False)
         return start_oldest(session, oldest, host=host, also=_GLOBAL_ID)
-    batch = claimable(
-        names,
-        queues,
-        limit=1 if skip_locked else _CANDIDATES,
-        backend=dialect.name,
-        skip_locked=skip_locked,
-        also=(_GLOBAL_ID.label("global_request_id"),),
-    )
+    limit = 1 if skip_locked else _CANDIDATES
+    batch = _claim_query(*key, limit=limit, skip_locked=skip_locked, global_id=True)
     started: list[tuple[Task, str | None]] = []
     for _ in range(_MAX_ROUNDS):
         candidates = session.execute(batch).all()
