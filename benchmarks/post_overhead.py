@@ -280,7 +280,9 @@ def _measure(engine: Engine, quick: bool) -> tuple[dict[str, float], dict[str, t
             for name, call in candidates.items()
         }
         rounds = 40 if quick else 200
-        times = {name: seconds / _RUN for name, seconds in interleaved(runs, rounds=rounds).items()}
+        times = {
+            name: seconds / _RUN for name, seconds in interleaved(runs, rounds=rounds).items()
+        }
         lags = list(operations.ends.lags)
     finally:
         operations.close()
