@@ -13,13 +13,14 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine, make_url
 
 from tasktoolkit import orm
 
@@ -80,6 +81,38 @@ def fresh_engine(bench: Bench) -> Engine:
     orm.drop_all(engine)
     orm.create_all(engine)
     return engine
+
+
+@contextmanager
+def sibling(url: URL, suffix: str) -> Iterator[URL]:
+    """A second database beside ``url`` (a file beside it on SQLite), dropped afterwards."""
+    if url.get_backend_name() == "sqlite":
+        yield url.set(database=f"{url.database}{suffix}")
+        return
+    name = f"{url.database}{suffix}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    quote = '"' if url.get_backend_name() == "postgresql" else "`"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
+        conn.execute(text(f"CREATE DATABASE {quote}{name}{quote}"))
+    try:
+        yield url.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
+        admin.dispose()
+
+
+def analyze(engine: Engine) -> None:
+    """Bring the planner's statistics of the toolkit's tables up to date."""
+    with engine.begin() as conn:
+        for table in ("tasktoolkit_tasks", "tasktoolkit_operations"):
+            if engine.dialect.name == "postgresql":
+                conn.execute(text(f"ANALYZE {table}"))
+            elif engine.dialect.name in ("mysql", "mariadb"):
+                conn.execute(text(f"ANALYZE TABLE {table}"))
+            else:
+                conn.execute(text("ANALYZE"))
 
 
 def drain(result: Iterable[bytes]) -> None:

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, text
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import create_engine, event, insert
+from sqlalchemy.engine import Engine, make_url
 
-from benchmarks._harness import Bench, interleaved, seeded_uuid, task_identity
+from benchmarks._harness import Bench, analyze, interleaved, seeded_uuid, sibling, task_identity
 from tasktoolkit import orm
 from tasktoolkit.orm._records import operations_table, tasks_table
 from tests.models import Cluster
@@ -105,38 +103,7 @@ def fill(engine: Engine, tasks: int, now: datetime) -> None:
         conn.execute(insert(tasks_table), [_task(rng, cluster_id, s, now) for s in active])
         for start in range(0, len(operations), BATCH):
             conn.execute(insert(operations_table), operations[start : start + BATCH])
-    _analyze(engine)
-
-
-def _analyze(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for table in ("tasktoolkit_tasks", "tasktoolkit_operations"):
-            if engine.dialect.name == "postgresql":
-                conn.execute(text(f"ANALYZE {table}"))
-            elif engine.dialect.name in ("mysql", "mariadb"):
-                conn.execute(text(f"ANALYZE TABLE {table}"))
-            else:
-                conn.execute(text("ANALYZE"))
-
-
-@contextmanager
-def _sibling(url: URL, suffix: str) -> Iterator[URL]:
-    """A second database beside ``url`` (a file beside it on SQLite), dropped afterwards."""
-    if url.get_backend_name() == "sqlite":
-        yield url.set(database=f"{url.database}{suffix}")
-        return
-    name = f"{url.database}{suffix}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    quote = '"' if url.get_backend_name() == "postgresql" else "`"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
-        conn.execute(text(f"CREATE DATABASE {quote}{name}{quote}"))
-    try:
-        yield url.set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
-        admin.dispose()
+    analyze(engine)
 
 
 def _statements_of_one_pass(engine: Engine) -> list[str]:
@@ -159,7 +126,7 @@ def run(bench: Bench) -> dict[str, float]:
     rounds = 9 if bench.quick else 21
     url = make_url(bench.db_url)
     now = datetime.now(UTC)
-    with _sibling(url, "_reaper_small") as small_url:
+    with sibling(url, "_reaper_small") as small_url:
         engines = {
             "big": orm.prepare_engine(create_engine(url)),
             "small": orm.prepare_engine(create_engine(small_url)),

@@ -198,6 +198,7 @@ def record_moves(
     *,
     connection: Connection | None = None,
     opening: RequestOperation | None = None,
+    counted: Sequence[OperationChange] | None = None,
 ) -> None:
     """Roll ``changes`` into their operations' counts and queue their signals.
 
@@ -212,29 +213,32 @@ def record_moves(
     :param opening: the operation of the request being served, not yet known
         to be written: new tasks of it write it (or add to its count), and it
         is known written once this transaction commits.
+    :param counted: the changes were counted, and their waiters told, by the
+        statement that made them (:func:`~tasktoolkit.orm._operations.counted_with`);
+        these are the operations that finished.
     """
     conn = connection if connection is not None else session.connection()
     per_operation = Counter(
-        (c.request_id, _counted_from(c), c.new_state) for c in changes if c.request_id is not None
+        (c.request_id, _counted_from(c), c.new_state)
+        for c in changes
+        if c.request_id is not None and counted is None
     )
     ready = [c for c in changes if c.new_state == TaskState.PENDING]
     # Waiting requests: the moved tasks and every operation whose counts moved;
     # idle database workers: the queues of the tasks made pending.
     wake = [
-        *(c.task_id for c in changes if c.old_state is not None),
+        *(c.task_id for c in changes if c.old_state is not None and counted is None),
         *(operation_id for operation_id, _, _ in per_operation),
         *(pending_key(c.queue) for c in ready),
     ]
-    finished = []
+    finished: list[OperationChange | None] = list(counted or ())
     for (operation_id, old, new), count in per_operation.items():
         if opening is not None and old is None and operation_id == opening.fields.id:
             if open_or_count(conn, opening, count, notify=wake):
                 wake = []  # sent with it
             _queue(session, opening.spawn_committed, -1)
         else:
-            finished.append(
-                count_task_transition(conn, operation_id, old, new, count=count)
-            )
+            finished.append(count_task_transition(conn, operation_id, old, new, count=count))
     # The resources tasks join an operation on: those of the request being served
     # are kept with its end, off its thread (record_ended_resources); others now.
     serving = None if opening is None else opening.fields.id

@@ -46,6 +46,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     func,
     insert,
     literal,
@@ -61,6 +62,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import CTE
 
 from tasktoolkit._request_protocol import OperationFields, RequestEnd, RequestOperation, Target
 from tasktoolkit.orm._clock import db_now, later, read_now
@@ -81,9 +83,11 @@ __all__ = [
     "Target",
     "check_request_timeout",
     "count_task_transition",
+    "counted_with",
     "end_lost_request",
     "end_request",
     "end_requests",
+    "finish_counted",
     "keep_first_failure",
     "lost_requests",
     "notify_changed",
@@ -169,9 +173,7 @@ def _row(
         "user_id": fields.user_id,
         "state": OperationState.RUNNING.value,
         "ttl_seconds": ttl_seconds,
-        "op_request_timeout": None
-        if request_timeout is None
-        else request_timeout.total_seconds(),
+        "op_request_timeout": None if request_timeout is None else request_timeout.total_seconds(),
     }
 
 
@@ -488,6 +490,27 @@ def count_task_transition(
     return _finish_if_done(connection, operation_id)
 
 
+def counted_with(
+    moved: CTE, operation_id: str, old_state: str, new_state: str
+) -> tuple[CTE, dict[str, Any]]:
+    """The count of one task moved from ``old_state`` to ``new_state`` (which is not
+    active), as a CTE of the statement moving it (PostgreSQL): ``moved`` is that move's
+    CTE, returning a row only when the task moved, and the count applies only then; the
+    CTE returns what :func:`finish_counted` needs. With its parameters.
+
+    The move's CTE is read first (a one-time condition), so the task's row is locked
+    before the operation's, in the order every move takes them.
+    """
+    statement = _COUNT_RETURNING[old_state, new_state].where(exists(select(moved.c[0])))
+    return statement.cte("tt_counted"), {"op_id": operation_id, "op_count": 1}
+
+
+def finish_counted(connection: Connection, operation_id: str, row: Any) -> OperationChange | None:
+    """Finish the operation if the count that :func:`counted_with` returned (``row``) left
+    it with no active task after its request ended; the operation's change, if it did."""
+    return _finish_if_done(connection, operation_id, row)
+
+
 # The statements of every mutating request and task transition, built once:
 # building and coercing a statement costs more than its round trip to SQLite.
 # Bind names are prefixed, as an UPDATE may not reuse a column's name. Their
@@ -591,9 +614,7 @@ def _end_statement(ended_at: ColumnElement[Any]) -> Update:
             resource_type=func.coalesce(
                 bindparam("op_resource_type", type_=String), _T.c.resource_type
             ),
-            resource_id=func.coalesce(
-                bindparam("op_resource_id", type_=String), _T.c.resource_id
-            ),
+            resource_id=func.coalesce(bindparam("op_resource_id", type_=String), _T.c.resource_id),
             # Finished here when no task is active. The status is the parameter,
             # not the column: MariaDB would read the column as this update set it.
             state=case(

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, case, insert, inspect, null, select, update
+from sqlalchemy import Select, case, func, insert, inspect, literal, null, select, true, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -63,7 +63,12 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.orm._clock import Moment, db_now, later
 from tasktoolkit.orm._events import change_of, queue_cancel_asked, record_moves
-from tasktoolkit.orm._operations import notify_changed
+from tasktoolkit.orm._operations import (
+    CHANGES_CHANNEL,
+    counted_with,
+    finish_counted,
+    notify_changed,
+)
 from tasktoolkit.orm._ready import start_deadline
 from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
@@ -79,6 +84,7 @@ from tasktoolkit.orm._states import (
     parse_task_state,
 )
 from tasktoolkit.orm._types import json_text
+from tasktoolkit.signals import OperationChange
 
 __all__ = [
     "HANDED_BACK",
@@ -281,13 +287,21 @@ def _apply(
         where = [_T.c.id == task_id, _T.c.state == task.state, *change.where]
         if task is snapshot:
             where += _as_read(task)
-        result = _execute(session, update(_T).where(*where).values(change.values))
-        if result.rowcount != 1:
-            continue  # another process changed it first: read again and decide again
         old_state, started_at = task.state, task.started_at
-        moved_at = now if isinstance(now, datetime) else None
-        if change.attempt is not None:
-            moved_at = _end_attempt(session, task, change.attempt, now)
+        counted: list[OperationChange] | None = None
+        moved_at: datetime | None
+        if task is snapshot and _counts_in_one(session, task, change, now):
+            done = _move_in_one(session, task, where, change, now)
+            if done is None:
+                continue  # another process changed it first: read again and decide again
+            moved_at, counted = done
+        else:
+            result = _execute(session, update(_T).where(*where).values(change.values))
+            if result.rowcount != 1:
+                continue  # another process changed it first: read again and decide again
+            moved_at = now if isinstance(now, datetime) else None
+            if change.attempt is not None:
+                moved_at = _end_attempt(session, task, change.attempt, now)
         for key, value in change.values.items():
             # A time computed in the statement is not known here: the snapshot
             # keeps its own (the job that holds it is done with it).
@@ -299,19 +313,75 @@ def _apply(
             moved = change_of(
                 task, old_state, outcome=outcome, moved_at=moved_at, ended=started_at
             )
-            record_moves(session, [moved], opening=opening)
+            record_moves(session, [moved], opening=opening, counted=counted)
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
     raise InvalidTransitionError(task_id, "contended", what)
 
 
-def _end_attempt(
-    session: Session, task: Task, outcome: dict[str, Any], now: Moment
-) -> datetime | None:
-    """Write the row of the attempt that ``task`` (as read, still ``running``) ends now;
-    the time it ended (computed in the statement, returned where the database can)."""
-    row = {
+def _counts_in_one(session: Session, task: Task, change: _Change, now: Moment) -> bool:
+    """Whether the move ends an attempt of a task of an operation, from a snapshot (its
+    time the statement's), to a final state, on PostgreSQL: then one statement makes it,
+    writes the attempt's row, counts it and tells the waiters (:func:`_move_in_one`)."""
+    return (
+        change.attempt is not None
+        and change.target in TERMINAL_TASK_STATES
+        and task.request_id is not None
+        and not isinstance(now, datetime)
+        and _is_postgresql(session)
+    )
+
+
+def _move_in_one(
+    session: Session,
+    task: Task,
+    where: list[ColumnElement[bool]],
+    change: _Change,
+    now: Moment,
+) -> tuple[datetime, list[OperationChange]] | None:
+    """The compare-and-set of ``change``, the row of the attempt it ends, the count of
+    the operation and the ``NOTIFY`` of the task's and the operation's waiters, in one
+    statement of data-modifying CTEs (each applies only when the task moved): the time
+    the attempt ended, and the operation if the count finished it; ``None`` when the
+    task was not as read (nothing written)."""
+    assert change.attempt is not None and change.target is not None and task.request_id
+    moved = update(_T).where(*where).values(change.values).returning(_T.c.id).cte("tt_moved")
+    row = _attempt_row(task, change.attempt, now)
+    columns = attempts_table.c
+    written = select(
+        *(
+            (
+                value if isinstance(value, ColumnElement) else literal(value, columns[key].type)
+            ).label(key)
+            for key, value in row.items()
+        )
+    ).select_from(moved)
+    attempt = (
+        insert(attempts_table)
+        .from_select(list(row), written)
+        .returning(columns.finished_at)
+        .cte("tt_attempt")
+    )
+    counted, params = counted_with(moved, task.request_id, task.state, change.target.value)
+    told = [
+        func.pg_notify(CHANGES_CHANNEL, literal(changed)).label(f"tt_notify_{n}")
+        for n, changed in enumerate(sorted({task.id, task.request_id}))
+    ]
+    statement = select(attempt.c.finished_at, *counted.c, *told).select_from(
+        attempt.outerjoin(counted, true())
+    )
+    found = session.execute(statement, params).one_or_none()
+    if found is None:
+        return None
+    operation = finish_counted(session.connection(), task.request_id, found)
+    ended: datetime = found.finished_at
+    return ended, [] if operation is None else [operation]
+
+
+def _attempt_row(task: Task, outcome: dict[str, Any], now: Moment) -> dict[str, Any]:
+    """The row of the attempt that ``task`` (as read, still ``running``) ends at ``now``."""
+    return {
         "task_id": task.id,
         "number": task.attempts,
         "host": task.host,
@@ -322,6 +392,14 @@ def _end_attempt(
         "error_traceback": None,
         **outcome,
     }
+
+
+def _end_attempt(
+    session: Session, task: Task, outcome: dict[str, Any], now: Moment
+) -> datetime | None:
+    """Write the row of the attempt that ``task`` (as read, still ``running``) ends now;
+    the time it ended (computed in the statement, returned where the database can)."""
+    row = _attempt_row(task, outcome, now)
     statement = insert(attempts_table).values(row)
     if isinstance(now, datetime):
         session.execute(statement)
@@ -481,12 +559,11 @@ def start_oldest(
     candidates: Select[Any],
     *,
     host: str,
-    count: int,
     also: ColumnElement[Any],
 ) -> list[tuple[Task, Any]]:
-    """Start the first ``count`` of ``candidates`` (a query of task ids, oldest first) that no
-    one else holds, in one statement: ``UPDATE ... FROM`` a materialized ``SELECT ... FOR
-    UPDATE SKIP LOCKED LIMIT n ... RETURNING``. For PostgreSQL.
+    """Start ``candidates`` (a query of task ids, oldest first, locked ``FOR UPDATE SKIP
+    LOCKED`` and limited to the tasks to start) in one statement: ``UPDATE ... FROM`` it
+    materialized ``... RETURNING``. For PostgreSQL.
 
     The same move as :func:`start_task`, without reading the rows first: the
     locked rows are ``pending`` (the query says so, and the lock holds them),
@@ -498,13 +575,8 @@ def start_oldest(
     """
     # Materialized, so evaluated once: as "id IN (SELECT ... SKIP LOCKED)" the
     # subquery may run again per row, each run skipping the rows the last one
-    # locked, and start more than ``count`` tasks.
-    first = (
-        candidates.limit(count)
-        .with_for_update(skip_locked=True)
-        .cte("tt_claimed")
-        .prefix_with("MATERIALIZED")
-    )
+    # locked, and start more tasks than asked.
+    first = candidates.cte("tt_claimed").prefix_with("MATERIALIZED")
     statement = (
         update(Task)
         .where(Task.id == first.c.id, Task.state == TaskState.PENDING.value)

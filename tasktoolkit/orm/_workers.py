@@ -51,6 +51,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -64,7 +65,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, select, union_all, update
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -139,6 +140,8 @@ WORKER_ERROR = "worker_error"
 WORKER_ERROR_MESSAGE = "the task's worker raised an unexpected error"
 #: The first and the longest pause between two tries to record an outcome.
 _RECORD_PAUSE = (0.1, 2.0)
+#: The index a claim seeks, once per queue.
+_BY_QUEUE = "ix_tasktoolkit_tasks_queue"
 #: The global request id of a task's operation, read with the claim.
 _GLOBAL_ID = select(_O.c.global_request_id).where(_O.c.id == _T.c.request_id).scalar_subquery()
 
@@ -161,35 +164,92 @@ def _check_queues(queues: Iterable[str | None]) -> tuple[str | None, ...]:
     return checked
 
 
-def _in_queues(queues: tuple[str | None, ...]) -> ColumnElement[bool]:
-    """Routed to one of ``queues`` (``None``: the default queue)."""
-    named = [q for q in queues if q is not None]
-    either: list[ColumnElement[bool]] = []
-    if None in queues:
-        either.append(_T.c.queue.is_(None))
-    if named:
-        either.append(_T.c.queue == named[0] if len(named) == 1 else _T.c.queue.in_(named))
-    return either[0] if len(either) == 1 else or_(*either)
+def _in_queue(queue: str | None) -> ColumnElement[bool]:
+    """Routed to ``queue`` (``None``: the default queue)."""
+    return _T.c.queue.is_(None) if queue is None else _T.c.queue == queue
 
 
-def claimable(names: Iterable[str], queues: Iterable[str | None] = (None,)) -> Select[Any]:
-    """The pending tasks named one of ``names`` on one of ``queues`` that are ready to
-    run now (:func:`~tasktoolkit.orm._ready.ready`), oldest first.
+def claimable(
+    names: Iterable[str],
+    queues: Iterable[str | None] = (None,),
+    *,
+    limit: int,
+    backend: str,
+    skip_locked: bool = False,
+    also: tuple[ColumnElement[Any], ...] = (),
+) -> Select[Any]:
+    """The ``limit`` oldest pending tasks named one of ``names`` on one of ``queues`` that
+    are ready to run now (:func:`~tasktoolkit.orm._ready.ready`): their ids, then ``also``
+    (columns of the task's row), oldest first.
 
-    One named queue is served by ``ix_tasktoolkit_tasks_queue`` (state, queue,
-    created_at, id) on every database, the default queue too except on
-    PostgreSQL. Several queues are not: the claim walks the pending tasks
-    oldest first in ``ix_tasktoolkit_tasks_state`` and skips the other queues'
-    (``tests/orm/test_query_plans.py`` shows each plan).
+    Each queue is one seek of ``ix_tasktoolkit_tasks_queue`` (state, queue,
+    created_at, id) reading its own ``limit`` oldest, locked with ``SKIP LOCKED``
+    when asked (so each seek passes over the rows other claims hold); several
+    queues' are merged oldest first (``UNION ALL``, then ``ORDER BY`` and
+    ``LIMIT``). A claim's cost so does not grow with the backlog of the queues
+    it does not serve (``tests/orm/test_query_plans.py`` shows each plan). With
+    ``skip_locked`` a claim over ``k`` queues locks up to ``k * limit`` rows
+    until its commit, and starts ``limit`` of them.
+
+    :param backend: the database's dialect name: PostgreSQL locks each queue's
+        rows in a materialized CTE of its own (it allows no ``FOR UPDATE`` in a
+        ``UNION``), and reads the default queue in the index's order only when
+        the order names ``queue`` first (``queue IS NULL`` is no equality to
+        its planner); SQLite takes no ``LIMIT`` in a ``UNION``'s member but in
+        a subquery.
     """
-    return (
-        select(_T.c.id)
-        .where(
-            ready(),
-            _in_queues(_check_queues(queues)),
-            _T.c.name.in_(_check_names(names)),
+    checked_names = _check_names(names)
+    checked_queues = _check_queues(queues)
+    postgresql = backend == "postgresql"
+    order = (_T.c.queue, _T.c.created_at, _T.c.id) if postgresql else (_T.c.created_at, _T.c.id)
+    merging = len(checked_queues) > 1
+    seeks = []
+    for queue in checked_queues:
+        seek = (
+            select(_T.c.id, *([_T.c.created_at] if merging else []), *also)
+            .where(ready(), _in_queue(queue), _T.c.name.in_(checked_names))
+            .order_by(*order)
+            .limit(limit)
         )
-        .order_by(_T.c.created_at, _T.c.id)
+        for mysql in ("mysql", "mariadb"):
+            # MariaDB's ORDER BY ... LIMIT heuristics may walk the pending tasks of every
+            # queue in ix_tasktoolkit_tasks_state, depending on its sampled statistics.
+            seek = seek.with_hint(_T, f"FORCE INDEX ({_BY_QUEUE})", dialect_name=mysql)
+        seeks.append(seek.with_for_update(skip_locked=True) if skip_locked else seek)
+    if not merging:
+        return seeks[0]
+    if postgresql:
+        members = [
+            select(*seek.cte(f"tt_queue_{n}").prefix_with("MATERIALIZED").c)
+            for n, seek in enumerate(seeks)
+        ]
+    elif backend == "sqlite":
+        members = [select(*seek.subquery(f"tt_queue_{n}").c) for n, seek in enumerate(seeks)]
+    else:
+        members = seeks
+    merged = union_all(*members).subquery("tt_ready")
+    return (
+        select(merged.c.id, *(merged.c[c.name] for c in also))
+        .order_by(merged.c.created_at, merged.c.id)
+        .limit(limit)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_query(
+    names: tuple[str, ...],
+    queues: tuple[str | None, ...],
+    backend: str,
+    *,
+    limit: int,
+    skip_locked: bool,
+    global_id: bool,
+) -> Select[Any]:
+    """:func:`claimable`, built once per worker's claim (it holds no value of the moment:
+    its times are the database's, computed as it runs)."""
+    also = (_GLOBAL_ID.label("global_request_id"),) if global_id else ()
+    return claimable(
+        names, queues, limit=limit, backend=backend, skip_locked=skip_locked, also=also
     )
 
 
@@ -231,17 +291,16 @@ def claim_tasks(
     """
     host = check_host(host)
     whole_number(count, "count", maximum=_MOST)
-    query = claimable(names, queues)
+    dialect = session.get_bind().dialect
     skip_locked = supports_skip_locked(session)
-    if skip_locked and session.get_bind().dialect.update_returning:
-        return start_oldest(session, query, host=host, count=count, also=_GLOBAL_ID)
+    key = (tuple(_check_names(names)), _check_queues(queues), dialect.name)
+    if skip_locked and dialect.update_returning:
+        oldest = _claim_query(*key, limit=count, skip_locked=True, global_id=False)
+        return start_oldest(session, oldest, host=host, also=_GLOBAL_ID)
+    limit = 1 if skip_locked else _CANDIDATES
+    batch = _claim_query(*key, limit=limit, skip_locked=skip_locked, global_id=True)
     started: list[tuple[Task, str | None]] = []
-    with_global_id = query.add_columns(_GLOBAL_ID)
     for _ in range(_MAX_ROUNDS):
-        if skip_locked:
-            batch = with_global_id.limit(1).with_for_update(skip_locked=True)
-        else:
-            batch = with_global_id.limit(_CANDIDATES)
         candidates = session.execute(batch).all()
         if not candidates:
             break

@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,7 @@ from tasktoolkit import orm
 from tasktoolkit.errors import InvalidQueueError
 from tasktoolkit.orm import Job, Worker
 from tasktoolkit.orm._listening import Listener, waiter_for
+from tasktoolkit.orm._records import tasks_table
 from tests.models import Cluster
 from tests.orm._db import task_row
 
@@ -222,6 +224,32 @@ def test_claim_many_starts_at_most_count_oldest_first(
     for job in jobs:
         job.succeed()
     assert len(worker.claim_many(count)) == min(count, max(0, 4 - count))
+
+
+#: The queues of tasks spawned one after another: a worker over the first three takes
+#: them oldest first across its queues, never ``other``'s.
+_SPREAD = ["b", None, "a", "other", "b", "a", None, "other", "a"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 10])
+def test_a_claim_over_several_queues_takes_the_oldest_first(
+    engine: Engine, spawn: Spawn, make_worker: Callable[..., Worker], count: int
+) -> None:
+    ids = [spawn(["build"], queue=queue)[0] for queue in _SPREAD]
+    with engine.begin() as conn:  # one second apart: the order does not hang on the clock
+        for n, task_id in enumerate(ids):
+            conn.execute(
+                update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=n))
+            )
+    served = [i for i, queue in zip(ids, _SPREAD, strict=True) if queue != "other"]
+    worker = make_worker(["build"], queues=[None, "a", "b"])
+    claimed: list[str] = []
+    while jobs := worker.claim_many(count):
+        assert len(jobs) == min(count, len(served) - len(claimed))
+        claimed += [job.id for job in jobs]
+    assert claimed == served
 
 
 def test_a_claimed_job_finishes_from_its_snapshot_and_a_stale_one_is_read_again(

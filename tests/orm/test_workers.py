@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,8 +24,13 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.orm import Job, Worker
 from tasktoolkit.orm._engine import supports_skip_locked
-from tasktoolkit.orm._operations import OperationFields, end_request, open_operation
-from tasktoolkit.orm._records import tasks_table
+from tasktoolkit.orm._operations import (
+    CHANGES_CHANNEL,
+    OperationFields,
+    end_request,
+    open_operation,
+)
+from tasktoolkit.orm._records import attempts_table, tasks_table
 from tasktoolkit.orm._transitions import (
     acknowledge_cancel,
     fail_task,
@@ -150,6 +156,65 @@ def test_claimed_task_counts_move_in_its_operation(
 
     op = load_operation(session, rid)
     assert (op.tasks_pending, op.tasks_running, op.state) == (1, 1, "running")
+
+
+#: How a job of an operation ends: the call, the state the task ends in.
+ENDINGS = [
+    pytest.param(lambda job: job.succeed("done"), "succeeded", id="succeed"),
+    pytest.param(lambda job: job.fail("broken", "it broke"), "failed", id="fail"),
+    pytest.param(lambda job: job.acknowledge_cancel(), "cancelled", id="cancel"),
+]
+
+
+@pytest.mark.parametrize(("end", "state"), ENDINGS)
+def test_a_job_of_an_operation_ends_in_one_statement_on_postgresql(
+    backend: str,
+    engine: Engine,
+    worker: Worker,
+    spawn: Spawn,
+    session: Session,
+    end: Callable[[Job], None],
+    state: str,
+) -> None:
+    """The move, the row of its attempt, the operation's count and the ``NOTIFY`` of their
+    waiters: one statement, then the commit."""
+    if backend != "postgresql":
+        pytest.skip("one statement needs data-modifying CTEs (PostgreSQL)")
+    rid = new_request_id()
+    spawn(["build", "wire"], request_id=rid)
+    job = worker.claim()
+    assert job is not None
+    sent: list[str] = []
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as listening:
+        listening.exec_driver_sql(f"LISTEN {CHANGES_CHANNEL}")
+
+        def record(*args: Any) -> None:
+            sent.append(args[2])
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            end(job)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        told, heard = {job.id, rid}, set()
+        for notice in listening.connection.driver_connection.notifies(timeout=5):
+            heard.add(notice.payload)  # other tests' may come too
+            if told <= heard:
+                break
+        assert told <= heard
+    assert len(sent) == 1, sent
+    attempts = session.execute(
+        select(attempts_table.c.number, attempts_table.c.outcome, attempts_table.c.host)
+    ).all()
+    assert [tuple(a) for a in attempts] == [(1, state, "worker-a")]
+    op = load_operation(session, rid)
+    counts = (op.tasks_pending, op.tasks_running, getattr(op, f"tasks_{state}"))
+    assert (counts, op.state) == ((1, 0, 1), "running")
+    last = worker.claim()
+    assert last is not None
+    last.succeed()
+    session.expire_all()
+    assert load_operation(session, rid).state == state  # the operation ends as its worst task
 
 
 def test_heartbeat_records_life_but_not_a_change(claimed: Claimed, session: Session) -> None:
