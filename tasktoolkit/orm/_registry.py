@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy import case, delete, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult
 
 from tasktoolkit.orm._clock import db_now, later, read_now
@@ -115,18 +116,16 @@ class LiveWorker:
 
 def beat(connection: Connection, announcement: Announcement) -> None:
     """Record that the worker is alive, now (the database's time): announce it on its
-    first beat (or after its row was purged), else move its last beat."""
-    values = announcement.values()
-    result = cast(
-        CursorResult[Any],
-        connection.execute(
-            update(_W).where(_W.c.id == announcement.id).values(beat_at=db_now(), **values)
-        ),
-    )
-    if result.rowcount == 0:
-        connection.execute(
-            insert(_W).values(id=announcement.id, started_at=db_now(), beat_at=db_now(), **values)
-        )
+    first beat (or after its row was purged), else move its last beat. One statement,
+    an upsert: two beats of one id at once (two reapers' threads) both land."""
+    values = {**announcement.values(), "beat_at": db_now()}
+    row = {"id": announcement.id, "started_at": db_now(), **values}
+    dialect = connection.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        connection.execute(mysql.insert(_W).values(row).on_duplicate_key_update(**values))
+        return
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_W).values(row)
+    connection.execute(upsert.on_conflict_do_update(index_elements=[_W.c.id], set_=values))
 
 
 def leave(connection: Connection, worker_id: str) -> None:

@@ -391,7 +391,7 @@ def test_a_jobs_log_records_carry_its_request_ids(
         global_id,
     )
     assert after.request_id == "-"  # type: ignore[attr-defined]
-    assert job.context == RequestContext(rid, global_id, operation_id=rid)
+    assert job.context == RequestContext(rid, global_id, project_id="p1", operation_id=rid)
 
 
 # -- reapers at once --------------------------------------------------------------
