@@ -15,9 +15,12 @@ Example::
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tasktoolkit.orm._ready import DEPENDENCY
 from tasktoolkit.orm._records import Operation, Task, TaskAttempt
 from tasktoolkit.orm._workers import WORKER_ERROR, WORKER_ERROR_MESSAGE
 
@@ -72,8 +75,25 @@ def attempts_view(task: Task, *, admin: bool) -> list[dict[str, Any]]:
     return views
 
 
-def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
-    """The task as the API shows it to a caller (``admin``: with tracebacks and hosts)."""
+def _waiting(task: Task, reasons: Mapping[str, str] | None) -> str | None:
+    """Why the pending ``task`` does not run yet, from ``reasons`` (of its list:
+    :func:`~tasktoolkit.orm._ready.waiting`) or, without them, from its own row."""
+    if task.state != "pending":
+        return None
+    if reasons is not None:
+        return reasons.get(task.id)
+    return DEPENDENCY if task.waiting_on else None
+
+
+def task_view(
+    task: Task, *, admin: bool, waiting: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The task as the API shows it to a caller (``admin``: with tracebacks and hosts).
+
+    :param waiting: why the tasks of its list wait, by id
+        (:func:`~tasktoolkit.orm._ready.waiting`); without it, only what the
+        task's own row says (``dependency``).
+    """
     error = _error(task, admin=admin)
     view: dict[str, Any] = {
         "id": task.id,
@@ -97,15 +117,22 @@ def task_view(task: Task, *, admin: bool) -> dict[str, Any]:
         result=task.result,
         not_before=isoformat(task.not_before) if task.state == "pending" else None,
         queue=task.queue,
+        after=json.loads(task.after) if task.after else [],
+        waiting=_waiting(task, waiting),
         attempts=attempts_view(task, admin=admin),
     )
     return view
 
 
 def operation_view(
-    operation: Operation, *, admin: bool, tasks: list[Task] | None = None
+    operation: Operation,
+    *,
+    admin: bool,
+    tasks: list[Task] | None = None,
+    waiting: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The operation as the API shows it; with ``tasks`` (its own GET) when given."""
+    """The operation as the API shows it; with ``tasks`` (its own GET) when given,
+    and why they wait (``waiting``, as for :func:`task_view`)."""
     view: dict[str, Any] = {
         "id": operation.id,
         "global_request_id": operation.global_request_id,
@@ -126,5 +153,5 @@ def operation_view(
         "expires_at": isoformat(operation.expires_at),
     }
     if tasks is not None:
-        view["tasks"] = [task_view(task, admin=admin) for task in tasks]
+        view["tasks"] = [task_view(task, admin=admin, waiting=waiting) for task in tasks]
     return view

@@ -65,6 +65,7 @@ from tasktoolkit.orm import (
     operation_tasks,
 )
 from tasktoolkit.orm._queries import Page
+from tasktoolkit.orm._ready import waiting
 from tasktoolkit.orm._transitions import cancel_operation as cancel_operations_tasks
 from tasktoolkit.views import operation_view, task_view
 
@@ -218,7 +219,8 @@ def cancel_resource_task(call: Call) -> Answer:
     task = cancel_task(call.session, found.id)
     call.session.commit()
     hosts = call.allowed(TASKS_SHOW_HOST, target)
-    return Answer({"task": task_view(task, admin=hosts)}, status=202)
+    view = task_view(task, admin=hosts, waiting=waiting(call.session, [task]))
+    return Answer({"task": view}, status=202)
 
 
 # -- across resources --------------------------------------------------------------
@@ -246,7 +248,8 @@ def task(call: Call) -> Waiting:
 
 def _task_answer(call: Call, task: Task, target: Mapping[str, Any]) -> Answer:
     hosts = call.allowed(TASKS_SHOW_HOST, target)
-    return Answer({"task": task_view(task, admin=hosts)}, tagged=True)
+    view = task_view(task, admin=hosts, waiting=waiting(call.session, [task]))
+    return Answer({"task": view}, tagged=True)
 
 
 def operations(call: Call) -> Answer:
@@ -269,7 +272,8 @@ def _operation_document(
 ) -> dict[str, Any]:
     found_tasks = operation_tasks(call.session, found.id, scope=call.scope(TASKS_SHOW))
     hosts = call.allowed(TASKS_SHOW_HOST, target)
-    return {"operation": operation_view(found, admin=hosts, tasks=found_tasks)}
+    reasons = waiting(call.session, found_tasks)
+    return {"operation": operation_view(found, admin=hosts, tasks=found_tasks, waiting=reasons)}
 
 
 def operation(call: Call) -> Waiting:
@@ -369,8 +373,13 @@ def _list(
 
     :param hosts: whether the views show hosts and tracebacks.
     """
+    reasons = waiting(call.session, [r for r in page.records if isinstance(r, Task)])
     views = [
-        task_view(r, admin=hosts) if isinstance(r, Task) else operation_view(r, admin=hosts)
+        (
+            task_view(r, admin=hosts, waiting=reasons)
+            if isinstance(r, Task)
+            else operation_view(r, admin=hosts)
+        )
         for r in page.records
     ]
     links: list[dict[str, str]] = []

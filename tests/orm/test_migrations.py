@@ -217,6 +217,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
+    assert "waiting_on" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0008_notifications"
     assert "tasktoolkit_reaper_watch" not in tables(empty_url)
     migrations.downgrade(empty_url, "-1")
@@ -259,7 +262,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0008_notifications"
     migrations.upgrade(empty_url, "+1")
-    head = "tasktoolkit_0009_reaper_watch"
+    assert migrations.current(empty_url) == "tasktoolkit_0009_reaper_watch"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0012_ordering"
     assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 
