@@ -175,8 +175,7 @@ class TaskResource:
     @classmethod
     def task_rules(cls, name: str) -> TaskRules:
         """The rules of task ``name`` on this model: its entry, else ``"*"``, else the defaults."""
-        table = cls.__task_rules__
-        return table.get(name) or table.get(DEFAULT_NAME) or DEFAULT_RULES
+        return _named(cls.__task_rules__, name)
 
     # -- spawning ---------------------------------------------------------
 
@@ -222,6 +221,11 @@ class TaskResource:
     def _task_status_expression(cls) -> ColumnElement[str]:
         info = _REGISTRY[cls.__resource_type__]
         return _status_expression(info, getattr(cls, info.pk_attr))
+
+
+def _named(table: Mapping[str, TaskRules], name: str) -> TaskRules:
+    """The rules of ``name`` in ``table``: its entry, else ``"*"``, else the defaults."""
+    return table.get(name) or table.get(DEFAULT_NAME) or DEFAULT_RULES
 
 
 def _live(table: Any) -> ColumnElement[bool]:
@@ -410,7 +414,7 @@ def spawn_tasks(
     items: Sequence[tuple[TaskResource, str]] | Iterable[tuple[TaskResource, str]],
     *,
     message: str | None = None,
-    rules: TaskRules | None = None,
+    rules: TaskRules | Mapping[str, TaskRules] | None = None,
     queue: str | None = None,
     after: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Task]:
@@ -422,7 +426,8 @@ def spawn_tasks(
 
     :param message: an initial message for every task.
     :param rules: these rules for every task instead of their names' (a
-        one-off spawn whose needs differ from the declaration).
+        one-off spawn whose needs differ from the declaration); or a mapping of
+        task names (``"*"`` for the rest) to rules, as ``__task_rules__``.
     :param queue: where the tasks are routed (a Celery queue; ``Worker(queues=...)``),
         ``None`` for the default queue (:class:`~tasktoolkit.errors.InvalidQueueError`
         unless 1 to 255 printable ASCII characters without spaces).
@@ -436,7 +441,12 @@ def spawn_tasks(
         or tasks that wait on each other (:class:`~tasktoolkit.errors.DependencyCycleError`).
     """
     items = list(items)
-    if rules is not None and not isinstance(rules, TaskRules):
+    if isinstance(rules, Mapping):
+        try:
+            rules = check_rules_table("spawn_tasks(rules=...)", rules)
+        except InvalidTaskRulesError as exc:
+            raise InvalidTaskOptionError(str(exc)) from None
+    elif rules is not None and not isinstance(rules, TaskRules):
         raise InvalidTaskOptionError(f"rules must be TaskRules, got {rules!r}")
     queue = check_queue(queue)
     _check_items(session, items)
@@ -461,7 +471,7 @@ def _spawn(
     order: list[_Order],
     ctx: context.RequestContext | None,
     message: str | None,
-    rules: TaskRules | None,
+    rules: TaskRules | Mapping[str, TaskRules] | None,
     queue: str | None,
     trace_context: str | None,
 ) -> list[Task]:
@@ -612,7 +622,7 @@ def _rows(
     order: list[_Order],
     options: dict[str, Any],
     project_id: str | None,
-    rules: TaskRules | None,
+    rules: TaskRules | Mapping[str, TaskRules] | None,
 ) -> list[dict[str, Any]]:
     """The rows of the tasks to insert, every row with the same keys."""
     # Every list sorts by (created_at, id): tasks spawned together share one
@@ -629,7 +639,10 @@ def _rows(
         pk_value = getattr(resource, info.pk_attr)
         key = (info.resource_type, name)
         if key not in applied:
-            named = rules if rules is not None else info.cls.task_rules(name)
+            if rules is None:
+                named = info.cls.task_rules(name)
+            else:
+                named = rules if isinstance(rules, TaskRules) else _named(rules, name)
             timeout = named.start_timeout
             applied[key] = {
                 **named.row_values(),

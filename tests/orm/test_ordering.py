@@ -25,6 +25,7 @@ from tasktoolkit.errors import (
     CrossResourceDependencyError,
     DependencyCycleError,
     InvalidDependencyError,
+    InvalidTaskOptionError,
     UnknownDependencyError,
 )
 from tasktoolkit.orm import ReapResult, Task, TaskRules, reap, spawn_tasks
@@ -315,3 +316,23 @@ def test_exclusive_tasks_never_overlap_under_concurrent_claimers(
     for before, after in itertools.pairwise(rows):
         if before.resource_id == after.resource_id:
             assert after.started_at >= before.finished_at, (before, after)
+
+
+def test_a_spawns_rules_may_be_given_per_name(session: Session, node: Node) -> None:
+    rules = {"*": TaskRules(max_attempts=2), "dhcp": TaskRules(exclusive=True)}
+    wire, dhcp = node.spawn_tasks(["wire", "dhcp"], rules=rules)
+    session.commit()
+    assert (wire.max_attempts, wire.exclusive) == (2, False)
+    assert (dhcp.max_attempts, dhcp.exclusive) == (1, True)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        pytest.param({"dhcp": "exclusive"}, id="not-rules"),
+        pytest.param({"no such": TaskRules()}, id="not-a-name"),
+    ],
+)
+def test_bad_rules_per_name_are_refused(session: Session, node: Node, rules: object) -> None:
+    with pytest.raises(InvalidTaskOptionError):
+        node.spawn_tasks(["wire"], rules=rules)
