@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import Select, and_, exists, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -49,6 +49,8 @@ from tasktoolkit.orm._states import TaskState
 __all__ = [
     "DEPENDENCY",
     "EXCLUSIVE",
+    "behind",
+    "next_exclusive",
     "not_ready",
     "ready",
     "ready_for",
@@ -113,6 +115,33 @@ def ready_for(older_than: timedelta) -> ColumnElement[bool]:
 def not_ready() -> ColumnElement[bool]:
     """The task is pending and its backoff is not over."""
     return _PENDING & (_T.c.not_before > db_now())
+
+
+def behind(session: Session, task_id: str) -> bool:
+    """Whether the task is exclusive and another of its name runs, or waits from
+    earlier, on its resource (a start by its id, as a queue bridge's delivery, asks)."""
+    found = session.execute(
+        select(_T.c.id).where(_T.c.id == task_id, _T.c.exclusive.is_(True), _ahead())
+    ).first()
+    return found is not None
+
+
+def next_exclusive(task: Task) -> Select[Task]:
+    """The task of ``task``'s exclusive name and resource that may run now that ``task``
+    left ``running`` (or ended pending), if any: to publish, and to wake workers for."""
+    return (
+        select(Task)
+        .where(
+            _T.c.resource_type == task.resource_type,
+            _T.c.resource_id == task.resource_id,
+            _T.c.name == task.name,
+            _PENDING,
+            _NOT_WAITING,
+            ~_ahead(),
+        )
+        .order_by(_T.c.created_at, _T.c.id)
+        .limit(1)
+    )
 
 
 def waiting(session: Session, tasks: Iterable[Task]) -> dict[str, str]:

@@ -61,7 +61,7 @@ from tasktoolkit.errors import (
 from tasktoolkit.orm._clock import Moment, db_now, later
 from tasktoolkit.orm._events import change_of, queue_cancel_asked, record_moves, record_ready
 from tasktoolkit.orm._operations import notify_changed
-from tasktoolkit.orm._ready import start_deadline
+from tasktoolkit.orm._ready import next_exclusive, start_deadline
 from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
@@ -289,6 +289,8 @@ def _apply(session: Session, task_id: str, decide: _Decide, what: str) -> Task:
             record_moves(session, [moved])
             if task.awaited and change.target in TERMINAL_TASK_STATES:
                 _follow(session, task, change.target)
+            if task.exclusive and change.target in TERMINAL_TASK_STATES:
+                _release_exclusive(session, task)
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
@@ -340,6 +342,15 @@ def _follow(session: Session, task: Task, ended: TaskState) -> None:
             _apply(session, dependent.id, decide, DEPENDENCY_FAILED)
         except (InvalidTransitionError, TaskNotFoundError):
             continue  # it ended (or went with its resource) meanwhile
+
+
+def _release_exclusive(session: Session, task: Task) -> None:
+    """The exclusive ``task`` ended: the next of its name on its resource, now ready, is
+    published and its workers woken (see :func:`~tasktoolkit.orm._ready.next_exclusive`)."""
+    ready = session.execute(
+        next_exclusive(task).execution_options(populate_existing=True)
+    ).scalars().all()
+    record_ready(session, ready)
 
 
 def _count_down(session: Session, dependents: Sequence[Any]) -> None:

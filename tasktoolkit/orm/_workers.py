@@ -87,7 +87,7 @@ from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._listening import Polling, Subscription, Waiter, waiter_for
 from tasktoolkit.orm._operations import pending_key
 from tasktoolkit.orm._outage import Outage
-from tasktoolkit.orm._ready import ready
+from tasktoolkit.orm._ready import behind, ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
@@ -541,10 +541,14 @@ class Worker:
         """Start one given pending task (``pending`` -> ``running``) for this worker (a
         queue bridge's delivery names it).
 
-        :raises InvalidTransitionError: the task is not pending.
+        :raises InvalidTransitionError: the task is not pending, or not ready: it waits
+            on a task it runs after, or another task of its exclusive name runs on its
+            resource (it is published again once it is ready).
         """
 
         def start(session: Session) -> Job:
+            if behind(session, task_id):
+                raise InvalidTransitionError(task_id, "pending, waiting: exclusive", "running")
             task = transition(
                 session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
             )
