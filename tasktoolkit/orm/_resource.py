@@ -485,6 +485,7 @@ def _spawn(
         "trace_context": trace_context,
     }
     rows = _rows(items, order, options, ctx.project_id if ctx else None, rules)
+    _lock_exclusive(session, items, rows)
     # One Core INSERT of every row (batched into multi-row VALUES by the
     # dialect), returning only the times the database gave them, then the Task
     # objects made straight from the same values: building each object through
@@ -504,6 +505,29 @@ def _spawn(
         if "tasks" in loaded or "active_tasks" in loaded:
             session.expire(resource, ["tasks", "active_tasks"])
     return created
+
+
+def _lock_exclusive(
+    session: Session, items: list[tuple[TaskResource, str]], rows: list[dict[str, Any]]
+) -> None:
+    """Lock the resources that get an exclusive task, until the spawn commits.
+
+    Exclusive tasks of one resource run in creation order (see
+    :mod:`tasktoolkit.orm._ready`); with the lock, two spawns on one resource also
+    commit in that order, so an earlier-created task never appears after a later
+    one already started.
+    """
+    wanted: dict[str, set[Any]] = {}
+    for (resource, _), row in zip(items, rows, strict=True):
+        if row["exclusive"]:
+            info = _REGISTRY[type(resource).__resource_type__]
+            wanted.setdefault(info.resource_type, set()).add(getattr(resource, info.pk_attr))
+    for resource_type in sorted(wanted):
+        info = _REGISTRY[resource_type]
+        pk = getattr(info.cls, info.pk_attr)
+        session.execute(
+            select(pk).where(pk.in_(sorted(wanted[resource_type]))).order_by(pk).with_for_update()
+        )
 
 
 def _check_items(session: Session, items: list[tuple[TaskResource, str]]) -> None:

@@ -41,7 +41,7 @@ from tasktoolkit.orm._transitions import (
 )
 from tasktoolkit.orm._workers import claim_task
 from tasktoolkit.views import task_view
-from tests.clock import passed
+from tests.clock import database_now, passed
 from tests.models import Node
 from tests.orm._db import InOperation, counts_of, load, task_count
 from tests.threads import at_once
@@ -336,3 +336,34 @@ def test_a_spawns_rules_may_be_given_per_name(session: Session, node: Node) -> N
 def test_bad_rules_per_name_are_refused(session: Session, node: Node, rules: object) -> None:
     with pytest.raises(InvalidTaskOptionError):
         node.spawn_tasks(["wire"], rules=rules)
+
+
+def test_spawns_of_exclusive_tasks_on_one_resource_commit_in_creation_order(
+    backend: str,
+    session: Session,
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    node: Node,
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite has one writer at a time: a second spawn waits for the first anyway")
+    first = node.spawn_task("one_at_a_time")  # not committed: holds the node
+    spawned: list[Task] = []
+
+    def second_spawn() -> None:
+        with session_factory() as other:
+            mine = other.get(Node, node.id)
+            assert mine is not None
+            spawned.append(mine.spawn_task("one_at_a_time"))
+            other.commit()
+
+    thread = threading.Thread(target=second_spawn)
+    thread.start()
+    thread.join(timeout=1.0)
+    assert thread.is_alive(), "the second spawn did not wait for the first to commit"
+    before_commit = database_now(engine)
+    session.commit()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    [second] = spawned
+    assert first.created_at < before_commit < second.created_at
