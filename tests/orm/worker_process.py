@@ -12,7 +12,9 @@ imports the test models: a worker enforces each task's rules from its row alone.
 - ``read``: as ``work``, but each step of a job reads the database itself (a
   job's own code), so that an outage meets the job, not only its reports;
 - ``claim``: claim one ``hold`` task if one is ready, print its id (or ``none``)
-  and exit, leaving it running.
+  and exit, leaving it running;
+- ``order``: as ``work``, for the tasks of ``tests/orm/test_ordering.py`` (a chain
+  ``wire``, ``dhcp``, ``secure``, and the exclusive ``one_at_a_time``).
 """
 
 from __future__ import annotations
@@ -87,7 +89,11 @@ def work(worker: Worker, seconds: float, *, every: float = STEP, reads: bool = F
 
 def main(url: str, mode: str, seconds: float, every: float = STEP) -> None:
     engine = prepare_engine(create_engine(url))
-    names = ["work"] if mode in ("work", "read") else ["hold"]
+    names = {
+        "work": ["work"],
+        "read": ["work"],
+        "order": ["wire", "dhcp", "secure", "one_at_a_time"],
+    }.get(mode, ["hold"])
     worker = Worker(engine, names)
     if mode == "claim":
         job = claim(worker)
@@ -97,7 +103,7 @@ def main(url: str, mode: str, seconds: float, every: float = STEP) -> None:
     elif mode == "graceful":
         graceful(worker, seconds)
     else:
-        work(worker, seconds, every=every, reads=mode == "read")
+        work(worker, seconds, every=min(every, seconds), reads=mode == "read")
     engine.dispose()
 
 
