@@ -61,7 +61,7 @@ from tasktoolkit.errors import (
 from tasktoolkit.orm._clock import Moment, db_now, later
 from tasktoolkit.orm._events import change_of, queue_cancel_asked, record_moves, record_ready
 from tasktoolkit.orm._operations import notify_changed
-from tasktoolkit.orm._ready import next_exclusive, start_deadline
+from tasktoolkit.orm._ready import behind, next_exclusive, start_deadline
 from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
@@ -99,6 +99,7 @@ __all__ = [
     "reap_lost",
     "report_progress",
     "start_oldest",
+    "start_ready",
     "start_task",
     "succeed_task",
     "transition",
@@ -679,6 +680,29 @@ def not_held(session: Session, task_id: str, host: str) -> TaskNotHeldError:
 def start_task(session: Session, task_id: str, *, host: str | None = None) -> Task:
     """``pending`` -> ``running``, recording the worker ``host``."""
     return transition(session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=host)
+
+
+def start_ready(session: Session, task_id: str, *, host: str) -> Task:
+    """``pending`` -> ``running`` for ``host``, a task named by its id (a queue bridge's
+    delivery): refused (:class:`InvalidTransitionError`) unless it is ready, its
+    prerequisites succeeded and no other task of its exclusive name runs, or waits from
+    earlier, on its resource (:mod:`tasktoolkit.orm._ready`)."""
+    holder = check_host(host)
+
+    def decide(task: Task, now: Moment) -> _Change | Exception:
+        if task.state == TaskState.PENDING and task.exclusive and behind(session, task.id):
+            return InvalidTransitionError(task.id, "pending, waiting: exclusive", "running")
+        return _move(
+            task,
+            TaskState.RUNNING,
+            expected=TaskState.PENDING,
+            host=holder,
+            held=False,
+            now=now,
+            values={},
+        )
+
+    return _apply(session, task_id, decide, TaskState.RUNNING.value)
 
 
 def succeed_task(

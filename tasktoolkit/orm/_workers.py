@@ -87,7 +87,7 @@ from tasktoolkit.orm._engine import supports_skip_locked
 from tasktoolkit.orm._listening import Polling, Subscription, Waiter, waiter_for
 from tasktoolkit.orm._operations import pending_key
 from tasktoolkit.orm._outage import Outage
-from tasktoolkit.orm._ready import behind, ready
+from tasktoolkit.orm._ready import ready
 from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import operations_table as _O
 from tasktoolkit.orm._records import tasks_table as _T
@@ -104,6 +104,7 @@ from tasktoolkit.orm._transitions import (
     note_refused,
     report_progress,
     start_oldest,
+    start_ready,
     succeed_task,
     transition,
 )
@@ -547,11 +548,7 @@ class Worker:
         """
 
         def start(session: Session) -> Job:
-            if behind(session, task_id):
-                raise InvalidTransitionError(task_id, "pending, waiting: exclusive", "running")
-            task = transition(
-                session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
-            )
+            task = start_ready(session, task_id, host=self.host)
             return Job._of(self, task, _global_id(session, task))
 
         return self._run(start)
