@@ -7,8 +7,9 @@ and values, built in the timed function too), committed. A third row shows
 the API inside a request, where the operation's counts move as well (shown,
 not judged).
 
-Figure: ``spawn_ratio_vs_core``, the median API time / the median Core time
-(bar: <= 2).
+Figures: ``spawn_ratio_vs_core``, the median API time / the median Core time
+(bar: <= 2); ``spawn_ratio_vs_core_with_dependencies``, the same with a port's order
+(DHCP and security groups after the wiring: ``after=...``; bar: <= 2).
 
 Warning: drops and re-creates the toolkit's and the test models' tables at ``--db-url``.
 """
@@ -33,6 +34,7 @@ from tests.models import Cluster
 
 NAME = "spawn"
 _NAMES = ("l2_wiring", "dhcp_provisioning", "anti_spoofing", "security_groups")
+_AFTER = {"dhcp_provisioning": ["l2_wiring"], "security_groups": ["l2_wiring"]}
 
 
 def _clusters(engine: Engine, count: int) -> list[Cluster]:
@@ -57,6 +59,10 @@ def run(bench: Bench) -> dict[str, float]:
 
     def api() -> None:
         orm.spawn_tasks(session, items)
+        session.commit()
+
+    def api_after() -> None:
+        orm.spawn_tasks(session, items, after=_AFTER)
         session.commit()
 
     def api_in_request() -> None:
@@ -99,18 +105,21 @@ def run(bench: Bench) -> dict[str, float]:
     try:
         api(), core()  # warm up: caches, connections
         times = interleaved(
-            {"api": api, "core": core, "api_in_request": api_in_request}, rounds=rounds
+            {"api": api, "core": core, "api_after": api_after, "api_in_request": api_in_request},
+            rounds=rounds,
         )
     finally:
         session.close()
         orm.drop_all(engine)
         engine.dispose()
     ratio = times["api"] / times["core"]
+    ratio_after = times["api_after"] / times["core"]
     bench.table(
         f"spawning {len(items):,} tasks on {len(clusters):,} resources, committed",
         [
             ("Core insert of the same rows", times["core"] * 1000, 1.0),
             ("spawn_tasks (public API)", times["api"] * 1000, ratio),
+            ("spawn_tasks with after=", times["api_after"] * 1000, ratio_after),
             (
                 "spawn_tasks in a request (+ operation)",
                 times["api_in_request"] * 1000,
@@ -119,4 +128,7 @@ def run(bench: Bench) -> dict[str, float]:
         ],
         ["path", "median ms", "x Core"],
     )
-    return {"spawn_ratio_vs_core": ratio}
+    return {
+        "spawn_ratio_vs_core": ratio,
+        "spawn_ratio_vs_core_with_dependencies": ratio_after,
+    }

@@ -14,9 +14,13 @@
 ``DELETE /networks/ID``                  204; its ports and their tasks go with it
 ``POST /ports``                          202 ``{"port": {...}}`` or bulk ``{"ports": [...]}``
 ``GET /ports``, ``GET /ports/ID``        ``status`` derived from the tasks
-``PUT /ports/ID``                        202; spawns ``security_groups``
+``PUT /ports/ID``                        202; spawns ``security_groups`` (one per port at once)
 ``DELETE /ports/ID``                     202; spawns ``unbind``, which deletes the row
 =======================================  =================================================
+
+A new port's ``dhcp_provisioning`` and ``security_groups`` run after its
+``l2_wiring`` (and fail with it); ``security_groups`` is exclusive per port,
+so two quick updates of one port run theirs one after the other.
 
 Example::
 
@@ -42,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sample_app.engine import DEADLINE
 from sample_app.models import (
+    PORT_CREATE_AFTER,
     PORT_CREATE_TASKS,
     PORT_DELETE_TASK,
     PORT_UPDATE_TASK,
@@ -505,6 +510,7 @@ class SampleAPI:
             session,
             [(p, name) for p in ports for name in PORT_CREATE_TASKS],
             rules=self.rules,
+            after=PORT_CREATE_AFTER,
         )
         views = [port_view(p, "BUILD") for p in ports]
         if not bulk:

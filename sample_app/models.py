@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ForeignKey, MetaData, String, case
@@ -31,6 +32,7 @@ from tasktoolkit.orm import NAMING_CONVENTION, ResourceStatus, TaskResource, Tas
 
 __all__ = [
     "HEARTBEAT_TIMEOUT",
+    "PORT_CREATE_AFTER",
     "PORT_CREATE_TASKS",
     "PORT_DELETE_TASK",
     "PORT_TASKS",
@@ -49,7 +51,10 @@ def _utcnow() -> datetime:
 
 #: The tasks that wire a new port, in the order a newcomer would expect them.
 PORT_CREATE_TASKS = ("l2_wiring", "dhcp_provisioning", "anti_spoofing", "security_groups")
-#: The task an update of a port spawns.
+#: The tasks of a new port that run once its wiring succeeded (after ``l2_wiring``).
+PORT_CREATE_AFTER = {"dhcp_provisioning": ["l2_wiring"], "security_groups": ["l2_wiring"]}
+#: The task an update of a port spawns: exclusive per port, so two quick updates
+#: of one port run theirs one after the other.
 PORT_UPDATE_TASK = "security_groups"
 #: The task a delete spawns; when it succeeds the port row is deleted.
 PORT_DELETE_TASK = "unbind"
@@ -76,18 +81,23 @@ def status_of(task_status: str | None) -> str:
     return _STATUS.get(task_status or ResourceStatus.IDLE, "ACTIVE")
 
 
-def port_task_rules(start_timeout: timedelta | None = timedelta(hours=1)) -> TaskRules:
-    """The rules of every port task: two attempts, a short backoff, the agents' heartbeat.
+def port_task_rules(
+    start_timeout: timedelta | None = timedelta(hours=1),
+) -> dict[str, TaskRules]:
+    """The rules of the port tasks, by name: two attempts, a short backoff, the agents'
+    heartbeat; ``security_groups`` exclusive per port.
 
-    :param start_timeout: a task no agent starts within it fails ``not_started``.
+    :param start_timeout: a task no agent starts within it (from when it became
+        ready) fails ``not_started``.
     """
-    return TaskRules(
+    rules = TaskRules(
         start_timeout=start_timeout,
         heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT),
         max_attempts=2,
         backoff=RETRY_BACKOFF,
         backoff_cap=RETRY_BACKOFF * 4,
     )
+    return {"*": rules, PORT_UPDATE_TASK: replace(rules, exclusive=True)}
 
 
 def _new_id() -> str:
@@ -136,7 +146,7 @@ class Port(_SampleResource, Base):
 
     __tablename__ = "ports"
     __resource_type__ = "port"
-    __task_rules__ = {"*": port_task_rules()}
+    __task_rules__ = port_task_rules()
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_new_id)
     network_id: Mapped[str] = mapped_column(

@@ -12,7 +12,9 @@ __all__ = [
     "ApplicationError",
     "BodyTooLargeError",
     "ConfigurationError",
+    "CrossResourceDependencyError",
     "DatabaseUnavailableError",
+    "DependencyCycleError",
     "ForbiddenError",
     "HandlerConflictError",
     "IdempotencyInProgressError",
@@ -21,6 +23,7 @@ __all__ = [
     "InvalidBatchSizeError",
     "InvalidBrokerError",
     "InvalidCallerError",
+    "InvalidDependencyError",
     "InvalidDurationError",
     "InvalidErrorCodeError",
     "InvalidFilterError",
@@ -47,6 +50,7 @@ __all__ = [
     "TaskNotHeldError",
     "TaskToolkitError",
     "TransientResourceError",
+    "UnknownDependencyError",
     "WorkerStopping",
     "database_unavailable",
 ]
@@ -310,6 +314,32 @@ class InvalidTaskRulesError(ConfigurationError):
 
     status = 400
     code = "tasktoolkit.invalid_task_rules"
+
+
+class InvalidDependencyError(InvalidTaskOptionError):
+    """A spawn's ``after`` that cannot be: not a mapping of task names to lists of task
+    names (the base of the other refusals of ``after``)."""
+
+    code = "tasktoolkit.invalid_dependency"
+
+
+class UnknownDependencyError(InvalidDependencyError):
+    """A spawn's ``after`` naming a task that the spawn does not spawn."""
+
+    code = "tasktoolkit.unknown_dependency"
+
+
+class CrossResourceDependencyError(InvalidDependencyError):
+    """A spawn's ``after`` naming a task the spawn makes only on other resources: a task
+    runs after tasks of its own resource."""
+
+    code = "tasktoolkit.cross_resource_dependency"
+
+
+class DependencyCycleError(InvalidDependencyError):
+    """A spawn's ``after`` whose tasks wait on each other in a circle."""
+
+    code = "tasktoolkit.dependency_cycle"
 
 
 class InvalidQueueError(InvalidTaskOptionError):

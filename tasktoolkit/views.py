@@ -15,9 +15,11 @@ Example::
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+from tasktoolkit.orm._ready import DEPENDENCY
 from tasktoolkit.orm._records import Operation, Task, TaskAttempt
 from tasktoolkit.orm._registry import LiveWorker, Waits
 from tasktoolkit.orm._stats import TaskStats
@@ -83,11 +85,20 @@ def attempts_view(task: Task, *, admin: bool) -> list[dict[str, Any]]:
     return views
 
 
+def _waiting(task: Task, waits: Waits | None) -> str | None:
+    """Why the pending ``task`` does not run yet: as ``waits`` (read for its list) says,
+    or, without them, what its own row says (``dependency``)."""
+    if waits is not None:
+        return waits.why(task)
+    return DEPENDENCY if task.state == "pending" and task.waiting_on else None
+
+
 def task_view(task: Task, *, admin: bool, waits: Waits | None = None) -> dict[str, Any]:
     """The task as the API shows it to a caller (``admin``: with tracebacks and hosts).
 
-    :param waits: the database's now and its workers, which say why a pending
-        task waits (``waiting``); without them ``waiting`` is ``None``.
+    :param waits: what says why the tasks of its list wait (``waiting``:
+        :func:`~tasktoolkit.orm._registry.waits_of`); without them, only what the
+        task's own row says (``dependency``).
     """
     error = _error(task, admin=admin)
     view: dict[str, Any] = {
@@ -112,9 +123,8 @@ def task_view(task: Task, *, admin: bool, waits: Waits | None = None) -> dict[st
         result=task.result,
         not_before=isoformat(task.not_before) if task.state == "pending" else None,
         queue=task.queue,
-        waiting=None
-        if waits is None
-        else waits.why(task.state, task.name, task.queue, task.not_before),
+        after=json.loads(task.after) if task.after else [],
+        waiting=_waiting(task, waits),
         attempts=attempts_view(task, admin=admin),
     )
     return view

@@ -42,6 +42,7 @@ class Node(Base, TaskResource):
     __task_rules__ = {
         "*": TaskRules(ttl_by_state={"failed": timedelta(days=7)}),
         "keep_forever": TaskRules(ttl=None),
+        "one_at_a_time": TaskRules(exclusive=True),
     }
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)

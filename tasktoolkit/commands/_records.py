@@ -254,7 +254,7 @@ def _show_database(session: Session, kind: Kind, args: argparse.Namespace) -> Sh
 
 def _waits(session: Session, tasks: Sequence[Task]) -> Waits | None:
     """Why the pending ones among ``tasks`` wait (``waiting``), as the endpoints say it."""
-    return waits_of(session.connection(), (task.state for task in tasks))
+    return waits_of(session, tasks)
 
 
 def _show_http(api: Api, kind: Kind, args: argparse.Namespace) -> Shown:

@@ -344,7 +344,7 @@ def cancel_operation(call: Call) -> Answer:
 
 def _waits(call: Call, tasks: list[Task]) -> Waits | None:
     """What says why the pending ones among ``tasks`` wait: read once, and only when one is."""
-    return waits_of(call.session.connection(), (task.state for task in tasks))
+    return waits_of(call.session, tasks)
 
 
 def workers(call: Call) -> Answer:

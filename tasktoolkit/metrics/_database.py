@@ -29,17 +29,19 @@ CACHE_SECONDS = 1.0
 
 def active_tasks() -> Select[Any]:
     """Per state, name and queue of the active tasks: how many, and, for ``pending``, the
-    oldest time one of them became ready (its creation, or the end of its retry's backoff;
-    those still waiting for their backoff left out), ``:now`` being the time to compare.
+    oldest time one of them became ready (its creation, the end of its retry's backoff, or
+    when the last task it ran after succeeded; those still waiting for their backoff or on
+    a prerequisite left out), ``:now`` being the time to compare.
 
-    Read from ``ix_tasktoolkit_tasks_queue`` alone (state, queue, created_at, id, name,
-    not_before) on every database: its cost follows the active tasks, never the history
+    Read from ``ix_tasktoolkit_tasks_queue`` alone (state, queue, waiting_on, created_at,
+    id, name, not_before) on every database: its cost follows the active tasks, never the history
     (``tests/metrics/test_database.py`` shows the plans).
     """
     ready_since = func.coalesce(_T.c.not_before, _T.c.created_at, type_=UTCDateTime())
     now = bindparam("now", type_=UTCDateTime())
     ready = and_(
         _T.c.state == TaskState.PENDING.value,
+        _T.c.waiting_on == 0,
         or_(_T.c.not_before.is_(None), _T.c.not_before <= now),
     )
     return (

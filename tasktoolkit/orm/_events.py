@@ -65,6 +65,7 @@ __all__ = [
     "queue_cancel_asked",
     "queue_operation_finished",
     "record_moves",
+    "record_ready",
 ]
 
 _QUEUE = "tasktoolkit.signals"
@@ -199,6 +200,7 @@ def record_moves(
     connection: Connection | None = None,
     opening: RequestOperation | None = None,
     counted: Sequence[OperationChange] | None = None,
+    waiting: frozenset[str] = frozenset(),
 ) -> None:
     """Roll ``changes`` into their operations' counts and queue their signals.
 
@@ -216,6 +218,8 @@ def record_moves(
     :param counted: the changes were counted, and their waiters told, by the
         statement that made them (:func:`~tasktoolkit.orm._operations.counted_with`);
         these are the operations that finished.
+    :param waiting: the ids of tasks made pending that wait on prerequisites: not
+        published (:func:`record_ready` publishes them once they are ready).
     """
     conn = connection if connection is not None else session.connection()
     per_operation = Counter(
@@ -223,7 +227,7 @@ def record_moves(
         for c in changes
         if c.request_id is not None and counted is None
     )
-    ready = [c for c in changes if c.new_state == TaskState.PENDING]
+    ready = [c for c in changes if c.new_state == TaskState.PENDING and c.task_id not in waiting]
     # Waiting requests: the moved tasks and every operation whose counts moved;
     # idle database workers: the queues of the tasks made pending.
     wake = [
@@ -265,6 +269,27 @@ def record_moves(
         _queue(session, partial(hooks.task_moved, list(changes)), 0)
     for operation in finished:
         queue_operation_finished(session, operation, hooks)
+    _queue_publish(session, conn, ready, hooks)
+
+
+def record_ready(session: Session, tasks: Sequence[Task]) -> None:
+    """These pending tasks became ready (the last task they ran after succeeded): wake
+    the idle workers of their queues, and publish them once this transaction commits.
+
+    Not a move: no count, no signal.
+    """
+    if not tasks:
+        return
+    conn = session.connection()
+    changes = [change_of(task, TaskState.PENDING.value) for task in tasks]
+    notify_changed(conn, [*(c.task_id for c in changes), *(pending_key(c.queue) for c in changes)])
+    _queue_publish(session, conn, changes, hooks_of(conn))
+
+
+def _queue_publish(
+    session: Session, conn: Connection, ready: Sequence[TaskChange], hooks: Hooks
+) -> None:
+    """Queue the publish of the ``ready`` tasks by their names' dispatchers, after commit."""
     registry = _dispatchers(conn)
     if registry is not None and ready:
         published: dict[Dispatcher, list[TaskChange]] = {}

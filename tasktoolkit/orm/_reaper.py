@@ -249,7 +249,9 @@ def _not_started_batch(
     overdue = _T.c.start_deadline <= db_now()
     if start_timeout is not None:
         spawned_before = later(db_now(), -start_timeout)
-        overdue = overdue | (_T.c.not_before.is_(None) & (_T.c.created_at <= spawned_before))
+        # Not one waiting on prerequisites: its time counts from when it becomes ready.
+        never_ready = _T.c.not_before.is_(None) & (_T.c.waiting_on == 0)
+        overdue = overdue | (never_ready & (_T.c.created_at <= spawned_before))
     pending = _T.c.state == TaskState.PENDING.value
     ids = _candidates(session, pending & overdue, [_T.c.start_deadline], limit)
     moved = _moved(

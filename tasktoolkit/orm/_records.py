@@ -218,12 +218,13 @@ class Task(RecordBase):
         Index("ix_tasktoolkit_tasks_expires", "expires_at"),
         # The reaper's pending tasks past their start deadline.
         Index("ix_tasktoolkit_tasks_start_deadline", "state", "start_deadline"),
-        # Claims by queue: seek (pending, queue) and take the oldest. The name
-        # and not_before it carries let a metrics scrape read the active tasks
-        # per name and queue, and the oldest ready one, from it alone.
+        # Claims by queue: seek (pending, queue, no prerequisite left) and take
+        # the oldest, however many tasks wait on prerequisites. The name and
+        # not_before it carries let a metrics scrape read the active tasks per
+        # name and queue, and the oldest ready one, from it alone.
         Index(
             "ix_tasktoolkit_tasks_queue",
-            *("state", "queue", "created_at", "id", "name", "not_before"),
+            *("state", "queue", "waiting_on", "created_at", "id", "name", "not_before"),
         ),
         # The queue bridge's sweeper: pending tasks never published, oldest first.
         Index("ix_tasktoolkit_tasks_unpublished", "state", "published_at", "created_at"),
@@ -261,6 +262,15 @@ class Task(RecordBase):
     start_deadline: Mapped[datetime | None]
     #: Claims skip the task until then (a retry's backoff); ``None``: at once.
     not_before: Mapped[datetime | None]
+    #: The names of the tasks of its spawn (same operation and resource) it runs
+    #: after, as a JSON list; ``None``: none.
+    after: Mapped[str | None] = mapped_column(String(1024))
+    #: How many of the tasks it runs after have not succeeded yet: claimable at 0.
+    waiting_on: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    #: Some task of its spawn runs after it (its end releases or fails them).
+    awaited: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: Its name is exclusive on its resource: it never runs beside another of that name.
+    exclusive: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: The rest of the task name's rules, as applied at spawn (JSON; see ``_rules.py``).
     rules: Mapped[str | None] = mapped_column(String(255))
     #: Where the task is routed (a Celery queue, a database worker's ``queues``);

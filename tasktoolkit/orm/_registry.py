@@ -26,16 +26,19 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import case, delete, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.orm import Session
 
 from tasktoolkit.orm._clock import db_now, later, read_now
+from tasktoolkit.orm._ready import waiting
+from tasktoolkit.orm._records import Task
 from tasktoolkit.orm._records import workers_table as _W
 
 __all__ = [
@@ -49,7 +52,6 @@ __all__ = [
     "leave",
     "list_workers",
     "purge_gone",
-    "read_waits",
     "serves",
     "waits_of",
 ]
@@ -186,35 +188,36 @@ def serves(workers: Iterable[LiveWorker], name: str, queue: str | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Waits:
-    """What says why pending tasks wait: the database's now and the workers, read once
-    for a whole list (:func:`read_waits`)."""
+    """What says why pending tasks wait: the database's now, the workers, and the
+    tasks held by their order (:func:`~tasktoolkit.orm._ready.waiting`), read once for
+    a whole list (:func:`waits_of`)."""
 
     now: datetime
     workers: Sequence[LiveWorker]
+    #: ``dependency`` or ``exclusive``, by task id, for the tasks their order holds.
+    ordered: Mapping[str, str] = field(default_factory=dict)
 
-    def why(
-        self, state: str, name: str, queue: str | None, not_before: datetime | None
-    ) -> str | None:
-        """A task's ``waiting``: :data:`BACKOFF` while its retry's backoff lasts,
-        :data:`NO_WORKER` while no live worker serves its name and queue; ``None`` when
-        it is not pending or nothing holds it."""
-        if state != "pending":
+    def why(self, task: Task) -> str | None:
+        """A task's ``waiting``: ``dependency`` or ``exclusive`` while its order holds
+        it, :data:`BACKOFF` while its retry's backoff lasts, :data:`NO_WORKER` while no
+        live worker serves its name and queue; ``None`` when it is not pending or
+        nothing holds it."""
+        if task.state != "pending":
             return None
-        if not_before is not None and not_before > self.now:
+        if task.id in self.ordered:
+            return self.ordered[task.id]
+        if task.not_before is not None and task.not_before > self.now:
             return BACKOFF
-        if not serves(self.workers, name, queue):
+        if not serves(self.workers, task.name, task.queue):
             return NO_WORKER
         return None
 
 
-def read_waits(connection: Connection) -> Waits:
-    """The database's now and every worker: two statements, whatever the list's length."""
-    return Waits(read_now(connection), list_workers(connection))
-
-
-def waits_of(connection: Connection, states: Iterable[str]) -> Waits | None:
-    """What says why the pending ones among tasks in ``states`` wait (their views'
-    ``waiting``): read once, and only when one of them is pending."""
-    if not any(state == "pending" for state in states):
+def waits_of(session: Session, tasks: Sequence[Task]) -> Waits | None:
+    """What says why the pending ones among ``tasks`` wait (their views' ``waiting``):
+    read once for the list (the database's now, the workers, what their order holds:
+    a few statements, whatever its length), and only when one of them is pending."""
+    if not any(task.state == "pending" for task in tasks):
         return None
-    return read_waits(connection)
+    connection = session.connection()
+    return Waits(read_now(connection), list_workers(connection), waiting(session, tasks))

@@ -38,7 +38,9 @@ Example::
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,11 +74,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from tasktoolkit import context
 from tasktoolkit._checks import RESOURCE_TYPE, check_queue, check_task_name
 from tasktoolkit.errors import (
+    CrossResourceDependencyError,
+    DependencyCycleError,
+    InvalidDependencyError,
+    InvalidTaskNameError,
     InvalidTaskOptionError,
     InvalidTaskRulesError,
     NotAResourceError,
     ResourceTypeConflictError,
     TransientResourceError,
+    UnknownDependencyError,
 )
 from tasktoolkit.hooks import SpawnInfo, hooks_of
 from tasktoolkit.orm._clock import db_now, read_now
@@ -168,8 +175,7 @@ class TaskResource:
     @classmethod
     def task_rules(cls, name: str) -> TaskRules:
         """The rules of task ``name`` on this model: its entry, else ``"*"``, else the defaults."""
-        table = cls.__task_rules__
-        return table.get(name) or table.get(DEFAULT_NAME) or DEFAULT_RULES
+        return _named(cls.__task_rules__, name)
 
     # -- spawning ---------------------------------------------------------
 
@@ -215,6 +221,11 @@ class TaskResource:
     def _task_status_expression(cls) -> ColumnElement[str]:
         info = _REGISTRY[cls.__resource_type__]
         return _status_expression(info, getattr(cls, info.pk_attr))
+
+
+def _named(table: Mapping[str, TaskRules], name: str) -> TaskRules:
+    """The rules of ``name`` in ``table``: its entry, else ``"*"``, else the defaults."""
+    return table.get(name) or table.get(DEFAULT_NAME) or DEFAULT_RULES
 
 
 def _live(table: Any) -> ColumnElement[bool]:
@@ -403,8 +414,9 @@ def spawn_tasks(
     items: Sequence[tuple[TaskResource, str]] | Iterable[tuple[TaskResource, str]],
     *,
     message: str | None = None,
-    rules: TaskRules | None = None,
+    rules: TaskRules | Mapping[str, TaskRules] | None = None,
     queue: str | None = None,
+    after: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Task]:
     """Spawn one ``pending`` task per ``(resource, name)`` pair, across resources.
 
@@ -414,36 +426,52 @@ def spawn_tasks(
 
     :param message: an initial message for every task.
     :param rules: these rules for every task instead of their names' (a
-        one-off spawn whose needs differ from the declaration).
+        one-off spawn whose needs differ from the declaration); or a mapping of
+        task names (``"*"`` for the rest) to rules, as ``__task_rules__``.
     :param queue: where the tasks are routed (a Celery queue; ``Worker(queues=...)``),
         ``None`` for the default queue (:class:`~tasktoolkit.errors.InvalidQueueError`
         unless 1 to 255 printable ASCII characters without spaces).
+    :param after: per task name, the names of the tasks it runs after, among those
+        spawned here on the same resource (``{"dhcp_provisioning": ["l2_wiring"]}``):
+        it is claimed (or published) only once every one of them succeeded, and
+        fails ``dependency_failed`` when one of them fails or is cancelled. Refused
+        with a subclass of :class:`~tasktoolkit.errors.InvalidDependencyError`: a
+        name this spawn does not make (:class:`~tasktoolkit.errors.UnknownDependencyError`),
+        makes only on other resources (:class:`~tasktoolkit.errors.CrossResourceDependencyError`),
+        or tasks that wait on each other (:class:`~tasktoolkit.errors.DependencyCycleError`).
     """
     items = list(items)
-    if rules is not None and not isinstance(rules, TaskRules):
+    if isinstance(rules, Mapping):
+        try:
+            rules = check_rules_table("spawn_tasks(rules=...)", rules)
+        except InvalidTaskRulesError as exc:
+            raise InvalidTaskOptionError(str(exc)) from None
+    elif rules is not None and not isinstance(rules, TaskRules):
         raise InvalidTaskOptionError(f"rules must be TaskRules, got {rules!r}")
     queue = check_queue(queue)
     _check_items(session, items)
+    order = _order(items, _check_after(after))
     if not items:
         return []
     ctx = context.current()
     connection = session.connection()
     hooks = hooks_of(connection)
     if not hooks:
-        return _spawn(session, connection, items, ctx, message, rules, queue, None)
+        return _spawn(session, connection, items, order, ctx, message, rules, queue, None)
     operation_id = ctx.operation_id if ctx else None
     with hooks.around_spawn(SpawnInfo(operation_id, tuple(name for _, name in items))):
         trace = hooks.trace_context()
-        return _spawn(session, connection, items, ctx, message, rules, queue, trace)
+        return _spawn(session, connection, items, order, ctx, message, rules, queue, trace)
 
 
 def _spawn(
     session: Session,
     connection: Connection,
     items: list[tuple[TaskResource, str]],
+    order: list[_Order],
     ctx: context.RequestContext | None,
     message: str | None,
-    rules: TaskRules | None,
+    rules: TaskRules | Mapping[str, TaskRules] | None,
     queue: str | None,
     trace_context: str | None,
 ) -> list[Task]:
@@ -456,7 +484,8 @@ def _spawn(
         "user_id": ctx.user_id if ctx else None,
         "trace_context": trace_context,
     }
-    rows = _rows(items, options, ctx.project_id if ctx else None, rules)
+    rows = _rows(items, order, options, ctx.project_id if ctx else None, rules)
+    _lock_exclusive(session, items, rows)
     # One Core INSERT of every row (batched into multi-row VALUES by the
     # dialect), returning only the times the database gave them, then the Task
     # objects made straight from the same values: building each object through
@@ -469,12 +498,36 @@ def _spawn(
         session,
         [change_of(task, None) for task in created],
         opening=ctx.operation if ctx is not None else None,
+        waiting=frozenset(task.id for task in created if task.waiting_on),
     )
     for resource, _ in items:
         loaded = inspect(resource).dict
         if "tasks" in loaded or "active_tasks" in loaded:
             session.expire(resource, ["tasks", "active_tasks"])
     return created
+
+
+def _lock_exclusive(
+    session: Session, items: list[tuple[TaskResource, str]], rows: list[dict[str, Any]]
+) -> None:
+    """Lock the resources that get an exclusive task, until the spawn commits.
+
+    Exclusive tasks of one resource run in creation order (see
+    :mod:`tasktoolkit.orm._ready`); with the lock, two spawns on one resource also
+    commit in that order, so an earlier-created task never appears after a later
+    one already started.
+    """
+    wanted: dict[str, set[Any]] = {}
+    for (resource, _), row in zip(items, rows, strict=True):
+        if row["exclusive"]:
+            info = _REGISTRY[type(resource).__resource_type__]
+            wanted.setdefault(info.resource_type, set()).add(getattr(resource, info.pk_attr))
+    for resource_type in sorted(wanted):
+        info = _REGISTRY[resource_type]
+        pk = getattr(info.cls, info.pk_attr)
+        session.execute(
+            select(pk).where(pk.in_(sorted(wanted[resource_type]))).order_by(pk).with_for_update()
+        )
 
 
 def _check_items(session: Session, items: list[tuple[TaskResource, str]]) -> None:
@@ -497,11 +550,103 @@ def _check_items(session: Session, items: list[tuple[TaskResource, str]]) -> Non
         session.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """A spawned task's place in its spawn: the columns ``after`` gives it."""
+
+    after: str | None = None
+    waiting_on: int = 0
+    awaited: bool = False
+
+
+_NO_ORDER = _Order()
+_MAX_AFTER = 1024
+
+
+def _check_after(after: object) -> dict[str, tuple[str, ...]]:
+    """``after`` as checked names: ``{name: (names it runs after, ...)}``."""
+    if after is None:
+        return {}
+    if not isinstance(after, Mapping):
+        raise InvalidDependencyError(
+            f"after must map task names to the names they run after, got {after!r}"
+        )
+    checked: dict[str, tuple[str, ...]] = {}
+    for name, before in after.items():
+        if isinstance(before, str | bytes) or not isinstance(before, Iterable):
+            raise InvalidDependencyError(
+                f"after[{name!r}] must be a list of task names, got {before!r}"
+            )
+        names = (name, *before)
+        try:
+            for each in names:
+                check_task_name(each)
+        except InvalidTaskNameError as exc:
+            raise InvalidDependencyError(f"after: {exc}") from None
+        if name in before:
+            raise DependencyCycleError(f"after: {name!r} cannot run after itself")
+        checked[name] = tuple(sorted(set(before)))
+    _refuse_cycles(checked)
+    return {name: before for name, before in checked.items() if before}
+
+
+def _refuse_cycles(after: dict[str, tuple[str, ...]]) -> None:
+    """:class:`DependencyCycleError` when names of ``after`` wait on each other."""
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            circle = " -> ".join([*path[path.index(name) :], name])
+            raise DependencyCycleError(f"after: the tasks wait on each other: {circle}")
+        if name in done:
+            return
+        for before in after.get(name, ()):
+            visit(before, [*path, name])
+        done.add(name)
+
+    for name in sorted(after):
+        visit(name, [])
+
+
+def _order(
+    items: list[tuple[TaskResource, str]], after: dict[str, tuple[str, ...]]
+) -> list[_Order]:
+    """Each item's :class:`_Order`; refuses names the spawn does not make on its resource."""
+    if not after:
+        return [_NO_ORDER] * len(items)
+    spawned = {name for _, name in items}
+    for name in sorted(after):
+        if name not in spawned:
+            raise UnknownDependencyError(f"after: {name!r} is not spawned here")
+    on: dict[tuple[type, Any], Counter[str]] = {}
+    keys = []
+    for resource, name in items:
+        key = (type(resource), inspect(resource).identity)
+        keys.append(key)
+        on.setdefault(key, Counter())[name] += 1
+    order = []
+    for key, (resource, name) in zip(keys, items, strict=True):
+        here = on[key]
+        before = after.get(name, ())
+        for each in before:
+            if not here[each]:
+                error = CrossResourceDependencyError if each in spawned else UnknownDependencyError
+                where = "only on other resources" if each in spawned else "not spawned here"
+                raise error(f"after: {name!r} on {resource!r} runs after {each!r}, {where}")
+        awaited = any(name in after.get(other, ()) for other in here)
+        encoded = json.dumps(list(before), separators=(",", ":")) if before else None
+        if encoded is not None and len(encoded) > _MAX_AFTER:
+            raise InvalidDependencyError(f"after: {name!r} runs after too many names")
+        order.append(_Order(encoded, sum(here[each] for each in before), awaited))
+    return order
+
+
 def _rows(
     items: list[tuple[TaskResource, str]],
+    order: list[_Order],
     options: dict[str, Any],
     project_id: str | None,
-    rules: TaskRules | None,
+    rules: TaskRules | Mapping[str, TaskRules] | None,
 ) -> list[dict[str, Any]]:
     """The rows of the tasks to insert, every row with the same keys."""
     # Every list sorts by (created_at, id): tasks spawned together share one
@@ -514,11 +659,14 @@ def _rows(
     no_resource = dict.fromkeys({info.column.name for info in infos})
     rows = []
     applied: dict[tuple[str, str], dict[str, Any]] = {}
-    for task_id, info, (resource, name) in zip(ids, infos, items, strict=True):
+    for task_id, info, (resource, name), place in zip(ids, infos, items, order, strict=True):
         pk_value = getattr(resource, info.pk_attr)
         key = (info.resource_type, name)
         if key not in applied:
-            named = rules if rules is not None else info.cls.task_rules(name)
+            if rules is None:
+                named = info.cls.task_rules(name)
+            else:
+                named = rules if isinstance(rules, TaskRules) else _named(rules, name)
             timeout = named.start_timeout
             applied[key] = {
                 **named.row_values(),
@@ -528,6 +676,9 @@ def _rows(
             **options,
             **applied[key],
             **no_resource,
+            "after": place.after,
+            "waiting_on": place.waiting_on,
+            "awaited": place.awaited,
             "id": task_id,
             "resource_type": info.resource_type,
             "resource_id": str(pk_value),
@@ -538,5 +689,8 @@ def _rows(
             "cancel_requested": False,
             info.column.name: pk_value,
         }
+        if place.waiting_on:
+            # Its start deadline counts from the moment it becomes ready.
+            row["tt_start"] = None
         rows.append(row)
     return rows

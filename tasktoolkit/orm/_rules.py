@@ -102,6 +102,9 @@ class TaskRules:
         resource is deleted.
     :param ttl_by_state: a ttl per final state (``succeeded``, ``failed``,
         ``cancelled``), over ``ttl``.
+    :param exclusive: never two tasks of this name running at once on one
+        resource, whichever workers claim them: the later waits until the
+        earlier ended (``waiting: exclusive``), in creation order.
     :raises InvalidTaskRulesError: an unknown option or a value that cannot be.
     """
 
@@ -114,6 +117,7 @@ class TaskRules:
     jitter: float
     ttl: timedelta | None
     ttl_by_state: Mapping[str, timedelta | None] = field(default_factory=dict)
+    exclusive: bool = False
 
     def __init__(
         self,
@@ -127,6 +131,7 @@ class TaskRules:
         jitter: float = 0.5,
         ttl: timedelta | None = DEFAULT_TTL,
         ttl_by_state: Mapping[str, timedelta | None] | None = None,
+        exclusive: bool = False,
         **unknown: object,
     ) -> None:
         if unknown:
@@ -148,6 +153,8 @@ class TaskRules:
             raise InvalidTaskRulesError(f"backoff_cap ({backoff_cap}) is under backoff ({backoff})")
         if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
             raise InvalidTaskRulesError(f"jitter: expected a number from 0 to 1, got {jitter!r}")
+        if not isinstance(exclusive, bool):
+            raise InvalidTaskRulesError(f"exclusive: expected True or False, got {exclusive!r}")
         by_state = {} if ttl_by_state is None else ttl_by_state
         if not isinstance(by_state, Mapping):
             raise InvalidTaskRulesError(f"ttl_by_state: expected a mapping, got {by_state!r}")
@@ -168,6 +175,7 @@ class TaskRules:
             "ttl_by_state": MappingProxyType(
                 {str(s): _ttl(v, f"ttl_by_state[{s!r}]") for s, v in by_state.items()}
             ),
+            "exclusive": exclusive,
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -202,6 +210,7 @@ class TaskRules:
             "heartbeat_timeout": math.ceil(self.heartbeat_timeout.total_seconds()),
             "redeliver_after": math.ceil(self.redelivery.total_seconds()),
             "rules": self.encoded,
+            "exclusive": self.exclusive,
         }
 
 

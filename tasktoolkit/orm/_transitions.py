@@ -35,7 +35,7 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -62,14 +62,14 @@ from tasktoolkit.errors import (
     TaskNotHeldError,
 )
 from tasktoolkit.orm._clock import Moment, db_now, later
-from tasktoolkit.orm._events import change_of, queue_cancel_asked, record_moves
+from tasktoolkit.orm._events import change_of, queue_cancel_asked, record_moves, record_ready
 from tasktoolkit.orm._operations import (
     CHANGES_CHANNEL,
     counted_with,
     finish_counted,
     notify_changed,
 )
-from tasktoolkit.orm._ready import start_deadline
+from tasktoolkit.orm._ready import behind, next_exclusive, start_deadline
 from tasktoolkit.orm._records import Task, attempts_table
 from tasktoolkit.orm._records import operations_table as _OPERATIONS
 from tasktoolkit.orm._records import tasks_table as _T
@@ -87,6 +87,7 @@ from tasktoolkit.orm._types import json_text
 from tasktoolkit.signals import OperationChange
 
 __all__ = [
+    "DEPENDENCY_FAILED",
     "HANDED_BACK",
     "MAX_ERROR_CODE",
     "MAX_RESULT_BYTES",
@@ -110,6 +111,7 @@ __all__ = [
     "rerun_operation",
     "rerun_task",
     "start_oldest",
+    "start_ready",
     "start_task",
     "succeed_task",
     "transition",
@@ -121,6 +123,8 @@ MAX_ERROR_CODE = 64
 WORKER_LOST = "worker_lost"
 #: The error code of a pending task that no worker started before its deadline.
 NOT_STARTED = "not_started"
+#: The error code of a task that a task it ran after failed (or was cancelled) before it.
+DEPENDENCY_FAILED = "dependency_failed"
 #: The outcome of an attempt whose worker stopped and gave the task back.
 HANDED_BACK = "handed_back"
 #: Longest message and traceback kept, in characters: longer ones are cut (a
@@ -314,6 +318,10 @@ def _apply(
                 task, old_state, outcome=outcome, moved_at=moved_at, ended=started_at
             )
             record_moves(session, [moved], opening=opening, counted=counted)
+            if task.awaited and change.target in TERMINAL_TASK_STATES:
+                _follow(session, task, change.target)
+            if task.exclusive and change.target in TERMINAL_TASK_STATES:
+                _release_exclusive(session, task)
         else:  # not a move (asked to stop): its view changed all the same
             notify_changed(session.connection(), [task.id, task.request_id])
         return task
@@ -379,6 +387,103 @@ def _move_in_one(
     return ended, [] if operation is None else [operation]
 
 
+def _follow(session: Session, task: Task, ended: TaskState) -> None:
+    """The tasks that run after ``task``, which just ended in ``ended``, follow it in the
+    same transaction: counted down on a success (ready at 0: their start deadline
+    counts from now, and they are published), failed ``dependency_failed`` otherwise,
+    and so on down their own chains.
+
+    They are the pending tasks of its spawn (same resource, operation and
+    creation time) whose ``after`` names it, found in ``ix_tasktoolkit_tasks_resource``.
+    """
+    request = _T.c.request_id
+    dependents = session.execute(
+        select(_T.c.id, _T.c.rules).where(
+            _T.c.resource_type == task.resource_type,
+            _T.c.resource_id == task.resource_id,
+            _T.c.created_at == task.created_at,
+            request.is_(None) if task.request_id is None else request == task.request_id,
+            _T.c.state == TaskState.PENDING.value,
+            _T.c.waiting_on > 0,
+            _T.c.after.contains(json.dumps(task.name), autoescape=True),
+        )
+    ).all()
+    if not dependents:
+        return
+    if ended == TaskState.SUCCEEDED:
+        _count_down(session, dependents)
+        return
+    why = f"{task.name} ({task.id}) {'failed' if ended == TaskState.FAILED else 'was cancelled'}"
+    with_it = ended == TaskState.CANCELLED and session.info.get(_CANCELLING) == task.request_id
+
+    def decide(dependent: Task, now: Moment) -> _Change | Exception:
+        if with_it:  # its operation is cancelled: so is it
+            return _move_from(TaskState.PENDING, dependent, TaskState.CANCELLED, now, {})
+        return _move_from(
+            TaskState.PENDING,
+            dependent,
+            TaskState.FAILED,
+            now,
+            _error(DEPENDENCY_FAILED, f"a task it runs after, {why}", None),
+        )
+
+    for dependent in dependents:
+        try:
+            _apply(session, dependent.id, decide, DEPENDENCY_FAILED)
+        except (InvalidTransitionError, TaskNotFoundError):
+            continue  # it ended (or went with its resource) meanwhile
+
+
+def _release_exclusive(session: Session, task: Task) -> None:
+    """The exclusive ``task`` ended: the next of its name on its resource, now ready, is
+    published and its workers woken (see :func:`~tasktoolkit.orm._ready.next_exclusive`)."""
+    ready = session.execute(
+        next_exclusive(task).execution_options(populate_existing=True)
+    ).scalars().all()
+    record_ready(session, ready)
+
+
+def _count_down(session: Session, dependents: Sequence[Any]) -> None:
+    """One prerequisite of each of ``dependents`` succeeded: those with none left are ready."""
+    now = db_now()
+    last = _T.c.waiting_on == 1
+    for dependent in dependents:
+        timeout = row_rules(dependent.rules).start_timeout
+        values: list[tuple[Any, Any]] = [
+            (_T.c.not_before, case((last, now), else_=_T.c.not_before)),
+            (_T.c.published_at, case((last, null()), else_=_T.c.published_at)),
+        ]
+        if timeout is not None:
+            deadline = start_deadline(now, timeout)
+            values.append((_T.c.start_deadline, case((last, deadline), else_=_T.c.start_deadline)))
+        # Last: MariaDB assigns from left to right, each reading the values set before it.
+        values.append((_T.c.waiting_on, _T.c.waiting_on - 1))
+        _execute(
+            session,
+            update(_T)
+            .where(
+                _T.c.id == dependent.id,
+                _T.c.state == TaskState.PENDING.value,
+                _T.c.waiting_on > 0,
+            )
+            .ordered_values(*values),
+        )
+    ready = (
+        session.execute(
+            select(Task)
+            .where(
+                Task.id.in_(sorted(d.id for d in dependents)),
+                Task.state == TaskState.PENDING.value,
+                Task.waiting_on == 0,
+            )
+            .execution_options(populate_existing=True)
+        )
+        .scalars()
+        .all()
+    )
+    record_ready(session, ready)
+
+
 def _attempt_row(task: Task, outcome: dict[str, Any], now: Moment) -> dict[str, Any]:
     """The row of the attempt that ``task`` (as read, still ``running``) ends at ``now``."""
     return {
@@ -423,6 +528,8 @@ def _attempt_of(target: TaskState, values: dict[str, Any]) -> dict[str, Any]:
 
 
 _KNOWN = "tasktoolkit.known_tasks"
+#: The operation whose tasks :func:`cancel_operation` is cancelling, in ``session.info``.
+_CANCELLING = "tasktoolkit.cancelling"
 
 
 @contextmanager
@@ -485,6 +592,9 @@ def _move(
     # later): the attempt we count from, or end, must be the one we read.
     where = [_T.c.attempts == task.attempts]
     if target == TaskState.RUNNING:
+        if task.waiting_on:
+            return InvalidTransitionError(task.id, f"{current.value}, waiting", target.value)
+        where.append(_T.c.waiting_on == 0)  # no prerequisite left, still
         written.update(_started(now, host, previous=task.attempts))
     if target in TERMINAL_TASK_STATES:
         expires_at = row_rules(task.rules).expires_at(now, target.value)
@@ -658,6 +768,29 @@ def not_held(session: Session, task_id: str, host: str) -> TaskNotHeldError:
 def start_task(session: Session, task_id: str, *, host: str | None = None) -> Task:
     """``pending`` -> ``running``, recording the worker ``host``."""
     return transition(session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=host)
+
+
+def start_ready(session: Session, task_id: str, *, host: str) -> Task:
+    """``pending`` -> ``running`` for ``host``, a task named by its id (a queue bridge's
+    delivery): refused (:class:`InvalidTransitionError`) unless it is ready, its
+    prerequisites succeeded and no other task of its exclusive name runs, or waits from
+    earlier, on its resource (:mod:`tasktoolkit.orm._ready`)."""
+    holder = check_host(host)
+
+    def decide(task: Task, now: Moment) -> _Change | Exception:
+        if task.state == TaskState.PENDING and task.exclusive and behind(session, task.id):
+            return InvalidTransitionError(task.id, "pending, waiting: exclusive", "running")
+        return _move(
+            task,
+            TaskState.RUNNING,
+            expected=TaskState.PENDING,
+            host=holder,
+            held=False,
+            now=now,
+            values={},
+        )
+
+    return _apply(session, task_id, decide, TaskState.RUNNING.value)
 
 
 def succeed_task(
@@ -867,6 +1000,7 @@ def fail_not_started(
         overdue = deadline is not None and deadline <= now
         bounded = (
             start_timeout is not None
+            and not task.waiting_on
             and task.not_before is None
             and task.created_at <= now - start_timeout
         )
@@ -942,12 +1076,26 @@ def cancel_operation(session: Session, operation_id: str) -> list[str]:
         .order_by(_T.c.id)
         .with_for_update()
     ).scalars()
+    # The tasks that wait on one cancelled here are cancelled with it, not failed.
+    session.info[_CANCELLING] = operation_id
+    try:
+        return _cancel_each(session, list(active))
+    finally:
+        session.info.pop(_CANCELLING, None)
+
+
+def _cancel_each(session: Session, task_ids: list[str]) -> list[str]:
+    """:func:`cancel_task` each of ``task_ids``; those cancelled or asked to stop."""
     cancelled = []
-    for task_id in list(active):
+    for task_id in task_ids:
         try:
             cancel_task(session, task_id)
-        except (InvalidTransitionError, TaskNotFoundError):
-            continue  # it finished (or went with its resource) meanwhile
+        except InvalidTransitionError as exc:
+            if exc.current == TaskState.CANCELLED:  # with a task it waited on, just now
+                cancelled.append(task_id)
+            continue  # it finished meanwhile
+        except TaskNotFoundError:
+            continue  # it went with its resource meanwhile
         cancelled.append(task_id)
     return cancelled
 

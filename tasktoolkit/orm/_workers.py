@@ -105,6 +105,7 @@ from tasktoolkit.orm._transitions import (
     note_refused,
     report_progress,
     start_oldest,
+    start_ready,
     succeed_task,
     transition,
 )
@@ -648,13 +649,13 @@ class Worker:
         """Start one given pending task (``pending`` -> ``running``) for this worker (a
         queue bridge's delivery names it).
 
-        :raises InvalidTransitionError: the task is not pending.
+        :raises InvalidTransitionError: the task is not pending, or not ready: it waits
+            on a task it runs after, or another task of its exclusive name runs on its
+            resource (it is published again once it is ready).
         """
 
         def start(session: Session) -> Job:
-            task = transition(
-                session, task_id, TaskState.RUNNING, expected=TaskState.PENDING, host=self.host
-            )
+            task = start_ready(session, task_id, host=self.host)
             return Job._of(self, task, _global_id(session, task))
 
         return self._run(start)

@@ -68,12 +68,14 @@ def test_task_view_fields_and_times(app: TestApp, seeded: Seeded) -> None:
         "result",
         "not_before",
         "queue",
+        "after",
         "waiting",
         "attempts",
     }
     assert (task["result"], task["queue"], task["waiting"]) == (None, None, None)
     assert task["error"] == {"code": "dhcp_down", "message": "no dhcp agent"}
     assert (task["attempts"], task["not_before"]) == ([], None)  # failed before it started
+    assert (task["after"], task["waiting"]) == ([], None)
     assert task["request_id"] == seeded.operation_id
     assert (task["resource_type"], task["resource_id"]) == ("cluster", seeded.cluster_id)
     for key in ("created_at", "updated_at", "finished_at", "expires_at"):

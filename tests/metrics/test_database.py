@@ -16,6 +16,7 @@ from tasktoolkit import Settings, Toolkit
 from tasktoolkit.metrics import DatabaseCollector, Metrics, metrics_registry
 from tasktoolkit.orm import Worker
 from tasktoolkit.orm._records import tasks_table, workers_table
+from tasktoolkit.orm._transitions import succeed_task
 from tasktoolkit.orm._types import utcnow
 from tests.clock import age
 from tests.metrics.scrapes import Scrape, family, parse
@@ -93,6 +94,23 @@ def test_a_retry_is_ready_from_the_end_of_its_backoff(
     session.commit()
     (age,) = family(scrape(), "tasktoolkit_oldest_pending_age_seconds").values()
     assert 30 <= age < 40
+
+
+def test_a_task_waiting_on_another_is_ready_from_when_that_one_succeeded(
+    session: Session, node: Node, scrape: Callable[[], Scrape]
+) -> None:
+    wire, _ = node.spawn_tasks(["wire", "boot"], after={"boot": ["wire"]})
+    session.commit()
+    session.execute(update(tasks_table).values(created_at=utcnow() - timedelta(hours=1)))
+    session.execute(
+        update(tasks_table).where(tasks_table.c.id == wire.id).values(state="running")
+    )
+    session.commit()
+    assert family(scrape(), "tasktoolkit_oldest_pending_age_seconds") == {}  # boot waits
+    succeed_task(session, wire.id)
+    session.commit()
+    (age,) = family(scrape(), "tasktoolkit_oldest_pending_age_seconds").values()
+    assert 0 <= age < 10
 
 
 def _explained(engine: Engine, backend: str) -> str:

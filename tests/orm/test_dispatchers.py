@@ -9,16 +9,19 @@ to none is left to database workers; a name is bound once.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit.errors import HandlerConflictError
+from tasktoolkit.errors import HandlerConflictError, InvalidTransitionError
 from tasktoolkit.orm import Worker, cancel_task
 from tasktoolkit.orm._events import DISPATCHER, Dispatchers, dispatchers
+from tasktoolkit.orm._publishing import to_publish
+from tasktoolkit.orm._transitions import start_task, succeed_task
 from tasktoolkit.signals import TaskChange
-from tests.models import Cluster
+from tests.models import Cluster, Node
 
 
 class Recording:
@@ -115,3 +118,73 @@ def test_an_engine_without_dispatchers_publishes_nothing(
     spawn(sessionmaker(bare), ["wire"])
     assert bound[0].published == []
     assert isinstance(engine.get_execution_options()[DISPATCHER], Dispatchers)
+
+
+def test_a_task_waiting_on_another_is_published_once_it_is_ready(
+    session_factory: sessionmaker[Session], bound: tuple[Recording, Recording]
+) -> None:
+    a, b = bound
+    with session_factory() as session:
+        cluster = Cluster(name="c")
+        session.add(cluster)
+        session.flush()
+        wire, _ = cluster.spawn_tasks(["wire", "boot"], after={"boot": ["wire"]})
+        session.commit()
+        assert a.published == [("wire", None)]  # boot waits on wire
+        start_task(session, wire.id, host="w1")
+        session.commit()
+        succeed_task(session, wire.id, host="w1")
+        assert a.published == [("wire", None)]  # not before the commit
+        session.commit()
+    assert a.published == [("wire", None), ("boot", "pending")]
+    assert b.published == []
+
+
+def test_the_sweeper_finds_a_waiting_task_only_once_it_is_ready(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    with session_factory() as session:
+        cluster = Cluster(name="c")
+        session.add(cluster)
+        session.flush()
+        wire, _ = cluster.spawn_tasks(["wire", "boot"], after={"boot": ["wire"]})
+        session.commit()
+        found = to_publish(session, ["wire", "boot"], sweep_after=timedelta(0), limit=10)
+        assert [t.name for t in found] == ["wire"]
+        session.rollback()
+        start_task(session, wire.id, host="w1")
+        succeed_task(session, wire.id, host="w1")
+        session.commit()
+        found = to_publish(session, ["wire", "boot"], sweep_after=timedelta(0), limit=10)
+        assert [t.name for t in found] == ["boot"]
+
+
+def test_the_next_exclusive_task_is_published_when_the_one_before_it_ends(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    recording = Recording()
+    registry = dispatchers(engine)
+    registry.bind("one_at_a_time", recording)
+    try:
+        with session_factory() as session:
+            cluster = Cluster(name="c")
+            session.add(cluster)
+            session.flush()
+            node = Node(cluster_id=cluster.id, name="n")
+            session.add(node)
+            session.flush()
+            first, second = node.spawn_tasks(["one_at_a_time", "one_at_a_time"])
+            session.commit()
+        worker = Worker(engine, ["one_at_a_time"], host="w1")
+        # A delivery of the second while the first waits or runs starts nothing.
+        with pytest.raises(InvalidTransitionError):
+            worker.start(second.id)
+        job = worker.start(first.id)
+        with pytest.raises(InvalidTransitionError):
+            worker.start(second.id)
+        recording.published.clear()
+        job.succeed()
+        assert recording.published == [("one_at_a_time", "pending")]
+        worker.start(second.id).succeed()
+    finally:
+        registry.release(recording)

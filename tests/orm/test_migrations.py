@@ -219,6 +219,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     finally:
         engine.dispose()
     migrations.downgrade(empty_url, "-1")
+    assert migrations.current(empty_url) == "tasktoolkit_0011_rerun"
+    assert "waiting_on" not in {c["name"] for c in columns(empty_url, "tasktoolkit_tasks")}
+    migrations.downgrade(empty_url, "-1")
     assert migrations.current(empty_url) == "tasktoolkit_0010_workers"
     assert "tasktoolkit_operation_resources" not in tables(empty_url)
     assert "retry_of" not in {c["name"] for c in columns(empty_url, "tasktoolkit_operations")}
@@ -274,7 +277,9 @@ def test_upgrade_is_idempotent_and_steps_relatively(backend: str, empty_url: URL
     migrations.upgrade(empty_url, "+1")
     assert migrations.current(empty_url) == "tasktoolkit_0010_workers"
     migrations.upgrade(empty_url, "+1")
-    head = "tasktoolkit_0011_rerun"
+    assert migrations.current(empty_url) == "tasktoolkit_0011_rerun"
+    migrations.upgrade(empty_url, "+1")
+    head = "tasktoolkit_0012_ordering"
     assert migrations.current(empty_url) == migrations.heads()[0] == head
 
 

@@ -6,6 +6,7 @@ The workers run ``tests/orm/worker_process.py`` in processes of their own
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -21,10 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
-from tasktoolkit.orm import TaskRules, reap
-from tasktoolkit.orm._records import attempts_table
-from tests.models import Cluster
-from tests.orm._db import task_row
+from tasktoolkit.orm import TaskRules, reap, spawn_tasks
+from tasktoolkit.orm._records import attempts_table, tasks_table
+from tests.models import Cluster, Node
+from tests.orm._db import count_rows, task_row
 from tests.processes import ROOT, Processes
 from tests.proxy import TcpProxy
 
@@ -166,3 +167,50 @@ def test_the_worker_process_imports_no_test_model() -> None:
         "assert 'tests.models' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env=dict(os.environ))
+
+
+def test_chains_and_exclusive_tasks_keep_their_order_under_four_processes(
+    engine: Engine, url: URL, session: Session, workers: Callable[..., subprocess.Popen[str]]
+) -> None:
+    cluster = Cluster(name="c", project_id="p")
+    session.add(cluster)
+    session.flush()
+    nodes = [Node(cluster_id=cluster.id, name=f"n{n}") for n in range(8)]
+    session.add_all(nodes)
+    session.flush()
+    names = ("wire", "dhcp", "secure", *("one_at_a_time",) * 3)
+    items = [(node, name) for node in nodes for name in names]
+    spawned = spawn_tasks(session, items, after={"dhcp": ["wire"], "secure": ["dhcp"]})
+    session.commit()
+    processes = [workers(url, "order", 0.02) for _ in range(4)]
+    wait_for(
+        lambda: count_rows(engine, tasks_table, tasks_table.c.state == "succeeded") == len(items),
+        "every task succeeded",
+    )
+    for process in processes:
+        process.wait(timeout=DEADLINE)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                tasks_table.c.resource_id,
+                tasks_table.c.name,
+                tasks_table.c.created_at,
+                tasks_table.c.id,
+                attempts_table.c.host,
+                attempts_table.c.started_at,
+                attempts_table.c.finished_at,
+            ).join(attempts_table, attempts_table.c.task_id == tasks_table.c.id)
+        ).all()
+    assert len(rows) == len(spawned)  # one attempt each
+    assert len({row.host for row in rows}) > 1  # several processes took part
+    by_node: dict[str, dict[str, list[Any]]] = {}
+    for row in rows:
+        by_node.setdefault(row.resource_id, {}).setdefault(row.name, []).append(row)
+    for tasks in by_node.values():
+        # No dependent started before its prerequisite succeeded (the database's times).
+        assert tasks["dhcp"][0].started_at >= tasks["wire"][0].finished_at
+        assert tasks["secure"][0].started_at >= tasks["dhcp"][0].finished_at
+        # The exclusive ones ran one after the other, in creation order.
+        exclusive = sorted(tasks["one_at_a_time"], key=lambda r: (r.created_at, r.id))
+        for before, after in itertools.pairwise(exclusive):
+            assert after.started_at >= before.finished_at, (before, after)

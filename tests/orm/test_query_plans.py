@@ -350,3 +350,43 @@ def test_the_stats_seek_their_indexes(
         else:
             assert "table=tasktoolkit_tasks type=ALL" not in plan, plan
             assert "table=tasktoolkit_task_attempts type=ALL" not in plan, plan
+
+
+#: What each database's plan says when the claim seeks past the waiting tasks: the
+#: ready ones (``waiting_on`` = 0) are a prefix of the claims' index.
+SEEKS_READY = {
+    "sqlite": "USING INDEX ix_tasktoolkit_tasks_queue (state=? AND queue=? AND waiting_on=?)",
+    "postgresql": "AND ((queue)::text = 'q1'::text) AND (waiting_on = 0))",
+    "mariadb": "type=ref key=ix_tasktoolkit_tasks_queue",
+}
+
+
+def test_a_claim_seeks_past_tasks_waiting_on_prerequisites(
+    session: Session, backend: str, queued_tasks: None
+) -> None:
+    now = utcnow()
+    session.execute(
+        insert(tasks_table),
+        [
+            {
+                "id": f"waiting-{n:08d}",
+                "resource_type": "node",
+                "resource_id": str(n % 97),
+                "name": "boot",
+                "state": "pending",
+                "queue": "q1",
+                "waiting_on": 1,
+                "after": '["wire"]',
+                "created_at": now - timedelta(days=1, seconds=n),
+                "updated_at": now,
+            }
+            for n in range(2000)
+        ],
+    )
+    table = "ANALYZE TABLE" if backend == "mariadb" else "ANALYZE"
+    session.execute(text(f"{table} tasktoolkit_tasks"))
+    claim = lambda s: claim_tasks(s, WORKER_NAMES, host="w1", queues=["q1"], count=1)  # noqa: E731
+    plan = _explain_first_statement(session, backend, claim)
+    assert SEEKS_READY[backend] in plan, plan
+    assert "SCAN tasktoolkit_tasks" not in plan and "Seq Scan" not in plan, plan
+    assert "table=tasktoolkit_tasks type=ALL" not in plan, plan

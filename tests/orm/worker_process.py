@@ -15,6 +15,8 @@ imports the test models: a worker enforces each task's rules from its row alone.
   and exit, leaving it running;
 - ``idle``: wait for ``hold`` tasks that never come, beating as an idle worker
   does; on SIGTERM, stop, leave the list of workers and exit 0.
+- ``order``: as ``work``, for the tasks of ``tests/orm/test_ordering.py`` (a chain
+  ``wire``, ``dhcp``, ``secure``, and the exclusive ``one_at_a_time``).
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ def work(worker: Worker, seconds: float, *, every: float = STEP, reads: bool = F
 
 def main(url: str, mode: str, seconds: float, every: float = STEP) -> None:
     engine = prepare_engine(create_engine(url))
-    names = ["work"] if mode in ("work", "read") else ["hold"]
+    names = {
+        "work": ["work"],
+        "read": ["work"],
+        "order": ["wire", "dhcp", "secure", "one_at_a_time"],
+    }.get(mode, ["hold"])
     worker = Worker(engine, names)
     if mode == "claim":
         job = claim(worker)
@@ -111,7 +117,7 @@ def main(url: str, mode: str, seconds: float, every: float = STEP) -> None:
     elif mode == "idle":
         idle(worker)
     else:
-        work(worker, seconds, every=every, reads=mode == "read")
+        work(worker, seconds, every=min(every, seconds), reads=mode == "read")
     engine.dispose()
 
 

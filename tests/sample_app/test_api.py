@@ -95,7 +95,50 @@ def test_injected_failure_says_why(api: webtest.TestApp, worker: Worker) -> None
     }
     # Progress stopped half way, where the failure was injected.
     assert tasks["l2_wiring"]["progress"] == 40
-    assert {t["state"] for n, t in tasks.items() if n != "l2_wiring"} == {"succeeded"}
+    # What runs after the wiring failed with it; the rest ran.
+    assert tasks["anti_spoofing"]["state"] == "succeeded"
+    for name in ("dhcp_provisioning", "security_groups"):
+        assert tasks[name]["state"] == "failed"
+        assert tasks[name]["error"]["code"] == "dependency_failed"
+        assert tasks[name]["after"] == ["l2_wiring"]
+
+
+def test_dhcp_waits_on_the_wiring_and_the_port_is_built_meanwhile(
+    api: webtest.TestApp, worker: Worker
+) -> None:
+    port_id = port(api, network(api))["id"]
+    first = worker.claim()
+    assert first is not None and first.name == "l2_wiring"
+    tasks = {t["name"]: t for t in api.get(f"/ports/{port_id}/tasks").json["tasks"]}
+    assert (tasks["dhcp_provisioning"]["waiting"], tasks["anti_spoofing"]["waiting"]) == (
+        "dependency",
+        None,
+    )
+    second = worker.claim()
+    assert second is not None and second.name == "anti_spoofing"  # not dhcp: it waits
+    assert worker.claim() is None
+    run_job(worker, second, task_delay=0)
+    assert status(api, port_id) == "BUILD"  # dhcp still waits on the wiring
+    run_job(worker, first, task_delay=0)
+    assert run_all(worker) == 2
+    assert status(api, port_id) == "ACTIVE"
+
+
+def test_two_quick_updates_of_a_port_run_their_security_groups_one_after_the_other(
+    api: webtest.TestApp, worker: Worker
+) -> None:
+    port_id = port(api, network(api))["id"]
+    run_all(worker)
+    for name in ("one", "two"):
+        api.put_json(f"/ports/{port_id}", {"port": {"name": name}})
+    first = worker.claim()
+    assert first is not None and first.name == "security_groups"
+    assert worker.claim() is None  # the second waits for the first
+    waits = [t["waiting"] for t in api.get(f"/ports/{port_id}/tasks?state=pending").json["tasks"]]
+    assert waits == ["exclusive"]
+    run_job(worker, first, task_delay=0)
+    assert run_all(worker) == 1
+    assert status(api, port_id) == "ACTIVE"
 
 
 def test_delete_of_a_busy_port_is_refused(

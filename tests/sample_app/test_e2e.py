@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import URL
 
-from sample_app.models import PORT_CREATE_TASKS
+from sample_app.models import PORT_CREATE_AFTER, PORT_CREATE_TASKS
 from tasktoolkit.orm import Task
 from tests.databases import engine_for, private_database
 from tests.sample_app.conftest import Http, Reply, serving, wait_for
@@ -105,8 +105,14 @@ def test_failure_injection_puts_the_port_in_error(client: Http, task: str) -> No
     assert tasks[task]["state"] == "failed"
     assert tasks[task]["error"]["code"] == "injected_failure"
     assert f"'fail-{task}'" in tasks[task]["error"]["message"]
-    others = {name: t["state"] for name, t in tasks.items() if name != task}
-    assert set(others.values()) == {"succeeded"}
+    # What runs after it failed with it (dependency_failed); the rest succeeded.
+    after = {name for name, before in PORT_CREATE_AFTER.items() if task in before}
+    others = {name: (t["state"], (t["error"] or {}).get("code")) for name, t in tasks.items()}
+    del others[task]
+    assert others == {
+        name: ("failed", "dependency_failed") if name in after else ("succeeded", None)
+        for name in others
+    }
     assert finished(client, reply.header("Operation-Location"))["state"] == "failed"
 
 
@@ -395,7 +401,12 @@ def test_with_no_agent_a_ports_tasks_fail_not_started(own_db: URL, tmp_path: Pat
         tasks = client.get(f"/ports/{port_id}/tasks").body["tasks"]
     assert operation["state"] == "failed"
     assert operation["task_counts"]["failed"] == len(PORT_CREATE_TASKS)
-    assert {(t["state"], t["error"]["code"]) for t in tasks} == {("failed", "not_started")}
+    codes = {t["name"]: (t["state"], t["error"]["code"]) for t in tasks}
+    # What waits on the wiring never became ready: it failed with the wiring.
+    assert codes == {
+        name: ("failed", "dependency_failed" if name in PORT_CREATE_AFTER else "not_started")
+        for name in PORT_CREATE_TASKS
+    }
 
 
 def test_a_sigtermed_server_hands_its_running_tasks_back(own_db: URL, tmp_path: Path) -> None:
