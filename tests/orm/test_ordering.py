@@ -31,6 +31,7 @@ from tasktoolkit.errors import (
 from tasktoolkit.orm import ReapResult, Task, TaskRules, reap, spawn_tasks
 from tasktoolkit.orm._ready import waiting
 from tasktoolkit.orm._records import attempts_table, tasks_table
+from tasktoolkit.orm._registry import waits_of
 from tasktoolkit.orm._transitions import (
     DEPENDENCY_FAILED,
     cancel_operation,
@@ -226,10 +227,11 @@ def test_views_show_after_and_why_a_task_waits(session: Session, node: Node) -> 
         tasks["secure"].id: "dependency",
         exclusive[1].id: "exclusive",
     }
-    view = task_view(tasks["secure"], admin=False, waiting=reasons)
+    waits = waits_of(session, listed)
+    view = task_view(tasks["secure"], admin=False, waits=waits)
     assert (view["after"], view["waiting"]) == (["dhcp"], "dependency")
     assert task_view(tasks["wire"], admin=False)["after"] == []
-    assert task_view(exclusive[1], admin=False, waiting=reasons)["waiting"] == "exclusive"
+    assert task_view(exclusive[1], admin=False, waits=waits)["waiting"] == "exclusive"
 
 
 def test_a_waiting_task_makes_its_resource_busy(session: Session, node: Node) -> None:
