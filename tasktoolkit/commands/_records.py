@@ -1,4 +1,4 @@
-"""``tasktoolkit tasks ...`` and ``tasktoolkit operations ...``: list, show, cancel.
+"""``tasktoolkit tasks ...`` and ``tasktoolkit operations ...``: list, show, cancel, retry.
 
 Each reads the database (``--db-url``, as an operator: every project, hosts
 and tracebacks shown) or asks a service that mounts the endpoints (``--url``,
@@ -52,7 +52,7 @@ from tasktoolkit.orm import (
 )
 from tasktoolkit.orm._queries import ALL_PROJECTS
 from tasktoolkit.orm._registry import Waits, waits_of
-from tasktoolkit.orm._transitions import cancel_operation
+from tasktoolkit.orm._transitions import cancel_operation, rerun_operation, rerun_task
 from tasktoolkit.views import operation_view, task_view
 
 __all__ = ["ACTIONS", "FILTERS", "KINDS", "Action", "Filter", "Kind", "Shown", "add_parser"]
@@ -351,6 +351,35 @@ def _record_of(document: Mapping[str, Any], key: str) -> View:
     return record
 
 
+# -- retry -----------------------------------------------------------------------
+
+
+def _retry_arguments(parser: argparse.ArgumentParser, kind: Kind) -> None:
+    _id_arguments(parser, kind)
+    output_arguments(parser)
+
+
+def _retry_database(session: Session, kind: Kind, args: argparse.Namespace) -> Shown:
+    """Re-run as an operator: outside a request, so the tasks re-run in no operation."""
+    ident = kind.check_id(args.id)
+    if kind is TASKS:
+        get_task(session, ident, scope=ALL_PROJECTS)  # not found: as the API says it
+        task = rerun_task(session, ident)
+        session.commit()
+        return Shown(record=task_view(task, admin=True, waits=_waits(session, [task])))
+    get_operation(session, ident, scope=ALL_PROJECTS)
+    rerun_operation(session, ident)
+    session.commit()
+    return _show_database(session, kind, args)
+
+
+def _retry_http(api: Api, kind: Kind, args: argparse.Namespace) -> Shown:
+    """``POST /tasks/<id>/retry`` or ``POST /operations/<id>/retry``: the re-run is the
+    request's own operation (its ``retry_of`` names the one re-run)."""
+    _, document = api.request("POST", f"/{kind.name}/{quote(args.id, safe='')}/retry")
+    return Shown(record=_record_of(document, kind.one))
+
+
 #: Every action on tasks and operations, in the order ``--help`` lists them.
 ACTIONS: tuple[Action, ...] = (
     Action(
@@ -377,6 +406,17 @@ ACTIONS: tuple[Action, ...] = (
         _cancel_arguments,
         _cancel_database,
         _cancel_http,
+    ),
+    Action(
+        "retry",
+        lambda kind: (
+            "Re-run a failed or cancelled task (its attempts kept)."
+            if kind is TASKS
+            else "Re-run every failed or cancelled task of an operation."
+        ),
+        _retry_arguments,
+        _retry_database,
+        _retry_http,
     ),
 )
 

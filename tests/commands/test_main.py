@@ -162,7 +162,7 @@ def _completions(line: str, tmp_path: Path) -> list[str]:
             id="commands",
         ),
         pytest.param("tasktoolkit ta", ["tasks"], id="a-prefix"),
-        pytest.param("tasktoolkit tasks ", ["cancel", "list", "show"], id="actions"),
+        pytest.param("tasktoolkit tasks ", ["cancel", "list", "retry", "show"], id="actions"),
         pytest.param(
             "tasktoolkit operations list -f ", ["csv", "json", "table", "value"], id="formats"
         ),

@@ -139,6 +139,11 @@ def records(engine: Engine, session_factory: sessionmaker[Session]) -> Iterator[
             'failed\n{{"cancelled":1,"failed":1,"pending":0,"running":0,"succeeded":0}}\n',
             id="operations-cancel",
         ),
+        pytest.param(
+            ["tasks", "retry", "{build}", "-f", "value", "-c", "name", "-c", "state"],
+            "build\npending\n",
+            id="tasks-retry",
+        ),
     ],
 )
 def test_each_action_prints_its_view(
@@ -166,6 +171,11 @@ def test_each_action_prints_its_view(
             ["tasks", "cancel", "{build}"],
             "task {build} cannot go from 'failed' to 'cancelled'",
             id="cancel-an-ended-task",
+        ),
+        pytest.param(
+            ["tasks", "retry", "{wire}"],
+            "task {wire} is pending: only a failed or cancelled task is re-run",
+            id="retry-an-active-task",
         ),
         pytest.param(
             ["tasks", "list", "--state", "bogus"], "state: 'bogus' is not one of", id="bad-state"
@@ -286,3 +296,14 @@ def test_a_page_with_more_after_it_says_the_next_marker_beside_the_list(
     assert err == f"tasktoolkit: more {kind} follow: --marker {out.strip()}\n"
     status, last, err = run(capsys, *listed, "--limit", "1", "--marker", out.strip())
     assert (status, err) == (0, "") and len(last.splitlines()) == 1 and last != out
+
+
+def test_an_operation_is_retried_and_its_failed_task_runs_again(
+    capsys: pytest.CaptureFixture[str], where: list[str], records: dict[str, str]
+) -> None:
+    status, _, err = run(capsys, "operations", "retry", records["rid"], *where)
+    assert (status, err) == (commands.EXIT_OK, "")
+    shown = run(capsys, "tasks", "show", records["build"], "-f", "value", "-c", "state", *where)
+    assert shown == (commands.EXIT_OK, "pending\n", "")
+    again = run(capsys, "operations", "retry", records["rid"], *where)
+    assert again[0] == commands.EXIT_ERROR and "no failed or cancelled task" in again[2]
