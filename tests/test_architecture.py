@@ -1,4 +1,4 @@
-"""docs/architecture.md names every module of the package, and only modules that exist."""
+"""The docs name every module (docs/architecture.md) and revision (docs/migrations.md)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ def test_every_module_is_named_once_on_the_architecture_page() -> None:
     listed, modules = _listed(), _modules()
     assert not modules - listed, f"modules the page does not name: {sorted(modules - listed)}"
     assert not listed - modules, f"names on the page that are no module: {sorted(listed - modules)}"
+
+
+def test_every_revision_is_listed_on_the_migrations_page() -> None:
+    text = (ROOT / "docs" / "migrations.md").read_text()
+    section = text.split("\n## The revisions\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(tasktoolkit_\d{4}\w*)` \|", section, re.M)
+    versions = PACKAGE / "orm" / "migrations" / "versions"
+    revisions = sorted(path.stem for path in versions.glob("tasktoolkit_*.py"))
+    assert listed == revisions
