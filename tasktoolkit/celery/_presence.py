@@ -15,16 +15,31 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.engine import Engine
 
 from tasktoolkit.errors import database_unavailable
 from tasktoolkit.hooks import first_line
 from tasktoolkit.orm._registry import Announcement, beat, leave
 
 if TYPE_CHECKING:
-    from tasktoolkit.celery._bridge import CeleryBridge
+    from celery import Celery
 
-__all__ = ["Presence"]
+__all__ = ["Presence", "Present"]
+
+
+class Present(Protocol):
+    """What a presence reads of its bridge (a ``CeleryBridge``): its app, names, engine."""
+
+    @property
+    def app(self) -> Celery: ...
+
+    @property
+    def names(self) -> frozenset[str]: ...
+
+    @property
+    def engine(self) -> Engine: ...
 
 _log = logging.getLogger("tasktoolkit.celery")
 
@@ -32,7 +47,7 @@ _log = logging.getLogger("tasktoolkit.celery")
 class Presence:
     """The beat of the Celery worker (main process) running ``bridge``, if one does."""
 
-    def __init__(self, bridge: CeleryBridge, timeout: float) -> None:
+    def __init__(self, bridge: Present, timeout: float) -> None:
         from celery import signals
 
         self.bridge = bridge

@@ -277,17 +277,25 @@ def _cancel_arguments(parser: argparse.ArgumentParser, kind: Kind) -> None:
     output_arguments(parser)
 
 
-def _cancel_database(session: Session, kind: Kind, args: argparse.Namespace) -> Shown:
-    ident = kind.check_id(args.id)
-    if kind is TASKS:
-        get_task(session, ident, scope=ALL_PROJECTS)  # not found: as the API says it
-        task = cancel_task(session, ident)
+def _acting(
+    on_task: Callable[[Session, str], Task], on_operation: Callable[[Session, str], object]
+) -> Callable[[Session, Kind, argparse.Namespace], Shown]:
+    """An action on the database (as an operator): ``on_task`` or ``on_operation`` on the
+    record named (not found: as the API says it), committed; what it left, shown."""
+
+    def act(session: Session, kind: Kind, args: argparse.Namespace) -> Shown:
+        ident = kind.check_id(args.id)
+        if kind is TASKS:
+            get_task(session, ident, scope=ALL_PROJECTS)
+            task = on_task(session, ident)
+            session.commit()
+            return Shown(record=task_view(task, admin=True, waits=_waits(session, [task])))
+        get_operation(session, ident, scope=ALL_PROJECTS)
+        on_operation(session, ident)
         session.commit()
-        return Shown(record=task_view(task, admin=True, waits=_waits(session, [task])))
-    get_operation(session, ident, scope=ALL_PROJECTS)
-    cancel_operation(session, ident)
-    session.commit()
-    return _show_database(session, kind, args)
+        return _show_database(session, kind, args)
+
+    return act
 
 
 #: A resource's cancel in the document of what a service mounts (``/ports/...``).
@@ -359,20 +367,6 @@ def _retry_arguments(parser: argparse.ArgumentParser, kind: Kind) -> None:
     output_arguments(parser)
 
 
-def _retry_database(session: Session, kind: Kind, args: argparse.Namespace) -> Shown:
-    """Re-run as an operator: outside a request, so the tasks re-run in no operation."""
-    ident = kind.check_id(args.id)
-    if kind is TASKS:
-        get_task(session, ident, scope=ALL_PROJECTS)  # not found: as the API says it
-        task = rerun_task(session, ident)
-        session.commit()
-        return Shown(record=task_view(task, admin=True, waits=_waits(session, [task])))
-    get_operation(session, ident, scope=ALL_PROJECTS)
-    rerun_operation(session, ident)
-    session.commit()
-    return _show_database(session, kind, args)
-
-
 def _retry_http(api: Api, kind: Kind, args: argparse.Namespace) -> Shown:
     """``POST /tasks/<id>/retry`` or ``POST /operations/<id>/retry``: the re-run is the
     request's own operation (its ``retry_of`` names the one re-run)."""
@@ -404,7 +398,7 @@ ACTIONS: tuple[Action, ...] = (
             else "Cancel every active task of a running operation."
         ),
         _cancel_arguments,
-        _cancel_database,
+        _acting(cancel_task, cancel_operation),
         _cancel_http,
     ),
     Action(
@@ -415,7 +409,8 @@ ACTIONS: tuple[Action, ...] = (
             else "Re-run every failed or cancelled task of an operation."
         ),
         _retry_arguments,
-        _retry_database,
+        # As an operator: outside a request, so the tasks re-run in no operation.
+        _acting(rerun_task, rerun_operation),
         _retry_http,
     ),
 )
