@@ -117,22 +117,24 @@ def test_workers_lists_each_worker(
     Worker(engine, ["l2_wiring", "dhcp"], queues=[None, "node-1"], host="n1:1").claim()
     Worker(engine, ["boot"], host="n2:1").claim()
     age(engine, workers_table, workers_table.c.id == "n2:1", beat_at=timedelta(minutes=5))
-    status, out, err = run(capsys, "workers", "--db-url", db_url)
+    status, out, err = run(capsys, "workers", "--db-url", db_url, "-f", "csv")
     assert (status, err) == (0, "")
     header, *lines = out.splitlines()
-    assert header.split() == ["id", "kind", "host", "pid", "names", "queues", "beat", "live"]
-    assert [line.split()[0] for line in lines] == ["n1:1", "n2:1"]
-    assert "dhcp,l2_wiring  -,node-1" in lines[0] and lines[0].endswith("yes")
-    assert lines[1].endswith("no")
+    assert header == "id,kind,host,pid,names,queues,beat_at,live"
+    assert [line.split(",")[0] for line in lines] == ["n1:1", "n2:1"]
+    assert '"[""dhcp"",""l2_wiring""]","[null,""node-1""]"' in lines[0]
+    assert (lines[0].endswith(",true"), lines[1].endswith(",false")) == (True, True)
     status, out, _ = run(capsys, "workers", "--db-url", db_url, "-f", "json")
-    listed = json.loads(out)["workers"]
+    listed = json.loads(out)
     assert [(w["id"], w["live"]) for w in listed] == [("n1:1", True), ("n2:1", False)]
+    status, out, _ = run(capsys, "workers", "--db-url", db_url, "-f", "value", "-c", "id")
+    assert out == "n1:1\nn2:1\n"
 
 
 def test_no_workers_is_a_header_alone(
     capsys: pytest.CaptureFixture[str], db_url: str, session_factory: sessionmaker[Session]
 ) -> None:
-    status, out, _ = run(capsys, "workers", "--db-url", db_url)
+    status, out, _ = run(capsys, "workers", "--db-url", db_url, "-f", "csv")
     assert status == 0 and len(out.splitlines()) == 1
 
 
@@ -158,19 +160,20 @@ def test_stats_print_each_task_name_and_queue(
 ) -> None:
     spawn(session_factory, ["boot", "boot", "wire"])
     age(engine, tasks_table, created_at=timedelta(minutes=2))
-    status, out, err = run(capsys, "stats", "--db-url", db_url)
+    status, out, err = run(capsys, "stats", "--db-url", db_url, "-f", "csv")
     assert (status, err) == (0, "")
     header, *lines = out.splitlines()
-    assert header.split() == [
-        "name", "queue", "pending", "running", "oldest", "failed_1h", "p50", "p95"
+    assert header.split(",") == [
+        "name", "queue", "pending", "running", "oldest_pending_seconds", "failed_last_hour",
+        "run_seconds_p50", "run_seconds_p95",
     ]  # fmt: skip
-    assert [line.split()[:4] for line in lines] == [
-        ["boot", "-", "2", "0"],
-        ["wire", "-", "1", "0"],
+    assert [line.split(",")[:4] for line in lines] == [
+        ["boot", "", "2", "0"],
+        ["wire", "", "1", "0"],
     ]
-    assert lines[0].split()[4].endswith("s") and float(lines[0].split()[4][:-1]) >= 120
+    assert float(lines[0].split(",")[4]) >= 120
     status, out, _ = run(capsys, "stats", "--db-url", db_url, "-f", "json")
-    listed = json.loads(out)["stats"]
+    listed = json.loads(out)
     assert [(s["name"], s["queue"], s["pending"]) for s in listed] == [
         ("boot", None, 2),
         ("wire", None, 1),
