@@ -35,7 +35,7 @@ from urllib.request import Request, urlopen
 from tasktoolkit._checks import HTTP_TOKEN
 from tasktoolkit.commands._common import CommandError, first_line
 
-__all__ = ["URL_ENV", "Api", "ApiError", "api_of", "http_arguments", "uses_http"]
+__all__ = ["URL_ENV", "Api", "ApiError", "api_of", "header", "http_arguments", "uses_http"]
 
 URL_ENV = "TASKTOOLKIT_URL"
 #: Where clouds.yaml is looked for, in this order (as openstacksdk looks).
@@ -113,7 +113,7 @@ def http_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--header",
-        type=_header,
+        type=header,
         action="append",
         default=[],
         dest="headers",
@@ -122,7 +122,11 @@ def http_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _header(text: str) -> tuple[str, str]:
+def header(text: str) -> tuple[str, str]:
+    """``--header "Name: value"`` as a name and a value (an argparse type).
+
+    :raises argparse.ArgumentTypeError: not a header.
+    """
     name, colon, value = text.partition(":")
     value = value.strip()
     if not colon or not HTTP_TOKEN.match(name.strip()) or not value.isprintable():

@@ -26,7 +26,6 @@ from urllib.request import Request, urlopen
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasktoolkit._checks import HTTP_TOKEN
 from tasktoolkit.commands._common import (
     EXIT_OK,
     EXIT_OPERATION_FAILED,
@@ -36,6 +35,7 @@ from tasktoolkit.commands._common import (
     first_line,
     toolkit,
 )
+from tasktoolkit.commands._http import header
 from tasktoolkit.orm import Scope, get_operation, operation_tasks
 from tasktoolkit.views import operation_view
 
@@ -65,20 +65,12 @@ def add_parser(commands: Any) -> None:
     duration_option(parser, "--timeout", "give up after")
     parser.add_argument(
         "--header",
-        type=_header,
+        type=header,
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
         help="send this header with every request of a URL (X-Auth-Token: ...); repeatable",
     )
-
-
-def _header(text: str) -> tuple[str, str]:
-    name, colon, value = text.partition(":")
-    value = value.strip()
-    if not colon or not HTTP_TOKEN.match(name.strip()) or not value.isprintable():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a header (write it as 'Name: value')")
-    return name.strip(), value
 
 
 def run(args: argparse.Namespace) -> int:
