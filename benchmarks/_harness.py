@@ -9,6 +9,7 @@ measures comparisons side by side in one run (A, B, A, B, ...) with
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -116,6 +117,18 @@ def interleaved(
                 fn()
             samples[name].append((time.perf_counter() - start) / per_round)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank, at or below): 0.99 for the p99."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def load_average() -> float:
+    """The machine's load average over the last minute: the context of a figure on a shared
+    machine."""
+    return os.getloadavg()[0]
 
 
 def save(backend: str, figures: dict[str, float]) -> Path:
