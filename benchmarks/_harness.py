@@ -14,7 +14,7 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ def _fmt(value: object) -> str:
 
 
 def interleaved(
-    candidates: dict[str, Callable[[], object]], *, rounds: int, per_round: int = 1
+    candidates: Mapping[str, Callable[[], object]], *, rounds: int, per_round: int = 1
 ) -> dict[str, float]:
     """Median seconds per call of each candidate, timed in turns (A, B, A, B, ...).
 
