@@ -15,8 +15,11 @@ Figures: ``post_throughput_bare_rps`` and ``post_throughput_toolkit_rps``
 each stack's latency over all its requests (``post_throughput_*_p99_ms``), and
 ``post_throughput_end_lag_p99_ms``: the end writers' lag, from a request's close to
 its end's commit, at saturation (written by each worker when it exits, after the
-servers are stopped with every end flushed). ``post_throughput_load_avg``: the
-machine's load average (1 minute) over the run, for the figures' context.
+servers are stopped with every end flushed). ``post_throughput_*_worker_cpu_ms``: the
+CPU the gunicorn workers spent per request (from ``/proc``: where the
+difference goes when the machine's cores, not the database, are the limit).
+``post_throughput_load_avg``: the machine's load average (1 minute) over the
+run, for the figures' context.
 
 Warning: drops and re-creates the toolkit's and the sample's tables in the
 database at ``--db-url``.
@@ -59,6 +62,8 @@ class Phase:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    #: CPU seconds the server's workers spent in the phase.
+    cpu: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -147,6 +152,21 @@ def load(port: int, seconds: float, clients: int = CLIENTS) -> Phase:
     return phase
 
 
+def workers_cpu_seconds(server: int) -> float:
+    """CPU seconds (user and system) so far of the processes whose parent is ``server``
+    (gunicorn's workers), read from ``/proc``; ``nan`` where there is none."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == server:  # ppid, the 4th field of the line
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else float("nan")
+
+
 def _stop(server: subprocess.Popen[bytes]) -> None:
     server.terminate()  # gunicorn's graceful stop: its workers exit (worker_exit flushes)
     try:
@@ -175,7 +195,11 @@ def run(bench: Bench) -> dict[str, float]:
                 load(port, 1.0)
             for r in range(rounds):
                 for stack in STACKS if r % 2 == 0 else STACKS[::-1]:
-                    phases[stack].append(load(servers[stack][1], seconds))
+                    server, port = servers[stack]
+                    cpu_before = workers_cpu_seconds(server.pid)
+                    phase = load(port, seconds)
+                    phase.cpu = workers_cpu_seconds(server.pid) - cpu_before
+                    phases[stack].append(phase)
                 loads.append(load_average())
         finally:
             for server, _ in servers.values():
@@ -197,6 +221,10 @@ def run(bench: Bench) -> dict[str, float]:
         for stack in STACKS
     }
     errors = {stack: sum(p.errors for p in phases[stack]) for stack in STACKS}
+    cpu = {
+        stack: sum(p.cpu for p in phases[stack]) / sum(len(p.latencies) for p in phases[stack])
+        for stack in STACKS
+    }
     lag_p99 = percentile(lags, 0.99) if lags else float("nan")
     figures = {
         "post_throughput_bare_rps": rps["bare"],
@@ -205,6 +233,8 @@ def run(bench: Bench) -> dict[str, float]:
         "post_throughput_bare_p99_ms": p99["bare"] * 1e3,
         "post_throughput_toolkit_p99_ms": p99["toolkit"] * 1e3,
         "post_throughput_end_lag_p99_ms": lag_p99 * 1e3,
+        "post_throughput_bare_worker_cpu_ms": cpu["bare"] * 1e3,
+        "post_throughput_toolkit_worker_cpu_ms": cpu["toolkit"] * 1e3,
         "post_throughput_load_avg": statistics.mean(loads),
     }
     bench.table(
@@ -216,15 +246,16 @@ def run(bench: Bench) -> dict[str, float]:
                 rps[stack],
                 ", ".join(f"{p.rps:.0f}" for p in phases[stack]),
                 p99[stack] * 1e3,
+                cpu[stack] * 1e3,
                 errors[stack],
             )
             for stack in STACKS
         ]
         + [
-            ("toolkit / bare", figures["post_throughput_ratio_gunicorn"], "", "", ""),
-            (f"end lag p99 ms ({len(lags):,} ends)", lag_p99 * 1e3, "", "", ""),
-            ("load average (1 min), mean", figures["post_throughput_load_avg"], "", "", ""),
+            ("toolkit / bare", figures["post_throughput_ratio_gunicorn"], "", "", "", ""),
+            (f"end lag p99 ms ({len(lags):,} ends)", lag_p99 * 1e3, "", "", "", ""),
+            ("load average (1 min), mean", figures["post_throughput_load_avg"], "", "", "", ""),
         ],
-        ["stack", "requests/s (median)", "each phase", "p99 ms", "errors"],
+        ["stack", "requests/s (median)", "each phase", "p99 ms", "worker CPU ms/req", "errors"],
     )
     return figures
