@@ -9,11 +9,12 @@ measures comparisons side by side in one run (A, B, A, B, ...) with
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,7 @@ def _fmt(value: object) -> str:
 
 
 def interleaved(
-    candidates: dict[str, Callable[[], object]], *, rounds: int, per_round: int = 1
+    candidates: Mapping[str, Callable[[], object]], *, rounds: int, per_round: int = 1
 ) -> dict[str, float]:
     """Median seconds per call of each candidate, timed in turns (A, B, A, B, ...).
 
@@ -149,6 +150,18 @@ def interleaved(
                 fn()
             samples[name].append((time.perf_counter() - start) / per_round)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank, at or below): 0.99 for the p99."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def load_average() -> float:
+    """The machine's load average over the last minute: the context of a figure on a shared
+    machine."""
+    return os.getloadavg()[0]
 
 
 def save(backend: str, figures: dict[str, float]) -> Path:
