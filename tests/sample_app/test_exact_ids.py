@@ -107,4 +107,5 @@ def test_migrations_make_the_id_columns_exact(backend: str, tmp_path: Path) -> N
             "tasktoolkit_idempotency_keys.project_id": "utf8mb4_bin",
             "tasktoolkit_reaper_watch.name": "utf8mb4_bin",
             "tasktoolkit_workers.id": "utf8mb4_bin",
+            "tasktoolkit_operation_resources.resource_id": "utf8mb4_bin",
         }
