@@ -693,7 +693,9 @@ def start_oldest(
         .values(_started(db_now(), host, previous=Task.attempts))
         .returning(Task, also)
     )
-    rows = session.execute(statement, execution_options={"synchronize_session": False})
+    rows = session.execute(
+        statement, execution_options={"synchronize_session": False, "populate_existing": True}
+    )
     started = sorted(((row[0], row[1]) for row in rows), key=lambda r: (r[0].created_at, r[0].id))
     for task, _ in started:
         _refresh_active_tasks(session, task)
@@ -1137,7 +1139,10 @@ def _rerun(task: Task, now: Moment, request_id: str | None) -> _Change | Excepti
         "cancel_requested": False,
         "max_attempts": task.attempts + declared.max_attempts,
         "not_before": now,
-        "start_deadline": start_deadline(now, row_rules(task.rules).start_timeout),
+        # A task that waits on prerequisites has no start deadline until it is ready.
+        "start_deadline": None
+        if task.waiting_on
+        else start_deadline(now, row_rules(task.rules).start_timeout),
         "published_at": None,  # a queue bridge publishes it again
     }
     return _Change(written, [_T.c.attempts == task.attempts], TaskState.PENDING)
@@ -1175,7 +1180,42 @@ def rerun_task(session: Session, task_id: str) -> Task:
             .where(_OPERATIONS.c.id == request_id, _OPERATIONS.c.retry_of.is_(None))
             .values(retry_of=ended_in[0])
         )
+    if task.awaited:
+        _rearm(session, task, ended_in[0])
     return task
+
+
+def _rearm(session: Session, task: Task, ended_in: str | None) -> None:
+    """``task`` runs again: so do the tasks of its spawn that failed ``dependency_failed``
+    after it (in ``ended_in``, the operation it ended in), each waiting on it again, and
+    down their chains (:func:`rerun_task`); one whose other prerequisites failed or were
+    cancelled stays failed."""
+    request = _T.c.request_id
+    spawn = (
+        _T.c.resource_type == task.resource_type,
+        _T.c.resource_id == task.resource_id,
+        _T.c.created_at == task.created_at,
+        request.is_(None) if ended_in is None else request == ended_in,
+    )
+    dependents = session.execute(
+        select(_T.c.id, _T.c.after).where(
+            *spawn,
+            _T.c.state == TaskState.FAILED.value,
+            _T.c.error_code == DEPENDENCY_FAILED,
+            _T.c.after.contains(json.dumps(task.name), autoescape=True),
+        )
+    ).all()
+    for dependent_id, after in dependents:
+        others = [name for name in json.loads(after) if name != task.name]
+        ended = select(_T.c.id).where(
+            *spawn, _T.c.name.in_(others), _T.c.state.in_(RERUNNABLE)
+        )
+        if others and session.execute(ended.limit(1)).first() is not None:
+            continue  # another of its prerequisites failed: it stays failed
+        try:
+            rerun_task(session, dependent_id)
+        except (NothingToRerunError, TaskNotFoundError):
+            continue  # re-run by another request (or gone with its resource) meanwhile
 
 
 def rerun_operation(session: Session, operation_id: str) -> list[str]:

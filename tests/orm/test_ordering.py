@@ -37,6 +37,8 @@ from tasktoolkit.orm._transitions import (
     cancel_operation,
     cancel_task,
     fail_task,
+    rerun_operation,
+    rerun_task,
     start_task,
     succeed_task,
 )
@@ -136,6 +138,72 @@ def test_a_failed_prerequisite_fails_its_whole_chain_at_once(
     assert counts_of(engine, op) == expected
     session.expire(node)
     assert node.task_status == "busy"  # audit still pending
+
+
+@pytest.mark.parametrize(
+    "in_a_request", [pytest.param(True, id="in-its-request"), pytest.param(False, id="no-request")]
+)
+def test_a_rerun_prerequisite_runs_its_chain_again(
+    session: Session, engine: Engine, node: Node, in_operation: InOperation, in_a_request: bool
+) -> None:
+    with in_operation() as first:
+        tasks = _chain(session, node)
+    fail_task(session, tasks["wire"].id, code="boom", message="broke")
+    session.commit()
+    if in_a_request:
+        with in_operation() as again:
+            rerun_task(session, tasks["wire"].id)
+    else:
+        again = None
+        rerun_task(session, tasks["wire"].id)
+    session.commit()
+    for name in CHAIN:  # the chain waits on its prerequisites again, in the re-run's operation
+        found = load(session, tasks[name].id)
+        assert (found.state, found.error_code, found.request_id) == ("pending", None, again)
+        assert found.waiting_on == (0 if name == "wire" else 1)
+        assert (found.start_deadline is None) == (name != "wire"), name
+    assert counts_of(engine, first) == {"pending": 1, "failed": 3}  # it keeps its counts
+    if again is not None:
+        assert counts_of(engine, again) == {"pending": 3}
+    claimed = []
+    while (name := _claim(session, CHAIN)) is not None:
+        claimed.append(name)
+        succeed_task(session, tasks[name].id)
+        session.commit()
+    assert claimed == list(CHAIN)
+
+
+def test_a_dependent_with_another_failed_prerequisite_stays_failed(
+    session: Session, node: Node
+) -> None:
+    tasks = {
+        t.name: t
+        for t in node.spawn_tasks(["wire", "dhcp", "secure"], after={"secure": ["wire", "dhcp"]})
+    }
+    session.commit()
+    for name in ("wire", "dhcp"):
+        fail_task(session, tasks[name].id, code="boom", message="broke")
+    session.commit()
+    rerun_task(session, tasks["wire"].id)
+    session.commit()
+    assert _state(session, tasks["secure"]) == ("failed", DEPENDENCY_FAILED)
+    rerun_task(session, tasks["dhcp"].id)
+    session.commit()
+    secure = load(session, tasks["secure"].id)
+    assert (secure.state, secure.waiting_on) == ("pending", 2)
+
+
+def test_a_rerun_operation_rearms_each_chain_once(
+    session: Session, engine: Engine, node: Node, in_operation: InOperation
+) -> None:
+    with in_operation() as first:
+        tasks = _chain(session, node)
+    fail_task(session, tasks["wire"].id, code="boom", message="broke")
+    session.commit()
+    with in_operation() as again:
+        rerun_operation(session, first)
+    session.commit()
+    assert counts_of(engine, again) == {"pending": 3}
 
 
 def test_a_chain_in_a_cancelled_operation_is_cancelled_not_failed(
