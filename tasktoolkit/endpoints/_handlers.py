@@ -33,6 +33,7 @@ from tasktoolkit.caller import (
     WORKERS_LIST,
     Authorize,
     Caller,
+    Rule,
 )
 from tasktoolkit.context import is_valid_request_id
 from tasktoolkit.endpoints._params import (
@@ -223,14 +224,7 @@ def resource_task(call: Call) -> Waiting:
 
 def cancel_resource_task(call: Call) -> Answer:
     """``POST /<collection>/<id>/tasks/<task_id>/cancel``."""
-    found = _resource_task(call)
-    target = _target(found)
-    if not call.allowed(TASKS_CANCEL, target):
-        raise ForbiddenError(f"not allowed to cancel task {found.id}")
-    task = cancel_task(call.session, found.id)
-    call.session.commit()
-    hosts = call.allowed(TASKS_SHOW_HOST, target)
-    return Answer({"task": task_view(task, admin=hosts, waits=_waits(call, [task]))}, status=202)
+    return _moved(call, _resource_task(call), TASKS_CANCEL, "cancel", cancel_task)
 
 
 def retry_resource_task(call: Call) -> Answer:
@@ -240,10 +234,18 @@ def retry_resource_task(call: Call) -> Answer:
 
 def _retry(call: Call, found: Task) -> Answer:
     """Re-run ``found`` in the request's operation: 202 with the task as it is now pending."""
+    return _moved(call, found, TASKS_RETRY, "re-run", rerun_task)
+
+
+def _moved(
+    call: Call, found: Task, rule: Rule, verb: str, move: Callable[[Session, str], Task]
+) -> Answer:
+    """``move`` ``found`` if the caller may (``rule``), committed: 202 with the task as the
+    move left it."""
     target = _target(found)
-    if not call.allowed(TASKS_RETRY, target):
-        raise ForbiddenError(f"not allowed to re-run task {found.id}")
-    task = rerun_task(call.session, found.id)
+    if not call.allowed(rule, target):
+        raise ForbiddenError(f"not allowed to {verb} task {found.id}")
+    task = move(call.session, found.id)
     call.session.commit()
     hosts = call.allowed(TASKS_SHOW_HOST, target)
     return Answer({"task": task_view(task, admin=hosts, waits=_waits(call, [task]))}, status=202)
